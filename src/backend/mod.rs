@@ -1,0 +1,74 @@
+//! The compute backends: one trait, a CPU implementation (the baseline) and a wgpu one.
+//!
+//! A backend does the two kinds of heavy work of ALGORITHM.md §2: accumulating the Gram statistics
+//! over batches of images, and, per greedy step, scoring every candidate's marginal gain and
+//! downdating the Schur complement. The host ([`crate::greedy`]) keeps the selection (order, gains,
+//! error curve) and picks the argmax; the backend keeps the state it needs (`E`, `R`) where it is
+//! cheapest to update.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::stats::{ChannelLayout, RawGrams, Unfolding};
+use crate::tensor::TensorView;
+
+/// Relative tolerance under which a candidate's Schur-complement pivot counts as zero (the column
+/// is numerically dependent on the selection), relative to the same column's diagonal in the
+/// original Gram matrix. The statistics are accumulated in f32, so dependence shows up at about
+/// 1e-7 relative; 1e-6 keeps a margin above that.
+pub const DEFAULT_DEPENDENCE_TOL: f64 = 1e-6;
+
+/// What a backend needs to start accumulating statistics for one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsSpec {
+    /// The consumer's unfolding (shapes of one image, im2col geometry).
+    pub unfolding: Unfolding,
+    /// Whether batches come with a separate target `A` (asymmetric variant): then `BᵀA` and `AᵀA`
+    /// are accumulated too.
+    pub with_target: bool,
+}
+
+/// Accumulates Gram sums batch by batch; memory does not grow with the number of images.
+pub trait StatsAccumulator {
+    /// Adds one batch of consumer inputs `B`, shape `(n, C)` or `(n, C, H, W)`, and, when the spec
+    /// asked for it, the matching targets `A` of the same shape.
+    fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()>;
+    /// Returns the sums, in f64.
+    fn finish(self: Box<Self>) -> Result<RawGrams>;
+}
+
+/// What a backend needs to start the greedy for one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct GreedySpec<'a> {
+    /// Channels and columns per channel.
+    pub layout: ChannelLayout,
+    /// Consumer outputs `m`.
+    pub outputs: usize,
+    /// `G = BᵀB`, `D × D` row-major.
+    pub gram: &'a [f64],
+    /// `C0 = XW`, `D × m` row-major.
+    pub c0: &'a [f64],
+    /// Relative pivot tolerance for numerical dependence (see [`DEFAULT_DEPENDENCE_TOL`]).
+    pub dependence_tol: f64,
+}
+
+/// The greedy state of one layer: the Schur complement `E` and the residual correlation `R`.
+pub trait GreedyState {
+    /// Writes `gain(i | S) = trace(R_Iᵀ E_II⁺ R_I)` for every channel `i` into `gains`
+    /// (length `channels`). Channels already selected get 0, and so do the column directions of a
+    /// block whose pivot is under the dependence tolerance (they are dropped from the solve).
+    fn score(&mut self, gains: &mut [f64]) -> Result<()>;
+    /// Adds `channel` to the selection: `E ← E − E[:,J] E_JJ⁺ E[J,:]`,
+    /// `R ← R − E[:,J] E_JJ⁺ R[J,:]`.
+    fn select(&mut self, channel: usize) -> Result<()>;
+}
+
+/// A compute backend.
+pub trait Backend {
+    /// A human-readable name, e.g. `cpu (2 threads)` or the GPU adapter's name.
+    fn name(&self) -> String;
+    /// Starts accumulating statistics for one layer.
+    fn stats_accumulator(&self, spec: StatsSpec) -> Result<Box<dyn StatsAccumulator + '_>>;
+    /// Starts the greedy for one layer from its statistics.
+    fn greedy_state(&self, spec: GreedySpec<'_>) -> Result<Box<dyn GreedyState + '_>>;
+}

@@ -1,0 +1,47 @@
+//! Typed errors of the library. The binary turns them into messages; the library never prints.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in subprune, with enough context to name the culprit
+/// (file, tensor, shape, device).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A `.npy` file is malformed or holds something other than little-endian f32.
+    #[error("{path}: {reason}")]
+    Npy {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Shapes that do not fit together, named by tensor.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A NaN or infinity in input data.
+    #[error("{tensor}: non-finite value {value} at flat index {index}")]
+    NonFinite {
+        /// Which tensor holds it.
+        tensor: String,
+        /// Flat (row-major) index of the first bad value.
+        index: usize,
+        /// The value itself.
+        value: f32,
+    },
+    /// An argument outside its valid range (budget, tolerance, geometry).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The GPU backend failed: no adapter, a lost device, a refused allocation, a shader error.
+    #[error("GPU backend: {0}")]
+    Gpu(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! # subprune
+//!
+//! Data-efficient structured pruning of convolutional networks by weakly submodular greedy channel
+//! selection with optimal reweighting of the next layer (El Halabi, Srinivas, Lacoste-Julien,
+//! NeurIPS 2022). See `ALGORITHM.md` in the project's shared folder for the method.
+//!
+//! Data flows one way: consumer inputs → [`stats`] (Gram statistics, on a [`Backend`]) →
+//! [`greedy`] (selection order, error curve) → [`greedy::reweight`] (new consumer weights).
+//!
+//! ```no_run
+//! use subprune::{select, Budget, CpuBackend, LayerProblem, SelectOptions, npy};
+//! let inputs = npy::read_f32("B.npy")?;   // (N, C, H, W): the consumer's input
+//! let weight = npy::read_f32("W.npy")?;   // (M, C, kh, kw): the consumer's weight
+//! let problem = LayerProblem::new(&inputs.shape, weight.view(), None)?;
+//! let options = SelectOptions { budget: Budget::KeepFraction(0.5), ..Default::default() };
+//! let sel = select(&CpuBackend::new(), &problem, inputs.view(), None, &options, &mut |_, _| {})?;
+//! println!("kept {:?}, error {}", sel.kept, sel.relative_error);
+//! # Ok::<(), subprune::Error>(())
+//! ```
+
+pub mod backend;
+pub mod demo;
+pub mod error;
+pub mod greedy;
+pub mod linalg;
+pub mod npy;
+pub mod rng;
+pub mod stats;
+pub mod tensor;
+
+pub use backend::cpu::CpuBackend;
+pub use backend::{Backend, DEFAULT_DEPENDENCE_TOL};
+pub use error::{Error, Result};
+pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted};
+pub use stats::{Consumer, ConvOptions, LayerProblem, LayerStats};
+pub use tensor::{Tensor, TensorView};
+
+/// Images per batch when an in-memory tensor is streamed through a backend (the paper's
+/// calibration batches hold 128 images).
+pub const DEFAULT_BATCH_IMAGES: usize = 128;
+
+/// Computes a layer's statistics from in-memory consumer inputs `B` (and, for the asymmetric
+/// variant, targets `A` of the same shape), streamed through `backend` `batch_images` images at a
+/// time.
+pub fn layer_stats(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    batch_images: usize,
+) -> Result<LayerStats> {
+    let unfolding = problem.unfolding;
+    let n = unfolding.check_batch(&inputs, "inputs")?;
+    if n == 0 {
+        return Err(Error::Shape("inputs hold no images (N = 0)".into()));
+    }
+    if let Some(t) = &target {
+        if t.shape != inputs.shape {
+            return Err(Error::Shape(format!(
+                "target has shape {:?}, inputs have {:?}; they must match",
+                t.shape, inputs.shape
+            )));
+        }
+    }
+    if batch_images == 0 {
+        return Err(Error::InvalidArgument(
+            "batch size must be ≥ 1 image".into(),
+        ));
+    }
+    let mut acc = backend.stats_accumulator(backend::StatsSpec {
+        unfolding,
+        with_target: target.is_some(),
+    })?;
+    let per_image = unfolding.image_len();
+    let mut first = 0;
+    while first < n {
+        let count = batch_images.min(n - first);
+        let mut shape = inputs.shape.to_vec();
+        shape[0] = count;
+        let range = first * per_image..(first + count) * per_image;
+        let b = TensorView::new(&shape, &inputs.data[range.clone()])?;
+        let a = match &target {
+            Some(t) => Some(TensorView::new(&shape, &t.data[range])?),
+            None => None,
+        };
+        acc.add_batch(b, a)?;
+        first += count;
+    }
+    LayerStats::from_raw(problem, acc.finish()?)
+}
+
+/// How many channels to keep.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// Exactly this many channels (1 ≤ k ≤ C).
+    Keep(usize),
+    /// This fraction of the channels, rounded to the nearest count and at least 1 (0 < f ≤ 1).
+    KeepFraction(f64),
+}
+
+impl Budget {
+    /// The number of channels to keep out of `channels`, or an error for an invalid budget.
+    pub fn resolve(&self, channels: usize) -> Result<usize> {
+        match *self {
+            Budget::Keep(k) if k >= 1 && k <= channels => Ok(k),
+            Budget::Keep(k) => Err(Error::InvalidArgument(format!(
+                "keep {k} channels: must be between 1 and the layer's {channels} channels"
+            ))),
+            Budget::KeepFraction(f) if f > 0.0 && f <= 1.0 => {
+                Ok(((f * channels as f64).round() as usize).clamp(1, channels))
+            }
+            Budget::KeepFraction(f) => Err(Error::InvalidArgument(format!(
+                "keep fraction {f}: must be in (0, 1]"
+            ))),
+        }
+    }
+}
+
+/// Options of [`select`].
+#[derive(Clone, Copy, Debug)]
+pub struct SelectOptions {
+    /// How many channels to keep.
+    pub budget: Budget,
+    /// Replace the consumer's weights by the least-squares optimum `W~` (default), or keep its
+    /// original rows for the kept channels.
+    pub reweight: bool,
+    /// Relative pivot tolerance for numerically dependent channels.
+    pub dependence_tol: f64,
+    /// Images per statistics batch.
+    pub batch_images: usize,
+}
+
+impl Default for SelectOptions {
+    fn default() -> Self {
+        Self {
+            budget: Budget::KeepFraction(0.5),
+            reweight: true,
+            dependence_tol: DEFAULT_DEPENDENCE_TOL,
+            batch_images: DEFAULT_BATCH_IMAGES,
+        }
+    }
+}
+
+/// The result of selecting channels for one layer.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The full greedy run (order and error curve for every budget).
+    pub run: GreedyRun,
+    /// The kept channels, sorted.
+    pub kept: Vec<usize>,
+    /// `‖AW − B_S W~‖² / ‖AW‖²` for the kept set (with `W~ = W_S` without reweighting).
+    pub relative_error: f64,
+    /// The new consumer weight, in the original layout with only the kept input channels.
+    pub weight: Tensor,
+}
+
+/// Selects the channels to keep for one layer and computes the new consumer weight: statistics,
+/// one greedy run, then the reweighting solve for the budget.
+pub fn select(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    options: &SelectOptions,
+    progress: greedy::Progress<'_>,
+) -> Result<Selection> {
+    let k = options.budget.resolve(problem.layout().channels)?;
+    let stats = layer_stats(backend, problem, inputs, target, options.batch_images)?;
+    let run = run_greedy(backend, &stats, options.dependence_tol, progress)?;
+    select_from_run(problem, &stats, run, k, options)
+}
+
+/// The keep set and new weight for budget `k` from an existing greedy run (no recomputation).
+pub fn select_from_run(
+    problem: &LayerProblem,
+    stats: &LayerStats,
+    run: GreedyRun,
+    k: usize,
+    options: &SelectOptions,
+) -> Result<Selection> {
+    let kept = run.kept(k);
+    let (rows, relative_error) = if options.reweight {
+        let r = reweight(stats, &kept, options.dependence_tol)?;
+        (r.weight, r.relative_error)
+    } else {
+        let (ks, m) = (stats.layout.group, stats.outputs);
+        let rows = kept
+            .iter()
+            .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())
+            .collect();
+        (rows, error_without_reweight(stats, &kept)?)
+    };
+    let weight = problem.weight_tensor(&kept, &rows);
+    Ok(Selection {
+        run,
+        kept,
+        relative_error,
+        weight,
+    })
+}

@@ -1,0 +1,237 @@
+//! The `subprune` command line: parses arguments, calls the library, prints.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "subprune",
+    version,
+    about = "Data-efficient structured pruning of CNNs by weakly submodular greedy selection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Select the channels to keep for one layer and the new consumer weight.
+    Select(SelectArgs),
+    /// Run the selection on the built-in synthetic conv layer and print the error curve.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct SelectArgs {
+    /// Consumer input B, f32 .npy: (N, C) for a Linear consumer, (N, C, H, W) for a Conv one.
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Consumer weight, f32 .npy: (M, C), (M, C, kh, kw), or (M, C·H·W) for conv→flatten→linear.
+    #[arg(long)]
+    weight: PathBuf,
+    /// Target input A (same shape as --inputs) for the asymmetric variant.
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// Conv stride: one number or "h,w".
+    #[arg(long, default_value = "1")]
+    stride: String,
+    /// Conv zero padding: one number or "h,w".
+    #[arg(long, default_value = "0")]
+    padding: String,
+    /// Conv dilation: one number or "h,w".
+    #[arg(long, default_value = "1")]
+    dilation: String,
+    /// Number of channels to keep.
+    #[arg(long, conflicts_with = "keep_fraction")]
+    keep: Option<usize>,
+    /// Fraction of channels to keep, in (0, 1] (default 0.5).
+    #[arg(long)]
+    keep_fraction: Option<f64>,
+    /// Keep the consumer's original weights for the kept channels instead of the least-squares ones.
+    #[arg(long)]
+    no_reweight: bool,
+    /// Write the new consumer weight (kept input channels only, same layout) to this .npy file.
+    #[arg(long)]
+    out_weight: Option<PathBuf>,
+    /// Print one JSON object: order, kept, error_curve, relative_error.
+    #[arg(long)]
+    json: bool,
+    /// Images per statistics batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    batch_images: usize,
+    /// Relative pivot tolerance under which a channel counts as dependent on the selection.
+    #[arg(long, default_value_t = subprune::DEFAULT_DEPENDENCE_TOL)]
+    dependence_tol: f64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Fraction of channels to keep.
+    #[arg(long, default_value_t = 0.25)]
+    keep_fraction: f64,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Select(args) => select(args),
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let parse = |s: &str| {
+        s.parse::<usize>()
+            .with_context(|| format!("--{name} {text:?}: expected a number or \"h,w\""))
+    };
+    match parts.as_slice() {
+        [a] => {
+            let v = parse(a)?;
+            Ok([v, v])
+        }
+        [a, b] => Ok([parse(a)?, parse(b)?]),
+        _ => bail!("--{name} {text:?}: expected a number or \"h,w\""),
+    }
+}
+
+/// A progress line on stderr when it is a terminal.
+fn progress_printer(label: &'static str) -> impl FnMut(usize, usize) {
+    let tty = std::io::stderr().is_terminal();
+    move |done, total| {
+        if tty && (done == total || done % 8 == 0) {
+            eprint!("\r{label}: step {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+fn select(args: SelectArgs) -> anyhow::Result<()> {
+    let inputs = npy::read_f32(&args.inputs)?;
+    let weight = npy::read_f32(&args.weight)?;
+    let target = args.target.as_ref().map(npy::read_f32).transpose()?;
+    let conv = ConvOptions {
+        stride: pair("stride", &args.stride)?,
+        padding: pair("padding", &args.padding)?,
+        dilation: pair("dilation", &args.dilation)?,
+    };
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv))
+        .with_context(|| format!("{} with {}", args.inputs.display(), args.weight.display()))?;
+    let budget = match (args.keep, args.keep_fraction) {
+        (Some(k), _) => Budget::Keep(k),
+        (None, Some(f)) => Budget::KeepFraction(f),
+        (None, None) => Budget::KeepFraction(0.5),
+    };
+    let options = SelectOptions {
+        budget,
+        reweight: !args.no_reweight,
+        dependence_tol: args.dependence_tol,
+        batch_images: args.batch_images,
+    };
+    let backend = CpuBackend::new();
+    eprintln!("backend: {}", backend.name());
+    let sel = subprune::select(
+        &backend,
+        &problem,
+        inputs.view(),
+        target.as_ref().map(|t| t.view()),
+        &options,
+        &mut progress_printer("greedy"),
+    )?;
+    if let Some(path) = &args.out_weight {
+        npy::write_f32(path, &sel.weight)?;
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "order": sel.run.order,
+            "kept": sel.kept,
+            "error_curve": sel.run.error_curve,
+            "relative_error": sel.relative_error,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "kept {} of {} channels, relative error {:.6e} ({})",
+            sel.kept.len(),
+            problem.layout().channels,
+            sel.relative_error,
+            if options.reweight {
+                "reweighted"
+            } else {
+                "original weights"
+            }
+        );
+        println!("kept channels: {:?}", sel.kept);
+        if let Some(path) = &args.out_weight {
+            println!(
+                "new weight {:?} written to {}",
+                sel.weight.shape,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let (inputs, weight) = subprune::demo::layer();
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(subprune::demo::CONV))?;
+    let backend = CpuBackend::new();
+    let options = SelectOptions {
+        budget: Budget::KeepFraction(args.keep_fraction),
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let sel = subprune::select(
+        &backend,
+        &problem,
+        inputs.view(),
+        None,
+        &options,
+        &mut progress_printer("greedy"),
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    let layout = problem.layout();
+    println!(
+        "demo layer: inputs {:?}, consumer weight {:?} (stride 1, padding 1), backend {}",
+        inputs.shape,
+        weight.shape,
+        backend.name()
+    );
+    println!("greedy error curve (normalized ‖AW − B_S W~‖² / ‖AW‖²):");
+    for k in [
+        1,
+        layout.channels / 8,
+        layout.channels / 4,
+        layout.channels / 2,
+        layout.channels,
+    ] {
+        let k = k.max(1);
+        println!(
+            "  keep {k:>3} of {}: {:.4e}",
+            layout.channels,
+            sel.run.error_curve[k - 1]
+        );
+    }
+    println!(
+        "kept {} channels: {:?}\nrelative error {:.4e}, in {:.3} s",
+        sel.kept.len(),
+        sel.kept,
+        sel.relative_error,
+        secs
+    );
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Reading and writing NumPy `.npy` files holding little-endian f32 arrays (format 1.0–3.0).
+//! Anything else (another dtype, Fortran order, a truncated file) is a clear error naming the file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+fn npy_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Npy {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads a C-ordered little-endian f32 `.npy` file.
+pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_f32(path, &bytes)
+}
+
+/// Parses the bytes of a `.npy` file; `path` only names it in errors.
+pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(npy_err(path, "not a .npy file (bad magic string)"));
+    }
+    let major = bytes[6];
+    let (header_len, header_start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(npy_err(path, "truncated .npy header"));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => {
+            return Err(npy_err(
+                path,
+                format!("unsupported .npy format version {v}"),
+            ))
+        }
+    };
+    let data_start = header_start + header_len;
+    if bytes.len() < data_start {
+        return Err(npy_err(path, "truncated .npy header"));
+    }
+    let header = std::str::from_utf8(&bytes[header_start..data_start])
+        .map_err(|_| npy_err(path, "header is not text"))?;
+    let descr =
+        dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
+    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
+    if descr != "<f4" && descr != "=f4" && !(descr == "|f4") {
+        return Err(npy_err(
+            path,
+            format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
+        ));
+    }
+    let fortran = dict_value(header, "fortran_order")
+        .ok_or_else(|| npy_err(path, "header has no 'fortran_order'"))?;
+    if fortran.trim() != "False" {
+        return Err(npy_err(
+            path,
+            "Fortran-ordered array; save a C-ordered one (np.ascontiguousarray)",
+        ));
+    }
+    let shape_text =
+        dict_value(header, "shape").ok_or_else(|| npy_err(path, "header has no 'shape'"))?;
+    let inner = shape_text
+        .trim()
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| npy_err(path, format!("malformed shape {shape_text}")))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
+    let count: usize = shape.iter().product();
+    let payload = &bytes[data_start..];
+    if payload.len() != count * 4 {
+        return Err(npy_err(
+            path,
+            format!(
+                "shape {shape:?} needs {} data bytes, file has {}",
+                count * 4,
+                payload.len()
+            ),
+        ));
+    }
+    let data = payload
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Tensor { shape, data })
+}
+
+/// The text after `'key':` in a Python dict literal, up to the next top-level comma.
+fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let pos = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = &header[pos + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?;
+    let mut depth = 0i32;
+    for (i, ch) in rest.char_indices() {
+        match ch {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' | '}' if depth == 0 => return Some(&rest[..i]),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Serializes a tensor as a version-1.0 `.npy` file.
+pub fn to_bytes(tensor: &Tensor) -> Vec<u8> {
+    let shape = match tensor.shape.len() {
+        1 => format!("({},)", tensor.shape[0]),
+        _ => format!(
+            "({})",
+            tensor
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Pad so that the data starts on a 64-byte boundary, header ending in '\n'.
+    let unpadded = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + tensor.data.len() * 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in &tensor.data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes a tensor to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_f32(path: impl AsRef<Path>, tensor: &Tensor) -> Result<()> {
+    write_atomic(path.as_ref(), &to_bytes(tensor))
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename, so that a reader never
+/// sees a half-written file and a failure leaves any previous file intact.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp: PathBuf = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_shape_and_values() {
+        let t = Tensor::new(vec![2, 3, 1], vec![1.0, -2.5, 3.0, 0.0, 1e-8, 7.0]).unwrap();
+        let back = parse_f32(Path::new("mem"), &to_bytes(&t)).unwrap();
+        assert_eq!(back, t);
+        let v = Tensor::new(vec![4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(parse_f32(Path::new("mem"), &to_bytes(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn rejects_other_dtypes_and_truncation() {
+        let t = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
+        let mut bytes = to_bytes(&t);
+        let text = String::from_utf8_lossy(&bytes).replace("<f4", "<f8");
+        let f8 = text.into_bytes();
+        let err = parse_f32(Path::new("x.npy"), &f8).unwrap_err().to_string();
+        assert!(err.contains("x.npy") && err.contains("<f8"), "{err}");
+        bytes.pop();
+        let err = parse_f32(Path::new("x.npy"), &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data bytes"), "{err}");
+        let err = parse_f32(Path::new("x.npy"), b"hello world")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("magic"), "{err}");
+    }
+}

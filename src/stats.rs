@@ -1,0 +1,451 @@
+//! The layer problem and its Gram statistics (ALGORITHM.md §1–2).
+//!
+//! A [`LayerProblem`] says how the consumer reads its input: which columns of the unfolded input
+//! `B` (rows = images × output positions) belong to which channel, and the consumer weight `W`
+//! reshaped to `D × m`. [`LayerStats`] holds what the greedy needs and nothing that grows with the
+//! number of images: `gram = BᵀB`, `c0 = (BᵀA)·W` and `total = ‖AW‖²`.
+
+use crate::error::{Error, Result};
+use crate::tensor::TensorView;
+
+/// Kernel geometry of a convolutional consumer (2-D, no groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width (≥ 1).
+    pub stride: [usize; 2],
+    /// Zero padding on each side along height and width.
+    pub padding: [usize; 2],
+    /// Dilation along height and width (≥ 1).
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output height and width for an input of `h × w`, or an error naming the geometry.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<[usize; 2]> {
+        let mut out = [0; 2];
+        for (axis, size) in [h, w].into_iter().enumerate() {
+            if self.stride[axis] == 0 || self.dilation[axis] == 0 || self.kernel[axis] == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "conv geometry {self:?}: kernel, stride and dilation must be ≥ 1"
+                )));
+            }
+            let span = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
+            let padded = size + 2 * self.padding[axis];
+            if padded < span {
+                return Err(Error::Shape(format!(
+                    "input {h}x{w} with padding {:?} is smaller than the dilated kernel ({span} along axis {axis})",
+                    self.padding
+                )));
+            }
+            out[axis] = (padded - span) / self.stride[axis] + 1;
+        }
+        Ok(out)
+    }
+}
+
+/// How the consumer layer reads the pruned layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumer {
+    /// A Linear (Gemm) consumer on `(N, C)` inputs: channel `c` is column `c` (`ks = 1`).
+    Linear,
+    /// A Conv consumer on `(N, C, H, W)` inputs, unfolded like im2col: one row per (image, output
+    /// position), channel `c` owns columns `c·ks .. c·ks + ks` with `ks = kh·kw`.
+    Conv(ConvGeometry),
+    /// Conv → Flatten → Linear on `(N, C, H, W)` inputs: channel `c` owns its `H·W` flattened
+    /// positions (`ks = H·W`), in PyTorch's row-major flatten order.
+    FlattenLinear,
+}
+
+/// Channels and the size of each channel's column group: `D = channels · group`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLayout {
+    /// Number of channels `d` of the pruned layer (= input channels of the consumer).
+    pub channels: usize,
+    /// Columns per channel `ks`.
+    pub group: usize,
+}
+
+impl ChannelLayout {
+    /// Total columns `D`.
+    pub fn columns(&self) -> usize {
+        self.channels * self.group
+    }
+}
+
+/// The unfolding of one consumer input: per-image geometry and the im2col map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unfolding {
+    /// The consumer kind.
+    pub consumer: Consumer,
+    /// Input channels `C`.
+    pub channels: usize,
+    /// Input height (1 for a Linear consumer).
+    pub height: usize,
+    /// Input width (1 for a Linear consumer).
+    pub width: usize,
+    /// Output positions per image, `[oh, ow]` (`[1, 1]` unless Conv).
+    pub out_size: [usize; 2],
+}
+
+impl Unfolding {
+    /// Checks a consumer against a per-image input shape `[C]` or `[C, H, W]`.
+    pub fn new(consumer: Consumer, per_image: &[usize]) -> Result<Self> {
+        let (channels, height, width) = match (consumer, per_image) {
+            (Consumer::Linear, [c]) => (*c, 1, 1),
+            (Consumer::Conv(_) | Consumer::FlattenLinear, [c, h, w]) => (*c, *h, *w),
+            (Consumer::Linear, s) => {
+                return Err(Error::Shape(format!(
+                    "a Linear consumer takes inputs (N, C); got per-image shape {s:?}"
+                )))
+            }
+            (_, s) => {
+                return Err(Error::Shape(format!(
+                    "a Conv or Flatten→Linear consumer takes inputs (N, C, H, W); got per-image shape {s:?}"
+                )))
+            }
+        };
+        if channels == 0 || height == 0 || width == 0 {
+            return Err(Error::Shape(format!(
+                "inputs have an empty dimension: per-image shape {per_image:?}"
+            )));
+        }
+        let out_size = match consumer {
+            Consumer::Conv(g) => g.output_size(height, width)?,
+            _ => [1, 1],
+        };
+        Ok(Self {
+            consumer,
+            channels,
+            height,
+            width,
+            out_size,
+        })
+    }
+
+    /// The channel layout of the unfolded matrix.
+    pub fn layout(&self) -> ChannelLayout {
+        let group = match self.consumer {
+            Consumer::Linear => 1,
+            Consumer::Conv(g) => g.kernel[0] * g.kernel[1],
+            Consumer::FlattenLinear => self.height * self.width,
+        };
+        ChannelLayout {
+            channels: self.channels,
+            group,
+        }
+    }
+
+    /// Values per image in the input tensor.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Rows of the unfolded matrix per image (output positions).
+    pub fn rows_per_image(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+
+    /// Whether the unfolded matrix is the input itself, one image a row (no im2col needed).
+    pub fn is_dense(&self) -> bool {
+        !matches!(self.consumer, Consumer::Conv(_))
+    }
+
+    /// Checks a batch `(n, C[, H, W])` against this unfolding and returns its image count.
+    pub fn check_batch(&self, batch: &TensorView<'_>, name: &str) -> Result<usize> {
+        let per_image = batch.shape.get(1..).unwrap_or(&[]);
+        let expected: &[usize] = match self.consumer {
+            Consumer::Linear => &[self.channels],
+            _ => &[self.channels, self.height, self.width],
+        };
+        if batch.shape.is_empty() || per_image != expected {
+            return Err(Error::Shape(format!(
+                "{name} has shape {:?}, expected (N, {})",
+                batch.shape,
+                expected
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(batch.shape[0])
+    }
+
+    /// Writes unfolded rows `first .. first + out.len() / D` of `images` (a batch, row-major
+    /// `(n, C, H, W)`) into `out` (row-major, `D` columns). Padding positions are zeros.
+    pub fn unfold_rows(&self, images: &[f32], first: usize, out: &mut [f32]) {
+        let d = self.layout().columns();
+        match self.consumer {
+            Consumer::Linear | Consumer::FlattenLinear => {
+                out.copy_from_slice(&images[first * d..first * d + out.len()]);
+            }
+            Consumer::Conv(g) => {
+                let [oh, ow] = self.out_size;
+                let (h, w) = (self.height, self.width);
+                let [kh, kw] = g.kernel;
+                for (row_offset, row) in out.chunks_exact_mut(d).enumerate() {
+                    let r = first + row_offset;
+                    let (img, pos) = (r / (oh * ow), r % (oh * ow));
+                    let (oy, ox) = (pos / ow, pos % ow);
+                    let image = &images[img * self.image_len()..(img + 1) * self.image_len()];
+                    for c in 0..self.channels {
+                        let plane = &image[c * h * w..(c + 1) * h * w];
+                        for i in 0..kh {
+                            let y = (oy * g.stride[0] + i * g.dilation[0]) as isize
+                                - g.padding[0] as isize;
+                            for j in 0..kw {
+                                let x = (ox * g.stride[1] + j * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                let inside =
+                                    y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w;
+                                row[(c * kh + i) * kw + j] = if inside {
+                                    plane[y as usize * w + x as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One layer to prune: the consumer's unfolding and its weight as a `D × m` matrix.
+#[derive(Clone, Debug)]
+pub struct LayerProblem {
+    /// How the consumer's input is unfolded.
+    pub unfolding: Unfolding,
+    /// Consumer output channels `m`.
+    pub outputs: usize,
+    /// The consumer weight reshaped to `D × m` (row-major, f64): `B·weight` is the consumer's
+    /// pre-activation output without bias.
+    pub weight: Vec<f64>,
+    /// The weight's original shape, used to write the pruned weight back in the same layout.
+    pub weight_shape: Vec<usize>,
+}
+
+impl LayerProblem {
+    /// Builds the problem from the consumer input's shape `(N, C)` or `(N, C, H, W)` and the
+    /// consumer weight: `(M, C)` (Linear), `(M, C, kh, kw)` (Conv, with `conv` giving stride,
+    /// padding and dilation) or `(M, C·H·W)` with a 4-D input (Conv → Flatten → Linear).
+    pub fn new(
+        input_shape: &[usize],
+        weight: TensorView<'_>,
+        conv: Option<ConvOptions>,
+    ) -> Result<Self> {
+        weight.check_finite("weight")?;
+        let ws = weight.shape;
+        let per_image = input_shape.get(1..).unwrap_or(&[]);
+        let consumer = match (per_image.len(), ws.len()) {
+            (1, 2) => Consumer::Linear,
+            (3, 4) => {
+                let o = conv.unwrap_or_default();
+                Consumer::Conv(ConvGeometry {
+                    kernel: [ws[2], ws[3]],
+                    stride: o.stride,
+                    padding: o.padding,
+                    dilation: o.dilation,
+                })
+            }
+            (3, 2) => Consumer::FlattenLinear,
+            _ => {
+                return Err(Error::Shape(format!(
+                    "inputs of shape {input_shape:?} and weight of shape {ws:?} do not form a Linear \
+                     ((N, C) with (M, C)), Conv ((N, C, H, W) with (M, C, kh, kw)) or Flatten→Linear \
+                     ((N, C, H, W) with (M, C·H·W)) consumer"
+                )))
+            }
+        };
+        if conv.is_some() && !matches!(consumer, Consumer::Conv(_)) {
+            let o = conv.unwrap_or_default();
+            if o != ConvOptions::default() {
+                return Err(Error::InvalidArgument(
+                    "stride, padding and dilation only apply to a Conv consumer (4-D weight)"
+                        .into(),
+                ));
+            }
+        }
+        let unfolding = Unfolding::new(consumer, per_image)?;
+        let layout = unfolding.layout();
+        let d = layout.columns();
+        let outputs = ws[0];
+        let weight_columns: usize = ws[1..].iter().product();
+        if weight_columns != d
+            || (matches!(consumer, Consumer::Conv(_)) && ws[1] != layout.channels)
+        {
+            return Err(Error::Shape(format!(
+                "weight of shape {ws:?} does not match inputs of shape {input_shape:?}: the consumer \
+                 reads {} channels × {} columns = {d} input columns, the weight has {weight_columns}",
+                layout.channels, layout.group
+            )));
+        }
+        if outputs == 0 {
+            return Err(Error::Shape(format!(
+                "weight of shape {ws:?} has no outputs"
+            )));
+        }
+        // (M, D) row-major → (D, M).
+        let mut wmat = vec![0.0; d * outputs];
+        for o in 0..outputs {
+            for col in 0..d {
+                wmat[col * outputs + o] = weight.data[o * d + col] as f64;
+            }
+        }
+        Ok(Self {
+            unfolding,
+            outputs,
+            weight: wmat,
+            weight_shape: ws.to_vec(),
+        })
+    }
+
+    /// The channel layout of the unfolded input.
+    pub fn layout(&self) -> ChannelLayout {
+        self.unfolding.layout()
+    }
+
+    /// Turns the rows of a `D_S × m` matrix (the kept channels' column groups, in `kept` order)
+    /// back into a consumer weight of the original layout with only the kept input channels.
+    pub fn weight_tensor(&self, kept: &[usize], rows: &[f64]) -> crate::tensor::Tensor {
+        let ks = self.layout().group;
+        let m = self.outputs;
+        let cols = kept.len() * ks;
+        let mut data = vec![0.0f32; m * cols];
+        for o in 0..m {
+            for col in 0..cols {
+                data[o * cols + col] = rows[col * m + o] as f32;
+            }
+        }
+        let mut shape = self.weight_shape.clone();
+        match self.unfolding.consumer {
+            Consumer::Conv(_) | Consumer::Linear => shape[1] = kept.len(),
+            Consumer::FlattenLinear => shape[1] = cols,
+        }
+        crate::tensor::Tensor { shape, data }
+    }
+}
+
+/// Stride, padding and dilation of a Conv consumer (the kernel size comes from its weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding along height and width.
+    pub padding: [usize; 2],
+    /// Dilation along height and width.
+    pub dilation: [usize; 2],
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        Self {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        }
+    }
+}
+
+/// Raw second-moment sums of the unfolded inputs `B` and targets `A`, as a backend returns them.
+#[derive(Clone, Debug)]
+pub struct RawGrams {
+    /// `BᵀB`, `D × D` row-major.
+    pub gram: Vec<f64>,
+    /// `BᵀA`, `D × D` row-major, only when a separate target was given.
+    pub cross: Option<Vec<f64>>,
+    /// `AᵀA`, `D × D` row-major, only when a separate target was given.
+    pub target_gram: Option<Vec<f64>>,
+    /// Unfolded rows accumulated (images × output positions).
+    pub rows: usize,
+}
+
+/// The statistics of one layer problem: everything the greedy and the reweighting need.
+#[derive(Clone, Debug)]
+pub struct LayerStats {
+    /// Channel layout of the unfolded input.
+    pub layout: ChannelLayout,
+    /// Consumer output channels `m`.
+    pub outputs: usize,
+    /// `G = BᵀB`, `D × D` row-major.
+    pub gram: Vec<f64>,
+    /// `C0 = (BᵀA)·W`, `D × m` row-major.
+    pub c0: Vec<f64>,
+    /// `‖AW‖²_F`.
+    pub total: f64,
+    /// The consumer weight `W`, `D × m` row-major (for the no-reweighting error).
+    pub weight: Vec<f64>,
+    /// Unfolded rows accumulated.
+    pub rows: usize,
+}
+
+impl LayerStats {
+    /// Combines raw Gram sums with the consumer weight: `C0 = X·W` (or `G·W`), `‖AW‖² =
+    /// trace(Wᵀ (AᵀA) W)`, computed on the host in f64.
+    pub fn from_raw(problem: &LayerProblem, raw: RawGrams) -> Result<Self> {
+        let layout = problem.layout();
+        let d = layout.columns();
+        let m = problem.outputs;
+        if raw.gram.len() != d * d {
+            return Err(Error::Shape(format!(
+                "gram has {} entries, expected {d}×{d}",
+                raw.gram.len()
+            )));
+        }
+        let w = &problem.weight;
+        let c0 = matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m);
+        let total = match &raw.target_gram {
+            None => dot(&c0, w),
+            Some(h) => dot(&matmul_f64(h, w, d, d, m), w),
+        };
+        Ok(Self {
+            layout,
+            outputs: m,
+            gram: raw.gram,
+            c0,
+            total,
+            weight: w.clone(),
+            rows: raw.rows,
+        })
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `a (r × k) · b (k × c)`, row-major f64, multi-threaded.
+pub(crate) fn matmul_f64(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> Vec<f64> {
+    let mut out = vec![0.0; r * c];
+    if r == 0 || c == 0 {
+        return out;
+    }
+    // SAFETY: all three matrices are row-major with the given sizes; the slices hold them.
+    unsafe {
+        gemm::gemm(
+            r,
+            c,
+            k,
+            out.as_mut_ptr(),
+            1,
+            c as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            c as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            crate::backend::cpu::parallelism(),
+        );
+    }
+    out
+}
