@@ -1,1 +1,52 @@
-fn main() {}
+//! Criterion benchmarks: the statistics (as GFLOP/s, next to a tuned sgemm of the same shape) and
+//! the full greedy, on the paper's layer sizes, for every available backend.
+//!
+//! `cargo bench --bench layer` runs all; `cargo bench --bench layer -- resnet56` one case.
+//! Figures and machines are recorded in BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use subprune::bench::{LayerCase, CASES};
+use subprune::{Backend, CpuBackend};
+
+fn backends() -> Vec<Box<dyn Backend>> {
+    let mut list: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    list.extend(extra_backends());
+    list
+}
+
+fn extra_backends() -> Vec<Box<dyn Backend>> {
+    Vec::new()
+}
+
+fn bench_case(c: &mut Criterion, case: LayerCase) {
+    let (problem, inputs) = case.instance(1).expect("benchmark instance");
+    let mut group = c.benchmark_group(case.name);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(case.stats_flops() as u64));
+    let mut sgemm = subprune::bench::SgemmReference::new(case.rows(), case.columns());
+    group.bench_function("sgemm_reference_cpu", |b| b.iter(|| sgemm.run()));
+    for backend in backends() {
+        let name = backend.name();
+        group.bench_function(format!("stats/{name}"), |b| {
+            b.iter(|| subprune::bench::time_stats(backend.as_ref(), &problem, &inputs).unwrap())
+        });
+    }
+    group.throughput(Throughput::Elements(case.channels as u64));
+    for backend in backends() {
+        let (_, stats) = subprune::bench::time_stats(backend.as_ref(), &problem, &inputs).unwrap();
+        let name = backend.name();
+        group.bench_function(format!("greedy/{name}"), |b| {
+            b.iter(|| subprune::bench::time_greedy(backend.as_ref(), &stats).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn layers(c: &mut Criterion) {
+    for case in CASES {
+        bench_case(c, case);
+    }
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

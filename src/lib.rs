@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod demo;
 pub mod error;
 pub mod greedy;

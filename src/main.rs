@@ -24,6 +24,21 @@ enum Command {
     Select(SelectArgs),
     /// Run the selection on the built-in synthetic conv layer and print the error curve.
     Demo(DemoArgs),
+    /// Time the statistics and the full greedy on paper-sized layers, backends side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Layers to run (resnet56, vgg11, resnet50); all by default.
+    #[arg(long = "case")]
+    cases: Vec<String>,
+    /// Repetitions of the statistics timing (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    reps: usize,
+    /// Skip the full greedy (statistics only).
+    #[arg(long)]
+    no_greedy: bool,
 }
 
 #[derive(Args)]
@@ -87,6 +102,7 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Select(args) => select(args),
         Command::Demo(args) => demo(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -233,5 +249,72 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         sel.relative_error,
         secs
     );
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    use subprune::bench::{self, LayerCase};
+    let cases: Vec<LayerCase> = if args.cases.is_empty() {
+        bench::CASES.to_vec()
+    } else {
+        args.cases
+            .iter()
+            .map(|n| {
+                LayerCase::by_name(n).with_context(|| {
+                    format!("unknown case {n:?} (known: resnet56, vgg11, resnet50)")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    println!(
+        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9} {:>8} {:>8} | {:>9} {:>8}",
+        "case", "d", "ks", "N·L", "m", "backend", "stats s", "GFLOP/s", "/sgemm", "greedy s", "vs cpu"
+    );
+    for case in cases {
+        let (problem, inputs) = case.instance(1)?;
+        let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps);
+        let mut cpu_times: Option<(f64, f64)> = None;
+        for backend in &backends {
+            let mut best = f64::INFINITY;
+            let mut stats = None;
+            for _ in 0..args.reps.max(1) {
+                let (t, s) = bench::time_stats(backend.as_ref(), &problem, &inputs)?;
+                best = best.min(t);
+                stats = Some(s);
+            }
+            let stats = stats.expect("at least one repetition");
+            let greedy = if args.no_greedy {
+                f64::NAN
+            } else {
+                bench::time_greedy(backend.as_ref(), &stats)?
+            };
+            let (cpu_stats, cpu_greedy) = *cpu_times.get_or_insert((best, greedy));
+            println!(
+                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9.4} {:>8.1} {:>8.2} | {:>9.3} {:>8}",
+                case.name,
+                case.channels,
+                9,
+                case.rows(),
+                case.outputs,
+                backend.name(),
+                best,
+                case.stats_flops() / best / 1e9,
+                sgemm / best,
+                greedy,
+                format!("{:.2}x/{:.2}x", cpu_stats / best, cpu_greedy / greedy),
+            );
+        }
+        println!(
+            "{:<9} reference sgemm BᵀB ({}×{}ᵀ·{}×{}, gemm crate, CPU): {:.4} s, {:.1} GFLOP/s",
+            case.name,
+            case.rows(),
+            case.columns(),
+            case.rows(),
+            case.columns(),
+            sgemm,
+            case.stats_flops() / sgemm / 1e9
+        );
+    }
     Ok(())
 }

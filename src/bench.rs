@@ -1,0 +1,187 @@
+//! Benchmark workloads shared by `subprune bench` and the criterion benches: layer sizes taken
+//! from the networks of the paper (and ResNet-50), timed the same way on every backend.
+
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::rng::Rng;
+use crate::stats::{ConvOptions, LayerProblem, LayerStats};
+use crate::tensor::Tensor;
+
+/// A benchmark layer: a 3×3, stride-1, padding-1 conv consumer reading `channels` maps of
+/// `spatial × spatial` from `images` images, with `outputs` output channels.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerCase {
+    /// Short name (used on the command line).
+    pub name: &'static str,
+    /// Channels `d` of the pruned layer.
+    pub channels: usize,
+    /// Feature-map side.
+    pub spatial: usize,
+    /// Calibration images.
+    pub images: usize,
+    /// Consumer outputs `m`.
+    pub outputs: usize,
+}
+
+/// The benchmark layers: ResNet-56 (d=64, ks=9, N·L=32768, m=64), VGG-11 (d=512, ks=9,
+/// N·L=8192, m=512) and ResNet-50 (d=512, ks=9, N·L=25088, m=512).
+pub const CASES: [LayerCase; 3] = [
+    LayerCase {
+        name: "resnet56",
+        channels: 64,
+        spatial: 8,
+        images: 512,
+        outputs: 64,
+    },
+    LayerCase {
+        name: "vgg11",
+        channels: 512,
+        spatial: 4,
+        images: 512,
+        outputs: 512,
+    },
+    LayerCase {
+        name: "resnet50",
+        channels: 512,
+        spatial: 7,
+        images: 512,
+        outputs: 512,
+    },
+];
+
+impl LayerCase {
+    /// Looks a case up by name.
+    pub fn by_name(name: &str) -> Option<LayerCase> {
+        CASES.iter().copied().find(|c| c.name == name)
+    }
+
+    /// Unfolded rows `N·L`.
+    pub fn rows(&self) -> usize {
+        self.images * self.spatial * self.spatial
+    }
+
+    /// Unfolded columns `D = d·9`.
+    pub fn columns(&self) -> usize {
+        self.channels * 9
+    }
+
+    /// Floating-point operations of the statistics counted as the GEMM `BᵀB` of the same shape
+    /// would: `2·N·L·D²` (what an sgemm of that shape is credited with).
+    pub fn stats_flops(&self) -> f64 {
+        2.0 * self.rows() as f64 * (self.columns() as f64).powi(2)
+    }
+
+    /// Random (rectified Gaussian) consumer inputs and weights, and the layer problem.
+    pub fn instance(&self, seed: u64) -> Result<(LayerProblem, Tensor)> {
+        let mut rng = Rng::new(seed);
+        let s = self.spatial;
+        let inputs = Tensor::new(
+            vec![self.images, self.channels, s, s],
+            rng.normal_vec(self.images * self.channels * s * s)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect(),
+        )?;
+        let weight = Tensor::new(
+            vec![self.outputs, self.channels, 3, 3],
+            rng.normal_vec(self.outputs * self.channels * 9),
+        )?;
+        let conv = ConvOptions {
+            padding: [1, 1],
+            ..ConvOptions::default()
+        };
+        Ok((
+            LayerProblem::new(&inputs.shape, weight.view(), Some(conv))?,
+            inputs,
+        ))
+    }
+}
+
+/// Seconds to compute the statistics of `inputs` (one call of [`crate::layer_stats`]).
+pub fn time_stats(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: &Tensor,
+) -> Result<(f64, LayerStats)> {
+    let start = Instant::now();
+    let stats = crate::layer_stats(
+        backend,
+        problem,
+        inputs.view(),
+        None,
+        crate::DEFAULT_BATCH_IMAGES,
+    )?;
+    Ok((start.elapsed().as_secs_f64(), stats))
+}
+
+/// Seconds for a full greedy run (all `d` steps) on `stats`.
+pub fn time_greedy(backend: &dyn Backend, stats: &LayerStats) -> Result<f64> {
+    let start = Instant::now();
+    crate::run_greedy(backend, stats, crate::DEFAULT_DEPENDENCE_TOL, &mut |_, _| {})?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The CPU reference the statistics are measured against: one multi-threaded sgemm `Bᵀ B` with
+/// `B` of `rows × cols` (the `gemm` crate, a BLIS-style tuned kernel), on preallocated buffers.
+pub struct SgemmReference {
+    rows: usize,
+    cols: usize,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl SgemmReference {
+    /// Random `B` and an output buffer.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        let mut rng = Rng::new(7);
+        Self {
+            rows,
+            cols,
+            b: rng.normal_vec(rows * cols),
+            c: vec![0.0; cols * cols],
+        }
+    }
+
+    /// One product.
+    pub fn run(&mut self) {
+        let cols = self.cols;
+        // SAFETY: b is rows×cols and c is cols×cols, both row-major, as the strides say.
+        unsafe {
+            gemm::gemm(
+                cols,
+                cols,
+                self.rows,
+                self.c.as_mut_ptr(),
+                1,
+                cols as isize,
+                false,
+                self.b.as_ptr(),
+                cols as isize,
+                1,
+                self.b.as_ptr(),
+                1,
+                cols as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                crate::backend::cpu::parallelism(),
+            )
+        }
+    }
+
+    /// Seconds of the best of `reps` products, after a warm-up.
+    pub fn time(&mut self, reps: usize) -> f64 {
+        self.run();
+        (0..reps.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                self.run();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
