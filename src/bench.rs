@@ -119,7 +119,12 @@ pub fn time_stats(
 /// Seconds for a full greedy run (all `d` steps) on `stats`.
 pub fn time_greedy(backend: &dyn Backend, stats: &LayerStats) -> Result<f64> {
     let start = Instant::now();
-    crate::run_greedy(backend, stats, crate::DEFAULT_DEPENDENCE_TOL, &mut |_, _| {})?;
+    crate::run_greedy(
+        backend,
+        stats,
+        crate::DEFAULT_DEPENDENCE_TOL,
+        &mut |_, _| {},
+    )?;
     Ok(start.elapsed().as_secs_f64())
 }
 

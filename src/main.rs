@@ -269,7 +269,17 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
     println!(
         "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9} {:>8} {:>8} | {:>9} {:>8}",
-        "case", "d", "ks", "N·L", "m", "backend", "stats s", "GFLOP/s", "/sgemm", "greedy s", "vs cpu"
+        "case",
+        "d",
+        "ks",
+        "N·L",
+        "m",
+        "backend",
+        "stats s",
+        "GFLOP/s",
+        "/sgemm",
+        "greedy s",
+        "vs cpu"
     );
     for case in cases {
         let (problem, inputs) = case.instance(1)?;

@@ -19,11 +19,11 @@ use crate::stats::{ChannelLayout, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
 /// Unfolded rows per GEMM call (and per conv-patch scratch fill).
-const CHUNK_ROWS: usize = 1024;
+const CHUNK_ROWS: usize = 2048;
 /// Rows summed in f32 before the partial sums are added into the f64 accumulator.
 const FLUSH_ROWS: usize = 8192;
 /// Column tile of the blocked SYRK.
-const SYRK_TILE: usize = 192;
+const SYRK_TILE: usize = 256;
 
 /// The `gemm` crate's parallelism on rayon's global pool.
 pub(crate) fn parallelism() -> gemm::Parallelism {
@@ -134,15 +134,16 @@ fn gemm_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, d: usize, accumul
 /// Upper tiles of `dst (+)= aᵀ a` (tiles on and above the diagonal; the strictly lower entries of
 /// diagonal tiles are computed too and ignored), in parallel over tile pairs.
 fn syrk_upper(dst: &mut [f32], a: &[f32], rows: usize, d: usize, accumulate: bool) {
-    let tiles = d.div_ceil(SYRK_TILE);
+    let tile = syrk_tile(d);
+    let tiles = d.div_ceil(tile);
     let pairs: Vec<(usize, usize)> = (0..tiles)
         .flat_map(|i| (i..tiles).map(move |j| (i, j)))
         .collect();
     let dst_ptr = SendPtr(dst.as_mut_ptr());
     let d_i = d as isize;
     pairs.par_iter().for_each(|&(ti, tj)| {
-        let (i0, j0) = (ti * SYRK_TILE, tj * SYRK_TILE);
-        let (ni, nj) = (SYRK_TILE.min(d - i0), SYRK_TILE.min(d - j0));
+        let (i0, j0) = (ti * tile, tj * tile);
+        let (ni, nj) = (tile.min(d - i0), tile.min(d - j0));
         let base = dst_ptr;
         // SAFETY: each task writes only its own tile (i0.., j0..) of dst, which is d×d row-major;
         // tiles of distinct pairs do not overlap; a is rows×d row-major.
@@ -170,6 +171,29 @@ fn syrk_upper(dst: &mut [f32], a: &[f32], rows: usize, d: usize, accumulate: boo
             );
         }
     });
+}
+
+/// Im2col of rows `first..` into `out`, in parallel over blocks of rows.
+fn unfold_parallel(unfolding: &Unfolding, images: &[f32], first: usize, out: &mut [f32]) {
+    let d = unfolding.layout().columns();
+    let block = 32;
+    out.par_chunks_mut(block * d)
+        .enumerate()
+        .for_each(|(i, rows)| unfolding.unfold_rows(images, first + i * block, rows));
+}
+
+/// Tile size of the blocked SYRK for `d` columns: `SYRK_TILE`, smaller when that would leave
+/// too few tile pairs to keep every thread busy.
+fn syrk_tile(d: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let mut tile = SYRK_TILE;
+    while tile > 48 && {
+        let t = d.div_ceil(tile);
+        t * (t + 1) / 2 < 4 * threads
+    } {
+        tile /= 2;
+    }
+    tile
 }
 
 #[derive(Clone, Copy)]
@@ -266,11 +290,19 @@ impl StatsAccumulator for CpuStats {
                 )
             } else {
                 let len = rows * d;
-                self.unfolding
-                    .unfold_rows(inputs.data, first, &mut self.scratch_inputs[..len]);
+                unfold_parallel(
+                    &self.unfolding,
+                    inputs.data,
+                    first,
+                    &mut self.scratch_inputs[..len],
+                );
                 if let Some(t) = &target {
-                    self.unfolding
-                        .unfold_rows(t.data, first, &mut self.scratch_target[..len]);
+                    unfold_parallel(
+                        &self.unfolding,
+                        t.data,
+                        first,
+                        &mut self.scratch_target[..len],
+                    );
                 }
                 (
                     &self.scratch_inputs[..len],
@@ -306,22 +338,45 @@ impl StatsAccumulator for CpuStats {
     }
 }
 
-/// Greedy state on the CPU: `E` (upper triangle valid, f64) and `R`, with per-step scratch
-/// allocated once.
+/// Columns of pending downdates gathered before they are applied to `E` with one GEMM.
+const PANEL_COLUMNS: usize = 128;
+
+/// Greedy state on the CPU, in f64.
+///
+/// The Schur complement is downdated blocked, like a right-looking blocked Cholesky: the rank-`ks`
+/// factors `V = E[:,J] L⁻ᵀ` of the last few picks are kept in a panel and applied to `E` together
+/// by one GEMM (BLAS-3 speed instead of a memory-bound rank-`ks` update per step). What each step
+/// needs now is kept current eagerly: the diagonal blocks `E[I,I]` (for scoring), the residual
+/// correlation `R`, and the picked block's column `E[:,J]`, corrected by the panel on the fly.
+/// At every panel flush `E` is compacted to the columns of the channels still in play, so late
+/// steps cost less than early ones.
 struct CpuGreedy {
     layout: ChannelLayout,
     m: usize,
     tol: f64,
     /// Diagonal of the original Gram matrix (the reference of the dependence tolerance).
     gram_diag: Vec<f64>,
-    /// Schur complement `E`, `D × D` row-major; entries below the diagonal are stale.
+    /// Current `E[I,I]` of every channel, `channels × ks × ks`.
+    diag_blocks: Vec<f64>,
+    /// `E` as of the last flush, restricted to `compact_cols`, row-major, upper triangle valid.
     schur: Vec<f64>,
-    /// Residual correlation `R`, `D × m` row-major.
+    /// The next compacted `E`, built at a flush.
+    schur_next: Vec<f64>,
+    /// Compact index → original column.
+    compact_cols: Vec<usize>,
+    /// Original column → compact index (`usize::MAX` once compacted away).
+    compact_pos: Vec<usize>,
+    /// Pending factors `V`, `compact × panel_cap` row-major, first `panel_len` columns used.
+    panel: Vec<f64>,
+    panel_cap: usize,
+    panel_len: usize,
+    /// The panel restricted to the rows kept at a flush (scratch).
+    panel_kept: Vec<f64>,
+    /// Residual correlation `R`, `D × m` row-major (original indexing).
     residual_corr: Vec<f64>,
     selected: Vec<bool>,
-    /// `V = E[:,J] L⁻ᵀ`, `D × ks`, and its transpose `ks × D`.
+    /// `V` of the current pick, `compact × ks`.
     v: Vec<f64>,
-    v_t: Vec<f64>,
     /// `Y = L⁻¹ R[J,:]`, `ks × m`.
     y: Vec<f64>,
 }
@@ -330,41 +385,129 @@ impl CpuGreedy {
     fn new(spec: GreedySpec<'_>) -> Result<Self> {
         let d = spec.layout.columns();
         let ks = spec.layout.group;
+        let expect = |name: &str, len: usize, want: usize| {
+            if len == want {
+                Ok(())
+            } else {
+                Err(Error::Shape(format!(
+                    "{name} has {len} entries, expected {want}"
+                )))
+            }
+        };
+        expect("gram", spec.gram.len(), d * d)?;
+        expect("c0", spec.c0.len(), d * spec.outputs)?;
+        let mut diag_blocks = vec![0.0; spec.layout.channels * ks * ks];
+        for (ch, block) in diag_blocks.chunks_exact_mut(ks * ks).enumerate() {
+            for a in 0..ks {
+                for b in 0..ks {
+                    block[a * ks + b] = spec.gram[(ch * ks + a) * d + ch * ks + b];
+                }
+            }
+        }
+        let panel_cap = PANEL_COLUMNS.max(ks);
         Ok(Self {
             layout: spec.layout,
             m: spec.outputs,
             tol: spec.dependence_tol,
             gram_diag: (0..d).map(|i| spec.gram[i * d + i]).collect(),
+            diag_blocks,
             schur: spec.gram.to_vec(),
+            schur_next: Vec::new(),
+            compact_cols: (0..d).collect(),
+            compact_pos: (0..d).collect(),
+            panel: vec![0.0; d * panel_cap],
+            panel_cap,
+            panel_len: 0,
+            panel_kept: Vec::new(),
             residual_corr: spec.c0.to_vec(),
             selected: vec![false; spec.layout.channels],
             v: vec![0.0; d * ks],
-            v_t: vec![0.0; d * ks],
             y: vec![0.0; ks * spec.outputs],
         })
     }
 
-    /// `E[r][c]` for any `r, c`, reading the valid upper triangle.
-    fn schur_at(&self, r: usize, c: usize) -> f64 {
-        let d = self.layout.columns();
-        if r <= c {
-            self.schur[r * d + c]
-        } else {
-            self.schur[c * d + r]
-        }
-    }
-
-    /// The lower triangle of the `ks × ks` block of channel `ch` into `block`.
-    fn diag_block(&self, ch: usize, block: &mut [f64]) {
+    /// Applies the pending panel to `E` and compacts it to the channels still in play:
+    /// `E' = E[K,K] − P[K,:] P[K,:]ᵀ`, upper tiles only, in parallel over tile pairs.
+    fn flush(&mut self) {
         let ks = self.layout.group;
-        let j0 = ch * ks;
-        for i in 0..ks {
-            for j in 0..=i {
-                block[i * ks + j] = self.schur_at(j0 + j, j0 + i);
-            }
+        let old_n = self.compact_cols.len();
+        let keep: Vec<usize> = (0..old_n)
+            .filter(|&r| !self.selected[self.compact_cols[r] / ks])
+            .collect();
+        let n = keep.len();
+        let (cap, p) = (self.panel_cap, self.panel_len);
+        self.panel_kept.resize(n * p.max(1), 0.0);
+        for (i, &r) in keep.iter().enumerate() {
+            self.panel_kept[i * p..(i + 1) * p].copy_from_slice(&self.panel[r * cap..r * cap + p]);
         }
+        self.schur_next.resize(n * n, 0.0);
+        {
+            let old = &self.schur;
+            let keep = &keep;
+            self.schur_next
+                .par_chunks_mut(n.max(1))
+                .enumerate()
+                .for_each(|(i, row)| {
+                    let src = &old[keep[i] * old_n..(keep[i] + 1) * old_n];
+                    for j in i..n {
+                        row[j] = src[keep[j]];
+                    }
+                });
+        }
+        if p > 0 && n > 0 {
+            let tiles = n.div_ceil(SYRK_TILE);
+            let pairs: Vec<(usize, usize)> = (0..tiles)
+                .flat_map(|i| (i..tiles).map(move |j| (i, j)))
+                .collect();
+            let dst = SendPtrF64(self.schur_next.as_mut_ptr());
+            let panel = &self.panel_kept;
+            pairs.par_iter().for_each(|&(ti, tj)| {
+                let (i0, j0) = (ti * SYRK_TILE, tj * SYRK_TILE);
+                let (ni, nj) = (SYRK_TILE.min(n - i0), SYRK_TILE.min(n - j0));
+                let base = dst;
+                // SAFETY: each task updates only its own tile of the n×n row-major matrix; tiles
+                // of distinct pairs are disjoint. panel is n×p row-major.
+                unsafe {
+                    gemm::gemm(
+                        ni,
+                        nj,
+                        p,
+                        base.0.add(i0 * n + j0),
+                        1,
+                        n as isize,
+                        true,
+                        panel.as_ptr().add(i0 * p),
+                        1,
+                        p as isize,
+                        panel.as_ptr().add(j0 * p),
+                        p as isize,
+                        1,
+                        1.0,
+                        -1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        }
+        std::mem::swap(&mut self.schur, &mut self.schur_next);
+        let cols: Vec<usize> = keep.iter().map(|&r| self.compact_cols[r]).collect();
+        self.compact_pos.fill(usize::MAX);
+        for (i, &c) in cols.iter().enumerate() {
+            self.compact_pos[c] = i;
+        }
+        self.compact_cols = cols;
+        self.panel_len = 0;
     }
 }
+
+#[derive(Clone, Copy)]
+struct SendPtrF64(*mut f64);
+// SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
+unsafe impl Send for SendPtrF64 {}
+unsafe impl Sync for SendPtrF64 {}
 
 impl GreedyState for CpuGreedy {
     fn score(&mut self, gains: &mut [f64]) -> Result<()> {
@@ -378,8 +521,8 @@ impl GreedyState for CpuGreedy {
                     *gain = 0.0;
                     return;
                 }
-                this.diag_block(ch, block);
                 let j0 = ch * ks;
+                block.copy_from_slice(&this.diag_blocks[ch * ks * ks..(ch + 1) * ks * ks]);
                 cholesky_dropping(block, ks, &this.gram_diag[j0..j0 + ks], this.tol, kept);
                 rhs.copy_from_slice(&this.residual_corr[j0 * m..(j0 + ks) * m]);
                 forward_solve(block, ks, kept, rhs, m);
@@ -391,7 +534,6 @@ impl GreedyState for CpuGreedy {
 
     fn select(&mut self, channel: usize) -> Result<()> {
         let ks = self.layout.group;
-        let d = self.layout.columns();
         let m = self.m;
         if channel >= self.layout.channels || self.selected[channel] {
             return Err(Error::InvalidArgument(format!(
@@ -399,9 +541,8 @@ impl GreedyState for CpuGreedy {
             )));
         }
         let j0 = channel * ks;
-        let mut l = vec![0.0; ks * ks];
+        let mut l = self.diag_blocks[channel * ks * ks..(channel + 1) * ks * ks].to_vec();
         let mut kept = vec![false; ks];
-        self.diag_block(channel, &mut l);
         cholesky_dropping(
             &mut l,
             ks,
@@ -413,60 +554,89 @@ impl GreedyState for CpuGreedy {
         if !kept.iter().any(|&k| k) {
             return Ok(()); // Fully dependent block: nothing left to remove.
         }
-        // V[r,:] = L⁻¹ E[J, r] for every row of a channel still in play.
-        let selected = &self.selected;
+        let n = self.compact_cols.len();
+        let jc = self.compact_pos[j0];
+        let (cap, p) = (self.panel_cap, self.panel_len);
+        // V[r,:] = L⁻¹ (E[J, r] − P[J,:] P[r,:]ᵀ) for every row still in play.
         {
-            let schur = &self.schur;
-            let read = |r: usize, c: usize| {
-                if r <= c {
-                    schur[r * d + c]
-                } else {
-                    schur[c * d + r]
-                }
-            };
-            self.v.par_chunks_mut(ks).enumerate().for_each(|(r, vr)| {
-                if selected[r / ks] {
-                    vr.fill(0.0);
-                    return;
-                }
-                for (t, v) in vr.iter_mut().enumerate() {
-                    *v = read(r, j0 + t);
-                }
-                forward_solve(&l, ks, &kept, vr, 1);
-            });
+            let (schur, panel, cols, selected) =
+                (&self.schur, &self.panel, &self.compact_cols, &self.selected);
+            self.v[..n * ks]
+                .par_chunks_mut(ks)
+                .enumerate()
+                .for_each(|(r, vr)| {
+                    if selected[cols[r] / ks] {
+                        vr.fill(0.0);
+                        return;
+                    }
+                    let pr = &panel[r * cap..r * cap + p];
+                    for (t, v) in vr.iter_mut().enumerate() {
+                        let c = jc + t;
+                        let e = if r <= c {
+                            schur[r * n + c]
+                        } else {
+                            schur[c * n + r]
+                        };
+                        let pc = &panel[c * cap..c * cap + p];
+                        *v = e - pr.iter().zip(pc).map(|(a, b)| a * b).sum::<f64>();
+                    }
+                    forward_solve(&l, ks, &kept, vr, 1);
+                });
         }
-        for r in 0..d {
-            for t in 0..ks {
-                self.v_t[t * d + r] = self.v[r * ks + t];
-            }
+        let v = &self.v[..n * ks];
+        // Diagonal blocks and R, eagerly.
+        {
+            let (pos, selected) = (&self.compact_pos, &self.selected);
+            self.diag_blocks
+                .par_chunks_mut(ks * ks)
+                .enumerate()
+                .for_each(|(ch, block)| {
+                    if selected[ch] {
+                        return;
+                    }
+                    let c = pos[ch * ks];
+                    let vb = &v[c * ks..(c + ks) * ks];
+                    for a in 0..ks {
+                        for b in 0..ks {
+                            let mut s = 0.0;
+                            for t in 0..ks {
+                                s += vb[a * ks + t] * vb[b * ks + t];
+                            }
+                            block[a * ks + b] -= s;
+                        }
+                    }
+                });
         }
         self.y
             .copy_from_slice(&self.residual_corr[j0 * m..(j0 + ks) * m]);
         forward_solve(&l, ks, &kept, &mut self.y, m);
-
-        let (v, v_t, y) = (&self.v, &self.v_t, &self.y);
-        self.schur
-            .par_chunks_mut(d)
-            .zip(self.residual_corr.par_chunks_mut(m))
-            .enumerate()
-            .for_each(|(r, (e_row, r_row))| {
-                if selected[r / ks] {
-                    return;
-                }
-                let vr = &v[r * ks..(r + 1) * ks];
-                for (t, &coef) in vr.iter().enumerate() {
-                    if coef == 0.0 {
-                        continue;
+        {
+            let (pos, selected, y) = (&self.compact_pos, &self.selected, &self.y);
+            self.residual_corr
+                .par_chunks_mut(m)
+                .enumerate()
+                .for_each(|(o, r_row)| {
+                    if selected[o / ks] {
+                        return;
                     }
-                    let vt = &v_t[t * d + r..(t + 1) * d];
-                    for (e, &x) in e_row[r..].iter_mut().zip(vt) {
-                        *e -= coef * x;
+                    let vr = &v[pos[o] * ks..(pos[o] + 1) * ks];
+                    for (t, &coef) in vr.iter().enumerate() {
+                        if coef != 0.0 {
+                            for (rc, &yy) in r_row.iter_mut().zip(&y[t * m..(t + 1) * m]) {
+                                *rc -= coef * yy;
+                            }
+                        }
                     }
-                    for (rc, &yy) in r_row.iter_mut().zip(&y[t * m..(t + 1) * m]) {
-                        *rc -= coef * yy;
-                    }
-                }
-            });
+                });
+        }
+        // Append V to the panel; apply the panel once it is full.
+        for r in 0..n {
+            self.panel[r * cap + p..r * cap + p + ks].copy_from_slice(&v[r * ks..(r + 1) * ks]);
+        }
+        self.panel_len += ks;
+        if self.panel_len + ks > cap {
+            self.flush();
+        }
         Ok(())
     }
 }
