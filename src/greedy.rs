@@ -41,7 +41,7 @@ pub fn run_greedy(
     dependence_tol: f64,
     progress: Progress<'_>,
 ) -> Result<GreedyRun> {
-    if !(dependence_tol >= 0.0 && dependence_tol < 1.0) {
+    if !(0.0..1.0).contains(&dependence_tol) {
         return Err(Error::InvalidArgument(format!(
             "dependence tolerance {dependence_tol} must be in [0, 1)"
         )));

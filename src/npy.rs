@@ -59,7 +59,7 @@ pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
     let descr =
         dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
     let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    if descr != "<f4" && descr != "=f4" && !(descr == "|f4") {
+    if descr != "<f4" && descr != "=f4" {
         return Err(npy_err(
             path,
             format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
