@@ -87,7 +87,12 @@ pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
         .map(|s| s.parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
-    let count: usize = shape.iter().product();
+    // Checked: a malformed header can claim a shape whose size overflows usize.
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|c| c.checked_mul(4).is_some())
+        .ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
     let payload = &bytes[data_start..];
     if payload.len() != count * 4 {
         return Err(npy_err(
@@ -203,8 +208,10 @@ mod tests {
     fn rejects_other_dtypes_and_truncation() {
         let t = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
         let mut bytes = to_bytes(&t);
-        let text = String::from_utf8_lossy(&bytes).replace("<f4", "<f8");
-        let f8 = text.into_bytes();
+        // Byte-level edit: the magic string is not UTF-8, so a lossy text round trip would break it.
+        let mut f8 = bytes.clone();
+        let at = f8.windows(3).position(|w| w == b"<f4").unwrap();
+        f8[at..at + 3].copy_from_slice(b"<f8");
         let err = parse_f32(Path::new("x.npy"), &f8).unwrap_err().to_string();
         assert!(err.contains("x.npy") && err.contains("<f8"), "{err}");
         bytes.pop();

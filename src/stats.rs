@@ -31,8 +31,20 @@ impl ConvGeometry {
                     "conv geometry {self:?}: kernel, stride and dilation must be ≥ 1"
                 )));
             }
-            let span = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
-            let padded = size + 2 * self.padding[axis];
+            // Checked: absurd command-line geometry must be an error, not an overflow.
+            let too_large = || {
+                Error::InvalidArgument(format!(
+                    "conv geometry {self:?}: dilated kernel or padded input too large"
+                ))
+            };
+            let span = self.dilation[axis]
+                .checked_mul(self.kernel[axis] - 1)
+                .and_then(|s| s.checked_add(1))
+                .ok_or_else(too_large)?;
+            let padded = self.padding[axis]
+                .checked_mul(2)
+                .and_then(|p| p.checked_add(size))
+                .ok_or_else(too_large)?;
             if padded < span {
                 return Err(Error::Shape(format!(
                     "input {h}x{w} with padding {:?} is smaller than the dilated kernel ({span} along axis {axis})",
@@ -115,6 +127,11 @@ impl Unfolding {
             Consumer::Conv(g) => g.output_size(height, width)?,
             _ => [1, 1],
         };
+        if out_size[0].checked_mul(out_size[1]).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "conv output of {out_size:?} positions per image is too large"
+            )));
+        }
         Ok(Self {
             consumer,
             channels,

@@ -206,8 +206,8 @@ pub fn lstsq(x: &Mat, y: &Mat) -> Mat {
             continue;
         }
         let alpha = if a.at(j, j) > 0.0 { -norm } else { norm };
-        for r in j..n {
-            v[r] = a.at(r, j);
+        for (r, vr) in v.iter_mut().enumerate().skip(j) {
+            *vr = a.at(r, j);
         }
         v[j] -= alpha;
         let vnorm2: f64 = (j..n).map(|r| v[r] * v[r]).sum();
@@ -217,15 +217,15 @@ pub fn lstsq(x: &Mat, y: &Mat) -> Mat {
         // Apply H = I − 2 v vᵀ / (vᵀv) to a[j.., j..] and to Y.
         for c in j..p {
             let s: f64 = (j..n).map(|r| v[r] * a.at(r, c)).sum::<f64>() * 2.0 / vnorm2;
-            for r in j..n {
-                let val = a.at(r, c) - s * v[r];
+            for (r, &vr) in v.iter().enumerate().skip(j) {
+                let val = a.at(r, c) - s * vr;
                 a.set(r, c, val);
             }
         }
         for c in 0..m {
             let s: f64 = (j..n).map(|r| v[r] * q_t_y.at(r, c)).sum::<f64>() * 2.0 / vnorm2;
-            for r in j..n {
-                let val = q_t_y.at(r, c) - s * v[r];
+            for (r, &vr) in v.iter().enumerate().skip(j) {
+                let val = q_t_y.at(r, c) - s * vr;
                 q_t_y.set(r, c, val);
             }
         }
@@ -424,8 +424,24 @@ pub fn members(mask: usize, c: usize) -> Vec<usize> {
     (0..c).filter(|&i| mask >> i & 1 == 1).collect()
 }
 
-/// A unique, empty temporary directory for one test.
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+/// A unique, empty temporary directory for one test, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A unique, empty temporary directory under `std::env::temp_dir()`.
+pub fn temp_dir(tag: &str) -> TempDir {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -435,5 +451,128 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// The greedy on the raw data, incrementally: modified Gram–Schmidt in f64. After each pick the
+/// picked channel's columns, orthonormalized, are projected out of every remaining column and out
+/// of the target `AW`; a candidate's gain is then the squared norm of the residual target on the
+/// span of its (projected) columns. Same quantity as [`Oracle::greedy`] at `O(n·D²)` in total, for
+/// layers too large for a least-squares solve per candidate per step. A column whose projection
+/// falls under `1e-9` of its original norm is dependent on the selection and contributes nothing.
+pub struct Incremental<'a> {
+    oracle: &'a Oracle,
+    /// `B` with the picked directions projected out, column-major (`D` columns of `n`).
+    columns: Vec<Vec<f64>>,
+    /// `AW` with the picked directions projected out, column-major (`m` columns of `n`).
+    target: Vec<Vec<f64>>,
+    norms0: Vec<f64>,
+    pub selected: Vec<bool>,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn axpy(y: &mut [f64], alpha: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+impl<'a> Incremental<'a> {
+    pub fn new(oracle: &'a Oracle) -> Self {
+        let col = |m: &Mat, c: usize| (0..m.rows).map(|r| m.at(r, c)).collect::<Vec<_>>();
+        let columns: Vec<Vec<f64>> = (0..oracle.b.cols).map(|c| col(&oracle.b, c)).collect();
+        let norms0 = columns.iter().map(|c| dot(c, c).sqrt()).collect();
+        Self {
+            columns,
+            target: (0..oracle.target_out.cols)
+                .map(|c| col(&oracle.target_out, c))
+                .collect(),
+            norms0,
+            selected: vec![false; oracle.channels],
+            oracle,
+        }
+    }
+
+    /// Orthonormal basis of channel `c`'s projected columns (dependent ones dropped).
+    fn basis(&self, c: usize) -> Vec<Vec<f64>> {
+        let ks = self.oracle.group;
+        let mut q: Vec<Vec<f64>> = Vec::new();
+        for col in c * ks..(c + 1) * ks {
+            let mut v = self.columns[col].clone();
+            for _pass in 0..2 {
+                for qt in &q {
+                    let s = dot(qt, &v);
+                    axpy(&mut v, -s, qt);
+                }
+            }
+            let norm = dot(&v, &v).sqrt();
+            if norm > 1e-9 * self.norms0[col] && norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+                q.push(v);
+            }
+        }
+        q
+    }
+
+    /// `F(S ∪ {c}) − F(S)` for the current selection `S`.
+    pub fn gain(&self, c: usize) -> f64 {
+        self.basis(c)
+            .iter()
+            .map(|q| self.target.iter().map(|t| dot(q, t).powi(2)).sum::<f64>())
+            .sum()
+    }
+
+    /// Adds channel `c` to the selection.
+    pub fn pick(&mut self, c: usize) {
+        let q = self.basis(c);
+        self.selected[c] = true;
+        let ks = self.oracle.group;
+        for (col, v) in self.columns.iter_mut().enumerate() {
+            if self.selected[col / ks] {
+                continue;
+            }
+            for qt in &q {
+                let s = dot(qt, v);
+                axpy(v, -s, qt);
+            }
+        }
+        for t in self.target.iter_mut() {
+            for qt in &q {
+                let s = dot(qt, t);
+                axpy(t, -s, qt);
+            }
+        }
+    }
+
+    /// `‖AW − P_S AW‖² / ‖AW‖²` for the current selection.
+    pub fn error(&self) -> f64 {
+        self.target.iter().map(|t| dot(t, t)).sum::<f64>() / self.oracle.total
+    }
+}
+
+/// Follows a given greedy order with the incremental oracle. Returns, per step, the oracle's error
+/// after the pick and the pick's regret: (best oracle gain − oracle gain of the pick) / ‖AW‖².
+pub fn follow_order(oracle: &Oracle, order: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let mut inc = Incremental::new(oracle);
+    let mut curve = Vec::new();
+    let mut regret = Vec::new();
+    for &pick in order {
+        let gains: Vec<(usize, f64)> = (0..oracle.channels)
+            .filter(|&c| !inc.selected[c])
+            .map(|c| (c, inc.gain(c)))
+            .collect();
+        let best = gains.iter().map(|g| g.1).fold(f64::NEG_INFINITY, f64::max);
+        let mine = gains
+            .iter()
+            .find(|g| g.0 == pick)
+            .expect("the order picks a channel twice")
+            .1;
+        regret.push((best - mine) / oracle.total);
+        inc.pick(pick);
+        curve.push(inc.error());
+    }
+    (curve, regret)
 }
