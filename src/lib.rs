@@ -30,6 +30,7 @@ pub mod stats;
 pub mod tensor;
 
 pub use backend::cpu::CpuBackend;
+pub use backend::gpu::GpuBackend;
 pub use backend::{Backend, DEFAULT_DEPENDENCE_TOL};
 pub use error::{Error, Result};
 pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted};
@@ -67,6 +68,12 @@ pub fn layer_stats(
         return Err(Error::InvalidArgument(
             "batch size must be ≥ 1 image".into(),
         ));
+    }
+    // Checked here on the whole tensors, not only per batch in the backend, so that the reported
+    // flat index is the index in the caller's tensor rather than in one batch of it.
+    inputs.check_finite("inputs")?;
+    if let Some(t) = &target {
+        t.check_finite("target")?;
     }
     let mut acc = backend.stats_accumulator(backend::StatsSpec {
         unfolding,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use subprune::backend::choice::{open_backend, BackendChoice};
+use subprune::backend::gpu::GpuBackend;
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions};
 
 #[derive(Parser)]
@@ -16,6 +18,30 @@ use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, Sele
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Compute backend: gpu, cpu, or auto (a hardware GPU when there is one, else the CPU).
+    #[arg(long, global = true, default_value = "auto")]
+    backend: BackendChoice,
+    /// GPU adapter to use: a case-insensitive part of its name (see `subprune devices`);
+    /// default: $SUBPRUNE_ADAPTER, else wgpu's high-performance adapter.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Upload statistics inputs to the GPU as f16 (half the traffic, ~3 significant digits).
+    #[arg(long, global = true)]
+    f16_inputs: bool,
+}
+
+impl Cli {
+    /// The backend --backend names; says on stderr which one is used.
+    fn open(&self) -> anyhow::Result<Box<dyn Backend>> {
+        let opened = open_backend(self.backend, self.adapter.as_deref(), self.f16_inputs)?;
+        eprintln!("{}", opened.note);
+        Ok(opened.backend)
+    }
+
+    /// The GPU backend on --adapter, with --f16-inputs.
+    fn gpu(&self) -> subprune::Result<GpuBackend> {
+        Ok(GpuBackend::new(self.adapter.as_deref())?.with_f16_inputs(self.f16_inputs))
+    }
 }
 
 #[derive(Subcommand)]
@@ -26,6 +52,8 @@ enum Command {
     Demo(DemoArgs),
     /// Time the statistics and the full greedy on paper-sized layers, backends side by side.
     Bench(BenchArgs),
+    /// List the GPU adapters wgpu can see.
+    Devices,
 }
 
 #[derive(Args)]
@@ -99,10 +127,23 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Select(args) => select(args),
-        Command::Demo(args) => demo(args),
-        Command::Bench(args) => bench(args),
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Select(args) => select(&cli, args),
+        Command::Demo(args) => demo(&cli, args),
+        Command::Bench(args) => bench(&cli, args),
+        Command::Devices => {
+            let adapters = GpuBackend::list_adapters();
+            if adapters.is_empty() {
+                println!(
+                    "no GPU adapters (install a Vulkan driver; without a GPU, mesa-vulkan-drivers)"
+                );
+            }
+            for line in adapters {
+                println!("{line}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -135,7 +176,7 @@ fn progress_printer(label: &'static str) -> impl FnMut(usize, usize) {
     }
 }
 
-fn select(args: SelectArgs) -> anyhow::Result<()> {
+fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let inputs = npy::read_f32(&args.inputs)?;
     let weight = npy::read_f32(&args.weight)?;
     let target = args.target.as_ref().map(npy::read_f32).transpose()?;
@@ -157,10 +198,9 @@ fn select(args: SelectArgs) -> anyhow::Result<()> {
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
-    let backend = CpuBackend::new();
-    eprintln!("backend: {}", backend.name());
+    let backend = cli.open()?;
     let sel = subprune::select(
-        &backend,
+        backend.as_ref(),
         &problem,
         inputs.view(),
         target.as_ref().map(|t| t.view()),
@@ -202,17 +242,17 @@ fn select(args: SelectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(args: DemoArgs) -> anyhow::Result<()> {
+fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let (inputs, weight) = subprune::demo::layer();
     let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(subprune::demo::CONV))?;
-    let backend = CpuBackend::new();
+    let backend = cli.open()?;
     let options = SelectOptions {
         budget: Budget::KeepFraction(args.keep_fraction),
         ..Default::default()
     };
     let start = std::time::Instant::now();
     let sel = subprune::select(
-        &backend,
+        backend.as_ref(),
         &problem,
         inputs.view(),
         None,
@@ -252,7 +292,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(args: BenchArgs) -> anyhow::Result<()> {
+fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     use subprune::bench::{self, LayerCase};
     let cases: Vec<LayerCase> = if args.cases.is_empty() {
         bench::CASES.to_vec()
@@ -266,7 +306,16 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    // The CPU backend always runs, as the baseline; the GPU one next to it unless --backend cpu.
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    match cli.backend {
+        BackendChoice::Cpu => {}
+        BackendChoice::Gpu => backends.push(Box::new(cli.gpu()?)),
+        BackendChoice::Auto => match cli.gpu() {
+            Ok(gpu) => backends.push(Box::new(gpu)),
+            Err(e) => eprintln!("no GPU backend in this run: {e}"),
+        },
+    }
     println!(
         "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9} {:>8} {:>8} | {:>9} {:>8}",
         "case",

@@ -6,7 +6,9 @@
 //! error curve) and picks the argmax; the backend keeps the state it needs (`E`, `R`) where it is
 //! cheapest to update.
 
+pub mod choice;
 pub mod cpu;
+pub mod gpu;
 
 use crate::error::Result;
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};

@@ -1,0 +1,88 @@
+//! Choosing a backend by name (`--backend cpu|gpu|auto`), with a logged fall-back for `auto`.
+
+use std::str::FromStr;
+
+use super::cpu::CpuBackend;
+use super::gpu::GpuBackend;
+use super::Backend;
+use crate::error::{Error, Result};
+
+/// Which backend to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The CPU backend.
+    Cpu,
+    /// The wgpu backend; an error if no adapter can be opened.
+    Gpu,
+    /// A hardware GPU when wgpu finds one (or the adapter asked for by name); otherwise the CPU
+    /// backend. A software adapter (lavapipe) is not chosen automatically: the CPU backend is
+    /// faster than an emulated GPU.
+    #[default]
+    Auto,
+}
+
+impl FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "gpu" => Ok(Self::Gpu),
+            "auto" => Ok(Self::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown backend {other:?}: expected cpu, gpu or auto"
+            ))),
+        }
+    }
+}
+
+/// An opened backend and a line saying which one was chosen and why.
+pub struct OpenedBackend {
+    /// The backend.
+    pub backend: Box<dyn Backend>,
+    /// E.g. `gpu: NVIDIA H100 (Vulkan)` or `cpu (2 threads) (auto: no hardware GPU adapter: ...)`.
+    pub note: String,
+}
+
+/// Opens the backend `choice` names. `adapter` (a substring of the adapter's name) picks the GPU;
+/// without it the `SUBPRUNE_ADAPTER` environment variable does, else wgpu's high-performance one.
+/// `f16_inputs` turns on the GPU's f16 input path ([`GpuBackend::with_f16_inputs`]).
+pub fn open_backend(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    f16_inputs: bool,
+) -> Result<OpenedBackend> {
+    match choice {
+        BackendChoice::Cpu => {
+            let cpu = CpuBackend::new();
+            Ok(OpenedBackend {
+                note: format!("backend: {}", cpu.name()),
+                backend: Box::new(cpu),
+            })
+        }
+        BackendChoice::Gpu => {
+            let gpu = GpuBackend::new(adapter)?.with_f16_inputs(f16_inputs);
+            Ok(OpenedBackend {
+                note: format!("backend: gpu, {}", gpu.name()),
+                backend: Box::new(gpu),
+            })
+        }
+        BackendChoice::Auto => {
+            let named = adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
+            let why = match GpuBackend::new(adapter) {
+                Ok(gpu) if named || !gpu.is_software() => {
+                    return Ok(OpenedBackend {
+                        note: format!("backend: gpu, {} (auto)", gpu.name()),
+                        backend: Box::new(gpu.with_f16_inputs(f16_inputs)),
+                    })
+                }
+                Ok(gpu) => format!("only a software adapter ({})", gpu.adapter_name()),
+                Err(e) => e.to_string(),
+            };
+            let cpu = CpuBackend::new();
+            Ok(OpenedBackend {
+                note: format!("backend: {} (auto, no GPU used: {why})", cpu.name()),
+                backend: Box::new(cpu),
+            })
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! The wgpu backend against the CPU backend, kernel by kernel, on random inputs of awkward sizes
+//! (not multiples of the 128 × 128 statistics tile or the 64 × 64 downdate tile).
+//!
+//! These tests need a wgpu adapter. Without a GPU they run on lavapipe (Mesa's software Vulkan,
+//! package `mesa-vulkan-drivers`); when no adapter exists they fail rather than skip.
+//!
+//! Tolerances. Statistics are f32 sums on both backends (the GPU's compensated across batches),
+//! compared entry-wise as `|gpu − cpu| ≤ STATS_TOL · max |cpu|`. The GPU greedy state is f32
+//! against the CPU's f64, so gains are compared relative to the largest gain (`GAIN_TOL`), error
+//! curves absolutely (`CURVE_TOL`, they are normalized to [0, 1]).
+
+use std::sync::OnceLock;
+
+use subprune::backend::{GreedySpec, StatsSpec};
+use subprune::rng::Rng;
+use subprune::stats::{ConvGeometry, RawGrams, Unfolding};
+use subprune::{
+    layer_stats, run_greedy, Backend, Consumer, ConvOptions, CpuBackend, Error, GpuBackend,
+    LayerProblem, LayerStats, Tensor, TensorView,
+};
+
+/// Statistics, f32 inputs: relative to the largest entry.
+const STATS_TOL: f64 = 2e-6;
+/// Statistics, f16 inputs against the CPU on the same f16-rounded values.
+const HALF_ROUNDED_TOL: f64 = 2e-6;
+/// Statistics, f16 inputs against the CPU on the original f32 values.
+const HALF_TOL: f64 = 2e-3;
+/// Gains, relative to the largest gain of the step.
+const GAIN_TOL: f64 = 1e-5;
+/// Error curves, absolute.
+const CURVE_TOL: f64 = 1e-4;
+
+/// One backend for the whole file (pipelines are compiled once).
+fn gpu() -> &'static GpuBackend {
+    static GPU: OnceLock<GpuBackend> = OnceLock::new();
+    GPU.get_or_init(|| {
+        GpuBackend::new(None).unwrap_or_else(|e| {
+            panic!(
+                "no wgpu adapter for the GPU tests: {e}\n\
+                 (without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers)"
+            )
+        })
+    })
+}
+
+fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(shape.to_vec(), rng.normal_vec(n)).unwrap()
+}
+
+/// Rectified random data with channel-dependent scales, like real activations.
+fn activations(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let mut t = random(rng, shape);
+    let per_image: usize = shape[1..].iter().product();
+    let plane: usize = shape[2..].iter().product();
+    for (i, v) in t.data.iter_mut().enumerate() {
+        let c = (i % per_image) / plane.max(1);
+        *v = (*v + 0.3).max(0.0) * (1.0 + 0.1 * (c % 7) as f32);
+    }
+    t
+}
+
+fn accumulate(
+    backend: &dyn Backend,
+    unfolding: Unfolding,
+    inputs: &Tensor,
+    target: Option<&Tensor>,
+    batch: usize,
+) -> RawGrams {
+    let mut acc = backend
+        .stats_accumulator(StatsSpec {
+            unfolding,
+            with_target: target.is_some(),
+        })
+        .unwrap();
+    let n = inputs.shape[0];
+    let per_image: usize = inputs.shape[1..].iter().product();
+    let mut first = 0;
+    // Uneven batches: `batch`, then a smaller remainder.
+    while first < n {
+        let count = batch.min(n - first);
+        let mut shape = inputs.shape.clone();
+        shape[0] = count;
+        let range = first * per_image..(first + count) * per_image;
+        let b = TensorView::new(&shape, &inputs.data[range.clone()]).unwrap();
+        let a = target.map(|t| TensorView::new(&shape, &t.data[range.clone()]).unwrap());
+        acc.add_batch(b, a).unwrap();
+        first += count;
+    }
+    acc.finish().unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+fn assert_close(what: &str, gpu: &[f64], cpu: &[f64], tol: f64) {
+    let diff = rel_diff(gpu, cpu);
+    eprintln!("{what}: relative difference {diff:.1e} (tolerance {tol:.0e})");
+    assert!(
+        diff <= tol,
+        "{what}: relative difference {diff:e} > {tol:e}"
+    );
+}
+
+fn compare_stats(what: &str, gpu: &RawGrams, cpu: &RawGrams, tol: f64) {
+    assert_eq!(gpu.rows, cpu.rows, "{what}: rows");
+    assert_close(&format!("{what} BᵀB"), &gpu.gram, &cpu.gram, tol);
+    match (&gpu.cross, &cpu.cross) {
+        (Some(g), Some(c)) => assert_close(&format!("{what} BᵀA"), g, c, tol),
+        (None, None) => {}
+        _ => panic!("{what}: cross Gram present on one backend only"),
+    }
+    match (&gpu.target_gram, &cpu.target_gram) {
+        (Some(g), Some(c)) => assert_close(&format!("{what} AᵀA"), g, c, tol),
+        (None, None) => {}
+        _ => panic!("{what}: target Gram present on one backend only"),
+    }
+}
+
+fn conv(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+) -> Consumer {
+    Consumer::Conv(ConvGeometry {
+        kernel,
+        stride,
+        padding,
+        dilation,
+    })
+}
+
+fn check_stats(
+    what: &str,
+    backend: &GpuBackend,
+    consumer: Consumer,
+    shape: &[usize],
+    with_target: bool,
+    batch: usize,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let unfolding = Unfolding::new(consumer, &shape[1..]).unwrap();
+    let inputs = activations(&mut rng, shape);
+    let target = with_target.then(|| random(&mut rng, shape));
+    let cpu = accumulate(
+        &CpuBackend::new(),
+        unfolding,
+        &inputs,
+        target.as_ref(),
+        batch,
+    );
+    let gpu = accumulate(backend, unfolding, &inputs, target.as_ref(), batch);
+    compare_stats(what, &gpu, &cpu, STATS_TOL);
+}
+
+#[test]
+fn shaders_pass_naga_validation() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            let name = path.display();
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 3,
+        "expected gram, gains and downdate shaders in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn unknown_adapter_is_a_gpu_error() {
+    match GpuBackend::new(Some("no-such-adapter-xyz")) {
+        Err(Error::Gpu(msg)) => assert!(msg.contains("no-such-adapter-xyz"), "{msg}"),
+        Err(e) => panic!("expected Error::Gpu, got {e}"),
+        Ok(_) => panic!("an adapter named no-such-adapter-xyz was found"),
+    }
+}
+
+#[test]
+fn lists_adapters() {
+    let adapters = GpuBackend::list_adapters();
+    assert!(!adapters.is_empty(), "no adapters listed");
+    let name = gpu().adapter_name();
+    assert!(
+        adapters.iter().any(|a| a.contains(&name)),
+        "{name} not in {adapters:?}"
+    );
+}
+
+#[test]
+fn dense_linear_gram_matches_cpu() {
+    // D = 37 and D = 133 (one tile, and a partial second tile); 301 images in batches of 64.
+    check_stats(
+        "linear 37",
+        gpu(),
+        Consumer::Linear,
+        &[301, 37],
+        false,
+        64,
+        1,
+    );
+    check_stats(
+        "linear 133",
+        gpu(),
+        Consumer::Linear,
+        &[150, 133],
+        false,
+        41,
+        2,
+    );
+}
+
+#[test]
+fn conv_gram_matches_cpu() {
+    // Stride 2, padding 1, dilation 2, a 3 × 2 kernel: D = 5 · 6 = 30.
+    let odd = conv([3, 2], [2, 2], [1, 1], [2, 2]);
+    check_stats("conv 3x2 s2 p1 d2", gpu(), odd, &[7, 5, 11, 9], false, 3, 3);
+    // Mixed strides and paddings per axis, 1 × 3 kernel, D = 19 · 3 = 57.
+    let mixed = conv([1, 3], [1, 2], [0, 2], [1, 1]);
+    check_stats("conv 1x3", gpu(), mixed, &[5, 19, 6, 7], false, 2, 4);
+    // 3 × 3, padding 1: D = 17 · 9 = 153 (two tiles).
+    let square = conv([3, 3], [1, 1], [1, 1], [1, 1]);
+    check_stats("conv 3x3 D=153", gpu(), square, &[6, 17, 5, 6], false, 4, 5);
+}
+
+#[test]
+fn flatten_linear_gram_matches_cpu() {
+    // Conv → Flatten → Linear: dense rows of C·H·W = 6 · 5 · 7 = 210 columns.
+    check_stats(
+        "flatten",
+        gpu(),
+        Consumer::FlattenLinear,
+        &[90, 6, 5, 7],
+        false,
+        32,
+        6,
+    );
+}
+
+#[test]
+fn cross_gram_matches_cpu() {
+    // Asymmetric target: BᵀB, BᵀA and AᵀA, conv and dense.
+    let odd = conv([3, 2], [2, 1], [1, 0], [1, 2]);
+    check_stats("cross conv", gpu(), odd, &[6, 7, 9, 8], true, 4, 7);
+    check_stats(
+        "cross linear",
+        gpu(),
+        Consumer::Linear,
+        &[200, 45],
+        true,
+        70,
+        8,
+    );
+}
+
+#[test]
+fn half_inputs_match_cpu() {
+    let backend = gpu().clone().with_f16_inputs(true);
+    assert!(backend.f16_inputs());
+    let mut rng = Rng::new(9);
+    let shape = [9, 11, 7, 6];
+    let consumer = conv([3, 3], [2, 1], [1, 1], [1, 1]);
+    let unfolding = Unfolding::new(consumer, &shape[1..]).unwrap();
+    let inputs = activations(&mut rng, &shape);
+    let target = random(&mut rng, &shape);
+    let rounded = |t: &Tensor| Tensor {
+        shape: t.shape.clone(),
+        data: t
+            .data
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
+    };
+    let gpu_raw = accumulate(&backend, unfolding, &inputs, Some(&target), 4);
+    // Exactly the kernel's arithmetic on f16-rounded values: tight tolerance.
+    let cpu_rounded = accumulate(
+        &CpuBackend::new(),
+        unfolding,
+        &rounded(&inputs),
+        Some(&rounded(&target)),
+        4,
+    );
+    compare_stats("f16 vs rounded", &gpu_raw, &cpu_rounded, HALF_ROUNDED_TOL);
+    // Against the f32 inputs: f16 precision.
+    let cpu = accumulate(&CpuBackend::new(), unfolding, &inputs, Some(&target), 4);
+    compare_stats("f16 vs f32", &gpu_raw, &cpu, HALF_TOL);
+    // Also an odd number of values per batch (the last u32 holds one f16).
+    check_stats_half_odd(&backend);
+}
+
+fn check_stats_half_odd(backend: &GpuBackend) {
+    let mut rng = Rng::new(10);
+    let shape = [13, 31];
+    let unfolding = Unfolding::new(Consumer::Linear, &shape[1..]).unwrap();
+    let inputs = random(&mut rng, &shape);
+    let rounded = Tensor {
+        shape: inputs.shape.clone(),
+        data: inputs
+            .data
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
+    };
+    let gpu_raw = accumulate(backend, unfolding, &inputs, None, 5);
+    let cpu = accumulate(&CpuBackend::new(), unfolding, &rounded, None, 5);
+    compare_stats("f16 odd", &gpu_raw, &cpu, HALF_ROUNDED_TOL);
+}
+
+#[test]
+fn half_inputs_refuse_values_beyond_f16() {
+    let backend = gpu().clone().with_f16_inputs(true);
+    let unfolding = Unfolding::new(Consumer::Linear, &[3]).unwrap();
+    let mut acc = backend
+        .stats_accumulator(StatsSpec {
+            unfolding,
+            with_target: false,
+        })
+        .unwrap();
+    let data = [1.0, 2.0, 3.0, 4.0, 1e6, 6.0];
+    let err = acc
+        .add_batch(TensorView::new(&[2, 3], &data).unwrap(), None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("index 4")),
+        "{err}"
+    );
+}
+
+#[test]
+fn forced_block_splitting_matches_cpu() {
+    // 16 KiB per binding: the 210 × 210 statistics become column blocks (of 9 columns, at one
+    // row split), and batches are uploaded in chunks of a few images.
+    let small = gpu().clone().with_max_block_bytes(16 << 10);
+    assert_eq!(small.max_block_bytes(), 16 << 10);
+    // 16 KiB holds 19 images of 840 bytes: a batch of 40 is uploaded as chunks of 19, 19 and 2.
+    check_stats(
+        "blocks flatten",
+        &small,
+        Consumer::FlattenLinear,
+        &[40, 6, 5, 7],
+        true,
+        40,
+        11,
+    );
+    let square = conv([3, 3], [1, 1], [1, 1], [1, 1]);
+    check_stats(
+        "blocks conv",
+        &small,
+        square,
+        &[20, 17, 5, 6],
+        false,
+        20,
+        12,
+    );
+}
+
+/// A layer problem with well-separated channels: statistics from the CPU backend (f64).
+fn problem_stats(inputs: &Tensor, weight: &Tensor, conv: Option<ConvOptions>) -> LayerStats {
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), conv).unwrap();
+    layer_stats(&CpuBackend::new(), &problem, inputs.view(), None, 64).unwrap()
+}
+
+fn greedy_spec(stats: &LayerStats) -> GreedySpec<'_> {
+    GreedySpec {
+        layout: stats.layout,
+        outputs: stats.outputs,
+        gram: &stats.gram,
+        c0: &stats.c0,
+        dependence_tol: subprune::DEFAULT_DEPENDENCE_TOL,
+    }
+}
+
+fn assert_gains_close(what: &str, gpu: &[f64], cpu: &[f64]) {
+    let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    eprintln!(
+        "{what}: gains differ by {:.1e} of the largest (tolerance {GAIN_TOL:.0e})",
+        rel_diff(gpu, cpu)
+    );
+    for (ch, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        assert!(
+            (g - c).abs() <= GAIN_TOL * scale,
+            "{what}: channel {ch}: gpu gain {g} vs cpu {c} (largest {scale})"
+        );
+    }
+}
+
+/// Scores, selects `picks` one by one (not in gain order, so the block is fetched), and compares
+/// the gains after every step.
+fn check_gains(what: &str, backend: &GpuBackend, stats: &LayerStats, picks: &[usize]) {
+    let d = stats.layout.channels;
+    let cpu_backend = CpuBackend::new();
+    let mut cpu = cpu_backend.greedy_state(greedy_spec(stats)).unwrap();
+    let mut gpu = backend.greedy_state(greedy_spec(stats)).unwrap();
+    let (mut gc, mut gg) = (vec![0.0; d], vec![0.0; d]);
+    for (step, &pick) in picks.iter().enumerate() {
+        cpu.score(&mut gc).unwrap();
+        gpu.score(&mut gg).unwrap();
+        assert_gains_close(&format!("{what} step {step}"), &gg, &gc);
+        cpu.select(pick).unwrap();
+        gpu.select(pick).unwrap();
+    }
+    cpu.score(&mut gc).unwrap();
+    gpu.score(&mut gg).unwrap();
+    assert_gains_close(&format!("{what} final"), &gg, &gc);
+    for &p in picks {
+        assert_eq!(gg[p], 0.0, "{what}: selected channel {p} has a gain");
+    }
+    assert!(gpu.select(picks[0]).is_err(), "re-selecting must fail");
+}
+
+#[test]
+fn gains_and_downdates_match_cpu() {
+    let mut rng = Rng::new(20);
+    // Linear consumer, ks = 1: d = 70 channels, m = 23 outputs.
+    let inputs = activations(&mut rng, &[400, 70]);
+    let weight = random(&mut rng, &[23, 70]);
+    let stats = problem_stats(&inputs, &weight, None);
+    check_gains("linear", gpu(), &stats, &[5, 0, 69, 33, 12, 40]);
+
+    // Conv consumer, ks = 9: D = 13 · 9 = 117, m = 21.
+    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
+    let weight = random(&mut rng, &[21, 13, 3, 3]);
+    let pad = ConvOptions {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    let stats = problem_stats(&inputs, &weight, Some(pad));
+    check_gains("conv 3x3", gpu(), &stats, &[3, 12, 0, 7]);
+
+    // Flatten → Linear with ks = 8 · 8 = 64 > 56: the factor lives in device memory.
+    let inputs = activations(&mut rng, &[500, 4, 8, 8]);
+    let weight = random(&mut rng, &[9, 256]);
+    let stats = problem_stats(&inputs, &weight, None);
+    check_gains("flatten ks=64", gpu(), &stats, &[2, 0]);
+
+    // ks = 9 · 9 = 81 > 64: the forward solve goes through device memory too.
+    let inputs = activations(&mut rng, &[500, 3, 9, 9]);
+    let weight = random(&mut rng, &[7, 243]);
+    let stats = problem_stats(&inputs, &weight, None);
+    check_gains("flatten ks=81", gpu(), &stats, &[1]);
+}
+
+#[test]
+fn row_blocks_match_cpu() {
+    // 8 KiB bindings: the conv state (D = 117, 9 rows of 468 bytes per channel) is cut into row
+    // blocks of one channel, so every downdate runs across block pairs.
+    let small = gpu().clone().with_max_block_bytes(8192);
+    let mut rng = Rng::new(21);
+    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
+    let weight = random(&mut rng, &[21, 13, 3, 3]);
+    let pad = ConvOptions {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    let stats = problem_stats(&inputs, &weight, Some(pad));
+    check_gains("row blocks", &small, &stats, &[3, 12, 0, 7, 1]);
+    let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _| {}).unwrap();
+    let gpu_run = run_greedy(&small, &stats, 1e-6, &mut |_, _| {}).unwrap();
+    assert_eq!(gpu_run.order, cpu.order);
+}
+
+#[test]
+fn dependent_channel_gets_no_gain() {
+    // Channel 5 is twice channel 2: once 2 is selected, 5 is dependent (gain 0), on both backends.
+    let mut rng = Rng::new(22);
+    let mut inputs = random(&mut rng, &[300, 9]);
+    for row in inputs.data.chunks_exact_mut(9) {
+        row[5] = 2.0 * row[2];
+    }
+    let weight = random(&mut rng, &[4, 9]);
+    let stats = problem_stats(&inputs, &weight, None);
+    let d = 9;
+    let cpu_backend = CpuBackend::new();
+    let mut cpu = cpu_backend.greedy_state(greedy_spec(&stats)).unwrap();
+    let mut gpu_state = gpu().greedy_state(greedy_spec(&stats)).unwrap();
+    cpu.select(2).unwrap();
+    gpu_state.select(2).unwrap();
+    let (mut gc, mut gg) = (vec![0.0; d], vec![0.0; d]);
+    cpu.score(&mut gc).unwrap();
+    gpu_state.score(&mut gg).unwrap();
+    assert_eq!(gc[5], 0.0);
+    assert_eq!(gg[5], 0.0, "gpu gains {gg:?}");
+    assert_gains_close("dependent", &gg, &gc);
+}
+
+#[test]
+fn greedy_runs_match_cpu() {
+    let mut rng = Rng::new(23);
+    let pad = ConvOptions {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Tensor, Tensor, Option<ConvOptions>)> = vec![
+        (
+            "linear",
+            activations(&mut rng, &[500, 45]),
+            random(&mut rng, &[17, 45]),
+            None,
+        ),
+        (
+            "conv",
+            activations(&mut rng, &[30, 21, 6, 6]),
+            random(&mut rng, &[19, 21, 3, 3]),
+            Some(pad),
+        ),
+    ];
+    for (name, inputs, mut weight, conv) in cases {
+        // Spread the channels' importance so that greedy choices are well separated.
+        let per_out: usize = weight.shape[1..].iter().product();
+        let ks = per_out / weight.shape[1];
+        for row in weight.data.chunks_exact_mut(per_out) {
+            for (i, w) in row.iter_mut().enumerate() {
+                *w *= 1.0 + 0.15 * (i / ks) as f32;
+            }
+        }
+        let stats = problem_stats(&inputs, &weight, conv);
+        let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _| {}).unwrap();
+        let mut steps = 0;
+        let gpu_run = run_greedy(gpu(), &stats, 1e-6, &mut |done, _| steps = done).unwrap();
+        assert_eq!(steps, stats.layout.channels);
+        assert_eq!(gpu_run.order, cpu.order, "{name}: greedy order");
+        let worst = gpu_run
+            .error_curve
+            .iter()
+            .zip(&cpu.error_curve)
+            .fold(0.0f64, |m, (g, c)| m.max((g - c).abs()));
+        eprintln!("{name}: error curves differ by {worst:.1e} (tolerance {CURVE_TOL:.0e})");
+        assert!(
+            worst <= CURVE_TOL,
+            "{name}: error curves differ by {worst:e}"
+        );
+    }
+}
+
+#[test]
+fn whole_layer_selection_on_gpu_statistics() {
+    // Statistics and greedy both on the GPU, through the public API, against the CPU.
+    let (inputs, weight) = subprune::demo::layer();
+    let problem =
+        LayerProblem::new(&inputs.shape, weight.view(), Some(subprune::demo::CONV)).unwrap();
+    let cpu = layer_stats(&CpuBackend::new(), &problem, inputs.view(), None, 16).unwrap();
+    let gpu_stats = layer_stats(gpu(), &problem, inputs.view(), None, 16).unwrap();
+    assert_close("demo gram", &gpu_stats.gram, &cpu.gram, STATS_TOL);
+    assert_close("demo c0", &gpu_stats.c0, &cpu.c0, 1e-5);
+    let cpu_run = run_greedy(&CpuBackend::new(), &cpu, 1e-6, &mut |_, _| {}).unwrap();
+    let gpu_run = run_greedy(gpu(), &gpu_stats, 1e-6, &mut |_, _| {}).unwrap();
+    // The demo's channels are correlated (24 latent maps): compare the curve, and the order
+    // while the error is still large.
+    let worst = gpu_run
+        .error_curve
+        .iter()
+        .zip(&cpu_run.error_curve)
+        .fold(0.0f64, |m, (g, c)| m.max((g - c).abs()));
+    eprintln!("demo: error curves differ by {worst:.1e}");
+    assert!(worst <= 1e-3, "demo: error curves differ by {worst:e}");
+    assert_eq!(gpu_run.order[..8], cpu_run.order[..8]);
+}
+
+#[test]
+fn destroyed_device_is_a_gpu_error() {
+    // A host device handed to `from_device` and then destroyed: every later call must fail with
+    // Error::Gpu, not panic.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("no wgpu adapter (install mesa-vulkan-drivers)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let backend = GpuBackend::from_device(device.clone(), queue).unwrap();
+    let mut rng = Rng::new(30);
+    let inputs = random(&mut rng, &[20, 6]);
+    let weight = random(&mut rng, &[3, 6]);
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), None).unwrap();
+    let stats = layer_stats(&backend, &problem, inputs.view(), None, 8).unwrap();
+    device.destroy();
+    match layer_stats(&backend, &problem, inputs.view(), None, 8) {
+        Err(Error::Gpu(msg)) => eprintln!("statistics after destroy: {msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+    match run_greedy(&backend, &stats, 1e-6, &mut |_, _| {}) {
+        Err(Error::Gpu(msg)) => eprintln!("greedy after destroy: {msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+}
