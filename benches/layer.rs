@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use subprune::bench::{LayerCase, CASES};
-use subprune::{Backend, CpuBackend};
+use subprune::{Backend, CpuBackend, GpuBackend};
 
 fn backends() -> Vec<Box<dyn Backend>> {
     let mut list: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
@@ -14,8 +14,25 @@ fn backends() -> Vec<Box<dyn Backend>> {
     list
 }
 
+/// The GPU backend when wgpu finds a hardware adapter. A software adapter (lavapipe) is only
+/// benchmarked with `SUBPRUNE_BENCH_GPU=1`: at a few GFLOP/s the paper-sized layers take minutes
+/// per sample there (use `subprune bench --backend gpu --case resnet56` for lavapipe figures).
 fn extra_backends() -> Vec<Box<dyn Backend>> {
-    Vec::new()
+    let forced = std::env::var("SUBPRUNE_BENCH_GPU").is_ok_and(|v| v == "1");
+    match GpuBackend::new(None) {
+        Ok(gpu) if forced || !gpu.is_software() => vec![Box::new(gpu)],
+        Ok(gpu) => {
+            eprintln!(
+                "skipping the software adapter {} (set SUBPRUNE_BENCH_GPU=1 to include it)",
+                gpu.adapter_name()
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("no GPU backend: {e}");
+            Vec::new()
+        }
+    }
 }
 
 fn bench_case(c: &mut Criterion, case: LayerCase) {

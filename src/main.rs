@@ -317,7 +317,7 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         },
     }
     println!(
-        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9} {:>8} {:>8} | {:>9} {:>8}",
+        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9} {:>8} {:>10} | {:>9} {:>11}",
         "case",
         "d",
         "ks",
@@ -326,9 +326,14 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         "backend",
         "stats s",
         "GFLOP/s",
-        "/sgemm",
+        "/cpu sgemm",
         "greedy s",
-        "vs cpu"
+        "cpu/this"
+    );
+    println!(
+        "(GFLOP/s counts 2·N·L·D² as a GEMM of the same shape would; /cpu sgemm = time of a tuned \
+         CPU sgemm BᵀB of that shape / stats time; cpu/this = CPU time / this backend's time, for \
+         stats / greedy)"
     );
     for case in cases {
         let (problem, inputs) = case.instance(1)?;
@@ -350,7 +355,7 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             };
             let (cpu_stats, cpu_greedy) = *cpu_times.get_or_insert((best, greedy));
             println!(
-                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<28} {:>9.4} {:>8.1} {:>8.2} | {:>9.3} {:>8}",
+                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.4} {:>8.1} {:>10.2} | {:>9.3} {:>11}",
                 case.name,
                 case.channels,
                 9,

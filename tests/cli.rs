@@ -18,8 +18,13 @@ use subprune::{npy, Tensor};
 /// exact zero gains; `--backend auto` would pick a hardware GPU where there is one (the GPU
 /// backend has its own tests).
 fn subprune(args: &[&str]) -> Output {
+    subprune_on("cpu", args)
+}
+
+/// Runs the binary on the named backend.
+fn subprune_on(backend: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_subprune"))
-        .args(["--backend", "cpu"])
+        .args(["--backend", backend])
         .args(args)
         .output()
         .expect("the subprune binary runs")
@@ -45,7 +50,11 @@ struct Report {
 }
 
 fn run_json(args: &[&str]) -> Report {
-    let out = subprune(args);
+    run_json_on("cpu", args)
+}
+
+fn run_json_on(backend: &str, args: &[&str]) -> Report {
+    let out = subprune_on(backend, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "subprune {args:?} failed: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -681,5 +690,31 @@ fn dead_and_duplicate_channels_come_last() {
             curve[useful..].iter().all(|&e| e == curve[useful - 1]),
             "{kind}: {curve:?}"
         );
+    }
+}
+
+/// `subprune select --backend gpu` gives the same selection as `--backend cpu` (on lavapipe where
+/// there is no GPU: this test must run, not skip): same order and keep set, error curves within
+/// 1e-4 (they are normalized to [0, 1]; the GPU keeps its greedy state in f32).
+#[test]
+fn gpu_backend_gives_the_same_json_as_cpu() {
+    let layers = [
+        linear_layer("gpu-linear"),
+        conv_layer("gpu-conv", false),
+        conv_layer("gpu-conv-target", true),
+        flatten_layer("gpu-flatten"),
+    ];
+    for layer in &layers {
+        let k = (layer.channels / 2).to_string();
+        let args = layer.args(&["--keep", &k, "--json"]);
+        let cpu = run_json_on("cpu", &args);
+        let gpu = run_json_on("gpu", &args);
+        assert_eq!(gpu.order, cpu.order, "order differs on {}", layer.inputs);
+        assert_eq!(gpu.kept, cpu.kept, "kept differs on {}", layer.inputs);
+        assert_eq!(gpu.error_curve.len(), cpu.error_curve.len());
+        for (g, c) in gpu.error_curve.iter().zip(&cpu.error_curve) {
+            assert!((g - c).abs() <= 1e-4, "error curves differ: {g} vs {c}");
+        }
+        assert!((gpu.relative_error - cpu.relative_error).abs() <= 1e-4);
     }
 }

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::{Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
+use super::{check_stats_batch, Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_dropping, forward_solve};
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};
@@ -134,16 +134,9 @@ fn gemm_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, d: usize, accumul
 /// Upper tiles of `dst (+)= aᵀ a` (tiles on and above the diagonal; the strictly lower entries of
 /// diagonal tiles are computed too and ignored), in parallel over tile pairs.
 fn syrk_upper(dst: &mut [f32], a: &[f32], rows: usize, d: usize, accumulate: bool) {
-    let tile = syrk_tile(d);
-    let tiles = d.div_ceil(tile);
-    let pairs: Vec<(usize, usize)> = (0..tiles)
-        .flat_map(|i| (i..tiles).map(move |j| (i, j)))
-        .collect();
     let dst_ptr = SendPtr(dst.as_mut_ptr());
     let d_i = d as isize;
-    pairs.par_iter().for_each(|&(ti, tj)| {
-        let (i0, j0) = (ti * tile, tj * tile);
-        let (ni, nj) = (tile.min(d - i0), tile.min(d - j0));
+    for_each_upper_tile(d, syrk_tile(d), |i0, ni, j0, nj| {
         let base = dst_ptr;
         // SAFETY: each task writes only its own tile (i0.., j0..) of dst, which is d×d row-major;
         // tiles of distinct pairs do not overlap; a is rows×d row-major.
@@ -196,11 +189,25 @@ fn syrk_tile(d: usize) -> usize {
     tile
 }
 
+/// Runs `f(i0, ni, j0, nj)` for every tile on or above the diagonal of an `n × n` matrix cut into
+/// `tile × tile` tiles (rows `i0..i0 + ni`, columns `j0..j0 + nj`), in parallel over tiles.
+fn for_each_upper_tile(n: usize, tile: usize, f: impl Fn(usize, usize, usize, usize) + Sync) {
+    let tiles = n.div_ceil(tile);
+    let pairs: Vec<(usize, usize)> = (0..tiles)
+        .flat_map(|i| (i..tiles).map(move |j| (i, j)))
+        .collect();
+    pairs.par_iter().for_each(|&(ti, tj)| {
+        let (i0, j0) = (ti * tile, tj * tile);
+        f(i0, tile.min(n - i0), j0, tile.min(n - j0));
+    });
+}
+
+/// A raw pointer handed to rayon tasks that write disjoint tiles of one buffer.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+struct SendPtr<T>(*mut T);
 // SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
 struct CpuStats {
     unfolding: Unfolding,
@@ -252,31 +259,12 @@ impl CpuStats {
 
 impl StatsAccumulator for CpuStats {
     fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()> {
-        let n = self.unfolding.check_batch(&inputs, "inputs")?;
-        inputs.check_finite("inputs")?;
-        match (&target, self.cross.is_some()) {
-            (Some(t), true) => {
-                if t.shape != inputs.shape {
-                    return Err(Error::Shape(format!(
-                        "target has shape {:?}, inputs have {:?}; they must match",
-                        t.shape, inputs.shape
-                    )));
-                }
-                t.check_finite("target")?;
-            }
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(Error::InvalidArgument(
-                    "a target batch was given to statistics set up without a target".into(),
-                ))
-            }
-            (None, true) => {
-                return Err(Error::InvalidArgument(
-                    "statistics set up with a target need a target batch with every input batch"
-                        .into(),
-                ))
-            }
-        }
+        let n = check_stats_batch(
+            &self.unfolding,
+            self.cross.is_some(),
+            &inputs,
+            target.as_ref(),
+        )?;
         let d = self.d;
         let total_rows = n * self.unfolding.rows_per_image();
         let mut first = 0;
@@ -455,15 +443,9 @@ impl CpuGreedy {
                 });
         }
         if p > 0 && n > 0 {
-            let tiles = n.div_ceil(SYRK_TILE);
-            let pairs: Vec<(usize, usize)> = (0..tiles)
-                .flat_map(|i| (i..tiles).map(move |j| (i, j)))
-                .collect();
-            let dst = SendPtrF64(self.schur_next.as_mut_ptr());
+            let dst = SendPtr(self.schur_next.as_mut_ptr());
             let panel = &self.panel_kept;
-            pairs.par_iter().for_each(|&(ti, tj)| {
-                let (i0, j0) = (ti * SYRK_TILE, tj * SYRK_TILE);
-                let (ni, nj) = (SYRK_TILE.min(n - i0), SYRK_TILE.min(n - j0));
+            for_each_upper_tile(n, SYRK_TILE, |i0, ni, j0, nj| {
                 let base = dst;
                 // SAFETY: each task updates only its own tile of the n×n row-major matrix; tiles
                 // of distinct pairs are disjoint. panel is n×p row-major.
@@ -502,12 +484,6 @@ impl CpuGreedy {
         self.panel_len = 0;
     }
 }
-
-#[derive(Clone, Copy)]
-struct SendPtrF64(*mut f64);
-// SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
-unsafe impl Send for SendPtrF64 {}
-unsafe impl Sync for SendPtrF64 {}
 
 impl GreedyState for CpuGreedy {
     fn score(&mut self, gains: &mut [f64]) -> Result<()> {

@@ -10,14 +10,16 @@ pub mod choice;
 pub mod cpu;
 pub mod gpu;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
 /// Relative tolerance under which a candidate's Schur-complement pivot counts as zero (the column
 /// is numerically dependent on the selection), relative to the same column's diagonal in the
-/// original Gram matrix. The statistics are accumulated in f32, so dependence shows up at about
-/// 1e-7 relative; 1e-6 keeps a margin above that.
+/// original Gram matrix. The statistics are accumulated in f32, so an exactly dependent column
+/// shows a pivot around 1e-7 relative; 1e-6 keeps a margin above that. On small, ill-conditioned
+/// conv instances the f32 noise can leave a dependent block a pivot above the tolerance: its gain
+/// is then tiny (~1e-7 of `‖AW‖²`), not 0, and it still comes after every useful channel.
 pub const DEFAULT_DEPENDENCE_TOL: f64 = 1e-6;
 
 /// What a backend needs to start accumulating statistics for one layer.
@@ -73,4 +75,39 @@ pub trait Backend {
     fn stats_accumulator(&self, spec: StatsSpec) -> Result<Box<dyn StatsAccumulator + '_>>;
     /// Starts the greedy for one layer from its statistics.
     fn greedy_state(&self, spec: GreedySpec<'_>) -> Result<Box<dyn GreedyState + '_>>;
+}
+
+/// Checks one statistics batch against the spec: shape `(n, C[, H, W])`, finite values, and a
+/// target of the same shape exactly when the spec asked for one. Returns the image count `n`.
+pub(crate) fn check_stats_batch(
+    unfolding: &Unfolding,
+    with_target: bool,
+    inputs: &TensorView<'_>,
+    target: Option<&TensorView<'_>>,
+) -> Result<usize> {
+    let n = unfolding.check_batch(inputs, "inputs")?;
+    inputs.check_finite("inputs")?;
+    match (target, with_target) {
+        (Some(t), true) => {
+            if t.shape != inputs.shape {
+                return Err(Error::Shape(format!(
+                    "target has shape {:?}, inputs have {:?}; they must match",
+                    t.shape, inputs.shape
+                )));
+            }
+            t.check_finite("target")?;
+        }
+        (None, false) => {}
+        (Some(_), false) => {
+            return Err(Error::InvalidArgument(
+                "a target batch was given to statistics set up without a target".into(),
+            ))
+        }
+        (None, true) => {
+            return Err(Error::InvalidArgument(
+                "statistics set up with a target need a target batch with every input batch".into(),
+            ))
+        }
+    }
+    Ok(n)
 }

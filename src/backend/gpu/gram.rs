@@ -24,7 +24,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::{bind_group_layout, binding, pipelines, Gpu, ParamSlots, PooledBuffer, Slot};
-use crate::backend::{StatsAccumulator, StatsSpec};
+use crate::backend::{check_stats_batch, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
 use crate::stats::{Consumer, RawGrams, Unfolding};
 use crate::tensor::TensorView;
@@ -407,31 +407,12 @@ impl GpuStats {
         inputs: &TensorView<'_>,
         target: &Option<TensorView<'_>>,
     ) -> Result<usize> {
-        let n = self.unfolding.check_batch(inputs, "inputs")?;
-        inputs.check_finite("inputs")?;
-        match (target, self.sums.len() > 1) {
-            (Some(t), true) => {
-                if t.shape != inputs.shape {
-                    return Err(Error::Shape(format!(
-                        "target has shape {:?}, inputs have {:?}; they must match",
-                        t.shape, inputs.shape
-                    )));
-                }
-                t.check_finite("target")?;
-            }
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(Error::InvalidArgument(
-                    "a target batch was given to statistics set up without a target".into(),
-                ))
-            }
-            (None, true) => {
-                return Err(Error::InvalidArgument(
-                    "statistics set up with a target need a target batch with every input batch"
-                        .into(),
-                ))
-            }
-        }
+        let n = check_stats_batch(
+            &self.unfolding,
+            self.sums.len() > 1,
+            inputs,
+            target.as_ref(),
+        )?;
         Ok(n)
     }
 
