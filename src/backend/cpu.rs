@@ -83,23 +83,52 @@ impl GramSum {
         }
     }
 
+    /// Adds the f32 partial sums into the f64 total (for a symmetric sum, the upper triangle
+    /// only: the lower one is mirrored once, at the end).
     fn flush(&mut self) {
+        let d = self.partial.len().isqrt();
+        let symmetric = self.symmetric;
         self.total
-            .par_iter_mut()
-            .zip(self.partial.par_iter())
-            .for_each(|(t, p)| *t += *p as f64);
+            .par_chunks_mut(d)
+            .zip(self.partial.par_chunks(d))
+            .enumerate()
+            .for_each(|(i, (t, p))| {
+                let from = if symmetric { i } else { 0 };
+                for (t, p) in t[from..].iter_mut().zip(&p[from..]) {
+                    *t += *p as f64;
+                }
+            });
     }
 
     fn into_total(mut self, d: usize) -> Vec<f64> {
         if self.symmetric {
-            for i in 0..d {
-                for j in 0..i {
-                    self.total[i * d + j] = self.total[j * d + i];
-                }
-            }
+            mirror_upper(&mut self.total, d);
         }
         self.total
     }
+}
+
+/// Copies the upper triangle of the `d × d` row-major matrix onto the lower one, by tiles (a
+/// transposed copy row by row would stride through memory), in parallel over row bands.
+fn mirror_upper(a: &mut [f64], d: usize) {
+    const T: usize = 64;
+    assert_eq!(a.len(), d * d);
+    let base = SendPtr(a.as_mut_ptr());
+    (0..d.div_ceil(T)).into_par_iter().for_each(|band| {
+        let p = base;
+        let i0 = band * T;
+        let i1 = (i0 + T).min(d);
+        for j0 in (0..i1).step_by(T) {
+            for i in i0..i1 {
+                for j in j0..(j0 + T).min(i) {
+                    // SAFETY: in bounds (i, j < d); reads only strictly upper entries (j < i),
+                    // which nobody writes here; writes only strictly lower entries of rows
+                    // i0..i1, which belong to this band alone.
+                    unsafe { *p.0.add(i * d + j) = *p.0.add(j * d + i) };
+                }
+            }
+        }
+    });
 }
 
 /// `dst (+)= aᵀ b`, with `a`, `b` of `rows × d` and `dst` of `d × d`, all row-major.
