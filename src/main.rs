@@ -38,6 +38,23 @@ impl Cli {
         Ok(opened.backend)
     }
 
+    /// Runs `job` on the backend --backend names. Under `auto`, a GPU failure in the middle of
+    /// the work (a lost device, an allocation the device refuses) is reported and the job is run
+    /// again on the CPU backend.
+    fn run_on_backend<T>(
+        &self,
+        mut job: impl FnMut(&dyn Backend) -> subprune::Result<T>,
+    ) -> anyhow::Result<T> {
+        let backend = self.open()?;
+        match job(backend.as_ref()) {
+            Err(subprune::Error::Gpu(msg)) if self.backend == BackendChoice::Auto => {
+                eprintln!("the GPU backend failed ({msg}); falling back to the CPU backend");
+                Ok(job(&CpuBackend::new())?)
+            }
+            result => Ok(result?),
+        }
+    }
+
     /// The GPU backend on --adapter, with --f16-inputs.
     fn gpu(&self) -> subprune::Result<GpuBackend> {
         Ok(GpuBackend::new(self.adapter.as_deref())?.with_f16_inputs(self.f16_inputs))
@@ -198,15 +215,16 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
-    let backend = cli.open()?;
-    let sel = subprune::select(
-        backend.as_ref(),
-        &problem,
-        inputs.view(),
-        target.as_ref().map(|t| t.view()),
-        &options,
-        &mut progress_printer("greedy"),
-    )?;
+    let sel = cli.run_on_backend(|backend| {
+        subprune::select(
+            backend,
+            &problem,
+            inputs.view(),
+            target.as_ref().map(|t| t.view()),
+            &options,
+            &mut progress_printer("greedy"),
+        )
+    })?;
     if let Some(path) = &args.out_weight {
         npy::write_f32(path, &sel.weight)?;
     }
@@ -245,27 +263,27 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
 fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let (inputs, weight) = subprune::demo::layer();
     let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(subprune::demo::CONV))?;
-    let backend = cli.open()?;
     let options = SelectOptions {
         budget: Budget::KeepFraction(args.keep_fraction),
         ..Default::default()
     };
     let start = std::time::Instant::now();
-    let sel = subprune::select(
-        backend.as_ref(),
-        &problem,
-        inputs.view(),
-        None,
-        &options,
-        &mut progress_printer("greedy"),
-    )?;
+    let (sel, backend_name) = cli.run_on_backend(|backend| {
+        let sel = subprune::select(
+            backend,
+            &problem,
+            inputs.view(),
+            None,
+            &options,
+            &mut progress_printer("greedy"),
+        )?;
+        Ok((sel, backend.name()))
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let layout = problem.layout();
     println!(
-        "demo layer: inputs {:?}, consumer weight {:?} (stride 1, padding 1), backend {}",
-        inputs.shape,
-        weight.shape,
-        backend.name()
+        "demo layer: inputs {:?}, consumer weight {:?} (stride 1, padding 1), backend {backend_name}",
+        inputs.shape, weight.shape,
     );
     println!("greedy error curve (normalized ‖AW − B_S W~‖² / ‖AW‖²):");
     for k in [
