@@ -18,6 +18,8 @@
 //! # Ok::<(), subprune::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod bench;
 pub mod demo;

@@ -86,3 +86,66 @@ pub fn open_backend(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_backend_names() {
+        assert_eq!("cpu".parse::<BackendChoice>().unwrap(), BackendChoice::Cpu);
+        assert_eq!(
+            " GPU ".parse::<BackendChoice>().unwrap(),
+            BackendChoice::Gpu
+        );
+        assert_eq!(
+            "auto".parse::<BackendChoice>().unwrap(),
+            BackendChoice::Auto
+        );
+        let err = "cuda".parse::<BackendChoice>().unwrap_err().to_string();
+        assert!(
+            err.contains("cuda") && err.contains("cpu, gpu or auto"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cpu_choice_opens_the_cpu_backend() {
+        let opened = open_backend(BackendChoice::Cpu, None, false).unwrap();
+        assert!(opened.backend.name().starts_with("cpu"), "{}", opened.note);
+    }
+
+    #[test]
+    fn auto_never_settles_on_a_software_adapter_unless_named() {
+        // Whatever this machine has: a hardware adapter gives the GPU, lavapipe alone or no
+        // adapter at all gives the CPU with the reason in the note.
+        let opened = open_backend(BackendChoice::Auto, None, false).unwrap();
+        match GpuBackend::new(None) {
+            Ok(gpu)
+                if !gpu.is_software() && std::env::var(super::super::gpu::ADAPTER_ENV).is_err() =>
+            {
+                assert!(opened.note.contains("gpu"), "{}", opened.note)
+            }
+            Ok(gpu) if std::env::var(super::super::gpu::ADAPTER_ENV).is_err() => {
+                assert!(gpu.is_software());
+                assert!(opened.backend.name().starts_with("cpu"), "{}", opened.note);
+                assert!(opened.note.contains("software adapter"), "{}", opened.note);
+            }
+            Ok(_) => {}
+            Err(_) => assert!(opened.backend.name().starts_with("cpu"), "{}", opened.note),
+        }
+        let missing =
+            open_backend(BackendChoice::Auto, Some("no-such-adapter-xyz"), false).unwrap();
+        assert!(
+            missing.backend.name().starts_with("cpu"),
+            "{}",
+            missing.note
+        );
+        assert!(
+            missing.note.contains("no-such-adapter-xyz"),
+            "{}",
+            missing.note
+        );
+        assert!(open_backend(BackendChoice::Gpu, Some("no-such-adapter-xyz"), false).is_err());
+    }
+}
