@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         inputs.view(),
         None,
         &options,
-        &mut |_, _| {},
+        &mut |_, _, _| {},
     )?;
     println!(
         "kept {} of {} channels: {:?}",

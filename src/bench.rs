@@ -123,7 +123,7 @@ pub fn time_greedy(backend: &dyn Backend, stats: &LayerStats) -> Result<f64> {
         backend,
         stats,
         crate::DEFAULT_DEPENDENCE_TOL,
-        &mut |_, _| {},
+        &mut |_, _, _| {},
     )?;
     Ok(start.elapsed().as_secs_f64())
 }

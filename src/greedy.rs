@@ -29,8 +29,17 @@ impl GreedyRun {
     }
 }
 
-/// Progress of a long computation: `done` of `total` steps.
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+/// Which part of the work a progress report is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Accumulating the statistics: images done of images in all.
+    Statistics,
+    /// The greedy: steps done of channels.
+    Greedy,
+}
+
+/// A progress callback: `(stage, done, total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(Stage, usize, usize);
 
 /// Runs the greedy for all `d` channels. Ties go to the lowest index; a channel with zero gain
 /// (dead, or numerically dependent on the selection) is only picked once no channel with positive
@@ -95,7 +104,7 @@ pub fn run_greedy(
         run.gains.push(best_gain);
         run.error_curve
             .push(normalized_error(stats.total, explained));
-        progress(step + 1, channels);
+        progress(Stage::Greedy, step + 1, channels);
     }
     Ok(run)
 }

@@ -13,7 +13,7 @@
 //! let weight = npy::read_f32("W.npy")?;   // (M, C, kh, kw): the consumer's weight
 //! let problem = LayerProblem::new(&inputs.shape, weight.view(), None)?;
 //! let options = SelectOptions { budget: Budget::KeepFraction(0.5), ..Default::default() };
-//! let sel = select(&CpuBackend::new(), &problem, inputs.view(), None, &options, &mut |_, _| {})?;
+//! let sel = select(&CpuBackend::new(), &problem, inputs.view(), None, &options, &mut |_, _, _| {})?;
 //! println!("kept {:?}, error {}", sel.kept, sel.relative_error);
 //! # Ok::<(), subprune::Error>(())
 //! ```
@@ -35,7 +35,7 @@ pub use backend::cpu::CpuBackend;
 pub use backend::gpu::GpuBackend;
 pub use backend::{Backend, DEFAULT_DEPENDENCE_TOL};
 pub use error::{Error, Result};
-pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted};
+pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted, Stage};
 pub use stats::{Consumer, ConvOptions, LayerProblem, LayerStats};
 pub use tensor::{Tensor, TensorView};
 
@@ -52,6 +52,25 @@ pub fn layer_stats(
     inputs: TensorView<'_>,
     target: Option<TensorView<'_>>,
     batch_images: usize,
+) -> Result<LayerStats> {
+    layer_stats_with_progress(
+        backend,
+        problem,
+        inputs,
+        target,
+        batch_images,
+        &mut |_, _, _| {},
+    )
+}
+
+/// [`layer_stats`], reporting `(Stage::Statistics, images done, images)` after every batch.
+pub fn layer_stats_with_progress(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    batch_images: usize,
+    progress: greedy::Progress<'_>,
 ) -> Result<LayerStats> {
     let unfolding = problem.unfolding;
     let n = unfolding.check_batch(&inputs, "inputs")?;
@@ -95,6 +114,7 @@ pub fn layer_stats(
         };
         acc.add_batch(b, a)?;
         first += count;
+        progress(greedy::Stage::Statistics, first, n);
     }
     LayerStats::from_raw(problem, acc.finish()?)
 }
@@ -165,7 +185,7 @@ pub struct Selection {
 }
 
 /// Selects the channels to keep for one layer and computes the new consumer weight: statistics,
-/// one greedy run, then the reweighting solve for the budget.
+/// one greedy run, then the reweighting solve for the budget. `progress` hears of both stages.
 pub fn select(
     backend: &dyn Backend,
     problem: &LayerProblem,
@@ -175,7 +195,14 @@ pub fn select(
     progress: greedy::Progress<'_>,
 ) -> Result<Selection> {
     let k = options.budget.resolve(problem.layout().channels)?;
-    let stats = layer_stats(backend, problem, inputs, target, options.batch_images)?;
+    let stats = layer_stats_with_progress(
+        backend,
+        problem,
+        inputs,
+        target,
+        options.batch_images,
+        progress,
+    )?;
     let run = run_greedy(backend, &stats, options.dependence_tol, progress)?;
     select_from_run(problem, &stats, run, k, options)
 }

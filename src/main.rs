@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use subprune::backend::choice::{open_backend, BackendChoice};
 use subprune::backend::gpu::GpuBackend;
-use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions};
+use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
 #[derive(Parser)]
 #[command(
@@ -181,11 +181,15 @@ fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {
 }
 
 /// A progress line on stderr when it is a terminal.
-fn progress_printer(label: &'static str) -> impl FnMut(usize, usize) {
+fn progress_printer() -> impl FnMut(Stage, usize, usize) {
     let tty = std::io::stderr().is_terminal();
-    move |done, total| {
+    move |stage, done, total| {
         if tty && (done == total || done % 8 == 0) {
-            eprint!("\r{label}: step {done}/{total}");
+            let (label, unit) = match stage {
+                Stage::Statistics => ("statistics", "images"),
+                Stage::Greedy => ("greedy", "channels"),
+            };
+            eprint!("\r{label}: {done}/{total} {unit}\x1b[K");
             if done == total {
                 eprintln!();
             }
@@ -222,7 +226,7 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             inputs.view(),
             target.as_ref().map(|t| t.view()),
             &options,
-            &mut progress_printer("greedy"),
+            &mut progress_printer(),
         )
     })?;
     if let Some(path) = &args.out_weight {
@@ -275,7 +279,7 @@ fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             inputs.view(),
             None,
             &options,
-            &mut progress_printer("greedy"),
+            &mut progress_printer(),
         )?;
         Ok((sel, backend.name()))
     })?;

@@ -94,7 +94,7 @@ impl Small {
             &CpuBackend::new(),
             &stats,
             DEFAULT_DEPENDENCE_TOL,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
         )
         .unwrap()
     }

@@ -363,7 +363,7 @@ fn cli_matches_library() {
         inputs.view(),
         Some(target.view()),
         &options,
-        &mut |_, _| {},
+        &mut |_, _, _| {},
     )
     .unwrap();
     assert_eq!(r.order, sel.run.order);

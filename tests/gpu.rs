@@ -476,8 +476,8 @@ fn row_blocks_match_cpu() {
     };
     let stats = problem_stats(&inputs, &weight, Some(pad));
     check_gains("row blocks", &small, &stats, &[3, 12, 0, 7, 1]);
-    let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _| {}).unwrap();
-    let gpu_run = run_greedy(&small, &stats, 1e-6, &mut |_, _| {}).unwrap();
+    let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _, _| {}).unwrap();
+    let gpu_run = run_greedy(&small, &stats, 1e-6, &mut |_, _, _| {}).unwrap();
     assert_eq!(gpu_run.order, cpu.order);
 }
 
@@ -536,9 +536,9 @@ fn greedy_runs_match_cpu() {
             }
         }
         let stats = problem_stats(&inputs, &weight, conv);
-        let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _| {}).unwrap();
+        let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _, _| {}).unwrap();
         let mut steps = 0;
-        let gpu_run = run_greedy(gpu(), &stats, 1e-6, &mut |done, _| steps = done).unwrap();
+        let gpu_run = run_greedy(gpu(), &stats, 1e-6, &mut |_, done, _| steps = done).unwrap();
         assert_eq!(steps, stats.layout.channels);
         assert_eq!(gpu_run.order, cpu.order, "{name}: greedy order");
         let worst = gpu_run
@@ -564,8 +564,8 @@ fn whole_layer_selection_on_gpu_statistics() {
     let gpu_stats = layer_stats(gpu(), &problem, inputs.view(), None, 16).unwrap();
     assert_close("demo gram", &gpu_stats.gram, &cpu.gram, STATS_TOL);
     assert_close("demo c0", &gpu_stats.c0, &cpu.c0, 1e-5);
-    let cpu_run = run_greedy(&CpuBackend::new(), &cpu, 1e-6, &mut |_, _| {}).unwrap();
-    let gpu_run = run_greedy(gpu(), &gpu_stats, 1e-6, &mut |_, _| {}).unwrap();
+    let cpu_run = run_greedy(&CpuBackend::new(), &cpu, 1e-6, &mut |_, _, _| {}).unwrap();
+    let gpu_run = run_greedy(gpu(), &gpu_stats, 1e-6, &mut |_, _, _| {}).unwrap();
     // The demo's channels are correlated (24 latent maps): compare the curve, and the order
     // while the error is still large.
     let worst = gpu_run
@@ -597,7 +597,7 @@ fn destroyed_device_is_a_gpu_error() {
         Err(Error::Gpu(msg)) => eprintln!("statistics after destroy: {msg}"),
         other => panic!("expected Error::Gpu, got {other:?}"),
     }
-    match run_greedy(&backend, &stats, 1e-6, &mut |_, _| {}) {
+    match run_greedy(&backend, &stats, 1e-6, &mut |_, _, _| {}) {
         Err(Error::Gpu(msg)) => eprintln!("greedy after destroy: {msg}"),
         other => panic!("expected Error::Gpu, got {other:?}"),
     }

@@ -228,7 +228,7 @@ fn check_against_oracle(inst: &Instance) -> Discrepancy {
         &CpuBackend::new(),
         &stats,
         DEFAULT_DEPENDENCE_TOL,
-        &mut |_, _| {},
+        &mut |_, _, _| {},
     )
     .unwrap();
     let reference = oracle.greedy();
@@ -340,7 +340,7 @@ fn check_against_oracle(inst: &Instance) -> Discrepancy {
         inst.inputs.view(),
         inst.target.as_ref().map(|t| t.view()),
         &options,
-        &mut |_, _| {},
+        &mut |_, _, _| {},
     )
     .unwrap();
     assert_eq!(sel.run.order, reference.order, "{name}: select() order");
@@ -552,7 +552,7 @@ fn batch_size_does_not_change_results() {
                 inst.inputs.view(),
                 inst.target.as_ref().map(|t| t.view()),
                 &options,
-                &mut |_, _| {},
+                &mut |_, _, _| {},
             )
             .unwrap();
             assert_eq!(sel.run.order, reference.order, "{}", inst.name);
@@ -672,7 +672,7 @@ fn dead_and_duplicate_channels_have_zero_gain_and_come_last() {
             &CpuBackend::new(),
             &stats,
             DEFAULT_DEPENDENCE_TOL,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
         )
         .unwrap();
         let useful = c - dead.len() - 1;
@@ -742,7 +742,7 @@ fn numerically_dependent_channel_is_picked_last_with_zero_gain() {
                 &CpuBackend::new(),
                 &stats,
                 DEFAULT_DEPENDENCE_TOL,
-                &mut |_, _| {},
+                &mut |_, _, _| {},
             )
             .unwrap();
             let name = base.name;
@@ -848,7 +848,7 @@ fn large_layers_match_oracle_across_panel_flushes() {
             &CpuBackend::new(),
             &stats,
             DEFAULT_DEPENDENCE_TOL,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
         )
         .unwrap();
         let (curve, regret) = common::follow_order(&inst.oracle, &run.order);
@@ -892,4 +892,34 @@ fn large_layers_match_oracle_across_panel_flushes() {
             inst.oracle.b.cols
         );
     }
+}
+
+/// `select` reports progress for both stages: statistics by images (after every batch, ending at
+/// all images), then the greedy by steps (1, 2, ..., C).
+#[test]
+fn select_reports_progress_of_both_stages() {
+    let inst = linear_instance(77, 50, 6, 3, None);
+    let problem = LayerProblem::new(&inst.inputs.shape, inst.weight.view(), None).unwrap();
+    let options = SelectOptions {
+        budget: subprune::Budget::Keep(3),
+        batch_images: 16,
+        ..Default::default()
+    };
+    let mut events = Vec::new();
+    subprune::select(
+        &CpuBackend::new(),
+        &problem,
+        inst.inputs.view(),
+        None,
+        &options,
+        &mut |stage, done, total| events.push((stage, done, total)),
+    )
+    .unwrap();
+    use subprune::Stage::{Greedy, Statistics};
+    let expected: Vec<_> = [16, 32, 48, 50]
+        .into_iter()
+        .map(|d| (Statistics, d, 50))
+        .chain((1..=6).map(|d| (Greedy, d, 6)))
+        .collect();
+    assert_eq!(events, expected);
 }
