@@ -35,6 +35,9 @@ impl Cli {
     fn open(&self) -> anyhow::Result<Box<dyn Backend>> {
         let opened = open_backend(self.backend, self.adapter.as_deref(), self.f16_inputs)?;
         eprintln!("{}", opened.note);
+        if self.f16_inputs && opened.backend.name().starts_with("cpu") {
+            eprintln!("note: --f16-inputs applies to the GPU backend only; ignored");
+        }
         Ok(opened.backend)
     }
 
