@@ -222,6 +222,20 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
+    let layout = problem.layout();
+    let rows = inputs.shape[0] * problem.unfolding.rows_per_image();
+    if rows < layout.columns() {
+        eprintln!(
+            "warning: {rows} unfolded rows for {} columns ({} channels × {}): past about {} kept \
+             channel(s) every further channel is linearly dependent on the kept ones, so the error \
+             curve is flat there and the order arbitrary; more calibration images give a \
+             meaningful selection",
+            layout.columns(),
+            layout.channels,
+            layout.group,
+            rows / layout.group
+        );
+    }
     let sel = cli.run_on_backend(|backend| {
         subprune::select(
             backend,

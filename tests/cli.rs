@@ -718,3 +718,27 @@ fn gpu_backend_gives_the_same_json_as_cpu() {
         assert!((gpu.relative_error - cpu.relative_error).abs() <= 1e-4);
     }
 }
+
+/// Fewer unfolded rows than columns (too little calibration data for the selection to mean
+/// anything past the rank of B): the run still succeeds, and stderr says so.
+#[test]
+fn too_few_rows_gives_a_warning() {
+    let mut rng = Rng::new(9);
+    let dir = temp_dir("few-rows");
+    let inputs = write(&dir, "b.npy", &random(&mut rng, &[5, 8]));
+    let weight = write(&dir, "w.npy", &random(&mut rng, &[3, 8]));
+    let out = subprune(&[
+        "select", "--inputs", &inputs, "--weight", &weight, "--keep", "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: 5 unfolded rows for 8 columns"),
+        "{stderr}"
+    );
+    let enough = write(&dir, "b2.npy", &random(&mut rng, &[50, 8]));
+    let out = subprune(&[
+        "select", "--inputs", &enough, "--weight", &weight, "--keep", "2",
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
