@@ -48,6 +48,16 @@ pub fn cholesky_dropping(
     count
 }
 
+/// Factors a picked channel's `ks × ks` Schur block (consumed as `block`) with
+/// [`cholesky_dropping`] against the channel's original Gram diagonal `ref_diag`. Returns `L` and
+/// the kept flags; no kept column means the block is fully dependent on the selection.
+pub fn factor_block(mut block: Vec<f64>, ref_diag: &[f64], tol: f64) -> (Vec<f64>, Vec<bool>) {
+    let ks = ref_diag.len();
+    let mut kept = vec![false; ks];
+    cholesky_dropping(&mut block, ks, ref_diag, tol, &mut kept);
+    (block, kept)
+}
+
 /// Solves `L y = b` in place for `cols` right-hand sides (`b` is `n × cols`, row-major), with `L`
 /// from [`cholesky_dropping`]; rows of dropped columns are set to zero.
 pub fn forward_solve(l: &[f64], n: usize, kept: &[bool], b: &mut [f64], cols: usize) {

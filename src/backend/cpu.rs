@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::{check_stats_batch, Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_dropping, forward_solve};
+use crate::linalg::{cholesky_dropping, factor_block, forward_solve};
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
@@ -546,14 +546,10 @@ impl GreedyState for CpuGreedy {
             )));
         }
         let j0 = channel * ks;
-        let mut l = self.diag_blocks[channel * ks * ks..(channel + 1) * ks * ks].to_vec();
-        let mut kept = vec![false; ks];
-        cholesky_dropping(
-            &mut l,
-            ks,
+        let (l, kept) = factor_block(
+            self.diag_blocks[channel * ks * ks..(channel + 1) * ks * ks].to_vec(),
             &self.gram_diag[j0..j0 + ks],
             self.tol,
-            &mut kept,
         );
         self.selected[channel] = true;
         if !kept.iter().any(|&k| k) {

@@ -8,7 +8,7 @@
 //! One greedy step costs one readback: `score` dispatches the gains of every channel, the argmax
 //! (by the host's rule, so it is the channel `run_greedy` will pick) and a copy of that channel's
 //! diagonal block `E[J,J]`, and reads back gains, pick and block together. `select(J)` then
-//! factors the block on the host in f64 (`linalg::cholesky_dropping`), uploads `L⁻¹` and the
+//! factors the block on the host in f64 (`linalg::factor_block`), uploads `L⁻¹` and the
 //! selection flag, and queues the downdate without waiting. If the host selects a channel other
 //! than the predicted one, its block is fetched with one extra readback.
 //!
@@ -22,7 +22,7 @@ use super::gains::{GainsParams, KS_SHARED};
 use super::{binding, Gpu, ParamSlots, PooledBuffer, F32_DEPENDENCE_FLOOR};
 use crate::backend::{GreedySpec, GreedyState};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_dropping, forward_solve};
+use crate::linalg::{factor_block, forward_solve};
 use crate::stats::ChannelLayout;
 
 /// f64 values converted and uploaded at a time when the state is set up.
@@ -471,14 +471,10 @@ impl GpuGreedy {
             _ => self.fetch_block(channel)?,
         };
         let j0 = channel * ks;
-        let mut l: Vec<f64> = block.iter().map(|&v| v as f64).collect();
-        let mut kept = vec![false; ks];
-        cholesky_dropping(
-            &mut l,
-            ks,
+        let (l, kept) = factor_block(
+            block.iter().map(|&v| v as f64).collect(),
             &self.gram_diag[j0..j0 + ks],
             self.tol,
-            &mut kept,
         );
         self.selected[channel] = true;
         let queue = &self.gpu.queue;
