@@ -41,6 +41,25 @@ pub enum Error {
     /// The GPU backend failed: no adapter, a lost device, a refused allocation, a shader error.
     #[error("GPU backend: {0}")]
     Gpu(String),
+    /// A model file that cannot be read or written as ONNX (not protobuf, truncated, a missing
+    /// external data file, an output path that would overwrite an input).
+    #[error("{path}: {reason}")]
+    Onnx {
+        /// The model (or external data) file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A graph node that cannot be imported, shaped or run, named with its op.
+    #[error("node '{node}' ({op}): {reason}")]
+    Node {
+        /// The node's name (or `#index` when it has none).
+        node: String,
+        /// Its op type.
+        op: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

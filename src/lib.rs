@@ -20,13 +20,17 @@
 
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod backend;
 pub mod bench;
 pub mod demo;
 pub mod error;
+pub mod exec;
 pub mod greedy;
+pub mod ir;
 pub mod linalg;
 pub mod npy;
+pub mod onnx;
 pub mod rng;
 pub mod stats;
 pub mod tensor;

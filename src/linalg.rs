@@ -1,5 +1,7 @@
 //! Small dense f64 linear algebra for the host solves: Cholesky with dropped (dependent)
-//! columns and triangular solves. Matrices are row-major.
+//! columns and triangular solves. Matrices are row-major. [`gemm`]: the one safe f32 GEMM wrapper.
+
+pub mod gemm;
 
 /// In-place lower Cholesky factorization of the symmetric `n × n` matrix `a` (row-major; only the
 /// lower triangle is read). A column whose pivot is not above `tol · ref_diag[j]` is numerically

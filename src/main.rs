@@ -74,6 +74,43 @@ enum Command {
     Bench(BenchArgs),
     /// List the GPU adapters wgpu can see.
     Devices,
+    /// Describe an ONNX model: inputs, outputs, ops, parameters, FLOPs, channel pairs.
+    Info(InfoArgs),
+    /// Top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Images, .npy: float32 preprocessed, or uint8 raw pixels (normalised with --mean/--std).
+    #[arg(long)]
+    data: PathBuf,
+    /// Labels, .npy int64, one per image.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Per-channel mean for uint8 data: one number or "r,g,b" (default 0).
+    #[arg(long)]
+    mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
+    #[arg(long)]
+    std: Option<String>,
+    /// Images per forward batch (memory holds one batch of activations).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -164,7 +201,147 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Info(args) => info(args),
+        Command::Eval(args) => eval(&cli, args),
     }
+}
+
+fn info(args: &InfoArgs) -> anyhow::Result<()> {
+    let model = subprune::onnx::load(&args.model)?;
+    let summary = subprune::analysis::summary::summarize(&model.graph);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "{}: opset {}, {} nodes, producer {}",
+        args.model.display(),
+        model.opset,
+        summary.nodes,
+        model.producer()
+    );
+    for p in &summary.inputs {
+        println!("input  {} {}", p.name, p.shape);
+    }
+    for p in &summary.outputs {
+        println!("output {} {}", p.name, p.shape);
+    }
+    let ops: Vec<String> = summary
+        .op_counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("ops: {}", ops.join(", "));
+    println!("parameters: {}", summary.parameters);
+    println!(
+        "FLOPs per image: {} ({:.2} MFLOPs)",
+        summary.flops_per_image,
+        summary.flops_per_image as f64 / 1e6
+    );
+    println!("channel pairs (producer -> consumer: channels x columns per channel, via):");
+    for p in &summary.pairs {
+        println!(
+            "  {} -> {}: {} x {}{}{}",
+            p.producer,
+            p.consumer,
+            p.channels,
+            p.columns_per_channel,
+            if p.via.is_empty() {
+                String::new()
+            } else {
+                format!(", via {}", p.via.join(" > "))
+            },
+            if p.coupled {
+                " (coupled by a residual)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<f32>()
+                .with_context(|| format!("--{name} {text:?}: expected numbers separated by commas"))
+        })
+        .collect()
+}
+
+fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
+    use subprune::exec::run::{F32Images, ImageSource, U8Images};
+    use subprune::npy::NpyArray;
+    if cli.backend == BackendChoice::Gpu {
+        bail!("the GPU forward pass is not implemented yet; use --backend cpu");
+    }
+    let model = subprune::onnx::load(&args.model)?;
+    let exec = subprune::exec::CpuExecutor::new(&model.graph)?;
+    let (_, labels) = npy::read_i64(&args.labels)?;
+    let mean = args
+        .mean
+        .as_deref()
+        .map(|t| floats("mean", t))
+        .transpose()?;
+    let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
+    let source: Box<dyn ImageSource> = match npy::read_any(&args.data)? {
+        NpyArray::F32(t) => {
+            if mean.is_some() || std.is_some() {
+                eprintln!(
+                    "note: --mean/--std apply to uint8 data; the float32 data is used as it is"
+                );
+            }
+            Box::new(F32Images::new(args.data.display().to_string(), t)?)
+        }
+        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
+            shape,
+            data,
+            &mean.unwrap_or(vec![0.0]),
+            &std.unwrap_or(vec![1.0]),
+        )?),
+        other => bail!(
+            "{}: dtype {} is not image data (float32 or uint8 expected)",
+            args.data.display(),
+            other.dtype()
+        ),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |done: usize, total: usize| {
+        if tty {
+            eprint!("\reval: {done}/{total} images\x1b[K");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let report =
+        subprune::exec::eval::evaluate(&exec, source.as_ref(), &labels, args.batch, &mut progress)
+            .with_context(|| {
+                format!(
+                    "evaluating {} on {}",
+                    args.model.display(),
+                    args.data.display()
+                )
+            })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let pct = |k: usize| 100.0 * k as f64 / report.images as f64;
+        println!(
+            "top-1 {}/{} ({:.2}%), top-5 {}/{} ({:.2}%), {:.1} images/s, backend {}",
+            report.top1,
+            report.images,
+            pct(report.top1),
+            report.top5,
+            report.images,
+            pct(report.top5),
+            report.images_per_second,
+            report.backend
+        );
+    }
+    Ok(())
 }
 
 fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {

@@ -1,4 +1,5 @@
-//! Reading and writing NumPy `.npy` files holding little-endian f32 arrays (format 1.0–3.0).
+//! Reading and writing NumPy `.npy` files (format 1.0–3.0): little-endian f32 arrays, read and
+//! written; uint8 images and int64 labels, read.
 //! Anything else (another dtype, Fortran order, a truncated file) is a clear error naming the file.
 
 use std::io::Write;
@@ -26,8 +27,131 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
     parse_f32(path, &bytes)
 }
 
-/// Parses the bytes of a `.npy` file; `path` only names it in errors.
+/// Parses the bytes of a little-endian f32 `.npy` file; `path` only names it in errors.
 pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
+    let raw = parse_raw(path, bytes)?;
+    if raw.descr != "<f4" && raw.descr != "=f4" {
+        return Err(npy_err(
+            path,
+            format!("dtype is '{}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)", raw.descr),
+        ));
+    }
+    let data = raw
+        .payload
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Tensor {
+        shape: raw.shape,
+        data,
+    })
+}
+
+/// The contents of a `.npy` file of one of the dtypes subprune reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NpyArray {
+    /// `<f4`: float32.
+    F32(Tensor),
+    /// `|u1`: uint8 (raw pixels).
+    U8 {
+        /// Dimensions, outermost first.
+        shape: Vec<usize>,
+        /// Row-major values.
+        data: Vec<u8>,
+    },
+    /// `<i8`: int64 (labels).
+    I64 {
+        /// Dimensions, outermost first.
+        shape: Vec<usize>,
+        /// Row-major values.
+        data: Vec<i64>,
+    },
+}
+
+impl NpyArray {
+    /// The array's dimensions.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            NpyArray::F32(t) => &t.shape,
+            NpyArray::U8 { shape, .. } | NpyArray::I64 { shape, .. } => shape,
+        }
+    }
+
+    /// The dtype as NumPy writes it.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            NpyArray::F32(_) => "float32",
+            NpyArray::U8 { .. } => "uint8",
+            NpyArray::I64 { .. } => "int64",
+        }
+    }
+}
+
+/// Reads a C-ordered `.npy` file of dtype float32, uint8 or little-endian int64.
+pub fn read_any(path: impl AsRef<Path>) -> Result<NpyArray> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_any(path, &bytes)
+}
+
+/// Parses the bytes of a float32, uint8 or int64 `.npy` file; `path` only names it in errors.
+pub fn parse_any(path: &Path, bytes: &[u8]) -> Result<NpyArray> {
+    let raw = parse_raw(path, bytes)?;
+    match raw.descr.as_str() {
+        "<f4" | "=f4" => parse_f32(path, bytes).map(NpyArray::F32),
+        "|u1" | "<u1" | "=u1" => Ok(NpyArray::U8 {
+            shape: raw.shape,
+            data: raw.payload.to_vec(),
+        }),
+        "<i8" | "=i8" => Ok(NpyArray::I64 {
+            data: raw
+                .payload
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect(),
+            shape: raw.shape,
+        }),
+        other => Err(npy_err(
+            path,
+            format!("dtype is '{other}'; expected float32 ('<f4'), uint8 ('|u1') or int64 ('<i8')"),
+        )),
+    }
+}
+
+/// Reads a C-ordered little-endian int64 `.npy` file (labels), as `(shape, values)`.
+pub fn read_i64(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<i64>)> {
+    let path = path.as_ref();
+    match read_any(path)? {
+        NpyArray::I64 { shape, data } => Ok((shape, data)),
+        other => Err(npy_err(
+            path,
+            format!("dtype is {}, expected int64 ('<i8')", other.dtype()),
+        )),
+    }
+}
+
+/// A parsed header and the payload it describes.
+struct RawNpy<'a> {
+    descr: String,
+    shape: Vec<usize>,
+    payload: &'a [u8],
+}
+
+/// Item size in bytes of the dtypes subprune reads; `None` for others, which the typed parsers
+/// reject by name.
+fn item_size(descr: &str) -> Option<usize> {
+    match descr {
+        "<f4" | "=f4" => Some(4),
+        "|u1" | "<u1" | "=u1" => Some(1),
+        "<i8" | "=i8" => Some(8),
+        _ => None,
+    }
+}
+
+fn parse_raw<'a>(path: &Path, bytes: &'a [u8]) -> Result<RawNpy<'a>> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(npy_err(path, "not a .npy file (bad magic string)"));
     }
@@ -58,13 +182,10 @@ pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
         .map_err(|_| npy_err(path, "header is not text"))?;
     let descr =
         dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
-    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    if descr != "<f4" && descr != "=f4" {
-        return Err(npy_err(
-            path,
-            format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
-        ));
-    }
+    let descr = descr
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_string();
     let fortran = dict_value(header, "fortran_order")
         .ok_or_else(|| npy_err(path, "header has no 'fortran_order'"))?;
     if fortran.trim() != "False" {
@@ -87,28 +208,30 @@ pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
         .map(|s| s.parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
+    // An unknown dtype is named by the typed parser; its size is not checked here.
+    let item = item_size(&descr).unwrap_or(1);
     // Checked: a malformed header can claim a shape whose size overflows usize.
     let count = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|c| c.checked_mul(4).is_some())
+        .filter(|c| c.checked_mul(item).is_some())
         .ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
     let payload = &bytes[data_start..];
-    if payload.len() != count * 4 {
+    if item_size(&descr).is_some() && payload.len() != count * item {
         return Err(npy_err(
             path,
             format!(
                 "shape {shape:?} needs {} data bytes, file has {}",
-                count * 4,
+                count * item,
                 payload.len()
             ),
         ));
     }
-    let data = payload
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Tensor { shape, data })
+    Ok(RawNpy {
+        descr,
+        shape,
+        payload,
+    })
 }
 
 /// The text after `'key':` in a Python dict literal, up to the next top-level comma.

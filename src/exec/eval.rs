@@ -1,0 +1,107 @@
+//! Classifier accuracy: top-1 and top-5 of the first graph output's logits against labels.
+
+use std::time::Instant;
+
+use super::run::{forward_batches, ImageSource};
+use super::Executor;
+use crate::error::{Error, Result};
+
+/// The result of [`evaluate`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    /// Images scored.
+    pub images: usize,
+    /// Images whose label has the largest logit (ties to the lowest class index).
+    pub top1: usize,
+    /// Images whose label is among the five largest logits.
+    pub top5: usize,
+    /// Images per second of the whole run (data preparation included).
+    pub images_per_second: f64,
+    /// The executor that ran it.
+    pub backend: String,
+}
+
+/// The rank of `label` among `logits` (0 = the largest; ties broken towards lower indices, as
+/// NumPy's `argmax` does), or an error for a NaN logit.
+pub fn label_rank(logits: &[f32], label: usize) -> Option<usize> {
+    let v = logits[label];
+    if v.is_nan() {
+        return None;
+    }
+    Some(
+        logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, &x)| x > v || (x == v && i < label))
+            .count(),
+    )
+}
+
+/// Runs `source` through `exec` and scores the first output (`(N, classes)` logits) against
+/// `labels` (one per image, in `0..classes`).
+pub fn evaluate(
+    exec: &dyn Executor,
+    source: &dyn ImageSource,
+    labels: &[i64],
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport> {
+    if labels.len() != source.len() {
+        return Err(Error::Shape(format!(
+            "{} labels for {} images; they must match",
+            labels.len(),
+            source.len()
+        )));
+    }
+    if source.is_empty() {
+        return Err(Error::InvalidArgument("no images to evaluate".into()));
+    }
+    let start = Instant::now();
+    let (mut top1, mut top5) = (0usize, 0usize);
+    forward_batches(
+        exec,
+        source,
+        batch,
+        &[],
+        &mut |_, _| Ok(()),
+        &mut |first, outputs| {
+            let logits = outputs
+                .first()
+                .ok_or_else(|| Error::InvalidArgument("the model has no output".into()))?;
+            let classes = match logits.shape.as_slice() {
+                [_, c] => *c,
+                other => {
+                    return Err(Error::Shape(format!(
+                        "the model's output is {other:?}; (N, classes) logits are expected"
+                    )))
+                }
+            };
+            for (i, row) in logits.data.chunks_exact(classes.max(1)).enumerate() {
+                let label = labels[first + i];
+                if label < 0 || label as usize >= classes {
+                    return Err(Error::InvalidArgument(format!(
+                        "label {label} of image {} is outside the model's {classes} classes",
+                        first + i
+                    )));
+                }
+                let rank = label_rank(row, label as usize).ok_or_else(|| Error::NonFinite {
+                    tensor: "logits".into(),
+                    index: (first + i) * classes + label as usize,
+                    value: f32::NAN,
+                })?;
+                top1 += (rank == 0) as usize;
+                top5 += (rank < 5) as usize;
+            }
+            Ok(())
+        },
+        progress,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(EvalReport {
+        images: source.len(),
+        top1,
+        top5,
+        images_per_second: source.len() as f64 / seconds.max(1e-9),
+        backend: exec.name(),
+    })
+}

@@ -1,0 +1,70 @@
+//! Running the IR forward: a [`Plan`] (node order, when each activation can be freed), an
+//! [`Executor`] that runs one batch of a plan on a backend ([`CpuExecutor`] here; a GPU executor
+//! goes behind the same trait), and drivers that stream any number of images through it in
+//! batches of bounded size ([`run`]), handing chosen activations to a consumer batch by batch
+//! (taps), and score classifiers ([`eval`]).
+//!
+//! ```no_run
+//! use subprune::exec::{eval::evaluate, run::{F32Images, ImageSource}, CpuExecutor};
+//! let model = subprune::onnx::load("mnist_cnn.onnx")?;
+//! let exec = CpuExecutor::new(&model.graph)?;
+//! let images = F32Images::new("calib", subprune::npy::read_f32("calib.npy")?)?;
+//! let labels = vec![0i64; images.len()];
+//! let report = evaluate(&exec, &images, &labels, 64, &mut |_, _| {})?;
+//! println!("top-1 {}/{}", report.top1, report.images);
+//! # Ok::<(), subprune::Error>(())
+//! ```
+
+pub mod cpu;
+pub mod eval;
+pub mod kernels;
+pub mod plan;
+pub mod run;
+
+pub use cpu::CpuExecutor;
+pub use plan::Plan;
+
+use crate::error::Result;
+use crate::ir::ValueId;
+use crate::tensor::{Tensor, TensorView};
+
+/// An activation handed to a tap consumer. Host memory on the CPU backend; a GPU executor adds
+/// a device variant, so that a consumer on the same device (the statistics accumulator) reads it
+/// without a host round trip.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug)]
+pub enum Activation<'a> {
+    /// A row-major tensor in host memory, batch first.
+    Host(TensorView<'a>),
+}
+
+impl<'a> Activation<'a> {
+    /// The tensor in host memory, if it is there.
+    pub fn host(&self) -> Option<TensorView<'a>> {
+        match self {
+            Activation::Host(v) => Some(*v),
+        }
+    }
+}
+
+/// Receives tapped activations: `(value, activation of this batch)`, in node order.
+pub type TapSink<'a> = dyn FnMut(ValueId, Activation<'_>) -> Result<()> + 'a;
+
+/// Runs one batch of a model's forward pass on some backend.
+pub trait Executor: Send + Sync {
+    /// The backend's name, for reports (`cpu`, `gpu (adapter)`).
+    fn name(&self) -> String;
+
+    /// The plan this executor runs (graph inputs, outputs, node order).
+    fn plan(&self) -> &Plan;
+
+    /// Runs one batch: `input` holds `N` images in the graph input's shape (batch first). Each
+    /// value in `taps` is handed to `on_tap` as soon as it is computed (a graph input right at the
+    /// start). Returns the graph outputs, batch first.
+    fn run_batch(
+        &self,
+        input: TensorView<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>>;
+}

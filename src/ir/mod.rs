@@ -1,0 +1,289 @@
+//! The model IR: a graph of typed ops over named values, in topological order, with shapes
+//! inferred from the input shape (symbolic batch). It knows neither the file format it came from
+//! ([`crate::onnx`]) nor the backend that runs it ([`crate::exec`]).
+
+pub mod op;
+pub mod shape;
+
+use std::collections::HashMap;
+
+pub use op::{Binary, Conv, Gemm, Op, PadMode, Padding, PoolKind, Unary, Window};
+pub use shape::{Dim, Shape};
+
+use crate::error::{Error, Result};
+
+/// Index of a value in [`Graph::values`].
+pub type ValueId = usize;
+
+/// Element types of constants.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConstData {
+    /// 32-bit floats (weights, biases, bounds).
+    F32(Vec<f32>),
+    /// 64-bit integers (shapes, slice ranges, pads).
+    I64(Vec<i64>),
+}
+
+/// A constant tensor: an initializer or the value of a `Constant` node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Constant {
+    /// Dimensions (empty for a scalar).
+    pub dims: Vec<usize>,
+    /// Row-major values.
+    pub data: ConstData,
+}
+
+impl Constant {
+    /// The f32 values, or `None` for an integer constant.
+    pub fn f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            ConstData::F32(v) => Some(v),
+            ConstData::I64(_) => None,
+        }
+    }
+
+    /// The values as i64, or `None` for a float constant.
+    pub fn i64(&self) -> Option<&[i64]> {
+        match &self.data {
+            ConstData::I64(v) => Some(v),
+            ConstData::F32(_) => None,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            ConstData::F32(v) => v.len(),
+            ConstData::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether it holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A named value: a graph input, an initializer, or a node output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    /// Its name in the model.
+    pub name: String,
+    /// Its shape, with a symbolic batch.
+    pub shape: Shape,
+    /// Its value when known before a run (initializers, `Constant` outputs).
+    pub constant: Option<Constant>,
+    /// Whether it is an initializer (stored in the model's weights rather than made by a node).
+    pub initializer: bool,
+}
+
+/// One operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Its name (or `#index` when the model gives none), used in every error about it.
+    pub name: String,
+    /// What it computes.
+    pub op: Op,
+    /// Input values in order; `None` for an omitted optional input.
+    pub inputs: Vec<Option<ValueId>>,
+    /// Output values (only the first is computed by the ops here; others must be unused).
+    pub outputs: Vec<ValueId>,
+}
+
+impl Node {
+    /// An error about this node.
+    pub fn error(&self, reason: impl Into<String>) -> Error {
+        Error::Node {
+            node: self.name.clone(),
+            op: self.op.kind().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The value id of input `i`, or an error naming the node.
+    pub fn input(&self, i: usize) -> Result<ValueId> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.error(format!("input {i} is missing")))
+    }
+}
+
+/// A model: values, nodes in topological order, graph inputs and outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    /// All values.
+    pub values: Vec<Value>,
+    /// Nodes, each after the producers of its inputs.
+    pub nodes: Vec<Node>,
+    /// The graph inputs fed at run time (not initializers).
+    pub inputs: Vec<ValueId>,
+    /// The graph outputs.
+    pub outputs: Vec<ValueId>,
+}
+
+impl Graph {
+    /// The value named `name`.
+    pub fn value_id(&self, name: &str) -> Option<ValueId> {
+        self.values.iter().position(|v| v.name == name)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The constant value of `id`, if it has one.
+    pub fn constant(&self, id: ValueId) -> Option<&Constant> {
+        self.values[id].constant.as_ref()
+    }
+
+    /// For each value, the nodes that read it (in node order).
+    pub fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.values.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for id in node.inputs.iter().flatten() {
+                if out[*id].last() != Some(&i) {
+                    out[*id].push(i);
+                }
+            }
+        }
+        out
+    }
+
+    /// For each value, the node that produces it (`None` for inputs and initializers).
+    pub fn producers(&self) -> Vec<Option<usize>> {
+        let mut out = vec![None; self.values.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &id in &node.outputs {
+                out[id] = Some(i);
+            }
+        }
+        out
+    }
+
+    /// Reorders `nodes` topologically (stable: keeps the given order where it is already valid),
+    /// or names a node that takes part in a cycle or reads a value nobody produces.
+    pub fn sort_topologically(&mut self) -> Result<()> {
+        let producers = self.producers();
+        let mut available: Vec<bool> = (0..self.values.len())
+            .map(|v| producers[v].is_none())
+            .collect();
+        let mut placed = vec![false; self.nodes.len()];
+        let mut order = Vec::with_capacity(self.nodes.len());
+        loop {
+            let before = order.len();
+            for (i, node) in self.nodes.iter().enumerate() {
+                if !placed[i] && node.inputs.iter().flatten().all(|&v| available[v]) {
+                    placed[i] = true;
+                    order.push(i);
+                    for &o in &node.outputs {
+                        available[o] = true;
+                    }
+                }
+            }
+            if order.len() == self.nodes.len() {
+                break;
+            }
+            if order.len() == before {
+                let stuck = placed.iter().position(|p| !p).expect("an unplaced node");
+                return Err(self.nodes[stuck].error(
+                    "its inputs are never computed (a cycle in the graph, or an undefined input)",
+                ));
+            }
+        }
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.nodes = order
+            .into_iter()
+            .map(|i| old[i].take().expect("each node once"))
+            .collect();
+        Ok(())
+    }
+
+    /// Infers every node output's shape from the graph inputs' shapes (in topological order),
+    /// checking that the graph is valid; errors name the node.
+    pub fn infer_shapes(&mut self) -> Result<()> {
+        for n in 0..self.nodes.len() {
+            let node = &self.nodes[n];
+            if node.op == Op::Constant {
+                continue;
+            }
+            let shapes: Vec<Option<Shape>> = node
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| self.values[v].shape.clone()))
+                .collect();
+            let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
+            let first = node.outputs[0];
+            self.values[first].shape = out;
+        }
+        Ok(())
+    }
+
+    /// Checks that every node's extra outputs (MaxPool indices, Dropout mask, BatchNorm running
+    /// statistics) are unused, since only the first output is computed.
+    pub fn check_single_outputs(&self) -> Result<()> {
+        let consumers = self.consumers();
+        for node in &self.nodes {
+            for &extra in node.outputs.iter().skip(1) {
+                if !consumers[extra].is_empty() || self.outputs.contains(&extra) {
+                    return Err(node.error(format!(
+                        "output '{}' is used, but only the first output of this op is supported",
+                        self.values[extra].name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of parameters: the elements of all float initializers and float `Constant`s.
+    pub fn parameter_count(&self) -> usize {
+        self.values
+            .iter()
+            .filter_map(|v| v.constant.as_ref())
+            .filter_map(|c| c.f32())
+            .map(|d| d.len())
+            .sum()
+    }
+
+    /// Multiply-accumulates per image of each node (conv, gemm, matmul); other ops count 0.
+    pub fn macs_per_image(&self, node: &Node) -> u64 {
+        let out = &self.values[node.outputs[0]].shape;
+        match &node.op {
+            Op::Conv(_) => {
+                let w = node.inputs[1].map(|w| &self.values[w].shape);
+                let per_output: u64 = w
+                    .map(|w| w.0[1..].iter().map(|d| d.at(1) as u64).product())
+                    .unwrap_or(0);
+                out.per_batch_item() as u64 * per_output
+            }
+            Op::Gemm(g) => {
+                let a = node.inputs[0].map(|a| &self.values[a].shape);
+                let k = a
+                    .map(|a| a.0[if g.trans_a { 0 } else { 1 }].at(1) as u64)
+                    .unwrap_or(0);
+                out.per_batch_item() as u64 * k
+            }
+            Op::MatMul => {
+                let a = node.inputs[0].map(|a| &self.values[a].shape);
+                let k = a.map(|a| a.0[a.rank() - 1].at(1) as u64).unwrap_or(0);
+                out.per_batch_item() as u64 * k
+            }
+            _ => 0,
+        }
+    }
+
+    /// A map from value name to id.
+    pub fn names(&self) -> HashMap<&str, ValueId> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.as_str(), i))
+            .collect()
+    }
+}

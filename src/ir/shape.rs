@@ -1,0 +1,495 @@
+//! Shapes with a symbolic batch, and shape inference per op. The same rules give the symbolic
+//! shapes of the IR (for checks, `info`, FLOPs) and the concrete shapes of a run (batch known).
+
+use super::op::{Op, PoolKind};
+
+/// One dimension: the batch (symbolic, `N`) or a fixed size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// The batch size `N`, unknown until a run.
+    Batch,
+    /// A fixed size.
+    Fixed(usize),
+}
+
+impl Dim {
+    /// The size for a batch of `n` images.
+    pub fn at(self, n: usize) -> usize {
+        match self {
+            Dim::Batch => n,
+            Dim::Fixed(d) => d,
+        }
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Batch => write!(f, "N"),
+            Dim::Fixed(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// A tensor shape, outermost dimension first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Shape(pub Vec<Dim>);
+
+impl Shape {
+    /// A shape of fixed sizes.
+    pub fn fixed(dims: &[usize]) -> Self {
+        Shape(dims.iter().map(|&d| Dim::Fixed(d)).collect())
+    }
+
+    /// The number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The concrete shape for a batch of `n`.
+    pub fn at(&self, n: usize) -> Vec<usize> {
+        self.0.iter().map(|d| d.at(n)).collect()
+    }
+
+    /// The fixed sizes, or `None` when a dimension is the batch.
+    pub fn as_fixed(&self) -> Option<Vec<usize>> {
+        self.0
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => Some(*v),
+                Dim::Batch => None,
+            })
+            .collect()
+    }
+
+    /// Values per image: the product of the fixed dimensions (the batch counts once).
+    pub fn per_batch_item(&self) -> usize {
+        self.0
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => *v,
+                Dim::Batch => 1,
+            })
+            .product()
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// The NumPy broadcast of two shapes, or a message.
+pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
+    let rank = a.rank().max(b.rank());
+    let mut out = vec![Dim::Fixed(1); rank];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let da = (i + a.rank()).checked_sub(rank).map(|j| a.0[j]);
+        let db = (i + b.rank()).checked_sub(rank).map(|j| b.0[j]);
+        *slot = match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x,
+            (Some(x), Some(y)) if x == y => x,
+            (Some(Dim::Fixed(1)), Some(y)) => y,
+            (Some(x), Some(Dim::Fixed(1))) => x,
+            _ => return Err(format!("shapes {a} and {b} do not broadcast")),
+        };
+    }
+    Ok(Shape(out))
+}
+
+fn fixed_dim(shape: &Shape, axis: usize, what: &str) -> Result<usize, String> {
+    match shape.0.get(axis) {
+        Some(Dim::Fixed(v)) => Ok(*v),
+        Some(Dim::Batch) => Err(format!(
+            "{what} (axis {axis} of {shape}) is the batch; it must be fixed"
+        )),
+        None => Err(format!("{what}: {shape} has no axis {axis}")),
+    }
+}
+
+/// Product of dimensions as a [`Dim`]: fixed when all are, the batch when exactly one is the batch
+/// and the others multiply to 1; anything else (e.g. `2N`) is not representable.
+fn product(dims: &[Dim]) -> Result<Dim, String> {
+    let batch = dims.iter().filter(|d| **d == Dim::Batch).count();
+    let fixed: usize = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => *v,
+            Dim::Batch => 1,
+        })
+        .product();
+    match (batch, fixed) {
+        (0, f) => Ok(Dim::Fixed(f)),
+        (1, 1) => Ok(Dim::Batch),
+        _ => Err(format!(
+            "merging dimensions {} would mix the batch with other axes",
+            Shape(dims.to_vec())
+        )),
+    }
+}
+
+/// Output shapes of `op` for inputs of shapes `inputs` (`None` for an absent optional input).
+/// `params` are the shapes of the parameter inputs as given (weights); errors are messages that
+/// the caller wraps with the node's name.
+pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
+    let input = |i: usize| -> Result<&Shape, String> {
+        inputs
+            .get(i)
+            .and_then(|s| s.as_ref())
+            .ok_or_else(|| format!("input {i} is missing"))
+    };
+    let x = input(0)?;
+    match op {
+        Op::Conv(conv) => {
+            let w = input(1)?;
+            if x.rank() != 4 || w.rank() != 4 {
+                return Err(format!(
+                    "only 2-D convolutions are supported: input {x}, weight {w}"
+                ));
+            }
+            let c = fixed_dim(x, 1, "input channels")?;
+            let m = fixed_dim(w, 0, "weight output channels")?;
+            let cg = fixed_dim(w, 1, "weight input channels")?;
+            let (kh, kw) = (fixed_dim(w, 2, "kernel")?, fixed_dim(w, 3, "kernel")?);
+            let g = conv.group;
+            if g == 0 || c % g != 0 || m % g != 0 || cg * g != c {
+                return Err(format!(
+                    "input has {c} channels, weight {w} with group {g} expects {} (input and output channels must divide by group)",
+                    cg * g
+                ));
+            }
+            if [kh, kw] != conv.window.kernel {
+                return Err(format!(
+                    "kernel_shape {:?} does not match the weight {w}",
+                    conv.window.kernel
+                ));
+            }
+            if let Some(b) = inputs.get(2).and_then(|s| s.as_ref()) {
+                if b.as_fixed() != Some(vec![m]) {
+                    return Err(format!("bias {b} must be [{m}]"));
+                }
+            }
+            let (h, wd) = (
+                fixed_dim(x, 2, "input height")?,
+                fixed_dim(x, 3, "input width")?,
+            );
+            let (_, [oh, ow]) = conv.window.resolve(h, wd)?;
+            Ok(Shape(vec![
+                x.0[0],
+                Dim::Fixed(m),
+                Dim::Fixed(oh),
+                Dim::Fixed(ow),
+            ]))
+        }
+        Op::Pool { window, kind } => {
+            if x.rank() != 4 {
+                return Err(format!("only 2-D pooling is supported: input {x}"));
+            }
+            if matches!(kind, PoolKind::Average { .. }) && window.dilations != [1, 1] {
+                return Err("AveragePool with dilations is not supported".into());
+            }
+            let (h, wd) = (
+                fixed_dim(x, 2, "input height")?,
+                fixed_dim(x, 3, "input width")?,
+            );
+            let (_, [oh, ow]) = window.resolve(h, wd)?;
+            Ok(Shape(vec![x.0[0], x.0[1], Dim::Fixed(oh), Dim::Fixed(ow)]))
+        }
+        Op::GlobalAveragePool => {
+            if x.rank() < 3 {
+                return Err(format!("input {x} has no spatial axes"));
+            }
+            let mut out = x.0.clone();
+            for d in &mut out[2..] {
+                *d = Dim::Fixed(1);
+            }
+            Ok(Shape(out))
+        }
+        Op::Gemm(g) => {
+            let b = input(1)?;
+            if x.rank() != 2 || b.rank() != 2 {
+                return Err(format!("Gemm needs 2-D inputs, got {x} and {b}"));
+            }
+            let (rows, k) = if g.trans_a {
+                (x.0[1], x.0[0])
+            } else {
+                (x.0[0], x.0[1])
+            };
+            let (kb, cols) = if g.trans_b {
+                (b.0[1], b.0[0])
+            } else {
+                (b.0[0], b.0[1])
+            };
+            if k != kb || matches!(k, Dim::Batch) {
+                return Err(format!(
+                    "inner dimensions differ: A {x} (transA {}), B {b} (transB {})",
+                    g.trans_a, g.trans_b
+                ));
+            }
+            let out = Shape(vec![rows, cols]);
+            if let Some(c) = inputs.get(2).and_then(|s| s.as_ref()) {
+                let bc = broadcast(&out, c)?;
+                if bc != out {
+                    return Err(format!("C {c} does not broadcast to the output {out}"));
+                }
+            }
+            Ok(out)
+        }
+        Op::MatMul => {
+            let b = input(1)?;
+            if x.rank() < 2 || b.rank() < 2 {
+                return Err(format!(
+                    "MatMul of 1-D operands is not supported: {x} × {b}"
+                ));
+            }
+            let k = x.0[x.rank() - 1];
+            if k != b.0[b.rank() - 2] || k == Dim::Batch {
+                return Err(format!("inner dimensions differ: {x} × {b}"));
+            }
+            let lead = broadcast(
+                &Shape(x.0[..x.rank() - 2].to_vec()),
+                &Shape(b.0[..b.rank() - 2].to_vec()),
+            )?;
+            let mut out = lead.0;
+            out.push(x.0[x.rank() - 2]);
+            out.push(b.0[b.rank() - 1]);
+            Ok(Shape(out))
+        }
+        Op::BatchNorm { .. } => {
+            if x.rank() < 2 {
+                return Err(format!("input {x} has no channel axis"));
+            }
+            let c = fixed_dim(x, 1, "channels")?;
+            for i in 1..5 {
+                let p = input(i)?;
+                if p.as_fixed() != Some(vec![c]) {
+                    return Err(format!("parameter {i} is {p}, expected [{c}]"));
+                }
+            }
+            Ok(x.clone())
+        }
+        Op::Unary(_) | Op::Identity => Ok(x.clone()),
+        Op::Binary(_) => broadcast(x, input(1)?),
+        Op::Flatten { axis } => {
+            if *axis > x.rank() {
+                return Err(format!("axis {axis} is out of range for {x}"));
+            }
+            Ok(Shape(vec![
+                product(&x.0[..*axis])?,
+                product(&x.0[*axis..])?,
+            ]))
+        }
+        Op::Reshape { shape, allow_zero } => reshape(x, shape, *allow_zero),
+        Op::Concat { axis } => {
+            let mut out = x.clone();
+            if *axis >= x.rank() {
+                return Err(format!("axis {axis} is out of range for {x}"));
+            }
+            let mut total = fixed_dim(x, *axis, "concat axis")?;
+            for i in 1..inputs.len() {
+                let s = input(i)?;
+                let same_elsewhere =
+                    s.rank() == x.rank() && (0..x.rank()).all(|a| a == *axis || s.0[a] == x.0[a]);
+                if !same_elsewhere {
+                    return Err(format!(
+                        "input {i} is {s}, input 0 is {x}: they must agree off axis {axis}"
+                    ));
+                }
+                total += fixed_dim(s, *axis, "concat axis")?;
+            }
+            out.0[*axis] = Dim::Fixed(total);
+            Ok(out)
+        }
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let mut out = x.clone();
+            for (i, &axis) in axes.iter().enumerate() {
+                if axis >= x.rank() {
+                    return Err(format!("axis {axis} is out of range for {x}"));
+                }
+                let d = fixed_dim(x, axis, "sliced axis")?;
+                let (_, count) = slice_range(d, starts[i], ends[i], steps[i]);
+                out.0[axis] = Dim::Fixed(count);
+            }
+            Ok(out)
+        }
+        Op::Pad { pads, .. } => {
+            if pads.len() != 2 * x.rank() {
+                return Err(format!(
+                    "pads has {} values, input {x} needs {}",
+                    pads.len(),
+                    2 * x.rank()
+                ));
+            }
+            let mut out = x.clone();
+            for a in 0..x.rank() {
+                let (b, e) = (pads[a], pads[a + x.rank()]);
+                if b == 0 && e == 0 {
+                    continue;
+                }
+                let d = fixed_dim(x, a, "padded axis")? as i64;
+                let n = d + b + e;
+                if n < 0 {
+                    return Err(format!("pads {pads:?} crop axis {a} of {x} below zero"));
+                }
+                out.0[a] = Dim::Fixed(n as usize);
+            }
+            Ok(out)
+        }
+        Op::Constant => Err("a Constant has no input shape to infer from".into()),
+        Op::Softmax { axis, .. } => {
+            if *axis >= x.rank() {
+                return Err(format!("axis {axis} is out of range for {x}"));
+            }
+            Ok(x.clone())
+        }
+    }
+}
+
+/// ONNX Slice clamping for one axis of size `d`: the first index and the element count.
+pub fn slice_range(d: usize, start: i64, end: i64, step: i64) -> (i64, usize) {
+    let d = d as i64;
+    let norm = |v: i64| if v < 0 { v + d } else { v };
+    let (s, e) = (norm(start), norm(end));
+    if step > 0 {
+        let s = s.clamp(0, d);
+        let e = e.clamp(0, d);
+        let count = if e > s { (e - s + step - 1) / step } else { 0 };
+        (s, count as usize)
+    } else {
+        let s = s.clamp(-1, d - 1);
+        let e = e.clamp(-1, d - 1);
+        let count = if s > e {
+            (s - e + (-step) - 1) / (-step)
+        } else {
+            0
+        };
+        (s, count as usize)
+    }
+}
+
+fn reshape(x: &Shape, target: &[i64], allow_zero: bool) -> Result<Shape, String> {
+    let mut out: Vec<Option<Dim>> = Vec::with_capacity(target.len());
+    let mut infer_at = None;
+    for (i, &t) in target.iter().enumerate() {
+        out.push(match t {
+            -1 => {
+                if infer_at.replace(i).is_some() {
+                    return Err(format!("shape {target:?} has more than one −1"));
+                }
+                None
+            }
+            0 if !allow_zero => Some(
+                *x.0.get(i)
+                    .ok_or_else(|| format!("shape {target:?} copies axis {i} that {x} lacks"))?,
+            ),
+            t if t >= 0 => Some(Dim::Fixed(t as usize)),
+            t => return Err(format!("shape {target:?} has the invalid size {t}")),
+        });
+    }
+    let input_batch = x.0.contains(&Dim::Batch);
+    let known: Vec<Dim> = out.iter().flatten().copied().collect();
+    let known_batch = known.contains(&Dim::Batch);
+    let in_fixed = x.per_batch_item();
+    let known_fixed: usize = known
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => *v,
+            Dim::Batch => 1,
+        })
+        .product();
+    match infer_at {
+        Some(i) => {
+            if known_fixed == 0 || !in_fixed.is_multiple_of(known_fixed) {
+                return Err(format!("cannot reshape {x} to {target:?}"));
+            }
+            let rest = in_fixed / known_fixed;
+            out[i] = Some(match (input_batch, known_batch) {
+                (true, false) if rest == 1 => Dim::Batch,
+                (true, true) | (false, false) => Dim::Fixed(rest),
+                _ => {
+                    return Err(format!(
+                        "reshaping {x} to {target:?} would mix the batch with other axes"
+                    ))
+                }
+            });
+        }
+        None => {
+            if input_batch != known_batch || in_fixed != known_fixed {
+                return Err(format!(
+                    "cannot reshape {x} to {target:?} for every batch size"
+                ));
+            }
+        }
+    }
+    Ok(Shape(out.into_iter().map(|d| d.expect("filled")).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_matches_python_semantics() {
+        // Brute force: Python's range semantics over an axis of 7, for many (start, end, step).
+        for start in -9i64..9 {
+            for end in [-9i64, -3, -1, 0, 2, 5, 7, 9, i64::MAX, i64::MIN] {
+                for step in [-3i64, -1, 1, 2, 3] {
+                    let d = 7i64;
+                    let (first, count) = slice_range(7, start, end, step);
+                    let picked: Vec<i64> = (0..count as i64).map(|k| first + k * step).collect();
+                    // Reference: follow the ONNX spec's clamping literally, index by index.
+                    let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+                    let (s, e) = (norm(start), norm(end));
+                    let mut expect = vec![];
+                    if step > 0 {
+                        let mut i = s.clamp(0, d);
+                        while i < e.clamp(0, d) {
+                            expect.push(i);
+                            i += step;
+                        }
+                    } else {
+                        let mut i = s.clamp(-1, d - 1);
+                        while i > e.clamp(-1, d - 1) {
+                            expect.push(i);
+                            i += step;
+                        }
+                    }
+                    assert_eq!(picked, expect, "start {start} end {end} step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reshape_keeps_the_batch_symbolic() {
+        let x = Shape(vec![
+            Dim::Batch,
+            Dim::Fixed(512),
+            Dim::Fixed(1),
+            Dim::Fixed(1),
+        ]);
+        assert_eq!(
+            reshape(&x, &[-1, 512], false).unwrap(),
+            Shape(vec![Dim::Batch, Dim::Fixed(512)])
+        );
+        assert_eq!(
+            reshape(&x, &[0, -1], false).unwrap(),
+            Shape(vec![Dim::Batch, Dim::Fixed(512)])
+        );
+        assert!(reshape(&x, &[-1, 256], false).is_err());
+        assert!(reshape(&x, &[1, 512], false).is_err());
+    }
+}

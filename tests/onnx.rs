@@ -1,0 +1,228 @@
+//! The forward pass against tract-onnx (an independent ONNX runtime) on the four fixture
+//! networks, and read → write round trips. Fixtures are read from `tests/fixtures/`.
+
+use std::path::{Path, PathBuf};
+
+use subprune::exec::{CpuExecutor, Executor};
+use subprune::npy;
+use subprune::onnx::{self, ExternalData, SaveOptions};
+use subprune::tensor::{Tensor, TensorView};
+use tract_onnx::prelude::{
+    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
+    Tensor as TractTensor,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The models with their calibration data (already preprocessed float32).
+const MODELS: [(&str, &str); 4] = [
+    ("mnist_cnn.onnx", "mnist_calib_512.npy"),
+    ("resnet56_cifar10.onnx", "cifar10_calib_512.npy"),
+    ("vgg11_bn_fashion.onnx", "fashion_calib_512.npy"),
+    ("mobilenetv2_fashion.onnx", "fashion_calib_512.npy"),
+];
+
+/// The first `n` images of a calibration file.
+fn first_images(file: &str, n: usize) -> Tensor {
+    let t = npy::read_f32(fixture(file)).unwrap();
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    Tensor::new(shape, t.data[..n * per].to_vec()).unwrap()
+}
+
+/// tract's logits for `images` on the model at `path`.
+fn tract_logits(path: &Path, images: &Tensor) -> Vec<f32> {
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .unwrap()
+        .with_input_fact(
+            0,
+            InferenceFact::dt_shape(DatumType::F32, images.shape.clone()),
+        )
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = TractTensor::from_shape(&images.shape, &images.data).unwrap();
+    let out = model.run(tvec!(input.into_tvalue())).unwrap();
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn our_logits(model: &onnx::OnnxModel, images: &Tensor, batch: usize) -> Vec<f32> {
+    let exec = CpuExecutor::new(&model.graph).unwrap();
+    let per: usize = images.shape[1..].iter().product();
+    let mut logits = Vec::new();
+    for chunk in images.data.chunks(batch * per) {
+        let mut shape = images.shape.clone();
+        shape[0] = chunk.len() / per;
+        let out = exec
+            .run_batch(TensorView::new(&shape, chunk).unwrap(), &[], &mut |_, _| {
+                Ok(())
+            })
+            .unwrap();
+        logits.extend_from_slice(&out[0].data);
+    }
+    logits
+}
+
+/// Largest |a − b| relative to the largest |b|.
+fn relative_gap(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let gap = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    gap / scale
+}
+
+#[test]
+fn logits_match_tract_on_all_fixtures() {
+    for (model_file, data) in MODELS {
+        let path = fixture(model_file);
+        let model = onnx::load(&path).unwrap();
+        let images = first_images(data, 6);
+        let want = tract_logits(&path, &images);
+        // Batches of 4 then 2: a batch size that does not divide the image count.
+        let got = our_logits(&model, &images, 4);
+        let gap = relative_gap(&got, &want);
+        assert!(
+            gap <= 1e-4,
+            "{model_file}: gap {gap:e} of the largest |logit|"
+        );
+        assert!(
+            want.iter().any(|&v| v != 0.0),
+            "{model_file}: degenerate logits"
+        );
+    }
+}
+
+#[test]
+fn round_trip_keeps_ir_initializers_and_logits() {
+    let dir = tempdir("round_trip");
+    for (model_file, data) in MODELS {
+        let path = fixture(model_file);
+        let model = onnx::load(&path).unwrap();
+        let out = dir.join(model_file);
+        onnx::save(&model, &out, &SaveOptions::default()).unwrap();
+        let back = onnx::load(&out).unwrap();
+        assert_eq!(
+            back.graph, model.graph,
+            "{model_file}: IR differs after a round trip"
+        );
+        // Initializers byte for byte: compare the raw protobuf messages of both files.
+        let raw = |p: &Path| {
+            use prost::Message;
+            let m = onnx::proto::ModelProto::decode(std::fs::read(p).unwrap().as_slice()).unwrap();
+            m.graph.unwrap().initializer
+        };
+        assert_eq!(raw(&out), raw(&path), "{model_file}: initializers changed");
+        // tract reads the written file and computes the same logits as from the original.
+        let images = first_images(data, 2);
+        assert_eq!(
+            tract_logits(&out, &images),
+            tract_logits(&path, &images),
+            "{model_file}: tract evaluates the written file differently"
+        );
+    }
+}
+
+#[test]
+fn external_data_is_written_and_read_back() {
+    let dir = tempdir("external");
+    let path = fixture("resnet56_cifar10.onnx");
+    let model = onnx::load(&path).unwrap();
+    let out = dir.join("resnet56.onnx");
+    let options = SaveOptions {
+        external_data: ExternalData::File {
+            location: "resnet56.data".into(),
+            threshold: 1024,
+        },
+    };
+    onnx::save(&model, &out, &options).unwrap();
+    let model_bytes = std::fs::metadata(&out).unwrap().len();
+    let data_bytes = std::fs::metadata(dir.join("resnet56.data")).unwrap().len();
+    assert!(
+        model_bytes < 200_000 && data_bytes > 3_000_000,
+        "model {model_bytes} B, data {data_bytes} B"
+    );
+    let back = onnx::load(&out).unwrap();
+    assert_eq!(back.graph, model.graph);
+    assert_eq!(back.sources().len(), 2, "model and data file");
+    // tract resolves the external data too and agrees.
+    let images = first_images("cifar10_calib_512.npy", 2);
+    assert_eq!(tract_logits(&out, &images), tract_logits(&path, &images));
+    // Writing it back embedded restores the original initializers byte for byte.
+    let embedded = dir.join("embedded.onnx");
+    onnx::save(&back, &embedded, &SaveOptions::default()).unwrap();
+    let raw = |p: &Path| {
+        use prost::Message;
+        onnx::proto::ModelProto::decode(std::fs::read(p).unwrap().as_slice())
+            .unwrap()
+            .graph
+            .unwrap()
+            .initializer
+    };
+    let (a, b) = (raw(&embedded), raw(&path));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.raw_data, y.raw_data, "{:?}", x.name);
+    }
+    // Refuses to write over its own data file.
+    let err = onnx::save(
+        &back,
+        dir.join("other.onnx"),
+        &SaveOptions {
+            external_data: ExternalData::File {
+                location: "resnet56.data".into(),
+                threshold: 1024,
+            },
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("refusing"), "{err}");
+}
+
+#[test]
+fn an_edited_initializer_is_written_and_read() {
+    let dir = tempdir("edit");
+    let path = fixture("mnist_cnn.onnx");
+    let mut model = onnx::load(&path).unwrap();
+    let id = model.graph.value_id("fc2.bias").unwrap();
+    if let Some(subprune::ir::ConstData::F32(v)) = model.graph.values[id]
+        .constant
+        .as_mut()
+        .map(|c| &mut c.data)
+    {
+        v[3] += 10.0;
+    }
+    let out = dir.join("edited.onnx");
+    onnx::save(&model, &out, &SaveOptions::default()).unwrap();
+    let back = onnx::load(&out).unwrap();
+    assert_eq!(back.graph, model.graph);
+    let images = first_images("mnist_calib_512.npy", 2);
+    let (edited, original) = (tract_logits(&out, &images), tract_logits(&path, &images));
+    for i in 0..20 {
+        let d = edited[i] - original[i];
+        let want = if i % 10 == 3 { 10.0 } else { 0.0 };
+        assert!((d - want).abs() < 1e-3, "logit {i}: moved by {d}");
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("subprune-onnx-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,402 @@
+//! `subprune eval` and `subprune info` on the fixtures, and bad input: each a clear error, with
+//! nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prost::Message;
+use subprune::exec::eval::evaluate;
+use subprune::exec::run::{F32Images, U8Images};
+use subprune::exec::CpuExecutor;
+use subprune::npy::{self, NpyArray};
+use subprune::onnx::{self, proto, ExternalData, SaveOptions};
+use subprune::tensor::Tensor;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("subprune-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn subprune(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The fixture README's accuracies (onnxruntime), reproduced exactly from the raw u8 test sets.
+#[test]
+fn eval_reproduces_mnist_and_resnet56_accuracy() {
+    let cases = [
+        ("mnist_cnn.onnx", "mnist", "0.1307", "0.3081", 9905, 10000),
+        (
+            "resnet56_cifar10.onnx",
+            "cifar10",
+            "0.485,0.456,0.406",
+            "0.229,0.224,0.225",
+            789,
+            846,
+        ),
+    ];
+    for (model, set, mean, std, top1, images) in cases {
+        let (ok, stdout, stderr) = subprune(&[
+            "eval",
+            fixture(model).to_str().unwrap(),
+            "--data",
+            fixture(&format!("{set}_test_u8.npy")).to_str().unwrap(),
+            "--labels",
+            fixture(&format!("{set}_test_labels.npy")).to_str().unwrap(),
+            "--mean",
+            mean,
+            "--std",
+            std,
+            "--json",
+            "--backend",
+            "cpu",
+        ]);
+        assert!(ok, "{stderr}");
+        let v = json(&stdout);
+        assert_eq!(v["images"], images, "{model}");
+        assert_eq!(v["top1"], top1, "{model}: {stdout}");
+        assert!(v["top5"].as_u64().unwrap() >= top1 as u64);
+        assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
+        assert!(v["backend"].as_str().unwrap().starts_with("cpu"));
+    }
+}
+
+/// u8 normalisation is the fixture README's formula, in f32 and in its order (every pixel value,
+/// per-channel mean and std), bit for bit.
+#[test]
+fn u8_normalisation_follows_the_fixture_formula() {
+    let pixels: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+    let src = U8Images::new(
+        vec![1, 2, 16, 16],
+        pixels.clone(),
+        &[0.485, 0.456],
+        &[0.229, 0.224],
+    )
+    .unwrap();
+    let mut out = vec![0.0f32; 512];
+    subprune::exec::run::ImageSource::fill(&src, 0, &mut out).unwrap();
+    for (i, &p) in pixels.iter().enumerate() {
+        let (m, s) = if i < 256 {
+            (0.485f32, 0.229f32)
+        } else {
+            (0.456, 0.224)
+        };
+        let x = p as f32 / 255.0f32;
+        let x = x - m;
+        let want = x / s;
+        assert_eq!(out[i].to_bits(), want.to_bits(), "pixel {i}");
+    }
+}
+
+#[test]
+fn info_reports_ops_parameters_flops_and_pairs() {
+    let (ok, stdout, stderr) = subprune(&[
+        "info",
+        fixture("mnist_cnn.onnx").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["parameters"], 421_642); // the fixture README's count
+    assert_eq!(v["nodes"], 10);
+    assert_eq!(v["op_counts"]["Relu"], 3);
+    assert_eq!(v["inputs"][0]["shape"], "[N, 1, 28, 28]");
+    // MACs by hand: conv1 32·1·9·28·28, conv2 64·32·9·14·14, fc1 3136·128, fc2 128·10.
+    let macs: u64 = 32 * 9 * 28 * 28 + 64 * 32 * 9 * 14 * 14 + 3136 * 128 + 128 * 10;
+    assert_eq!(v["flops_per_image"], 2 * macs);
+    let pairs = v["pairs"].as_array().unwrap();
+    let pair = |p: &str| {
+        pairs
+            .iter()
+            .find(|x| x["producer"] == p)
+            .unwrap_or_else(|| panic!("no pair from {p}: {stdout}"))
+    };
+    assert_eq!(pair("conv1")["consumer"], "conv2");
+    assert_eq!(pair("conv1")["columns_per_channel"], 9);
+    assert_eq!(pair("conv2")["consumer"], "fc1");
+    assert_eq!(pair("conv2")["channels"], 64);
+    assert_eq!(pair("conv2")["columns_per_channel"], 49);
+    assert_eq!(pair("fc1")["consumer"], "fc2");
+    assert_eq!(pair("fc1")["columns_per_channel"], 1);
+    // ResNet-56: residual Adds couple channels.
+    let (ok, stdout, _) = subprune(&[
+        "info",
+        fixture("resnet56_cifar10.onnx").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok);
+    let v = json(&stdout);
+    let pairs = v["pairs"].as_array().unwrap();
+    let inner = pairs
+        .iter()
+        .find(|p| p["producer"] == "layer1.0.conv1")
+        .unwrap();
+    assert_eq!(inner["consumer"], "layer1.0.conv2");
+    assert_eq!(inner["coupled"], false);
+    assert!(pairs
+        .iter()
+        .any(|p| p["producer"] == "layer1.0.conv2" && p["coupled"] == true));
+}
+
+// ---- bad input ----
+
+fn mnist_proto() -> proto::ModelProto {
+    proto::ModelProto::decode(std::fs::read(fixture("mnist_cnn.onnx")).unwrap().as_slice()).unwrap()
+}
+
+#[test]
+fn truncated_and_non_onnx_files_are_refused() {
+    let bytes = std::fs::read(fixture("mnist_cnn.onnx")).unwrap();
+    let err = onnx::load_bytes(Path::new("cut.onnx"), &bytes[..bytes.len() / 2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.onnx") && err.contains("truncated"),
+        "{err}"
+    );
+    // Not ONNX: a .npy file, and text.
+    let npy_bytes = std::fs::read(fixture("mnist_test_labels.npy")).unwrap();
+    for (name, bytes) in [
+        ("labels.npy", npy_bytes.as_slice()),
+        ("t.txt", b"hello, world\n"),
+    ] {
+        let err = onnx::load_bytes(Path::new(name), bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(name) && err.contains("not an ONNX model"),
+            "{err}"
+        );
+    }
+    let (ok, _, stderr) = subprune(&["info", fixture("mnist_test_labels.npy").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not an ONNX model"), "{stderr}");
+}
+
+#[test]
+fn unsupported_op_is_named_with_its_node() {
+    let mut m = mnist_proto();
+    let g = m.graph.as_mut().unwrap();
+    let relu = g
+        .node
+        .iter_mut()
+        .find(|n| n.name.as_deref() == Some("relu2"))
+        .unwrap();
+    relu.op_type = Some("Elu".into());
+    let err = onnx::load_bytes(Path::new("m.onnx"), &m.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("relu2") && err.contains("Elu") && err.contains("not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cycle_and_an_undefined_input_are_named() {
+    let mut m = mnist_proto();
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = "nowhere".into();
+    let err = onnx::load_bytes(Path::new("m.onnx"), &m.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv1") && err.contains("nowhere"), "{err}");
+}
+
+#[test]
+fn images_of_the_wrong_shape_are_refused() {
+    let model = onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let exec = CpuExecutor::new(&model.graph).unwrap();
+    // 3 channels of 28×28 for a 1-channel model, then 1 channel of 32×32.
+    for shape in [vec![2, 3, 28, 28], vec![2, 1, 32, 32]] {
+        let n: usize = shape.iter().product();
+        let images =
+            F32Images::new("x.npy", Tensor::new(shape.clone(), vec![0.0; n]).unwrap()).unwrap();
+        let err = evaluate(&exec, &images, &[0, 0], 2, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("input") && err.contains("[N, 1, 28, 28]"),
+            "{err}"
+        );
+    }
+    // Through the CLI: CIFAR images into the MNIST model.
+    let (ok, _, stderr) = subprune(&[
+        "eval",
+        fixture("mnist_cnn.onnx").to_str().unwrap(),
+        "--data",
+        fixture("cifar10_test_u8.npy").to_str().unwrap(),
+        "--labels",
+        fixture("cifar10_test_labels.npy").to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!ok && stderr.contains("[N, 1, 28, 28]"), "{stderr}");
+}
+
+#[test]
+fn labels_of_another_length_and_nan_data_are_refused() {
+    let model = onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let exec = CpuExecutor::new(&model.graph).unwrap();
+    let mut data = vec![0.0f32; 3 * 784];
+    let images = F32Images::new(
+        "x.npy",
+        Tensor::new(vec![3, 1, 28, 28], data.clone()).unwrap(),
+    )
+    .unwrap();
+    let err = evaluate(&exec, &images, &[1, 2], 2, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 labels for 3 images"), "{err}");
+    data[784 * 2 + 5] = f32::NAN;
+    let images = F32Images::new("x.npy", Tensor::new(vec![3, 1, 28, 28], data).unwrap()).unwrap();
+    let err = evaluate(&exec, &images, &[1, 2, 3], 2, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x.npy") && err.contains("NaN") && err.contains("1573"),
+        "{err}"
+    );
+    // Through the CLI, with files.
+    let dir = tempdir("nan");
+    let data_path = dir.join("nan.npy");
+    let mut t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
+    t.data[100] = f32::NAN;
+    npy::write_f32(&data_path, &t).unwrap();
+    let run = |labels: &Path| {
+        subprune(&[
+            "eval",
+            fixture("mnist_cnn.onnx").to_str().unwrap(),
+            "--data",
+            data_path.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ])
+    };
+    let (ok, _, stderr) = run(&fixture("mnist_test_labels.npy"));
+    assert!(
+        !ok && stderr.contains("10000 labels for 512 images"),
+        "{stderr}"
+    );
+    let labels_path = dir.join("labels.npy");
+    std::fs::write(&labels_path, i64_npy(&[0; 512])).unwrap();
+    let (ok, _, stderr) = run(&labels_path);
+    assert!(
+        !ok && stderr.contains("nan.npy") && stderr.contains("index 100"),
+        "{stderr}"
+    );
+}
+
+/// A version-1.0 `.npy` file of int64 values.
+fn i64_npy(values: &[i64]) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn missing_external_data_is_named() {
+    let dir = tempdir("missing-ext");
+    let model = onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let out = dir.join("m.onnx");
+    let options = SaveOptions {
+        external_data: ExternalData::File {
+            location: "m.weights".into(),
+            threshold: 0,
+        },
+    };
+    onnx::save(&model, &out, &options).unwrap();
+    std::fs::remove_file(dir.join("m.weights")).unwrap();
+    let err = onnx::load(&out).unwrap_err().to_string();
+    assert!(
+        err.contains("m.weights") && err.contains("external data"),
+        "{err}"
+    );
+    // A location that escapes the model's folder is refused too.
+    let mut m = proto::ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    for t in &mut m.graph.as_mut().unwrap().initializer {
+        for e in &mut t.external_data {
+            if e.key.as_deref() == Some("location") {
+                e.value = Some("../../etc/passwd".into());
+            }
+        }
+    }
+    let err = onnx::load_bytes(&out, &m.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inside the model's folder"), "{err}");
+}
+
+#[test]
+fn output_equal_to_the_input_is_refused_and_nothing_is_written() {
+    let dir = tempdir("same");
+    let copy = dir.join("m.onnx");
+    std::fs::copy(fixture("mnist_cnn.onnx"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let model = onnx::load(&copy).unwrap();
+    // The same file, also through another spelling of its path.
+    for target in [copy.clone(), dir.join(".").join("m.onnx")] {
+        let err = onnx::save(&model, &target, &SaveOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refusing"), "{err}");
+    }
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    let listing: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(listing.len(), 1, "no temporary file left behind");
+}
+
+#[test]
+fn npy_reads_u8_and_i64() {
+    match npy::read_any(fixture("cifar10_test_u8.npy")).unwrap() {
+        NpyArray::U8 { shape, data } => {
+            assert_eq!(shape, vec![846, 3, 32, 32]);
+            assert_eq!(data.len(), 846 * 3 * 32 * 32);
+        }
+        other => panic!("{}", other.dtype()),
+    }
+    let (shape, labels) = npy::read_i64(fixture("cifar10_test_labels.npy")).unwrap();
+    assert_eq!(shape, vec![846]);
+    // The README's label counts.
+    let mut counts = [0usize; 10];
+    for &l in &labels {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, [83, 70, 88, 84, 76, 79, 97, 87, 88, 94]);
+    let err = npy::read_i64(fixture("cifar10_test_u8.npy"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("int64"), "{err}");
+}
