@@ -226,3 +226,42 @@ fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The first test images of VGG-11 and MobileNetV2 (raw u8, normalised as the fixture README
+/// says): the same predicted class as tract for every image. The full 10,000-image accuracies
+/// (9408 and 9421) take too long for the test profile; `EVALUATION.md` records them with the
+/// command that reproduces them.
+#[test]
+fn fashion_predictions_match_tract() {
+    use subprune::exec::run::{ImageSource, U8Images};
+    let n = 48;
+    let (shape, pixels) = match npy::read_any(fixture("fashion_test_u8.npy")).unwrap() {
+        npy::NpyArray::U8 { shape, data } => (shape, data),
+        other => panic!("{}", other.dtype()),
+    };
+    let per: usize = shape[1..].iter().product();
+    let src = U8Images::new(
+        vec![n, 1, 32, 32],
+        pixels[..n * per].to_vec(),
+        &[0.2860],
+        &[0.3530],
+    )
+    .unwrap();
+    let mut data = vec![0.0f32; n * per];
+    src.fill(0, &mut data).unwrap();
+    let images = Tensor::new(vec![n, 1, 32, 32], data).unwrap();
+    let argmax = |logits: &[f32]| -> Vec<usize> {
+        logits
+            .chunks_exact(10)
+            .map(|r| (0..10).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+            .collect()
+    };
+    for model_file in ["vgg11_bn_fashion.onnx", "mobilenetv2_fashion.onnx"] {
+        let path = fixture(model_file);
+        let model = onnx::load(&path).unwrap();
+        let ours = our_logits(&model, &images, 16);
+        let theirs = tract_logits(&path, &images);
+        assert!(relative_gap(&ours, &theirs) <= 1e-4, "{model_file}");
+        assert_eq!(argmax(&ours), argmax(&theirs), "{model_file}");
+    }
+}
