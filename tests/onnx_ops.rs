@@ -196,19 +196,21 @@ fn check(label: &str, bytes: &[u8], shape: &[usize], n: usize) {
     }
 }
 
+/// (channels in, out, kernel, strides, dilations, pads, group, input h×w)
+type ConvCase = (
+    usize,
+    usize,
+    [usize; 2],
+    [i64; 2],
+    [i64; 2],
+    [i64; 4],
+    usize,
+    [usize; 2],
+);
+
 #[test]
 fn convolutions_of_every_kind() {
-    // (channels in, out, kernel, strides, dilations, pads, group, size h×w)
-    let cases: [(
-        usize,
-        usize,
-        [usize; 2],
-        [i64; 2],
-        [i64; 2],
-        [i64; 4],
-        usize,
-        [usize; 2],
-    ); 6] = [
+    let cases: [ConvCase; 6] = [
         (3, 5, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [7, 9]),
         (4, 6, [3, 2], [2, 3], [1, 1], [0, 1, 2, 0], 1, [11, 10]),
         (4, 4, [3, 3], [2, 2], [2, 1], [2, 1, 1, 2], 2, [9, 8]),
