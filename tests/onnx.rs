@@ -265,3 +265,59 @@ fn fashion_predictions_match_tract() {
         assert_eq!(argmax(&ours), argmax(&theirs), "{model_file}");
     }
 }
+
+/// Taps hand a node's input to the consumer batch by batch: fc2's input, tapped over batches of
+/// 3, 3 and 1 images, times fc2's weights (in f64, by hand) gives the logits the run returns.
+#[test]
+fn taps_deliver_a_node_input_batch_by_batch() {
+    use subprune::exec::run::{forward_batches, F32Images};
+    let model = onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let exec = CpuExecutor::new(&model.graph).unwrap();
+    let tap = exec.plan().node_input("fc2", 0).unwrap();
+    let image_tap = exec.plan().node_input("conv1", 0).unwrap();
+    let images = first_images("mnist_calib_512.npy", 7);
+    let source = F32Images::new("calib", images.clone()).unwrap();
+    let g = &model.graph;
+    let weight = g.constant(g.value_id("fc2.weight").unwrap()).unwrap();
+    let bias = g.constant(g.value_id("fc2.bias").unwrap()).unwrap();
+    let (w, b) = (weight.f32().unwrap(), bias.f32().unwrap());
+    let mut tapped: Vec<Vec<f32>> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut logits = Vec::new();
+    let mut seen_images = Vec::new();
+    forward_batches(
+        &exec,
+        &source,
+        3,
+        &[tap, image_tap],
+        &mut |id, act| {
+            let v = act.host().unwrap();
+            if id == tap {
+                sizes.push(v.shape[0]);
+                assert_eq!(v.shape[1], 128);
+                tapped.extend(v.data.chunks(128).map(|r| r.to_vec()));
+            } else {
+                seen_images.extend_from_slice(v.data);
+            }
+            Ok(())
+        },
+        &mut |_, outputs| {
+            logits.extend_from_slice(&outputs[0].data);
+            Ok(())
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(sizes, vec![3, 3, 1]);
+    assert_eq!(seen_images, images.data);
+    for (i, row) in tapped.iter().enumerate() {
+        for o in 0..10 {
+            let want: f64 = b[o] as f64
+                + (0..128)
+                    .map(|k| w[o * 128 + k] as f64 * row[k] as f64)
+                    .sum::<f64>();
+            let got = logits[i * 10 + o] as f64;
+            assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{i} {o}");
+        }
+    }
+}

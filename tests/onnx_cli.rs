@@ -173,6 +173,13 @@ fn truncated_and_non_onnx_files_are_refused() {
         err.contains("cut.onnx") && err.contains("truncated"),
         "{err}"
     );
+    // Corrupt: the first bytes overwritten.
+    let mut corrupt = bytes.clone();
+    corrupt[..16].fill(0xff);
+    let err = onnx::load_bytes(Path::new("bad.onnx"), &corrupt)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.onnx") && err.contains("corrupt"), "{err}");
     // Not ONNX: a .npy file, and text.
     let npy_bytes = std::fs::read(fixture("mnist_test_labels.npy")).unwrap();
     for (name, bytes) in [
