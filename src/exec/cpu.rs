@@ -165,10 +165,9 @@ fn geometry(
 }
 
 impl CpuExecutor {
-    fn run_node(&self, node_index: usize, vals: &Values<'_>) -> Result<Tensor> {
+    /// The concrete output shape of a node for this batch, by the IR's inference rules.
+    fn output_shape(&self, node: &Node, vals: &Values<'_>) -> Result<Vec<usize>> {
         let g = &self.plan.graph;
-        let node = &g.nodes[node_index];
-        // Concrete output shape from the same inference rules as the IR.
         let in_shapes: Vec<Option<Shape>> = node
             .inputs
             .iter()
@@ -182,9 +181,54 @@ impl CpuExecutor {
                 }
             })
             .collect::<Result<_>>()?;
-        let out_shape = shape::infer(&node.op, &in_shapes)
+        Ok(shape::infer(&node.op, &in_shapes)
             .map_err(|r| node.error(r))?
-            .at(vals.n);
+            .at(vals.n))
+    }
+
+    /// Whether a node can overwrite its data input (an element-wise op or a reshape whose input
+    /// dies here): saves an allocation and a pass over memory.
+    fn in_place(&self, step: &super::plan::Step, vals: &Values<'_>) -> Option<ValueId> {
+        let node = &self.plan.graph.nodes[step.node];
+        let first = node.inputs.first().copied().flatten()?;
+        let elementwise = matches!(
+            node.op,
+            Op::Unary(_)
+                | Op::BatchNorm { .. }
+                | Op::Identity
+                | Op::Flatten { .. }
+                | Op::Reshape { .. }
+        );
+        (elementwise && step.free_after.contains(&first) && vals.live[first].is_some())
+            .then_some(first)
+    }
+
+    /// Runs an [`Self::in_place`] node on its input tensor `t`, reshaped to `out_shape`.
+    fn run_in_place(
+        &self,
+        node_index: usize,
+        mut t: Tensor,
+        out_shape: Vec<usize>,
+    ) -> Result<Tensor> {
+        let node = &self.plan.graph.nodes[node_index];
+        match &node.op {
+            Op::Unary(u) => kernels::unary_in_place(&mut t.data, *u),
+            Op::BatchNorm { .. } => {
+                let Prepared::Affine { scale, shift } = &self.prepared[node_index] else {
+                    return Err(node.error("not prepared"));
+                };
+                let inner: usize = t.shape[2..].iter().product();
+                kernels::channel_affine_in_place(&mut t.data, t.shape[1], inner, scale, shift);
+            }
+            _ => {}
+        }
+        Tensor::new(out_shape, t.data)
+    }
+
+    fn run_node(&self, node_index: usize, vals: &Values<'_>) -> Result<Tensor> {
+        let g = &self.plan.graph;
+        let node = &g.nodes[node_index];
+        let out_shape = self.output_shape(node, vals)?;
         let count: usize = out_shape.iter().product();
         let mut out = vec![0.0f32; count];
         let x = vals.input(node, 0)?;
@@ -367,7 +411,14 @@ impl Executor for CpuExecutor {
             on_tap(self.plan.input, Activation::Host(input))?;
         }
         for step in &self.plan.steps {
-            let out = self.run_node(step.node, &vals)?;
+            let out = match self.in_place(step, &vals) {
+                Some(input) => {
+                    let out_shape = self.output_shape(&g.nodes[step.node], &vals)?;
+                    let t = vals.live[input].take().expect("checked live");
+                    self.run_in_place(step.node, t, out_shape)?
+                }
+                None => self.run_node(step.node, &vals)?,
+            };
             let id = g.nodes[step.node].outputs[0];
             if taps.contains(&id) {
                 on_tap(id, Activation::Host(out.view()))?;

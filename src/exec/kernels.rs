@@ -302,19 +302,23 @@ pub fn global_average(x: &[f32], len: usize, out: &mut [f32]) {
 
 /// `out[i] = op(x[i])`.
 pub fn unary(x: &[f32], op: Unary, out: &mut [f32]) {
+    out.copy_from_slice(x);
+    unary_in_place(out, op);
+}
+
+/// `x[i] = op(x[i])`.
+pub fn unary_in_place(x: &mut [f32], op: Unary) {
     // One loop per op, so that the op is not matched per element and the loop vectorizes.
-    fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) {
-        out.par_chunks_mut(16 * 1024)
-            .zip(x.par_chunks(16 * 1024))
-            .for_each(|(o, i)| {
-                for (d, s) in o.iter_mut().zip(i) {
-                    *d = f(*s);
-                }
-            });
+    fn map(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) {
+        x.par_chunks_mut(16 * 1024).for_each(|o| {
+            for d in o.iter_mut() {
+                *d = f(*d);
+            }
+        });
     }
     match op {
-        Unary::Relu => map(x, out, |v| if v < 0.0 { 0.0 } else { v }),
-        Unary::Clip { min, max } => map(x, out, move |v| {
+        Unary::Relu => map(x, |v| if v < 0.0 { 0.0 } else { v }),
+        Unary::Clip { min, max } => map(x, move |v| {
             if v < min {
                 min
             } else if v > max {
@@ -323,7 +327,7 @@ pub fn unary(x: &[f32], op: Unary, out: &mut [f32]) {
                 v
             }
         }),
-        other => map(x, out, move |v| other.apply(v)),
+        other => map(x, move |v| other.apply(v)),
     }
 }
 
@@ -336,13 +340,24 @@ pub fn channel_affine(
     shift: &[f32],
     out: &mut [f32],
 ) {
-    out.par_chunks_mut(inner.max(1))
-        .zip(x.par_chunks(inner.max(1)))
+    out.copy_from_slice(x);
+    channel_affine_in_place(out, c, inner, scale, shift);
+}
+
+/// [`channel_affine`] overwriting `x`.
+pub fn channel_affine_in_place(
+    x: &mut [f32],
+    c: usize,
+    inner: usize,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    x.par_chunks_mut(inner.max(1))
         .enumerate()
-        .for_each(|(p, (o, i))| {
+        .for_each(|(p, o)| {
             let (s, t) = (scale[p % c], shift[p % c]);
-            for (d, v) in o.iter_mut().zip(i) {
-                *d = v * s + t;
+            for d in o.iter_mut() {
+                *d = *d * s + t;
             }
         });
 }
