@@ -394,3 +394,28 @@ fn opset_11_softmax_and_constant_clip_bounds() {
     let v = b.node("Softmax", &[&v], vec![("axis", A::I(1))]);
     check("opset11", &b.model(&shape, &v, 11), &shape, 2);
 }
+
+/// Clip bounds given as attributes (the pre-opset-11 form some exporters still write) are read;
+/// checked against the clamp computed by hand (tract follows the opset and ignores them).
+#[test]
+fn clip_bounds_as_attributes() {
+    let shape = [1, 2, 3, 4];
+    let mut b = Builder::new(4);
+    let v = b.node(
+        "Clip",
+        &["x"],
+        vec![("min", A::F(-0.5)), ("max", A::F(0.25))],
+    );
+    let bytes = b.model(&shape, &v, 13);
+    let model = subprune::onnx::load_bytes(std::path::Path::new("clip.onnx"), &bytes).unwrap();
+    let exec = CpuExecutor::new(&model.graph).unwrap();
+    let mut rng = Rng::new(5);
+    let x: Vec<f32> = (0..48).map(|_| rng.normal() as f32).collect();
+    let dims = [2, 2, 3, 4];
+    let out = exec
+        .run_batch(TensorView::new(&dims, &x).unwrap(), &[], &mut |_, _| Ok(()))
+        .unwrap();
+    for (o, v) in out[0].data.iter().zip(&x) {
+        assert_eq!(*o, v.clamp(-0.5, 0.25));
+    }
+}

@@ -559,19 +559,14 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
         }),
         "HardSwish" => Op::Unary(Unary::HardSwish),
         "Clip" => {
-            // Opset ≥ 11: bounds are optional inputs; before, attributes.
-            let (min, max) = if ctx.opset >= 11 {
-                (
-                    ctx.const_scalar(1, "min")?.unwrap_or(f32::NEG_INFINITY),
-                    ctx.const_scalar(2, "max")?.unwrap_or(f32::INFINITY),
-                )
-            } else {
-                (
-                    ctx.float("min", f32::NEG_INFINITY)?,
-                    ctx.float("max", f32::INFINITY)?,
-                )
-            };
-            Op::Unary(Unary::Clip { min, max })
+            // Opset ≥ 11 gives the bounds as optional inputs (initializers or Constants); older
+            // files (and some exporters) as attributes. Inputs win where both are present.
+            let min = ctx.float("min", f32::NEG_INFINITY)?;
+            let max = ctx.float("max", f32::INFINITY)?;
+            Op::Unary(Unary::Clip {
+                min: ctx.const_scalar(1, "min")?.unwrap_or(min),
+                max: ctx.const_scalar(2, "max")?.unwrap_or(max),
+            })
         }
         "Add" => Op::Binary(Binary::Add),
         "Sub" => Op::Binary(Binary::Sub),
