@@ -544,7 +544,7 @@ pub fn pad(
 
 /// Softmax over groups: `x` is `outer × axis × inner`, normalised along the middle axis.
 pub fn softmax(x: &[f32], outer: usize, axis: usize, inner: usize, out: &mut [f32]) {
-    let _ = outer;
+    debug_assert_eq!(x.len(), outer * axis * inner);
     out.par_chunks_mut(axis * inner)
         .zip(x.par_chunks(axis * inner))
         .for_each(|(o, i)| {
