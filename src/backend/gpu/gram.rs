@@ -97,9 +97,9 @@ impl TileConfig {
         let threads = self.wg * self.wg;
         matches!(self.wg, 8 | 16)
             && matches!(self.bk, 8 | 16 | 32)
-            && threads % self.bk == 0
+            && threads.is_multiple_of(self.bk)
             && 8 * self.bk / self.wg <= MAX_LOADS
-            && FOLD_ROWS % self.bk == 0
+            && FOLD_ROWS.is_multiple_of(self.bk)
     }
 
     /// The preferred configuration that fits `limits` (the first of [`TileConfig::ALL`]).
