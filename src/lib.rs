@@ -120,7 +120,10 @@ pub fn layer_stats_with_progress(
         first += count;
         progress(greedy::Stage::Statistics, first, n);
     }
-    LayerStats::from_raw(problem, acc.finish()?)
+    LayerStats::from_raw(
+        problem,
+        acc.finish_with_weight(&problem.weight, problem.outputs)?,
+    )
 }
 
 /// How many channels to keep.

@@ -5,6 +5,7 @@
 //! reshaped to `D × m`. [`LayerStats`] holds what the greedy needs and nothing that grows with the
 //! number of images: `gram = BᵀB`, `c0 = (BᵀA)·W` and `total = ‖AW‖²`.
 
+use crate::backend::StatsPhases;
 use crate::error::{Error, Result};
 use crate::tensor::TensorView;
 
@@ -378,6 +379,13 @@ pub struct RawGrams {
     pub target_gram: Option<Vec<f64>>,
     /// Unfolded rows accumulated (images × output positions).
     pub rows: usize,
+    /// `C0 = X·W` (`D × m`, row-major) when the backend computed it next to the sums
+    /// ([`crate::backend::StatsAccumulator::finish_with_weight`]); `None`: the host computes it.
+    pub c0: Option<Vec<f64>>,
+    /// `‖AW‖²` when the backend computed it; `None`: the host computes it.
+    pub total: Option<f64>,
+    /// Where the time went.
+    pub phases: StatsPhases,
 }
 
 /// The statistics of one layer problem: everything the greedy and the reweighting need.
@@ -397,12 +405,15 @@ pub struct LayerStats {
     pub weight: Vec<f64>,
     /// Unfolded rows accumulated.
     pub rows: usize,
+    /// Where the time of the statistics went (the backend's phases plus the host's share here).
+    pub phases: StatsPhases,
 }
 
 impl LayerStats {
     /// Combines raw Gram sums with the consumer weight: `C0 = X·W` (or `G·W`), `‖AW‖² =
-    /// trace(Wᵀ (AᵀA) W)`, computed on the host in f64.
+    /// trace(Wᵀ (AᵀA) W)`, computed on the host in f64 unless the backend already did.
     pub fn from_raw(problem: &LayerProblem, raw: RawGrams) -> Result<Self> {
+        let start = std::time::Instant::now();
         let layout = problem.layout();
         let d = layout.columns();
         let m = problem.outputs;
@@ -413,11 +424,23 @@ impl LayerStats {
             )));
         }
         let w = &problem.weight;
-        let c0 = matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m);
-        let total = match &raw.target_gram {
-            None => dot(&c0, w),
-            Some(h) => dot(&matmul_f64(h, w, d, d, m), w),
+        let c0 = match raw.c0 {
+            Some(c0) if c0.len() == d * m => c0,
+            Some(c0) => {
+                return Err(Error::Shape(format!(
+                    "C0 has {} entries, expected {d}×{m}",
+                    c0.len()
+                )))
+            }
+            None => matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m),
         };
+        let total = match (raw.total, &raw.target_gram) {
+            (Some(total), _) => total,
+            (None, None) => dot(&c0, w),
+            (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m), w),
+        };
+        let mut phases = raw.phases;
+        phases.host += start.elapsed().as_secs_f64();
         Ok(Self {
             layout,
             outputs: m,
@@ -426,6 +449,7 @@ impl LayerStats {
             total,
             weight: w.clone(),
             rows: raw.rows,
+            phases,
         })
     }
 }

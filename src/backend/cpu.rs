@@ -12,7 +12,9 @@
 
 use rayon::prelude::*;
 
-use super::{check_stats_batch, Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
+use super::{
+    check_stats_batch, Backend, GreedySpec, GreedyState, StatsAccumulator, StatsPhases, StatsSpec,
+};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_dropping, factor_block, forward_solve};
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};
@@ -248,6 +250,8 @@ struct CpuStats {
     rows_in_partial: usize,
     scratch_inputs: Vec<f32>,
     scratch_target: Vec<f32>,
+    /// Seconds spent in `add_batch` (unfolding and the SYRK/GEMM kernels).
+    kernel_seconds: f64,
 }
 
 impl CpuStats {
@@ -269,6 +273,7 @@ impl CpuStats {
             rows_in_partial: 0,
             scratch_inputs: vec![0.0; scratch],
             scratch_target: vec![0.0; if t { scratch } else { 0 }],
+            kernel_seconds: 0.0,
         }
     }
 
@@ -294,6 +299,7 @@ impl StatsAccumulator for CpuStats {
             &inputs,
             target.as_ref(),
         )?;
+        let start = std::time::Instant::now();
         let d = self.d;
         let total_rows = n * self.unfolding.rows_per_image();
         let mut first = 0;
@@ -340,17 +346,30 @@ impl StatsAccumulator for CpuStats {
                 self.flush();
             }
         }
+        self.kernel_seconds += start.elapsed().as_secs_f64();
         Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<RawGrams> {
+        let start = std::time::Instant::now();
         self.flush();
         let d = self.d;
+        let kernel = self.kernel_seconds;
+        let gram = self.gram.into_total(d);
+        let cross = self.cross.map(|s| s.into_total(d));
+        let target_gram = self.target_gram.map(|s| s.into_total(d));
         Ok(RawGrams {
-            gram: self.gram.into_total(d),
-            cross: self.cross.map(|s| s.into_total(d)),
-            target_gram: self.target_gram.map(|s| s.into_total(d)),
+            gram,
+            cross,
+            target_gram,
             rows: self.rows,
+            c0: None,
+            total: None,
+            phases: StatsPhases {
+                kernel,
+                host: start.elapsed().as_secs_f64(),
+                ..StatsPhases::default()
+            },
         })
     }
 }

@@ -39,6 +39,59 @@ pub trait StatsAccumulator {
     fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()>;
     /// Returns the sums, in f64.
     fn finish(self: Box<Self>) -> Result<RawGrams>;
+    /// Returns the sums and, where the backend can compute them next to the sums, `C0 = X·W` and
+    /// `‖AW‖²` for the consumer weight `weight` (`D × outputs`, row-major). The default leaves
+    /// them to the host ([`crate::LayerStats::from_raw`] computes them in f64).
+    fn finish_with_weight(self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        let _ = (weight, outputs);
+        self.finish()
+    }
+}
+
+/// How a backend's kernel times were measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelClock {
+    /// GPU timestamp queries around each pass (`Features::TIMESTAMP_QUERY`).
+    Timestamps,
+    /// Host wall-clock time (submission to completion, or the CPU's own computation).
+    #[default]
+    WallClock,
+}
+
+impl KernelClock {
+    /// A short label for tables: `timestamps` or `wall-clock`.
+    pub fn label(self) -> &'static str {
+        match self {
+            KernelClock::Timestamps => "timestamps",
+            KernelClock::WallClock => "wall-clock",
+        }
+    }
+}
+
+/// Where the time of one layer's statistics went, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StatsPhases {
+    /// Preparing and queueing the batches for the device (f16 conversion, staging copies); 0 on
+    /// the CPU, which reads the batches in place.
+    pub upload: f64,
+    /// The Gram kernels (`BᵀB`, and `AᵀB`, `AᵀA` with a target).
+    pub kernel: f64,
+    /// Device-side work after the kernels: adding the row splits, the full f32 matrices, and
+    /// `C0 = X·W`, `(AᵀA)·W` when computed on the device.
+    pub reduce: f64,
+    /// Device → host copies of the results.
+    pub readback: f64,
+    /// Host work: conversion to f64 and mirroring, and `C0`, `‖AW‖²` when computed on the host.
+    pub host: f64,
+    /// How `kernel` and `reduce` were measured.
+    pub clock: KernelClock,
+}
+
+impl StatsPhases {
+    /// The sum of the phases.
+    pub fn total(&self) -> f64 {
+        self.upload + self.kernel + self.reduce + self.readback + self.host
+    }
 }
 
 /// What a backend needs to start the greedy for one layer.

@@ -1,103 +1,246 @@
-//! Gram statistics on the GPU (`shaders/gram.wgsl`): `BᵀB`, and `BᵀA`, `AᵀA` for a separate
-//! target, accumulated batch by batch with the unfolding done in the shader.
+//! Gram statistics on the GPU (`shaders/gram.wgsl`): `BᵀB`, and `AᵀB`, `AᵀA` for a separate
+//! target, accumulated batch by batch with the unfolding done in the shader, then `C0 = X·W` and
+//! `‖AW‖²` computed where the sums live.
 //!
 //! Per batch the host uploads the raw consumer inputs (f32, or f16 packed two per u32), in chunks
-//! of whole images that fit one binding, and dispatches one tiled kernel per sum and column block;
-//! nothing is read back until [`StatsAccumulator::finish`].
+//! of whole images that fit one binding, and dispatches the tiled matmul core once per sum and
+//! column block; nothing is read back until [`StatsAccumulator::finish_with_weight`], which adds
+//! the row splits, writes each sum as one f32 matrix, multiplies it by `W` on the device with the
+//! same core, and reads back `G` (f32) and `C0` (compensated pairs) in one copy.
 //!
 //! Precision: each thread sums at most `FOLD_ROWS` = 4096 unfolded rows in f32 registers (the
 //! CPU backend sums 8192 rows in f32 before flushing to f64), then folds them into a compensated
 //! (hi, lo) f32 pair with an error-free TwoSum. The pair carries about 48 significant bits, so the
-//! error does not grow with the number of batches and no periodic readback is needed; at the end
-//! the row splits are added (compensated) and `hi + lo` is read back into f64.
+//! error does not grow with the number of batches. The final `G` is `hi + lo` rounded once to
+//! f32 (a relative change of at most 2⁻²⁴, below the error of the f32 partial sums); `C0` keeps
+//! the pair, so `‖AW‖²` and the gains see products of the f32 statistics summed without growth.
 //!
-//! Work split: the D × D result is cut into TILE × TILE tiles (only upper tiles for a symmetric
-//! sum) and the batch's rows into up to `MAX_SPLITS` row splits with separate accumulator slices,
-//! so that a small D still yields enough workgroups. A result larger than the device's largest
-//! binding (or [`GpuBackend::with_max_block_bytes`](super::GpuBackend::with_max_block_bytes)) is
-//! cut into column blocks, each its own buffer and dispatch.
+//! Work split: the result is cut into TILE × TILE tiles (only upper tiles for a symmetric sum)
+//! and the batch's rows into row splits with separate accumulator slices (split-K), chosen so
+//! that a small D still yields enough workgroups for the adapter. A result larger than the
+//! device's largest binding (or [`GpuBackend::with_max_block_bytes`](super::GpuBackend::with_max_block_bytes))
+//! is cut into column blocks, each its own buffer and dispatch; then the sums are read back as
+//! pairs and `C0`, `‖AW‖²` are left to the host.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 
-use super::{bind_group_layout, binding, pipelines, Gpu, ParamSlots, PooledBuffer, Slot};
-use crate::backend::{check_stats_batch, StatsAccumulator, StatsSpec};
+use super::timing::{PassTimer, Phase};
+use super::{bind_group_layout, binding, Gpu, ParamSlots, PooledBuffer, Slot};
+use crate::backend::{check_stats_batch, KernelClock, StatsAccumulator, StatsPhases, StatsSpec};
 use crate::error::{Error, Result};
 use crate::stats::{Consumer, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
-/// Output tile edge of `gram_tile` (must match `TILE` in gram.wgsl).
-const TILE: u32 = 128;
-/// Rows per staged step (must match `KSTEP` in gram.wgsl).
-const KSTEP: u32 = 8;
-/// Threads per workgroup of `fold_splits`.
-const FOLD_THREADS: u32 = 256;
-/// Enough workgroups per sum to fill a large GPU; row splits are added until a dispatch has this
-/// many (up to `MAX_SPLITS`).
-const TARGET_WORKGROUPS: u32 = 512;
+/// Threads per workgroup of `fold_splits` and `to_full` (`FLAT_THREADS` in gram.wgsl).
+const FLAT_THREADS: u32 = 256;
+/// Most values one thread stages per operand and step (`MAX_LOADS` in gram.wgsl).
+const MAX_LOADS: u32 = 16;
+/// Rows folded at a time (`FOLD_ROWS` in gram.wgsl); every `bk` divides it.
+const FOLD_ROWS: u32 = 4096;
 /// Most row splits (accumulator slices) per sum.
-const MAX_SPLITS: u32 = 16;
+const MAX_SPLITS: u32 = 64;
 /// Most bytes spent on extra accumulator slices for row splits, over all sums.
-const SPLIT_MEMORY_BUDGET: u64 = 256 << 20;
+const SPLIT_MEMORY_BUDGET: u64 = 512 << 20;
 /// Largest input chunk uploaded at once, in bytes.
 const MAX_CHUNK_BYTES: u64 = 256 << 20;
 
-/// The compiled `gram.wgsl` kernels.
-pub(super) struct GramKernels {
-    layout: wgpu::BindGroupLayout,
-    tile: wgpu::ComputePipeline,
-    fold: wgpu::ComputePipeline,
+/// A configuration of the tiled matmul core: `wg × wg` threads per workgroup, each owning an
+/// 8 × 8 block of the `8·wg`-square output tile, and `bk` rows staged per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TileConfig {
+    /// Threads per workgroup axis (8 or 16).
+    pub wg: u32,
+    /// Rows staged per step (8, 16 or 32).
+    pub bk: u32,
 }
 
-impl GramKernels {
-    pub(super) fn new(device: &wgpu::Device) -> Self {
-        let layout = bind_group_layout(
-            device,
-            "gram",
-            &[Slot::Params, Slot::Read, Slot::Read, Slot::ReadWrite],
-        );
-        let [tile, fold] = pipelines(
-            device,
-            "gram.wgsl",
-            include_str!("../../../shaders/gram.wgsl"),
-            &layout,
-            ["gram_tile", "fold_splits"],
-        );
-        Self { layout, tile, fold }
+impl TileConfig {
+    /// Every configuration the kernels support, the largest tile first.
+    pub const ALL: [TileConfig; 6] = [
+        TileConfig { wg: 16, bk: 16 },
+        TileConfig { wg: 16, bk: 8 },
+        TileConfig { wg: 16, bk: 32 },
+        TileConfig { wg: 8, bk: 16 },
+        TileConfig { wg: 8, bk: 8 },
+        TileConfig { wg: 8, bk: 32 },
+    ];
+
+    /// Output tile edge (`8·wg`).
+    pub fn tile(&self) -> u32 {
+        8 * self.wg
+    }
+
+    /// Workgroup memory the kernel declares: two operands × two stages × `bk` staged rows of
+    /// `2·wg + 1` vec4s.
+    pub fn workgroup_bytes(&self) -> u32 {
+        2 * 2 * self.bk * (2 * self.wg + 1) * 16
+    }
+
+    /// Whether the device's limits allow this configuration.
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        let threads = self.wg * self.wg;
+        self.is_valid()
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+            && threads <= limits.max_compute_invocations_per_workgroup
+            && threads <= limits.max_compute_workgroup_size_x
+    }
+
+    /// Whether the shader's divisibility assumptions hold (see gram.wgsl).
+    pub fn is_valid(&self) -> bool {
+        let threads = self.wg * self.wg;
+        matches!(self.wg, 8 | 16)
+            && matches!(self.bk, 8 | 16 | 32)
+            && threads.is_multiple_of(self.bk)
+            && 8 * self.bk / self.wg <= MAX_LOADS
+            && FOLD_ROWS.is_multiple_of(self.bk)
+    }
+
+    /// The preferred configuration that fits `limits` (the first of [`TileConfig::ALL`]).
+    pub fn default_for(limits: &wgpu::Limits) -> Option<TileConfig> {
+        Self::ALL.into_iter().find(|c| c.fits(limits))
     }
 }
 
-/// `GramParams` of gram.wgsl (field for field).
+impl std::fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.tile();
+        write!(
+            f,
+            "tile {t}×{t}, {}×{} threads, bk {}",
+            self.wg, self.wg, self.bk
+        )
+    }
+}
+
+/// The compiled `gram.wgsl` kernels: `gram_tile` per tile configuration (compiled on first use),
+/// `fold_splits` and `to_full`.
+pub(super) struct GramKernels {
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    module: wgpu::ShaderModule,
+    tiles: Mutex<HashMap<TileConfig, wgpu::ComputePipeline>>,
+    fold: wgpu::ComputePipeline,
+    to_full: wgpu::ComputePipeline,
+}
+
+const SOURCE: &str = include_str!("../../../shaders/gram.wgsl");
+
+impl GramKernels {
+    pub(super) fn new(device: &wgpu::Device, checked: bool) -> Self {
+        let layout = bind_group_layout(
+            device,
+            "gram",
+            &[
+                Slot::Params,
+                Slot::Read,
+                Slot::Read,
+                Slot::ReadWrite,
+                Slot::Read,
+                Slot::Read,
+                Slot::ReadWrite,
+            ],
+        );
+        let module = super::shader_module(device, "gram.wgsl", SOURCE, checked);
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("gram.wgsl"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let small = TileConfig { wg: 8, bk: 8 };
+        let fold = compute_pipeline(device, &pipeline_layout, &module, "fold_splits", small);
+        let to_full = compute_pipeline(device, &pipeline_layout, &module, "to_full", small);
+        Self {
+            layout,
+            pipeline_layout,
+            module,
+            tiles: Mutex::new(HashMap::new()),
+            fold,
+            to_full,
+        }
+    }
+
+    /// `gram_tile` specialised for `config` (compiled once per configuration).
+    pub(super) fn tile(&self, device: &wgpu::Device, config: TileConfig) -> wgpu::ComputePipeline {
+        let mut tiles = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        tiles
+            .entry(config)
+            .or_insert_with(|| {
+                compute_pipeline(
+                    device,
+                    &self.pipeline_layout,
+                    &self.module,
+                    "gram_tile",
+                    config,
+                )
+            })
+            .clone()
+    }
+}
+
+fn compute_pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    config: TileConfig,
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WG", config.wg as f64), ("BK", config.bk as f64)],
+            // The kernels write the workgroup memory they read first.
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}
+
+/// `GramParams` of gram.wgsl (field for field; `tests/gpu.rs` checks the layout with naga).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct GramParams {
-    rows: u32,
-    d: u32,
-    col0: u32,
-    block_cols: u32,
-    splits: u32,
-    rows_per_split: u32,
-    symmetric: u32,
-    half_inputs: u32,
-    conv: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    dil_h: u32,
-    dil_w: u32,
-    _pad0: u32,
-    _pad1: u32,
+pub struct GramParams {
+    /// Rows of L and R in this chunk.
+    pub rows: u32,
+    /// Rows of the result.
+    pub out_rows: u32,
+    /// Columns of the whole result.
+    pub out_cols: u32,
+    /// First output column of this block.
+    pub col0: u32,
+    /// Width of this block.
+    pub block_cols: u32,
+    /// Row splits.
+    pub splits: u32,
+    /// Rows per split (a multiple of `bk`).
+    pub rows_per_split: u32,
+    /// 1: L = R, upper triangle only.
+    pub symmetric: u32,
+    /// 1: f16 pairs; 0: f32.
+    pub half_inputs: u32,
+    /// 1: implicit im2col; 0: dense rows.
+    pub conv: u32,
+    /// Dense: values per row of L.
+    pub left_stride: u32,
+    /// Dense: values per row of R.
+    pub right_stride: u32,
+    /// Conv: values per image.
+    pub image_len: u32,
+    /// Conv: output positions per image.
+    pub positions: u32,
+    /// Conv: input height.
+    pub height: u32,
+    /// Conv: input width.
+    pub width: u32,
 }
 
 /// Which sum: the left and right operands of `Lᵀ R`.
@@ -105,7 +248,8 @@ struct GramParams {
 enum Sum {
     /// `BᵀB`.
     Gram,
-    /// `BᵀA`.
+    /// `AᵀB` (the transpose of `X = BᵀA`: row k of it is column k of `X`, which is what
+    /// `C0 = X·W` reads).
     Cross,
     /// `AᵀA`.
     TargetGram,
@@ -129,14 +273,20 @@ pub(super) struct GpuStats {
     unfolding: Unfolding,
     d: usize,
     half_inputs: bool,
+    config: TileConfig,
+    pipeline: wgpu::ComputePipeline,
     splits: u32,
     blocks: Vec<ColumnBlock>,
     sums: Vec<Sum>,
     /// `acc[s · blocks + b]`: sum `s`, column block `b`: `splits × D × cols` (hi, lo) pairs.
     acc: Vec<PooledBuffer>,
-    /// One parameter slot per (sum, block), same indexing as `acc`.
+    /// One parameter slot per (sum, block), same indexing as `acc`, then two for the products.
     params: ParamSlots,
     base: GramParams,
+    /// Conv tables (or 16-byte placeholders for a dense consumer) and the unused `full` binding.
+    columns: PooledBuffer,
+    offsets: PooledBuffer,
+    placeholder: PooledBuffer,
     /// Images per uploaded chunk.
     chunk_images: usize,
     inputs: Option<PooledBuffer>,
@@ -148,6 +298,8 @@ pub(super) struct GpuStats {
     rows: usize,
     in_flight: Option<wgpu::SubmissionIndex>,
     half_scratch: Vec<f16>,
+    timer: PassTimer,
+    phases: StatsPhases,
 }
 
 fn to_u32(v: usize, what: &str) -> Result<u32> {
@@ -158,13 +310,75 @@ fn to_u32(v: usize, what: &str) -> Result<u32> {
     })
 }
 
+/// Workgroups that keep the adapter busy: wgpu does not report compute units, so by device type
+/// (a large discrete GPU has ~100+ multiprocessors, each taking a few workgroups).
+fn target_workgroups(gpu: &Gpu) -> u32 {
+    match gpu.info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 1024,
+        wgpu::DeviceType::IntegratedGpu => 128,
+        wgpu::DeviceType::Cpu => 4 * rayon::current_num_threads() as u32,
+        wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other => 256,
+    }
+}
+
+/// Split count and column blocks of a `d × d` result held as `sums` accumulators of (hi, lo)
+/// pairs: enough workgroups for the adapter, within the memory budget and one binding per block.
+fn plan_work(
+    d: u32,
+    tile: u32,
+    sums: usize,
+    target: u32,
+    max_block_bytes: u64,
+) -> Result<(u32, Vec<ColumnBlock>)> {
+    let tiles_1d = d.div_ceil(tile);
+    let upper_tiles = tiles_1d * (tiles_1d + 1) / 2;
+    let mut splits = target.div_ceil(upper_tiles).clamp(1, MAX_SPLITS);
+    let slice_bytes = d as u64 * d as u64 * 8;
+    while splits > 1 && splits as u64 * slice_bytes * sums as u64 > SPLIT_MEMORY_BUDGET {
+        splits -= 1;
+    }
+    let column_bytes = d as u64 * 8; // one column of one slice
+    let want_cols = (d as u64).min(tile as u64);
+    while splits > 1 && splits as u64 * column_bytes * want_cols > max_block_bytes {
+        splits -= 1;
+    }
+    let max_cols = max_block_bytes / (splits as u64 * column_bytes);
+    if max_cols == 0 {
+        return Err(Error::Gpu(format!(
+            "one column of the {d} × {d} statistics ({column_bytes} bytes) exceeds the largest \
+             buffer binding ({max_block_bytes} bytes)"
+        )));
+    }
+    let mut block_cols = max_cols.min(d as u64) as u32;
+    if block_cols >= tile && block_cols < d {
+        block_cols -= block_cols % tile;
+    }
+    let blocks = (0..d)
+        .step_by(block_cols as usize)
+        .map(|col0| ColumnBlock {
+            col0,
+            cols: block_cols.min(d - col0),
+        })
+        .collect();
+    Ok((splits, blocks))
+}
+
 impl GpuStats {
     pub(super) fn new(
         gpu: Arc<Gpu>,
         spec: StatsSpec,
         half_inputs: bool,
         max_block_bytes: u64,
+        config: TileConfig,
     ) -> Result<Self> {
+        if !config.fits(&gpu.limits) {
+            return Err(Error::Gpu(format!(
+                "{config} does not fit the limits of {} (workgroup memory {} bytes, {} allowed)",
+                gpu.info.name,
+                config.workgroup_bytes(),
+                gpu.limits.max_compute_workgroup_storage_size
+            )));
+        }
         let unfolding = spec.unfolding;
         let d = unfolding.layout().columns();
         let d32 = to_u32(d, "columns D")?;
@@ -173,39 +387,13 @@ impl GpuStats {
         } else {
             vec![Sum::Gram]
         };
-
-        // Row splits: enough workgroups for a big GPU, within the memory budget and one binding.
-        let tiles_1d = d32.div_ceil(TILE);
-        let mut splits = TARGET_WORKGROUPS
-            .div_ceil(tiles_1d * (tiles_1d + 1) / 2)
-            .clamp(1, MAX_SPLITS);
-        let slice_bytes = d as u64 * d as u64 * 8;
-        while splits > 1 && splits as u64 * slice_bytes * sums.len() as u64 > SPLIT_MEMORY_BUDGET {
-            splits -= 1;
-        }
-        let column_bytes = d as u64 * 8; // one column of one slice
-        let want_cols = (d as u64).min(TILE as u64);
-        while splits > 1 && splits as u64 * column_bytes * want_cols > max_block_bytes {
-            splits -= 1;
-        }
-        let max_cols = max_block_bytes / (splits as u64 * column_bytes);
-        if max_cols == 0 {
-            return Err(Error::Gpu(format!(
-                "one column of the {d} × {d} statistics ({column_bytes} bytes) exceeds the largest \
-                 buffer binding ({max_block_bytes} bytes)"
-            )));
-        }
-        let mut block_cols = max_cols.min(d as u64) as u32;
-        if block_cols >= TILE && block_cols < d32 {
-            block_cols -= block_cols % TILE;
-        }
-        let blocks: Vec<ColumnBlock> = (0..d32)
-            .step_by(block_cols as usize)
-            .map(|col0| ColumnBlock {
-                col0,
-                cols: block_cols.min(d32 - col0),
-            })
-            .collect();
+        let (splits, blocks) = plan_work(
+            d32,
+            config.tile(),
+            sums.len(),
+            target_workgroups(&gpu),
+            max_block_bytes,
+        )?;
 
         let value_bytes: u64 = if half_inputs { 2 } else { 4 };
         let image_bytes = unfolding.image_len() as u64 * value_bytes;
@@ -217,35 +405,67 @@ impl GpuStats {
                  ({chunk_limit} bytes)"
             )));
         }
-        to_u32(
-            chunk_images * unfolding.rows_per_image(),
-            "unfolded rows per chunk",
-        )?;
 
-        let (conv, kernel, stride, padding, dilation) = match unfolding.consumer {
-            Consumer::Conv(g) => (1, g.kernel, g.stride, g.padding, g.dilation),
-            Consumer::Linear | Consumer::FlattenLinear => (0, [1, 1], [1, 1], [0, 0], [1, 1]),
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let placeholder = gpu.buffer("placeholder", 16, storage)?;
+        let (columns, offsets, base) = match unfolding.consumer {
+            Consumer::Conv(g) => {
+                let [kh, kw] = g.kernel;
+                let plane = unfolding.height * unfolding.width;
+                let mut cols = Vec::with_capacity(d * 4);
+                for c in 0..unfolding.channels {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            cols.extend([
+                                to_i32(c * plane)?,
+                                to_i32(i * g.dilation[0])?,
+                                to_i32(j * g.dilation[1])?,
+                                0,
+                            ]);
+                        }
+                    }
+                }
+                let [oh, ow] = unfolding.out_size;
+                let mut offs = Vec::with_capacity(oh * ow * 2);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        offs.push(to_i32(oy * g.stride[0])? - to_i32(g.padding[0])?);
+                        offs.push(to_i32(ox * g.stride[1])? - to_i32(g.padding[1])?);
+                    }
+                }
+                let columns = gpu.buffer("conv column table", cols.len() as u64 * 4, storage)?;
+                gpu.queue
+                    .write_buffer(&columns, 0, bytemuck::cast_slice(&cols));
+                let offsets = gpu.buffer("conv position table", offs.len() as u64 * 4, storage)?;
+                gpu.queue
+                    .write_buffer(&offsets, 0, bytemuck::cast_slice(&offs));
+                let base = GramParams {
+                    conv: 1,
+                    image_len: to_u32(unfolding.image_len(), "values per image")?,
+                    positions: to_u32(oh * ow, "output positions")?,
+                    height: to_u32(unfolding.height, "input height")?,
+                    width: to_u32(unfolding.width, "input width")?,
+                    ..Default::default()
+                };
+                (columns, offsets, base)
+            }
+            Consumer::Linear | Consumer::FlattenLinear => {
+                let columns = gpu.buffer("placeholder", 16, storage)?;
+                let offsets = gpu.buffer("placeholder", 16, storage)?;
+                let base = GramParams {
+                    left_stride: d32,
+                    right_stride: d32,
+                    ..Default::default()
+                };
+                (columns, offsets, base)
+            }
         };
-        let c32 = |v: usize| v as u32; // geometry is bounded by D and the image size
         let base = GramParams {
-            d: d32,
+            out_rows: d32,
+            out_cols: d32,
             splits,
             half_inputs: half_inputs as u32,
-            conv,
-            channels: c32(unfolding.channels),
-            height: c32(unfolding.height),
-            width: c32(unfolding.width),
-            out_h: c32(unfolding.out_size[0]),
-            out_w: c32(unfolding.out_size[1]),
-            kernel_h: c32(kernel[0]),
-            kernel_w: c32(kernel[1]),
-            stride_h: c32(stride[0]),
-            stride_w: c32(stride[1]),
-            pad_h: c32(padding[0]),
-            pad_w: c32(padding[1]),
-            dil_h: c32(dilation[0]),
-            dil_w: c32(dilation[1]),
-            ..Default::default()
+            ..base
         };
 
         let mut acc = Vec::with_capacity(sums.len() * blocks.len());
@@ -269,18 +489,25 @@ impl GpuStats {
             }
         }
         gpu.queue.submit([encoder.finish()]);
-        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len())?;
-        let stats = Self {
+        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 2)?;
+        let pipeline = gpu.gram.tile(&gpu.device, config);
+        let timer = PassTimer::new(&gpu);
+        Ok(Self {
             gpu,
             unfolding,
             d,
             half_inputs,
+            config,
+            pipeline,
             splits,
             blocks,
             sums,
             acc,
             params,
             base,
+            columns,
+            offsets,
+            placeholder,
             chunk_images,
             inputs: None,
             targets: None,
@@ -289,19 +516,16 @@ impl GpuStats {
             rows: 0,
             in_flight: None,
             half_scratch: Vec::new(),
-        };
-        stats.write_params(0);
-        Ok(stats)
+            timer,
+            phases: StatsPhases::default(),
+        })
     }
 
-    /// Parameters of every (sum, block) dispatch for a chunk of `rows` unfolded rows.
-    fn write_params(&self, rows: u32) {
-        let rows_per_split = rows
-            .div_ceil(self.splits)
-            .next_multiple_of(KSTEP)
-            .max(KSTEP);
-        let slots: Vec<GramParams> = self
-            .sums
+    /// Parameters of the (sum, block) dispatches for a chunk of `rows` unfolded rows.
+    fn slot_params(&self, rows: u32) -> Vec<GramParams> {
+        let bk = self.config.bk;
+        let rows_per_split = rows.div_ceil(self.splits).next_multiple_of(bk).max(bk);
+        self.sums
             .iter()
             .flat_map(|sum| {
                 self.blocks.iter().map(move |block| GramParams {
@@ -313,8 +537,43 @@ impl GpuStats {
                     ..self.base
                 })
             })
+            .collect()
+    }
+
+    fn bind_group(
+        &self,
+        left: &wgpu::Buffer,
+        right: &wgpu::Buffer,
+        operand_bytes: (u64, u64),
+        acc: &wgpu::Buffer,
+        acc_bytes: u64,
+        full: Option<(&wgpu::Buffer, u64)>,
+    ) -> wgpu::BindGroup {
+        let (full, full_bytes) = full.unwrap_or((&self.placeholder, 16));
+        let entries = [
+            self.params.binding(),
+            binding(left, operand_bytes.0),
+            binding(right, operand_bytes.1),
+            binding(acc, acc_bytes),
+            binding(&self.columns, self.columns.size()),
+            binding(&self.offsets, self.offsets.size()),
+            binding(full, full_bytes),
+        ];
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
+            })
             .collect();
-        self.params.write(&self.gpu.queue, &slots);
+        self.gpu
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("gram"),
+                layout: &self.gpu.gram.layout,
+                entries: &entries,
+            })
     }
 
     /// Makes the input buffers hold `bytes` and rebuilds the bind groups if they changed.
@@ -335,38 +594,13 @@ impl GpuStats {
         for (s, sum) in self.sums.iter().enumerate() {
             let (left, right) = match sum {
                 Sum::Gram => (inputs, inputs),
-                Sum::Cross => (inputs, targets),
+                Sum::Cross => (targets, inputs),
                 Sum::TargetGram => (targets, targets),
             };
             for (b, block) in self.blocks.iter().enumerate() {
                 let acc = &self.acc[s * self.blocks.len() + b];
                 let acc_bytes = self.splits as u64 * self.d as u64 * block.cols as u64 * 8;
-                groups.push(
-                    self.gpu
-                        .device
-                        .create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("gram"),
-                            layout: &self.gpu.gram.layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: self.params.binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: binding(left, bytes),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 2,
-                                    resource: binding(right, bytes),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 3,
-                                    resource: binding(acc, acc_bytes),
-                                },
-                            ],
-                        }),
-                );
+                groups.push(self.bind_group(left, right, (bytes, bytes), acc, acc_bytes, None));
             }
         }
         self.bind_groups = groups;
@@ -402,20 +636,6 @@ impl GpuStats {
         Ok(())
     }
 
-    fn check_batch(
-        &self,
-        inputs: &TensorView<'_>,
-        target: &Option<TensorView<'_>>,
-    ) -> Result<usize> {
-        let n = check_stats_batch(
-            &self.unfolding,
-            self.sums.len() > 1,
-            inputs,
-            target.as_ref(),
-        )?;
-        Ok(n)
-    }
-
     fn add_chunk(
         &mut self,
         inputs: &[f32],
@@ -424,6 +644,11 @@ impl GpuStats {
         first_index: usize,
     ) -> Result<()> {
         let gpu = Arc::clone(&self.gpu);
+        let rows = images
+            .checked_mul(self.unfolding.rows_per_image())
+            .ok_or_else(|| Error::Gpu("unfolded rows per chunk overflow usize".into()))?;
+        let rows32 = to_u32(rows, "unfolded rows per chunk")?;
+        let start = Instant::now();
         let inputs_buffer = self.inputs.as_deref().expect("reserved");
         let mut half = self.half_inputs.then_some(&mut self.half_scratch);
         Self::upload(
@@ -437,8 +662,10 @@ impl GpuStats {
         if let (Some(t), Some(buffer)) = (target, self.targets.as_deref()) {
             Self::upload(&gpu.queue, buffer, t, half, "target", first_index)?;
         }
-        let rows = images * self.unfolding.rows_per_image();
-        self.write_params(rows as u32);
+        self.params.write(&gpu.queue, &self.slot_params(rows32));
+        self.phases.upload += start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -447,10 +674,11 @@ impl GpuStats {
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("gram"),
-                timestamp_writes: None,
+                timestamp_writes: self.timer.writes(Phase::Kernel),
             });
-            pass.set_pipeline(&gpu.gram.tile);
+            pass.set_pipeline(&self.pipeline);
             let d = self.d as u32;
+            let tile = self.config.tile();
             for (s, sum) in self.sums.iter().enumerate() {
                 for (b, block) in self.blocks.iter().enumerate() {
                     let slot = s * self.blocks.len() + b;
@@ -461,8 +689,8 @@ impl GpuStats {
                     };
                     pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
                     pass.dispatch_workgroups(
-                        block.cols.div_ceil(TILE),
-                        row_end.div_ceil(TILE),
+                        block.cols.div_ceil(tile),
+                        row_end.div_ceil(tile),
                         self.splits,
                     );
                 }
@@ -473,14 +701,345 @@ impl GpuStats {
         if let Some(previous) = self.in_flight.replace(index) {
             gpu.wait_for(previous, "accumulating statistics")?;
         }
+        self.phases.kernel += start.elapsed().as_secs_f64();
         self.rows += rows;
         Ok(())
     }
+
+    /// Adds the split slices of every (sum, block) into slice 0 (one pass).
+    fn encode_fold(&mut self, encoder: &mut wgpu::CommandEncoder) {
+        if self.splits <= 1 {
+            return;
+        }
+        let gpu = Arc::clone(&self.gpu);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("fold splits"),
+            timestamp_writes: self.timer.writes(Phase::Reduce),
+        });
+        pass.set_pipeline(&gpu.gram.fold);
+        for s in 0..self.sums.len() {
+            for (b, block) in self.blocks.iter().enumerate() {
+                let slot = s * self.blocks.len() + b;
+                pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
+                let (x, y) = gpu.grid((self.d as u32 * block.cols).div_ceil(FLAT_THREADS));
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+    }
+
+    /// Single-block path: full f32 matrices, `C0` and `(AᵀA)·W` on the device, one readback.
+    fn finish_on_device(&mut self, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        let gpu = Arc::clone(&self.gpu);
+        let d = self.d;
+        let m = outputs;
+        let m32 = to_u32(m, "consumer outputs")?;
+        let d32 = d as u32;
+        let start = Instant::now();
+        let storage = wgpu::BufferUsages::STORAGE;
+        let full_bytes = (d * d * 4) as u64;
+        let pair_bytes = (d * m * 8) as u64;
+        // Full f32 matrices of every sum.
+        let mut fulls = Vec::with_capacity(self.sums.len());
+        for _ in &self.sums {
+            fulls.push(gpu.buffer(
+                "statistics (f32)",
+                full_bytes,
+                storage | wgpu::BufferUsages::COPY_SRC,
+            )?);
+        }
+        let w32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
+        let w_buffer = gpu.buffer(
+            "consumer weight",
+            (w32.len() * 4) as u64,
+            storage | wgpu::BufferUsages::COPY_DST,
+        )?;
+        gpu.queue
+            .write_buffer(&w_buffer, 0, bytemuck::cast_slice(&w32));
+        let with_target = self.sums.len() > 1;
+        let products = if with_target { 2 } else { 1 };
+        let mut product_acc = Vec::with_capacity(products);
+        for _ in 0..products {
+            product_acc.push(gpu.buffer(
+                "C0 accumulator",
+                pair_bytes,
+                storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            )?);
+        }
+        // Parameters: the per-sum slots as for a chunk, then the two products (dense, k = D).
+        let bk = self.config.bk;
+        let mut slots = self.slot_params(0);
+        let product = GramParams {
+            rows: d32,
+            out_rows: d32,
+            out_cols: m32,
+            col0: 0,
+            block_cols: m32,
+            splits: 1,
+            rows_per_split: d32.next_multiple_of(bk),
+            symmetric: 0,
+            half_inputs: 0,
+            conv: 0,
+            left_stride: d32,
+            right_stride: m32,
+            ..Default::default()
+        };
+        slots.push(product);
+        slots.push(product);
+        self.params.write(&gpu.queue, &slots);
+        // Bind groups for `to_full` (acc → full) and the products (full · W → pairs).
+        let acc_bytes = self.splits as u64 * (d * d * 8) as u64;
+        let full_groups: Vec<wgpu::BindGroup> = (0..self.sums.len())
+            .map(|s| {
+                self.bind_group(
+                    &self.placeholder,
+                    &self.placeholder,
+                    (16, 16),
+                    &self.acc[s],
+                    acc_bytes,
+                    Some((&fulls[s], full_bytes)),
+                )
+            })
+            .collect();
+        // C0 = X·W: the cross sum (AᵀB, read row-major as Xᵀ) or G itself; then (AᵀA)·W.
+        let x_full = if with_target { &fulls[1] } else { &fulls[0] };
+        let w_bytes = (w32.len() * 4) as u64;
+        let mut product_groups = vec![self.bind_group(
+            x_full,
+            &w_buffer,
+            (full_bytes, w_bytes),
+            &product_acc[0],
+            pair_bytes,
+            None,
+        )];
+        if with_target {
+            product_groups.push(self.bind_group(
+                &fulls[2],
+                &w_buffer,
+                (full_bytes, w_bytes),
+                &product_acc[1],
+                pair_bytes,
+                None,
+            ));
+        }
+
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("statistics finish"),
+            });
+        for acc in &product_acc {
+            encoder.clear_buffer(acc, 0, None);
+        }
+        self.encode_fold(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("full matrices"),
+                timestamp_writes: self.timer.writes(Phase::Reduce),
+            });
+            pass.set_pipeline(&gpu.gram.to_full);
+            for (s, group) in full_groups.iter().enumerate() {
+                pass.set_bind_group(0, group, &[self.params.offset(s)]);
+                let (x, y) = gpu.grid((d32 * d32).div_ceil(FLAT_THREADS));
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("C0 = X·W"),
+                timestamp_writes: self.timer.writes(Phase::Reduce),
+            });
+            pass.set_pipeline(&self.pipeline);
+            let tile = self.config.tile();
+            for (p, group) in product_groups.iter().enumerate() {
+                let slot = self.sums.len() + p;
+                pass.set_bind_group(0, group, &[self.params.offset(slot)]);
+                pass.dispatch_workgroups(m32.div_ceil(tile), d32.div_ceil(tile), 1);
+            }
+        }
+        // One readback: G (f32), the product pairs, the timestamps.
+        let timestamps = self.timer.resolve(&gpu, &mut encoder)?;
+        let stamp_bytes = timestamps.as_ref().map_or(0, |_| self.timer.bytes());
+        let total_bytes = full_bytes + products as u64 * pair_bytes + stamp_bytes;
+        let staging = gpu.buffer(
+            "statistics readback",
+            total_bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        encoder.copy_buffer_to_buffer(&fulls[0], 0, &staging, 0, full_bytes);
+        for (p, acc) in product_acc.iter().enumerate() {
+            let at = full_bytes + p as u64 * pair_bytes;
+            encoder.copy_buffer_to_buffer(acc, 0, &staging, at, pair_bytes);
+        }
+        if let Some(t) = &timestamps {
+            let at = full_bytes + products as u64 * pair_bytes;
+            encoder.copy_buffer_to_buffer(t, 0, &staging, at, stamp_bytes);
+        }
+        self.phases.reduce += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let words = gpu.submit_and_read(
+            encoder,
+            &staging,
+            total_bytes,
+            "reading back the statistics",
+        )?;
+        self.phases.readback += start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
+        let (g_words, rest) = words.split_at(d * d);
+        let mut gram = vec![0.0f64; d * d];
+        gram.par_chunks_mut(d.max(1))
+            .zip(g_words.par_chunks(d.max(1)))
+            .for_each(|(dst, src)| {
+                for (t, &w) in dst.iter_mut().zip(src) {
+                    *t = f32::from_bits(w) as f64;
+                }
+            });
+        let pairs = |p: usize| -> Vec<f64> {
+            rest[p * 2 * d * m..(p + 1) * 2 * d * m]
+                .chunks_exact(2)
+                .map(|w| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64)
+                .collect()
+        };
+        let c0 = pairs(0);
+        let dot = |a: &[f64]| -> f64 { a.iter().zip(weight).map(|(x, y)| x * y).sum() };
+        let total = if with_target {
+            dot(&pairs(1))
+        } else {
+            dot(&c0)
+        };
+        if let Some(_t) = &timestamps {
+            let at = products * 2 * d * m;
+            let (kernel, reduce) = self.timer.seconds(&gpu, &rest[at..]);
+            if self.timer.complete() {
+                self.phases.kernel = kernel;
+                self.phases.reduce = reduce;
+                self.phases.clock = KernelClock::Timestamps;
+            }
+        }
+        self.phases.host += start.elapsed().as_secs_f64();
+        Ok(RawGrams {
+            gram,
+            cross: None,
+            target_gram: None,
+            rows: self.rows,
+            c0: Some(c0),
+            total: Some(total),
+            phases: self.phases,
+        })
+    }
+
+    /// Several column blocks: each sum read back as (hi, lo) pairs into f64, `C0` and `‖AW‖²`
+    /// left to the host.
+    fn finish_blocks(&mut self) -> Result<RawGrams> {
+        let d = self.d;
+        let gpu = Arc::clone(&self.gpu);
+        let start = Instant::now();
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("fold splits"),
+            });
+        self.encode_fold(&mut encoder);
+        gpu.queue.submit([encoder.finish()]);
+        self.phases.reduce += start.elapsed().as_secs_f64();
+        let mut totals: Vec<Vec<f64>> = self.sums.iter().map(|_| vec![0.0; d * d]).collect();
+        let widest = self.blocks.iter().map(|b| b.cols).max().unwrap_or(1) as u64;
+        let staging = gpu.buffer(
+            "statistics readback",
+            d as u64 * widest * 8,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        for (s, total) in totals.iter_mut().enumerate() {
+            for (b, block) in self.blocks.iter().enumerate() {
+                let slot = s * self.blocks.len() + b;
+                let cols = block.cols as usize;
+                let bytes = (d * cols * 8) as u64;
+                let start = Instant::now();
+                let mut encoder =
+                    gpu.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("gram readback"),
+                        });
+                encoder.copy_buffer_to_buffer(&self.acc[slot], 0, &staging, 0, bytes);
+                let words =
+                    gpu.submit_and_read(encoder, &staging, bytes, "reading back the statistics")?;
+                self.phases.readback += start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                let col0 = block.col0 as usize;
+                total
+                    .par_chunks_mut(d)
+                    .zip(words.par_chunks_exact(2 * cols))
+                    .for_each(|(dst, row)| {
+                        for (t, pair) in dst[col0..col0 + cols].iter_mut().zip(row.chunks_exact(2))
+                        {
+                            *t = f32::from_bits(pair[0]) as f64 + f32::from_bits(pair[1]) as f64;
+                        }
+                    });
+                self.phases.host += start.elapsed().as_secs_f64();
+            }
+        }
+        let start = Instant::now();
+        // Symmetric sums hold their upper triangle; the cross sum is AᵀB, the host wants BᵀA.
+        for (sum, total) in self.sums.iter().zip(totals.iter_mut()) {
+            let upper = total.clone();
+            let symmetric = sum.symmetric();
+            total.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
+                for (j, t) in row.iter_mut().enumerate() {
+                    if symmetric {
+                        if j < i {
+                            *t = upper[j * d + i];
+                        }
+                    } else {
+                        *t = upper[j * d + i];
+                    }
+                }
+            });
+        }
+        self.phases.host += start.elapsed().as_secs_f64();
+        let mut totals = totals.into_iter();
+        Ok(RawGrams {
+            gram: totals.next().expect("the Gram sum"),
+            cross: totals.next(),
+            target_gram: totals.next(),
+            rows: self.rows,
+            c0: None,
+            total: None,
+            phases: self.phases,
+        })
+    }
+
+    fn empty(&self) -> RawGrams {
+        let d = self.d;
+        let zeros = || vec![0.0; d * d];
+        let with_target = self.sums.len() > 1;
+        RawGrams {
+            gram: zeros(),
+            cross: with_target.then(zeros),
+            target_gram: with_target.then(zeros),
+            rows: 0,
+            c0: None,
+            total: None,
+            phases: self.phases,
+        }
+    }
+}
+
+fn to_i32(v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| {
+        Error::Gpu(format!(
+            "conv geometry value {v} exceeds the GPU kernels' i32"
+        ))
+    })
 }
 
 impl StatsAccumulator for GpuStats {
     fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()> {
-        let n = self.check_batch(&inputs, &target)?;
+        let n = check_stats_batch(
+            &self.unfolding,
+            self.sums.len() > 1,
+            &inputs,
+            target.as_ref(),
+        )?;
         if n == 0 {
             return Ok(());
         }
@@ -488,11 +1047,13 @@ impl StatsAccumulator for GpuStats {
         gpu.scoped("accumulating statistics", || {
             let image_len = self.unfolding.image_len();
             let value_bytes = if self.half_inputs { 2 } else { 4 };
+            // Chunks are sized from the batch (up to the binding limit), so the u32 checks
+            // apply to what is really uploaded.
             let per_chunk = self.chunk_images.min(n);
             self.reserve_inputs((per_chunk * image_len * value_bytes) as u64)?;
             let mut first = 0;
             while first < n {
-                let count = self.chunk_images.min(n - first);
+                let count = per_chunk.min(n - first);
                 let range = first * image_len..(first + count) * image_len;
                 self.add_chunk(
                     &inputs.data[range.clone()],
@@ -506,79 +1067,37 @@ impl StatsAccumulator for GpuStats {
         })
     }
 
-    fn finish(self: Box<Self>) -> Result<RawGrams> {
-        let d = self.d;
-        let mut totals: Vec<Vec<f64>> = self.sums.iter().map(|_| vec![0.0; d * d]).collect();
-        if self.rows > 0 {
-            let gpu = Arc::clone(&self.gpu);
-            gpu.scoped("reading back the statistics", || {
-                let widest = self.blocks.iter().map(|b| b.cols).max().unwrap_or(1) as u64;
-                let staging = gpu.buffer(
-                    "statistics readback",
-                    d as u64 * widest * 8,
-                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                )?;
-                for (s, total) in totals.iter_mut().enumerate() {
-                    for (b, block) in self.blocks.iter().enumerate() {
-                        let slot = s * self.blocks.len() + b;
-                        let cols = block.cols as usize;
-                        let bytes = (d * cols * 8) as u64;
-                        let mut encoder =
-                            gpu.device
-                                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                                    label: Some("gram readback"),
-                                });
-                        if self.splits > 1 {
-                            let mut pass =
-                                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                                    label: Some("fold splits"),
-                                    timestamp_writes: None,
-                                });
-                            pass.set_pipeline(&gpu.gram.fold);
-                            pass.set_bind_group(
-                                0,
-                                &self.bind_groups[slot],
-                                &[self.params.offset(slot)],
-                            );
-                            let (x, y) = gpu.grid(((d * cols) as u32).div_ceil(FOLD_THREADS));
-                            pass.dispatch_workgroups(x, y, 1);
-                        }
-                        encoder.copy_buffer_to_buffer(&self.acc[slot], 0, &staging, 0, bytes);
-                        let words = gpu.submit_and_read(
-                            encoder,
-                            &staging,
-                            bytes,
-                            "reading back the statistics",
-                        )?;
-                        let col0 = block.col0 as usize;
-                        for (r, row) in words.chunks_exact(2 * cols).enumerate() {
-                            let dst = &mut total[r * d + col0..r * d + col0 + cols];
-                            for (t, pair) in dst.iter_mut().zip(row.chunks_exact(2)) {
-                                *t =
-                                    f32::from_bits(pair[0]) as f64 + f32::from_bits(pair[1]) as f64;
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })?;
+    fn finish(mut self: Box<Self>) -> Result<RawGrams> {
+        if self.rows == 0 {
+            return Ok(self.empty());
         }
-        for (sum, total) in self.sums.iter().zip(totals.iter_mut()) {
-            if sum.symmetric() {
-                for i in 0..d {
-                    for j in 0..i {
-                        total[i * d + j] = total[j * d + i];
-                    }
-                }
-            }
+        let gpu = Arc::clone(&self.gpu);
+        gpu.scoped("reading back the statistics", || self.finish_blocks())
+    }
+
+    fn finish_with_weight(mut self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        if self.rows == 0 {
+            return Ok(self.empty());
         }
-        let mut totals = totals.into_iter();
-        let gram = totals.next().expect("the Gram sum");
-        Ok(RawGrams {
-            gram,
-            cross: totals.next(),
-            target_gram: totals.next(),
-            rows: self.rows,
-        })
+        if weight.len() != self.d * outputs {
+            return Err(Error::Shape(format!(
+                "consumer weight has {} values, expected D × m = {} × {outputs}",
+                weight.len(),
+                self.d
+            )));
+        }
+        let gpu = Arc::clone(&self.gpu);
+        let full_bytes = (self.d * self.d * 4) as u64;
+        let on_device = self.blocks.len() == 1
+            && full_bytes <= gpu.max_binding()
+            && (self.d * outputs * 8) as u64 <= gpu.max_binding()
+            && outputs > 0;
+        if on_device {
+            gpu.scoped("finishing the statistics", || {
+                self.finish_on_device(weight, outputs)
+            })
+        } else {
+            gpu.scoped("reading back the statistics", || self.finish_blocks())
+        }
     }
 }

@@ -18,6 +18,9 @@ mod downdate;
 mod gains;
 mod gram;
 mod greedy;
+mod timing;
+
+pub use gram::{GramParams, TileConfig};
 
 use std::num::NonZeroU64;
 use std::ops::Deref;
@@ -52,6 +55,7 @@ pub struct GpuBackend {
     gpu: Arc<Gpu>,
     half_inputs: bool,
     max_block_bytes: u64,
+    tile_config: TileConfig,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for GpuBackend {
             .field("adapter", &self.adapter_name())
             .field("half_inputs", &self.half_inputs)
             .field("max_block_bytes", &self.max_block_bytes)
+            .field("tile_config", &self.tile_config)
             .finish()
     }
 }
@@ -93,6 +98,8 @@ impl GpuBackend {
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("subprune"),
+            // Timestamp queries time the statistics' phases where the adapter has them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: requested_limits(&adapter.limits()),
             ..Default::default()
         }))
@@ -143,13 +150,19 @@ impl GpuBackend {
         let limits = device.limits();
         check_limits(&limits, &info.name)?;
         let scope = ErrorScopes::push(&device);
-        let gram = gram::GramKernels::new(&device);
+        let gram = gram::GramKernels::new(&device, checked_shaders());
         let gains = gains::GainsKernels::new(&device);
         let downdate = downdate::DowndateKernels::new(&device);
         scope.pop(&format!("compiling the compute pipelines on {}", info.name))?;
         let max_block_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
+        let tile_config = TileConfig::default_for(&limits).ok_or_else(|| {
+            Error::Gpu(format!(
+                "adapter {}: no tile configuration fits its limits (workgroup memory {} bytes)",
+                info.name, limits.max_compute_workgroup_storage_size
+            ))
+        })?;
         let gpu = Gpu {
             device,
             queue,
@@ -166,6 +179,7 @@ impl GpuBackend {
             gpu: Arc::new(gpu),
             half_inputs: false,
             max_block_bytes,
+            tile_config,
         })
     }
 
@@ -223,6 +237,43 @@ impl GpuBackend {
         self.max_block_bytes
     }
 
+    /// Uses `config` for the statistics kernels, or an error when the device's limits do not
+    /// allow it.
+    pub fn with_tile_config(mut self, config: TileConfig) -> Result<Self> {
+        if !config.fits(&self.gpu.limits) {
+            return Err(Error::InvalidArgument(format!(
+                "{config} does not fit the limits of {} (workgroup memory {} of {} bytes)",
+                self.gpu.info.name,
+                config.workgroup_bytes(),
+                self.gpu.limits.max_compute_workgroup_storage_size
+            )));
+        }
+        self.tile_config = config;
+        Ok(self)
+    }
+
+    /// The tile configuration of the statistics kernels.
+    pub fn tile_config(&self) -> TileConfig {
+        self.tile_config
+    }
+
+    /// The tile configurations this device's limits allow, in [`TileConfig::ALL`]'s order.
+    pub fn supported_tile_configs(&self) -> Vec<TileConfig> {
+        TileConfig::ALL
+            .into_iter()
+            .filter(|c| c.fits(&self.gpu.limits))
+            .collect()
+    }
+
+    /// A key naming the adapter and its driver, for caches of per-adapter choices.
+    pub fn adapter_key(&self) -> String {
+        let i = &self.gpu.info;
+        format!(
+            "{} | {:?} | {} | {}",
+            i.name, i.backend, i.driver, i.driver_info
+        )
+    }
+
     /// Frees the buffers kept for reuse across layers.
     pub fn release_cached_buffers(&self) {
         self.gpu.lock_pool().clear();
@@ -241,6 +292,7 @@ impl Backend for GpuBackend {
                 spec,
                 self.half_inputs,
                 self.max_block_bytes,
+                self.tile_config,
             )
         })?;
         Ok(Box::new(stats))
@@ -543,6 +595,13 @@ impl Gpu {
     }
 
     /// Largest workgroup count along one dispatch dimension.
+    /// The largest storage binding (and buffer) the device allows, in bytes.
+    fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     fn max_groups(&self) -> u32 {
         self.limits.max_compute_workgroups_per_dimension
     }
@@ -657,6 +716,39 @@ fn bind_group_layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu
         label: Some(label),
         entries: &entries,
     })
+}
+
+/// Environment variable that keeps wgpu's shader runtime checks on in a release build.
+pub const CHECKED_SHADERS_ENV: &str = "SUBPRUNE_CHECKED_SHADERS";
+
+/// Whether the statistics kernels keep wgpu's runtime bounds checks: always in debug and test
+/// builds (the tests run the checked kernels on awkward sizes), and in release builds when
+/// `SUBPRUNE_CHECKED_SHADERS=1`.
+fn checked_shaders() -> bool {
+    cfg!(debug_assertions) || std::env::var(CHECKED_SHADERS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// A shader module, with wgpu's runtime bounds checks unless `checked` is false.
+fn shader_module(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    checked: bool,
+) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: only gram.wgsl is compiled this way. Every storage access in it is guarded by
+        // explicit comparisons with the sizes the host bound (rows of the chunk, columns of the
+        // result and block, table lengths), every workgroup index stays below the declared
+        // array sizes for each valid `TileConfig`, and the kernels are tested against the CPU
+        // backend on sizes that are not multiples of the tile with the checks on.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    }
 }
 
 /// Compiles the entry points of one shader file against one bind-group layout.
