@@ -2,7 +2,7 @@
 //!
 //! Data-efficient structured pruning of convolutional networks by weakly submodular greedy channel
 //! selection with optimal reweighting of the next layer (El Halabi, Srinivas, Lacoste-Julien,
-//! NeurIPS 2022). See `ALGORITHM.md` in the project's shared folder for the method.
+//! NeurIPS 2022). See `docs/ALGORITHM.md` in the repository for the method.
 //!
 //! Data flows one way: consumer inputs → [`stats`] (Gram statistics, on a [`Backend`]) →
 //! [`greedy`] (selection order, error curve) → [`greedy::reweight`] (new consumer weights).
@@ -27,15 +27,18 @@ pub mod error;
 pub mod greedy;
 pub mod linalg;
 pub mod npy;
+pub mod plan;
 pub mod rng;
 pub mod stats;
 pub mod tensor;
+pub mod validate;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::gpu::GpuBackend;
 pub use backend::{Backend, DEFAULT_DEPENDENCE_TOL};
 pub use error::{Error, Result};
 pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted, Stage};
+pub use plan::{GreedyForm, Plan};
 pub use stats::{Consumer, ConvOptions, LayerProblem, LayerStats};
 pub use tensor::{Tensor, TensorView};
 
@@ -77,6 +80,7 @@ pub fn layer_stats_with_progress(
     if n == 0 {
         return Err(Error::Shape("inputs hold no images (N = 0)".into()));
     }
+    unfolding.total_rows(n)?;
     if let Some(t) = &target {
         if t.shape != inputs.shape {
             return Err(Error::Shape(format!(
@@ -116,7 +120,25 @@ pub fn layer_stats_with_progress(
         first += count;
         progress(greedy::Stage::Statistics, first, n);
     }
-    LayerStats::from_raw(problem, acc.finish()?)
+    LayerStats::from_raw(problem, acc.finish()?).map_err(|e| match e {
+        Error::NonFiniteStatistics {
+            tensor,
+            detail,
+            hint,
+        } => {
+            let largest = |t: &TensorView<'_>| t.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let mut detail = format!("{detail}; largest |value| in inputs {:e}", largest(&inputs));
+            if let Some(t) = &target {
+                detail.push_str(&format!(", in target {:e}", largest(t)));
+            }
+            Error::NonFiniteStatistics {
+                tensor,
+                detail,
+                hint,
+            }
+        }
+        e => e,
+    })
 }
 
 /// How many channels to keep.
@@ -160,6 +182,25 @@ pub struct SelectOptions {
     pub batch_images: usize,
 }
 
+impl SelectOptions {
+    /// Checks every option against a layer of `channels` channels, before any work: the budget,
+    /// the dependence tolerance, the batch size. Returns the number of channels to keep.
+    pub fn check(&self, channels: usize) -> Result<usize> {
+        if !(0.0..1.0).contains(&self.dependence_tol) {
+            return Err(Error::InvalidArgument(format!(
+                "dependence tolerance {} must be in [0, 1)",
+                self.dependence_tol
+            )));
+        }
+        if self.batch_images == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be ≥ 1 image".into(),
+            ));
+        }
+        self.budget.resolve(channels)
+    }
+}
+
 impl Default for SelectOptions {
     fn default() -> Self {
         Self {
@@ -194,7 +235,7 @@ pub fn select(
     options: &SelectOptions,
     progress: greedy::Progress<'_>,
 ) -> Result<Selection> {
-    let k = options.budget.resolve(problem.layout().channels)?;
+    let k = options.check(problem.layout().channels)?;
     let stats = layer_stats_with_progress(
         backend,
         problem,
