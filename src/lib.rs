@@ -22,6 +22,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod dataform;
 pub mod demo;
 pub mod error;
 pub mod greedy;
@@ -223,6 +224,8 @@ pub struct Selection {
     pub relative_error: f64,
     /// The new consumer weight, in the original layout with only the kept input channels.
     pub weight: Tensor,
+    /// The form of the greedy that ran ([`Plan::choose_form`]).
+    pub form: GreedyForm,
 }
 
 /// Selects the channels to keep for one layer and computes the new consumer weight: statistics,
@@ -236,6 +239,26 @@ pub fn select(
     progress: greedy::Progress<'_>,
 ) -> Result<Selection> {
     let k = options.check(problem.layout().channels)?;
+    let images = problem.unfolding.check_batch(&inputs, "inputs")?;
+    let rows = problem.unfolding.total_rows(images)?;
+    if Plan::choose_form(rows, problem.layout().columns()) == GreedyForm::Data {
+        // Fewer rows than columns: the n × D data are smaller than the D × D statistics.
+        let run =
+            dataform::run_greedy_data(problem, inputs, target, options.dependence_tol, progress)?;
+        let kept = run.kept(k);
+        // The kept channels' statistics, renumbered 0 .. |S| in kept order.
+        let sub = dataform::kept_stats(problem, inputs, target, &kept)?;
+        let all: Vec<usize> = (0..kept.len()).collect();
+        let (rows, relative_error) = kept_weights(&sub, &all, options)?;
+        let weight = problem.weight_tensor(&kept, &rows);
+        return Ok(Selection {
+            run,
+            kept,
+            relative_error,
+            weight,
+            form: GreedyForm::Data,
+        });
+    }
     let stats = layer_stats_with_progress(
         backend,
         problem,
@@ -257,22 +280,33 @@ pub fn select_from_run(
     options: &SelectOptions,
 ) -> Result<Selection> {
     let kept = run.kept(k);
-    let (rows, relative_error) = if options.reweight {
-        let r = reweight(stats, &kept, options.dependence_tol)?;
-        (r.weight, r.relative_error)
-    } else {
-        let (ks, m) = (stats.layout.group, stats.outputs);
-        let rows = kept
-            .iter()
-            .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())
-            .collect();
-        (rows, error_without_reweight(stats, &kept)?)
-    };
+    let (rows, relative_error) = kept_weights(stats, &kept, options)?;
     let weight = problem.weight_tensor(&kept, &rows);
     Ok(Selection {
         run,
         kept,
         relative_error,
         weight,
+        form: GreedyForm::Gram,
     })
+}
+
+/// The new weight rows of the kept channels (in `kept` order) and the relative error they leave:
+/// the least-squares ones, or the original ones without reweighting.
+fn kept_weights(
+    stats: &LayerStats,
+    kept: &[usize],
+    options: &SelectOptions,
+) -> Result<(Vec<f64>, f64)> {
+    if options.reweight {
+        let r = reweight(stats, kept, options.dependence_tol)?;
+        Ok((r.weight, r.relative_error))
+    } else {
+        let (ks, m) = (stats.layout.group, stats.outputs);
+        let rows = kept
+            .iter()
+            .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())
+            .collect();
+        Ok((rows, error_without_reweight(stats, kept)?))
+    }
 }

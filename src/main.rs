@@ -359,6 +359,10 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             "kept": sel.kept,
             "error_curve": sel.run.error_curve,
             "relative_error": sel.relative_error,
+            "greedy_form": match sel.form {
+                subprune::GreedyForm::Gram => "gram",
+                subprune::GreedyForm::Data => "data",
+            },
         });
         println!("{out}");
     } else {

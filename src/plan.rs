@@ -112,8 +112,11 @@ impl Plan {
     /// The data form when there are fewer unfolded rows than columns (its state is `n × D`
     /// instead of `D × D`), else the Gram form.
     pub fn choose_form(rows: usize, columns: usize) -> GreedyForm {
-        let _ = (rows, columns);
-        GreedyForm::Gram
+        if rows < columns {
+            GreedyForm::Data
+        } else {
+            GreedyForm::Gram
+        }
     }
 
     /// Peak bytes of a form's working state.

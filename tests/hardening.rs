@@ -276,6 +276,34 @@ fn memory_beyond_the_limit_is_refused_before_allocating() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+#[test]
+fn few_rows_run_the_data_form_in_n_by_d_memory() {
+    // Conv → Flatten → Linear over 32 × 7 × 7 maps: D = 1568 columns, 8 rows. The Gram form
+    // would need 24·D² ≈ 56 MiB; the data form's n·D state fits in 4 MiB.
+    let mut rng = Rng::new(15);
+    let dir = temp_dir("data-form");
+    let x = write(&dir, "x.npy", &random(&mut rng, &[8, 32, 7, 7], 1.0));
+    let w = write(&dir, "w.npy", &random(&mut rng, &[10, 32 * 49], 1.0));
+    let out = subprune(&[
+        "select",
+        "--inputs",
+        &x,
+        "--weight",
+        &w,
+        "--memory-limit",
+        "4M",
+        "--json",
+        "--keep",
+        "4",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("greedy in data form"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["greedy_form"], "data");
+    assert_eq!(json["kept"].as_array().unwrap().len(), 4);
+}
+
 // Item 6: every argument and path checked before any work.
 #[test]
 fn bad_arguments_are_refused_before_any_work() {
