@@ -314,8 +314,8 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let target = args.target.as_ref().map(npy::read_f32).transpose()?;
     let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv))
         .with_context(|| format!("{} with {}", args.inputs.display(), args.weight.display()))?;
-    options.check(problem.layout().channels)?;
-    let plan = subprune::Plan::new(&problem, inputs.shape[0], target.is_some())
+    let kept = options.check(problem.layout().channels)?;
+    let plan = subprune::Plan::new(&problem, inputs.shape[0], target.is_some(), kept)
         .with_context(|| args.inputs.display().to_string())?;
     plan.check_memory(memory_limit)?;
     eprintln!("{}", plan.summary());

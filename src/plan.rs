@@ -56,9 +56,15 @@ pub struct Plan {
 const CHUNK_ROWS: u64 = 2048;
 
 impl Plan {
-    /// The plan for `problem` on `images` images, with or without a separate target. Fails when
-    /// there are no images or a size overflows. The form is chosen by [`Plan::choose_form`].
-    pub fn new(problem: &LayerProblem, images: usize, with_target: bool) -> Result<Self> {
+    /// The plan for `problem` on `images` images, with or without a separate target, keeping
+    /// `kept` channels. Fails when there are no images or a size overflows. The form is chosen by
+    /// [`Plan::choose_form`].
+    pub fn new(
+        problem: &LayerProblem,
+        images: usize,
+        with_target: bool,
+        kept: usize,
+    ) -> Result<Self> {
         if images == 0 {
             return Err(Error::Shape("inputs hold no images (N = 0)".into()));
         }
@@ -90,7 +96,8 @@ impl Plan {
                     + 2.0 * d * d * m / ks.max(1.0),
             ),
         };
-        let memory_bytes = Self::memory(form, rows, columns, outputs, layout.group, with_target)
+        let kept_columns = kept.min(layout.channels).saturating_mul(layout.group);
+        let memory_bytes = Self::memory(form, rows, columns, outputs, kept_columns, with_target)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "the statistics of {columns} columns are too large for this machine"
@@ -125,10 +132,15 @@ impl Plan {
         rows: usize,
         columns: usize,
         outputs: usize,
-        group: usize,
+        kept_columns: usize,
         with_target: bool,
     ) -> Option<u64> {
-        let (n, d, m, ks) = (rows as u64, columns as u64, outputs as u64, group as u64);
+        let (n, d, m, s) = (
+            rows as u64,
+            columns as u64,
+            outputs as u64,
+            kept_columns as u64,
+        );
         let dd = d.checked_mul(d)?;
         let dm = d.checked_mul(m)?;
         match form {
@@ -142,20 +154,25 @@ impl Plan {
                 let greedy = dd.checked_mul(24)?;
                 let small = dm
                     .checked_mul(8 * 4)?
+                    .checked_add(s.checked_mul(s)?.checked_mul(8)?)?
                     .checked_add(CHUNK_ROWS.checked_mul(d)?.checked_mul(8)?)?
                     .checked_add(d.checked_mul(128 * 8)?)?;
                 stats.max(greedy).checked_add(small)
             }
             GreedyForm::Data => {
                 // The orthogonalised columns (n × D, f64), the residual correlation and W (D × m),
-                // AW (n × m), the diagonal blocks (D × ks), and the final kept-block solve
-                // (at most (n + ks)² entries of G[S,S]: past n columns every channel is dependent).
+                // AW (n × m); then, for the reweighting, the kept columns (n × s, twice), G[S,S]
+                // and its factor (s × s each, s = kept columns).
                 let nd = n.checked_mul(d)?.checked_mul(8)?;
-                let kept = n.checked_add(ks)?.min(d);
-                nd.checked_add(dm.checked_mul(8 * 3)?)?
-                    .checked_add(n.checked_mul(m)?.checked_mul(8 * 2)?)?
-                    .checked_add(d.checked_mul(ks)?.checked_mul(8 * 2)?)?
-                    .checked_add(kept.checked_mul(kept)?.checked_mul(8 * 2)?)
+                let greedy = nd
+                    .checked_add(dm.checked_mul(8 * 3)?)?
+                    .checked_add(n.checked_mul(m)?.checked_mul(8 * 2)?)?;
+                let solve = n
+                    .checked_mul(s)?
+                    .checked_mul(8 * 2)?
+                    .checked_add(s.checked_mul(s)?.checked_mul(8 * 2)?)?
+                    .checked_add(dm.checked_mul(8 * 2)?)?;
+                Some(greedy.max(solve))
             }
         }
     }

@@ -222,7 +222,7 @@ fn size_overflow_is_an_error_not_a_wrap() {
     let weight = random(&mut rng, &[2, 3, 1, 1], 1.0);
     let shape = [usize::MAX / 8, 3, 4, 4];
     let problem = subprune::LayerProblem::new(&shape, weight.view(), None).unwrap();
-    let err = subprune::Plan::new(&problem, shape[0], false).unwrap_err();
+    let err = subprune::Plan::new(&problem, shape[0], false, 1).unwrap_err();
     assert!(err.to_string().contains("too large"), "{err}");
     assert!(subprune::Tensor::new(vec![usize::MAX, 2], vec![]).is_err());
 }
