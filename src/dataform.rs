@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::greedy::{GreedyRun, Progress, Stage};
 use crate::linalg::{cholesky_dropping, forward_solve};
-use crate::stats::{matmul_f64, LayerProblem, LayerStats};
+use crate::stats::{matmul_f64, LayerProblem};
 use crate::tensor::TensorView;
 
 /// Unfolded rows converted per chunk.
@@ -265,23 +265,32 @@ pub fn run_greedy_data(
     Ok(run)
 }
 
-/// The statistics of the sub-problem made of the `kept` channels only (sorted), from the data:
-/// `G[S,S]`, `C0[S,:]`, `‖AW‖²` and `W[S,:]`, with the channels renumbered `0 .. kept.len()`.
-/// The reweighting and the no-reweighting error then run on it unchanged.
-pub fn kept_stats(
+/// The new weight rows of the `kept` channels (sorted; rows in that order, `(|S|·ks) × m`) and
+/// the relative error they leave, from the data in `O(n·|S|·ks)` memory: with `reweight`, the
+/// least-squares weights by Gram–Schmidt on the kept columns in order, a column under the
+/// dependence tolerance getting zero weights (as the Gram form's Cholesky with dropped columns
+/// does); without, the original rows and `‖AW − B_S W_S‖² / ‖AW‖²`.
+pub fn kept_weights(
     problem: &LayerProblem,
     inputs: TensorView<'_>,
     target: Option<TensorView<'_>>,
     kept: &[usize],
-) -> Result<LayerStats> {
+    reweight: bool,
+    dependence_tol: f64,
+) -> Result<(Vec<f64>, f64)> {
     let n = check(problem, &inputs, target.as_ref())?;
     let layout = problem.layout();
     let (d, ks, m) = (layout.columns(), layout.group, problem.outputs);
+    if let Some(&bad) = kept.iter().find(|&&c| c >= layout.channels) {
+        return Err(Error::InvalidArgument(format!(
+            "channel {bad} is out of range (the layer has {})",
+            layout.channels
+        )));
+    }
     let cols: Vec<usize> = kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect();
     let s = cols.len();
-    // Gather the kept columns row by row, a chunk of rows at a time.
-    let mut b_kept = vec![0.0f64; n * s]; // row-major n × s
-    let mut aw = vec![0.0f64; n * m];
+    // The kept columns, column-major n × s.
+    let mut b_kept = vec![0.0f64; n * s];
     {
         let mut scratch = vec![0.0f32; CHUNK_ROWS * d];
         let mut first = 0;
@@ -291,37 +300,108 @@ pub fn kept_stats(
             problem.unfolding.unfold_rows(inputs.data, first, chunk);
             for (r, row) in chunk.chunks_exact(d).enumerate() {
                 for (j, &c) in cols.iter().enumerate() {
-                    b_kept[(first + r) * s + j] = row[c] as f64;
+                    b_kept[j * n + first + r] = row[c] as f64;
                 }
             }
             first += count;
         }
     }
+    let mut aw = vec![0.0f64; n * m];
     unfold(problem, target.unwrap_or(inputs), n, None, Some(&mut aw));
-    // G[S,S] = B_Sᵀ B_S and C0[S,:] = B_Sᵀ AW: transpose once, then two products.
-    let mut bt = vec![0.0f64; s * n];
-    for r in 0..n {
-        for j in 0..s {
-            bt[j * n + r] = b_kept[r * s + j];
+    let total: f64 = aw.iter().map(|v| v * v).sum();
+    let relative = |residual2: f64| {
+        if total > 0.0 {
+            (residual2 / total).clamp(0.0, 1.0)
+        } else {
+            0.0
         }
-    }
-    let gram = matmul_f64(&bt, &b_kept, s, n, s);
-    let c0 = matmul_f64(&bt, &aw, s, n, m);
-    let total = aw.iter().map(|v| v * v).sum();
-    let weight = cols
+    };
+    let w_kept: Vec<f64> = cols
         .iter()
         .flat_map(|&c| problem.weight[c * m..(c + 1) * m].iter().copied())
         .collect();
-    Ok(LayerStats {
-        layout: crate::stats::ChannelLayout {
-            channels: kept.len(),
-            group: ks,
-        },
-        outputs: m,
-        gram,
-        c0,
-        total,
-        weight,
-        rows: n,
-    })
+    if !reweight {
+        // AW − B_S W_S, row by row.
+        let mut residual2 = 0.0;
+        let mut row = vec![0.0f64; m];
+        for r in 0..n {
+            row.copy_from_slice(&aw[r * m..(r + 1) * m]);
+            for j in 0..s {
+                let b = b_kept[j * n + r];
+                if b != 0.0 {
+                    row.iter_mut()
+                        .zip(&w_kept[j * m..(j + 1) * m])
+                        .for_each(|(x, w)| *x -= b * w);
+                }
+            }
+            residual2 += row.iter().map(|v| v * v).sum::<f64>();
+        }
+        // Not clamped to 1: the original rows can do worse than keeping nothing.
+        let error = if total > 0.0 { residual2 / total } else { 0.0 };
+        return Ok((w_kept, error));
+    }
+    // Gram–Schmidt (twice) in kept order: B_k = Q R with R upper triangular on the kept
+    // (independent) columns; W~_k = R⁻¹ Qᵀ AW, dropped columns zero.
+    let mut q: Vec<f64> = Vec::new(); // column-major n × r
+    let mut r_cols: Vec<Vec<f64>> = Vec::new(); // column j of R: coefficients on q_0..q_r
+    let mut basis_of: Vec<Option<usize>> = vec![None; s];
+    for j in 0..s {
+        let col = &b_kept[j * n..(j + 1) * n];
+        let reference: f64 = col.iter().map(|v| v * v).sum();
+        let mut v = col.to_vec();
+        let basis = q.len() / n;
+        let mut coef = vec![0.0f64; basis + 1];
+        for _ in 0..2 {
+            for (i, qi) in q.chunks_exact(n).enumerate() {
+                let dot: f64 = qi.iter().zip(&v).map(|(a, b)| a * b).sum();
+                coef[i] += dot;
+                v.iter_mut().zip(qi).for_each(|(x, y)| *x -= dot * y);
+            }
+        }
+        let pivot: f64 = v.iter().map(|x| x * x).sum();
+        if pivot > dependence_tol * reference && pivot > 0.0 && pivot.is_finite() {
+            let norm = pivot.sqrt();
+            coef[basis] = norm;
+            q.extend(v.iter().map(|x| x / norm));
+            r_cols.push(coef);
+            basis_of[j] = Some(basis);
+        }
+    }
+    let r = q.len() / n;
+    // Z = Qᵀ AW (r × m); explained = ‖Z‖².
+    let mut z = vec![0.0f64; r * m];
+    for (i, qi) in q.chunks_exact(n).enumerate() {
+        for (row, &qv) in qi.iter().enumerate() {
+            z[i * m..(i + 1) * m]
+                .iter_mut()
+                .zip(&aw[row * m..(row + 1) * m])
+                .for_each(|(a, b)| *a += qv * b);
+        }
+    }
+    let explained: f64 = z.iter().map(|v| v * v).sum();
+    // Back substitution R x = Z over the kept columns (r_cols[k] is column k of R).
+    let mut x = vec![0.0f64; r * m];
+    for k in (0..r).rev() {
+        let mut rhs = z[k * m..(k + 1) * m].to_vec();
+        for (l, col) in r_cols.iter().enumerate().skip(k + 1) {
+            let coef = col[k];
+            if coef != 0.0 {
+                rhs.iter_mut()
+                    .zip(&x[l * m..(l + 1) * m])
+                    .for_each(|(a, b)| *a -= coef * b);
+            }
+        }
+        let diag = r_cols[k][k];
+        x[k * m..(k + 1) * m]
+            .iter_mut()
+            .zip(&rhs)
+            .for_each(|(a, b)| *a = b / diag);
+    }
+    let mut weight = vec![0.0f64; s * m];
+    for (j, b) in basis_of.iter().enumerate() {
+        if let Some(k) = b {
+            weight[j * m..(j + 1) * m].copy_from_slice(&x[k * m..(k + 1) * m]);
+        }
+    }
+    Ok((weight, relative(total - explained)))
 }

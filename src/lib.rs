@@ -246,10 +246,14 @@ pub fn select(
         let run =
             dataform::run_greedy_data(problem, inputs, target, options.dependence_tol, progress)?;
         let kept = run.kept(k);
-        // The kept channels' statistics, renumbered 0 .. |S| in kept order.
-        let sub = dataform::kept_stats(problem, inputs, target, &kept)?;
-        let all: Vec<usize> = (0..kept.len()).collect();
-        let (rows, relative_error) = kept_weights(&sub, &all, options)?;
+        let (rows, relative_error) = dataform::kept_weights(
+            problem,
+            inputs,
+            target,
+            &kept,
+            options.reweight,
+            options.dependence_tol,
+        )?;
         let weight = problem.weight_tensor(&kept, &rows);
         return Ok(Selection {
             run,

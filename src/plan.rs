@@ -161,16 +161,20 @@ impl Plan {
             }
             GreedyForm::Data => {
                 // The orthogonalised columns (n × D, f64), the residual correlation and W (D × m),
-                // AW (n × m); then, for the reweighting, the kept columns (n × s, twice), G[S,S]
-                // and its factor (s × s each, s = kept columns).
+                // AW (n × m); then, for the reweighting, the kept columns (n × s) and their
+                // orthonormal basis (n × at most n), the triangular factor and AW again.
                 let nd = n.checked_mul(d)?.checked_mul(8)?;
                 let greedy = nd
                     .checked_add(dm.checked_mul(8 * 3)?)?
                     .checked_add(n.checked_mul(m)?.checked_mul(8 * 2)?)?;
+                let basis = n.min(s);
                 let solve = n
                     .checked_mul(s)?
-                    .checked_mul(8 * 2)?
-                    .checked_add(s.checked_mul(s)?.checked_mul(8 * 2)?)?
+                    .checked_add(n.checked_mul(basis)?)?
+                    .checked_add(basis.checked_mul(basis)?)?
+                    .checked_add(s.checked_mul(m)?.checked_mul(2)?)?
+                    .checked_add(n.checked_mul(m)?)?
+                    .checked_mul(8)?
                     .checked_add(dm.checked_mul(8 * 2)?)?;
                 Some(greedy.max(solve))
             }

@@ -109,7 +109,39 @@ fn compare(what: &str, x: &Tensor, w: &Tensor, target: Option<&Tensor>, conv: Op
         sel.relative_error,
         reweighted.relative_error
     );
-    assert_eq!(sel.weight.shape[1] % k, 0, "{what}");
+    // The data form's weights are the f64 reweighting's (dropped columns zero in both).
+    let want = problem.weight_tensor(&sel.kept, &reweighted.weight);
+    assert_eq!(sel.weight.shape, want.shape, "{what}");
+    let scale = want
+        .data
+        .iter()
+        .fold(0.0f32, |a, v| a.max(v.abs()))
+        .max(1e-30);
+    for (got, w) in sel.weight.data.iter().zip(&want.data) {
+        assert!(
+            (got - w).abs() <= 1e-4 * scale,
+            "{what}: weight {got} vs {w}"
+        );
+    }
+    // Without reweighting: the original rows and their error.
+    let plain = subprune::select(
+        &CpuBackend::new(),
+        &problem,
+        x.view(),
+        target.map(|t| t.view()),
+        &subprune::SelectOptions {
+            reweight: false,
+            ..options
+        },
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let want = subprune::error_without_reweight(&stats, &plain.kept).unwrap();
+    assert!(
+        (plain.relative_error - want).abs() <= 1e-9 * want.max(1.0),
+        "{what}: no-reweight error {} vs {want}",
+        plain.relative_error
+    );
 }
 
 #[test]
