@@ -60,6 +60,33 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Finite inputs whose statistics (Gram sums, `C0`, `‖AW‖²`) are not finite: the values are
+    /// too large for the precision the sums are accumulated in.
+    #[error("{tensor} is not finite ({detail}); {hint}")]
+    NonFiniteStatistics {
+        /// Which statistic (e.g. `BᵀB of inputs`).
+        tensor: String,
+        /// Where, and the largest input magnitude.
+        detail: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The work needs more memory than is available (or than the caller allowed).
+    #[error(
+        "{what} needs about {needed} but only {available} is available{source_note}",
+        needed = crate::plan::human_bytes(*needed),
+        available = crate::plan::human_bytes(*available)
+    )]
+    Memory {
+        /// What needs the memory.
+        what: String,
+        /// Bytes needed (an estimate).
+        needed: u64,
+        /// Bytes available (free memory, or the caller's limit).
+        available: u64,
+        /// Where the limit comes from and what to do.
+        source_note: String,
+    },
 }
 
 /// Shorthand for results of this crate.

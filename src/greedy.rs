@@ -1,4 +1,4 @@
-//! The greedy selection (ALGORITHM.md §2), driven on the host: the backend scores every candidate
+//! The greedy selection (`docs/ALGORITHM.md` §2), driven on the host: the backend scores every candidate
 //! and downdates its state, the host picks the argmax and records the order, the gains and the
 //! error curve. Then the reweighting solve `W~ = G[S,S]⁻¹ C0[S,:]` in f64.
 

@@ -2,7 +2,7 @@
 //!
 //! Data-efficient structured pruning of convolutional networks by weakly submodular greedy channel
 //! selection with optimal reweighting of the next layer (El Halabi, Srinivas, Lacoste-Julien,
-//! NeurIPS 2022). See `ALGORITHM.md` in the project's shared folder for the method.
+//! NeurIPS 2022). See `docs/ALGORITHM.md` in the repository for the method.
 //!
 //! Data flows one way: consumer inputs → [`stats`] (Gram statistics, on a [`Backend`]) →
 //! [`greedy`] (selection order, error curve) → [`greedy::reweight`] (new consumer weights).
@@ -23,6 +23,7 @@
 pub mod analysis;
 pub mod backend;
 pub mod bench;
+pub mod dataform;
 pub mod demo;
 pub mod error;
 pub mod exec;
@@ -31,15 +32,18 @@ pub mod ir;
 pub mod linalg;
 pub mod npy;
 pub mod onnx;
+pub mod plan;
 pub mod rng;
 pub mod stats;
 pub mod tensor;
+pub mod validate;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::gpu::GpuBackend;
 pub use backend::{Backend, DEFAULT_DEPENDENCE_TOL};
 pub use error::{Error, Result};
 pub use greedy::{error_without_reweight, reweight, run_greedy, GreedyRun, Reweighted, Stage};
+pub use plan::{GreedyForm, Plan};
 pub use stats::{Consumer, ConvOptions, LayerProblem, LayerStats};
 pub use tensor::{Tensor, TensorView};
 
@@ -81,6 +85,7 @@ pub fn layer_stats_with_progress(
     if n == 0 {
         return Err(Error::Shape("inputs hold no images (N = 0)".into()));
     }
+    unfolding.total_rows(n)?;
     if let Some(t) = &target {
         if t.shape != inputs.shape {
             return Err(Error::Shape(format!(
@@ -124,6 +129,25 @@ pub fn layer_stats_with_progress(
         problem,
         acc.finish_with_weight(&problem.weight, problem.outputs)?,
     )
+    .map_err(|e| match e {
+        Error::NonFiniteStatistics {
+            tensor,
+            detail,
+            hint,
+        } => {
+            let largest = |t: &TensorView<'_>| t.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let mut detail = format!("{detail}; largest |value| in inputs {:e}", largest(&inputs));
+            if let Some(t) = &target {
+                detail.push_str(&format!(", in target {:e}", largest(t)));
+            }
+            Error::NonFiniteStatistics {
+                tensor,
+                detail,
+                hint,
+            }
+        }
+        e => e,
+    })
 }
 
 /// How many channels to keep.
@@ -167,6 +191,25 @@ pub struct SelectOptions {
     pub batch_images: usize,
 }
 
+impl SelectOptions {
+    /// Checks every option against a layer of `channels` channels, before any work: the budget,
+    /// the dependence tolerance, the batch size. Returns the number of channels to keep.
+    pub fn check(&self, channels: usize) -> Result<usize> {
+        if !(0.0..1.0).contains(&self.dependence_tol) {
+            return Err(Error::InvalidArgument(format!(
+                "dependence tolerance {} must be in [0, 1)",
+                self.dependence_tol
+            )));
+        }
+        if self.batch_images == 0 {
+            return Err(Error::InvalidArgument(
+                "batch size must be ≥ 1 image".into(),
+            ));
+        }
+        self.budget.resolve(channels)
+    }
+}
+
 impl Default for SelectOptions {
     fn default() -> Self {
         Self {
@@ -189,6 +232,8 @@ pub struct Selection {
     pub relative_error: f64,
     /// The new consumer weight, in the original layout with only the kept input channels.
     pub weight: Tensor,
+    /// The form of the greedy that ran ([`Plan::choose_form`]).
+    pub form: GreedyForm,
 }
 
 /// Selects the channels to keep for one layer and computes the new consumer weight: statistics,
@@ -201,7 +246,31 @@ pub fn select(
     options: &SelectOptions,
     progress: greedy::Progress<'_>,
 ) -> Result<Selection> {
-    let k = options.budget.resolve(problem.layout().channels)?;
+    let k = options.check(problem.layout().channels)?;
+    let images = problem.unfolding.check_batch(&inputs, "inputs")?;
+    let rows = problem.unfolding.total_rows(images)?;
+    if Plan::choose_form(rows, problem.layout().columns()) == GreedyForm::Data {
+        // Fewer rows than columns: the n × D data are smaller than the D × D statistics.
+        let run =
+            dataform::run_greedy_data(problem, inputs, target, options.dependence_tol, progress)?;
+        let kept = run.kept(k);
+        let (rows, relative_error) = dataform::kept_weights(
+            problem,
+            inputs,
+            target,
+            &kept,
+            options.reweight,
+            options.dependence_tol,
+        )?;
+        let weight = problem.weight_tensor(&kept, &rows);
+        return Ok(Selection {
+            run,
+            kept,
+            relative_error,
+            weight,
+            form: GreedyForm::Data,
+        });
+    }
     let stats = layer_stats_with_progress(
         backend,
         problem,
@@ -223,22 +292,33 @@ pub fn select_from_run(
     options: &SelectOptions,
 ) -> Result<Selection> {
     let kept = run.kept(k);
-    let (rows, relative_error) = if options.reweight {
-        let r = reweight(stats, &kept, options.dependence_tol)?;
-        (r.weight, r.relative_error)
-    } else {
-        let (ks, m) = (stats.layout.group, stats.outputs);
-        let rows = kept
-            .iter()
-            .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())
-            .collect();
-        (rows, error_without_reweight(stats, &kept)?)
-    };
+    let (rows, relative_error) = kept_weights(stats, &kept, options)?;
     let weight = problem.weight_tensor(&kept, &rows);
     Ok(Selection {
         run,
         kept,
         relative_error,
         weight,
+        form: GreedyForm::Gram,
     })
+}
+
+/// The new weight rows of the kept channels (in `kept` order) and the relative error they leave:
+/// the least-squares ones, or the original ones without reweighting.
+fn kept_weights(
+    stats: &LayerStats,
+    kept: &[usize],
+    options: &SelectOptions,
+) -> Result<(Vec<f64>, f64)> {
+    if options.reweight {
+        let r = reweight(stats, kept, options.dependence_tol)?;
+        Ok((r.weight, r.relative_error))
+    } else {
+        let (ks, m) = (stats.layout.group, stats.outputs);
+        let rows = kept
+            .iter()
+            .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())
+            .collect();
+        Ok((rows, error_without_reweight(stats, kept)?))
+    }
 }

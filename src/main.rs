@@ -9,6 +9,16 @@ use subprune::backend::choice::{open_backend, BackendChoice};
 use subprune::backend::gpu::GpuBackend;
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
+/// `println!` that returns an error from the calling function (all of which return
+/// `anyhow::Result`) instead of panicking when standard output is a closed pipe or a full disk.
+/// It shadows the standard macro in this file.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).context("writing to standard output")?
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "subprune",
@@ -64,6 +74,8 @@ impl Cli {
     }
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Select the channels to keep for one layer and the new consumer weight.
@@ -167,6 +179,10 @@ struct SelectArgs {
     /// Relative pivot tolerance under which a channel counts as dependent on the selection.
     #[arg(long, default_value_t = subprune::DEFAULT_DEPENDENCE_TOL)]
     dependence_tol: f64,
+    /// Refuse to start when the statistics and greedy state need more memory than this (e.g. 8G);
+    /// default: the memory available to the process.
+    #[arg(long)]
+    memory_limit: Option<String>,
 }
 
 #[derive(Args)]
@@ -177,10 +193,52 @@ struct DemoArgs {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+    let runtime_dir = private_runtime_dir();
+    let result = run();
+    if let Some(dir) = runtime_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Err(e) = result {
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// ends with (an I/O error names its OS message itself, and would otherwise print it twice).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" whenever a device is
+/// opened without one (containers, CI, cron jobs). When it is unset or not a folder, point it at
+/// a private folder (mode 0700, removed at exit), created before any thread starts.
+fn private_runtime_dir() -> Option<PathBuf> {
+    let current = std::env::var_os("XDG_RUNTIME_DIR");
+    if current
+        .as_ref()
+        .is_some_and(|d| std::path::Path::new(d).is_dir())
+    {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("subprune-runtime-{}", std::process::id()));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).ok()?;
+    std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    Some(dir)
 }
 
 fn run() -> anyhow::Result<()> {
@@ -360,34 +418,45 @@ fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {
     }
 }
 
-/// A progress line on stderr when it is a terminal.
+/// Progress on stderr: a line updated in place on a terminal; otherwise (a log file, a pipe) a
+/// line at each quarter of each stage, so that a long run is never silent.
 fn progress_printer() -> impl FnMut(Stage, usize, usize) {
     let tty = std::io::stderr().is_terminal();
+    let mut last: Option<(Stage, usize)> = None;
     move |stage, done, total| {
-        if tty && (done == total || done % 8 == 0) {
-            let (label, unit) = match stage {
-                Stage::Statistics => ("statistics", "images"),
-                Stage::Greedy => ("greedy", "channels"),
-            };
-            eprint!("\r{label}: {done}/{total} {unit}\x1b[K");
-            if done == total {
-                eprintln!();
+        let (label, unit) = match stage {
+            Stage::Statistics => ("statistics", "images"),
+            Stage::Greedy => ("greedy", "channels"),
+        };
+        if tty {
+            if done == total || done % 8 == 0 {
+                eprint!("\r{label}: {done}/{total} {unit}\x1b[K");
+                if done == total {
+                    eprintln!();
+                }
             }
+            return;
+        }
+        let quarter = (done * 4).checked_div(total).unwrap_or(4);
+        let previous = match last {
+            Some((s, q)) if s == stage => Some(q),
+            _ => None,
+        };
+        if previous != Some(quarter) {
+            eprintln!("{label}: {done}/{total} {unit}");
+            last = Some((stage, quarter));
         }
     }
 }
 
 fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
-    let inputs = npy::read_f32(&args.inputs)?;
-    let weight = npy::read_f32(&args.weight)?;
-    let target = args.target.as_ref().map(npy::read_f32).transpose()?;
+    // Everything that can be checked without the data is checked before any file is read, and
+    // everything else before any work: a bad argument never costs a statistics run.
     let conv = ConvOptions {
         stride: pair("stride", &args.stride)?,
         padding: pair("padding", &args.padding)?,
         dilation: pair("dilation", &args.dilation)?,
     };
-    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv))
-        .with_context(|| format!("{} with {}", args.inputs.display(), args.weight.display()))?;
     let budget = match (args.keep, args.keep_fraction) {
         (Some(k), _) => Budget::Keep(k),
         (None, Some(f)) => Budget::KeepFraction(f),
@@ -399,8 +468,36 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
+    // Any channel count passes a valid keep fraction; --keep is checked against C below.
+    options.check(usize::MAX)?;
+    let memory_limit = args
+        .memory_limit
+        .as_deref()
+        .map(subprune::plan::parse_bytes)
+        .transpose()
+        .context("--memory-limit")?;
+    if let Some(out) = &args.out_weight {
+        let mut inputs = vec![
+            ("inputs", args.inputs.as_path()),
+            ("weight", args.weight.as_path()),
+        ];
+        if let Some(t) = &args.target {
+            inputs.push(("target", t.as_path()));
+        }
+        subprune::validate::check_output_path(out, &inputs).context("--out-weight")?;
+    }
+    let inputs = npy::read_f32(&args.inputs)?;
+    let weight = npy::read_f32(&args.weight)?;
+    let target = args.target.as_ref().map(npy::read_f32).transpose()?;
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv))
+        .with_context(|| format!("{} with {}", args.inputs.display(), args.weight.display()))?;
+    let kept = options.check(problem.layout().channels)?;
+    let plan = subprune::Plan::new(&problem, inputs.shape[0], target.is_some(), kept)
+        .with_context(|| args.inputs.display().to_string())?;
+    plan.check_memory(memory_limit)?;
+    eprintln!("{}", plan.summary());
     let layout = problem.layout();
-    let rows = inputs.shape[0] * problem.unfolding.rows_per_image();
+    let rows = plan.rows;
     if rows < layout.columns() {
         eprintln!(
             "warning: {rows} unfolded rows for {} columns ({} channels × {}): past about {} kept \
@@ -423,6 +520,13 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             &mut progress_printer(),
         )
     })?;
+    if sel.run.total == 0.0 {
+        eprintln!(
+            "warning: ‖AW‖² = 0: nothing reaches the consumer (the inputs{} or the weight are all \
+             zero), so every selection has error 0 and the order is arbitrary",
+            if target.is_some() { "/target" } else { "" }
+        );
+    }
     if let Some(path) = &args.out_weight {
         npy::write_f32(path, &sel.weight)?;
     }
@@ -432,6 +536,10 @@ fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             "kept": sel.kept,
             "error_curve": sel.run.error_curve,
             "relative_error": sel.relative_error,
+            "greedy_form": match sel.form {
+                subprune::GreedyForm::Gram => "gram",
+                subprune::GreedyForm::Data => "data",
+            },
         });
         println!("{out}");
     } else {

@@ -2,7 +2,7 @@
 //! written; uint8 images and int64 labels, read.
 //! Anything else (another dtype, Fortran order, a truncated file) is a clear error naming the file.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -17,14 +17,38 @@ fn npy_err(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Reads a C-ordered little-endian f32 `.npy` file.
+/// Reads a C-ordered little-endian f32 `.npy` file straight into the tensor's storage: the file
+/// is never held twice in memory, and nothing larger than the file is allocated.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_f32(path, &bytes)
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    // The fixed part (magic, version, header length), then the header, whose claimed length is
+    // checked against the file's before anything that size is allocated.
+    let mut head = Vec::with_capacity(12);
+    (&mut file).take(12).read_to_end(&mut head).map_err(io)?;
+    let (header_start, header_len) = header_span(path, &head)?;
+    let data_start = header_start as u64 + header_len as u64;
+    if data_start > file_len {
+        return Err(npy_err(path, "truncated .npy header"));
+    }
+    // The 12 bytes read may reach into the header; reread from its start.
+    file.seek(SeekFrom::Start(header_start as u64))
+        .map_err(io)?;
+    let mut header = vec![0u8; header_len];
+    file.read_exact(&mut header).map_err(io)?;
+    let (shape, count) = parse_header(path, &header)?;
+    let payload_len = file_len - data_start;
+    check_payload(path, &shape, count, payload_len)?;
+    let mut data = vec![0.0f32; count];
+    file.read_exact(bytemuck::cast_slice_mut(&mut data))
+        .map_err(io)?;
+    from_le_in_place(&mut data);
+    Ok(Tensor { shape, data })
 }
 
 /// Parses the bytes of a little-endian f32 `.npy` file; `path` only names it in errors.
@@ -234,6 +258,96 @@ fn parse_raw<'a>(path: &Path, bytes: &'a [u8]) -> Result<RawNpy<'a>> {
     })
 }
 
+/// Checks the magic string and version of a `.npy` file's first bytes (at least the first 12
+/// when the file has them) and returns where the header starts and its length.
+fn header_span(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(npy_err(path, "not a .npy file (bad magic string)"));
+    }
+    match bytes[6] {
+        1 => Ok((10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize)),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(npy_err(path, "truncated .npy header"));
+            }
+            let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+            Ok((12, len))
+        }
+        v => Err(npy_err(
+            path,
+            format!("unsupported .npy format version {v}"),
+        )),
+    }
+}
+
+/// Parses the header text (a Python dict literal): dtype, order and shape. Returns the shape and
+/// its element count.
+fn parse_header(path: &Path, header: &[u8]) -> Result<(Vec<usize>, usize)> {
+    let header = std::str::from_utf8(header).map_err(|_| npy_err(path, "header is not text"))?;
+    let descr =
+        dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
+    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
+    if descr != "<f4" && descr != "=f4" {
+        return Err(npy_err(
+            path,
+            format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
+        ));
+    }
+    let fortran = dict_value(header, "fortran_order")
+        .ok_or_else(|| npy_err(path, "header has no 'fortran_order'"))?;
+    if fortran.trim() != "False" {
+        return Err(npy_err(
+            path,
+            "Fortran-ordered array; save a C-ordered one (np.ascontiguousarray)",
+        ));
+    }
+    let shape_text =
+        dict_value(header, "shape").ok_or_else(|| npy_err(path, "header has no 'shape'"))?;
+    let inner = shape_text
+        .trim()
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| npy_err(path, format!("malformed shape {shape_text}")))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
+    // Checked: a malformed header can claim a shape whose size overflows usize.
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|c| c.checked_mul(4).is_some())
+        .ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
+    Ok((shape, count))
+}
+
+/// Checks that the data after the header holds exactly `count` f32 values.
+fn check_payload(path: &Path, shape: &[usize], count: usize, payload_len: u64) -> Result<()> {
+    if payload_len != count as u64 * 4 {
+        return Err(npy_err(
+            path,
+            format!(
+                "shape {shape:?} needs {} data bytes, file has {payload_len}",
+                count * 4
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns little-endian f32 values read as raw bytes into native ones (a no-op on little-endian
+/// machines).
+fn from_le_in_place(data: &mut [f32]) {
+    if cfg!(target_endian = "big") {
+        for v in data {
+            *v = f32::from_bits(u32::from_le(v.to_bits()));
+        }
+    }
+}
+
 /// The text after `'key':` in a Python dict literal, up to the next top-level comma.
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let pos = header
@@ -302,9 +416,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp: PathBuf = path.with_file_name(tmp_name);
+    // An existing file keeps its permissions; a read-only one is not replaced (the rename
+    // would succeed, since it needs only the folder to be writable).
+    let existing = std::fs::metadata(path).ok();
+    if let Some(meta) = &existing {
+        if meta.permissions().readonly() {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists and is read-only; not replacing it",
+                path.display()
+            )));
+        }
+    }
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
+        if let Some(meta) = &existing {
+            f.set_permissions(meta.permissions())?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -1,4 +1,4 @@
-//! The layer problem and its Gram statistics (ALGORITHM.md §1–2).
+//! The layer problem and its Gram statistics (`docs/ALGORITHM.md` §1–2).
 //!
 //! A [`LayerProblem`] says how the consumer reads its input: which columns of the unfolded input
 //! `B` (rows = images × output positions) belong to which channel, and the consumer weight `W`
@@ -24,31 +24,56 @@ pub struct ConvGeometry {
 
 impl ConvGeometry {
     /// Output height and width for an input of `h × w`, or an error naming the geometry.
+    ///
+    /// Padding must be smaller than the dilated kernel along its axis: more padding only adds
+    /// output positions whose window lies wholly in the zero border (all-zero rows that change
+    /// nothing but the running time).
     pub fn output_size(&self, h: usize, w: usize) -> Result<[usize; 2]> {
+        const AXES: [&str; 2] = ["height", "width"];
         let mut out = [0; 2];
         for (axis, size) in [h, w].into_iter().enumerate() {
-            if self.stride[axis] == 0 || self.dilation[axis] == 0 || self.kernel[axis] == 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "conv geometry {self:?}: kernel, stride and dilation must be ≥ 1"
-                )));
+            let name = AXES[axis];
+            for (what, value) in [
+                ("kernel", self.kernel[axis]),
+                ("stride", self.stride[axis]),
+                ("dilation", self.dilation[axis]),
+            ] {
+                if value == 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "{what} must be ≥ 1 (it is 0 along the {name})"
+                    )));
+                }
             }
             // Checked: absurd command-line geometry must be an error, not an overflow.
-            let too_large = || {
-                Error::InvalidArgument(format!(
-                    "conv geometry {self:?}: dilated kernel or padded input too large"
-                ))
-            };
             let span = self.dilation[axis]
                 .checked_mul(self.kernel[axis] - 1)
                 .and_then(|s| s.checked_add(1))
-                .ok_or_else(too_large)?;
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "dilation {} with a kernel of {} along the {name} is too large",
+                        self.dilation[axis], self.kernel[axis]
+                    ))
+                })?;
+            if self.padding[axis] >= span {
+                return Err(Error::InvalidArgument(format!(
+                    "padding {} along the {name} is too large: it must be smaller than the \
+                     dilated kernel ({span}); more padding only adds all-zero rows",
+                    self.padding[axis]
+                )));
+            }
+            // padding < span, so this cannot overflow unless the input itself is near usize::MAX.
             let padded = self.padding[axis]
                 .checked_mul(2)
                 .and_then(|p| p.checked_add(size))
-                .ok_or_else(too_large)?;
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "padding {} along the {name} is too large",
+                        self.padding[axis]
+                    ))
+                })?;
             if padded < span {
                 return Err(Error::Shape(format!(
-                    "input {h}x{w} with padding {:?} is smaller than the dilated kernel ({span} along axis {axis})",
+                    "input {h}x{w} with padding {:?} is smaller than the dilated kernel ({span} along the {name})",
                     self.padding
                 )));
             }
@@ -128,11 +153,31 @@ impl Unfolding {
             Consumer::Conv(g) => g.output_size(height, width)?,
             _ => [1, 1],
         };
-        if out_size[0].checked_mul(out_size[1]).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "conv output of {out_size:?} positions per image is too large"
-            )));
-        }
+        // Every size derived from the shapes is checked once here, so that the unchecked
+        // products in `layout`, `image_len` and `rows_per_image` cannot overflow later.
+        let too_large = |what: &str| {
+            Error::InvalidArgument(format!(
+                "{what} is too large for this machine (per-image shape {per_image:?})"
+            ))
+        };
+        out_size[0]
+            .checked_mul(out_size[1])
+            .ok_or_else(|| too_large(&format!("a conv output of {out_size:?} positions")))?;
+        channels
+            .checked_mul(height)
+            .and_then(|v| v.checked_mul(width))
+            .ok_or_else(|| too_large("an image"))?;
+        let group = match consumer {
+            Consumer::Linear => Some(1),
+            Consumer::Conv(g) => g.kernel[0].checked_mul(g.kernel[1]),
+            Consumer::FlattenLinear => height.checked_mul(width),
+        };
+        // D columns, and the D × D f64 Gram matrix in bytes.
+        group
+            .and_then(|g| g.checked_mul(channels))
+            .and_then(|d| d.checked_mul(d))
+            .and_then(|dd| dd.checked_mul(8))
+            .ok_or_else(|| too_large("the Gram matrix (D × D columns)"))?;
         Ok(Self {
             consumer,
             channels,
@@ -163,6 +208,23 @@ impl Unfolding {
     /// Rows of the unfolded matrix per image (output positions).
     pub fn rows_per_image(&self) -> usize {
         self.out_size[0] * self.out_size[1]
+    }
+
+    /// Unfolded rows of `images` images, or an error when the count overflows.
+    pub fn total_rows(&self, images: usize) -> Result<usize> {
+        images
+            .checked_mul(self.rows_per_image())
+            .filter(|rows| rows.checked_mul(self.layout().columns()).is_some())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{images} images × {} rows per image ({}×{} output positions) × {} columns \
+                     is too large for this machine; check the conv geometry",
+                    self.rows_per_image(),
+                    self.out_size[0],
+                    self.out_size[1],
+                    self.layout().columns()
+                ))
+            })
     }
 
     /// Whether the unfolded matrix is the input itself, one image a row (no im2col needed).
@@ -291,7 +353,16 @@ impl LayerProblem {
         let layout = unfolding.layout();
         let d = layout.columns();
         let outputs = ws[0];
+        // The weight is a valid tensor, so these products fit; D × m must fit for W (D × m).
         let weight_columns: usize = ws[1..].iter().product();
+        if d.checked_mul(outputs)
+            .and_then(|v| v.checked_mul(8))
+            .is_none()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "weight of shape {ws:?} with {d} input columns is too large"
+            )));
+        }
         if weight_columns != d
             || (matches!(consumer, Consumer::Conv(_)) && ws[1] != layout.channels)
         {
@@ -423,6 +494,16 @@ impl LayerStats {
                 raw.gram.len()
             )));
         }
+        // Finite inputs can still overflow the f32 sums (values around 1e19 and up): every
+        // infinite pivot would then look like a dependent channel and the run would report an
+        // error of 0. Checked here, where every backend's sums arrive.
+        check_finite_matrix("BᵀB (the Gram matrix of the inputs)", &raw.gram, d)?;
+        if let Some(x) = &raw.cross {
+            check_finite_matrix("BᵀA (inputs × target)", x, d)?;
+        }
+        if let Some(h) = &raw.target_gram {
+            check_finite_matrix("AᵀA (the Gram matrix of the target)", h, d)?;
+        }
         let w = &problem.weight;
         let c0 = match raw.c0 {
             Some(c0) if c0.len() == d * m => c0,
@@ -439,6 +520,14 @@ impl LayerStats {
             (None, None) => dot(&c0, w),
             (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m), w),
         };
+        check_finite_matrix("C0 = BᵀA·W", &c0, m)?;
+        if !total.is_finite() {
+            return Err(Error::NonFiniteStatistics {
+                tensor: "‖AW‖²".into(),
+                detail: format!("it is {total}"),
+                hint: SCALE_HINT.into(),
+            });
+        }
         let mut phases = raw.phases;
         phases.host += start.elapsed().as_secs_f64();
         Ok(Self {
@@ -451,6 +540,24 @@ impl LayerStats {
             rows: raw.rows,
             phases,
         })
+    }
+}
+
+/// What to do when the statistics overflow.
+const SCALE_HINT: &str = "the input values are too large for the f32 sums of their products: \
+    scale the inputs (and the target) down by one common factor, e.g. divide them by 1e10; \
+    that changes neither the selection nor the reweighted weights";
+
+/// Fails with [`Error::NonFiniteStatistics`] naming `name` and the first non-finite entry of the
+/// row-major matrix `a` with `cols` columns.
+fn check_finite_matrix(name: &str, a: &[f64], cols: usize) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFiniteStatistics {
+            tensor: name.into(),
+            detail: format!("entry ({}, {}) is {}", i / cols, i % cols, a[i]),
+            hint: SCALE_HINT.into(),
+        }),
     }
 }
 

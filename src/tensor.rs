@@ -2,6 +2,14 @@
 
 use crate::error::{Error, Result};
 
+/// The number of values of a tensor of `shape`, or an error when the product overflows.
+pub fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::Shape(format!("shape {shape:?} is too large for this machine")))
+}
+
 /// An owned row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -14,7 +22,7 @@ pub struct Tensor {
 impl Tensor {
     /// Builds a tensor, checking that `data` has as many values as `shape` asks for.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let expected: usize = shape.iter().product();
+        let expected = element_count(&shape)?;
         if expected != data.len() {
             return Err(Error::Shape(format!(
                 "tensor of shape {shape:?} needs {expected} values, got {}",
@@ -45,7 +53,7 @@ pub struct TensorView<'a> {
 impl<'a> TensorView<'a> {
     /// Builds a view, checking the value count.
     pub fn new(shape: &'a [usize], data: &'a [f32]) -> Result<Self> {
-        let expected: usize = shape.iter().product();
+        let expected = element_count(shape)?;
         if expected != data.len() {
             return Err(Error::Shape(format!(
                 "view of shape {shape:?} needs {expected} values, got {}",

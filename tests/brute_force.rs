@@ -255,7 +255,7 @@ fn greedy_is_optimal_on_modular_flatten_layer() {
 /// The Das–Kempe guarantee with γ computed by enumeration. For every k, γ_k restricts the ratio to
 /// `|L| ≤ k, |S| ≤ k` (the sets the theorem ranges over: L ⊆ greedy's k-set, S ⊆ an optimal
 /// k-set); the global γ (no restriction) also gives, for `A = B` where `F(all) = ‖AW‖²`, the
-/// exponential decay `err(S_k) ≤ exp(−γ k / C)` of ALGORITHM.md §1. Returns the global γ.
+/// exponential decay `err(S_k) ≤ exp(−γ k / C)` of docs/ALGORITHM.md §1. Returns the global γ.
 fn check_weak_submodularity(small: &Small) -> f64 {
     let c = small.oracle.channels;
     let total = small.oracle.total;

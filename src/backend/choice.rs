@@ -60,7 +60,9 @@ pub fn open_backend(
             })
         }
         BackendChoice::Gpu => {
-            let gpu = GpuBackend::new(adapter)?.with_f16_inputs(f16_inputs);
+            let gpu = GpuBackend::new(adapter)
+                .map_err(shorten)?
+                .with_f16_inputs(f16_inputs);
             Ok(OpenedBackend {
                 note: format!("backend: gpu, {}", gpu.name()),
                 backend: Box::new(gpu),
@@ -76,7 +78,12 @@ pub fn open_backend(
                     })
                 }
                 Ok(gpu) => format!("only a software adapter ({})", gpu.adapter_name()),
-                Err(e) => e.to_string(),
+                Err(e) => shorten(e)
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
             };
             let cpu = CpuBackend::new();
             Ok(OpenedBackend {
@@ -84,6 +91,21 @@ pub fn open_backend(
                 backend: Box::new(cpu),
             })
         }
+    }
+}
+
+/// What to say when wgpu finds no adapter: what happened, then what to do, a short line each.
+pub const NO_ADAPTER: &str = "no GPU adapter found (no Vulkan, Metal or DX12 device)\n\
+    run with --backend cpu, or install a GPU driver (without a GPU: mesa-vulkan-drivers)";
+
+/// wgpu's no-adapter error arrives as one long line listing every backend it tried: replace it
+/// with [`NO_ADAPTER`]. Other errors pass through.
+fn shorten(e: Error) -> Error {
+    match e {
+        Error::Gpu(msg) if msg.starts_with("no GPU adapter found") => {
+            Error::Gpu(NO_ADAPTER.to_string())
+        }
+        e => e,
     }
 }
 

@@ -301,7 +301,7 @@ impl StatsAccumulator for CpuStats {
         )?;
         let start = std::time::Instant::now();
         let d = self.d;
-        let total_rows = n * self.unfolding.rows_per_image();
+        let total_rows = self.unfolding.total_rows(n)?;
         let mut first = 0;
         while first < total_rows {
             let rows = CHUNK_ROWS.min(total_rows - first);

@@ -1,6 +1,6 @@
 //! The compute backends: one trait, a CPU implementation (the baseline) and a wgpu one.
 //!
-//! A backend does the two kinds of heavy work of ALGORITHM.md §2: accumulating the Gram statistics
+//! A backend does the two kinds of heavy work of `docs/ALGORITHM.md` §2: accumulating the Gram statistics
 //! over batches of images, and, per greedy step, scoring every candidate's marginal gain and
 //! downdating the Schur complement. The host ([`crate::greedy`]) keeps the selection (order, gains,
 //! error curve) and picks the argmax; the backend keeps the state it needs (`E`, `R`) where it is
