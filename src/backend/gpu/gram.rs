@@ -328,11 +328,14 @@ fn plan_work(
     tile: u32,
     sums: usize,
     target: u32,
+    forced_splits: Option<u32>,
     max_block_bytes: u64,
 ) -> Result<(u32, Vec<ColumnBlock>)> {
     let tiles_1d = d.div_ceil(tile);
     let upper_tiles = tiles_1d * (tiles_1d + 1) / 2;
-    let mut splits = target.div_ceil(upper_tiles).clamp(1, MAX_SPLITS);
+    let mut splits = forced_splits
+        .unwrap_or_else(|| target.div_ceil(upper_tiles))
+        .clamp(1, MAX_SPLITS);
     let slice_bytes = d as u64 * d as u64 * 8;
     while splits > 1 && splits as u64 * slice_bytes * sums as u64 > SPLIT_MEMORY_BUDGET {
         splits -= 1;
@@ -370,6 +373,7 @@ impl GpuStats {
         half_inputs: bool,
         max_block_bytes: u64,
         config: TileConfig,
+        forced_splits: Option<u32>,
     ) -> Result<Self> {
         if !config.fits(&gpu.limits) {
             return Err(Error::Gpu(format!(
@@ -392,6 +396,7 @@ impl GpuStats {
             config.tile(),
             sums.len(),
             target_workgroups(&gpu),
+            forced_splits,
             max_block_bytes,
         )?;
 

@@ -56,6 +56,7 @@ pub struct GpuBackend {
     half_inputs: bool,
     max_block_bytes: u64,
     tile_config: TileConfig,
+    forced_splits: Option<u32>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -180,6 +181,7 @@ impl GpuBackend {
             half_inputs: false,
             max_block_bytes,
             tile_config,
+            forced_splits: None,
         })
     }
 
@@ -252,6 +254,14 @@ impl GpuBackend {
         Ok(self)
     }
 
+    /// Fixes the number of row splits (split-K slices) of the statistics kernels instead of
+    /// choosing it from the adapter and the tile count (`None`: choose). The memory budget and
+    /// the binding size may still lower it; at most 64.
+    pub fn with_row_splits(mut self, splits: Option<u32>) -> Self {
+        self.forced_splits = splits;
+        self
+    }
+
     /// The tile configuration of the statistics kernels.
     pub fn tile_config(&self) -> TileConfig {
         self.tile_config
@@ -293,6 +303,7 @@ impl Backend for GpuBackend {
                 self.half_inputs,
                 self.max_block_bytes,
                 self.tile_config,
+                self.forced_splits,
             )
         })?;
         Ok(Box::new(stats))

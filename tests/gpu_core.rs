@@ -1,0 +1,407 @@
+//! The tiled matmul core of the GPU statistics, every variant against an f64 reference computed
+//! here from the raw data (explicit im2col, f64 sums), on sizes that are not multiples of any
+//! tile: each tile configuration the device allows, one row split and many, symmetric (`BᵀB`)
+//! and cross (`AᵀB`, with a target) sums, conv (implicit im2col) and dense operands, f16 inputs;
+//! through the whole statistics path, so `C0 = X·W` and `‖AW‖²` computed on the device are
+//! checked too. Runs on lavapipe where there is no GPU (and fails, never skips, without an
+//! adapter).
+//!
+//! Tolerances: statistics entry-wise `|gpu − f64| ≤ 4e-6 · max |f64|` (f32 sums of ≤ 4096 rows
+//! folded into compensated pairs; the CPU backend's own f32 sums meet 2e-6), `C0` relative to
+//! its largest entry (4e-6), `‖AW‖²` relative (1e-5).
+
+use std::sync::OnceLock;
+
+use subprune::backend::KernelClock;
+use subprune::rng::Rng;
+use subprune::{layer_stats, ConvOptions, GpuBackend, LayerProblem, LayerStats, Tensor};
+
+const STATS_TOL: f64 = 4e-6;
+const C0_TOL: f64 = 4e-6;
+const TOTAL_TOL: f64 = 1e-5;
+
+fn gpu() -> &'static GpuBackend {
+    static GPU: OnceLock<GpuBackend> = OnceLock::new();
+    GPU.get_or_init(|| {
+        GpuBackend::new(None).unwrap_or_else(|e| {
+            panic!("no wgpu adapter for the GPU tests: {e} (install mesa-vulkan-drivers)")
+        })
+    })
+}
+
+fn activations(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = rng
+        .normal_vec(n)
+        .into_iter()
+        .map(|v| (v + 0.3).max(0.0) * scale)
+        .collect();
+    Tensor::new(shape.to_vec(), data).unwrap()
+}
+
+/// f64 reference: unfolded rows of one input (row-major, `rows × D`).
+fn unfold(x: &Tensor, kernel: [usize; 2], conv: Option<ConvOptions>) -> (Vec<f64>, usize) {
+    let n = x.shape[0];
+    match conv {
+        None => {
+            let d: usize = x.shape[1..].iter().product();
+            (x.data.iter().map(|&v| v as f64).collect(), d)
+        }
+        Some(o) => {
+            let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+            let oh = (h + 2 * o.padding[0] - o.dilation[0] * (kernel[0] - 1) - 1) / o.stride[0] + 1;
+            let ow = (w + 2 * o.padding[1] - o.dilation[1] * (kernel[1] - 1) - 1) / o.stride[1] + 1;
+            let d = c * kernel[0] * kernel[1];
+            let mut out = Vec::with_capacity(n * oh * ow * d);
+            for img in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            for i in 0..kernel[0] {
+                                for j in 0..kernel[1] {
+                                    let y = (oy * o.stride[0] + i * o.dilation[0]) as isize
+                                        - o.padding[0] as isize;
+                                    let xx = (ox * o.stride[1] + j * o.dilation[1]) as isize
+                                        - o.padding[1] as isize;
+                                    let v =
+                                        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                            0.0
+                                        } else {
+                                            x.data[((img * c + ch) * h + y as usize) * w
+                                                + xx as usize]
+                                                as f64
+                                        };
+                                    out.push(v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (out, d)
+        }
+    }
+}
+
+/// `LᵀR` in f64 (`D × D`).
+fn gram(l: &[f64], r: &[f64], d: usize) -> Vec<f64> {
+    let rows = l.len() / d;
+    let mut g = vec![0.0; d * d];
+    for k in 0..rows {
+        let (lr, rr) = (&l[k * d..(k + 1) * d], &r[k * d..(k + 1) * d]);
+        for i in 0..d {
+            let a = lr[i];
+            if a != 0.0 {
+                for (gj, &b) in g[i * d..(i + 1) * d].iter_mut().zip(rr) {
+                    *gj += a * b;
+                }
+            }
+        }
+    }
+    g
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = max_abs(want).max(1e-30);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= tol * scale,
+        "{what}: worst |gpu − f64| = {worst:e} > {tol:e} · {scale:e}"
+    );
+}
+
+/// Checks the GPU statistics of one layer (with or without target) against f64.
+fn check(
+    what: &str,
+    backend: &GpuBackend,
+    x: &Tensor,
+    target: Option<&Tensor>,
+    w: &Tensor,
+    conv: Option<ConvOptions>,
+    half: bool,
+) {
+    let problem = LayerProblem::new(&x.shape, w.view(), conv).unwrap();
+    let stats: LayerStats =
+        layer_stats(backend, &problem, x.view(), target.map(|t| t.view()), 7).unwrap();
+    let kernel = if w.shape.len() == 4 {
+        [w.shape[2], w.shape[3]]
+    } else {
+        [1, 1]
+    };
+    let round = |t: &Tensor| -> Tensor {
+        if half {
+            let data = t
+                .data
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_f32())
+                .collect();
+            Tensor::new(t.shape.clone(), data).unwrap()
+        } else {
+            t.clone()
+        }
+    };
+    let (b, d) = unfold(&round(x), kernel, conv);
+    let a = target.map(|t| unfold(&round(t), kernel, conv).0);
+    let g = gram(&b, &b, d);
+    assert_close(&format!("{what}: BᵀB"), &stats.gram, &g, STATS_TOL);
+    let x_mat = match &a {
+        Some(a) => gram(&b, a, d),
+        None => g.clone(),
+    };
+    let m = problem.outputs;
+    let wm = &problem.weight;
+    let mut c0 = vec![0.0; d * m];
+    for i in 0..d {
+        for k in 0..d {
+            let xv = x_mat[i * d + k];
+            for j in 0..m {
+                c0[i * m + j] += xv * wm[k * m + j];
+            }
+        }
+    }
+    assert_close(&format!("{what}: C0"), &stats.c0, &c0, C0_TOL);
+    let h = match &a {
+        Some(a) => gram(a, a, d),
+        None => g,
+    };
+    let mut total = 0.0;
+    for i in 0..d {
+        for k in 0..d {
+            let hv = h[i * d + k];
+            for j in 0..m {
+                total += wm[i * m + j] * hv * wm[k * m + j];
+            }
+        }
+    }
+    let rel = (stats.total - total).abs() / total.abs().max(1e-30);
+    assert!(
+        rel <= TOTAL_TOL,
+        "{what}: ‖AW‖² {} vs f64 {total} (rel {rel:e})",
+        stats.total
+    );
+    assert!(stats.phases.total() > 0.0, "{what}: phases not timed");
+}
+
+#[test]
+fn every_tile_config_and_split_count_matches_f64() {
+    let mut rng = Rng::new(41);
+    let conv = ConvOptions {
+        stride: [2, 1],
+        padding: [1, 2],
+        dilation: [1, 2],
+    };
+    // Conv: 13 channels of 9×11, 3×3 kernel: D = 117, rows 5·5·11 per image.
+    let x = activations(&mut rng, &[17, 13, 9, 11], 1.0);
+    let t = activations(&mut rng, &[17, 13, 9, 11], 1.0);
+    let w = Tensor::new(vec![5, 13, 3, 3], rng.normal_vec(5 * 13 * 9)).unwrap();
+    // Dense: D = 131 (not a multiple of 8, 64 or 128).
+    let xd = activations(&mut rng, &[61, 131], 1.0);
+    let td = activations(&mut rng, &[61, 131], 1.0);
+    let wd = Tensor::new(vec![3, 131], rng.normal_vec(3 * 131)).unwrap();
+    let configs = gpu().supported_tile_configs();
+    assert!(!configs.is_empty());
+    for config in configs {
+        for splits in [1, 9] {
+            let b = gpu()
+                .clone()
+                .with_tile_config(config)
+                .unwrap()
+                .with_row_splits(Some(splits));
+            let tag = format!("{config}, {splits} splits");
+            check(&format!("conv {tag}"), &b, &x, None, &w, Some(conv), false);
+            check(
+                &format!("conv+target {tag}"),
+                &b,
+                &x,
+                Some(&t),
+                &w,
+                Some(conv),
+                false,
+            );
+            check(&format!("dense {tag}"), &b, &xd, None, &wd, None, false);
+            check(
+                &format!("dense+target {tag}"),
+                &b,
+                &xd,
+                Some(&td),
+                &wd,
+                None,
+                false,
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_inputs_match_f64_on_the_rounded_values() {
+    let mut rng = Rng::new(42);
+    let x = activations(&mut rng, &[9, 7, 10, 6], 1.0);
+    let t = activations(&mut rng, &[9, 7, 10, 6], 1.0);
+    let w = Tensor::new(vec![4, 7, 3, 3], rng.normal_vec(4 * 7 * 9)).unwrap();
+    let conv = ConvOptions {
+        padding: [1, 1],
+        ..ConvOptions::default()
+    };
+    for config in gpu().supported_tile_configs() {
+        let b = gpu()
+            .clone()
+            .with_tile_config(config)
+            .unwrap()
+            .with_f16_inputs(true)
+            .with_row_splits(Some(3));
+        check(
+            &format!("f16 {config}"),
+            &b,
+            &x,
+            Some(&t),
+            &w,
+            Some(conv),
+            true,
+        );
+    }
+}
+
+#[test]
+fn error_stays_within_tolerance_over_many_batches() {
+    // A large-magnitude input (mean 1e3, so the sums reach ~1e9) in up to 2400 batches: the
+    // error stays within the statistics tolerance.
+    let mut rng = Rng::new(43);
+    let (n, d) = (2400, 24);
+    let data: Vec<f32> = rng
+        .normal_vec(n * d)
+        .into_iter()
+        .map(|v| 1000.0 + 10.0 * v)
+        .collect();
+    let x = Tensor::new(vec![n, d], data).unwrap();
+    let w = Tensor::new(vec![2, d], rng.normal_vec(2 * d)).unwrap();
+    let problem = LayerProblem::new(&x.shape, w.view(), None).unwrap();
+    let (b, _) = unfold(&x, [1, 1], None);
+    let exact = gram(&b, &b, d);
+    let scale = max_abs(&exact);
+    for batch in [n, 100, 8, 1] {
+        let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
+        let err = stats
+            .gram
+            .iter()
+            .zip(&exact)
+            .map(|(g, e)| (g - e).abs())
+            .fold(0.0, f64::max)
+            / scale;
+        assert!(err <= STATS_TOL, "batch {batch}: relative error {err:e}");
+    }
+}
+
+/// The stronger contract: 2400 single-image batches no worse than one batch of 2400. It fails on
+/// lavapipe today (measured 2.3e-6 against 3.2e-7, a factor 7): Mesa's NIR optimizer treats the
+/// shader's float additions as inexact and simplifies TwoSum's `(a + b) − a` to `b`, so the
+/// compensation is lost and the f32 pair grows like a plain f32 sum. The fix (f64 accumulators
+/// where the device has `SHADER_F64`, or a periodic f64 flush on the host) is open work; run with
+/// `cargo test --test gpu_core -- --ignored`.
+#[test]
+#[ignore = "the TwoSum compensation is optimised away by Mesa's NIR (see the doc comment)"]
+fn compensation_survives_the_driver() {
+    let mut rng = Rng::new(43);
+    let (n, d) = (2400, 24);
+    let data: Vec<f32> = rng
+        .normal_vec(n * d)
+        .into_iter()
+        .map(|v| 1000.0 + 10.0 * v)
+        .collect();
+    let x = Tensor::new(vec![n, d], data).unwrap();
+    let w = Tensor::new(vec![2, d], rng.normal_vec(2 * d)).unwrap();
+    let problem = LayerProblem::new(&x.shape, w.view(), None).unwrap();
+    let (b, _) = unfold(&x, [1, 1], None);
+    let exact = gram(&b, &b, d);
+    let scale = max_abs(&exact);
+    let err = |batch: usize| {
+        let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
+        stats
+            .gram
+            .iter()
+            .zip(&exact)
+            .map(|(g, e)| (g - e).abs())
+            .fold(0.0, f64::max)
+            / scale
+    };
+    let (one, many) = (err(n), err(1));
+    assert!(
+        many <= 2.0 * one.max(1e-7),
+        "one batch {one:e}, {n} batches {many:e}"
+    );
+}
+
+#[test]
+fn phases_are_reported_with_their_clock() {
+    let mut rng = Rng::new(44);
+    let x = activations(&mut rng, &[8, 6, 5, 5], 1.0);
+    let w = Tensor::new(vec![3, 6, 3, 3], rng.normal_vec(3 * 6 * 9)).unwrap();
+    let problem = LayerProblem::new(
+        &x.shape,
+        w.view(),
+        Some(ConvOptions {
+            padding: [1, 1],
+            ..ConvOptions::default()
+        }),
+    )
+    .unwrap();
+    let stats = layer_stats(gpu(), &problem, x.view(), None, 4).unwrap();
+    let p = stats.phases;
+    assert!(p.kernel > 0.0 && p.readback > 0.0, "{p:?}");
+    if p.clock == KernelClock::Timestamps {
+        assert!(p.kernel < 10.0, "{p:?}");
+    }
+}
+
+#[test]
+fn gram_params_match_the_shader_struct() {
+    // The host struct and the WGSL struct are kept equal by this test, not by comments.
+    let source = include_str!("../shaders/gram.wgsl");
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let (handle, ty) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("GramParams"))
+        .expect("GramParams in gram.wgsl");
+    let naga::TypeInner::Struct { members, span } = &ty.inner else {
+        panic!("GramParams is not a struct");
+    };
+    assert_eq!(
+        *span as usize,
+        std::mem::size_of::<subprune::backend::gpu::GramParams>()
+    );
+    assert_eq!(layouter[handle].size as usize, *span as usize);
+    let names: Vec<&str> = members.iter().filter_map(|m| m.name.as_deref()).collect();
+    let expected = [
+        "rows",
+        "out_rows",
+        "out_cols",
+        "col0",
+        "block_cols",
+        "splits",
+        "rows_per_split",
+        "symmetric",
+        "half_inputs",
+        "conv",
+        "left_stride",
+        "right_stride",
+        "image_len",
+        "positions",
+        "height",
+        "width",
+    ];
+    assert_eq!(names, expected);
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(m.offset as usize, 4 * i, "{:?}", m.name);
+    }
+}
