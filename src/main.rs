@@ -662,24 +662,31 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     for case in cases {
         let (problem, inputs) = case.instance(1)?;
         let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps);
-        let mut cpu_times: Option<(f64, f64)> = None;
+        let mut cpu_times: Option<(f64, Option<f64>)> = None;
         for backend in &backends {
             let mut best = f64::INFINITY;
-            let mut stats = None;
+            let mut stats: Option<subprune::LayerStats> = None;
             for _ in 0..args.reps.max(1) {
                 let (t, s) = bench::time_stats(backend.as_ref(), &problem, &inputs)?;
-                best = best.min(t);
-                stats = Some(s);
+                if t < best {
+                    best = t;
+                    stats = Some(s);
+                }
             }
             let stats = stats.expect("at least one repetition");
             let greedy = if args.no_greedy {
-                f64::NAN
+                None
             } else {
-                bench::time_greedy(backend.as_ref(), &stats)?
+                Some(bench::time_greedy(backend.as_ref(), &stats)?)
             };
             let (cpu_stats, cpu_greedy) = *cpu_times.get_or_insert((best, greedy));
+            let greedy_cell = greedy.map_or("–".to_string(), |g| format!("{g:.3}"));
+            let ratio_greedy = match (cpu_greedy, greedy) {
+                (Some(c), Some(g)) => format!("{:.2}x", c / g),
+                _ => "–".to_string(),
+            };
             println!(
-                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.4} {:>8.1} {:>10.2} | {:>9.3} {:>11}",
+                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.4} {:>8.1} {:>10.2} | {:>9} {:>11}",
                 case.name,
                 case.channels,
                 9,
@@ -689,8 +696,21 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 best,
                 case.stats_flops() / best / 1e9,
                 sgemm / best,
-                greedy,
-                format!("{:.2}x/{:.2}x", cpu_stats / best, cpu_greedy / greedy),
+                greedy_cell,
+                format!("{:.2}x/{ratio_greedy}", cpu_stats / best),
+            );
+            let p = stats.phases;
+            println!(
+                "{:<9} phases ({}): upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), reduce/C0 {:.4} s, \
+                 readback {:.4} s, host {:.4} s",
+                "",
+                p.clock.label(),
+                p.upload,
+                p.kernel,
+                case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+                p.reduce,
+                p.readback,
+                p.host,
             );
         }
         println!(
