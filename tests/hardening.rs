@@ -499,3 +499,50 @@ fn licences_and_the_method_summary_are_in_the_repository() {
         }
     }
 }
+
+#[test]
+fn gpu_accepts_and_refuses_the_same_geometry_as_the_cpu() {
+    // Item 9: the GPU used to size its chunks from the buffer limit and refused `--padding 1000`
+    // with a u32 message although the batch was small. Now the geometry check is the same on both
+    // backends, and the GPU sizes its chunks from the batch.
+    let mut rng = Rng::new(19);
+    let dir = temp_dir("gpu-geometry");
+    let x = write(&dir, "x.npy", &random(&mut rng, &[3, 2, 5, 5], 1.0));
+    let w = write(&dir, "w.npy", &random(&mut rng, &[2, 2, 3, 3], 1.0));
+    for backend in ["cpu", "gpu"] {
+        let out = subprune_on(
+            backend,
+            &[
+                "select",
+                "--inputs",
+                &x,
+                "--weight",
+                &w,
+                "--padding",
+                "1000",
+            ],
+        );
+        let err = expect_failure(&out, &["padding 1000", "smaller than the dilated kernel"]);
+        assert!(!err.contains("u32"), "{backend}: {err}");
+    }
+    let mut outputs = Vec::new();
+    for backend in ["cpu", "gpu"] {
+        let out = subprune_on(
+            backend,
+            &[
+                "select",
+                "--inputs",
+                &x,
+                "--weight",
+                &w,
+                "--padding",
+                "2",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        outputs.push(v["kept"].clone());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
