@@ -274,28 +274,8 @@ fn f16_inputs_match_f64_on_the_rounded_values() {
 fn error_stays_within_tolerance_over_many_batches() {
     // A large-magnitude input (mean 1e3, so the sums reach ~1e9) in up to 2400 batches: the
     // error stays within the statistics tolerance.
-    let mut rng = Rng::new(43);
-    let (n, d) = (2400, 24);
-    let data: Vec<f32> = rng
-        .normal_vec(n * d)
-        .into_iter()
-        .map(|v| 1000.0 + 10.0 * v)
-        .collect();
-    let x = Tensor::new(vec![n, d], data).unwrap();
-    let w = Tensor::new(vec![2, d], rng.normal_vec(2 * d)).unwrap();
-    let problem = LayerProblem::new(&x.shape, w.view(), None).unwrap();
-    let (b, _) = unfold(&x, [1, 1], None);
-    let exact = gram(&b, &b, d);
-    let scale = max_abs(&exact);
-    for batch in [n, 100, 8, 1] {
-        let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
-        let err = stats
-            .gram
-            .iter()
-            .zip(&exact)
-            .map(|(g, e)| (g - e).abs())
-            .fold(0.0, f64::max)
-            / scale;
+    for batch in [2400, 100, 8, 1] {
+        let err = large_input_error(batch);
         assert!(err <= STATS_TOL, "batch {batch}: relative error {err:e}");
     }
 }
@@ -309,33 +289,10 @@ fn error_stays_within_tolerance_over_many_batches() {
 #[test]
 #[ignore = "the TwoSum compensation is optimised away by Mesa's NIR (see the doc comment)"]
 fn compensation_survives_the_driver() {
-    let mut rng = Rng::new(43);
-    let (n, d) = (2400, 24);
-    let data: Vec<f32> = rng
-        .normal_vec(n * d)
-        .into_iter()
-        .map(|v| 1000.0 + 10.0 * v)
-        .collect();
-    let x = Tensor::new(vec![n, d], data).unwrap();
-    let w = Tensor::new(vec![2, d], rng.normal_vec(2 * d)).unwrap();
-    let problem = LayerProblem::new(&x.shape, w.view(), None).unwrap();
-    let (b, _) = unfold(&x, [1, 1], None);
-    let exact = gram(&b, &b, d);
-    let scale = max_abs(&exact);
-    let err = |batch: usize| {
-        let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
-        stats
-            .gram
-            .iter()
-            .zip(&exact)
-            .map(|(g, e)| (g - e).abs())
-            .fold(0.0, f64::max)
-            / scale
-    };
-    let (one, many) = (err(n), err(1));
+    let (one, many) = (large_input_error(2400), large_input_error(1));
     assert!(
         many <= 2.0 * one.max(1e-7),
-        "one batch {one:e}, {n} batches {many:e}"
+        "one batch {one:e}, 2400 batches {many:e}"
     );
 }
 
@@ -404,4 +361,30 @@ fn gram_params_match_the_shader_struct() {
     for (i, m) in members.iter().enumerate() {
         assert_eq!(m.offset as usize, 4 * i, "{:?}", m.name);
     }
+}
+
+/// Relative max-entry error of the GPU's `BᵀB` against f64 for 2400 rows of a large-magnitude
+/// input (mean 1e3, so the sums reach ~1e9), accumulated `batch` images at a time.
+fn large_input_error(batch: usize) -> f64 {
+    let mut rng = Rng::new(43);
+    let (n, d) = (2400, 24);
+    let data: Vec<f32> = rng
+        .normal_vec(n * d)
+        .into_iter()
+        .map(|v| 1000.0 + 10.0 * v)
+        .collect();
+    let x = Tensor::new(vec![n, d], data).unwrap();
+    let w = Tensor::new(vec![2, d], rng.normal_vec(2 * d)).unwrap();
+    let problem = LayerProblem::new(&x.shape, w.view(), None).unwrap();
+    let (b, _) = unfold(&x, [1, 1], None);
+    let exact = gram(&b, &b, d);
+    let scale = max_abs(&exact);
+    let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
+    stats
+        .gram
+        .iter()
+        .zip(&exact)
+        .map(|(g, e)| (g - e).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
