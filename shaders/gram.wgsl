@@ -70,6 +70,11 @@ struct GramParams {
     positions: u32,
     height: u32,
     width: u32,
+    // Always 0. OR-ed into intermediate results of the compensated sums (`opaque`), so that the
+    // driver's compiler, which may reassociate float arithmetic (Mesa's NIR does; SPIR-V ops carry
+    // no NoContraction from naga), cannot prove `(s - a) - s` and friends to be zero and delete
+    // the compensation.
+    zero: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GramParams;
@@ -199,12 +204,24 @@ fn store_stage(s: u32, loads: u32) {
     }
 }
 
-// (hi, lo) + x without rounding error in hi + lo (Knuth's TwoSum).
+// `v`, unchanged, in a form the compiler cannot see through (see `GramParams.zero`).
+fn opaque(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) | p.zero);
+}
+
+// a + b = s + err exactly (Knuth's TwoSum), every intermediate made opaque so that no
+// algebraic simplification can turn `err` into 0.
+fn two_sum(a: f32, b: f32) -> vec2<f32> {
+    let s = opaque(a + b);
+    let bp = opaque(s - a);
+    let ap = opaque(s - bp);
+    return vec2<f32>(s, (a - ap) + (b - bp));
+}
+
+// (hi, lo) + x without rounding error in hi + lo.
 fn two_sum_add(pair: vec2<f32>, x: f32) -> vec2<f32> {
-    let s = pair.x + x;
-    let bp = s - pair.x;
-    let err = (pair.x - (s - bp)) + (x - bp);
-    return vec2<f32>(s, pair.y + err);
+    let t = two_sum(pair.x, x);
+    return vec2<f32>(t.x, pair.y + t.y);
 }
 
 // Adds four consecutive output values (row, col..col+3) into slice z of the accumulator.
@@ -363,10 +380,8 @@ fn gram_tile(
 
 // (hi, lo) + (hi, lo), compensated.
 fn pair_add(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let s = a.x + b.x;
-    let bp = s - a.x;
-    let err = (a.x - (s - bp)) + (b.x - bp);
-    return vec2<f32>(s, a.y + b.y + err);
+    let t = two_sum(a.x, b.x);
+    return vec2<f32>(t.x, a.y + b.y + t.y);
 }
 
 // Index of this thread in a flat pass dispatched as a 2-D grid of workgroups.

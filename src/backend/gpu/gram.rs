@@ -241,6 +241,8 @@ pub struct GramParams {
     pub height: u32,
     /// Conv: input width.
     pub width: u32,
+    /// Always 0: keeps the driver from simplifying the compensated sums away (see gram.wgsl).
+    pub zero: u32,
 }
 
 /// Which sum: the left and right operands of `Lᵀ R`.
