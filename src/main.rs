@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use subprune::backend::choice::{open_backend, BackendChoice};
-use subprune::backend::gpu::GpuBackend;
+use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, TileChoice};
+use subprune::backend::gpu::{GpuBackend, TileConfig};
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
 /// `println!` that returns an error from the calling function (all of which return
@@ -38,12 +38,21 @@ struct Cli {
     /// Upload statistics inputs to the GPU as f16 (half the traffic, ~3 significant digits).
     #[arg(long, global = true)]
     f16_inputs: bool,
+    /// Do not time the GPU statistics kernels' tile configurations on first use of an adapter
+    /// (cached per adapter and driver in $SUBPRUNE_CACHE_DIR, else ~/.cache/subprune): use
+    /// the default configuration.
+    #[arg(long, global = true)]
+    no_autotune: bool,
+    /// GPU statistics kernels' tile configuration WGxBK (e.g. 16x16, 8x32), instead of the
+    /// autotuned one.
+    #[arg(long, global = true, value_name = "WGxBK")]
+    tile: Option<TileConfig>,
 }
 
 impl Cli {
     /// The backend --backend names; says on stderr which one is used.
     fn open(&self) -> anyhow::Result<Box<dyn Backend>> {
-        let opened = open_backend(self.backend, self.adapter.as_deref(), self.f16_inputs)?;
+        let opened = open_backend_with(self.backend, &self.gpu_setup())?;
         eprintln!("{}", opened.note);
         if self.f16_inputs && opened.backend.name().starts_with("cpu") {
             eprintln!("note: --f16-inputs applies to the GPU backend only; ignored");
@@ -70,7 +79,28 @@ impl Cli {
 
     /// The GPU backend on --adapter, with --f16-inputs.
     fn gpu(&self) -> subprune::Result<GpuBackend> {
-        Ok(GpuBackend::new(self.adapter.as_deref())?.with_f16_inputs(self.f16_inputs))
+        let (gpu, report) = self.gpu_setup().open()?;
+        if let Some(r) = report {
+            eprintln!("{r}");
+            if let Some(p) = &r.cache_problem {
+                eprintln!("warning: tile-configuration cache not used: {p}");
+            }
+        }
+        Ok(gpu)
+    }
+
+    /// The GPU settings of the command line: --adapter, --f16-inputs, --tile, --no-autotune.
+    fn gpu_setup(&self) -> GpuSetup {
+        let tiles = match (self.tile, self.no_autotune) {
+            (Some(config), _) => TileChoice::Fixed(config),
+            (None, true) => TileChoice::Default,
+            (None, false) => TileChoice::Autotune(subprune::backend::gpu::default_cache_path()),
+        };
+        GpuSetup {
+            adapter: self.adapter.clone(),
+            f16_inputs: self.f16_inputs,
+            tiles,
+        }
     }
 }
 
@@ -136,6 +166,9 @@ struct BenchArgs {
     /// Skip the full greedy (statistics only).
     #[arg(long)]
     no_greedy: bool,
+    /// Also time the GPU statistics with every tile configuration the device allows.
+    #[arg(long)]
+    tiles: bool,
 }
 
 #[derive(Args)]
@@ -632,13 +665,20 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     };
     // The CPU backend always runs, as the baseline; the GPU one next to it unless --backend cpu.
     let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
-    match cli.backend {
-        BackendChoice::Cpu => {}
-        BackendChoice::Gpu => backends.push(Box::new(cli.gpu()?)),
+    let gpu = match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
         BackendChoice::Auto => match cli.gpu() {
-            Ok(gpu) => backends.push(Box::new(gpu)),
-            Err(e) => eprintln!("no GPU backend in this run: {e}"),
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("no GPU backend in this run: {e}");
+                None
+            }
         },
+    };
+    if let Some(gpu) = &gpu {
+        println!("GPU statistics kernels: {}", gpu.tile_config());
+        backends.push(Box::new(gpu.clone()));
     }
     println!(
         "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9} {:>8} {:>10} | {:>9} {:>11}",
@@ -712,6 +752,30 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 p.readback,
                 p.host,
             );
+        }
+        if let (true, Some(gpu)) = (args.tiles, &gpu) {
+            for config in gpu.supported_tile_configs() {
+                let tiled = gpu.clone().with_tile_config(config)?;
+                let mut best: Option<subprune::LayerStats> = None;
+                let mut best_time = f64::INFINITY;
+                for _ in 0..args.reps.max(1) {
+                    let (t, s) = bench::time_stats(&tiled, &problem, &inputs)?;
+                    if t < best_time {
+                        best_time = t;
+                        best = Some(s);
+                    }
+                }
+                let p = best.expect("at least one repetition").phases;
+                println!(
+                    "{:<9} {config}: stats {best_time:.4} s ({:.1} GFLOP/s), kernels {:.4} s \
+                     ({:.1} GFLOP/s, {})",
+                    "",
+                    case.stats_flops() / best_time / 1e9,
+                    p.kernel,
+                    case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+                    p.clock.label(),
+                );
+            }
         }
         println!(
             "{:<9} reference sgemm BᵀB ({}×{}ᵀ·{}×{}, gemm crate, CPU): {:.4} s, {:.1} GFLOP/s",

@@ -24,6 +24,7 @@ fn subprune(args: &[&str]) -> Output {
 /// Runs the binary on the named backend.
 fn subprune_on(backend: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_subprune"))
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(["--backend", backend])
         .args(args)
         .output()

@@ -12,6 +12,7 @@
 
 use std::sync::OnceLock;
 
+use subprune::backend::gpu::TileConfig;
 use subprune::backend::KernelClock;
 use subprune::rng::Rng;
 use subprune::{layer_stats, ConvOptions, GpuBackend, LayerProblem, LayerStats, Tensor};
@@ -385,4 +386,56 @@ fn large_input_error(batch: usize) -> f64 {
         .map(|(g, e)| (g - e).abs())
         .fold(0.0, f64::max)
         / scale
+}
+
+#[test]
+fn autotune_measures_once_then_reads_the_cache() {
+    use subprune::backend::gpu::TuneSource;
+    let dir = std::env::temp_dir().join(format!("subprune-autotune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("nested").join("tile-configs.json");
+    let supported = gpu().supported_tile_configs();
+
+    let (tuned, first) = gpu().clone().autotune(Some(&path)).unwrap();
+    assert_eq!(first.source, TuneSource::Measured, "{first}");
+    assert_eq!(first.cache_problem, None);
+    let measured: Vec<_> = first.timings.iter().map(|t| t.0).collect();
+    assert_eq!(measured, supported, "every supported configuration is timed");
+    assert!(first.timings.iter().all(|t| t.1 > 0.0 && t.1.is_finite()));
+    let fastest = first
+        .timings
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap()
+        .0;
+    assert_eq!(first.config, fastest);
+    assert_eq!(tuned.tile_config(), fastest);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&tuned.adapter_key()), "{text}");
+
+    // Second use: from the cache, no timing.
+    let (again, second) = gpu().clone().autotune(Some(&path)).unwrap();
+    assert_eq!(second.source, TuneSource::Cached);
+    assert_eq!(again.tile_config(), fastest);
+
+    // A corrupt cache is reported and replaced by a fresh measurement.
+    std::fs::write(&path, b"{ not json").unwrap();
+    let (_, third) = gpu().clone().autotune(Some(&path)).unwrap();
+    assert_eq!(third.source, TuneSource::Measured);
+    let problem = third.cache_problem.expect("the corrupt cache is reported");
+    assert!(problem.contains("tile-configs.json"), "{problem}");
+    let (_, fourth) = gpu().clone().autotune(Some(&path)).unwrap();
+    assert_eq!(fourth.source, TuneSource::Cached, "the cache was rewritten");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tile_configs_parse_and_refuse_bad_names() {
+    let c: TileConfig = "8x16".parse().unwrap();
+    assert_eq!(c, TileConfig { wg: 8, bk: 16 });
+    assert!(TileConfig::ALL.iter().all(|c| c.is_valid()));
+    for bad in ["16", "16x", "12x16", "16x64", "8x32", "axb", ""] {
+        let err = bad.parse::<TileConfig>().unwrap_err().to_string();
+        assert!(err.contains("WGxBK"), "{bad}: {err}");
+    }
 }

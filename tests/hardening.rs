@@ -18,6 +18,7 @@ fn bin() -> String {
 
 fn subprune_on(backend: &str, args: &[&str]) -> Output {
     Command::new(bin())
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(["--backend", backend])
         .args(args)
         .output()
@@ -348,6 +349,7 @@ fn bad_arguments_are_refused_before_any_work() {
 fn closed_or_full_stdout_is_an_error_not_a_panic() {
     let layer = linear_layer("stdout");
     let full = Command::new(bin())
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(["--backend", "cpu"])
         .args(layer.args(&["--json"]))
         .stdout(std::fs::File::create("/dev/full").unwrap())
@@ -356,6 +358,7 @@ fn closed_or_full_stdout_is_an_error_not_a_panic() {
     expect_failure(&full, &["writing to standard output"]);
 
     let mut child = Command::new(bin())
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(["--backend", "cpu"])
         .args(layer.args(&[]))
         .stdout(Stdio::piped())
@@ -373,6 +376,7 @@ fn messages_are_short_and_say_what_to_do() {
     let layer = linear_layer("wording");
     // Mesa's runtime-dir complaint when XDG_RUNTIME_DIR is unset.
     let out = Command::new(bin())
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .env_remove("XDG_RUNTIME_DIR")
         .args(["--backend", "gpu"])
         .args(layer.args(&[]))
@@ -420,6 +424,7 @@ fn no_adapter_message_is_two_short_lines() {
         return;
     }
     let out = Command::new(bin())
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .env("WGPU_BACKEND", "metal")
         .args(["--backend", "gpu"])
         .args(layer.args(&[]))

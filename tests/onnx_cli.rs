@@ -26,6 +26,7 @@ fn tempdir(tag: &str) -> PathBuf {
 
 fn subprune(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
+        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(args)
         .output()
         .unwrap();

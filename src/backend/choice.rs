@@ -1,9 +1,10 @@
 //! Choosing a backend by name (`--backend cpu|gpu|auto`), with a logged fall-back for `auto`.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::cpu::CpuBackend;
-use super::gpu::GpuBackend;
+use super::gpu::{GpuBackend, TileConfig, TuneReport};
 use super::Backend;
 use crate::error::{Error, Result};
 
@@ -43,14 +44,92 @@ pub struct OpenedBackend {
     pub note: String,
 }
 
+/// How a GPU backend's statistics kernels get their tile configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TileChoice {
+    /// The first configuration of [`TileConfig::ALL`] that fits the device (no timing).
+    #[default]
+    Default,
+    /// This configuration (an error if it does not fit the device).
+    Fixed(TileConfig),
+    /// [`GpuBackend::autotune`] with this cache file (`None`: measure, cache nothing).
+    Autotune(Option<PathBuf>),
+}
+
+/// Everything that configures a GPU backend when one is opened.
+#[derive(Clone, Debug, Default)]
+pub struct GpuSetup {
+    /// A case-insensitive part of the adapter's name; `None`: `SUBPRUNE_ADAPTER`, else wgpu's
+    /// high-performance adapter.
+    pub adapter: Option<String>,
+    /// The f16 input path ([`GpuBackend::with_f16_inputs`]).
+    pub f16_inputs: bool,
+    /// The statistics kernels' tile configuration.
+    pub tiles: TileChoice,
+}
+
+impl GpuSetup {
+    /// Opens the GPU backend; with [`TileChoice::Autotune`] also the tuning report.
+    pub fn open(&self) -> Result<(GpuBackend, Option<TuneReport>)> {
+        let gpu = GpuBackend::new(self.adapter.as_deref())
+            .map_err(shorten)?
+            .with_f16_inputs(self.f16_inputs);
+        self.configure(gpu)
+    }
+
+    fn configure(&self, gpu: GpuBackend) -> Result<(GpuBackend, Option<TuneReport>)> {
+        let gpu = gpu.with_f16_inputs(self.f16_inputs);
+        match &self.tiles {
+            TileChoice::Default => Ok((gpu, None)),
+            TileChoice::Fixed(config) => Ok((gpu.with_tile_config(*config)?, None)),
+            TileChoice::Autotune(cache) => {
+                let (gpu, report) = gpu.autotune(cache.as_deref())?;
+                Ok((gpu, Some(report)))
+            }
+        }
+    }
+}
+
+/// The note line of an opened GPU backend.
+fn gpu_note(gpu: &GpuBackend, report: Option<&TuneReport>, auto: bool) -> String {
+    let mut note = format!("backend: gpu, {}", gpu.name());
+    if auto {
+        note.push_str(" (auto)");
+    }
+    match report {
+        Some(r) => {
+            note.push_str(&format!("\n{r}"));
+            if let Some(p) = &r.cache_problem {
+                note.push_str(&format!("\nwarning: tile-configuration cache not used: {p}"));
+            }
+        }
+        None => note.push_str(&format!("\nstatistics kernels: {}", gpu.tile_config())),
+    }
+    note
+}
+
 /// Opens the backend `choice` names. `adapter` (a substring of the adapter's name) picks the GPU;
 /// without it the `SUBPRUNE_ADAPTER` environment variable does, else wgpu's high-performance one.
-/// `f16_inputs` turns on the GPU's f16 input path ([`GpuBackend::with_f16_inputs`]).
+/// `f16_inputs` turns on the GPU's f16 input path ([`GpuBackend::with_f16_inputs`]). The GPU's
+/// tile configuration is the default one; [`open_backend_with`] chooses it otherwise.
 pub fn open_backend(
     choice: BackendChoice,
     adapter: Option<&str>,
     f16_inputs: bool,
 ) -> Result<OpenedBackend> {
+    open_backend_with(
+        choice,
+        &GpuSetup {
+            adapter: adapter.map(str::to_string),
+            f16_inputs,
+            tiles: TileChoice::Default,
+        },
+    )
+}
+
+/// [`open_backend`] with every GPU setting of `setup` (including autotuning).
+pub fn open_backend_with(choice: BackendChoice, setup: &GpuSetup) -> Result<OpenedBackend> {
+    let adapter = setup.adapter.as_deref();
     match choice {
         BackendChoice::Cpu => {
             let cpu = CpuBackend::new();
@@ -60,11 +139,9 @@ pub fn open_backend(
             })
         }
         BackendChoice::Gpu => {
-            let gpu = GpuBackend::new(adapter)
-                .map_err(shorten)?
-                .with_f16_inputs(f16_inputs);
+            let (gpu, report) = setup.open()?;
             Ok(OpenedBackend {
-                note: format!("backend: gpu, {}", gpu.name()),
+                note: gpu_note(&gpu, report.as_ref(), false),
                 backend: Box::new(gpu),
             })
         }
@@ -72,10 +149,11 @@ pub fn open_backend(
             let named = adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
             let why = match GpuBackend::new(adapter) {
                 Ok(gpu) if named || !gpu.is_software() => {
+                    let (gpu, report) = setup.configure(gpu)?;
                     return Ok(OpenedBackend {
-                        note: format!("backend: gpu, {} (auto)", gpu.name()),
-                        backend: Box::new(gpu.with_f16_inputs(f16_inputs)),
-                    })
+                        note: gpu_note(&gpu, report.as_ref(), true),
+                        backend: Box::new(gpu),
+                    });
                 }
                 Ok(gpu) => format!("only a software adapter ({})", gpu.adapter_name()),
                 Err(e) => shorten(e)

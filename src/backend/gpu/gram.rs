@@ -57,19 +57,18 @@ const MAX_CHUNK_BYTES: u64 = 256 << 20;
 pub struct TileConfig {
     /// Threads per workgroup axis (8 or 16).
     pub wg: u32,
-    /// Rows staged per step (8, 16 or 32).
+    /// Rows staged per step (8, 16, or 32 with `wg = 16`: a thread stages at most 16 values).
     pub bk: u32,
 }
 
 impl TileConfig {
     /// Every configuration the kernels support, the largest tile first.
-    pub const ALL: [TileConfig; 6] = [
+    pub const ALL: [TileConfig; 5] = [
         TileConfig { wg: 16, bk: 16 },
         TileConfig { wg: 16, bk: 8 },
         TileConfig { wg: 16, bk: 32 },
         TileConfig { wg: 8, bk: 16 },
         TileConfig { wg: 8, bk: 8 },
-        TileConfig { wg: 8, bk: 32 },
     ];
 
     /// Output tile edge (`8·wg`).
@@ -105,6 +104,29 @@ impl TileConfig {
     /// The preferred configuration that fits `limits` (the first of [`TileConfig::ALL`]).
     pub fn default_for(limits: &wgpu::Limits) -> Option<TileConfig> {
         Self::ALL.into_iter().find(|c| c.fits(limits))
+    }
+}
+
+impl std::str::FromStr for TileConfig {
+    type Err = Error;
+
+    /// `WGxBK`, e.g. `16x16`: threads per workgroup axis and rows staged per step.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "tile configuration {s:?}: expected WGxBK, one of 16x16, 16x8, 16x32, 8x16, 8x8"
+            ))
+        };
+        let (wg, bk) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let config = TileConfig {
+            wg: wg.trim().parse().map_err(|_| bad())?,
+            bk: bk.trim().parse().map_err(|_| bad())?,
+        };
+        if config.is_valid() {
+            Ok(config)
+        } else {
+            Err(bad())
+        }
     }
 }
 

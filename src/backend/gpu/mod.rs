@@ -14,12 +14,14 @@
 //! grow-only pool shared by all layers of one backend. Every GPU failure (no adapter, a lost
 //! device, a refused allocation, a validation error) is returned as [`Error::Gpu`].
 
+mod autotune;
 mod downdate;
 mod gains;
 mod gram;
 mod greedy;
 mod timing;
 
+pub use autotune::{default_cache_path, TuneReport, TuneSource, CACHE_DIR_ENV};
 pub use gram::{GramParams, TileConfig};
 
 use std::num::NonZeroU64;
