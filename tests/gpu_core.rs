@@ -272,6 +272,30 @@ fn f16_inputs_match_f64_on_the_rounded_values() {
 }
 
 #[test]
+fn gathered_batches_match_f64_with_odd_f16_images() {
+    // 75 values per image and batches of 7: the f16 words of an odd number of values cannot be
+    // appended to, so gathering must dispatch early; with and without gathering, f16 and f32.
+    let mut rng = Rng::new(45);
+    let x = activations(&mut rng, &[23, 3, 5, 5], 1.0);
+    let t = activations(&mut rng, &[23, 3, 5, 5], 1.0);
+    let w = Tensor::new(vec![4, 3, 3, 3], rng.normal_vec(4 * 27)).unwrap();
+    let conv = ConvOptions {
+        padding: [1, 1],
+        ..ConvOptions::default()
+    };
+    for gather in [0, 1 << 20] {
+        for half in [false, true] {
+            let b = gpu()
+                .clone()
+                .with_gather_bytes(gather)
+                .with_f16_inputs(half);
+            let tag = format!("gather {gather} f16 {half}");
+            check(&tag, &b, &x, Some(&t), &w, Some(conv), half);
+        }
+    }
+}
+
+#[test]
 fn error_stays_within_tolerance_over_many_batches() {
     // A large-magnitude input (mean 1e3, so the sums reach ~1e9) in up to 2400 batches: the
     // error stays within the statistics tolerance.
@@ -378,7 +402,9 @@ fn large_input_error(batch: usize) -> f64 {
     let (b, _) = unfold(&x, [1, 1], None);
     let exact = gram(&b, &b, d);
     let scale = max_abs(&exact);
-    let stats = layer_stats(gpu(), &problem, x.view(), None, batch).unwrap();
+    // Gathering off: every batch is its own dispatch, folded into the compensated pairs.
+    let backend = gpu().clone().with_gather_bytes(0);
+    let stats = layer_stats(&backend, &problem, x.view(), None, batch).unwrap();
     stats
         .gram
         .iter()

@@ -50,6 +50,16 @@ const MAX_SPLITS: u32 = 64;
 const SPLIT_MEMORY_BUDGET: u64 = 512 << 20;
 /// Largest input chunk uploaded at once, in bytes.
 const MAX_CHUNK_BYTES: u64 = 256 << 20;
+/// Default of [`GpuBackend::with_gather_bytes`](super::GpuBackend::with_gather_bytes): batches
+/// are gathered on the device up to this many bytes of inputs before the kernels run
+/// over all of them: small batches (a forward pass hands over 64 or 128 images at a time) would
+/// otherwise give each row split too few rows, and the per-dispatch folds would cost as much as
+/// the products.
+pub(super) const GATHER_BYTES: u64 = 64 << 20;
+/// Fewest unfolded rows per row split in one dispatch (fewer splits when a chunk is small): a
+/// split ends with a fold of its whole tile into the accumulator, which costs about as much as
+/// a few hundred rows of products.
+const MIN_SPLIT_ROWS: u32 = 1024;
 
 /// A configuration of the tiled matmul core: `wg × wg` threads per workgroup, each owning an
 /// 8 × 8 block of the `8·wg`-square output tile, and `bk` rows staged per step.
@@ -311,8 +321,12 @@ pub(super) struct GpuStats {
     columns: PooledBuffer,
     offsets: PooledBuffer,
     placeholder: PooledBuffer,
-    /// Images per uploaded chunk.
+    /// Most images per uploaded chunk (binding and chunk-size limits).
     chunk_images: usize,
+    /// Images the input buffers hold, and how many of them are uploaded and not yet summed.
+    capacity_images: usize,
+    pending_images: usize,
+    gather_bytes: u64,
     inputs: Option<PooledBuffer>,
     targets: Option<PooledBuffer>,
     /// Bytes bound of `inputs` / `targets`.
@@ -398,6 +412,7 @@ impl GpuStats {
         max_block_bytes: u64,
         config: TileConfig,
         forced_splits: Option<u32>,
+        gather_bytes: u64,
     ) -> Result<Self> {
         if !config.fits(&gpu.limits) {
             return Err(Error::Gpu(format!(
@@ -538,6 +553,9 @@ impl GpuStats {
             offsets,
             placeholder,
             chunk_images,
+            capacity_images: 0,
+            pending_images: 0,
+            gather_bytes,
             inputs: None,
             targets: None,
             input_bytes: 0,
@@ -553,7 +571,8 @@ impl GpuStats {
     /// Parameters of the (sum, block) dispatches for a chunk of `rows` unfolded rows.
     fn slot_params(&self, rows: u32) -> Vec<GramParams> {
         let bk = self.config.bk;
-        let rows_per_split = rows.div_ceil(self.splits).next_multiple_of(bk).max(bk);
+        let splits = self.splits.min(rows.div_ceil(MIN_SPLIT_ROWS)).max(1);
+        let rows_per_split = rows.div_ceil(splits).next_multiple_of(bk).max(bk);
         self.sums
             .iter()
             .flat_map(|sum| {
@@ -636,17 +655,19 @@ impl GpuStats {
         Ok(())
     }
 
-    /// Uploads `values` (flat indices from `first_index` in the caller's batch) into `buffer`.
+    /// Uploads `values` (flat indices from `first_index` in the caller's batch) into `buffer`
+    /// at byte `offset` (a multiple of 4).
     fn upload(
         queue: &wgpu::Queue,
         buffer: &wgpu::Buffer,
+        offset: u64,
         values: &[f32],
         half: Option<&mut Vec<f16>>,
         name: &str,
         first_index: usize,
     ) -> Result<()> {
         match half {
-            None => queue.write_buffer(buffer, 0, bytemuck::cast_slice(values)),
+            None => queue.write_buffer(buffer, offset, bytemuck::cast_slice(values)),
             Some(scratch) => {
                 scratch.clear();
                 scratch.resize(values.len().next_multiple_of(2), f16::ZERO);
@@ -659,13 +680,14 @@ impl GpuStats {
                         first_index + i
                     )));
                 }
-                queue.write_buffer(buffer, 0, bytemuck::cast_slice(scratch.as_slice()));
+                queue.write_buffer(buffer, offset, bytemuck::cast_slice(scratch.as_slice()));
             }
         }
         Ok(())
     }
 
-    fn add_chunk(
+    /// Uploads `images` images behind the pending ones (the caller checked that they fit).
+    fn upload_pending(
         &mut self,
         inputs: &[f32],
         target: Option<&[f32]>,
@@ -673,28 +695,43 @@ impl GpuStats {
         first_index: usize,
     ) -> Result<()> {
         let gpu = Arc::clone(&self.gpu);
-        let rows = images
-            .checked_mul(self.unfolding.rows_per_image())
-            .ok_or_else(|| Error::Gpu("unfolded rows per chunk overflow usize".into()))?;
-        let rows32 = to_u32(rows, "unfolded rows per chunk")?;
         let start = Instant::now();
+        let value_bytes = if self.half_inputs { 2 } else { 4 };
+        let offset = (self.pending_images * self.unfolding.image_len() * value_bytes) as u64;
+        debug_assert!(offset.is_multiple_of(4));
         let inputs_buffer = self.inputs.as_deref().expect("reserved");
         let mut half = self.half_inputs.then_some(&mut self.half_scratch);
         Self::upload(
             &gpu.queue,
             inputs_buffer,
+            offset,
             inputs,
             half.as_deref_mut(),
             "inputs",
             first_index,
         )?;
         if let (Some(t), Some(buffer)) = (target, self.targets.as_deref()) {
-            Self::upload(&gpu.queue, buffer, t, half, "target", first_index)?;
+            Self::upload(&gpu.queue, buffer, offset, t, half, "target", first_index)?;
         }
-        self.params.write(&gpu.queue, &self.slot_params(rows32));
+        self.pending_images += images;
         self.phases.upload += start.elapsed().as_secs_f64();
+        Ok(())
+    }
 
+    /// Runs the kernels over the pending images.
+    fn dispatch_pending(&mut self) -> Result<()> {
+        let images = std::mem::take(&mut self.pending_images);
+        if images == 0 {
+            return Ok(());
+        }
+        let gpu = Arc::clone(&self.gpu);
+        let rows = images
+            .checked_mul(self.unfolding.rows_per_image())
+            .ok_or_else(|| Error::Gpu("unfolded rows per chunk overflow usize".into()))?;
+        let rows32 = to_u32(rows, "unfolded rows per chunk")?;
         let start = Instant::now();
+        let params = self.slot_params(rows32);
+        self.params.write(&gpu.queue, &params);
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -716,11 +753,12 @@ impl GpuStats {
                     } else {
                         d
                     };
+                    let p = &params[slot];
                     pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
                     pass.dispatch_workgroups(
                         block.cols.div_ceil(tile),
                         row_end.div_ceil(tile),
-                        self.splits,
+                        p.rows.div_ceil(p.rows_per_split),
                     );
                 }
             }
@@ -1076,15 +1114,29 @@ impl StatsAccumulator for GpuStats {
         gpu.scoped("accumulating statistics", || {
             let image_len = self.unfolding.image_len();
             let value_bytes = if self.half_inputs { 2 } else { 4 };
-            // Chunks are sized from the batch (up to the binding limit), so the u32 checks
-            // apply to what is really uploaded.
-            let per_chunk = self.chunk_images.min(n);
-            self.reserve_inputs((per_chunk * image_len * value_bytes) as u64)?;
+            let image_bytes = (image_len * value_bytes) as u64;
+            // Input buffers for up to `gather_bytes` of images (at least this batch, at most a
+            // chunk), filled batch after batch and summed when full (or at the end). Sized from
+            // the batches seen, so the u32 checks apply to what is really uploaded.
+            let gather = ((self.gather_bytes / image_bytes) as usize).max(n);
+            let want = self.chunk_images.min(gather);
+            if want > self.capacity_images {
+                self.dispatch_pending()?;
+                self.reserve_inputs(want as u64 * image_bytes)?;
+                self.capacity_images = want;
+            }
+            // f16 values are uploaded in whole u32 words: an odd number of values pending
+            // (odd images × odd image length) cannot be appended to.
+            let half = self.half_inputs;
+            let odd = move |images: usize| half && (images * image_len) % 2 == 1;
             let mut first = 0;
             while first < n {
-                let count = per_chunk.min(n - first);
+                if self.pending_images == self.capacity_images || odd(self.pending_images) {
+                    self.dispatch_pending()?;
+                }
+                let count = (self.capacity_images - self.pending_images).min(n - first);
                 let range = first * image_len..(first + count) * image_len;
-                self.add_chunk(
+                self.upload_pending(
                     &inputs.data[range.clone()],
                     target.map(|t| &t.data[range.clone()]),
                     count,
@@ -1097,6 +1149,7 @@ impl StatsAccumulator for GpuStats {
     }
 
     fn finish(mut self: Box<Self>) -> Result<RawGrams> {
+        self.dispatch_pending()?;
         if self.rows == 0 {
             return Ok(self.empty());
         }
@@ -1105,6 +1158,7 @@ impl StatsAccumulator for GpuStats {
     }
 
     fn finish_with_weight(mut self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        self.dispatch_pending()?;
         if self.rows == 0 {
             return Ok(self.empty());
         }

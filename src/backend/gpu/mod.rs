@@ -59,6 +59,7 @@ pub struct GpuBackend {
     max_block_bytes: u64,
     tile_config: TileConfig,
     forced_splits: Option<u32>,
+    gather_bytes: u64,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -184,6 +185,7 @@ impl GpuBackend {
             max_block_bytes,
             tile_config,
             forced_splits: None,
+            gather_bytes: gram::GATHER_BYTES,
         })
     }
 
@@ -264,6 +266,15 @@ impl GpuBackend {
         self
     }
 
+    /// Bytes of consumer inputs gathered on the device, batch after batch, before the
+    /// statistics kernels run over all of them (default 64 MiB; at least one batch is always
+    /// taken whole). Small batches then still give each row split enough rows; `0` runs the
+    /// kernels on every batch as it comes.
+    pub fn with_gather_bytes(mut self, bytes: u64) -> Self {
+        self.gather_bytes = bytes;
+        self
+    }
+
     /// The tile configuration of the statistics kernels.
     pub fn tile_config(&self) -> TileConfig {
         self.tile_config
@@ -306,6 +317,7 @@ impl Backend for GpuBackend {
                 self.max_block_bytes,
                 self.tile_config,
                 self.forced_splits,
+                self.gather_bytes,
             )
         })?;
         Ok(Box::new(stats))
