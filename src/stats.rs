@@ -551,7 +551,7 @@ const SCALE_HINT: &str = "the input values are too large for the f32 sums of the
 /// Fails with [`Error::NonFiniteStatistics`] naming `name` and the first non-finite entry of the
 /// row-major matrix `a` with `cols` columns.
 fn check_finite_matrix(name: &str, a: &[f64], cols: usize) -> Result<()> {
-    match a.iter().position(|v| !v.is_finite()) {
+    match crate::validate::first_non_finite(a) {
         None => Ok(()),
         Some(i) => Err(Error::NonFiniteStatistics {
             tensor: name.into(),

@@ -65,7 +65,7 @@ impl<'a> TensorView<'a> {
 
     /// Fails with [`Error::NonFinite`] naming `name` if any value is NaN or infinite.
     pub fn check_finite(&self, name: &str) -> Result<()> {
-        match self.data.iter().position(|v| !v.is_finite()) {
+        match crate::validate::first_non_finite(self.data) {
             None => Ok(()),
             Some(index) => Err(Error::NonFinite {
                 tensor: name.to_string(),

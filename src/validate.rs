@@ -87,3 +87,32 @@ fn same_file(out: &Path, out_meta: &std::fs::Metadata, input: &Path) -> bool {
         }
     }
 }
+
+/// Index of the first value that is NaN or infinite, searched in parallel on large slices.
+pub fn first_non_finite<T: num_like::Float>(values: &[T]) -> Option<usize> {
+    use rayon::prelude::*;
+    if values.len() < 1 << 16 {
+        values.iter().position(|v| !v.finite())
+    } else {
+        values.par_iter().position_first(|v| !v.finite())
+    }
+}
+
+/// The float types [`first_non_finite`] takes.
+pub mod num_like {
+    /// An f32 or f64.
+    pub trait Float: Copy + Send + Sync {
+        /// Neither NaN nor infinite.
+        fn finite(&self) -> bool;
+    }
+    impl Float for f32 {
+        fn finite(&self) -> bool {
+            self.is_finite()
+        }
+    }
+    impl Float for f64 {
+        fn finite(&self) -> bool {
+            self.is_finite()
+        }
+    }
+}

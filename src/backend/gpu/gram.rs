@@ -943,40 +943,52 @@ impl GpuStats {
         }
         self.phases.reduce += start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let words = gpu.submit_and_read(
+        let mut mapped_at = start;
+        // Converted straight from the mapped memory, in parallel: G to f64, the C0 pairs to
+        // f64, the timestamps to u64 (no intermediate copy of the readback).
+        let (gram, c0, product1, stamps) = gpu.submit_and_map(
             encoder,
             &staging,
             total_bytes,
             "reading back the statistics",
+            |view| {
+                mapped_at = Instant::now();
+                let words: &[u32] = bytemuck::cast_slice(view);
+                let (g_words, rest) = words.split_at(d * d);
+                let mut gram = vec![0.0f64; d * d];
+                gram.par_chunks_mut(d.max(1))
+                    .zip(g_words.par_chunks(d.max(1)))
+                    .for_each(|(dst, src)| {
+                        for (t, &w) in dst.iter_mut().zip(src) {
+                            *t = f32::from_bits(w) as f64;
+                        }
+                    });
+                let pairs = |p: usize| -> Vec<f64> {
+                    rest[p * 2 * d * m..(p + 1) * 2 * d * m]
+                        .par_chunks_exact(2)
+                        .map(|w| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64)
+                        .collect()
+                };
+                let c0 = pairs(0);
+                let product1 = with_target.then(|| pairs(1));
+                let stamps = rest[products * 2 * d * m..].to_vec();
+                (gram, c0, product1, stamps)
+            },
         )?;
-        self.phases.readback += start.elapsed().as_secs_f64();
-
-        let start = Instant::now();
-        let (g_words, rest) = words.split_at(d * d);
-        let mut gram = vec![0.0f64; d * d];
-        gram.par_chunks_mut(d.max(1))
-            .zip(g_words.par_chunks(d.max(1)))
-            .for_each(|(dst, src)| {
-                for (t, &w) in dst.iter_mut().zip(src) {
-                    *t = f32::from_bits(w) as f64;
-                }
-            });
-        let pairs = |p: usize| -> Vec<f64> {
-            rest[p * 2 * d * m..(p + 1) * 2 * d * m]
-                .chunks_exact(2)
-                .map(|w| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64)
-                .collect()
+        self.phases.readback += (mapped_at - start).as_secs_f64();
+        let start = mapped_at;
+        // Partial sums over fixed chunks, added in order: the same result on every run.
+        let dot = |a: &[f64]| -> f64 {
+            let parts: Vec<f64> = a
+                .par_chunks(1 << 14)
+                .zip(weight.par_chunks(1 << 14))
+                .map(|(x, w)| x.iter().zip(w).map(|(x, y)| x * y).sum::<f64>())
+                .collect();
+            parts.iter().sum()
         };
-        let c0 = pairs(0);
-        let dot = |a: &[f64]| -> f64 { a.iter().zip(weight).map(|(x, y)| x * y).sum() };
-        let total = if with_target {
-            dot(&pairs(1))
-        } else {
-            dot(&c0)
-        };
-        if let Some(_t) = &timestamps {
-            let at = products * 2 * d * m;
-            let (kernel, reduce) = self.timer.seconds(&gpu, &rest[at..]);
+        let total = dot(product1.as_deref().unwrap_or(&c0));
+        if timestamps.is_some() {
+            let (kernel, reduce) = self.timer.seconds(&gpu, &stamps);
             if self.timer.complete() {
                 self.phases.kernel = kernel;
                 self.phases.reduce = reduce;

@@ -562,6 +562,21 @@ impl Gpu {
         bytes: u64,
         what: &str,
     ) -> Result<Vec<u32>> {
+        self.submit_and_map(encoder, staging, bytes, what, |view| {
+            bytemuck::pod_collect_to_vec::<u8, u32>(view)
+        })
+    }
+
+    /// Submits `encoder`, maps the first `bytes` of `staging` once the GPU is done, and hands
+    /// the mapped bytes to `read` (which can convert them in place, without a copy).
+    fn submit_and_map<T>(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         self.queue.submit([encoder.finish()]);
         let slice = staging.slice(..bytes);
         let (tx, rx) = mpsc::channel();
@@ -598,14 +613,14 @@ impl Gpu {
                 )))
             }
         }
-        let words = {
+        let out = {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| Error::Gpu(format!("{what}: reading the mapped buffer: {e}")))?;
-            bytemuck::pod_collect_to_vec::<u8, u32>(&view)
+            read(&view)
         };
         staging.unmap();
-        Ok(words)
+        Ok(out)
     }
 
     /// Waits until submission `index` has finished (bounds the work queued ahead of the host).
