@@ -704,9 +704,13 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps);
         let mut cpu_times: Option<(f64, Option<f64>)> = None;
         for backend in &backends {
-            // One untimed run first: pipelines compiled, buffers pooled, and a GPU's clocks up
-            // from idle (an H100 idles at a sixth of its clock and takes a while to ramp).
-            bench::time_stats(backend.as_ref(), &problem, &inputs)?;
+            // Untimed runs first, for at least half a second: pipelines compiled, buffers
+            // pooled, and a GPU's clocks up from idle (an H100 idles at a sixth of its clock
+            // and takes a while to ramp up).
+            let warm = std::time::Instant::now();
+            while warm.elapsed().as_secs_f64() < 0.5 {
+                bench::time_stats(backend.as_ref(), &problem, &inputs)?;
+            }
             let mut best = f64::INFINITY;
             let mut stats: Option<subprune::LayerStats> = None;
             for _ in 0..args.reps.max(1) {

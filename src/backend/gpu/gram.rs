@@ -237,7 +237,7 @@ fn compute_pipeline(
     })
 }
 
-/// `GramParams` of gram.wgsl (field for field; `tests/gpu.rs` checks the layout with naga).
+/// `GramParams` of gram.wgsl (field for field; `tests/gpu_core.rs` checks the layout with naga).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct GramParams {
