@@ -748,16 +748,18 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             );
             let p = stats.phases;
             println!(
-                "{:<9} phases ({}): upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), reduce/C0 {:.4} s, \
-                 readback {:.4} s, host {:.4} s",
+                "{:<9} phases ({}): setup {:.4} s, upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), \
+                 reduce/C0 {:.4} s, readback {:.4} s, host {:.4} s, other {:.4} s",
                 "",
                 p.clock.label(),
+                p.setup,
                 p.upload,
                 p.kernel,
                 case.stats_flops() / p.kernel.max(1e-12) / 1e9,
                 p.reduce,
                 p.readback,
                 p.host,
+                (best - p.total()).max(0.0),
             );
         }
         if let (true, Some(gpu)) = (args.tiles, &gpu) {

@@ -91,11 +91,16 @@ fn same_file(out: &Path, out_meta: &std::fs::Metadata, input: &Path) -> bool {
 /// Index of the first value that is NaN or infinite, searched in parallel on large slices.
 pub fn first_non_finite<T: num_like::Float>(values: &[T]) -> Option<usize> {
     use rayon::prelude::*;
-    if values.len() < 1 << 16 {
-        values.iter().position(|v| !v.finite())
+    const CHUNK: usize = 1 << 16;
+    // Whole chunks scanned with a branch-free fold (vectorised), the first bad chunk searched.
+    let bad = |c: &[T]| !c.iter().fold(true, |ok, v| ok & v.finite());
+    let chunk = if values.len() <= CHUNK {
+        bad(values).then_some(0)
     } else {
-        values.par_iter().position_first(|v| !v.finite())
-    }
+        values.par_chunks(CHUNK).position_first(bad)
+    }?;
+    let start = chunk * CHUNK;
+    values[start..].iter().position(|v| !v.finite()).map(|i| start + i)
 }
 
 /// The float types [`first_non_finite`] takes.

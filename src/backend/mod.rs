@@ -71,6 +71,9 @@ impl KernelClock {
 /// Where the time of one layer's statistics went, in seconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StatsPhases {
+    /// Setting the accumulator up (buffers, tables, clearing the sums) and checking the
+    /// inputs.
+    pub setup: f64,
     /// Preparing and queueing the batches for the device (f16 conversion, staging copies); 0 on
     /// the CPU, which reads the batches in place.
     pub upload: f64,
@@ -90,7 +93,7 @@ pub struct StatsPhases {
 impl StatsPhases {
     /// The sum of the phases.
     pub fn total(&self) -> f64 {
-        self.upload + self.kernel + self.reduce + self.readback + self.host
+        self.setup + self.upload + self.kernel + self.reduce + self.readback + self.host
     }
 }
 

@@ -414,6 +414,7 @@ impl GpuStats {
         forced_splits: Option<u32>,
         gather_bytes: u64,
     ) -> Result<Self> {
+        let setup_start = Instant::now();
         if !config.fits(&gpu.limits) {
             return Err(Error::Gpu(format!(
                 "{config} does not fit the limits of {} (workgroup memory {} bytes, {} allowed)",
@@ -564,7 +565,10 @@ impl GpuStats {
             in_flight: None,
             half_scratch: Vec::new(),
             timer,
-            phases: StatsPhases::default(),
+            phases: StatsPhases {
+                setup: setup_start.elapsed().as_secs_f64(),
+                ..StatsPhases::default()
+            },
         })
     }
 
