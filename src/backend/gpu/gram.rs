@@ -950,16 +950,28 @@ impl GpuStats {
         let mut mapped_at = start;
         // Converted straight from the mapped memory, in parallel: G to f64, the C0 pairs to
         // f64, the timestamps to u64 (no intermediate copy of the readback).
-        let (gram, c0, product1, stamps) = gpu.submit_and_map(
+        // The f64 results are allocated and their pages touched while the GPU still works, so
+        // that the conversion after the readback is pure arithmetic (no page faults).
+        let prefault = |len: usize| {
+            let mut v = vec![0.0f64; len];
+            // black_box: the store must not be dropped as a no-op on zeroed memory.
+            v.par_chunks_mut(512)
+                .for_each(|c| c[0] = std::hint::black_box(0.0));
+            v
+        };
+        let (stamps, gram, c0, product1) = gpu.submit_and_map(
             encoder,
             &staging,
             total_bytes,
             "reading back the statistics",
-            |view| {
+            || {
+                let product1 = if with_target { prefault(d * m) } else { Vec::new() };
+                (prefault(d * d), prefault(d * m), product1)
+            },
+            |view, (mut gram, mut c0, mut product1)| {
                 mapped_at = Instant::now();
                 let words: &[u32] = bytemuck::cast_slice(view);
                 let (g_words, rest) = words.split_at(d * d);
-                let mut gram = vec![0.0f64; d * d];
                 gram.par_chunks_mut(d.max(1))
                     .zip(g_words.par_chunks(d.max(1)))
                     .for_each(|(dst, src)| {
@@ -967,18 +979,24 @@ impl GpuStats {
                             *t = f32::from_bits(w) as f64;
                         }
                     });
-                let pairs = |p: usize| -> Vec<f64> {
-                    rest[p * 2 * d * m..(p + 1) * 2 * d * m]
-                        .par_chunks_exact(2)
-                        .map(|w| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64)
-                        .collect()
+                let pairs = |p: usize, out: &mut Vec<f64>| {
+                    out.par_chunks_mut(1 << 12)
+                        .zip(rest[p * 2 * d * m..(p + 1) * 2 * d * m].par_chunks(2 << 12))
+                        .for_each(|(dst, src)| {
+                            for (t, w) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                                *t = f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64;
+                            }
+                        });
                 };
-                let c0 = pairs(0);
-                let product1 = with_target.then(|| pairs(1));
+                pairs(0, &mut c0);
+                if with_target {
+                    pairs(1, &mut product1);
+                }
                 let stamps = rest[products * 2 * d * m..].to_vec();
-                (gram, c0, product1, stamps)
+                (stamps, gram, c0, product1)
             },
         )?;
+        let product1 = with_target.then_some(product1);
         self.phases.readback += (mapped_at - start).as_secs_f64();
         let start = mapped_at;
         // Partial sums over fixed chunks, added in order: the same result on every run.

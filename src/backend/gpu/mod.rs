@@ -562,22 +562,30 @@ impl Gpu {
         bytes: u64,
         what: &str,
     ) -> Result<Vec<u32>> {
-        self.submit_and_map(encoder, staging, bytes, what, |view| {
-            bytemuck::pod_collect_to_vec::<u8, u32>(view)
-        })
+        self.submit_and_map(
+            encoder,
+            staging,
+            bytes,
+            what,
+            || (),
+            |view, ()| bytemuck::pod_collect_to_vec::<u8, u32>(view),
+        )
     }
 
-    /// Submits `encoder`, maps the first `bytes` of `staging` once the GPU is done, and hands
-    /// the mapped bytes to `read` (which can convert them in place, without a copy).
-    fn submit_and_map<T>(
+    /// Submits `encoder`, runs `meanwhile` on the host while the GPU works, maps the first
+    /// `bytes` of `staging` once the GPU is done, and hands the mapped bytes and what
+    /// `meanwhile` returned to `read` (which can convert them in place, without a copy).
+    fn submit_and_map<M, T>(
         &self,
         encoder: wgpu::CommandEncoder,
         staging: &wgpu::Buffer,
         bytes: u64,
         what: &str,
-        read: impl FnOnce(&[u8]) -> T,
+        meanwhile: impl FnOnce() -> M,
+        read: impl FnOnce(&[u8], M) -> T,
     ) -> Result<T> {
         self.queue.submit([encoder.finish()]);
+        let prepared = meanwhile();
         let slice = staging.slice(..bytes);
         let (tx, rx) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -617,7 +625,7 @@ impl Gpu {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| Error::Gpu(format!("{what}: reading the mapped buffer: {e}")))?;
-            read(&view)
+            read(&view, prepared)
         };
         staging.unmap();
         Ok(out)
