@@ -100,7 +100,10 @@ pub fn first_non_finite<T: num_like::Float>(values: &[T]) -> Option<usize> {
         values.par_chunks(CHUNK).position_first(bad)
     }?;
     let start = chunk * CHUNK;
-    values[start..].iter().position(|v| !v.finite()).map(|i| start + i)
+    values[start..]
+        .iter()
+        .position(|v| !v.finite())
+        .map(|i| start + i)
 }
 
 /// The float types [`first_non_finite`] takes.

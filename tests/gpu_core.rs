@@ -426,7 +426,10 @@ fn autotune_measures_once_then_reads_the_cache() {
     assert_eq!(first.source, TuneSource::Measured, "{first}");
     assert_eq!(first.cache_problem, None);
     let measured: Vec<_> = first.timings.iter().map(|t| t.0).collect();
-    assert_eq!(measured, supported, "every supported configuration is timed");
+    assert_eq!(
+        measured, supported,
+        "every supported configuration is timed"
+    );
     assert!(first.timings.iter().all(|t| t.1 > 0.0 && t.1.is_finite()));
     let fastest = first
         .timings

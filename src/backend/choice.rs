@@ -100,7 +100,9 @@ fn gpu_note(gpu: &GpuBackend, report: Option<&TuneReport>, auto: bool) -> String
         Some(r) => {
             note.push_str(&format!("\n{r}"));
             if let Some(p) = &r.cache_problem {
-                note.push_str(&format!("\nwarning: tile-configuration cache not used: {p}"));
+                note.push_str(&format!(
+                    "\nwarning: tile-configuration cache not used: {p}"
+                ));
             }
         }
         None => note.push_str(&format!("\nstatistics kernels: {}", gpu.tile_config())),

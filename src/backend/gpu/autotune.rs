@@ -89,7 +89,11 @@ struct CacheEntry {
 /// `$XDG_CACHE_HOME/subprune/…`, else `~/.cache/subprune/…` (`%LOCALAPPDATA%\subprune\…` on
 /// Windows, `~/Library/Caches/subprune/…` on macOS). `None` when no such folder is known.
 pub fn default_cache_path() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = env(CACHE_DIR_ENV) {
         return Some(dir.join(CACHE_FILE));
     }

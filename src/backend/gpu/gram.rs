@@ -965,7 +965,11 @@ impl GpuStats {
             total_bytes,
             "reading back the statistics",
             || {
-                let product1 = if with_target { prefault(d * m) } else { Vec::new() };
+                let product1 = if with_target {
+                    prefault(d * m)
+                } else {
+                    Vec::new()
+                };
                 (prefault(d * d), prefault(d * m), product1)
             },
             |view, (mut gram, mut c0, mut product1)| {
