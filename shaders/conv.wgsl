@@ -1,0 +1,281 @@
+// The forward pass's GEMM: a convolution as an implicit GEMM, and dense products (Gemm, MatMul)
+// as the same kernel with a 1 × 1 "image".
+//
+// Per group g (workgroup z), `out[img, g·m_g + m, pos] = epilogue(Σ_k W_g[k, m] · X_g[k, col])`
+// over the GEMM columns col = img·positions + pos (this dispatch covers col0 .. col0 + cols):
+// * W_g is the weight of group g, transposed on the host to K × m_g (k-major, so that a staged
+//   row is contiguous): `weight[g·K·m_g + k·m_g + m]`.
+// * X_g is the unfolded input of group g, never materialized (implicit im2col), read through two
+//   tables the host builds once per node, so that the k-loop has no integer division:
+//     columns[k]   = (c·H·W, i·dil_h, j·dil_w)    for k = (c·kh + i)·kw + j,
+//     offsets[pos] = (oy·stride_h − pad_top, ox·stride_w − pad_left),
+//     value = x[img·image_len + g·group_len + c·H·W + y·W + x] with (y, x) = offsets + (dy, dx),
+//     0 outside the input (padding).
+//   Dense mode (`p.dense = 1`): row img of X is `x[img·image_len + k]` (no tables).
+// * epilogue: `act(acc · scale[m] + shift[m])` (bias, Gemm's alpha and a folded BatchNorm), with
+//   `act` one of the unary ops of forward.wgsl (0: none).
+//
+// Work split: workgroup (x, y) owns an output tile of TILE_M = 8·WM output channels × TILE_N =
+// 8·WN columns; WM × WN threads, each an 8 × 8 register block (two 4 × 4 quads per axis, 4·WM
+// and 4·WN apart, so that workgroup-memory reads are conflict-free vec4 loads). K is staged BK
+// rows at a time in two workgroup-memory stages (k-major, each staged row padded by one vec4):
+// while one stage is multiplied, the next one is fetched into registers and then stored into the
+// other stage, so one barrier per stage suffices (the scheme of gram.wgsl).
+
+// Threads along the output-channel axis (pipeline-overridable: 8 or 16; TILE_M = 8·WM).
+override WM: u32 = 16u;
+// Threads along the column axis (pipeline-overridable: 8 or 16; TILE_N = 8·WN).
+override WN: u32 = 16u;
+// K rows per staged step (pipeline-overridable: 8 or 16, at most 2·min(WM, WN)).
+override BK: u32 = 16u;
+// Largest number of values one thread stages per operand and step (8·BK / min(WM, WN)).
+const MAX_LOADS: u32 = 16u;
+
+struct ConvParams {
+    // GEMM columns of the whole batch (images · positions), and this dispatch's first column.
+    total: u32,
+    col0: u32,
+    // Output positions per image (oh·ow; 1 in dense mode).
+    positions: u32,
+    // Output channels per group (GEMM rows) and in all (M).
+    m_group: u32,
+    m_total: u32,
+    // Reduction length K = (C / groups)·kh·kw (dense: the input features).
+    k: u32,
+    // Input values per image, and per group of input channels.
+    image_len: u32,
+    group_len: u32,
+    // Input plane.
+    height: u32,
+    width: u32,
+    // 1: dense rows, no tables.
+    dense: u32,
+    // Epilogue activation (forward.wgsl's unary codes + 1; 0: none) and its two parameters.
+    act: u32,
+    act_a: f32,
+    act_b: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+// scale[0 .. M], then shift[M .. 2M].
+@group(0) @binding(3) var<storage, read> epilogue: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> columns: array<vec4<i32>>;
+@group(0) @binding(6) var<storage, read> offsets: array<vec2<i32>>;
+
+var<workgroup> w_tile: array<vec4<f32>, 2u * BK * (2u * WM + 1u)>;
+var<workgroup> x_tile: array<vec4<f32>, 2u * BK * (2u * WN + 1u)>;
+
+var<private> w_next: array<f32, MAX_LOADS>;
+var<private> x_next: array<f32, MAX_LOADS>;
+
+// This thread's staging duties: weight column `wm` at rows wk0 + e·wk_step; input column `xc` at
+// rows xk0 + e·xk_step.
+var<private> wm: u32;
+var<private> wk0: u32;
+var<private> wk_step: u32;
+var<private> xc: u32;
+var<private> xk0: u32;
+var<private> xk_step: u32;
+// The input column's image base (with the group offset), output offset, and validity.
+var<private> x_base: u32;
+var<private> x_off: vec2<i32>;
+var<private> x_valid: bool;
+
+fn input_at(k: u32) -> f32 {
+    if !x_valid || k >= p.k {
+        return 0.0;
+    }
+    if p.dense != 0u {
+        return x[x_base + k];
+    }
+    let c = columns[k];
+    let y = x_off.x + c.y;
+    let xx = x_off.y + c.z;
+    if y < 0 || xx < 0 || y >= i32(p.height) || xx >= i32(p.width) {
+        return 0.0;
+    }
+    return x[x_base + u32(c.x) + u32(y) * p.width + u32(xx)];
+}
+
+fn load_stage(k0: u32, w_base: u32, m0: u32) {
+    let wl = 8u * BK / WN;
+    let xl = 8u * BK / WM;
+    for (var e = 0u; e < wl; e++) {
+        let k = k0 + wk0 + e * wk_step;
+        let m = m0 + wm;
+        var v = 0.0;
+        if k < p.k && m < p.m_group {
+            v = weight[w_base + k * p.m_group + m];
+        }
+        w_next[e] = v;
+    }
+    for (var e = 0u; e < xl; e++) {
+        x_next[e] = input_at(k0 + xk0 + e * xk_step);
+    }
+}
+
+fn store_stage(s: u32) {
+    let wl = 8u * BK / WN;
+    let xl = 8u * BK / WM;
+    let ws = 2u * WM + 1u;
+    let xs = 2u * WN + 1u;
+    for (var e = 0u; e < wl; e++) {
+        let k = wk0 + e * wk_step;
+        w_tile[(s * BK + k) * ws + wm / 4u][wm % 4u] = w_next[e];
+    }
+    for (var e = 0u; e < xl; e++) {
+        let k = xk0 + e * xk_step;
+        x_tile[(s * BK + k) * xs + xc / 4u][xc % 4u] = x_next[e];
+    }
+}
+
+// forward.wgsl's unary ops, shifted by one (0: identity).
+fn activate(v: f32) -> f32 {
+    switch p.act {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return select(p.act_a * v, v, v >= 0.0); }
+        case 3u: { return min(max(v, p.act_a), p.act_b); }
+        case 4u: { return 1.0 / (1.0 + exp(-v)); }
+        case 5u: { return clamp(p.act_a * v + p.act_b, 0.0, 1.0); }
+        case 6u: { return v * clamp(v / 6.0 + 0.5, 0.0, 1.0); }
+        default: { return v; }
+    }
+}
+
+// Writes one row (output channel) × four consecutive columns through the epilogue.
+fn write_quad(g: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= p.m_group {
+        return;
+    }
+    let m = g * p.m_group + row;
+    let scale = epilogue[m];
+    let shift = epilogue[p.m_total + m];
+    for (var f = 0u; f < 4u; f++) {
+        let c = col + f;
+        if c < p.total {
+            let img = c / p.positions;
+            let pos = c - img * p.positions;
+            out[(img * p.m_total + m) * p.positions + pos] = activate(v[f] * scale + shift);
+        }
+    }
+}
+
+@compute @workgroup_size(WM * WN)
+fn conv_gemm(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let tile_m = 8u * WM;
+    let tile_n = 8u * WN;
+    let threads = WM * WN;
+    let g = wg.z;
+    let m0 = wg.y * tile_m;
+    let n0 = p.col0 + wg.x * tile_n;
+    let tx = lid % WN;
+    let ty = lid / WN;
+
+    // Weight staging: consecutive threads take consecutive channels (contiguous in W_gᵀ).
+    wm = lid % tile_m;
+    wk0 = lid / tile_m;
+    wk_step = threads / tile_m;
+    // Input staging: consecutive threads take consecutive columns (adjacent positions).
+    xc = lid % tile_n;
+    xk0 = lid / tile_n;
+    xk_step = threads / tile_n;
+    let col = n0 + xc;
+    x_valid = col < p.total;
+    let img = col / max(p.positions, 1u);
+    let pos = col - img * p.positions;
+    x_base = img * p.image_len + g * p.group_len;
+    x_off = vec2<i32>(0, 0);
+    if x_valid && p.dense == 0u {
+        x_off = offsets[pos];
+    }
+    let w_base = g * p.k * p.m_group;
+
+    var c00 = vec4<f32>(0.0);
+    var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0);
+    var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0);
+    var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0);
+    var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0);
+    var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0);
+    var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0);
+    var c71 = vec4<f32>(0.0);
+
+    let ws = 2u * WM + 1u;
+    let xs = 2u * WN + 1u;
+    load_stage(0u, w_base, m0);
+    store_stage(0u);
+    workgroupBarrier();
+    var s = 0u;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        let next = k0 + BK;
+        let more = next < p.k;
+        if more {
+            load_stage(next, w_base, m0);
+        }
+        let wb = s * BK * ws;
+        let xb = s * BK * xs;
+        for (var k = 0u; k < BK; k++) {
+            let a0 = w_tile[wb + k * ws + ty];
+            let a1 = w_tile[wb + k * ws + WM + ty];
+            let b0 = x_tile[xb + k * xs + tx];
+            let b1 = x_tile[xb + k * xs + WN + tx];
+            c00 += a0.x * b0;
+            c01 += a0.x * b1;
+            c10 += a0.y * b0;
+            c11 += a0.y * b1;
+            c20 += a0.z * b0;
+            c21 += a0.z * b1;
+            c30 += a0.w * b0;
+            c31 += a0.w * b1;
+            c40 += a1.x * b0;
+            c41 += a1.x * b1;
+            c50 += a1.y * b0;
+            c51 += a1.y * b1;
+            c60 += a1.z * b0;
+            c61 += a1.z * b1;
+            c70 += a1.w * b0;
+            c71 += a1.w * b1;
+        }
+        if more {
+            store_stage(1u - s);
+        }
+        workgroupBarrier();
+        s = 1u - s;
+    }
+
+    let r0 = m0 + 4u * ty;
+    let r1 = m0 + 4u * WM + 4u * ty;
+    let q0 = n0 + 4u * tx;
+    let q1 = n0 + 4u * WN + 4u * tx;
+    write_quad(g, r0, q0, c00);
+    write_quad(g, r0, q1, c01);
+    write_quad(g, r0 + 1u, q0, c10);
+    write_quad(g, r0 + 1u, q1, c11);
+    write_quad(g, r0 + 2u, q0, c20);
+    write_quad(g, r0 + 2u, q1, c21);
+    write_quad(g, r0 + 3u, q0, c30);
+    write_quad(g, r0 + 3u, q1, c31);
+    write_quad(g, r1, q0, c40);
+    write_quad(g, r1, q1, c41);
+    write_quad(g, r1 + 1u, q0, c50);
+    write_quad(g, r1 + 1u, q1, c51);
+    write_quad(g, r1 + 2u, q0, c60);
+    write_quad(g, r1 + 2u, q1, c61);
+    write_quad(g, r1 + 3u, q0, c70);
+    write_quad(g, r1 + 3u, q1, c71);
+}
