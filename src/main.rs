@@ -120,9 +120,30 @@ struct EvalArgs {
     /// Images per forward batch (memory holds one batch of activations).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Evaluate only the first N images (and labels).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The first `len` images of another source.
+struct FirstImages<'a> {
+    source: &'a dyn subprune::exec::run::ImageSource,
+    len: usize,
+}
+
+impl subprune::exec::run::ImageSource for FirstImages<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn image_shape(&self) -> &[usize] {
+        self.source.image_shape()
+    }
+    fn fill(&self, first: usize, out: &mut [f32]) -> subprune::Result<()> {
+        self.source.fill(first, out)
+    }
 }
 
 #[derive(Args)]
@@ -383,7 +404,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::npy::NpyArray;
     let model = subprune::onnx::load(&args.model)?;
     let exec = forward_executor(cli, &model.graph)?;
-    let (_, labels) = npy::read_i64(&args.labels)?;
+    let (_, mut labels) = npy::read_i64(&args.labels)?;
     let mean = args
         .mean
         .as_deref()
@@ -411,6 +432,18 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
             other.dtype()
         ),
     };
+    let limited;
+    let source: &dyn ImageSource = match args.limit {
+        Some(n) if n < source.len() => {
+            labels.truncate(n);
+            limited = FirstImages {
+                source: source.as_ref(),
+                len: n,
+            };
+            &limited
+        }
+        _ => source.as_ref(),
+    };
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: usize, total: usize| {
         if tty {
@@ -422,7 +455,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     };
     let report = subprune::exec::eval::evaluate(
         exec.as_ref(),
-        source.as_ref(),
+        source,
         &labels,
         args.batch,
         &mut progress,
