@@ -453,20 +453,15 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report = subprune::exec::eval::evaluate(
-        exec.as_ref(),
-        source,
-        &labels,
-        args.batch,
-        &mut progress,
-    )
-    .with_context(|| {
-        format!(
-            "evaluating {} on {}",
-            args.model.display(),
-            args.data.display()
-        )
-    })?;
+    let report =
+        subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress)
+            .with_context(|| {
+            format!(
+                "evaluating {} on {}",
+                args.model.display(),
+                args.data.display()
+            )
+        })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

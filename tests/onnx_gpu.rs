@@ -521,3 +521,86 @@ fn eval_on_the_gpu_scores_like_the_cpu() {
     assert!(gpu["backend"].as_str().unwrap().starts_with("gpu"), "{gpu}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Members (name, byte offset) and size of the WGSL struct `name` in `source`.
+fn shader_struct(source: &str, name: &str) -> (Vec<(String, usize)>, usize) {
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let (handle, ty) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in the shader"));
+    let naga::TypeInner::Struct { members, .. } = &ty.inner else {
+        panic!("{name} is not a struct");
+    };
+    let members = members
+        .iter()
+        .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+        .collect();
+    (members, layouter[handle].size as usize)
+}
+
+#[test]
+fn parameter_structs_match_the_shaders() {
+    // The host structs and the WGSL structs are kept equal by this test, not by comments.
+    use std::mem::{offset_of, size_of};
+    use subprune::exec::gpu::{ConvParams, FwdParams};
+    let (members, size) = shader_struct(include_str!("../shaders/conv.wgsl"), "ConvParams");
+    assert_eq!(size, size_of::<ConvParams>());
+    let rust = [
+        ("total", offset_of!(ConvParams, total)),
+        ("col0", offset_of!(ConvParams, col0)),
+        ("positions", offset_of!(ConvParams, positions)),
+        ("m_group", offset_of!(ConvParams, m_group)),
+        ("m_total", offset_of!(ConvParams, m_total)),
+        ("k", offset_of!(ConvParams, k)),
+        ("image_len", offset_of!(ConvParams, image_len)),
+        ("group_len", offset_of!(ConvParams, group_len)),
+        ("height", offset_of!(ConvParams, height)),
+        ("width", offset_of!(ConvParams, width)),
+        ("dense", offset_of!(ConvParams, dense)),
+        ("act", offset_of!(ConvParams, act)),
+        ("act_a", offset_of!(ConvParams, act_a)),
+        ("act_b", offset_of!(ConvParams, act_b)),
+        ("_pad0", offset_of!(ConvParams, pad)),
+        ("_pad1", offset_of!(ConvParams, pad) + 4),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+    assert_eq!(members, rust);
+
+    let (members, size) = shader_struct(include_str!("../shaders/forward.wgsl"), "FwdParams");
+    assert_eq!(size, size_of::<FwdParams>());
+    let rust = [
+        ("count", offset_of!(FwdParams, count)),
+        ("op", offset_of!(FwdParams, op)),
+        ("rank", offset_of!(FwdParams, rank)),
+        ("channels", offset_of!(FwdParams, channels)),
+        ("inner", offset_of!(FwdParams, inner)),
+        ("len", offset_of!(FwdParams, len)),
+        ("offset", offset_of!(FwdParams, offset)),
+        ("flag", offset_of!(FwdParams, flag)),
+        ("fa", offset_of!(FwdParams, fa)),
+        ("fb", offset_of!(FwdParams, fb)),
+        ("_pad0", offset_of!(FwdParams, pad)),
+        ("_pad1", offset_of!(FwdParams, pad) + 4),
+        ("geo_in_out", offset_of!(FwdParams, geo_in_out)),
+        (
+            "geo_kernel_stride",
+            offset_of!(FwdParams, geo_kernel_stride),
+        ),
+        ("geo_dil_pad", offset_of!(FwdParams, geo_dil_pad)),
+        ("geo_pad_end", offset_of!(FwdParams, geo_pad_end)),
+        ("dims", offset_of!(FwdParams, dims)),
+        ("sa", offset_of!(FwdParams, sa)),
+        ("sb", offset_of!(FwdParams, sb)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+    assert_eq!(members, rust);
+    // Array lengths follow MAX_RANK.
+    assert_eq!(
+        size_of::<FwdParams>() - offset_of!(FwdParams, dims),
+        3 * 4 * subprune::exec::gpu::MAX_RANK
+    );
+}

@@ -18,6 +18,9 @@
 mod gemm;
 mod simple;
 
+pub use gemm::ConvParams;
+pub use simple::{FwdParams, MAX_RANK};
+
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
