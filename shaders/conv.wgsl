@@ -17,12 +17,14 @@
 //
 // Work split: workgroup (x, y) owns an output tile of TILE_M = 8·WM output channels × TILE_N =
 // 8·WN columns; WM × WN threads, each an 8 × 8 register block (two 4 × 4 quads per axis, 4·WM
-// and 4·WN apart, so that workgroup-memory reads are conflict-free vec4 loads). K is staged BK
+// and 4·WN apart, so that workgroup-memory reads are conflict-free vec4 loads). With WM = 4 (a
+// 32-channel tile for narrow layers) there are half as many threads as tile columns, and each
+// thread stages two input columns. K is staged BK
 // rows at a time in two workgroup-memory stages (k-major, each staged row padded by one vec4):
 // while one stage is multiplied, the next one is fetched into registers and then stored into the
 // other stage, so one barrier per stage suffices (the scheme of gram.wgsl).
 
-// Threads along the output-channel axis (pipeline-overridable: 8 or 16; TILE_M = 8·WM).
+// Threads along the output-channel axis (pipeline-overridable: 4, 8 or 16; TILE_M = 8·WM).
 override WM: u32 = 16u;
 // Threads along the column axis (pipeline-overridable: 8 or 16; TILE_N = 8·WN).
 override WN: u32 = 16u;
@@ -30,6 +32,8 @@ override WN: u32 = 16u;
 override BK: u32 = 16u;
 // Largest number of values one thread stages per operand and step (8·BK / min(WM, WN)).
 const MAX_LOADS: u32 = 16u;
+// Most input columns one thread stages (2 when WM = 4).
+const MAX_COLUMNS: u32 = 2u;
 
 struct ConvParams {
     // GEMM columns of the whole batch (images · positions), and this dispatch's first column.
@@ -73,38 +77,40 @@ var<workgroup> x_tile: array<vec4<f32>, 2u * BK * (2u * WN + 1u)>;
 var<private> w_next: array<f32, MAX_LOADS>;
 var<private> x_next: array<f32, MAX_LOADS>;
 
-// This thread's staging duties: weight column `wm` at rows wk0 + e·wk_step; input column `xc` at
-// rows xk0 + e·xk_step.
+// This thread's staging duties: weight column `wm` at rows wk0 + e·wk_step; input columns
+// xc + j·WM·WN (j < x_cols) at rows xk0 + e·xk_step (x_rows of them).
 var<private> wm: u32;
 var<private> wk0: u32;
 var<private> wk_step: u32;
 var<private> xc: u32;
 var<private> xk0: u32;
 var<private> xk_step: u32;
-// The input column's image base (with the group offset), output offset, and validity.
-var<private> x_base: u32;
-var<private> x_off: vec2<i32>;
-var<private> x_valid: bool;
+var<private> x_cols: u32;
+var<private> x_rows: u32;
+// Per staged input column: image base (with the group offset), output offset, validity.
+var<private> x_base: array<u32, MAX_COLUMNS>;
+var<private> x_off: array<vec2<i32>, MAX_COLUMNS>;
+var<private> x_valid: array<bool, MAX_COLUMNS>;
 
-fn input_at(k: u32) -> f32 {
-    if !x_valid || k >= p.k {
+fn input_at(j: u32, k: u32) -> f32 {
+    if !x_valid[j] || k >= p.k {
         return 0.0;
     }
     if p.dense != 0u {
-        return x[x_base + k];
+        return x[x_base[j] + k];
     }
     let c = columns[k];
-    let y = x_off.x + c.y;
-    let xx = x_off.y + c.z;
+    let o = x_off[j];
+    let y = o.x + c.y;
+    let xx = o.y + c.z;
     if y < 0 || xx < 0 || y >= i32(p.height) || xx >= i32(p.width) {
         return 0.0;
     }
-    return x[x_base + u32(c.x) + u32(y) * p.width + u32(xx)];
+    return x[x_base[j] + u32(c.x) + u32(y) * p.width + u32(xx)];
 }
 
 fn load_stage(k0: u32, w_base: u32, m0: u32) {
     let wl = 8u * BK / WN;
-    let xl = 8u * BK / WM;
     for (var e = 0u; e < wl; e++) {
         let k = k0 + wk0 + e * wk_step;
         let m = m0 + wm;
@@ -114,23 +120,27 @@ fn load_stage(k0: u32, w_base: u32, m0: u32) {
         }
         w_next[e] = v;
     }
-    for (var e = 0u; e < xl; e++) {
-        x_next[e] = input_at(k0 + xk0 + e * xk_step);
+    for (var j = 0u; j < x_cols; j++) {
+        for (var e = 0u; e < x_rows; e++) {
+            x_next[j * x_rows + e] = input_at(j, k0 + xk0 + e * xk_step);
+        }
     }
 }
 
 fn store_stage(s: u32) {
     let wl = 8u * BK / WN;
-    let xl = 8u * BK / WM;
     let ws = 2u * WM + 1u;
     let xs = 2u * WN + 1u;
     for (var e = 0u; e < wl; e++) {
         let k = wk0 + e * wk_step;
         w_tile[(s * BK + k) * ws + wm / 4u][wm % 4u] = w_next[e];
     }
-    for (var e = 0u; e < xl; e++) {
-        let k = xk0 + e * xk_step;
-        x_tile[(s * BK + k) * xs + xc / 4u][xc % 4u] = x_next[e];
+    for (var j = 0u; j < x_cols; j++) {
+        let col = xc + j * WM * WN;
+        for (var e = 0u; e < x_rows; e++) {
+            let k = xk0 + e * xk_step;
+            x_tile[(s * BK + k) * xs + col / 4u][col % 4u] = x_next[j * x_rows + e];
+        }
     }
 }
 
@@ -184,17 +194,29 @@ fn conv_gemm(
     wk0 = lid / tile_m;
     wk_step = threads / tile_m;
     // Input staging: consecutive threads take consecutive columns (adjacent positions).
-    xc = lid % tile_n;
-    xk0 = lid / tile_n;
-    xk_step = threads / tile_n;
-    let col = n0 + xc;
-    x_valid = col < p.total;
-    let img = col / max(p.positions, 1u);
-    let pos = col - img * p.positions;
-    x_base = img * p.image_len + g * p.group_len;
-    x_off = vec2<i32>(0, 0);
-    if x_valid && p.dense == 0u {
-        x_off = offsets[pos];
+    if threads >= tile_n {
+        xc = lid % tile_n;
+        xk0 = lid / tile_n;
+        xk_step = threads / tile_n;
+        x_cols = 1u;
+        x_rows = BK / xk_step;
+    } else {
+        xc = lid;
+        xk0 = 0u;
+        xk_step = 1u;
+        x_cols = min(tile_n / threads, MAX_COLUMNS);
+        x_rows = BK;
+    }
+    for (var j = 0u; j < x_cols; j++) {
+        let col = n0 + xc + j * threads;
+        x_valid[j] = col < p.total;
+        let img = col / max(p.positions, 1u);
+        let pos = col - img * p.positions;
+        x_base[j] = img * p.image_len + g * p.group_len;
+        x_off[j] = vec2<i32>(0, 0);
+        if x_valid[j] && p.dense == 0u {
+            x_off[j] = offsets[pos];
+        }
     }
     let w_base = g * p.k * p.m_group;
 

@@ -117,7 +117,7 @@ type ConvCase = (
 
 #[test]
 fn convolutions_of_every_kind() {
-    let cases: [ConvCase; 10] = [
+    let cases: [ConvCase; 12] = [
         (3, 5, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [7, 9]),
         (4, 6, [3, 2], [2, 3], [1, 1], [0, 1, 2, 0], 1, [11, 10]), // asymmetric pads, stride
         (4, 4, [3, 3], [2, 2], [2, 1], [2, 1, 1, 2], 2, [9, 8]),   // groups 2, dilation 2
@@ -131,6 +131,10 @@ fn convolutions_of_every_kind() {
         (6, 130, [1, 3], [2, 1], [1, 2], [0, 2, 0, 1], 2, [13, 12]),
         // More GEMM columns than one tile per image.
         (2, 3, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 1, [17, 19]),
+        // The 64-channel tile, and the 64-column tile (3 images × 3×3 positions).
+        (9, 37, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 1, [5, 5]),
+        // The 32-channel tile with two input columns staged per thread, 3 groups.
+        (9, 96, [3, 1], [1, 1], [1, 1], [1, 0, 1, 0], 3, [12, 13]),
     ];
     for (i, (c, m, k, s, d, p, g, hw)) in cases.into_iter().enumerate() {
         let mut b = Builder::new(i as u64);

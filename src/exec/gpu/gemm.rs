@@ -19,9 +19,6 @@ use crate::ir::{Conv, Graph, Node, Op, Unary, ValueId};
 
 const SOURCE: &str = include_str!("../../../shaders/conv.wgsl");
 
-/// Staged K rows per step (`BK` in conv.wgsl).
-const BK: u32 = 16;
-
 /// The parameter block of `conv_gemm` (`ConvParams` in conv.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -62,7 +59,7 @@ pub struct ConvParams {
 pub(super) struct GemmKernels {
     pipeline_layout: wgpu::PipelineLayout,
     module: wgpu::ShaderModule,
-    tiles: Mutex<HashMap<(u32, u32), wgpu::ComputePipeline>>,
+    tiles: Mutex<HashMap<(u32, u32, u32), wgpu::ComputePipeline>>,
 }
 
 impl GemmKernels {
@@ -93,11 +90,11 @@ impl GemmKernels {
         }
     }
 
-    /// The kernel for `wm × wn` threads (tile `8·wm × 8·wn`).
-    fn pipeline(&self, device: &wgpu::Device, wm: u32, wn: u32) -> wgpu::ComputePipeline {
+    /// The kernel for `wm × wn` threads (tile `8·wm × 8·wn`) staging `bk` rows per step.
+    fn pipeline(&self, device: &wgpu::Device, wm: u32, wn: u32, bk: u32) -> wgpu::ComputePipeline {
         let mut tiles = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
         tiles
-            .entry((wm, wn))
+            .entry((wm, wn, bk))
             .or_insert_with(|| {
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("conv_gemm"),
@@ -105,7 +102,7 @@ impl GemmKernels {
                     module: &self.module,
                     entry_point: Some("conv_gemm"),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("WM", wm as f64), ("WN", wn as f64), ("BK", BK as f64)],
+                        constants: &[("WM", wm as f64), ("WN", wn as f64), ("BK", bk as f64)],
                         // The kernel writes its workgroup memory before reading it.
                         zero_initialize_workgroup_memory: false,
                     },
@@ -426,10 +423,16 @@ impl GemmNode {
         if total > u32::MAX as usize || x_len > i32::MAX as usize || out_len > i32::MAX as usize {
             return Err(node.error("the batch is too large for one dispatch; use a smaller batch"));
         }
-        let wm = if self.m_group <= 64 { 8 } else { 16 };
+        // Tiles of 32, 64 or 128 channels × 64 or 128 columns (conv.wgsl's limits: a thread
+        // stages at most 16 values per operand and step).
+        let (wm, bk) = match self.m_group {
+            0..=32 => (4, 8),
+            33..=64 => (8, 16),
+            _ => (16, 16),
+        };
         let wn = if total <= 64 { 8 } else { 16 };
         let (tile_m, tile_n) = (8 * wm, 8 * wn);
-        let pipeline = kernels.pipeline(&batch.gpu.device, wm, wn);
+        let pipeline = kernels.pipeline(&batch.gpu.device, wm, wn, bk);
         let tiles_n = (total as u32).div_ceil(tile_n);
         let tiles_m = self.m_group.div_ceil(tile_m);
         let max = batch.gpu.limits.max_compute_workgroups_per_dimension;
