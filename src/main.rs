@@ -453,15 +453,23 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report =
-        subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress)
-            .with_context(|| {
-            format!(
-                "evaluating {} on {}",
-                args.model.display(),
-                args.data.display()
-            )
-        })?;
+    let mut report =
+        subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress);
+    if let Err(subprune::Error::Gpu(msg)) = &report {
+        if cli.backend == BackendChoice::Auto {
+            eprintln!("the GPU executor failed ({msg}); falling back to the CPU executor");
+            let cpu = subprune::exec::CpuExecutor::new(&model.graph)?;
+            report =
+                subprune::exec::eval::evaluate(&cpu, source, &labels, args.batch, &mut progress);
+        }
+    }
+    let report = report.with_context(|| {
+        format!(
+            "evaluating {} on {}",
+            args.model.display(),
+            args.data.display()
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
