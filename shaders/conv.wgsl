@@ -23,6 +23,11 @@
 // rows at a time in two workgroup-memory stages (k-major, each staged row padded by one vec4):
 // while one stage is multiplied, the next one is fetched into registers and then stored into the
 // other stage, so one barrier per stage suffices (the scheme of gram.wgsl).
+//
+// Split-K (`p.splits` > 1, for products with few tiles and a long K): workgroup z is
+// (group, slice), slice s sums K rows s·k_split .. (s + 1)·k_split and writes its raw sums to
+// slice s of `out` (each slice laid out like the output); `reduce_splits` then adds the slices in
+// order (deterministic) and applies the epilogue.
 
 // Threads along the output-channel axis (pipeline-overridable: 4, 8 or 16; TILE_M = 8·WM).
 override WM: u32 = 16u;
@@ -58,8 +63,9 @@ struct ConvParams {
     act: u32,
     act_a: f32,
     act_b: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // K slices (1: no split-K) and K rows per slice (a multiple of BK).
+    splits: u32,
+    k_split: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -91,9 +97,11 @@ var<private> x_rows: u32;
 var<private> x_base: array<u32, MAX_COLUMNS>;
 var<private> x_off: array<vec2<i32>, MAX_COLUMNS>;
 var<private> x_valid: array<bool, MAX_COLUMNS>;
+// End of this workgroup's K range.
+var<private> k_end: u32;
 
 fn input_at(j: u32, k: u32) -> f32 {
-    if !x_valid[j] || k >= p.k {
+    if !x_valid[j] || k >= k_end {
         return 0.0;
     }
     if p.dense != 0u {
@@ -115,7 +123,7 @@ fn load_stage(k0: u32, w_base: u32, m0: u32) {
         let k = k0 + wk0 + e * wk_step;
         let m = m0 + wm;
         var v = 0.0;
-        if k < p.k && m < p.m_group {
+        if k < k_end && m < p.m_group {
             v = weight[w_base + k * p.m_group + m];
         }
         w_next[e] = v;
@@ -157,20 +165,27 @@ fn activate(v: f32) -> f32 {
     }
 }
 
-// Writes one row (output channel) × four consecutive columns through the epilogue.
-fn write_quad(g: u32, row: u32, col: u32, v: vec4<f32>) {
+// Writes one row (output channel) × four consecutive columns through the epilogue, or raw into
+// K slice `slice` under split-K.
+fn write_quad(g: u32, slice: u32, row: u32, col: u32, v: vec4<f32>) {
     if row >= p.m_group {
         return;
     }
     let m = g * p.m_group + row;
     let scale = epilogue[m];
     let shift = epilogue[p.m_total + m];
+    let slice_base = slice * p.total * p.m_total;
     for (var f = 0u; f < 4u; f++) {
         let c = col + f;
         if c < p.total {
             let img = c / p.positions;
             let pos = c - img * p.positions;
-            out[(img * p.m_total + m) * p.positions + pos] = activate(v[f] * scale + shift);
+            let at = (img * p.m_total + m) * p.positions + pos;
+            if p.splits > 1u {
+                out[slice_base + at] = v[f];
+            } else {
+                out[at] = activate(v[f] * scale + shift);
+            }
         }
     }
 }
@@ -183,7 +198,11 @@ fn conv_gemm(
     let tile_m = 8u * WM;
     let tile_n = 8u * WN;
     let threads = WM * WN;
-    let g = wg.z;
+    let g = wg.z / p.splits;
+    let slice = wg.z - g * p.splits;
+    let k_begin = slice * p.k_split;
+    let k_hi = min(p.k, k_begin + p.k_split);
+    k_end = k_hi;
     let m0 = wg.y * tile_m;
     let n0 = p.col0 + wg.x * tile_n;
     let tx = lid % WN;
@@ -239,13 +258,13 @@ fn conv_gemm(
 
     let ws = 2u * WM + 1u;
     let xs = 2u * WN + 1u;
-    load_stage(0u, w_base, m0);
+    load_stage(k_begin, w_base, m0);
     store_stage(0u);
     workgroupBarrier();
     var s = 0u;
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = k_begin; k0 < k_hi; k0 += BK) {
         let next = k0 + BK;
-        let more = next < p.k;
+        let more = next < k_hi;
         if more {
             load_stage(next, w_base, m0);
         }
@@ -284,20 +303,40 @@ fn conv_gemm(
     let r1 = m0 + 4u * WM + 4u * ty;
     let q0 = n0 + 4u * tx;
     let q1 = n0 + 4u * WN + 4u * tx;
-    write_quad(g, r0, q0, c00);
-    write_quad(g, r0, q1, c01);
-    write_quad(g, r0 + 1u, q0, c10);
-    write_quad(g, r0 + 1u, q1, c11);
-    write_quad(g, r0 + 2u, q0, c20);
-    write_quad(g, r0 + 2u, q1, c21);
-    write_quad(g, r0 + 3u, q0, c30);
-    write_quad(g, r0 + 3u, q1, c31);
-    write_quad(g, r1, q0, c40);
-    write_quad(g, r1, q1, c41);
-    write_quad(g, r1 + 1u, q0, c50);
-    write_quad(g, r1 + 1u, q1, c51);
-    write_quad(g, r1 + 2u, q0, c60);
-    write_quad(g, r1 + 2u, q1, c61);
-    write_quad(g, r1 + 3u, q0, c70);
-    write_quad(g, r1 + 3u, q1, c71);
+    write_quad(g, slice, r0, q0, c00);
+    write_quad(g, slice, r0, q1, c01);
+    write_quad(g, slice, r0 + 1u, q0, c10);
+    write_quad(g, slice, r0 + 1u, q1, c11);
+    write_quad(g, slice, r0 + 2u, q0, c20);
+    write_quad(g, slice, r0 + 2u, q1, c21);
+    write_quad(g, slice, r0 + 3u, q0, c30);
+    write_quad(g, slice, r0 + 3u, q1, c31);
+    write_quad(g, slice, r1, q0, c40);
+    write_quad(g, slice, r1, q1, c41);
+    write_quad(g, slice, r1 + 1u, q0, c50);
+    write_quad(g, slice, r1 + 1u, q1, c51);
+    write_quad(g, slice, r1 + 2u, q0, c60);
+    write_quad(g, slice, r1 + 2u, q1, c61);
+    write_quad(g, slice, r1 + 3u, q0, c70);
+    write_quad(g, slice, r1 + 3u, q1, c71);
+}
+
+// Split-K: out[i] = epilogue(Σ_s x[s·len + i]) over the `splits` slices in `x`, one thread per
+// output element (len = total · m_total), dispatched as a 2-D grid of 256-thread workgroups.
+@compute @workgroup_size(256)
+fn reduce_splits(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = gid.x + gid.y * groups.x * 256u;
+    let len = p.total * p.m_total;
+    if i >= len {
+        return;
+    }
+    var sum = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        sum += x[s * len + i];
+    }
+    let m = (i / p.positions) % p.m_total;
+    out[i] = activate(sum * epilogue[m] + epilogue[p.m_total + m]);
 }

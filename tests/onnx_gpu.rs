@@ -117,7 +117,7 @@ type ConvCase = (
 
 #[test]
 fn convolutions_of_every_kind() {
-    let cases: [ConvCase; 12] = [
+    let cases: [ConvCase; 13] = [
         (3, 5, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [7, 9]),
         (4, 6, [3, 2], [2, 3], [1, 1], [0, 1, 2, 0], 1, [11, 10]), // asymmetric pads, stride
         (4, 4, [3, 3], [2, 2], [2, 1], [2, 1, 1, 2], 2, [9, 8]),   // groups 2, dilation 2
@@ -135,6 +135,8 @@ fn convolutions_of_every_kind() {
         (9, 37, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 1, [5, 5]),
         // The 32-channel tile with two input columns staged per thread, 3 groups.
         (9, 96, [3, 1], [1, 1], [1, 1], [1, 0, 1, 0], 3, [12, 13]),
+        // A long K (576) on few tiles: split-K with a reduction.
+        (64, 40, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [4, 5]),
     ];
     for (i, (c, m, k, s, d, p, g, hw)) in cases.into_iter().enumerate() {
         let mut b = Builder::new(i as u64);
@@ -568,8 +570,8 @@ fn parameter_structs_match_the_shaders() {
         ("act", offset_of!(ConvParams, act)),
         ("act_a", offset_of!(ConvParams, act_a)),
         ("act_b", offset_of!(ConvParams, act_b)),
-        ("_pad0", offset_of!(ConvParams, pad)),
-        ("_pad1", offset_of!(ConvParams, pad) + 4),
+        ("splits", offset_of!(ConvParams, splits)),
+        ("k_split", offset_of!(ConvParams, k_split)),
     ];
     let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
     assert_eq!(members, rust);

@@ -19,6 +19,13 @@ use crate::ir::{Conv, Graph, Node, Op, Unary, ValueId};
 
 const SOURCE: &str = include_str!("../../../shaders/conv.wgsl");
 
+/// Split-K aims for this many workgroups when the output tiles are fewer.
+const SPLIT_TARGET_WORKGROUPS: u64 = 512;
+/// Most K slices.
+const MAX_SPLITS: u32 = 64;
+/// Most bytes of split-K partial sums of one node.
+const SPLIT_MEMORY_BUDGET: u64 = 128 << 20;
+
 /// The parameter block of `conv_gemm` (`ConvParams` in conv.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -51,8 +58,10 @@ pub struct ConvParams {
     pub act_a: f32,
     /// Second activation parameter.
     pub act_b: f32,
-    /// Padding to 16 bytes.
-    pub pad: [u32; 2],
+    /// K slices (1: no split-K).
+    pub splits: u32,
+    /// K rows per slice (a multiple of the staged rows).
+    pub k_split: u32,
 }
 
 /// The compiled `conv_gemm` kernel, one pipeline per tile shape (compiled on first use).
@@ -60,6 +69,7 @@ pub(super) struct GemmKernels {
     pipeline_layout: wgpu::PipelineLayout,
     module: wgpu::ShaderModule,
     tiles: Mutex<HashMap<(u32, u32, u32), wgpu::ComputePipeline>>,
+    reduce: wgpu::ComputePipeline,
 }
 
 impl GemmKernels {
@@ -83,10 +93,22 @@ impl GemmKernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
+        let reduce = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("reduce_splits"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("reduce_splits"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WM", 8.0), ("WN", 8.0), ("BK", 8.0)],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         Self {
             pipeline_layout,
             module,
             tiles: Mutex::new(HashMap::new()),
+            reduce,
         }
     }
 
@@ -438,30 +460,59 @@ impl GemmNode {
         let max = batch.gpu.limits.max_compute_workgroups_per_dimension;
         let epilogue = self.epilogue.as_ref().expect("uploaded at preparation");
         let (c, h, w) = (self.input[0], self.input[1], self.input[2]);
+        // Split-K when the tiles alone would leave most of the device idle and K is long: each
+        // slice gets at least 4 staged steps; the slices' partial sums stay within a budget.
+        let k_steps = self.k.div_ceil(bk);
+        let tiles = tiles_n as u64 * tiles_m as u64 * self.groups as u64;
+        let mut splits = if tiles < SPLIT_TARGET_WORKGROUPS {
+            ((SPLIT_TARGET_WORKGROUPS / tiles.max(1)) as u32)
+                .min(k_steps / 4)
+                .clamp(1, MAX_SPLITS)
+        } else {
+            1
+        };
+        let budget = SPLIT_MEMORY_BUDGET.min(batch.gpu.max_binding());
+        while splits > 1 && splits as u64 * 4 * out_len as u64 > budget {
+            splits /= 2;
+        }
+        let k_split = k_steps.div_ceil(splits) * bk;
+        let splits = self.k.div_ceil(k_split).max(1);
+        let partial = if splits > 1 {
+            Some(batch.alloc(
+                &format!("split-K sums of node '{}'", node.name),
+                splits as usize * out_len,
+            )?)
+        } else {
+            None
+        };
+        let target: &wgpu::Buffer = partial.as_deref().unwrap_or(out);
+        let target_bytes = 4 * out_len as u64 * splits as u64;
+        let mut params = ConvParams {
+            total: total as u32,
+            col0: 0,
+            positions: self.positions,
+            m_group: self.m_group,
+            m_total: self.m_total,
+            k: self.k,
+            image_len: image_len as u32,
+            group_len: if self.dense {
+                0
+            } else {
+                ((c / self.groups as usize) * h * w) as u32
+            },
+            height: h as u32,
+            width: w as u32,
+            dense: self.dense as u32,
+            act: self.act.0,
+            act_a: self.act.1,
+            act_b: self.act.2,
+            splits,
+            k_split,
+        };
         let mut first_tile = 0u32;
         while first_tile < tiles_n {
             let count = (tiles_n - first_tile).min(max);
-            let params = ConvParams {
-                total: total as u32,
-                col0: first_tile * tile_n,
-                positions: self.positions,
-                m_group: self.m_group,
-                m_total: self.m_total,
-                k: self.k,
-                image_len: image_len as u32,
-                group_len: if self.dense {
-                    0
-                } else {
-                    ((c / self.groups as usize) * h * w) as u32
-                },
-                height: h as u32,
-                width: w as u32,
-                dense: self.dense as u32,
-                act: self.act.0,
-                act_a: self.act.1,
-                act_b: self.act.2,
-                pad: [0; 2],
-            };
+            params.col0 = first_tile * tile_n;
             batch.dispatch(
                 &pipeline,
                 bytemuck::bytes_of(&params),
@@ -469,13 +520,31 @@ impl GemmNode {
                     (x, 4 * x_len as u64),
                     (&self.weight, self.weight_bytes),
                     (epilogue, 8 * self.m_total as u64),
+                    (target, target_bytes),
+                    (&self.columns, self.columns_bytes),
+                    (&self.offsets, self.offsets_bytes),
+                ],
+                (count, tiles_m, self.groups * splits),
+            )?;
+            first_tile += count;
+        }
+        if let Some(partial) = partial {
+            params.col0 = 0;
+            let groups = batch.gpu.grid((out_len as u32).div_ceil(256));
+            batch.dispatch(
+                &kernels.reduce,
+                bytemuck::bytes_of(&params),
+                &[
+                    (&partial, target_bytes),
+                    (&self.weight, self.weight_bytes),
+                    (epilogue, 8 * self.m_total as u64),
                     (out, 4 * out_len as u64),
                     (&self.columns, self.columns_bytes),
                     (&self.offsets, self.offsets_bytes),
                 ],
-                (count, tiles_m, self.groups),
+                (groups.0, groups.1, 1),
             )?;
-            first_tile += count;
+            batch.recycle(partial);
         }
         Ok(())
     }

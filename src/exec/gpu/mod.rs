@@ -423,6 +423,13 @@ impl<'e> Batch<'e> {
         Ok(Rc::new(buffer))
     }
 
+    /// Makes a scratch buffer of this batch a spare.
+    fn recycle(&mut self, buffer: Rc<PooledBuffer>) {
+        if let Ok(buffer) = Rc::try_unwrap(buffer) {
+            self.spare.push(buffer);
+        }
+    }
+
     /// Drops value `id`; its buffer becomes a spare once no other value shares it.
     fn free(&mut self, id: ValueId) {
         if let Some(v) = self.live[id].take() {
