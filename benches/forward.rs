@@ -1,15 +1,20 @@
-//! Forward-pass throughput (images/s) of the CPU executor against tract-onnx on the fixture
-//! networks, 512 calibration images each: `cargo bench --bench forward`.
+//! Forward-pass throughput (images/s) of the CPU executor, the GPU executor and tract-onnx on
+//! the fixture networks, 512 calibration images each: `cargo bench --bench forward`.
 //!
-//! Both run the same images in batches of `SUBPRUNE_BENCH_BATCH` (default 64) on all cores
-//! (tract's optimized plan for that batch size is built once, outside the timing); the best of
-//! `SUBPRUNE_BENCH_REPS` (default 3) runs is reported. Not criterion: one run of 512 VGG-11 images
-//! takes seconds, and criterion's minimum of 10 samples would make this take minutes.
+//! All three run the same images in batches of `SUBPRUNE_BENCH_BATCH` (default 64), the CPU ones
+//! on all cores (tract's optimized plan for that batch size is built once, outside the timing);
+//! the best of `SUBPRUNE_BENCH_REPS` (default 3) runs is reported. The GPU executor runs on the
+//! adapter `SUBPRUNE_ADAPTER` names (else wgpu's high-performance one), one warm-up run first
+//! (pipeline compilation, buffer pool); without an adapter its column says so.
+//! `SUBPRUNE_BENCH_MODELS=vgg11,mobilenetv2` picks models by name. Not criterion: one run of 512
+//! VGG-11 images takes seconds, and criterion's minimum of 10 samples would make this take
+//! minutes.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use subprune::exec::{CpuExecutor, Executor};
+use subprune::backend::gpu::GpuBackend;
+use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
 use subprune::tensor::TensorView;
 use tract_onnx::prelude::{
     tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
@@ -47,21 +52,36 @@ fn main() {
         "forward pass, {images} images, batch {batch}, best of {reps}, {} rayon threads",
         rayon::current_num_threads()
     );
+    let gpu = match GpuBackend::new(None) {
+        Ok(g) => {
+            println!("GPU: {}", g.adapter_name());
+            Some(g)
+        }
+        Err(e) => {
+            println!("no GPU executor in this run: {e}");
+            None
+        }
+    };
+    let wanted = std::env::var("SUBPRUNE_BENCH_MODELS").unwrap_or_default();
     println!(
-        "{:<28} {:>12} {:>12} {:>8}",
-        "model", "cpu img/s", "tract img/s", "ratio"
+        "{:<28} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "model", "cpu img/s", "gpu img/s", "tract img/s", "cpu/tract", "gpu/cpu"
     );
     for (model_file, data) in [
         ("vgg11_bn_fashion.onnx", "fashion_calib_512.npy"),
         ("mobilenetv2_fashion.onnx", "fashion_calib_512.npy"),
         ("resnet56_cifar10.onnx", "cifar10_calib_512.npy"),
     ] {
+        let short = model_file.split('_').next().unwrap_or(model_file);
+        if !wanted.is_empty() && !wanted.split(',').any(|w| w.trim() == short) {
+            continue;
+        }
         let path = fixture(model_file);
         let x = subprune::npy::read_f32(fixture(data)).expect("calibration data");
         let per: usize = x.shape[1..].iter().product();
         let model = subprune::onnx::load(&path).expect("model");
         let exec = CpuExecutor::new(&model.graph).expect("executor");
-        let ours = best_of(reps, || {
+        let run_all = |exec: &dyn Executor| {
             for chunk in x.data[..images * per].chunks(batch * per) {
                 let mut shape = x.shape.clone();
                 shape[0] = chunk.len() / per;
@@ -69,6 +89,12 @@ fn main() {
                 exec.run_batch(view, &[], &mut |_, _| Ok(()))
                     .expect("forward");
             }
+        };
+        let ours = best_of(reps, || run_all(&exec));
+        let on_gpu = gpu.as_ref().map(|g| {
+            let exec = GpuExecutor::new(&model.graph, g).expect("GPU executor");
+            run_all(&exec);
+            best_of(reps, || run_all(&exec))
         });
         let mut shape = x.shape.clone();
         shape[0] = batch;
@@ -89,6 +115,16 @@ fn main() {
         });
         let tract_images = (images / batch) * batch;
         let (a, b) = (images as f64 / ours, tract_images as f64 / tract);
-        println!("{model_file:<28} {a:>12.1} {b:>12.1} {:>8.2}", a / b);
+        let (g, ratio) = match on_gpu {
+            Some(t) => {
+                let g = images as f64 / t;
+                (format!("{g:.1}"), format!("{:.2}", g / a))
+            }
+            None => ("–".into(), "–".into()),
+        };
+        println!(
+            "{model_file:<28} {a:>12.1} {g:>12} {b:>12.1} {:>10.2} {ratio:>10}",
+            a / b
+        );
     }
 }

@@ -150,9 +150,30 @@ struct EvalArgs {
     /// Images per forward batch (memory holds one batch of activations).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Evaluate only the first N images (and labels).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The first `len` images of another source.
+struct FirstImages<'a> {
+    source: &'a dyn subprune::exec::run::ImageSource,
+    len: usize,
+}
+
+impl subprune::exec::run::ImageSource for FirstImages<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn image_shape(&self) -> &[usize] {
+        self.source.image_shape()
+    }
+    fn fill(&self, first: usize, out: &mut [f32]) -> subprune::Result<()> {
+        self.source.fill(first, out)
+    }
 }
 
 #[derive(Args)]
@@ -362,15 +383,61 @@ fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
         .collect()
 }
 
+/// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
+/// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
+fn forward_executor(
+    cli: &Cli,
+    graph: &subprune::ir::Graph,
+) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
+    use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
+    let gpu = match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
+        BackendChoice::Auto => {
+            let named =
+                cli.adapter.is_some() || std::env::var(subprune::backend::gpu::ADAPTER_ENV).is_ok();
+            match cli.gpu() {
+                Ok(gpu) if named || !gpu.is_software() => Some(gpu),
+                Ok(gpu) => {
+                    eprintln!(
+                        "backend: cpu (auto, no GPU used: only a software adapter ({}))",
+                        gpu.adapter_name()
+                    );
+                    None
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    eprintln!(
+                        "backend: cpu (auto, no GPU used: {})",
+                        why.lines().next().unwrap_or_default()
+                    );
+                    None
+                }
+            }
+        }
+    };
+    Ok(match gpu {
+        Some(gpu) => {
+            let exec = GpuExecutor::new(graph, &gpu)?;
+            eprintln!("backend: {}", exec.name());
+            Box::new(exec)
+        }
+        None => {
+            let exec = CpuExecutor::new(graph)?;
+            if cli.backend == BackendChoice::Cpu {
+                eprintln!("backend: {}", exec.name());
+            }
+            Box::new(exec)
+        }
+    })
+}
+
 fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::{F32Images, ImageSource, U8Images};
     use subprune::npy::NpyArray;
-    if cli.backend == BackendChoice::Gpu {
-        bail!("the GPU forward pass is not implemented yet; use --backend cpu");
-    }
     let model = subprune::onnx::load(&args.model)?;
-    let exec = subprune::exec::CpuExecutor::new(&model.graph)?;
-    let (_, labels) = npy::read_i64(&args.labels)?;
+    let exec = forward_executor(cli, &model.graph)?;
+    let (_, mut labels) = npy::read_i64(&args.labels)?;
     let mean = args
         .mean
         .as_deref()
@@ -398,6 +465,18 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
             other.dtype()
         ),
     };
+    let limited;
+    let source: &dyn ImageSource = match args.limit {
+        Some(n) if n < source.len() => {
+            labels.truncate(n);
+            limited = FirstImages {
+                source: source.as_ref(),
+                len: n,
+            };
+            &limited
+        }
+        _ => source.as_ref(),
+    };
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: usize, total: usize| {
         if tty {
@@ -407,15 +486,23 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report =
-        subprune::exec::eval::evaluate(&exec, source.as_ref(), &labels, args.batch, &mut progress)
-            .with_context(|| {
-                format!(
-                    "evaluating {} on {}",
-                    args.model.display(),
-                    args.data.display()
-                )
-            })?;
+    let mut report =
+        subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress);
+    if let Err(subprune::Error::Gpu(msg)) = &report {
+        if cli.backend == BackendChoice::Auto {
+            eprintln!("the GPU executor failed ({msg}); falling back to the CPU executor");
+            let cpu = subprune::exec::CpuExecutor::new(&model.graph)?;
+            report =
+                subprune::exec::eval::evaluate(&cpu, source, &labels, args.batch, &mut progress);
+        }
+    }
+    let report = report.with_context(|| {
+        format!(
+            "evaluating {} on {}",
+            args.model.display(),
+            args.data.display()
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

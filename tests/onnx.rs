@@ -7,57 +7,11 @@ use subprune::exec::{CpuExecutor, Executor};
 use subprune::npy;
 use subprune::onnx::{self, ExternalData, SaveOptions};
 use subprune::tensor::{Tensor, TensorView};
-use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
-    Tensor as TractTensor,
-};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+#[path = "common/onnx.rs"]
+mod onnx_common;
 
-/// The models with their calibration data (already preprocessed float32).
-const MODELS: [(&str, &str); 4] = [
-    ("mnist_cnn.onnx", "mnist_calib_512.npy"),
-    ("resnet56_cifar10.onnx", "cifar10_calib_512.npy"),
-    ("vgg11_bn_fashion.onnx", "fashion_calib_512.npy"),
-    ("mobilenetv2_fashion.onnx", "fashion_calib_512.npy"),
-];
-
-/// The first `n` images of a calibration file.
-fn first_images(file: &str, n: usize) -> Tensor {
-    let t = npy::read_f32(fixture(file)).unwrap();
-    let per: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = n;
-    Tensor::new(shape, t.data[..n * per].to_vec()).unwrap()
-}
-
-/// tract's logits for `images` on the model at `path`.
-fn tract_logits(path: &Path, images: &Tensor) -> Vec<f32> {
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .unwrap()
-        .with_input_fact(
-            0,
-            InferenceFact::dt_shape(DatumType::F32, images.shape.clone()),
-        )
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = TractTensor::from_shape(&images.shape, &images.data).unwrap();
-    let out = model.run(tvec!(input.into_tvalue())).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
-}
+use onnx_common::{first_images, fixture, relative_gap, tract_logits, MODELS};
 
 fn our_logits(model: &onnx::OnnxModel, images: &Tensor, batch: usize) -> Vec<f32> {
     let exec = CpuExecutor::new(&model.graph).unwrap();
@@ -74,17 +28,6 @@ fn our_logits(model: &onnx::OnnxModel, images: &Tensor, batch: usize) -> Vec<f32
         logits.extend_from_slice(&out[0].data);
     }
     logits
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn relative_gap(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let gap = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
-    gap / scale
 }
 
 #[test]

@@ -1,11 +1,8 @@
 //! Every supported op against tract-onnx on small synthetic models with awkward sizes (odd
 //! spatial sizes, strides, dilations, asymmetric pads, groups), random weights and inputs.
 
-use prost::Message;
 use subprune::exec::{CpuExecutor, Executor};
-use subprune::onnx::proto::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-};
+use subprune::onnx::proto::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use subprune::rng::Rng;
 use subprune::tensor::TensorView;
 use tract_onnx::prelude::{
@@ -13,147 +10,10 @@ use tract_onnx::prelude::{
     Tensor as TractTensor,
 };
 
-/// Builds a model graph step by step.
-struct Builder {
-    nodes: Vec<proto::NodeProto>,
-    inits: Vec<proto::TensorProto>,
-    rng: Rng,
-    count: usize,
-}
+#[path = "common/onnx.rs"]
+mod onnx_common;
 
-enum A {
-    I(i64),
-    F(f32),
-    Is(Vec<i64>),
-    S(&'static str),
-}
-
-impl Builder {
-    fn new(seed: u64) -> Self {
-        Self {
-            nodes: vec![],
-            inits: vec![],
-            rng: Rng::new(seed),
-            count: 0,
-        }
-    }
-
-    fn weight(&mut self, dims: &[usize]) -> String {
-        let n: usize = dims.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| self.rng.normal() as f32 * 0.3).collect();
-        self.floats(dims, &data)
-    }
-
-    fn floats(&mut self, dims: &[usize], data: &[f32]) -> String {
-        let name = format!("w{}", self.inits.len());
-        self.inits.push(proto::TensorProto {
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: Some(DataType::Float as i32),
-            name: Some(name.clone()),
-            float_data: data.to_vec(),
-            ..Default::default()
-        });
-        name
-    }
-
-    fn ints(&mut self, data: &[i64]) -> String {
-        let name = format!("w{}", self.inits.len());
-        self.inits.push(proto::TensorProto {
-            dims: vec![data.len() as i64],
-            data_type: Some(DataType::Int64 as i32),
-            name: Some(name.clone()),
-            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            ..Default::default()
-        });
-        name
-    }
-
-    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, A)>) -> String {
-        self.count += 1;
-        let out = format!("v{}", self.count);
-        let attribute = attrs
-            .into_iter()
-            .map(|(name, a)| {
-                let mut p = proto::AttributeProto {
-                    name: Some(name.into()),
-                    ..Default::default()
-                };
-                match a {
-                    A::I(v) => {
-                        p.r#type = Some(AttributeType::Int as i32);
-                        p.i = Some(v);
-                    }
-                    A::F(v) => {
-                        p.r#type = Some(AttributeType::Float as i32);
-                        p.f = Some(v);
-                    }
-                    A::Is(v) => {
-                        p.r#type = Some(AttributeType::Ints as i32);
-                        p.ints = v;
-                    }
-                    A::S(v) => {
-                        p.r#type = Some(AttributeType::String as i32);
-                        p.s = Some(v.as_bytes().to_vec());
-                    }
-                }
-                p
-            })
-            .collect();
-        self.nodes.push(proto::NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name: Some(format!("n{}_{op}", self.count)),
-            op_type: Some(op.into()),
-            attribute,
-            ..Default::default()
-        });
-        out
-    }
-
-    fn model(self, input: &[usize], output: &str, opset: i64) -> Vec<u8> {
-        let vi = |name: &str, dims: Option<&[usize]>| proto::ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(proto::TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: Some(DataType::Float as i32),
-                    shape: dims.map(|d| proto::TensorShapeProto {
-                        dim: d
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &v)| tensor_shape_proto::Dimension {
-                                value: Some(if i == 0 {
-                                    tensor_shape_proto::dimension::Value::DimParam("N".into())
-                                } else {
-                                    tensor_shape_proto::dimension::Value::DimValue(v as i64)
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        proto::ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![proto::OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(opset),
-            }],
-            graph: Some(proto::GraphProto {
-                node: self.nodes,
-                name: Some("g".into()),
-                initializer: self.inits,
-                input: vec![vi("x", Some(input))],
-                output: vec![vi(output, None)],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    }
-}
+use onnx_common::{Builder, A};
 
 /// Runs `bytes` on both runtimes for `n` random images of `shape[1..]` and compares.
 fn check(label: &str, bytes: &[u8], shape: &[usize], n: usize) {

@@ -17,25 +17,28 @@
 
 pub mod cpu;
 pub mod eval;
+pub mod gpu;
 pub mod kernels;
 pub mod plan;
 pub mod run;
 
 pub use cpu::CpuExecutor;
+pub use gpu::{DeviceTensor, GpuExecutor};
 pub use plan::Plan;
 
 use crate::error::Result;
 use crate::ir::ValueId;
 use crate::tensor::{Tensor, TensorView};
 
-/// An activation handed to a tap consumer. Host memory on the CPU backend; a GPU executor adds
-/// a device variant, so that a consumer on the same device (the statistics accumulator) reads it
-/// without a host round trip.
+/// An activation handed to a tap consumer: host memory on the CPU executor, device memory on the
+/// GPU executor (so that a consumer on the same device reads it without a host round trip).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug)]
 pub enum Activation<'a> {
     /// A row-major tensor in host memory, batch first.
     Host(TensorView<'a>),
+    /// A row-major tensor in a buffer of the GPU executor's device, batch first.
+    Device(DeviceTensor<'a>),
 }
 
 impl<'a> Activation<'a> {
@@ -43,6 +46,31 @@ impl<'a> Activation<'a> {
     pub fn host(&self) -> Option<TensorView<'a>> {
         match self {
             Activation::Host(v) => Some(*v),
+            Activation::Device(_) => None,
+        }
+    }
+
+    /// The tensor on the device, if it is there.
+    pub fn device(&self) -> Option<DeviceTensor<'a>> {
+        match self {
+            Activation::Host(_) => None,
+            Activation::Device(d) => Some(*d),
+        }
+    }
+
+    /// The tensor's shape, batch first.
+    pub fn shape(&self) -> &'a [usize] {
+        match self {
+            Activation::Host(v) => v.shape,
+            Activation::Device(d) => d.shape(),
+        }
+    }
+
+    /// A host copy of the tensor (a readback from the device for [`Activation::Device`]).
+    pub fn to_host(&self) -> Result<Tensor> {
+        match self {
+            Activation::Host(v) => Tensor::new(v.shape.to_vec(), v.data.to_vec()),
+            Activation::Device(d) => d.read(),
         }
     }
 }

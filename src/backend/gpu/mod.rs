@@ -54,7 +54,7 @@ const MAP_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Cheap to clone (the device, queue, pipelines and buffer pool are shared).
 #[derive(Clone)]
 pub struct GpuBackend {
-    gpu: Arc<Gpu>,
+    pub(crate) gpu: Arc<Gpu>,
     half_inputs: bool,
     max_block_bytes: u64,
     tile_config: TileConfig,
@@ -458,10 +458,10 @@ struct Health {
 
 /// The device and everything compiled for it, shared by a backend's clones and its layers.
 pub(crate) struct Gpu {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
     /// Device loss and stray errors (reported only for devices this backend created).
     health: Arc<Mutex<Health>>,
     /// Buffers returned by finished layers, for reuse.
@@ -489,7 +489,7 @@ impl Gpu {
 
     /// Runs `f` inside out-of-memory, validation and internal error scopes: any wgpu error it
     /// causes becomes an [`Error::Gpu`] naming `what`.
-    fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_health()?;
         let scope = ErrorScopes::push(&self.device);
         let out = f();
@@ -506,7 +506,7 @@ impl Gpu {
 
     /// A buffer of at least `size` bytes with exactly `usage`, from the pool or newly allocated
     /// (contents undefined when reused). Allocation failures become [`Error::Gpu`].
-    fn buffer(
+    pub(crate) fn buffer(
         self: &Arc<Self>,
         label: &str,
         size: u64,
@@ -555,7 +555,7 @@ impl Gpu {
     }
 
     /// Submits `encoder`'s work, waits for it, maps `staging[..bytes]` and returns its words.
-    fn submit_and_read(
+    pub(crate) fn submit_and_read(
         &self,
         encoder: wgpu::CommandEncoder,
         staging: &wgpu::Buffer,
@@ -644,7 +644,7 @@ impl Gpu {
 
     /// Largest workgroup count along one dispatch dimension.
     /// The largest storage binding (and buffer) the device allows, in bytes.
-    fn max_binding(&self) -> u64 {
+    pub(crate) fn max_binding(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
@@ -656,7 +656,7 @@ impl Gpu {
 
     /// `count` workgroups as an (x, y) grid within the per-dimension limit; kernels recover the
     /// linear index as `x + y · groups.x` and bounds-check it.
-    fn grid(&self, count: u32) -> (u32, u32) {
+    pub(crate) fn grid(&self, count: u32) -> (u32, u32) {
         let x = count.clamp(1, self.max_groups());
         (x, count.div_ceil(x).max(1))
     }
@@ -688,7 +688,7 @@ impl Drop for PooledBuffer {
 }
 
 /// A binding of the first `size` bytes of `buffer`.
-fn binding(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
+pub(crate) fn binding(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource<'_> {
     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
         buffer,
         offset: 0,
@@ -732,7 +732,7 @@ impl ErrorScopes {
 
 /// What a bind-group slot holds.
 #[derive(Clone, Copy)]
-enum Slot {
+pub(crate) enum Slot {
     /// A uniform parameter block selected by a dynamic offset.
     Params,
     /// A read-only storage buffer.
@@ -741,7 +741,11 @@ enum Slot {
     ReadWrite,
 }
 
-fn bind_group_layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
+pub(crate) fn bind_group_layout(
+    device: &wgpu::Device,
+    label: &str,
+    slots: &[Slot],
+) -> wgpu::BindGroupLayout {
     let entries: Vec<_> = slots
         .iter()
         .enumerate()
@@ -772,12 +776,12 @@ pub const CHECKED_SHADERS_ENV: &str = "SUBPRUNE_CHECKED_SHADERS";
 /// Whether the statistics kernels keep wgpu's runtime bounds checks: always in debug and test
 /// builds (the tests run the checked kernels on awkward sizes), and in release builds when
 /// `SUBPRUNE_CHECKED_SHADERS=1`.
-fn checked_shaders() -> bool {
+pub(crate) fn checked_shaders() -> bool {
     cfg!(debug_assertions) || std::env::var(CHECKED_SHADERS_ENV).is_ok_and(|v| v == "1")
 }
 
 /// A shader module, with wgpu's runtime bounds checks unless `checked` is false.
-fn shader_module(
+pub(crate) fn shader_module(
     device: &wgpu::Device,
     label: &str,
     source: &str,
@@ -790,7 +794,8 @@ fn shader_module(
     if checked {
         device.create_shader_module(desc)
     } else {
-        // SAFETY: only gram.wgsl is compiled this way. Every storage access in it is guarded by
+        // SAFETY: only gram.wgsl and conv.wgsl (src/exec/gpu/gemm.rs) are compiled this way.
+        // Every storage access in them is guarded by
         // explicit comparisons with the sizes the host bound (rows of the chunk, columns of the
         // result and block, table lengths), every workgroup index stays below the declared
         // array sizes for each valid `TileConfig`, and the kernels are tested against the CPU
@@ -800,7 +805,7 @@ fn shader_module(
 }
 
 /// Compiles the entry points of one shader file against one bind-group layout.
-fn pipelines<const N: usize>(
+pub(crate) fn pipelines<const N: usize>(
     device: &wgpu::Device,
     label: &str,
     source: &str,

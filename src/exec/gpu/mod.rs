@@ -1,0 +1,780 @@
+//! The GPU executor: runs a [`Plan`] on the wgpu device of a [`GpuBackend`], with every
+//! activation kept on the device between layers. Per batch: one upload of the images, one
+//! command submission (more only when a tap hands a tensor to its consumer), one readback of the
+//! graph outputs.
+//!
+//! * Conv (except depthwise), Gemm and MatMul: the tiled implicit GEMM of `shaders/conv.wgsl`
+//!   ([`gemm`]), with bias, Gemm's scaling and, where cheap, a following BatchNorm and
+//!   activation folded into its epilogue.
+//! * Everything else: the simple kernels of `shaders/forward.wgsl` ([`simple`]). Flatten,
+//!   Reshape, Identity and Dropout are no-ops on the device (the buffer is shared).
+//!
+//! Parameters (transposed GEMM weights, folded BatchNorms, im2col tables, constants read as
+//! data) are uploaded once, when the executor is built. Activation buffers come from the
+//! backend's buffer pool; a buffer freed by the plan is reused by later nodes of the same batch
+//! and returned to the pool once the batch has finished, so memory grows with the batch size,
+//! not with the number of images.
+
+mod gemm;
+mod simple;
+
+pub use gemm::ConvParams;
+pub use simple::{FwdParams, MAX_RANK};
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{Activation, Executor, Plan, TapSink};
+use crate::backend::gpu::{binding, Gpu, GpuBackend, PooledBuffer};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::ir::{shape, Node, Op, Shape, ValueId};
+use crate::tensor::{Tensor, TensorView};
+
+/// Usage of activation and parameter buffers.
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+/// Bytes of one parameter slot (every kernel's parameter struct fits).
+const PARAM_SLOT: u64 = 256;
+/// Parameter slots per uniform buffer of a batch.
+const PARAM_SLOTS_PER_BUFFER: usize = 256;
+
+/// A tensor on the device handed to a tap consumer ([`Activation::Device`]): row-major f32,
+/// batch first, starting `offset` bytes into `buffer`. The buffer stays valid for the duration of
+/// the tap call; work the consumer submits to the same queue runs after the tensor is computed.
+#[derive(Clone, Copy)]
+pub struct DeviceTensor<'a> {
+    buffer: &'a wgpu::Buffer,
+    shape: &'a [usize],
+    offset: u64,
+    backend: &'a GpuBackend,
+}
+
+impl std::fmt::Debug for DeviceTensor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTensor")
+            .field("shape", &self.shape)
+            .field("offset", &self.offset)
+            .field("adapter", &self.backend.adapter_name())
+            .finish()
+    }
+}
+
+impl<'a> DeviceTensor<'a> {
+    /// The buffer holding the tensor (f32 values from [`Self::offset`] on).
+    pub fn buffer(&self) -> &'a wgpu::Buffer {
+        self.buffer
+    }
+
+    /// The tensor's shape, batch first.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// Where the tensor starts in [`Self::buffer`], in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The tensor's size in bytes.
+    pub fn byte_len(&self) -> u64 {
+        4 * self.shape.iter().product::<usize>() as u64
+    }
+
+    /// The backend (device and queue) the buffer belongs to.
+    pub fn backend(&self) -> &'a GpuBackend {
+        self.backend
+    }
+
+    /// Copies the tensor to host memory (waits for the device).
+    pub fn read(&self) -> Result<Tensor> {
+        let gpu = &self.backend.gpu;
+        let bytes = self.byte_len();
+        let data = gpu.scoped("reading a tapped activation back", || {
+            if bytes == 0 {
+                return Ok(Vec::new());
+            }
+            let staging = gpu.buffer(
+                "tap readback",
+                bytes,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            )?;
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            encoder.copy_buffer_to_buffer(self.buffer, self.offset, &staging, 0, bytes);
+            gpu.submit_and_read(encoder, &staging, bytes, "reading a tapped activation")
+        })?;
+        Tensor::new(self.shape.to_vec(), bytemuck::cast_vec(data))
+    }
+}
+
+/// What a node needs beyond its op, prepared once.
+enum Prepared {
+    None,
+    /// Conv (not depthwise), Gemm, MatMul on the GEMM kernel.
+    Gemm(Box<gemm::GemmNode>),
+    /// Depthwise conv: weights then bias.
+    Depthwise {
+        params: PooledBuffer,
+        bias: bool,
+    },
+    /// BatchNorm as a per-channel affine: scale then shift.
+    Affine(PooledBuffer),
+    /// The node was folded into the epilogue of the GEMM before it.
+    Fused,
+}
+
+/// Runs a plan on a wgpu device; see the [module docs](self).
+pub struct GpuExecutor {
+    plan: Plan,
+    backend: GpuBackend,
+    kernels: Kernels,
+    prepared: Vec<Prepared>,
+    /// Float constants read as data (Add's operands, Concat's parts), on the device.
+    constants: HashMap<ValueId, PooledBuffer>,
+    /// Values whose device contents are not what the graph says because the nodes after them
+    /// were folded into their GEMM's epilogue (they cannot be tapped).
+    hidden: HashSet<ValueId>,
+}
+
+impl std::fmt::Debug for GpuExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuExecutor")
+            .field("adapter", &self.backend.adapter_name())
+            .field("nodes", &self.plan.steps.len())
+            .finish()
+    }
+}
+
+/// The compiled kernels of the forward pass.
+struct Kernels {
+    simple: simple::SimpleKernels,
+    gemm: gemm::GemmKernels,
+}
+
+/// Uploads `data` to a new device buffer.
+fn upload(gpu: &Arc<Gpu>, label: &str, data: &[f32]) -> Result<PooledBuffer> {
+    let buffer = gpu.buffer(label, 4 * data.len() as u64, STORAGE)?;
+    if !data.is_empty() {
+        gpu.queue
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+    }
+    Ok(buffer)
+}
+
+/// Uploads `data` (any plain values) to a new device buffer.
+fn upload_pod<T: bytemuck::Pod>(gpu: &Arc<Gpu>, label: &str, data: &[T]) -> Result<PooledBuffer> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let buffer = gpu.buffer(label, bytes.len() as u64, STORAGE)?;
+    if !bytes.is_empty() {
+        gpu.queue.write_buffer(&buffer, 0, bytes);
+    }
+    Ok(buffer)
+}
+
+impl GpuExecutor {
+    /// Plans `graph` for `backend`'s device, compiles the kernels and uploads the parameters;
+    /// an unsupported configuration is an error naming the node.
+    pub fn new(graph: &crate::ir::Graph, backend: &GpuBackend) -> Result<Self> {
+        // The CPU executor's checks (parameters that must be constants, integer data) first, so
+        // that both executors accept and refuse the same graphs.
+        super::CpuExecutor::new(graph)?;
+        let plan = Plan::new(graph)?;
+        let gpu = Arc::clone(&backend.gpu);
+        gpu.scoped("preparing the GPU forward pass", || {
+            let kernels = Kernels {
+                simple: simple::SimpleKernels::new(&gpu.device),
+                gemm: gemm::GemmKernels::new(&gpu.device),
+            };
+            let g = &plan.graph;
+            let mut prepared: Vec<Prepared> = (0..g.nodes.len()).map(|_| Prepared::None).collect();
+            let mut constants = HashMap::new();
+            let consumers = g.consumers();
+            let mut hidden = HashSet::new();
+            for step in &plan.steps {
+                let node = &g.nodes[step.node];
+                if matches!(prepared[step.node], Prepared::Fused) {
+                    continue;
+                }
+                let data_inputs = node.op.data_inputs(node.inputs.len());
+                for &id in node.inputs[data_inputs].iter().flatten() {
+                    if let (Some(c), false) = (g.constant(id), constants.contains_key(&id)) {
+                        let data = c.f32().ok_or_else(|| {
+                            node.error(format!(
+                                "input '{}' is an integer constant; float data is needed",
+                                g.values[id].name
+                            ))
+                        })?;
+                        constants.insert(id, upload(&gpu, &g.values[id].name, data)?);
+                    }
+                }
+                prepared[step.node] = match &node.op {
+                    Op::Conv(conv) => {
+                        let x = fixed_image_shape(g, node)?;
+                        let w = g
+                            .constant(node.input(1)?)
+                            .expect("checked by the CPU executor");
+                        let (c, m) = (x[1], w.dims[0]);
+                        if conv.group == c && conv.group == m {
+                            let mut params = w.f32().expect("checked").to_vec();
+                            let bias = match node.inputs.get(2).copied().flatten() {
+                                Some(b) => {
+                                    params.extend_from_slice(
+                                        g.constant(b).and_then(|c| c.f32()).expect("checked"),
+                                    );
+                                    true
+                                }
+                                None => false,
+                            };
+                            Prepared::Depthwise {
+                                params: upload(&gpu, &node.name, &params)?,
+                                bias,
+                            }
+                        } else {
+                            let mut gemm = gemm::GemmNode::conv(&gpu, g, node, conv, &x)?;
+                            gemm.fuse_following(g, node, &consumers, &mut prepared, &mut hidden);
+                            gemm.upload_epilogue(&gpu, &node.name)?;
+                            Prepared::Gemm(Box::new(gemm))
+                        }
+                    }
+                    Op::Gemm(_) | Op::MatMul => {
+                        let mut gemm = gemm::GemmNode::dense(&gpu, g, node)?;
+                        gemm.fuse_following(g, node, &consumers, &mut prepared, &mut hidden);
+                        gemm.upload_epilogue(&gpu, &node.name)?;
+                        Prepared::Gemm(Box::new(gemm))
+                    }
+                    Op::BatchNorm { epsilon } => {
+                        let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
+                        let mut params = scale;
+                        params.extend(shift);
+                        Prepared::Affine(upload(&gpu, &node.name, &params)?)
+                    }
+                    _ => Prepared::None,
+                };
+            }
+            Ok(Self {
+                plan: plan.clone(),
+                backend: backend.clone(),
+                kernels,
+                prepared,
+                constants,
+                hidden,
+            })
+        })
+    }
+
+    /// The backend this executor runs on.
+    pub fn backend(&self) -> &GpuBackend {
+        &self.backend
+    }
+}
+
+/// BatchNorm as `x · scale + shift` per channel, in f64 rounded once (as the CPU executor).
+pub(super) fn batch_norm_affine(
+    g: &crate::ir::Graph,
+    node: &Node,
+    epsilon: f32,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let float_const = |i: usize, what: &str| -> Result<Vec<f32>> {
+        let id = node.input(i)?;
+        g.constant(id)
+            .and_then(|c| c.f32())
+            .map(|d| d.to_vec())
+            .ok_or_else(|| node.error(format!("{what} must be a float constant")))
+    };
+    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
+    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((&b, &m), &s)| b - m * s)
+        .collect();
+    Ok((scale, shift))
+}
+
+/// The shape of one image of a node's data input (`[1, C, H, W]`), which must be fixed but for
+/// the batch.
+fn fixed_image_shape(g: &crate::ir::Graph, node: &Node) -> Result<Vec<usize>> {
+    let shape = &g.values[node.input(0)?].shape;
+    if shape.rank() != 4 {
+        return Err(node.error(format!("expected an (N, C, H, W) input, got {shape}")));
+    }
+    Ok(shape.at(1))
+}
+
+/// An activation of the current batch on the device.
+#[derive(Clone)]
+struct DevValue {
+    buffer: Rc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl DevValue {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn bytes(&self) -> u64 {
+        4 * self.len() as u64
+    }
+}
+
+/// Parameter blocks of one batch: uniform buffers of [`PARAM_SLOT`]-byte slots, selected by
+/// dynamic offsets, written before each submission.
+struct ParamArena {
+    buffers: Vec<(PooledBuffer, Vec<u8>, usize)>,
+    stride: u64,
+}
+
+impl ParamArena {
+    fn new(gpu: &Gpu) -> Self {
+        let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
+        Self {
+            buffers: Vec::new(),
+            stride: PARAM_SLOT.next_multiple_of(align),
+        }
+    }
+
+    /// Stores `params`; returns (buffer index, dynamic offset).
+    fn push(&mut self, gpu: &Arc<Gpu>, params: &[u8]) -> Result<(usize, u32)> {
+        debug_assert!(params.len() as u64 <= PARAM_SLOT);
+        let full = self.buffers.last().is_none_or(|(_, bytes, _)| {
+            bytes.len() as u64 >= self.stride * PARAM_SLOTS_PER_BUFFER as u64
+        });
+        if full {
+            let buffer = gpu.buffer(
+                "forward parameters",
+                self.stride * PARAM_SLOTS_PER_BUFFER as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )?;
+            self.buffers.push((buffer, Vec::new(), 0));
+        }
+        let index = self.buffers.len() - 1;
+        let bytes = &mut self.buffers[index].1;
+        let offset = bytes.len();
+        bytes.extend_from_slice(params);
+        bytes.resize(offset + self.stride as usize, 0);
+        Ok((index, offset as u32))
+    }
+
+    /// Writes the slots stored since the last flush.
+    fn flush(&mut self, queue: &wgpu::Queue) {
+        for (buffer, bytes, written) in &mut self.buffers {
+            if *written < bytes.len() {
+                queue.write_buffer(buffer, *written as u64, &bytes[*written..]);
+                *written = bytes.len();
+            }
+        }
+    }
+}
+
+/// The state of one batch on the device.
+struct Batch<'e> {
+    gpu: &'e Arc<Gpu>,
+    encoder: Option<wgpu::CommandEncoder>,
+    params: ParamArena,
+    /// Buffers freed by the plan in this batch: reused by later nodes, returned to the pool when
+    /// the batch is over (never earlier: queued work may still read them).
+    spare: Vec<PooledBuffer>,
+    /// Values of the batch (`None`: not computed yet, freed, or a constant).
+    live: Vec<Option<DevValue>>,
+}
+
+impl<'e> Batch<'e> {
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        let device = &self.gpu.device;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            })
+        })
+    }
+
+    /// A buffer for `elements` f32 values, from this batch's spares or the pool.
+    fn alloc(&mut self, what: &str, elements: usize) -> Result<Rc<PooledBuffer>> {
+        let bytes = (4 * elements as u64).max(16);
+        if bytes > self.gpu.max_binding() {
+            return Err(Error::Gpu(format!(
+                "{what}: {elements} values ({bytes} bytes) are more than the device's largest \
+                 buffer binding ({} bytes) on {}; use a smaller batch",
+                self.gpu.max_binding(),
+                self.gpu.info.name
+            )));
+        }
+        let best = self
+            .spare
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.size() >= bytes && b.size() <= 2 * bytes.max(4096))
+            .min_by_key(|(_, b)| b.size())
+            .map(|(i, _)| i);
+        let buffer = match best {
+            Some(i) => self.spare.swap_remove(i),
+            None => self.gpu.buffer("activation", bytes, STORAGE)?,
+        };
+        Ok(Rc::new(buffer))
+    }
+
+    /// Makes a scratch buffer of this batch a spare.
+    fn recycle(&mut self, buffer: Rc<PooledBuffer>) {
+        if let Ok(buffer) = Rc::try_unwrap(buffer) {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Drops value `id`; its buffer becomes a spare once no other value shares it.
+    fn free(&mut self, id: ValueId) {
+        if let Some(v) = self.live[id].take() {
+            if let Ok(buffer) = Rc::try_unwrap(v.buffer) {
+                self.spare.push(buffer);
+            }
+        }
+    }
+
+    /// Records one dispatch of `pipeline` with `params` and storage `buffers` (each bound from
+    /// its start for `size` bytes).
+    fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        buffers: &[(&wgpu::Buffer, u64)],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let (index, offset) = self.params.push(self.gpu, params)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: binding(&self.params.buffers[index].0, params.len() as u64),
+        }];
+        for (i, (buffer, size)) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: binding(buffer, *size),
+            });
+        }
+        let group = self
+            .gpu
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+        let encoder = self.encoder();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[offset]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        Ok(())
+    }
+
+    /// Submits the work recorded so far.
+    fn submit(&mut self) {
+        self.params.flush(&self.gpu.queue);
+        if let Some(encoder) = self.encoder.take() {
+            self.gpu.queue.submit([encoder.finish()]);
+        }
+    }
+}
+
+impl GpuExecutor {
+    /// The concrete output shape of a node for this batch, by the IR's inference rules.
+    fn output_shape(&self, node: &Node, shapes: &[Option<Vec<usize>>]) -> Result<Vec<usize>> {
+        let g = &self.plan.graph;
+        let in_shapes: Vec<Option<Shape>> =
+            node.inputs
+                .iter()
+                .map(|i| -> Result<Option<Shape>> {
+                    match i {
+                        None => Ok(None),
+                        Some(id) => match (g.constant(*id), &shapes[*id]) {
+                            (Some(c), _) => Ok(Some(Shape::fixed(&c.dims))),
+                            (None, Some(s)) => Ok(Some(Shape::fixed(s))),
+                            (None, None) => Err(node
+                                .error(format!("input '{}' was not computed", g.values[*id].name))),
+                        },
+                    }
+                })
+                .collect::<Result<_>>()?;
+        let n = shapes[self.plan.input].as_ref().map_or(0, |s| s[0]);
+        Ok(shape::infer(&node.op, &in_shapes)
+            .map_err(|r| node.error(r))?
+            .at(n))
+    }
+
+    /// The device tensor of input `i` of `node` (an activation of the batch or a constant).
+    fn input<'b>(
+        &'b self,
+        batch: &'b Batch<'_>,
+        node: &Node,
+        i: usize,
+    ) -> Result<(&'b wgpu::Buffer, Vec<usize>)> {
+        let g = &self.plan.graph;
+        let id = node.input(i)?;
+        if let Some(c) = g.constant(id) {
+            let buffer = self.constants.get(&id).ok_or_else(|| {
+                node.error(format!(
+                    "constant input '{}' is not on the device",
+                    g.values[id].name
+                ))
+            })?;
+            return Ok((buffer, c.dims.clone()));
+        }
+        batch.live[id]
+            .as_ref()
+            .map(|v| (&**v.buffer, v.shape.clone()))
+            .ok_or_else(|| node.error(format!("input '{}' was not computed", g.values[id].name)))
+    }
+
+    /// Records node `index`; returns its output.
+    fn run_node(
+        &self,
+        batch: &mut Batch<'_>,
+        index: usize,
+        shapes: &[Option<Vec<usize>>],
+    ) -> Result<DevValue> {
+        let g = &self.plan.graph;
+        let node = &g.nodes[index];
+        let out_shape = self.output_shape(node, shapes)?;
+        let count: usize = out_shape.iter().product();
+        // No-ops on the device: the output shares the input's buffer.
+        if matches!(
+            node.op,
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity
+        ) {
+            let id = node.input(0)?;
+            if let Some(v) = &batch.live[id] {
+                return Ok(DevValue {
+                    buffer: Rc::clone(&v.buffer),
+                    shape: out_shape,
+                });
+            }
+        }
+        let out = batch.alloc(&format!("output of node '{}'", node.name), count)?;
+        let out_bytes = 4 * count as u64;
+        if count > 0 {
+            let k = &self.kernels;
+            let (x, xs) = self.input(batch, node, 0)?;
+            let x = x.clone();
+            match (&node.op, &self.prepared[index]) {
+                (Op::Conv(_) | Op::Gemm(_) | Op::MatMul, Prepared::Gemm(gm)) => {
+                    gm.record(&k.gemm, batch, node, &x, &xs, &out, &out_shape)?;
+                }
+                (Op::Conv(conv), Prepared::Depthwise { params, bias }) => {
+                    simple::depthwise(
+                        &k.simple, batch, node, conv, &x, &xs, params, *bias, &out, &out_shape,
+                    )?;
+                }
+                (Op::BatchNorm { .. }, Prepared::Affine(params)) => {
+                    simple::affine(&k.simple, batch, &x, &xs, params, &out, count)?;
+                }
+                (Op::Binary(op), _) => {
+                    let (y, ys) = self.input(batch, node, 1)?;
+                    let y = y.clone();
+                    simple::binary(
+                        &k.simple,
+                        batch,
+                        node,
+                        *op,
+                        (&x, &xs),
+                        (&y, &ys),
+                        &out,
+                        &out_shape,
+                    )?;
+                }
+                (Op::Concat { axis }, _) => {
+                    let outer: usize = out_shape[..*axis].iter().product();
+                    let out_row: usize = out_shape[*axis..].iter().product();
+                    let mut offset = 0;
+                    for i in 0..node.inputs.len() {
+                        let (part, ps) = self.input(batch, node, i)?;
+                        let part = part.clone();
+                        let row: usize = ps[*axis..].iter().product();
+                        simple::copy_into(
+                            &k.simple, batch, &part, outer, row, out_row, offset, &out, out_bytes,
+                        )?;
+                        offset += row;
+                    }
+                }
+                _ => {
+                    simple::run(&k.simple, batch, node, (&x, &xs), &out, &out_shape)?;
+                }
+            }
+        }
+        Ok(DevValue {
+            buffer: out,
+            shape: out_shape,
+        })
+    }
+}
+
+impl Executor for GpuExecutor {
+    fn name(&self) -> String {
+        format!("gpu ({})", self.backend.name())
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn run_batch(
+        &self,
+        input: TensorView<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        let g = &self.plan.graph;
+        let expected = self.plan.input_shape();
+        let n = input.shape.first().copied().unwrap_or(0);
+        let want = expected.at(n);
+        if input.shape != want.as_slice() {
+            return Err(Error::Shape(format!(
+                "model input '{}' is {expected} (N images), got a batch of shape {:?}",
+                g.values[self.plan.input].name, input.shape
+            )));
+        }
+        // A tap on a value folded into a GEMM epilogue is served by the fused output, which is
+        // the same tensor only when nothing was folded after it: refuse the other cases.
+        let taps: HashSet<ValueId> = taps.iter().copied().collect();
+        for &t in &taps {
+            if self.hidden.contains(&t) {
+                return Err(Error::InvalidArgument(format!(
+                    "value '{}' is folded into the next node's kernel on the GPU and cannot be \
+                     tapped; tap the folded node's output instead",
+                    g.values[t].name
+                )));
+            }
+        }
+        let gpu = &self.backend.gpu;
+        let mut shapes: Vec<Option<Vec<usize>>> = vec![None; g.values.len()];
+        shapes[self.plan.input] = Some(input.shape.to_vec());
+        let mut batch = Batch {
+            gpu,
+            encoder: None,
+            params: ParamArena::new(gpu),
+            spare: Vec::new(),
+            live: vec![None; g.values.len()],
+        };
+        let result = gpu.scoped("running a batch of the forward pass", || {
+            let x = batch.alloc("the input batch", input.data.len())?;
+            if !input.data.is_empty() {
+                gpu.queue
+                    .write_buffer(&x, 0, bytemuck::cast_slice(input.data));
+            }
+            batch.live[self.plan.input] = Some(DevValue {
+                buffer: x,
+                shape: input.shape.to_vec(),
+            });
+            if taps.contains(&self.plan.input) {
+                on_tap(self.plan.input, Activation::Host(input))?;
+            }
+            for step in &self.plan.steps {
+                let node = &g.nodes[step.node];
+                let id = node.outputs[0];
+                let value = match &self.prepared[step.node] {
+                    Prepared::Fused => {
+                        // Computed by the GEMM before it: its output stands for this one.
+                        let from = node.input(0)?;
+                        let v = batch.live[from]
+                            .clone()
+                            .ok_or_else(|| node.error("the GEMM it is folded into was not run"))?;
+                        DevValue {
+                            buffer: v.buffer,
+                            shape: v.shape,
+                        }
+                    }
+                    _ => self.run_node(&mut batch, step.node, &shapes)?,
+                };
+                shapes[id] = Some(value.shape.clone());
+                batch.live[id] = Some(value);
+                if taps.contains(&id) {
+                    batch.submit();
+                    let v = batch.live[id].as_ref().expect("just stored");
+                    on_tap(
+                        id,
+                        Activation::Device(DeviceTensor {
+                            buffer: &v.buffer,
+                            shape: &v.shape,
+                            offset: 0,
+                            backend: &self.backend,
+                        }),
+                    )?;
+                }
+                for &dead in &step.free_after {
+                    batch.free(dead);
+                }
+            }
+            // One readback of every output.
+            let mut total = 0u64;
+            let mut places = Vec::new();
+            for &o in &g.outputs {
+                match &batch.live[o] {
+                    Some(v) => {
+                        places.push(Some((total, v.len())));
+                        total += v.bytes();
+                    }
+                    None => places.push(None),
+                }
+            }
+            let words = if total > 0 {
+                let staging = gpu.buffer(
+                    "forward readback",
+                    total,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                )?;
+                for (&o, place) in g.outputs.iter().zip(&places) {
+                    let source = batch.live[o].as_ref().map(|v| Rc::clone(&v.buffer));
+                    if let (Some((at, len)), Some(source)) = (place, source) {
+                        if *len > 0 {
+                            let bytes = 4 * *len as u64;
+                            batch
+                                .encoder()
+                                .copy_buffer_to_buffer(&source, 0, &staging, *at, bytes);
+                        }
+                    }
+                }
+                batch.params.flush(&gpu.queue);
+                let encoder = batch.encoder.take().unwrap_or_else(|| {
+                    gpu.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+                });
+                gpu.submit_and_read(encoder, &staging, total, "reading the outputs back")?
+            } else {
+                batch.submit();
+                Vec::new()
+            };
+            let values: &[f32] = bytemuck::cast_slice(&words);
+            g.outputs
+                .iter()
+                .zip(&places)
+                .map(|(&o, place)| match (place, g.constant(o)) {
+                    (Some((at, len)), _) => {
+                        let at = (*at / 4) as usize;
+                        Tensor::new(
+                            shapes[o].clone().unwrap_or_default(),
+                            values[at..at + len].to_vec(),
+                        )
+                    }
+                    (None, Some(c)) => Tensor::new(c.dims.clone(), c.f32().unwrap_or(&[]).to_vec()),
+                    (None, None) => Err(Error::InvalidArgument(format!(
+                        "graph output '{}' was not computed",
+                        g.values[o].name
+                    ))),
+                })
+                .collect()
+        });
+        // Unfinished work (after an error) must not read buffers returned to the pool.
+        if result.is_err() {
+            let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+        result
+    }
+}
