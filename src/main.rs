@@ -316,6 +316,23 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             }
         );
     }
+    let ch = &summary.channels;
+    println!(
+        "prunable layers ({}): producer: channels -> consumers (columns per channel)",
+        ch.prunable.len()
+    );
+    for l in &ch.prunable {
+        let consumers: Vec<String> = l
+            .consumers
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.columns_per_channel))
+            .collect();
+        println!("  {}: {} -> {}", l.name, l.channels, consumers.join(", "));
+    }
+    println!("coupled layers, left whole ({}):", ch.coupled.len());
+    for l in &ch.coupled {
+        println!("  {}: {} channels: {}", l.name, l.channels, l.reason);
+    }
     Ok(())
 }
 
