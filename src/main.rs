@@ -9,6 +9,8 @@ use subprune::backend::choice::{open_backend, BackendChoice};
 use subprune::backend::gpu::GpuBackend;
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
+mod prune_cmd;
+
 /// `println!` that returns an error from the calling function (all of which return
 /// `anyhow::Result`) instead of panicking when standard output is a closed pipe or a full disk.
 /// It shadows the standard macro in this file.
@@ -90,6 +92,8 @@ enum Command {
     Info(InfoArgs),
     /// Top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
     Eval(EvalArgs),
+    /// Prune a whole ONNX network and write the smaller model.
+    Prune(prune_cmd::PruneArgs),
 }
 
 #[derive(Args)]
@@ -261,6 +265,10 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Info(args) => info(args),
         Command::Eval(args) => eval(&cli, args),
+        Command::Prune(args) => {
+            let backend = cli.open()?;
+            prune_cmd::run(backend.as_ref(), args)
+        }
     }
 }
 
@@ -336,7 +344,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
     text.split(',')
         .map(|s| {
             s.trim()
@@ -347,8 +355,6 @@ fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
 }
 
 fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
-    use subprune::exec::run::{F32Images, ImageSource, U8Images};
-    use subprune::npy::NpyArray;
     if cli.backend == BackendChoice::Gpu {
         bail!("the GPU forward pass is not implemented yet; use --backend cpu");
     }
@@ -361,27 +367,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         .map(|t| floats("mean", t))
         .transpose()?;
     let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
-    let source: Box<dyn ImageSource> = match npy::read_any(&args.data)? {
-        NpyArray::F32(t) => {
-            if mean.is_some() || std.is_some() {
-                eprintln!(
-                    "note: --mean/--std apply to uint8 data; the float32 data is used as it is"
-                );
-            }
-            Box::new(F32Images::new(args.data.display().to_string(), t)?)
-        }
-        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
-            shape,
-            data,
-            &mean.unwrap_or(vec![0.0]),
-            &std.unwrap_or(vec![1.0]),
-        )?),
-        other => bail!(
-            "{}: dtype {} is not image data (float32 or uint8 expected)",
-            args.data.display(),
-            other.dtype()
-        ),
-    };
+    let source = load_images(&args.data, mean, std)?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: usize, total: usize| {
         if tty {
@@ -417,6 +403,39 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with
+/// `(x / 255 − mean) / std` per channel.
+pub(crate) fn load_images(
+    path: &std::path::Path,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+) -> anyhow::Result<Box<dyn subprune::exec::run::ImageSource>> {
+    use subprune::exec::run::{F32Images, U8Images};
+    use subprune::npy::NpyArray;
+    Ok(match npy::read_any(path)? {
+        NpyArray::F32(t) => {
+            if mean.is_some() || std.is_some() {
+                eprintln!(
+                    "note: --mean/--std apply to uint8 data; the float32 data {} is used as it is",
+                    path.display()
+                );
+            }
+            Box::new(F32Images::new(path.display().to_string(), t)?)
+        }
+        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
+            shape,
+            data,
+            &mean.unwrap_or(vec![0.0]),
+            &std.unwrap_or(vec![1.0]),
+        )?),
+        other => bail!(
+            "{}: dtype {} is not image data (float32 or uint8 expected)",
+            path.display(),
+            other.dtype()
+        ),
+    })
 }
 
 fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {
