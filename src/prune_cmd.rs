@@ -123,8 +123,13 @@ fn check_writable(path: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
         );
     }
     let probe = dir.join(format!(".subprune-probe-{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .with_context(|| format!("{what} {}: cannot write in {}", path.display(), dir.display()))?;
+    std::fs::File::create(&probe).with_context(|| {
+        format!(
+            "{what} {}: cannot write in {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
     let _ = std::fs::remove_file(&probe);
     if path.is_dir() {
         bail!("{what} {} is a folder", path.display());
@@ -170,8 +175,14 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
         (Some(vec![0.1307f32]), Some(vec![0.3081f32]))
     } else {
         (
-            args.mean.as_deref().map(|t| crate::floats("mean", t)).transpose()?,
-            args.std.as_deref().map(|t| crate::floats("std", t)).transpose()?,
+            args.mean
+                .as_deref()
+                .map(|t| crate::floats("mean", t))
+                .transpose()?,
+            args.std
+                .as_deref()
+                .map(|t| crate::floats("std", t))
+                .transpose()?,
         )
     };
     // Everything checkable without work, before any work.
@@ -310,7 +321,10 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
             notes.push(format!("{} consumers", l.consumers.len()));
         }
         if l.rank_deficient {
-            notes.push(format!("rank-deficient ({} rows < {} columns)", l.rows, l.columns));
+            notes.push(format!(
+                "rank-deficient ({} rows < {} columns)",
+                l.rows, l.columns
+            ));
         }
         if let Some(z) = l.zero_gain_from {
             notes.push(format!("zero gain from step {}", z + 1));

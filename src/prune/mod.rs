@@ -388,7 +388,11 @@ fn resolve_jobs<'a>(
 }
 
 fn flops(graph: &Graph) -> u64 {
-    graph.nodes.iter().map(|n| 2 * graph.macs_per_image(n)).sum()
+    graph
+        .nodes
+        .iter()
+        .map(|n| 2 * graph.macs_per_image(n))
+        .sum()
 }
 
 /// Prunes `model`: statistics on `backend`, forward passes on executors from `executor`.
@@ -644,7 +648,11 @@ mod pipeline {
                 if matches!(unfolding.consumer, crate::Consumer::Linear) {
                     shape.push(unfolding.channels);
                 } else {
-                    shape.extend_from_slice(&[unfolding.channels, unfolding.height, unfolding.width]);
+                    shape.extend_from_slice(&[
+                        unfolding.channels,
+                        unfolding.height,
+                        unfolding.width,
+                    ]);
                 }
                 let bv = view_as(&shape, b.data)?;
                 let av = match &a {
@@ -683,9 +691,12 @@ mod pipeline {
                 stats.push(LayerStats::from_raw(problem, raw)?);
             }
             let t = Instant::now();
-            let run = shared_greedy(self.backend, &stats, self.options.dependence_tol, &mut |d, n| {
-                (self.progress)(Event::Greedy { done: d, total: n })
-            })?;
+            let run = shared_greedy(
+                self.backend,
+                &stats,
+                self.options.dependence_tol,
+                &mut |d, n| (self.progress)(Event::Greedy { done: d, total: n }),
+            )?;
             self.phases.greedy += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let kept = run.kept(job.keep);

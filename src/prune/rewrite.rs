@@ -165,7 +165,11 @@ pub(crate) fn set_consumer_weight(
 
 /// Removes the pruned output channels of `layer` from its producer and the per-channel constants
 /// in between (not the consumers: their weights are set by [`set_consumer_weight`]).
-pub(crate) fn slice_producer(graph: &mut Graph, layer: &PrunableLayer, kept: &[usize]) -> Result<()> {
+pub(crate) fn slice_producer(
+    graph: &mut Graph,
+    layer: &PrunableLayer,
+    kept: &[usize],
+) -> Result<()> {
     for p in &layer.params {
         slice_axis(graph, p.value, p.axis, kept)?;
     }
