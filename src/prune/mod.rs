@@ -276,6 +276,9 @@ pub fn cpu_engines() -> (
     })
 }
 
+/// Producers left whole: `(name, reason)`.
+type LeftWhole = Vec<(String, String)>;
+
 /// A layer to prune, resolved against the options.
 struct Job<'a> {
     layer: &'a PrunableLayer,
@@ -286,7 +289,7 @@ fn resolve_jobs<'a>(
     graph: &Graph,
     analysis: &'a ChannelAnalysis,
     options: &PruneOptions,
-) -> Result<(Vec<Job<'a>>, Vec<(String, String)>)> {
+) -> Result<(Vec<Job<'a>>, LeftWhole)> {
     if !(options.keep_fraction > 0.0 && options.keep_fraction <= 1.0) {
         return Err(Error::InvalidArgument(format!(
             "keep fraction {}: must be in (0, 1]",
