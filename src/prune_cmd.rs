@@ -282,7 +282,22 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
     if tty {
         eprintln!();
     }
-    subprune::onnx::save(&pruned.model, &out, &Default::default())?;
+    // A model read with external data is written with external data (one file beside it).
+    let save_options = if model.sources().len() > 1 {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model.onnx".into());
+        subprune::onnx::SaveOptions {
+            external_data: subprune::onnx::ExternalData::File {
+                location: format!("{name}.data"),
+                threshold: 1024,
+            },
+        }
+    } else {
+        Default::default()
+    };
+    subprune::onnx::save(&pruned.model, &out, &save_options)?;
     let after = test
         .as_ref()
         .map(|t| measure(&pruned.model.graph, "after", t))
