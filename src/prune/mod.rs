@@ -816,32 +816,11 @@ mod pipeline {
             Ok(reports)
         }
 
-        /// Runs `graph` from `cache` to `outputs` for every image; returns the activations of
-        /// `outputs[0]` for all images (only `outputs[0]` is kept).
-        fn advance(&self, graph: &Graph, cache: &Cache, pos: usize, to: ValueId) -> Result<Cache> {
-            let sub = subgraph(graph, cache.value, &[to])?;
-            let exec = (self.executor)(&sub)?;
-            let image_dims: Vec<usize> = graph.values[to].shape.at(1)[1..].to_vec();
-            let per: usize = image_dims.iter().product();
-            let total = self.calib.len();
-            let mut data = Vec::with_capacity(per * total);
-            let mut first = 0;
-            while first < total {
-                let count = self.options.batch_images.min(total - first);
-                let input = cache.batch(self.calib, first, count)?;
-                let out = exec.run_batch(input.view(), &[], &mut |_, _| Ok(()))?;
-                data.extend_from_slice(&out[0].data);
-                first += count;
-            }
-            Ok(Cache {
-                pos,
-                value: to,
-                data: Some(data),
-                image_dims,
-            })
-        }
-
-        /// SeqInChange / AsymInChange: layers in order on the network pruned so far.
+        /// SeqInChange / AsymInChange: layers in order on the network pruned so far. Each layer's
+        /// forward pass starts from the cached activations of the previous cut point and, when the
+        /// activations at this layer's cut point (the last point before its producer where one
+        /// activation is alive alone) fit the memory budget, keeps them as the next cache, in the
+        /// same pass: one pass over each network's segment per layer.
         pub(super) fn sequential(&mut self, jobs: &[Job<'_>]) -> Result<Vec<LayerReport>> {
             let asym = self.options.variant == Variant::Asym;
             let live = single_live(self.original_graph);
@@ -855,6 +834,7 @@ mod pipeline {
             let mut orig = input_cache();
             let total = self.calib.len();
             let batch = self.options.batch_images;
+            let copies = if asym { 2 } else { 1 };
             let mut reports = Vec::new();
             for (i, job) in jobs.iter().enumerate() {
                 (self.progress)(Event::Layer {
@@ -864,60 +844,95 @@ mod pipeline {
                 });
                 let started = Instant::now();
                 let t = Instant::now();
-                // Move the caches to the last single-activation point before the producer, when
-                // its activations fit the budget.
                 let p = (0..=job.layer.producer)
                     .rev()
                     .find(|&p| live[p].is_some())
                     .unwrap_or(0);
-                if p > cur.pos {
-                    let v = live[p].expect("a live value");
-                    let per: usize = self.graph.values[v].shape.at(1)[1..].iter().product();
-                    let copies = if asym { 2 } else { 1 };
+                let next_cut = live[p].filter(|&v| {
+                    if p <= cur.pos || v == cur.value {
+                        return false;
+                    }
+                    let per: usize = self.original_graph.values[v].shape.at(1)[1..]
+                        .iter()
+                        .product();
                     let bytes = (per * total * 4 * copies) as u64;
                     let held = cur.data.as_ref().map_or(0, |d| d.len() * 4 * copies) as u64;
-                    if bytes + held <= self.options.memory_budget {
-                        let next = self.advance(&self.graph, &cur, p, v)?;
-                        if asym {
-                            orig = self.advance(self.original_graph, &orig, p, v)?;
-                        }
-                        cur = next;
-                    }
-                }
+                    bytes + held <= self.options.memory_budget
+                });
                 let mut sj = self.stats_job(job, asym)?;
                 let mut taps = sj.taps.clone();
                 taps.sort_unstable();
                 taps.dedup();
-                let exec_cur = (self.executor)(&subgraph(&self.graph, cur.value, &taps)?)?;
+                let mut outputs = taps.clone();
+                let cut_index = next_cut.map(|v| match outputs.iter().position(|&o| o == v) {
+                    Some(k) => k,
+                    None => {
+                        outputs.push(v);
+                        outputs.len() - 1
+                    }
+                });
+                let exec_cur = (self.executor)(&subgraph(&self.graph, cur.value, &outputs)?)?;
                 let exec_orig = if asym {
                     Some((self.executor)(&subgraph(
                         self.original_graph,
                         orig.value,
-                        &taps,
+                        &outputs,
                     )?)?)
                 } else {
                     None
                 };
+                let cut_len = next_cut.map_or(0, |v| {
+                    self.original_graph.values[v].shape.at(1)[1..]
+                        .iter()
+                        .product::<usize>()
+                        * total
+                });
+                let mut next_cur = Vec::with_capacity(cut_len);
+                let mut next_orig = Vec::with_capacity(if asym { cut_len } else { 0 });
                 let mut first = 0;
                 while first < total {
                     let count = batch.min(total - first);
                     let targets: Option<Vec<Tensor>> = match &exec_orig {
                         Some(e) => {
                             let input = orig.batch(self.calib, first, count)?;
-                            Some(e.run_batch(input.view(), &[], &mut |_, _| Ok(()))?)
+                            let out = e.run_batch(input.view(), &[], &mut |_, _| Ok(()))?;
+                            if let Some(k) = cut_index {
+                                next_orig.extend_from_slice(&out[k].data);
+                            }
+                            Some(out)
                         }
                         None => None,
                     };
                     let input = cur.batch(self.calib, first, count)?;
-                    exec_cur.run_batch(input.view(), &taps, &mut |v, act| {
+                    let out = exec_cur.run_batch(input.view(), &taps, &mut |v, act| {
                         let b = host(act)?;
                         let a = targets
                             .as_ref()
                             .map(|t| t[taps.iter().position(|&x| x == v).expect("a tap")].view());
                         Self::feed(&mut sj, v, b, a)
                     })?;
+                    if let Some(k) = cut_index {
+                        next_cur.extend_from_slice(&out[k].data);
+                    }
                     first += count;
                     (self.progress)(Event::Forward { done: first, total });
+                }
+                if let Some(v) = next_cut {
+                    let image_dims = self.graph.values[v].shape.at(1)[1..].to_vec();
+                    cur = Cache {
+                        pos: p,
+                        value: v,
+                        data: Some(next_cur),
+                        image_dims,
+                    };
+                    if asym {
+                        orig = Cache {
+                            pos: p,
+                            value: v,
+                            data: Some(next_orig),
+                            image_dims: self.original_graph.values[v].shape.at(1)[1..].to_vec(),
+                        };
+                    }
                 }
                 self.phases.forward_and_statistics += t.elapsed().as_secs_f64();
                 reports.push(self.finish_layer(job, sj, started)?);
