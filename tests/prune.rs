@@ -466,3 +466,90 @@ fn cli_refuses_bad_paths_and_data_writing_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The ridge reweighting `W~ = W_S + (G_SS + λI)⁻¹(C0_S − G_SS W_S)` against an independent f64
+/// oracle: the augmented least squares `min ‖(AW − B_S W_S) − B_S Δ‖² + λ‖Δ‖²` solved by
+/// Householder QR on the raw data (no Gram matrices), full rank and rank-deficient.
+#[test]
+fn ridge_reweighting_matches_augmented_least_squares() {
+    use common::{flatten_rows, lstsq, normals, perturbed, weight_matrix, Mat};
+    use subprune::prune::reweight::kept_rows;
+    use subprune::rng::Rng;
+    let mut rng = Rng::new(11);
+    // (images, channels, kept, ridge, with target)
+    for (n, c, kept, ridge, asym) in [
+        (60, 12, vec![0, 2, 3, 7, 9], 0.05, false),
+        (60, 12, vec![1, 4, 5, 6, 8, 11], 0.02, true),
+        (6, 12, vec![0, 1, 2, 3, 5, 6, 8, 9, 10], 0.01, false),
+        (6, 12, vec![0, 1, 2, 3, 5, 6, 8, 9, 10], 0.3, true),
+    ] {
+        let m = 5;
+        let b = Tensor::new(vec![n, c], normals(&mut rng, n * c, 1.0)).unwrap();
+        let a = if asym {
+            perturbed(&mut rng, &b, 0.3)
+        } else {
+            b.clone()
+        };
+        let w = Tensor::new(vec![m, c], normals(&mut rng, m * c, 0.5)).unwrap();
+        let problem = subprune::LayerProblem::new(&b.shape, w.view(), None).unwrap();
+        let stats = subprune::layer_stats(
+            &CpuBackend::new(),
+            &problem,
+            b.view(),
+            asym.then(|| a.view()),
+            64,
+        )
+        .unwrap();
+        let got = kept_rows(&stats, &kept, true, ridge, subprune::DEFAULT_DEPENDENCE_TOL).unwrap();
+        // Oracle, in f64 from the raw data.
+        let (bm, am, wm) = (flatten_rows(&b), flatten_rows(&a), weight_matrix(&w));
+        let s = kept.len();
+        let bs = bm.select_columns(&kept);
+        let mean_diag = (0..s)
+            .map(|j| (0..n).map(|i| bs.at(i, j).powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / s as f64;
+        let lambda = ridge * mean_diag;
+        let mut x = Mat::zeros(n + s, s);
+        let mut y = Mat::zeros(n + s, m);
+        for i in 0..n {
+            for j in 0..s {
+                x.set(i, j, bs.at(i, j));
+            }
+            for o in 0..m {
+                let aw: f64 = (0..c).map(|k| am.at(i, k) * wm.at(k, o)).sum();
+                let bw: f64 = (0..s).map(|j| bs.at(i, j) * wm.at(kept[j], o)).sum();
+                y.set(i, o, aw - bw);
+            }
+        }
+        for j in 0..s {
+            x.set(n + j, j, lambda.sqrt());
+        }
+        let delta = lstsq(&x, &y);
+        let scale = got.weight.iter().fold(0.0f64, |mx, v| mx.max(v.abs()));
+        for j in 0..s {
+            for o in 0..m {
+                let want = wm.at(kept[j], o) + delta.at(j, o);
+                let have = got.weight[j * m + o];
+                assert!(
+                    (want - have).abs() <= 1e-4 * scale,
+                    "n {n} kept {kept:?} ridge {ridge}: ({j}, {o}) {have} vs {want}"
+                );
+            }
+        }
+        // The residual it reports, against the explicit one.
+        let mut explicit = 0.0;
+        for i in 0..n {
+            for o in 0..m {
+                let aw: f64 = (0..c).map(|k| am.at(i, k) * wm.at(k, o)).sum();
+                let bw: f64 = (0..s).map(|j| bs.at(i, j) * got.weight[j * m + o]).sum();
+                explicit += (aw - bw).powi(2);
+            }
+        }
+        assert!(
+            (got.residual - explicit).abs() <= 1e-4 * stats.total,
+            "{} vs {explicit}",
+            got.residual
+        );
+    }
+}
