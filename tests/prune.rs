@@ -188,28 +188,64 @@ fn resnet56_variants_load_in_tract_and_match() {
 }
 
 #[test]
-fn mobilenet_multi_consumer_layer_prunes_both_consumers() {
-    let options = PruneOptions {
-        variant: Variant::Asym,
-        keep_fraction: 0.5,
-        ..Default::default()
-    };
-    let pruned = run(
-        "mobilenetv2_fashion.onnx",
-        "fashion_calib_512.npy",
-        32,
-        &options,
-    );
-    let stem = &pruned.report.layers[0];
-    assert_eq!(stem.name, "/conv1/Conv");
-    assert_eq!(stem.consumers.len(), 2);
-    assert_eq!(stem.channels_after, 16);
-    check_written(
-        &pruned,
-        "mobilenetv2_fashion.onnx",
-        "fashion_calib_512.npy",
-        "mobilenet",
-    );
+fn mobilenet_multi_consumer_layer_every_variant() {
+    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
+        for reweight in [true, false] {
+            let options = PruneOptions {
+                variant,
+                reweight,
+                keep_fraction: 0.5,
+                ..Default::default()
+            };
+            let pruned = run(
+                "mobilenetv2_fashion.onnx",
+                "fashion_calib_512.npy",
+                16,
+                &options,
+            );
+            let stem = &pruned.report.layers[0];
+            assert_eq!(stem.name, "/conv1/Conv");
+            assert_eq!(stem.consumers.len(), 2);
+            assert_eq!(stem.channels_after, 16);
+            check_written(
+                &pruned,
+                "mobilenetv2_fashion.onnx",
+                "fashion_calib_512.npy",
+                &format!("mobilenet-{variant:?}-{reweight}"),
+            );
+        }
+    }
+}
+
+/// VGG-11 (9.3 M parameters, three 4608-column layers): too slow for the default test run on two
+/// cores (about 3 minutes in the test profile); run with `cargo test --test prune -- --ignored`.
+#[test]
+#[ignore]
+fn vgg11_every_variant_loads_in_tract_and_matches() {
+    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
+        for reweight in [true, false] {
+            let options = PruneOptions {
+                variant,
+                reweight,
+                keep_fraction: 0.5,
+                skip: vec!["/features/features.25/Conv".into()],
+                ..Default::default()
+            };
+            let pruned = run(
+                "vgg11_bn_fashion.onnx",
+                "fashion_calib_512.npy",
+                16,
+                &options,
+            );
+            assert_eq!(pruned.report.layers.len(), 9);
+            check_written(
+                &pruned,
+                "vgg11_bn_fashion.onnx",
+                "fashion_calib_512.npy",
+                &format!("vgg-{variant:?}-{reweight}"),
+            );
+        }
+    }
 }
 
 /// Caching activations at cut points must not change anything: the same run with no memory for
