@@ -367,7 +367,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         .map(|t| floats("mean", t))
         .transpose()?;
     let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
-    let source = load_images(&args.data, mean, std)?;
+    let source = load_images(&args.data, mean, std, true)?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: usize, total: usize| {
         if tty {
@@ -411,12 +411,13 @@ pub(crate) fn load_images(
     path: &std::path::Path,
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
+    note_unused_normalisation: bool,
 ) -> anyhow::Result<Box<dyn subprune::exec::run::ImageSource>> {
     use subprune::exec::run::{F32Images, U8Images};
     use subprune::npy::NpyArray;
     Ok(match npy::read_any(path)? {
         NpyArray::F32(t) => {
-            if mean.is_some() || std.is_some() {
+            if note_unused_normalisation && (mean.is_some() || std.is_some()) {
                 eprintln!(
                     "note: --mean/--std apply to uint8 data; the float32 data {} is used as it is",
                     path.display()

@@ -208,10 +208,10 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
     let model = subprune::onnx::load(&model_path)?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
     // use the same normalisation).
-    let calib = crate::load_images(&calib_path, mean.clone(), std.clone())?;
+    let calib = crate::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
-            crate::load_images(d, mean.clone(), std.clone())?,
+            crate::load_images(d, mean.clone(), std.clone(), true)?,
             subprune::npy::read_i64(l)?.1,
         )),
         _ => None,
