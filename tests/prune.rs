@@ -123,10 +123,58 @@ fn check_written(pruned: &Pruned, model_file: &str, calib: &str, tag: &str) {
     let theirs = tract_logits(&out, &test);
     let gap = relative_gap(&ours, &theirs);
     assert!(gap <= 1e-4, "{tag}: logits differ from tract by {gap:e}");
+    unchanged_elsewhere(pruned, model_file, &out, tag);
     for l in &r.layers {
         assert_eq!(l.kept.len(), l.channels_after);
         assert!(l.relative_error.is_finite() && l.relative_error >= 0.0);
         assert_eq!(l.error_curve.len(), l.channels_before);
+    }
+}
+
+/// Every node and initializer outside the pruned layers is written back exactly as it was read
+/// (compared as decoded by tract's own protobuf reader), and every tensor of a pruned layer
+/// changed shape.
+fn unchanged_elsewhere(pruned: &Pruned, model_file: &str, out: &Path, tag: &str) {
+    let original = subprune::onnx::load(fixture(model_file)).unwrap();
+    let analysis = subprune::analysis::analyze(&original.graph);
+    let g = &original.graph;
+    let mut touched_values = std::collections::HashSet::new();
+    let mut touched_nodes = std::collections::HashSet::new();
+    for l in &pruned.report.layers {
+        let layer = analysis.prunable(&l.name).unwrap();
+        touched_nodes.insert(g.nodes[layer.producer].name.clone());
+        for p in &layer.params {
+            touched_values.insert(g.values[p.value].name.clone());
+        }
+        for c in &layer.consumers {
+            touched_nodes.insert(c.name.clone());
+            touched_values.insert(g.values[g.nodes[c.node].inputs[1].unwrap()].name.clone());
+        }
+    }
+    let before = tract_onnx::onnx()
+        .proto_model_for_path(fixture(model_file))
+        .unwrap()
+        .graph
+        .unwrap();
+    let after = tract_onnx::onnx()
+        .proto_model_for_path(out)
+        .unwrap()
+        .graph
+        .unwrap();
+    assert_eq!(before.initializer.len(), after.initializer.len(), "{tag}");
+    for (b, a) in before.initializer.iter().zip(&after.initializer) {
+        assert_eq!(b.name, a.name, "{tag}");
+        if touched_values.contains(&b.name) {
+            assert_ne!(b.dims, a.dims, "{tag}: {} was pruned", b.name);
+        } else {
+            assert!(b == a, "{tag}: initializer {} changed", b.name);
+        }
+    }
+    assert_eq!(before.node.len(), after.node.len(), "{tag}");
+    for (b, a) in before.node.iter().zip(&after.node) {
+        if !touched_nodes.contains(&b.name) {
+            assert!(b == a, "{tag}: node {} changed", b.name);
+        }
     }
 }
 
