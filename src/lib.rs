@@ -33,6 +33,7 @@ pub mod linalg;
 pub mod npy;
 pub mod onnx;
 pub mod plan;
+pub mod prune;
 pub mod rng;
 pub mod stats;
 pub mod tensor;

@@ -9,6 +9,8 @@ use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, Tile
 use subprune::backend::gpu::{GpuBackend, TileConfig};
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
+mod prune_cmd;
+
 /// `println!` that returns an error from the calling function (all of which return
 /// `anyhow::Result`) instead of panicking when standard output is a closed pipe or a full disk.
 /// It shadows the standard macro in this file.
@@ -120,6 +122,8 @@ enum Command {
     Info(InfoArgs),
     /// Top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
     Eval(EvalArgs),
+    /// Prune a whole ONNX network and write the smaller model.
+    Prune(prune_cmd::PruneArgs),
 }
 
 #[derive(Args)]
@@ -315,6 +319,10 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Info(args) => info(args),
         Command::Eval(args) => eval(&cli, args),
+        Command::Prune(args) => {
+            let backend = cli.open()?;
+            prune_cmd::run(backend.as_ref(), args)
+        }
     }
 }
 
@@ -370,10 +378,27 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             }
         );
     }
+    let ch = &summary.channels;
+    println!(
+        "prunable layers ({}): producer: channels -> consumers (columns per channel)",
+        ch.prunable.len()
+    );
+    for l in &ch.prunable {
+        let consumers: Vec<String> = l
+            .consumers
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.columns_per_channel))
+            .collect();
+        println!("  {}: {} -> {}", l.name, l.channels, consumers.join(", "));
+    }
+    println!("coupled layers, left whole ({}):", ch.coupled.len());
+    for l in &ch.coupled {
+        println!("  {}: {} channels: {}", l.name, l.channels, l.reason);
+    }
     Ok(())
 }
 
-fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
     text.split(',')
         .map(|s| {
             s.trim()
@@ -433,8 +458,7 @@ fn forward_executor(
 }
 
 fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
-    use subprune::exec::run::{F32Images, ImageSource, U8Images};
-    use subprune::npy::NpyArray;
+    use subprune::exec::run::ImageSource;
     let model = subprune::onnx::load(&args.model)?;
     let exec = forward_executor(cli, &model.graph)?;
     let (_, mut labels) = npy::read_i64(&args.labels)?;
@@ -444,27 +468,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         .map(|t| floats("mean", t))
         .transpose()?;
     let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
-    let source: Box<dyn ImageSource> = match npy::read_any(&args.data)? {
-        NpyArray::F32(t) => {
-            if mean.is_some() || std.is_some() {
-                eprintln!(
-                    "note: --mean/--std apply to uint8 data; the float32 data is used as it is"
-                );
-            }
-            Box::new(F32Images::new(args.data.display().to_string(), t)?)
-        }
-        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
-            shape,
-            data,
-            &mean.unwrap_or(vec![0.0]),
-            &std.unwrap_or(vec![1.0]),
-        )?),
-        other => bail!(
-            "{}: dtype {} is not image data (float32 or uint8 expected)",
-            args.data.display(),
-            other.dtype()
-        ),
-    };
+    let source = load_images(&args.data, mean, std, true)?;
     let limited;
     let source: &dyn ImageSource = match args.limit {
         Some(n) if n < source.len() => {
@@ -520,6 +524,40 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with
+/// `(x / 255 − mean) / std` per channel.
+pub(crate) fn load_images(
+    path: &std::path::Path,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+    note_unused_normalisation: bool,
+) -> anyhow::Result<Box<dyn subprune::exec::run::ImageSource>> {
+    use subprune::exec::run::{F32Images, U8Images};
+    use subprune::npy::NpyArray;
+    Ok(match npy::read_any(path)? {
+        NpyArray::F32(t) => {
+            if note_unused_normalisation && (mean.is_some() || std.is_some()) {
+                eprintln!(
+                    "note: --mean/--std apply to uint8 data; the float32 data {} is used as it is",
+                    path.display()
+                );
+            }
+            Box::new(F32Images::new(path.display().to_string(), t)?)
+        }
+        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
+            shape,
+            data,
+            &mean.unwrap_or(vec![0.0]),
+            &std.unwrap_or(vec![1.0]),
+        )?),
+        other => bail!(
+            "{}: dtype {} is not image data (float32 or uint8 expected)",
+            path.display(),
+            other.dtype()
+        ),
+    })
 }
 
 fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {

@@ -51,6 +51,8 @@ pub struct Summary {
     pub flops_per_image: u64,
     /// Producer → consumer channel pairs.
     pub pairs: Vec<ChannelPair>,
+    /// Prunable and coupled producers ([`super::channels::analyze`]).
+    pub channels: super::channels::ChannelAnalysis,
 }
 
 fn is_linear(op: &Op) -> bool {
@@ -80,6 +82,7 @@ pub fn summarize(graph: &Graph) -> Summary {
         parameters: graph.parameter_count(),
         flops_per_image,
         pairs: channel_pairs(graph),
+        channels: super::channels::analyze(graph),
     }
 }
 

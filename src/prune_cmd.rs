@@ -1,0 +1,390 @@
+//! `subprune prune`: parses the options, checks the paths before any work, runs
+//! [`subprune::prune::prune_with`], writes the model (and the report) atomically, prints the
+//! summary table.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use subprune::exec::eval::{evaluate, EvalReport};
+use subprune::exec::run::ImageSource;
+use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
+use subprune::Backend;
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
+    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images).
+    model: Option<PathBuf>,
+    /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Per-channel mean for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    std: Option<String>,
+    /// Where to write the pruned model (never the input).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
+    #[arg(long, default_value = "asym")]
+    variant: String,
+    /// Fraction of channels kept in every prunable layer, in (0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    keep_fraction: f64,
+    /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
+    #[arg(long)]
+    keep: Vec<String>,
+    /// Leave a prunable layer whole (repeatable).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Keep the consumers' original weights for the kept channels.
+    #[arg(long)]
+    no_reweight: bool,
+    /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S].
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    ridge: f64,
+    /// Memory for cached activations of the seq/asym variants (e.g. 2G).
+    #[arg(long, default_value = "2G")]
+    memory_budget: String,
+    /// Images per forward batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    batch: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Test images (.npy) to measure accuracy before and after (with --labels).
+    #[arg(long, requires = "labels")]
+    data: Option<PathBuf>,
+    /// Test labels (.npy int64).
+    #[arg(long, requires = "data")]
+    labels: Option<PathBuf>,
+}
+
+/// The report with the accuracies the command measured.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    model: String,
+    out: String,
+    #[serde(flatten)]
+    prune: &'a subprune::prune::PruneReport,
+    accuracy_before: Option<EvalReport>,
+    accuracy_after: Option<EvalReport>,
+    eval_seconds: f64,
+}
+
+fn parse_keep(entries: &[String]) -> anyhow::Result<Vec<(String, usize)>> {
+    entries
+        .iter()
+        .map(|e| {
+            let (node, k) = e
+                .rsplit_once('=')
+                .with_context(|| format!("--keep {e:?}: expected NODE=K"))?;
+            let k: usize = k
+                .trim()
+                .parse()
+                .with_context(|| format!("--keep {e:?}: K must be a whole number"))?;
+            Ok((node.to_string(), k))
+        })
+        .collect()
+}
+
+/// Fails unless `path` can be created: its folder exists and accepts a file, and it is not
+/// `input`. Nothing is left behind.
+fn check_writable(path: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    if canon(path).is_some() && canon(path) == canon(input) {
+        bail!(
+            "{what} {} is the input model; choose another output path",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{what} {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    let probe = dir.join(format!(".subprune-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).with_context(|| {
+        format!(
+            "{what} {}: cannot write in {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    if path.is_dir() {
+        bail!("{what} {} is a folder", path.display());
+    }
+    Ok(())
+}
+
+fn default_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn pct(r: &EvalReport) -> f64 {
+    100.0 * r.top1 as f64 / r.images as f64
+}
+
+pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
+    let demo = args.model.is_none();
+    let model_path = args
+        .model
+        .clone()
+        .unwrap_or_else(|| default_fixture("mnist_cnn.onnx"));
+    let calib_path = match (&args.calib, demo) {
+        (Some(c), _) => c.clone(),
+        (None, true) => default_fixture("mnist_calib_512.npy"),
+        (None, false) => bail!("--calib is required (calibration images, .npy)"),
+    };
+    let out = match (&args.out, demo) {
+        (Some(o), _) => o.clone(),
+        (None, true) => PathBuf::from("mnist_cnn_pruned.onnx"),
+        (None, false) => bail!("--out is required (where to write the pruned model)"),
+    };
+    let (data, labels) = match (&args.data, &args.labels, demo) {
+        (Some(d), Some(l), _) => (Some(d.clone()), Some(l.clone())),
+        (None, None, true) => (
+            Some(default_fixture("mnist_test_u8.npy")),
+            Some(default_fixture("mnist_test_labels.npy")),
+        ),
+        _ => (None, None),
+    };
+    let (mean, std) = if demo && args.mean.is_none() && args.std.is_none() {
+        (Some(vec![0.1307f32]), Some(vec![0.3081f32]))
+    } else {
+        (
+            args.mean
+                .as_deref()
+                .map(|t| crate::floats("mean", t))
+                .transpose()?,
+            args.std
+                .as_deref()
+                .map(|t| crate::floats("std", t))
+                .transpose()?,
+        )
+    };
+    // Everything checkable without work, before any work.
+    let variant: Variant = args.variant.parse()?;
+    let options = PruneOptions {
+        variant,
+        reweight: !args.no_reweight,
+        keep_fraction: args.keep_fraction,
+        keep: parse_keep(&args.keep)?,
+        skip: args.skip.clone(),
+        ridge: args.ridge,
+        batch_images: args.batch,
+        memory_budget: subprune::plan::parse_bytes(&args.memory_budget)?,
+        ..Default::default()
+    };
+    check_writable(&out, &model_path, "--out")?;
+    if let Some(r) = &args.report {
+        check_writable(r, &model_path, "--report")?;
+        if r == &out {
+            bail!("--report and --out are the same file");
+        }
+    }
+    let model = subprune::onnx::load(&model_path)?;
+    // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
+    // use the same normalisation).
+    let calib = crate::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let test = match (&data, &labels) {
+        (Some(d), Some(l)) => Some((
+            crate::load_images(d, mean.clone(), std.clone(), true)?,
+            subprune::npy::read_i64(l)?.1,
+        )),
+        _ => None,
+    };
+    let (_, factory) = cpu_engines();
+    let tty = std::io::stderr().is_terminal();
+    let mut eval_seconds = 0.0;
+    let mut measure = |graph: &subprune::ir::Graph,
+                       what: &str,
+                       test: &(Box<dyn ImageSource>, Vec<i64>)|
+     -> anyhow::Result<EvalReport> {
+        let t = Instant::now();
+        let exec = factory(graph)?;
+        let r = evaluate(exec.as_ref(), test.0.as_ref(), &test.1, 128, &mut |d, n| {
+            if tty {
+                eprint!("\raccuracy {what}: {d}/{n} images\x1b[K");
+                if d == n {
+                    eprintln!();
+                }
+            }
+        })
+        .with_context(|| format!("measuring the accuracy {what}"))?;
+        eval_seconds += t.elapsed().as_secs_f64();
+        Ok(r)
+    };
+    let before = test
+        .as_ref()
+        .map(|t| measure(&model.graph, "before", t))
+        .transpose()?;
+    let mut layer_name = String::new();
+    let mut progress = |e: Event<'_>| {
+        if !tty {
+            if let Event::Layer {
+                index,
+                layers,
+                name,
+            } = e
+            {
+                eprintln!("layer {}/{layers}: {name}", index + 1);
+            }
+            return;
+        }
+        match e {
+            Event::Layer {
+                index,
+                layers,
+                name,
+            } => layer_name = format!("layer {}/{layers} {name}", index + 1),
+            Event::Forward { done, total } => {
+                eprint!("\r{layer_name}: forward + statistics {done}/{total} images\x1b[K")
+            }
+            Event::Greedy { done, total } => {
+                if done % 8 == 0 || done == total {
+                    eprint!("\r{layer_name}: greedy {done}/{total} channels\x1b[K")
+                }
+            }
+        }
+    };
+    let pruned = prune_with(
+        &model,
+        calib.as_ref(),
+        &options,
+        backend,
+        &factory,
+        &mut progress,
+    )
+    .with_context(|| format!("pruning {}", model_path.display()))?;
+    if tty {
+        eprintln!();
+    }
+    // A model read with external data is written with external data (one file beside it).
+    let save_options = if model.sources().len() > 1 {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model.onnx".into());
+        subprune::onnx::SaveOptions {
+            external_data: subprune::onnx::ExternalData::File {
+                location: format!("{name}.data"),
+                threshold: 1024,
+            },
+        }
+    } else {
+        Default::default()
+    };
+    subprune::onnx::save(&pruned.model, &out, &save_options)?;
+    let after = test
+        .as_ref()
+        .map(|t| measure(&pruned.model.graph, "after", t))
+        .transpose()?;
+    let r = &pruned.report;
+    let report = Report {
+        model: model_path.display().to_string(),
+        out: out.display().to_string(),
+        prune: r,
+        accuracy_before: before.clone(),
+        accuracy_after: after.clone(),
+        eval_seconds,
+    };
+    if let Some(path) = &args.report {
+        subprune::npy::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    let mut o = std::io::stdout().lock();
+    let mut lines = vec![format!(
+        "{} → {}: variant {}, reweight {}, ridge {}, {} calibration images, backend {}, executor {}",
+        model_path.display(),
+        out.display(),
+        args.variant,
+        if r.reweight { "on" } else { "off" },
+        r.ridge,
+        r.images,
+        r.backend,
+        r.executor
+    )];
+    lines.push(format!(
+        "{:<40} {:>14} {:>10} {:>8}  notes",
+        "layer", "channels", "rel.error", "time"
+    ));
+    for l in &r.layers {
+        let mut notes = Vec::new();
+        if l.consumers.len() > 1 {
+            notes.push(format!("{} consumers", l.consumers.len()));
+        }
+        if l.rank_deficient {
+            notes.push(format!(
+                "rank-deficient ({} rows < {} columns)",
+                l.rows, l.columns
+            ));
+        }
+        if let Some(z) = l.zero_gain_from {
+            notes.push(format!("zero gain from step {}", z + 1));
+        }
+        lines.push(format!(
+            "{:<40} {:>6} → {:<5} {:>10.5} {:>7.2}s  {}",
+            l.name,
+            l.channels_before,
+            l.channels_after,
+            l.relative_error,
+            l.seconds,
+            notes.join(", ")
+        ));
+    }
+    lines.push(format!(
+        "left whole: {} producers (coupled or skipped)",
+        r.left_whole.len()
+    ));
+    lines.push(format!(
+        "parameters {} → {} ({:.1}%), FLOPs per image {} → {} ({:.1}%)",
+        r.parameters_before,
+        r.parameters_after,
+        100.0 * r.parameters_after as f64 / r.parameters_before.max(1) as f64,
+        r.flops_before,
+        r.flops_after,
+        100.0 * r.flops_after as f64 / r.flops_before.max(1) as f64
+    ));
+    if let (Some(b), Some(a)) = (&before, &after) {
+        lines.push(format!(
+            "top-1 accuracy {:.2}% → {:.2}% ({} test images)",
+            pct(b),
+            pct(a),
+            a.images
+        ));
+    }
+    lines.push(format!(
+        "time {:.2}s: forward + statistics {:.2}s, greedy {:.2}s, reweight {:.2}s; evaluation {:.2}s",
+        r.seconds,
+        r.phases.forward_and_statistics,
+        r.phases.greedy,
+        r.phases.reweight,
+        eval_seconds
+    ));
+    for l in lines {
+        writeln!(o, "{l}").context("writing to standard output")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,639 @@
+//! Whole-network pruning (`subprune::prune`) on the fixtures: the written model loads in tract
+//! (an independent ONNX runtime), its parameter count (counted by tract's own protobuf reader)
+//! equals the report's, tract's logits equal our forward pass of the pruned IR; the statistics
+//! one layer used, fed to `subprune::select`, give the same keep set; bad input is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::temp_dir;
+use subprune::exec::run::F32Images;
+use subprune::exec::{CpuExecutor, Executor};
+use subprune::prune::{prune, PruneOptions, Pruned, Variant};
+use subprune::tensor::{Tensor, TensorView};
+use subprune::{npy, select, Budget, CpuBackend, SelectOptions};
+use tract_onnx::prelude::{
+    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
+    Tensor as TractTensor,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Images `first..first + n` of a calibration file.
+fn images(file: &str, first: usize, n: usize) -> Tensor {
+    let t = npy::read_f32(fixture(file)).unwrap();
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    Tensor::new(shape, t.data[first * per..(first + n) * per].to_vec()).unwrap()
+}
+
+fn tract_logits(path: &Path, images: &Tensor) -> Vec<f32> {
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .unwrap()
+        .with_input_fact(
+            0,
+            InferenceFact::dt_shape(DatumType::F32, images.shape.clone()),
+        )
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = TractTensor::from_shape(&images.shape, &images.data).unwrap();
+    let out = model.run(tvec!(input.into_tvalue())).unwrap();
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+/// Float parameters of an ONNX file as tract's protobuf reader sees them: float initializers and
+/// float `Constant` node values.
+fn tract_parameter_count(path: &Path) -> usize {
+    let proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
+    let graph = proto.graph.unwrap();
+    let float = 1; // TensorProto.DataType.FLOAT
+    let count = |t: &tract_onnx::pb::TensorProto| -> usize {
+        if t.data_type == float {
+            t.dims.iter().map(|&d| d as usize).product()
+        } else {
+            0
+        }
+    };
+    let init: usize = graph.initializer.iter().map(count).sum();
+    let consts: usize = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant")
+        .flat_map(|n| n.attribute.iter())
+        .filter_map(|a| a.t.as_ref())
+        .map(count)
+        .sum();
+    init + consts
+}
+
+fn our_logits(graph: &subprune::ir::Graph, images: &Tensor) -> Vec<f32> {
+    let exec = CpuExecutor::new(graph).unwrap();
+    let out = exec
+        .run_batch(images.view(), &[], &mut |_, _| Ok(()))
+        .unwrap();
+    out[0].data.clone()
+}
+
+fn relative_gap(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+    let gap = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+    gap / scale.max(1e-30)
+}
+
+fn run(model_file: &str, calib: &str, images_n: usize, options: &PruneOptions) -> Pruned {
+    let model = subprune::onnx::load(fixture(model_file)).unwrap();
+    let source = F32Images::new("calib", images(calib, 0, images_n)).unwrap();
+    prune(&model, &source, options, &mut |_| {}).unwrap()
+}
+
+/// Writes the pruned model and checks it against tract: loads, same parameter count as the
+/// report, same logits as our forward pass of the pruned IR on held-out images.
+fn check_written(pruned: &Pruned, model_file: &str, calib: &str, tag: &str) {
+    let dir = temp_dir(tag);
+    let out = dir.join("pruned.onnx");
+    subprune::onnx::save(&pruned.model, &out, &Default::default()).unwrap();
+    let written = std::fs::read(&out).unwrap();
+    assert_ne!(written, std::fs::read(fixture(model_file)).unwrap());
+    let r = &pruned.report;
+    assert!(r.parameters_after < r.parameters_before, "{tag}");
+    assert!(r.flops_after < r.flops_before, "{tag}");
+    assert_eq!(tract_parameter_count(&out), r.parameters_after, "{tag}");
+    assert_eq!(pruned.model.graph.parameter_count(), r.parameters_after);
+    let test = images(calib, 400, 16);
+    let ours = our_logits(&pruned.model.graph, &test);
+    let theirs = tract_logits(&out, &test);
+    let gap = relative_gap(&ours, &theirs);
+    assert!(gap <= 1e-4, "{tag}: logits differ from tract by {gap:e}");
+    unchanged_elsewhere(pruned, model_file, &out, tag);
+    for l in &r.layers {
+        assert_eq!(l.kept.len(), l.channels_after);
+        assert!(l.relative_error.is_finite() && l.relative_error >= 0.0);
+        assert_eq!(l.error_curve.len(), l.channels_before);
+    }
+}
+
+/// Every node and initializer outside the pruned layers is written back exactly as it was read
+/// (compared as decoded by tract's own protobuf reader), and every tensor of a pruned layer
+/// changed shape.
+fn unchanged_elsewhere(pruned: &Pruned, model_file: &str, out: &Path, tag: &str) {
+    let original = subprune::onnx::load(fixture(model_file)).unwrap();
+    let analysis = subprune::analysis::analyze(&original.graph);
+    let g = &original.graph;
+    let mut touched_values = std::collections::HashSet::new();
+    let mut touched_nodes = std::collections::HashSet::new();
+    for l in &pruned.report.layers {
+        let layer = analysis.prunable(&l.name).unwrap();
+        touched_nodes.insert(g.nodes[layer.producer].name.clone());
+        for p in &layer.params {
+            touched_values.insert(g.values[p.value].name.clone());
+        }
+        for c in &layer.consumers {
+            touched_nodes.insert(c.name.clone());
+            touched_values.insert(g.values[g.nodes[c.node].inputs[1].unwrap()].name.clone());
+        }
+    }
+    let before = tract_onnx::onnx()
+        .proto_model_for_path(fixture(model_file))
+        .unwrap()
+        .graph
+        .unwrap();
+    let after = tract_onnx::onnx()
+        .proto_model_for_path(out)
+        .unwrap()
+        .graph
+        .unwrap();
+    assert_eq!(before.initializer.len(), after.initializer.len(), "{tag}");
+    for (b, a) in before.initializer.iter().zip(&after.initializer) {
+        assert_eq!(b.name, a.name, "{tag}");
+        if touched_values.contains(&b.name) {
+            assert_ne!(b.dims, a.dims, "{tag}: {} was pruned", b.name);
+        } else {
+            assert!(b == a, "{tag}: initializer {} changed", b.name);
+        }
+    }
+    assert_eq!(before.node.len(), after.node.len(), "{tag}");
+    for (b, a) in before.node.iter().zip(&after.node) {
+        if !touched_nodes.contains(&b.name) {
+            assert!(b == a, "{tag}: node {} changed", b.name);
+        }
+    }
+}
+
+#[test]
+fn mnist_every_variant_with_and_without_reweighting() {
+    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
+        for reweight in [true, false] {
+            let options = PruneOptions {
+                variant,
+                reweight,
+                keep_fraction: 0.5,
+                ..Default::default()
+            };
+            let pruned = run("mnist_cnn.onnx", "mnist_calib_512.npy", 128, &options);
+            let r = &pruned.report;
+            let kept: Vec<usize> = r.layers.iter().map(|l| l.channels_after).collect();
+            assert_eq!(kept, [16, 32, 64]);
+            // conv2 → fc1: 128 images against 64 × 49 columns.
+            assert!(r.layers[1].rank_deficient);
+            assert!(!r.layers[0].rank_deficient);
+            check_written(
+                &pruned,
+                "mnist_cnn.onnx",
+                "mnist_calib_512.npy",
+                &format!("mnist-{variant:?}-{reweight}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn resnet56_variants_load_in_tract_and_match() {
+    for (variant, reweight) in [
+        (Variant::Asym, true),
+        (Variant::Asym, false),
+        (Variant::Seq, true),
+        (Variant::Layer, true),
+    ] {
+        let options = PruneOptions {
+            variant,
+            reweight,
+            keep_fraction: 0.5,
+            ..Default::default()
+        };
+        let pruned = run(
+            "resnet56_cifar10.onnx",
+            "cifar10_calib_512.npy",
+            32,
+            &options,
+        );
+        assert_eq!(pruned.report.layers.len(), 27);
+        check_written(
+            &pruned,
+            "resnet56_cifar10.onnx",
+            "cifar10_calib_512.npy",
+            &format!("resnet-{variant:?}-{reweight}"),
+        );
+    }
+}
+
+#[test]
+fn mobilenet_multi_consumer_layer_every_variant() {
+    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
+        for reweight in [true, false] {
+            let options = PruneOptions {
+                variant,
+                reweight,
+                keep_fraction: 0.5,
+                ..Default::default()
+            };
+            let pruned = run(
+                "mobilenetv2_fashion.onnx",
+                "fashion_calib_512.npy",
+                16,
+                &options,
+            );
+            let stem = &pruned.report.layers[0];
+            assert_eq!(stem.name, "/conv1/Conv");
+            assert_eq!(stem.consumers.len(), 2);
+            assert_eq!(stem.channels_after, 16);
+            check_written(
+                &pruned,
+                "mobilenetv2_fashion.onnx",
+                "fashion_calib_512.npy",
+                &format!("mobilenet-{variant:?}-{reweight}"),
+            );
+        }
+    }
+}
+
+/// VGG-11 (9.3 M parameters, three 4608-column layers): too slow for the default test run on two
+/// cores (about 3 minutes in the test profile); run with `cargo test --test prune -- --ignored`.
+#[test]
+#[ignore]
+fn vgg11_every_variant_loads_in_tract_and_matches() {
+    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
+        for reweight in [true, false] {
+            let options = PruneOptions {
+                variant,
+                reweight,
+                keep_fraction: 0.5,
+                skip: vec!["/features/features.25/Conv".into()],
+                ..Default::default()
+            };
+            let pruned = run(
+                "vgg11_bn_fashion.onnx",
+                "fashion_calib_512.npy",
+                16,
+                &options,
+            );
+            assert_eq!(pruned.report.layers.len(), 9);
+            check_written(
+                &pruned,
+                "vgg11_bn_fashion.onnx",
+                "fashion_calib_512.npy",
+                &format!("vgg-{variant:?}-{reweight}"),
+            );
+        }
+    }
+}
+
+/// Caching activations at cut points must not change anything: the same run with no memory for
+/// the cache (every layer recomputed from the input) gives the same selections and weights.
+#[test]
+fn cached_resume_equals_rerun_from_the_input() {
+    // MNIST: the cut before conv2 is a pruned activation (pool1, 32 → 16 channels in the pruned
+    // network, 32 in the original); ResNet-56: block boundaries.
+    for (model, calib, variant) in [
+        ("mnist_cnn.onnx", "mnist_calib_512.npy", Variant::Asym),
+        ("mnist_cnn.onnx", "mnist_calib_512.npy", Variant::Seq),
+        (
+            "resnet56_cifar10.onnx",
+            "cifar10_calib_512.npy",
+            Variant::Asym,
+        ),
+    ] {
+        let base = PruneOptions {
+            variant,
+            keep_fraction: 0.5,
+            ..Default::default()
+        };
+        let cached = run(model, calib, 16, &base);
+        let rerun = run(
+            model,
+            calib,
+            16,
+            &PruneOptions {
+                memory_budget: 0,
+                ..base
+            },
+        );
+        for (a, b) in cached.report.layers.iter().zip(&rerun.report.layers) {
+            assert_eq!(a.kept, b.kept, "{model} {}", a.name);
+            assert!(
+                (a.relative_error - b.relative_error).abs() <= 1e-6 * a.relative_error.max(1e-9),
+                "{model} {}",
+                a.name
+            );
+        }
+        let test = images(calib, 300, 8);
+        let gap = relative_gap(
+            &our_logits(&cached.model.graph, &test),
+            &our_logits(&rerun.model.graph, &test),
+        );
+        assert!(gap <= 1e-5, "{model}: {gap:e}");
+    }
+}
+
+/// The consumer input (and target) the pipeline used for one layer, given to `subprune::select`
+/// on its own, keeps the same channels.
+#[test]
+fn recorded_layer_statistics_select_the_same_channels() {
+    for (variant, layer) in [
+        (Variant::Layer, "conv1"),
+        (Variant::Seq, "fc1"),
+        (Variant::Asym, "fc1"),
+        (Variant::Asym, "conv1"),
+    ] {
+        let options = PruneOptions {
+            variant,
+            keep_fraction: 0.5,
+            record: Some(layer.to_string()),
+            ..Default::default()
+        };
+        let pruned = run("mnist_cnn.onnx", "mnist_calib_512.npy", 128, &options);
+        let rec = pruned.recorded.expect("recorded");
+        assert_eq!(rec.layer, layer);
+        assert_eq!(rec.target.is_some(), variant == Variant::Asym);
+        if variant == Variant::Asym && layer == "fc1" {
+            // Earlier layers are pruned: the inputs differ from the targets.
+            assert_ne!(rec.inputs.data, rec.target.as_ref().unwrap().data);
+        }
+        let sel = select(
+            &CpuBackend::new(),
+            &rec.problem,
+            rec.inputs.view(),
+            rec.target.as_ref().map(|t| t.view()),
+            &SelectOptions {
+                budget: Budget::Keep(rec.kept.len()),
+                ..Default::default()
+            },
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(sel.kept, rec.kept, "{variant:?} {layer}");
+    }
+}
+
+fn mnist() -> subprune::onnx::OnnxModel {
+    subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap()
+}
+
+fn prune_err(source: &F32Images, options: &PruneOptions) -> String {
+    prune(&mnist(), source, options, &mut |_| {})
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_calibration_and_keep_options_are_clear_errors() {
+    let good = F32Images::new("calib", images("mnist_calib_512.npy", 0, 8)).unwrap();
+    // wrong image shape
+    let wrong = Tensor::new(vec![4, 1, 32, 32], vec![0.0; 4 * 1024]).unwrap();
+    let e = prune_err(
+        &F32Images::new("calib", wrong).unwrap(),
+        &PruneOptions::default(),
+    );
+    assert!(e.contains("[1, 32, 32]") && e.contains("input"), "{e}");
+    // NaN
+    let mut nan = images("mnist_calib_512.npy", 0, 8);
+    nan.data[5 * 784 + 17] = f32::NAN;
+    let e = prune_err(
+        &F32Images::new("calib.npy", nan).unwrap(),
+        &PruneOptions::default(),
+    );
+    assert!(e.contains("calib.npy") && e.contains("NaN"), "{e}");
+    let keep = |k: Vec<(&str, usize)>| PruneOptions {
+        keep: k.into_iter().map(|(n, k)| (n.to_string(), k)).collect(),
+        ..Default::default()
+    };
+    let e = prune_err(&good, &keep(vec![("conv9", 3)]));
+    assert!(e.contains("conv9") && e.contains("no node"), "{e}");
+    let e = prune_err(&good, &keep(vec![("fc2", 3)]));
+    assert!(e.contains("fc2") && e.contains("graph output"), "{e}");
+    let e = prune_err(&good, &keep(vec![("relu1", 3)]));
+    assert!(e.contains("relu1") && e.contains("not a prunable"), "{e}");
+    for k in [0, 33] {
+        let e = prune_err(&good, &keep(vec![("conv1", k)]));
+        assert!(e.contains("conv1") && e.contains("between 1 and"), "{e}");
+    }
+    let e = prune_err(
+        &good,
+        &PruneOptions {
+            skip: vec!["nope".into()],
+            ..Default::default()
+        },
+    );
+    assert!(e.contains("nope"), "{e}");
+    let e = prune_err(
+        &good,
+        &PruneOptions {
+            keep_fraction: 1.5,
+            ..Default::default()
+        },
+    );
+    assert!(e.contains("keep fraction"), "{e}");
+    // --keep overrides the fraction; --skip leaves a layer whole.
+    let pruned = prune(
+        &mnist(),
+        &good,
+        &PruneOptions {
+            keep: vec![("conv1".into(), 5)],
+            skip: vec!["fc1".into()],
+            variant: Variant::Layer,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let names: Vec<&str> = pruned
+        .report
+        .layers
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["conv1", "conv2"]);
+    assert_eq!(pruned.report.layers[0].channels_after, 5);
+    let _ = TensorView::new(&[1], &[0.0]);
+}
+
+/// The command line: bad paths and data are refused before any work, leaving nothing behind.
+#[test]
+fn cli_refuses_bad_paths_and_data_writing_nothing() {
+    let bin = env!("CARGO_BIN_EXE_subprune");
+    let dir = temp_dir("prune-cli");
+    let model = dir.join("m.onnx");
+    std::fs::copy(fixture("mnist_cnn.onnx"), &model).unwrap();
+    let original = std::fs::read(&model).unwrap();
+    let calib = dir.join("calib.npy");
+    npy::write_f32(&calib, &images("mnist_calib_512.npy", 0, 16)).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["--backend", "cpu", "prune"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let m = model.to_str().unwrap();
+    let c = calib.to_str().unwrap();
+    // output == input
+    let (ok, err) = run(&[m, "--calib", c, "--out", m]);
+    assert!(!ok && err.contains("input model"), "{err}");
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+    // unwritable (missing) output folder
+    let missing = dir.join("no/such/dir/out.onnx");
+    let (ok, err) = run(&[m, "--calib", c, "--out", missing.to_str().unwrap()]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    // calibration of the wrong dtype
+    let bad = dir.join("labels.npy");
+    std::fs::copy(fixture("mnist_test_labels.npy"), &bad).unwrap();
+    let out = dir.join("out.onnx");
+    let o = out.to_str().unwrap();
+    let (ok, err) = run(&[m, "--calib", bad.to_str().unwrap(), "--out", o]);
+    assert!(
+        !ok && err.contains("labels.npy") && err.contains("int64"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // calibration of the wrong shape
+    let wrong = dir.join("wrong.npy");
+    npy::write_f32(
+        &wrong,
+        &Tensor::new(vec![2, 3, 28, 28], vec![0.0; 2 * 3 * 784]).unwrap(),
+    )
+    .unwrap();
+    let (ok, err) = run(&[m, "--calib", wrong.to_str().unwrap(), "--out", o]);
+    assert!(!ok && err.contains("[3, 28, 28]"), "{err}");
+    assert!(!out.exists());
+    // --keep out of range
+    let (ok, err) = run(&[m, "--calib", c, "--out", o, "--keep", "conv2=65"]);
+    assert!(!ok && err.contains("conv2") && err.contains("64"), "{err}");
+    assert!(!out.exists());
+    // and a good run writes the model and the report
+    let report = dir.join("r.json");
+    let (ok, err) = run(&[
+        m,
+        "--calib",
+        c,
+        "--out",
+        o,
+        "--variant",
+        "seq",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.exists() && report.exists());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        json["parameters_after"].as_u64().unwrap() as usize,
+        tract_parameter_count(&out)
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+    let leftovers: Vec<_> = std::fs::read_dir(&*dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The ridge reweighting `W~ = W_S + (G_SS + λI)⁻¹(C0_S − G_SS W_S)` against an independent f64
+/// oracle: the augmented least squares `min ‖(AW − B_S W_S) − B_S Δ‖² + λ‖Δ‖²` solved by
+/// Householder QR on the raw data (no Gram matrices), full rank and rank-deficient.
+#[test]
+fn ridge_reweighting_matches_augmented_least_squares() {
+    use common::{flatten_rows, lstsq, normals, perturbed, weight_matrix, Mat};
+    use subprune::prune::reweight::kept_rows;
+    use subprune::rng::Rng;
+    let mut rng = Rng::new(11);
+    // (images, channels, kept, ridge, with target)
+    for (n, c, kept, ridge, asym) in [
+        (60, 12, vec![0, 2, 3, 7, 9], 0.05, false),
+        (60, 12, vec![1, 4, 5, 6, 8, 11], 0.02, true),
+        (6, 12, vec![0, 1, 2, 3, 5, 6, 8, 9, 10], 0.01, false),
+        (6, 12, vec![0, 1, 2, 3, 5, 6, 8, 9, 10], 0.3, true),
+    ] {
+        let m = 5;
+        let b = Tensor::new(vec![n, c], normals(&mut rng, n * c, 1.0)).unwrap();
+        let a = if asym {
+            perturbed(&mut rng, &b, 0.3)
+        } else {
+            b.clone()
+        };
+        let w = Tensor::new(vec![m, c], normals(&mut rng, m * c, 0.5)).unwrap();
+        let problem = subprune::LayerProblem::new(&b.shape, w.view(), None).unwrap();
+        let stats = subprune::layer_stats(
+            &CpuBackend::new(),
+            &problem,
+            b.view(),
+            asym.then(|| a.view()),
+            64,
+        )
+        .unwrap();
+        let got = kept_rows(&stats, &kept, true, ridge, subprune::DEFAULT_DEPENDENCE_TOL).unwrap();
+        // Oracle, in f64 from the raw data.
+        let (bm, am, wm) = (flatten_rows(&b), flatten_rows(&a), weight_matrix(&w));
+        let s = kept.len();
+        let bs = bm.select_columns(&kept);
+        let mean_diag = (0..s)
+            .map(|j| (0..n).map(|i| bs.at(i, j).powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / s as f64;
+        let lambda = ridge * mean_diag;
+        let mut x = Mat::zeros(n + s, s);
+        let mut y = Mat::zeros(n + s, m);
+        for i in 0..n {
+            for j in 0..s {
+                x.set(i, j, bs.at(i, j));
+            }
+            for o in 0..m {
+                let aw: f64 = (0..c).map(|k| am.at(i, k) * wm.at(k, o)).sum();
+                let bw: f64 = (0..s).map(|j| bs.at(i, j) * wm.at(kept[j], o)).sum();
+                y.set(i, o, aw - bw);
+            }
+        }
+        for j in 0..s {
+            x.set(n + j, j, lambda.sqrt());
+        }
+        let delta = lstsq(&x, &y);
+        let scale = got.weight.iter().fold(0.0f64, |mx, v| mx.max(v.abs()));
+        for j in 0..s {
+            for o in 0..m {
+                let want = wm.at(kept[j], o) + delta.at(j, o);
+                let have = got.weight[j * m + o];
+                assert!(
+                    (want - have).abs() <= 1e-4 * scale,
+                    "n {n} kept {kept:?} ridge {ridge}: ({j}, {o}) {have} vs {want}"
+                );
+            }
+        }
+        // The residual it reports, against the explicit one.
+        let mut explicit = 0.0;
+        for i in 0..n {
+            for o in 0..m {
+                let aw: f64 = (0..c).map(|k| am.at(i, k) * wm.at(k, o)).sum();
+                let bw: f64 = (0..s).map(|j| bs.at(i, j) * got.weight[j * m + o]).sum();
+                explicit += (aw - bw).powi(2);
+            }
+        }
+        assert!(
+            (got.residual - explicit).abs() <= 1e-4 * stats.total,
+            "{} vs {explicit}",
+            got.residual
+        );
+    }
+}
