@@ -610,3 +610,41 @@ fn parameter_structs_match_the_shaders() {
         3 * 4 * subprune::exec::gpu::MAX_RANK
     );
 }
+
+#[test]
+fn eval_auto_picks_the_gpu_executor_only_on_a_hardware_adapter() {
+    if std::env::var(subprune::backend::gpu::ADAPTER_ENV).is_ok() {
+        return; // A named adapter is always used; covered by --backend gpu above.
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
+        .args([
+            "eval",
+            fixture("mnist_cnn.onnx").to_str().unwrap(),
+            "--data",
+            fixture("mnist_test_u8.npy").to_str().unwrap(),
+            "--labels",
+            fixture("mnist_test_labels.npy").to_str().unwrap(),
+            "--mean",
+            "0.1307",
+            "--std",
+            "0.3081",
+            "--limit",
+            "5",
+            "--json",
+            "--backend",
+            "auto",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["images"], 5);
+    let backend = report["backend"].as_str().unwrap();
+    if gpu().is_software() {
+        assert!(backend.starts_with("cpu"), "{backend}");
+        assert!(stderr.contains("software adapter"), "{stderr}");
+    } else {
+        assert!(backend.starts_with("gpu"), "{backend}");
+    }
+}
