@@ -6,6 +6,9 @@
 //!
 //! Data flows one way: consumer inputs → [`stats`] (Gram statistics, on a [`Backend`]) →
 //! [`greedy`] (selection order, error curve) → [`greedy::reweight`] (new consumer weights).
+//! Whole ONNX networks: [`onnx`] → [`ir`] → [`analysis::channels`] (which layers can be pruned)
+//! → [`prune`] (forward passes on an [`exec::Executor`], the layer engine per layer, IR edits) →
+//! [`onnx::save`].
 //!
 //! ```no_run
 //! use subprune::{select, Budget, CpuBackend, LayerProblem, SelectOptions, npy};

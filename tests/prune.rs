@@ -211,7 +211,9 @@ fn resnet56_variants_load_in_tract_and_match() {
         (Variant::Asym, true),
         (Variant::Asym, false),
         (Variant::Seq, true),
+        (Variant::Seq, false),
         (Variant::Layer, true),
+        (Variant::Layer, false),
     ] {
         let options = PruneOptions {
             variant,
