@@ -320,8 +320,21 @@ fn run() -> anyhow::Result<()> {
         Command::Info(args) => info(args),
         Command::Eval(args) => eval(&cli, args),
         Command::Prune(args) => {
-            let backend = cli.open()?;
-            prune_cmd::run(backend.as_ref(), args)
+            // The GPU backend (statistics, greedy) and the GPU executor (forward passes) on the
+            // same device, or both on the CPU.
+            let gpu = forward_gpu(&cli)?;
+            let backend: Box<dyn Backend> = match &gpu {
+                Some(g) => {
+                    eprintln!("backend: gpu, {} (executor and statistics)", g.name());
+                    Box::new(g.clone())
+                }
+                None => {
+                    let cpu = CpuBackend::new();
+                    eprintln!("backend: {}", cpu.name());
+                    Box::new(cpu)
+                }
+            };
+            prune_cmd::run(backend.as_ref(), gpu.as_ref(), args)
         }
     }
 }
@@ -408,14 +421,10 @@ pub(crate) fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
         .collect()
 }
 
-/// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
-/// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
-fn forward_executor(
-    cli: &Cli,
-    graph: &subprune::ir::Graph,
-) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
-    use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
-    let gpu = match cli.backend {
+/// The GPU backend a forward pass runs on, as --backend says: under `auto`, a hardware adapter
+/// or the one named, else `None` (the CPU), saying why on stderr.
+fn forward_gpu(cli: &Cli) -> anyhow::Result<Option<GpuBackend>> {
+    Ok(match cli.backend {
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => Some(cli.gpu()?),
         BackendChoice::Auto => {
@@ -440,7 +449,17 @@ fn forward_executor(
                 }
             }
         }
-    };
+    })
+}
+
+/// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
+/// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
+fn forward_executor(
+    cli: &Cli,
+    graph: &subprune::ir::Graph,
+) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
+    use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
+    let gpu = forward_gpu(cli)?;
     Ok(match gpu {
         Some(gpu) => {
             let exec = GpuExecutor::new(graph, &gpu)?;

@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use subprune::backend::gpu::GpuBackend;
 use subprune::exec::eval::{evaluate, EvalReport};
 use subprune::exec::run::ImageSource;
+use subprune::exec::{Executor, GpuExecutor};
 use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
 use subprune::Backend;
 
@@ -147,7 +149,11 @@ fn pct(r: &EvalReport) -> f64 {
     100.0 * r.top1 as f64 / r.images as f64
 }
 
-pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
+pub fn run(
+    backend: &dyn Backend,
+    gpu: Option<&GpuBackend>,
+    args: &PruneArgs,
+) -> anyhow::Result<()> {
     let demo = args.model.is_none();
     let model_path = args
         .model
@@ -216,7 +222,19 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let (_, factory) = cpu_engines();
+    // The forward passes on the GPU executor when the statistics run on the GPU (tapped
+    // activations are read back for the accumulators), else on the CPU executor.
+    let (_, cpu_factory) = cpu_engines();
+    let gpu_factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn Executor>> {
+        let gpu = gpu.expect("only called with a GPU");
+        Ok(Box::new(GpuExecutor::new(g, gpu)?) as Box<dyn Executor>)
+    };
+    let factory: &dyn Fn(&subprune::ir::Graph) -> subprune::Result<Box<dyn Executor>> =
+        if gpu.is_some() {
+            &gpu_factory
+        } else {
+            &cpu_factory
+        };
     let tty = std::io::stderr().is_terminal();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
@@ -275,7 +293,7 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
         calib.as_ref(),
         &options,
         backend,
-        &factory,
+        factory,
         &mut progress,
     )
     .with_context(|| format!("pruning {}", model_path.display()))?;

@@ -790,7 +790,14 @@ mod pipeline {
                 };
                 let input = cache.batch(self.calib, first, count)?;
                 exec.run_batch(input.view(), &taps, &mut |v, act| {
-                    let b = host(act)?;
+                    let owned;
+                    let b = match act.host() {
+                        Some(b) => b,
+                        None => {
+                            owned = act.to_host()?;
+                            owned.view()
+                        }
+                    };
                     for sj in sjs.iter_mut() {
                         Self::feed(sj, v, b, None)?;
                     }
@@ -905,7 +912,14 @@ mod pipeline {
                     };
                     let input = cur.batch(self.calib, first, count)?;
                     let out = exec_cur.run_batch(input.view(), &taps, &mut |v, act| {
-                        let b = host(act)?;
+                        let owned;
+                        let b = match act.host() {
+                            Some(b) => b,
+                            None => {
+                                owned = act.to_host()?;
+                                owned.view()
+                            }
+                        };
                         let a = targets
                             .as_ref()
                             .map(|t| t[taps.iter().position(|&x| x == v).expect("a tap")].view());
@@ -939,12 +953,6 @@ mod pipeline {
             }
             Ok(reports)
         }
-    }
-
-    fn host<'x>(act: crate::exec::Activation<'x>) -> Result<TensorView<'x>> {
-        act.host().ok_or_else(|| {
-            Error::InvalidArgument("a tapped activation is not in host memory".into())
-        })
     }
 
     /// One greedy run over all consumers of a layer: gains summed, selection shared (one
