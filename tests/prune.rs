@@ -639,3 +639,42 @@ fn ridge_reweighting_matches_augmented_least_squares() {
         );
     }
 }
+
+#[test]
+fn gpu_executor_and_backend_prune_like_the_cpu() {
+    // The whole pipeline on the GPU (forward passes on the GPU executor, statistics and greedy on
+    // the GPU backend; lavapipe in CI): the written model passes the same checks, and each
+    // layer's reconstruction error is close to the CPU run's (the GPU greedy state is f32).
+    let model = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let source = F32Images::new("calib", images("mnist_calib_512.npy", 0, 32)).unwrap();
+    let options = PruneOptions {
+        keep_fraction: 0.5,
+        ..Default::default()
+    };
+    let gpu = subprune::GpuBackend::new(None).expect("a GPU adapter (lavapipe in CI)");
+    let factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn subprune::exec::Executor>> {
+        Ok(Box::new(subprune::exec::GpuExecutor::new(g, &gpu)?))
+    };
+    let on_gpu =
+        subprune::prune::prune_with(&model, &source, &options, &gpu, &factory, &mut |_| {})
+            .unwrap();
+    let on_cpu = prune(&model, &source, &options, &mut |_| {}).unwrap();
+    check_written(
+        &on_gpu,
+        "mnist_cnn.onnx",
+        "mnist_calib_512.npy",
+        "mnist-gpu",
+    );
+    assert_eq!(on_gpu.report.layers.len(), on_cpu.report.layers.len());
+    for (g, c) in on_gpu.report.layers.iter().zip(&on_cpu.report.layers) {
+        assert_eq!(g.channels_after, c.channels_after, "{}", g.name);
+        let gap = (g.relative_error - c.relative_error).abs();
+        assert!(
+            gap <= 0.1 * c.relative_error + 1e-4,
+            "{}: GPU error {} vs CPU {}",
+            g.name,
+            g.relative_error,
+            c.relative_error
+        );
+    }
+}
