@@ -47,9 +47,9 @@ pub struct PruneArgs {
     #[arg(long, conflicts_with = "keep")]
     target_flops: Option<f64>,
     /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
-    /// error (least summed normalised greedy error; one extra forward pass and greedy run).
-    #[arg(long, default_value = "uniform")]
-    budget: String,
+    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
+    #[arg(long)]
+    budget: Option<String>,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5)]
     keep_fraction: f64,
@@ -206,12 +206,16 @@ pub fn run(backend: &dyn Backend, args: &PruneArgs) -> anyhow::Result<()> {
     // Everything checkable without work, before any work.
     let variant: Variant = args.variant.parse()?;
     let method: subprune::prune::select::Method = args.method.parse()?;
-    let allocation: subprune::prune::budget::Allocation = args.budget.parse()?;
+    let allocation: subprune::prune::budget::Allocation =
+        args.budget.as_deref().unwrap_or("uniform").parse()?;
     let target = match (args.compression, args.target_flops) {
         (Some(r), _) => Some(subprune::prune::budget::Target::Compression(r)),
         (None, Some(f)) => Some(subprune::prune::budget::Target::Flops(f)),
         (None, None) => None,
     };
+    if target.is_none() && args.budget.is_some() {
+        bail!("--budget splits a --compression or --target-flops target; give one of them");
+    }
     if let Some(t) = target {
         // Checked before any work (the cost model is only built after loading).
         match t {

@@ -568,6 +568,10 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         "accuracy",
     ]);
     assert!(err.contains("not implemented"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
+    assert!(err.contains("--budget splits"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
+    assert!(err.contains("--target-flops"), "{err}");
     let t = fixture("mnist_test_u8.npy");
     let l = fixture("mnist_test_labels.npy");
     let (t, l) = (t.to_str().unwrap(), l.to_str().unwrap());
