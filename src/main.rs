@@ -9,6 +9,7 @@ use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, Tile
 use subprune::backend::gpu::{GpuBackend, TileConfig};
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
+mod compare_cmd;
 mod prune_cmd;
 
 /// `println!` that returns an error from the calling function (all of which return
@@ -124,6 +125,8 @@ enum Command {
     Eval(EvalArgs),
     /// Prune a whole ONNX network and write the smaller model.
     Prune(prune_cmd::PruneArgs),
+    /// Compare selection methods × compressions × reweighting on a labelled test set (CSV, SVG).
+    Compare(compare_cmd::CompareArgs),
 }
 
 #[derive(Args)]
@@ -335,6 +338,10 @@ fn run() -> anyhow::Result<()> {
                 }
             };
             prune_cmd::run(backend.as_ref(), gpu.as_ref(), args)
+        }
+        Command::Compare(args) => {
+            let backend = cli.open()?;
+            compare_cmd::run(backend.as_ref(), args)
         }
     }
 }

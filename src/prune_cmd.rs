@@ -35,6 +35,23 @@ pub struct PruneArgs {
     /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
     #[arg(long, default_value = "asym")]
     variant: String,
+    /// Selection method: greedy, random, weight-norm, act-norm, layer-sampling.
+    #[arg(long, default_value = "greedy")]
+    method: String,
+    /// Seed of the random methods (random, layer-sampling).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
+    /// --keep-fraction; sizes from --budget).
+    #[arg(long, conflicts_with_all = ["keep", "target_flops"])]
+    compression: Option<f64>,
+    /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
+    #[arg(long, conflicts_with = "keep")]
+    target_flops: Option<f64>,
+    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
+    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
+    #[arg(long)]
+    budget: Option<String>,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5)]
     keep_fraction: f64,
@@ -77,6 +94,7 @@ struct Report<'a> {
     accuracy_before: Option<EvalReport>,
     accuracy_after: Option<EvalReport>,
     eval_seconds: f64,
+    budget: Option<subprune::prune::budget::BudgetPlan>,
 }
 
 fn parse_keep(entries: &[String]) -> anyhow::Result<Vec<(String, usize)>> {
@@ -193,8 +211,33 @@ pub fn run(
     };
     // Everything checkable without work, before any work.
     let variant: Variant = args.variant.parse()?;
-    let options = PruneOptions {
+    let method: subprune::prune::select::Method = args.method.parse()?;
+    let allocation: subprune::prune::budget::Allocation =
+        args.budget.as_deref().unwrap_or("uniform").parse()?;
+    let target = match (args.compression, args.target_flops) {
+        (Some(r), _) => Some(subprune::prune::budget::Target::Compression(r)),
+        (None, Some(f)) => Some(subprune::prune::budget::Target::Flops(f)),
+        (None, None) => None,
+    };
+    if target.is_none() && args.budget.is_some() {
+        bail!("--budget splits a --compression or --target-flops target; give one of them");
+    }
+    if let Some(t) = target {
+        // Checked before any work (the cost model is only built after loading).
+        match t {
+            subprune::prune::budget::Target::Compression(r) if !(r > 1.0 && r.is_finite()) => {
+                bail!("--compression {r}: must be a ratio > 1")
+            }
+            subprune::prune::budget::Target::Flops(f) if !(f > 0.0 && f.is_finite()) => {
+                bail!("--target-flops {f}: must be a positive number")
+            }
+            _ => {}
+        }
+    }
+    let mut options = PruneOptions {
         variant,
+        method,
+        seed: args.seed,
         reweight: !args.no_reweight,
         keep_fraction: args.keep_fraction,
         keep: parse_keep(&args.keep)?,
@@ -235,6 +278,23 @@ pub fn run(
         } else {
             &cpu_factory
         };
+    let budget_plan = match target {
+        Some(t) => {
+            let plan = subprune::prune::budget::plan(
+                &model.graph,
+                calib.as_ref(),
+                &options,
+                t,
+                allocation,
+                backend,
+                factory,
+            )
+            .context("resolving the budget")?;
+            options.keep = plan.keep();
+            Some(plan)
+        }
+        None => None,
+    };
     let tty = std::io::stderr().is_terminal();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
@@ -328,22 +388,37 @@ pub fn run(
         accuracy_before: before.clone(),
         accuracy_after: after.clone(),
         eval_seconds,
+        budget: budget_plan.clone(),
     };
     if let Some(path) = &args.report {
         subprune::npy::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     let mut o = std::io::stdout().lock();
     let mut lines = vec![format!(
-        "{} → {}: variant {}, reweight {}, ridge {}, {} calibration images, backend {}, executor {}",
+        "{} → {}: variant {}, method {}, reweight {}, ridge {}, {} calibration images, backend {}, executor {}",
         model_path.display(),
         out.display(),
         args.variant,
+        method,
         if r.reweight { "on" } else { "off" },
         r.ridge,
         r.images,
         r.backend,
         r.executor
     )];
+    if let Some(p) = &budget_plan {
+        lines.push(format!(
+            "budget {:?}, allocation {:?}: cost {:.0} of {:.0} allowed ({:.0} whole){}",
+            p.target,
+            p.allocation,
+            p.allocated.cost,
+            p.allocated.budget,
+            p.allocated.full,
+            p.allocated.summed_error.map_or(String::new(), |e| format!(
+                ", summed normalised error {e:.4}"
+            ))
+        ));
+    }
     lines.push(format!(
         "{:<40} {:>14} {:>10} {:>8}  notes",
         "layer", "channels", "rel.error", "time"

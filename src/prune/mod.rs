@@ -26,8 +26,13 @@
 //! # Ok::<(), subprune::Error>(())
 //! ```
 
+pub mod budget;
+pub mod layerwise;
 pub mod reweight;
 pub mod rewrite;
+pub mod select;
+
+pub(crate) use pipeline::shared_greedy;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -83,6 +88,10 @@ impl std::str::FromStr for Variant {
 pub struct PruneOptions {
     /// Which activations the statistics use.
     pub variant: Variant,
+    /// How each layer's channels are chosen ([`select`]).
+    pub method: select::Method,
+    /// Seed of the random methods.
+    pub seed: u64,
     /// Replace the consumers' weights by the reweighted `W~` (else keep their original rows).
     pub reweight: bool,
     /// Fraction of channels kept in every prunable layer without a [`PruneOptions::keep`] entry.
@@ -108,6 +117,8 @@ impl Default for PruneOptions {
     fn default() -> Self {
         Self {
             variant: Variant::Asym,
+            method: select::Method::Greedy,
+            seed: 0,
             reweight: true,
             keep_fraction: 0.5,
             keep: Vec::new(),
@@ -164,9 +175,10 @@ pub struct LayerReport {
     pub channels_after: usize,
     /// `Σ‖A_jW_j − B_j,S W~_j‖² / Σ‖A_jW_j‖²` over the consumers, with the weights written.
     pub relative_error: f64,
-    /// The greedy error curve (`err(S_k)` for `k = 1..channels`, with the optimal weights).
+    /// The greedy error curve (`err(S_k)` for `k = 1..channels`, with the optimal weights); empty
+    /// when the method is not the greedy.
     pub error_curve: Vec<f64>,
-    /// The greedy order.
+    /// The greedy order (other methods: the kept channels).
     pub order: Vec<usize>,
     /// The kept channels, sorted.
     pub kept: Vec<usize>,
@@ -198,6 +210,8 @@ pub struct Phases {
 pub struct PruneReport {
     /// Variant.
     pub variant: Variant,
+    /// Selection method.
+    pub method: select::Method,
     /// Whether consumers were reweighted.
     pub reweight: bool,
     /// Relative ridge.
@@ -431,6 +445,7 @@ pub fn prune_with(
     rewrite::reshape(&mut graph)?;
     let report = PruneReport {
         variant: options.variant,
+        method: options.method,
         reweight: options.reweight,
         ridge: options.ridge,
         images: calib.len(),
@@ -694,22 +709,27 @@ mod pipeline {
                 stats.push(LayerStats::from_raw(problem, raw)?);
             }
             let t = Instant::now();
-            let run = shared_greedy(
-                self.backend,
-                &stats,
-                self.options.dependence_tol,
+            let selection = self.options.method.selector(self.options.seed).select(
+                &select::LayerContext {
+                    name: &job.layer.name,
+                    index: job.layer.producer,
+                    stats: &stats,
+                    backend: self.backend,
+                    dependence_tol: self.options.dependence_tol,
+                },
+                job.keep,
                 &mut |d, n| (self.progress)(Event::Greedy { done: d, total: n }),
             )?;
             self.phases.greedy += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let kept = run.kept(job.keep);
+            let kept = selection.kept.clone();
             let mut residual = 0.0;
             let mut total = 0.0;
             let mut new_weights = Vec::new();
             for ((problem, form), st) in problems.iter().zip(&stats) {
-                let r = reweight::kept_rows(
+                let r = select::consumer_rows(
                     st,
-                    &kept,
+                    &selection,
                     self.options.reweight,
                     self.options.ridge,
                     self.options.dependence_tol,
@@ -746,7 +766,10 @@ mod pipeline {
             let rows = stats[0].rows;
             let columns = stats[0].layout.columns();
             let rank_deficient = stats.iter().any(|s| s.rows < s.layout.columns());
-            let zero_gain_from = run.gains.iter().position(|&g| g <= 0.0);
+            let zero_gain_from = selection
+                .greedy
+                .as_ref()
+                .and_then(|run| run.gains.iter().position(|&g| g <= 0.0));
             Ok(LayerReport {
                 name: job.layer.name.clone(),
                 op: job.layer.op.clone(),
@@ -754,8 +777,14 @@ mod pipeline {
                 channels_before: job.layer.channels,
                 channels_after: kept.len(),
                 relative_error: if total > 0.0 { residual / total } else { 0.0 },
-                error_curve: run.error_curve.clone(),
-                order: run.order.clone(),
+                error_curve: selection
+                    .greedy
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.error_curve.clone()),
+                order: selection
+                    .greedy
+                    .as_ref()
+                    .map_or_else(|| kept.clone(), |r| r.order.clone()),
                 kept,
                 rows,
                 columns,
@@ -957,7 +986,7 @@ mod pipeline {
 
     /// One greedy run over all consumers of a layer: gains summed, selection shared (one
     /// consumer: [`run_greedy`] itself).
-    fn shared_greedy(
+    pub(crate) fn shared_greedy(
         backend: &dyn Backend,
         stats: &[LayerStats],
         tol: f64,

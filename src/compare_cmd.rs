@@ -1,0 +1,255 @@
+//! `subprune compare`: parses the options, runs [`subprune::compare::compare`], writes the CSV
+//! and the SVG plot atomically and prints the table (top-1, mean over seeds, per method and
+//! compression).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
+use subprune::prune::select::Method;
+use subprune::prune::{cpu_engines, PruneOptions};
+use subprune::Backend;
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
+    #[arg(long)]
+    calib: PathBuf,
+    /// Test images, .npy.
+    #[arg(long)]
+    data: PathBuf,
+    /// Test labels, .npy int64.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Per-channel mean for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    std: Option<String>,
+    /// Use only the first N calibration images.
+    #[arg(long)]
+    calib_images: Option<usize>,
+    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling).
+    #[arg(
+        long,
+        default_value = "greedy,random,weight-norm,act-norm,layer-sampling"
+    )]
+    methods: String,
+    /// Leave out the greedy in the asymmetric sequential variant (greedy-asym).
+    #[arg(long)]
+    no_asym: bool,
+    /// Compression ratios of the parameter count, comma-separated.
+    #[arg(long, default_value = "2,4,8,16,32")]
+    compressions: String,
+    /// Seeds for the random methods.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// How each compression is split over layers: uniform or error.
+    #[arg(long, default_value = "uniform")]
+    budget: String,
+    /// Relative ridge of the reweighting.
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    ridge: f64,
+    /// Images per forward batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    batch: usize,
+    /// Output prefix: writes PREFIX.csv and PREFIX.svg.
+    #[arg(long, default_value = "compare")]
+    out: PathBuf,
+}
+
+/// A subset of the first `n` images of a source.
+struct FirstN<'a> {
+    inner: &'a dyn subprune::exec::run::ImageSource,
+    n: usize,
+}
+
+impl subprune::exec::run::ImageSource for FirstN<'_> {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn image_shape(&self) -> &[usize] {
+        self.inner.image_shape()
+    }
+    fn fill(&self, first: usize, out: &mut [f32]) -> subprune::Result<()> {
+        self.inner.fill(first, out)
+    }
+}
+
+pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
+    let methods = args
+        .methods
+        .split(',')
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty() && *m != "greedy-asym")
+        .map(|m| m.parse::<Method>())
+        .collect::<subprune::Result<Vec<_>>>()?;
+    let compressions = args
+        .compressions
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<f64>()
+                .with_context(|| format!("--compressions: '{c}' is not a number"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(r) = compressions.iter().find(|r| !(r.is_finite() && **r > 1.0)) {
+        bail!("--compressions: {r} is not a ratio > 1");
+    }
+    let csv = args.out.with_extension("csv");
+    let svg = args.out.with_extension("svg");
+    for p in [&csv, &svg] {
+        subprune::validate::check_output_path(
+            p,
+            &[
+                ("model", &args.model),
+                ("--calib", &args.calib),
+                ("--data", &args.data),
+                ("--labels", &args.labels),
+            ],
+        )
+        .with_context(|| format!("output {}", p.display()))?;
+    }
+    let options = CompareOptions {
+        methods,
+        asym: !args.no_asym,
+        compressions,
+        seeds: args.seeds,
+        allocation: args.budget.parse()?,
+        prune: PruneOptions {
+            ridge: args.ridge,
+            batch_images: args.batch,
+            ..Default::default()
+        },
+        eval_batch: 256,
+    };
+    let mean = args
+        .mean
+        .as_deref()
+        .map(|t| crate::floats("mean", t))
+        .transpose()?;
+    let std = args
+        .std
+        .as_deref()
+        .map(|t| crate::floats("std", t))
+        .transpose()?;
+    let model = subprune::onnx::load(&args.model)?;
+    let calib_all = crate::load_images(&args.calib, mean.clone(), std.clone(), false)?;
+    let calib = FirstN {
+        inner: calib_all.as_ref(),
+        n: match args.calib_images {
+            Some(0) => bail!("--calib-images must be ≥ 1"),
+            Some(n) if n > calib_all.len() => bail!(
+                "--calib-images {n}: {} holds only {} images",
+                args.calib.display(),
+                calib_all.len()
+            ),
+            Some(n) => n,
+            None => calib_all.len(),
+        },
+    };
+    let test = crate::load_images(&args.data, mean, std, true)?;
+    let labels = subprune::npy::read_i64(&args.labels)?.1;
+    let (_, factory) = cpu_engines();
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut progress = |e: CompareEvent| {
+        match e {
+        CompareEvent::Statistics(d, n) => {
+            if tty {
+                eprint!("\rstatistics: {d}/{n} images\x1b[K");
+                if d == n {
+                    eprintln!();
+                }
+            }
+        }
+        CompareEvent::Row(r) => eprintln!(
+            "[{:>7.1}s] {:>4}× {:<15} {:<4} {:<7} top-1 {:.4}  ({:.0}× achieved; prune {:.2}s, eval {:.2}s)",
+            start.elapsed().as_secs_f64(),
+            r.target,
+            r.method,
+            if r.reweight { "LS" } else { "orig" },
+            r.seed.map_or(String::new(), |s| format!("seed {s}")),
+            r.top1,
+            r.compression,
+            r.prune_seconds,
+            r.eval_seconds
+        ),
+    }
+    };
+    let result = compare(
+        &model,
+        &calib,
+        test.as_ref(),
+        &labels,
+        &options,
+        backend,
+        &factory,
+        &mut progress,
+    )
+    .with_context(|| format!("comparing on {}", args.model.display()))?;
+    subprune::npy::write_atomic(&csv, to_csv(&result.rows).as_bytes())?;
+    let title = format!(
+        "{}: top-1 after pruning ({} calibration images, no fine-tuning)",
+        args.model
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().to_string()),
+        calib.n
+    );
+    subprune::npy::write_atomic(&svg, to_svg(&result, &title).as_bytes())?;
+    let mut o = std::io::stdout().lock();
+    let mut lines = vec![format!(
+        "{}: {} parameters, top-1 {:.4} unpruned; {} calibration images; statistics {:.1}s, greedy {:.1}s, total {:.1}s",
+        args.model.display(),
+        result.parameters,
+        result.baseline_top1,
+        calib.n,
+        result.stats_seconds,
+        result.greedy_seconds,
+        start.elapsed().as_secs_f64()
+    )];
+    for (r, sizes) in &result.allocations {
+        lines.push(format!(
+            "{r}×: kept {}",
+            sizes
+                .iter()
+                .map(|(n, d, k)| format!("{n} {k}/{d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let all = series(&result.rows);
+    let mut header = format!("{:<22}", "method");
+    if let Some(s) = all.first() {
+        for p in &s.points {
+            header.push_str(&format!(" {:>14}", format!("{}× ({:.1}×)", p.0, p.1)));
+        }
+    }
+    lines.push(header);
+    for s in &all {
+        let mut line = format!(
+            "{:<22}",
+            format!("{}{}", s.method, if s.reweight { " + LS" } else { "" })
+        );
+        for p in &s.points {
+            let cell = if p.5 > 1 {
+                format!("{:.4}±{:.3}", p.2, (p.4 - p.3) / 2.0)
+            } else {
+                format!("{:.4}", p.2)
+            };
+            line.push_str(&format!(" {cell:>14}"));
+        }
+        lines.push(line);
+    }
+    lines.push(format!("wrote {} and {}", csv.display(), svg.display()));
+    for l in lines {
+        writeln!(o, "{l}").context("writing to standard output")?;
+    }
+    Ok(())
+}

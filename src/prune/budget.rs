@@ -1,0 +1,388 @@
+//! Compression budgets (`docs/ALGORITHM.md` §6): a target for the whole model (its parameter
+//! count divided by `R`, or FLOPs per image) turned into a channel count for every pruned layer.
+//!
+//! **Cost model.** Pruning layer `l` from `d_l` to `k_l` channels shrinks one axis of each
+//! constant sliced with its channels (producer weight and bias, BatchNorm entries) and of each
+//! consumer weight by `k_l / d_l`; the FLOPs of the producer and consumer nodes shrink alike.
+//! So the model's cost is exactly multilinear in the keep counts:
+//! `cost(k) = Σ_t size_t · Π_{l ∈ L(t)} k_l / d_l` over constants (or nodes) `t`, where `L(t)` are
+//! the layers that shrink `t` (a conv between two pruned layers is shrunk by both). [`CostModel`]
+//! evaluates it without editing the graph; tests check it against the pruned models.
+//!
+//! **Allocations.**
+//! * [`Allocation::Uniform`]: one keep fraction `f` for every layer, `k_l = round(f·d_l)` (at
+//!   least 1), the largest `f` whose cost meets the target, found by bisection. Adding one
+//!   channel to every layer would exceed the target.
+//! * [`Allocation::Error`] (label-free): the greedy's normalised error curves `e_l(k)` (one run
+//!   per layer gives every `k`, `docs/ALGORITHM.md` §2) are the price of each size. Minimise
+//!   `Σ_l e_l(k_l)` subject to `cost(k) ≤ budget`: start from one channel per layer and repeatedly
+//!   add the channel with the largest error decrease per unit of added cost,
+//!   `(e_l(k_l) − e_l(k_l+1)) / (cost(k + 1_l) − cost(k))`, among those that still fit, until none
+//!   fits. This is the classic marginal-ratio greedy for a separable knapsack; it is optimal when
+//!   every `e_l` is convex (diminishing returns) and the costs are linear, and the greedy error
+//!   curves of a weakly submodular objective decay roughly geometrically, i.e. close to convex.
+//!   Normalising each layer's error by its `‖AW‖²` puts layers on one scale (the fraction of the
+//!   consumer output lost) whatever the size of their activations. The curves are not exactly
+//!   convex, so as a safeguard the uniform allocation is also scored on the same curves and taken
+//!   when its summed error is lower: the result is never worse than uniform on that criterion.
+//!   What it does not see: how much each layer's error costs in accuracy (the `accuracy`
+//!   allocation of §6, which needs labels, is not implemented).
+
+use crate::analysis::channels::PrunableLayer;
+use crate::error::{Error, Result};
+use crate::ir::Graph;
+
+/// What the whole model must meet.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Target {
+    /// Parameters at most (the model's count) / R, R > 1.
+    Compression(f64),
+    /// FLOPs per image at most this many.
+    Flops(f64),
+}
+
+/// How the target is split over layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    /// One keep fraction for every layer.
+    #[default]
+    Uniform,
+    /// Minimum summed normalised greedy error.
+    Error,
+}
+
+impl std::str::FromStr for Allocation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uniform" => Ok(Allocation::Uniform),
+            "error" => Ok(Allocation::Error),
+            "accuracy" => Err(Error::InvalidArgument(
+                "budget 'accuracy' is not implemented; use uniform or error".into(),
+            )),
+            other => Err(Error::InvalidArgument(format!(
+                "budget '{other}': expected uniform or error"
+            ))),
+        }
+    }
+}
+
+/// The model's parameter count or FLOPs as a function of the keep counts of its pruned layers.
+#[derive(Clone, Debug)]
+pub struct CostModel {
+    /// Channels `d_l` of each pruned layer.
+    pub channels: Vec<usize>,
+    /// `(size, layers that shrink it)`.
+    terms: Vec<(f64, Vec<usize>)>,
+    /// Cost with every layer whole.
+    pub full: f64,
+}
+
+impl CostModel {
+    fn build(channels: Vec<usize>, terms: Vec<(f64, Vec<usize>)>) -> Self {
+        let full = terms.iter().map(|t| t.0).sum();
+        Self {
+            channels,
+            terms,
+            full,
+        }
+    }
+
+    /// Parameters (f32 constants) of `graph` with `layers` pruned.
+    pub fn parameters(graph: &Graph, layers: &[&PrunableLayer]) -> Self {
+        let mut terms = Vec::new();
+        for (v, value) in graph.values.iter().enumerate() {
+            let Some(size) = value
+                .constant
+                .as_ref()
+                .and_then(|c| c.f32())
+                .map(|d| d.len())
+            else {
+                continue;
+            };
+            let by: Vec<usize> = layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| {
+                    l.params.iter().any(|p| p.value == v)
+                        || l.consumers.iter().any(|c| {
+                            graph.nodes[c.node].inputs.get(1).copied().flatten() == Some(v)
+                        })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            terms.push((size as f64, by));
+        }
+        Self::build(layers.iter().map(|l| l.channels).collect(), terms)
+    }
+
+    /// FLOPs per image (2 × multiply-accumulates of Conv, Gemm, MatMul) of `graph` with `layers`
+    /// pruned.
+    pub fn flops(graph: &Graph, layers: &[&PrunableLayer]) -> Self {
+        let mut terms = Vec::new();
+        for (n, node) in graph.nodes.iter().enumerate() {
+            let macs = graph.macs_per_image(node);
+            if macs == 0 {
+                continue;
+            }
+            let by: Vec<usize> = layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.producer == n || l.consumers.iter().any(|c| c.node == n))
+                .map(|(i, _)| i)
+                .collect();
+            terms.push((2.0 * macs as f64, by));
+        }
+        Self::build(layers.iter().map(|l| l.channels).collect(), terms)
+    }
+
+    /// The cost with `keeps[l]` channels in layer `l`.
+    pub fn cost(&self, keeps: &[usize]) -> f64 {
+        self.terms
+            .iter()
+            .map(|(size, by)| {
+                by.iter().fold(*size, |acc, &l| {
+                    acc * keeps[l] as f64 / self.channels[l] as f64
+                })
+            })
+            .sum()
+    }
+}
+
+/// Per-layer sizes meeting a target.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Allocated {
+    /// Channels kept in each layer.
+    pub keeps: Vec<usize>,
+    /// The cost allowed.
+    pub budget: f64,
+    /// The cost of `keeps` (the cost model's prediction).
+    pub cost: f64,
+    /// The cost with every layer whole.
+    pub full: f64,
+    /// Summed normalised error of `keeps` on the curves, when they were given.
+    pub summed_error: Option<f64>,
+}
+
+/// The cost allowed by `target` under `model` (`full / R` or the FLOPs given), checked.
+pub fn budget_of(target: Target, model: &CostModel) -> Result<f64> {
+    match target {
+        Target::Compression(r) if r > 1.0 && r.is_finite() => Ok(model.full / r),
+        Target::Compression(r) => Err(Error::InvalidArgument(format!(
+            "compression {r}: must be a finite ratio > 1"
+        ))),
+        Target::Flops(f) if f > 0.0 && f.is_finite() => Ok(f),
+        Target::Flops(f) => Err(Error::InvalidArgument(format!(
+            "target FLOPs {f}: must be a positive number"
+        ))),
+    }
+}
+
+fn fraction_keeps(channels: &[usize], f: f64) -> Vec<usize> {
+    channels
+        .iter()
+        .map(|&d| ((f * d as f64).round() as usize).clamp(1, d))
+        .collect()
+}
+
+fn check_reachable(model: &CostModel, budget: f64, what: &str) -> Result<()> {
+    let least = model.cost(&vec![1; model.channels.len()]);
+    if least > budget {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: unreachable by pruning these layers: with one channel in every pruned layer \
+             the model still costs {least:.0} > the target {budget:.0} (the rest of the model is \
+             not prunable)"
+        )));
+    }
+    Ok(())
+}
+
+/// Summed normalised error of `keeps` on `curves` (`curves[l][k-1] = e_l(k)`).
+pub fn summed_error(curves: &[Vec<f64>], keeps: &[usize]) -> f64 {
+    curves.iter().zip(keeps).map(|(c, &k)| c[k - 1]).sum()
+}
+
+/// One keep fraction for every layer, the largest whose cost is within `budget`.
+pub fn uniform(model: &CostModel, budget: f64) -> Result<Vec<usize>> {
+    check_reachable(model, budget, "uniform budget")?;
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    if model.cost(&fraction_keeps(&model.channels, hi)) <= budget {
+        return Ok(model.channels.clone());
+    }
+    // cost(fraction_keeps(f)) is non-decreasing in f; lo always fits, hi never does.
+    for _ in 0..64 {
+        let mid = 0.5 * (lo + hi);
+        if model.cost(&fraction_keeps(&model.channels, mid)) <= budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(fraction_keeps(&model.channels, lo))
+}
+
+/// Minimum summed normalised error under `budget` (see the module documentation).
+pub fn error_allocation(model: &CostModel, budget: f64, curves: &[Vec<f64>]) -> Result<Vec<usize>> {
+    check_reachable(model, budget, "error budget")?;
+    if curves.len() != model.channels.len()
+        || curves
+            .iter()
+            .zip(&model.channels)
+            .any(|(c, &d)| c.len() != d)
+    {
+        return Err(Error::Shape(
+            "error budget: one error curve of d_l entries is needed per pruned layer".into(),
+        ));
+    }
+    if curves.iter().flatten().any(|e| !e.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "error budget: the error curves are not finite".into(),
+        ));
+    }
+    let n = model.channels.len();
+    let mut keeps = vec![1; n];
+    let mut cost = model.cost(&keeps);
+    loop {
+        let mut best: Option<(usize, f64, f64)> = None;
+        for l in 0..n {
+            if keeps[l] == model.channels[l] {
+                continue;
+            }
+            keeps[l] += 1;
+            let next = model.cost(&keeps);
+            keeps[l] -= 1;
+            if next > budget {
+                continue;
+            }
+            let gain = (curves[l][keeps[l] - 1] - curves[l][keeps[l]]).max(0.0);
+            let ratio = gain / (next - cost).max(f64::MIN_POSITIVE);
+            if best.is_none_or(|(_, r, _)| ratio > r) {
+                best = Some((l, ratio, next));
+            }
+        }
+        match best {
+            Some((l, _, next)) => {
+                keeps[l] += 1;
+                cost = next;
+            }
+            None => break,
+        }
+    }
+    let uniform = uniform(model, budget)?;
+    if summed_error(curves, &uniform) < summed_error(curves, &keeps) {
+        return Ok(uniform);
+    }
+    Ok(keeps)
+}
+
+/// Sizes for `target` with `allocation` (`curves` required for [`Allocation::Error`]).
+pub fn allocate(
+    model: &CostModel,
+    target: Target,
+    allocation: Allocation,
+    curves: Option<&[Vec<f64>]>,
+) -> Result<Allocated> {
+    let budget = budget_of(target, model)?;
+    let keeps = match (allocation, curves) {
+        (Allocation::Uniform, _) => uniform(model, budget)?,
+        (Allocation::Error, Some(c)) => error_allocation(model, budget, c)?,
+        (Allocation::Error, None) => {
+            return Err(Error::InvalidArgument(
+                "the error budget needs the greedy error curves".into(),
+            ))
+        }
+    };
+    Ok(Allocated {
+        cost: model.cost(&keeps),
+        budget,
+        full: model.full,
+        summed_error: curves.map(|c| summed_error(c, &keeps)),
+        keeps,
+    })
+}
+
+/// The layers a run with `skip` prunes, in node order.
+pub fn pruned_layers<'a>(
+    analysis: &'a crate::analysis::channels::ChannelAnalysis,
+    skip: &[String],
+) -> Vec<&'a PrunableLayer> {
+    analysis
+        .prunable
+        .iter()
+        .filter(|l| !skip.contains(&l.name))
+        .collect()
+}
+
+/// A budget resolved for a model: the pruned layers' names and sizes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BudgetPlan {
+    /// What was asked.
+    pub target: Target,
+    /// How it was split.
+    pub allocation: Allocation,
+    /// `(producer name, channels, kept)` per pruned layer.
+    pub layers: Vec<(String, usize, usize)>,
+    /// The sizes and their predicted cost.
+    pub allocated: Allocated,
+}
+
+impl BudgetPlan {
+    /// The sizes as [`super::PruneOptions::keep`] entries.
+    pub fn keep(&self) -> Vec<(String, usize)> {
+        self.layers
+            .iter()
+            .map(|(n, _, k)| (n.clone(), *k))
+            .collect()
+    }
+}
+
+/// Resolves `target` for `graph`: for [`Allocation::Error`] the greedy error curves of every
+/// layer come from one forward pass over `calib` on the original network
+/// ([`super::layerwise::layerwise_stats`]) and one greedy run per layer.
+pub fn plan(
+    graph: &Graph,
+    calib: &dyn crate::exec::run::ImageSource,
+    options: &super::PruneOptions,
+    target: Target,
+    allocation: Allocation,
+    backend: &dyn crate::Backend,
+    executor: super::ExecutorFactory<'_>,
+) -> Result<BudgetPlan> {
+    let analysis = crate::analysis::channels::analyze(graph);
+    let layers = pruned_layers(&analysis, &options.skip);
+    if layers.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no layer to prune: the model has no prunable layer, or all are skipped".into(),
+        ));
+    }
+    let model = match target {
+        Target::Compression(_) => CostModel::parameters(graph, &layers),
+        Target::Flops(_) => CostModel::flops(graph, &layers),
+    };
+    let curves = match allocation {
+        Allocation::Uniform => None,
+        Allocation::Error => {
+            let ls = super::layerwise::layerwise_stats(
+                graph,
+                calib,
+                options,
+                backend,
+                executor,
+                &mut |_, _| {},
+            )?;
+            Some(ls.greedy_curves(backend, options.dependence_tol, &Default::default())?)
+        }
+    };
+    let allocated = allocate(&model, target, allocation, curves.as_deref())?;
+    Ok(BudgetPlan {
+        target,
+        allocation,
+        layers: layers
+            .iter()
+            .zip(&allocated.keeps)
+            .map(|(l, &k)| (l.name.clone(), l.channels, k))
+            .collect(),
+        allocated,
+    })
+}

@@ -1,0 +1,264 @@
+//! Channel selection methods (`docs/ALGORITHM.md` §2 and §5): one [`Selector`] per file.
+//!
+//! A selector sees one layer's statistics (one [`LayerStats`] per consumer: `G = BᵀB`,
+//! `C0 = (BᵀA)·W`, `‖AW‖²` and the consumer weight `W`) and returns a keep set of the requested
+//! size. Reweighting is separate: any keep set can be reweighted with one least-squares solve on
+//! the same statistics ([`consumer_rows`]), so every method comes with and without it.
+//!
+//! | method | file | score |
+//! |---|---|---|
+//! | `greedy` | [`greedy`] | the weakly submodular greedy on the reweighted error (the paper) |
+//! | `random` | [`random`] | a seeded uniform draw |
+//! | `weight-norm` | [`weight_norm`] | l1 norm of the channel's consumer weight rows |
+//! | `act-norm` | [`act_norm`] | mean squared activation of the channel (diagonal of `G`) |
+//! | `layer-sampling` | [`layer_sampling`] | sensitivity sampling (Liebenwein et al. 2020) |
+//!
+//! A new method is one file with a type implementing [`Selector`] and one [`Method`] variant.
+
+pub mod act_norm;
+pub mod greedy;
+pub mod layer_sampling;
+pub mod random;
+pub mod weight_norm;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::greedy::GreedyRun;
+use crate::stats::LayerStats;
+
+use super::reweight::{kept_rows, RidgeReweighted};
+
+/// One layer as a selector sees it.
+pub struct LayerContext<'a> {
+    /// The producer's name.
+    pub name: &'a str,
+    /// The producer's node index (seeds are derived from it, so a layer draws the same channels
+    /// whichever other layers are pruned).
+    pub index: usize,
+    /// The statistics of each consumer (at least one; all with the same channel count).
+    pub stats: &'a [LayerStats],
+    /// The backend the greedy runs on.
+    pub backend: &'a dyn Backend,
+    /// Relative pivot tolerance for numerically dependent channels.
+    pub dependence_tol: f64,
+}
+
+impl LayerContext<'_> {
+    /// Output channels of the producer.
+    pub fn channels(&self) -> usize {
+        self.stats[0].layout.channels
+    }
+}
+
+/// A keep set, and what the method knows beyond it.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The kept channels, sorted.
+    pub kept: Vec<usize>,
+    /// A factor for each kept channel's consumer rows when the consumer is not reweighted by
+    /// least squares (layer sampling's importance weights); `None`: the rows stay as they are.
+    pub row_scale: Option<Vec<f64>>,
+    /// The greedy run, when the method is the greedy (its order and error curve are reported).
+    pub greedy: Option<GreedyRun>,
+}
+
+impl Selection {
+    /// A plain keep set (sorted here).
+    pub fn plain(mut kept: Vec<usize>) -> Self {
+        kept.sort_unstable();
+        Self {
+            kept,
+            row_scale: None,
+            greedy: None,
+        }
+    }
+}
+
+/// A channel selection method.
+pub trait Selector: Send + Sync {
+    /// The method's name as on the command line.
+    fn name(&self) -> String;
+    /// Chooses `keep` channels (1 ≤ keep ≤ channels) of the layer. `progress(done, total)` may be
+    /// called for long selections.
+    fn select(
+        &self,
+        layer: &LayerContext<'_>,
+        keep: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Selection>;
+}
+
+/// The methods, as named on the command line (`--method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The greedy of the paper.
+    #[default]
+    Greedy,
+    /// Seeded uniform random channels.
+    Random,
+    /// Largest l1 norm of the consumer weight rows.
+    WeightNorm,
+    /// Largest mean squared activation.
+    ActNorm,
+    /// Sensitivity sampling with importance weights.
+    LayerSampling,
+}
+
+impl Method {
+    /// Every method, in the order tables list them.
+    pub const ALL: [Method; 5] = [
+        Method::Greedy,
+        Method::Random,
+        Method::WeightNorm,
+        Method::ActNorm,
+        Method::LayerSampling,
+    ];
+
+    /// The command-line name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Greedy => "greedy",
+            Method::Random => "random",
+            Method::WeightNorm => "weight-norm",
+            Method::ActNorm => "act-norm",
+            Method::LayerSampling => "layer-sampling",
+        }
+    }
+
+    /// Whether the method draws at random (and takes a seed).
+    pub fn is_random(&self) -> bool {
+        matches!(self, Method::Random | Method::LayerSampling)
+    }
+
+    /// The selector, with `seed` for the random methods.
+    pub fn selector(&self, seed: u64) -> Box<dyn Selector> {
+        match self {
+            Method::Greedy => Box::new(greedy::Greedy::default()),
+            Method::Random => Box::new(random::Random { seed }),
+            Method::WeightNorm => Box::new(weight_norm::WeightNorm),
+            Method::ActNorm => Box::new(act_norm::ActNorm),
+            Method::LayerSampling => Box::new(layer_sampling::LayerSampling { seed }),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .iter()
+            .find(|m| m.name() == s)
+            .copied()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "method '{s}': expected one of {}",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                ))
+            })
+    }
+}
+
+/// Checks `keep` against the layer.
+pub(crate) fn check_keep(layer: &LayerContext<'_>, keep: usize) -> Result<()> {
+    let channels = layer.channels();
+    if keep == 0 || keep > channels {
+        return Err(Error::InvalidArgument(format!(
+            "layer '{}': keep {keep} channels, must be between 1 and its {channels}",
+            layer.name
+        )));
+    }
+    if layer.stats.iter().any(|s| s.layout.channels != channels) {
+        return Err(Error::Shape(format!(
+            "layer '{}': its consumers see different channel counts",
+            layer.name
+        )));
+    }
+    Ok(())
+}
+
+/// The `keep` channels with the largest scores (ties: lowest index), sorted.
+pub(crate) fn top_k(scores: &[f64], keep: usize) -> Result<Vec<usize>> {
+    if let Some(c) = scores.iter().position(|s| !s.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "score of channel {c} is {}: the statistics are not finite",
+            scores[c]
+        )));
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    // Stable sort: equal scores keep the lower index first.
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut kept = order[..keep.min(order.len())].to_vec();
+    kept.sort_unstable();
+    Ok(kept)
+}
+
+/// The kept channels' new consumer rows for one consumer and the residual they leave:
+/// reweighted by least squares (closest-to-original ridge form, [`super::reweight`]) when
+/// `reweight`, else the original rows times the selection's [`Selection::row_scale`].
+pub fn consumer_rows(
+    stats: &LayerStats,
+    selection: &Selection,
+    reweight: bool,
+    ridge: f64,
+    dependence_tol: f64,
+) -> Result<RidgeReweighted> {
+    let scale = match (&selection.row_scale, reweight) {
+        (Some(s), false) => s,
+        _ => return kept_rows(stats, &selection.kept, reweight, ridge, dependence_tol),
+    };
+    if scale.len() != selection.kept.len() {
+        return Err(Error::Shape(format!(
+            "{} row scales for {} kept channels",
+            scale.len(),
+            selection.kept.len()
+        )));
+    }
+    let (ks, m, d) = (stats.layout.group, stats.outputs, stats.layout.columns());
+    let cols: Vec<usize> = selection
+        .kept
+        .iter()
+        .flat_map(|&c| c * ks..(c + 1) * ks)
+        .collect();
+    let mut weight = Vec::with_capacity(cols.len() * m);
+    for (i, &c) in selection.kept.iter().enumerate() {
+        for r in c * ks..(c + 1) * ks {
+            weight.extend(
+                stats.weight[r * m..(r + 1) * m]
+                    .iter()
+                    .map(|w| w * scale[i]),
+            );
+        }
+    }
+    // ‖AW − B_S V‖² = total − 2⟨V, C0_S⟩ + ⟨V, G_SS V⟩.
+    let mut cross = 0.0;
+    let mut quad = 0.0;
+    for (i, &ci) in cols.iter().enumerate() {
+        let vi = &weight[i * m..(i + 1) * m];
+        cross += vi
+            .iter()
+            .zip(&stats.c0[ci * m..(ci + 1) * m])
+            .map(|(a, b)| a * b)
+            .sum::<f64>();
+        for (j, &cj) in cols.iter().enumerate() {
+            let g = stats.gram[ci * d + cj];
+            if g != 0.0 {
+                quad += g * vi
+                    .iter()
+                    .zip(&weight[j * m..(j + 1) * m])
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
+            }
+        }
+    }
+    Ok(RidgeReweighted {
+        weight,
+        residual: (stats.total - 2.0 * cross + quad).max(0.0),
+    })
+}

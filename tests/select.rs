@@ -1,0 +1,611 @@
+//! Selection methods, budgets and the comparison (issue 8) on the MNIST fixture with small
+//! calibration subsets, checked against direct computations: weight norms from the ONNX weight,
+//! activation norms and sensitivities from the activations themselves, the cost model against
+//! the parameter count of the pruned graph, the uniform budget against its one-channel bound,
+//! the error allocation against the uniform one on the same curves.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use subprune::analysis::channels::analyze;
+use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
+use subprune::exec::run::{F32Images, U8Images};
+use subprune::prune::budget::{self, Allocation, CostModel, Target};
+use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
+use subprune::prune::select::{greedy::Greedy, Method};
+use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
+use subprune::stats::{ChannelLayout, LayerStats};
+use subprune::tensor::Tensor;
+use subprune::{npy, CpuBackend};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn calib(n: usize) -> F32Images {
+    let t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    F32Images::new(
+        "calib",
+        Tensor::new(shape, t.data[..n * per].to_vec()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn model() -> subprune::onnx::OnnxModel {
+    subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap()
+}
+
+/// Layer-wise statistics of the MNIST CNN on 64 calibration images (computed once).
+fn stats() -> &'static (subprune::onnx::OnnxModel, LayerwiseStats) {
+    static S: OnceLock<(subprune::onnx::OnnxModel, LayerwiseStats)> = OnceLock::new();
+    S.get_or_init(|| {
+        let m = model();
+        let (backend, factory) = cpu_engines();
+        let ls = layerwise_stats(
+            &m.graph,
+            &calib(64),
+            &PruneOptions::default(),
+            &backend,
+            &factory,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        (m, ls)
+    })
+}
+
+fn greedy_curves() -> &'static Vec<Vec<f64>> {
+    static C: OnceLock<Vec<Vec<f64>>> = OnceLock::new();
+    C.get_or_init(|| {
+        let (_, ls) = stats();
+        ls.greedy_curves(&CpuBackend::new(), 1e-7, &Greedy::default())
+            .unwrap()
+    })
+}
+
+#[test]
+fn every_selector_returns_a_valid_keep_set_of_the_requested_size() {
+    let (_, ls) = stats();
+    let backend = CpuBackend::new();
+    for method in Method::ALL {
+        let selector = method.selector(7);
+        for i in 0..ls.layers.len() {
+            let ctx = ls.context(i, &backend, 1e-7);
+            let d = ctx.channels();
+            for k in [1, d / 3, d - 1, d] {
+                let s = selector.select(&ctx, k, &mut |_, _| {}).unwrap();
+                assert_eq!(s.kept.len(), k, "{method} layer {i} k {k}");
+                assert!(
+                    s.kept.windows(2).all(|w| w[0] < w[1]),
+                    "{method}: sorted, distinct"
+                );
+                assert!(s.kept.iter().all(|&c| c < d), "{method}: in range");
+                if let Some(scale) = &s.row_scale {
+                    assert_eq!(scale.len(), k);
+                    assert!(scale.iter().all(|x| x.is_finite() && *x > 0.0));
+                }
+            }
+            let err = selector.select(&ctx, 0, &mut |_, _| {}).unwrap_err();
+            assert!(err.to_string().contains("keep 0"), "{err}");
+            assert!(selector.select(&ctx, d + 1, &mut |_, _| {}).is_err());
+        }
+    }
+}
+
+#[test]
+fn random_methods_are_seeded_deterministic() {
+    let (_, ls) = stats();
+    let backend = CpuBackend::new();
+    let ctx = ls.context(1, &backend, 1e-7); // conv2: 64 channels
+    for method in [Method::Random, Method::LayerSampling] {
+        let a = method.selector(3).select(&ctx, 16, &mut |_, _| {}).unwrap();
+        let b = method.selector(3).select(&ctx, 16, &mut |_, _| {}).unwrap();
+        let c = method.selector(4).select(&ctx, 16, &mut |_, _| {}).unwrap();
+        assert_eq!(a.kept, b.kept, "{method}: same seed, same set");
+        assert_eq!(a.row_scale, b.row_scale);
+        assert_ne!(a.kept, c.kept, "{method}: another seed, another set");
+    }
+}
+
+/// l1 norm of each input channel's weights, straight from the consumer's ONNX initializer.
+fn direct_weight_norms(graph: &subprune::ir::Graph, consumer: usize, channels: usize) -> Vec<f64> {
+    let node = &graph.nodes[consumer];
+    let w = node.inputs[1].unwrap();
+    let c = graph.constant(w).unwrap();
+    let data = c.f32().unwrap();
+    let dims = &c.dims;
+    let mut out = vec![0.0f64; channels];
+    match &node.op {
+        subprune::ir::Op::Conv(_) => {
+            // (M, C, kh, kw)
+            let per = dims[2] * dims[3];
+            for m in 0..dims[0] {
+                for (ch, o) in out.iter_mut().enumerate() {
+                    let start = (m * dims[1] + ch) * per;
+                    *o += data[start..start + per]
+                        .iter()
+                        .map(|x| x.abs() as f64)
+                        .sum::<f64>();
+                }
+            }
+        }
+        subprune::ir::Op::Gemm(g) => {
+            assert!(g.trans_b, "the fixture's Gemms are transB");
+            let (m, k) = (dims[0], dims[1]);
+            let per = k / channels;
+            for r in 0..m {
+                for (ch, o) in out.iter_mut().enumerate() {
+                    let start = r * k + ch * per;
+                    *o += data[start..start + per]
+                        .iter()
+                        .map(|x| (x * g.alpha).abs() as f64)
+                        .sum::<f64>();
+                }
+            }
+        }
+        op => panic!("unexpected consumer {op:?}"),
+    }
+    out
+}
+
+#[test]
+fn weight_norm_equals_a_direct_computation_on_the_onnx_weight() {
+    let (m, ls) = stats();
+    let backend = CpuBackend::new();
+    for (i, l) in ls.layers.iter().enumerate() {
+        assert_eq!(l.layer.consumers.len(), 1);
+        let d = l.layer.channels;
+        let direct = direct_weight_norms(&m.graph, l.layer.consumers[0].node, d);
+        let ctx = ls.context(i, &backend, 1e-7);
+        let ours = subprune::prune::select::weight_norm::scores(&ctx);
+        for (a, b) in ours.iter().zip(&direct) {
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let k = d / 4;
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&a, &b| direct[b].total_cmp(&direct[a]));
+        let mut expect = order[..k].to_vec();
+        expect.sort_unstable();
+        let got = Method::WeightNorm
+            .selector(0)
+            .select(&ctx, k, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(got.kept, expect, "layer {}", l.layer.name);
+    }
+}
+
+/// A hand-checkable Linear layer: B (rows × 3), W (3 × 2), statistics computed here in f64.
+fn hand_layer() -> LayerStats {
+    // Channel 0: large activations, tiny outgoing weights; channel 1: medium both; channel 2: dead.
+    let b = [
+        [4.0, 1.0, 0.0],
+        [-4.0, 2.0, 0.0],
+        [4.0, -1.0, 0.0],
+        [4.0, 1.0, 0.0],
+    ];
+    let w = [[0.01, 0.0], [1.0, -1.0], [5.0, 5.0]];
+    let mut gram = vec![0.0; 9];
+    for row in &b {
+        for i in 0..3 {
+            for j in 0..3 {
+                gram[i * 3 + j] += row[i] * row[j];
+            }
+        }
+    }
+    let weight: Vec<f64> = w.iter().flatten().copied().collect();
+    let mut c0 = vec![0.0; 6];
+    for i in 0..3 {
+        for o in 0..2 {
+            c0[i * 2 + o] = (0..3).map(|k| gram[i * 3 + k] * w[k][o]).sum();
+        }
+    }
+    let total = b
+        .iter()
+        .map(|row| {
+            (0..2)
+                .map(|o| (0..3).map(|k| row[k] * w[k][o]).sum::<f64>().powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    LayerStats {
+        layout: ChannelLayout {
+            channels: 3,
+            group: 1,
+        },
+        outputs: 2,
+        gram,
+        c0,
+        total,
+        weight,
+        rows: 4,
+        phases: Default::default(),
+    }
+}
+
+#[test]
+fn act_norm_and_layer_sampling_on_a_hand_checked_layer() {
+    let st = [hand_layer()];
+    let backend = CpuBackend::new();
+    let ctx = subprune::prune::select::LayerContext {
+        name: "hand",
+        index: 0,
+        stats: &st,
+        backend: &backend,
+        dependence_tol: 1e-12,
+    };
+    // Mean squares: channel 0: 16, channel 1: (1+4+1+1)/4 = 1.75, channel 2: 0.
+    let act = subprune::prune::select::act_norm::scores(&ctx);
+    assert_eq!(act, vec![16.0, 1.75, 0.0]);
+    let kept = Method::ActNorm
+        .selector(0)
+        .select(&ctx, 1, &mut |_, _| {})
+        .unwrap()
+        .kept;
+    assert_eq!(kept, vec![0]);
+    // Weight norms: 0.01, 2, 10 → weight-norm keeps the dead channel 2 first.
+    let kept = Method::WeightNorm
+        .selector(0)
+        .select(&ctx, 1, &mut |_, _| {})
+        .unwrap()
+        .kept;
+    assert_eq!(kept, vec![2]);
+    // Sensitivities ‖B_c W_c‖: channel 0: 4·sqrt(4)·0.01... = sqrt(64·0.0001) = 0.08,
+    // channel 1: sqrt(7 · 2) = sqrt(14), channel 2: 0.
+    let s = subprune::prune::select::layer_sampling::sensitivities(&ctx);
+    assert!((s[0] - 0.08).abs() < 1e-12, "{s:?}");
+    assert!((s[1] - 14f64.sqrt()).abs() < 1e-12, "{s:?}");
+    assert_eq!(s[2], 0.0);
+    // Two channels with positive sensitivity: keep 2 takes exactly those; the importance weight
+    // n_c / (draws · p_c) has mean 1 over seeds for the dominant channel.
+    let mut mean = 0.0;
+    for seed in 0..50 {
+        let sel = Method::LayerSampling
+            .selector(seed)
+            .select(&ctx, 2, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(sel.kept, vec![0, 1]);
+        mean += sel.row_scale.unwrap()[1] / 50.0;
+    }
+    assert!((mean - 1.0).abs() < 0.05, "mean importance weight {mean}");
+    // Keep 3: the dead channel fills the set with weight 1.
+    let sel = Method::LayerSampling
+        .selector(1)
+        .select(&ctx, 3, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(sel.kept, vec![0, 1, 2]);
+    assert_eq!(sel.row_scale.unwrap()[2], 1.0);
+}
+
+#[test]
+fn layerwise_greedy_equals_the_layer_variant_pipeline() {
+    let (m, ls) = stats();
+    let backend = CpuBackend::new();
+    let options = PruneOptions {
+        variant: Variant::Layer,
+        keep_fraction: 0.3,
+        ..Default::default()
+    };
+    let pruned = prune(m, &calib(64), &options, &mut |_| {}).unwrap();
+    let keeps: Vec<usize> = pruned
+        .report
+        .layers
+        .iter()
+        .map(|l| l.channels_after)
+        .collect();
+    let (g, sel) = ls
+        .prune(&m.graph, &Greedy::default(), &keeps, &options, &backend)
+        .unwrap();
+    for (l, (s, err)) in pruned.report.layers.iter().zip(&sel) {
+        assert_eq!(l.kept, s.kept, "{}", l.name);
+        assert!((l.relative_error - err).abs() <= 1e-9, "{}", l.name);
+    }
+    assert_eq!(g.parameter_count(), pruned.report.parameters_after);
+}
+
+#[test]
+fn cost_model_equals_the_pruned_graph_and_uniform_budget_is_within_one_channel_per_layer() {
+    let (m, ls) = stats();
+    let backend = CpuBackend::new();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let flops = CostModel::flops(&m.graph, &layers);
+    assert_eq!(params.full as usize, m.graph.parameter_count());
+    for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+        let a =
+            budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None).unwrap();
+        let target = m.graph.parameter_count() as f64 / r;
+        assert!(a.cost <= target, "{r}: {} > {target}", a.cost);
+        let plus_one: Vec<usize> = a
+            .keeps
+            .iter()
+            .zip(&params.channels)
+            .map(|(&k, &d)| (k + 1).min(d))
+            .collect();
+        assert!(
+            params.cost(&plus_one) > target,
+            "{r}: one more channel per layer still fits"
+        );
+        // The pruned graph has exactly the predicted parameters and FLOPs.
+        let (g, _) = ls
+            .prune(
+                &m.graph,
+                &*Method::WeightNorm.selector(0),
+                &a.keeps,
+                &PruneOptions::default(),
+                &backend,
+            )
+            .unwrap();
+        assert_eq!(g.parameter_count() as f64, a.cost, "{r}");
+        let g_flops: u64 = g.nodes.iter().map(|n| 2 * g.macs_per_image(n)).sum();
+        assert_eq!(g_flops as f64, flops.cost(&a.keeps), "{r}");
+    }
+    // FLOPs target.
+    let f = flops.full / 5.0;
+    let a = budget::allocate(&flops, Target::Flops(f), Allocation::Uniform, None).unwrap();
+    assert!(a.cost <= f);
+}
+
+#[test]
+fn error_allocation_meets_the_budget_and_beats_uniform_on_the_same_curves() {
+    let (m, _) = stats();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let curves = greedy_curves();
+    // The greedy curves, and synthetic non-increasing curves of other shapes.
+    let mut rng = subprune::rng::Rng::new(5);
+    let mut all = vec![curves.clone()];
+    for _ in 0..4 {
+        all.push(
+            params
+                .channels
+                .iter()
+                .map(|&d| {
+                    let mut e = 1.0;
+                    (0..d)
+                        .map(|_| {
+                            e *= 1.0 - 0.2 * rng.uniform();
+                            e
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    for c in &all {
+        for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+            let budget_cost = params.full / r;
+            let e = budget::allocate(&params, Target::Compression(r), Allocation::Error, Some(c))
+                .unwrap();
+            let u = budget::allocate(
+                &params,
+                Target::Compression(r),
+                Allocation::Uniform,
+                Some(c),
+            )
+            .unwrap();
+            assert!(e.cost <= budget_cost, "{r}: {} > {budget_cost}", e.cost);
+            assert!(
+                e.summed_error.unwrap() <= u.summed_error.unwrap() + 1e-12,
+                "{r}: error {} > uniform {}",
+                e.summed_error.unwrap(),
+                u.summed_error.unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let err = "magic".parse::<Method>().unwrap_err().to_string();
+    assert!(
+        err.contains("magic") && err.contains("weight-norm"),
+        "{err}"
+    );
+    let err = "accuracy".parse::<Allocation>().unwrap_err().to_string();
+    assert!(err.contains("not implemented"), "{err}");
+    assert!("nope".parse::<Allocation>().is_err());
+    let (m, _) = stats();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
+        let err = budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compression"), "{err}");
+    }
+    // fc2 (the classifier) is not prunable: 10000× cannot be reached.
+    let err = budget::allocate(
+        &params,
+        Target::Compression(10000.0),
+        Allocation::Uniform,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unreachable"), "{err}");
+    let err = budget::allocate(&params, Target::Compression(4.0), Allocation::Error, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("error curves"), "{err}");
+}
+
+fn test_set(n: usize) -> (U8Images, Vec<i64>) {
+    let (shape, data) = match npy::read_any(fixture("mnist_test_u8.npy")).unwrap() {
+        npy::NpyArray::U8 { shape, data } => (shape, data),
+        _ => panic!("the MNIST test set is uint8"),
+    };
+    let per: usize = shape[1..].iter().product();
+    let mut s = shape.clone();
+    s[0] = n;
+    let images = U8Images::new(s, data[..n * per].to_vec(), &[0.1307], &[0.3081]).unwrap();
+    let labels = npy::read_i64(fixture("mnist_test_labels.npy")).unwrap().1[..n].to_vec();
+    (images, labels)
+}
+
+#[test]
+fn compare_writes_a_parseable_csv_and_an_svg() {
+    let m = model();
+    let (test, labels) = test_set(200);
+    let (backend, factory) = cpu_engines();
+    let options = CompareOptions {
+        methods: vec![Method::WeightNorm, Method::Random],
+        asym: false,
+        compressions: vec![2.0, 8.0],
+        seeds: 2,
+        ..Default::default()
+    };
+    let result = compare(
+        &m,
+        &calib(32),
+        &test,
+        &labels,
+        &options,
+        &backend,
+        &factory,
+        &mut |_| {},
+    )
+    .unwrap();
+    // (weight-norm + 2 random seeds) × 2 compressions × 2 reweightings.
+    assert_eq!(result.rows.len(), 12);
+    let csv = to_csv(&result.rows);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), 10);
+    let top1 = header.iter().position(|h| *h == "top1").unwrap();
+    let comp = header.iter().position(|h| *h == "compression").unwrap();
+    let mut n = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), header.len(), "{line}");
+        let t: f64 = f[top1].parse().unwrap();
+        assert!((0.0..=1.0).contains(&t));
+        let c: f64 = f[comp].parse().unwrap();
+        assert!(c >= 1.9, "{line}");
+        n += 1;
+    }
+    assert_eq!(n, 12);
+    // Reproducible: the unpruned accuracy is what evaluate gives on the same 200 images.
+    assert!(result.baseline_top1 > 0.95);
+    let svg = to_svg(&result, "mnist <test>");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("mnist &lt;test&gt;"));
+    // One line per method × reweighting.
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert_eq!(svg.matches('<').count(), svg.matches('>').count());
+    // Bad options are refused before any work.
+    for bad in [
+        CompareOptions {
+            compressions: vec![1.0],
+            ..options.clone()
+        },
+        CompareOptions {
+            seeds: 0,
+            ..options.clone()
+        },
+        CompareOptions {
+            methods: vec![],
+            asym: false,
+            ..options.clone()
+        },
+    ] {
+        assert!(compare(
+            &m,
+            &calib(8),
+            &test,
+            &labels,
+            &bad,
+            &backend,
+            &factory,
+            &mut |_| {}
+        )
+        .is_err());
+    }
+}
+
+#[test]
+fn cli_rejects_unknown_method_and_bad_compression() {
+    let dir = common::temp_dir("select-cli");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_subprune"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let m = fixture("mnist_cnn.onnx");
+    let c = fixture("mnist_calib_512.npy");
+    let o = dir.join("o.onnx");
+    let (m, c, o) = (
+        m.to_str().unwrap(),
+        c.to_str().unwrap(),
+        o.to_str().unwrap(),
+    );
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--method", "magic"]);
+    assert!(err.contains("method 'magic'"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--compression", "1"]);
+    assert!(err.contains("--compression 1"), "{err}");
+    let err = run(&[
+        "prune",
+        m,
+        "--calib",
+        c,
+        "--out",
+        o,
+        "--compression",
+        "4",
+        "--budget",
+        "accuracy",
+    ]);
+    assert!(err.contains("not implemented"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
+    assert!(err.contains("--budget splits"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
+    assert!(err.contains("--target-flops"), "{err}");
+    let t = fixture("mnist_test_u8.npy");
+    let l = fixture("mnist_test_labels.npy");
+    let (t, l) = (t.to_str().unwrap(), l.to_str().unwrap());
+    let prefix = dir.join("cmp");
+    let p = prefix.to_str().unwrap();
+    let err = run(&[
+        "compare",
+        m,
+        "--calib",
+        c,
+        "--data",
+        t,
+        "--labels",
+        l,
+        "--out",
+        p,
+        "--compressions",
+        "2,0.5",
+    ]);
+    assert!(err.contains("0.5"), "{err}");
+    let err = run(&[
+        "compare",
+        m,
+        "--calib",
+        c,
+        "--data",
+        t,
+        "--labels",
+        l,
+        "--out",
+        p,
+        "--methods",
+        "greedy,bogus",
+    ]);
+    assert!(err.contains("bogus"), "{err}");
+    assert!(!dir.join("o.onnx").exists() && !dir.join("cmp.csv").exists());
+}
