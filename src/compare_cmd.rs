@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
+use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -62,24 +63,6 @@ pub struct CompareArgs {
     /// Output prefix: writes PREFIX.csv and PREFIX.svg.
     #[arg(long, default_value = "compare")]
     out: PathBuf,
-}
-
-/// A subset of the first `n` images of a source.
-struct FirstN<'a> {
-    inner: &'a dyn subprune::exec::run::ImageSource,
-    n: usize,
-}
-
-impl subprune::exec::run::ImageSource for FirstN<'_> {
-    fn len(&self) -> usize {
-        self.n
-    }
-    fn image_shape(&self) -> &[usize] {
-        self.inner.image_shape()
-    }
-    fn fill(&self, first: usize, out: &mut [f32]) -> subprune::Result<()> {
-        self.inner.fill(first, out)
-    }
 }
 
 pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
@@ -141,9 +124,9 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         .transpose()?;
     let model = subprune::onnx::load(&args.model)?;
     let calib_all = crate::load_images(&args.calib, mean.clone(), std.clone(), false)?;
-    let calib = FirstN {
-        inner: calib_all.as_ref(),
-        n: match args.calib_images {
+    let calib = subprune::exec::run::FirstImages::new(
+        calib_all.as_ref(),
+        match args.calib_images {
             Some(0) => bail!("--calib-images must be ≥ 1"),
             Some(n) if n > calib_all.len() => bail!(
                 "--calib-images {n}: {} holds only {} images",
@@ -153,7 +136,7 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             Some(n) => n,
             None => calib_all.len(),
         },
-    };
+    );
     let test = crate::load_images(&args.data, mean, std, true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
     let (_, factory) = cpu_engines();
@@ -200,7 +183,7 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         args.model
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().to_string()),
-        calib.n
+        calib.len()
     );
     subprune::npy::write_atomic(&svg, to_svg(&result, &title).as_bytes())?;
     let mut o = std::io::stdout().lock();
@@ -209,7 +192,7 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         args.model.display(),
         result.parameters,
         result.baseline_top1,
-        calib.n,
+        calib.len(),
         result.stats_seconds,
         result.greedy_seconds,
         start.elapsed().as_secs_f64()

@@ -165,24 +165,6 @@ struct EvalArgs {
     json: bool,
 }
 
-/// The first `len` images of another source.
-struct FirstImages<'a> {
-    source: &'a dyn subprune::exec::run::ImageSource,
-    len: usize,
-}
-
-impl subprune::exec::run::ImageSource for FirstImages<'_> {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn image_shape(&self) -> &[usize] {
-        self.source.image_shape()
-    }
-    fn fill(&self, first: usize, out: &mut [f32]) -> subprune::Result<()> {
-        self.source.fill(first, out)
-    }
-}
-
 #[derive(Args)]
 struct BenchArgs {
     /// Layers to run (resnet56, vgg11, resnet50); all by default.
@@ -499,10 +481,7 @@ fn eval(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     let source: &dyn ImageSource = match args.limit {
         Some(n) if n < source.len() => {
             labels.truncate(n);
-            limited = FirstImages {
-                source: source.as_ref(),
-                len: n,
-            };
+            limited = subprune::exec::run::FirstImages::new(source.as_ref(), n);
             &limited
         }
         _ => source.as_ref(),

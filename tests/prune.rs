@@ -4,19 +4,19 @@
 //! one layer used, fed to `subprune::select`, give the same keep set; bad input is refused.
 
 mod common;
+#[path = "common/onnx.rs"]
+mod onnx_common;
 
 use std::path::{Path, PathBuf};
 
 use common::temp_dir;
+use onnx_common::tract_logits;
 use subprune::exec::run::F32Images;
 use subprune::exec::{CpuExecutor, Executor};
 use subprune::prune::{prune, PruneOptions, Pruned, Variant};
 use subprune::tensor::{Tensor, TensorView};
 use subprune::{npy, select, Budget, CpuBackend, SelectOptions};
-use tract_onnx::prelude::{
-    tvec, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
-    Tensor as TractTensor,
-};
+use tract_onnx::prelude::Framework;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,29 +31,6 @@ fn images(file: &str, first: usize, n: usize) -> Tensor {
     let mut shape = t.shape.clone();
     shape[0] = n;
     Tensor::new(shape, t.data[first * per..(first + n) * per].to_vec()).unwrap()
-}
-
-fn tract_logits(path: &Path, images: &Tensor) -> Vec<f32> {
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .unwrap()
-        .with_input_fact(
-            0,
-            InferenceFact::dt_shape(DatumType::F32, images.shape.clone()),
-        )
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = TractTensor::from_shape(&images.shape, &images.data).unwrap();
-    let out = model.run(tvec!(input.into_tvalue())).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
 }
 
 /// Float parameters of an ONNX file as tract's protobuf reader sees them: float initializers and

@@ -178,3 +178,31 @@ pub fn forward_batches(
     }
     Ok(())
 }
+
+/// The first `len` images of another source (`subprune eval --limit`, `compare --calib-images`).
+pub struct FirstImages<'a> {
+    source: &'a dyn ImageSource,
+    len: usize,
+}
+
+impl<'a> FirstImages<'a> {
+    /// The first `len` images of `source` (all of them when it holds fewer).
+    pub fn new(source: &'a dyn ImageSource, len: usize) -> Self {
+        Self {
+            source,
+            len: len.min(source.len()),
+        }
+    }
+}
+
+impl ImageSource for FirstImages<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn image_shape(&self) -> &[usize] {
+        self.source.image_shape()
+    }
+    fn fill(&self, first: usize, out: &mut [f32]) -> Result<()> {
+        self.source.fill(first, out)
+    }
+}
