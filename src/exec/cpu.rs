@@ -391,15 +391,8 @@ impl Executor for CpuExecutor {
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>> {
         let g = &self.plan.graph;
-        let expected = self.plan.input_shape();
+        self.plan.check_batch(&input)?;
         let n = input.shape.first().copied().unwrap_or(0);
-        let want = expected.at(n);
-        if input.shape != want.as_slice() {
-            return Err(Error::Shape(format!(
-                "model input '{}' is {expected} (N images), got a batch of shape {:?}",
-                g.values[self.plan.input].name, input.shape
-            )));
-        }
         let taps: HashSet<ValueId> = taps.iter().copied().collect();
         let mut vals = Values {
             plan: &self.plan,

@@ -108,6 +108,19 @@ impl Plan {
         &self.graph.values[self.input].shape
     }
 
+    /// Checks that `input` is a batch of the graph input's shape (any number of images).
+    pub fn check_batch(&self, input: &crate::tensor::TensorView<'_>) -> Result<()> {
+        let expected = self.input_shape();
+        let n = input.shape.first().copied().unwrap_or(0);
+        if input.shape != expected.at(n).as_slice() {
+            return Err(crate::error::Error::Shape(format!(
+                "model input '{}' is {expected} (N images), got a batch of shape {:?}",
+                self.graph.values[self.input].name, input.shape
+            )));
+        }
+        Ok(())
+    }
+
     /// The value id of input `index` of the node named `node` (what a tap on that node's input
     /// asks for), or an error naming what is missing.
     pub fn node_input(&self, node: &str, index: usize) -> Result<ValueId> {

@@ -632,15 +632,7 @@ impl Executor for GpuExecutor {
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>> {
         let g = &self.plan.graph;
-        let expected = self.plan.input_shape();
-        let n = input.shape.first().copied().unwrap_or(0);
-        let want = expected.at(n);
-        if input.shape != want.as_slice() {
-            return Err(Error::Shape(format!(
-                "model input '{}' is {expected} (N images), got a batch of shape {:?}",
-                g.values[self.plan.input].name, input.shape
-            )));
-        }
+        self.plan.check_batch(&input)?;
         // A tap on a value folded into a GEMM epilogue is served by the fused output, which is
         // the same tensor only when nothing was folded after it: refuse the other cases.
         let taps: HashSet<ValueId> = taps.iter().copied().collect();
