@@ -8,11 +8,7 @@
 //! the unfolded entries (image × output position × kernel offset), padding zeros included, which
 //! is the input the consumer actually reads. Several consumers: the sum of their means.
 
-use super::{check_keep, top_k, LayerContext, Selection, Selector};
-use crate::error::Result;
-
-/// Largest mean squared activation.
-pub struct ActNorm;
+use super::LayerContext;
 
 /// `Σ_consumers (Σ_{columns i of channel c} G[i,i]) / (rows · ks)` for every channel.
 pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
@@ -26,20 +22,4 @@ pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
         }
     }
     scores
-}
-
-impl Selector for ActNorm {
-    fn name(&self) -> String {
-        "act-norm".into()
-    }
-
-    fn select(
-        &self,
-        layer: &LayerContext<'_>,
-        keep: usize,
-        _progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Selection> {
-        check_keep(layer, keep)?;
-        Ok(Selection::plain(top_k(&scores(layer), keep)?))
-    }
 }

@@ -88,6 +88,31 @@ pub trait Selector: Send + Sync {
     ) -> Result<Selection>;
 }
 
+/// A data-free or statistics-only ranking: keeps the `keep` channels with the largest score
+/// (`top_k`'s tie rule). WeightNorm and ActNorm are this with their score functions.
+pub struct TopScore {
+    /// The method's name as on the command line.
+    pub name: &'static str,
+    /// One score per channel.
+    pub scores: fn(&LayerContext<'_>) -> Vec<f64>,
+}
+
+impl Selector for TopScore {
+    fn name(&self) -> String {
+        self.name.into()
+    }
+
+    fn select(
+        &self,
+        layer: &LayerContext<'_>,
+        keep: usize,
+        _progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Selection> {
+        check_keep(layer, keep)?;
+        Ok(Selection::plain(top_k(&(self.scores)(layer), keep)?))
+    }
+}
+
 /// The methods, as named on the command line (`--method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -136,8 +161,14 @@ impl Method {
         match self {
             Method::Greedy => Box::new(greedy::Greedy::default()),
             Method::Random => Box::new(random::Random { seed }),
-            Method::WeightNorm => Box::new(weight_norm::WeightNorm),
-            Method::ActNorm => Box::new(act_norm::ActNorm),
+            Method::WeightNorm => Box::new(TopScore {
+                name: "weight-norm",
+                scores: weight_norm::scores,
+            }),
+            Method::ActNorm => Box::new(TopScore {
+                name: "act-norm",
+                scores: act_norm::scores,
+            }),
             Method::LayerSampling => Box::new(layer_sampling::LayerSampling { seed }),
         }
     }

@@ -2,11 +2,7 @@
 //! the consumer weight `W` (`D × m`) in the channel's column group, summed over its consumers —
 //! have the largest l1 norm. Data-free.
 
-use super::{check_keep, top_k, LayerContext, Selection, Selector};
-use crate::error::Result;
-
-/// Largest l1 norm of the consumer weight rows.
-pub struct WeightNorm;
+use super::LayerContext;
 
 /// `Σ_consumers Σ_{rows r of channel c} Σ_j |W[r, j]|` for every channel.
 pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
@@ -18,20 +14,4 @@ pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
         }
     }
     scores
-}
-
-impl Selector for WeightNorm {
-    fn name(&self) -> String {
-        "weight-norm".into()
-    }
-
-    fn select(
-        &self,
-        layer: &LayerContext<'_>,
-        keep: usize,
-        _progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Selection> {
-        check_keep(layer, keep)?;
-        Ok(Selection::plain(top_k(&scores(layer), keep)?))
-    }
 }
