@@ -190,3 +190,57 @@ impl SgemmReference {
             .fold(f64::INFINITY, f64::min)
     }
 }
+
+/// One end-to-end pruning run of a whole network, timed.
+#[derive(Clone, Debug)]
+pub struct NetworkTiming {
+    /// Wall-clock seconds of the whole run (forward passes, statistics, greedy, reweighting,
+    /// IR edits).
+    pub seconds: f64,
+    /// The pipeline's own phase times.
+    pub phases: crate::prune::Phases,
+    /// Layers pruned.
+    pub layers: usize,
+    /// Parameters before and after.
+    pub parameters: (usize, usize),
+}
+
+/// Seeded standard-normal images of `shape` (per image), `(images, …shape)`: calibration data
+/// for a synthetic network, as a normalised image set looks to its first conv.
+pub fn random_images(
+    seed: u64,
+    images: usize,
+    shape: &[usize],
+) -> Result<crate::exec::run::F32Images> {
+    let per: usize = shape.iter().product();
+    let mut rng = Rng::new(seed);
+    let mut dims = vec![images];
+    dims.extend_from_slice(shape);
+    let tensor = Tensor::new(dims, rng.normal_vec(images * per))?;
+    crate::exec::run::F32Images::new("random images", tensor)
+}
+
+/// Prunes `model` end to end with `options` on `backend` and the executors `executor` builds,
+/// and reports the time.
+pub fn time_prune(
+    model: &crate::onnx::OnnxModel,
+    calib: &dyn crate::exec::run::ImageSource,
+    options: &crate::prune::PruneOptions,
+    backend: &dyn Backend,
+    executor: crate::prune::ExecutorFactory<'_>,
+    progress: &mut dyn FnMut(crate::prune::Event<'_>),
+) -> Result<NetworkTiming> {
+    let start = Instant::now();
+    let pruned = crate::prune::prune_with(model, calib, options, backend, executor, progress)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let report = &pruned.report;
+    Ok(NetworkTiming {
+        seconds,
+        phases: report.phases,
+        layers: report.layers.len(),
+        parameters: (
+            model.graph.parameter_count(),
+            pruned.model.graph.parameter_count(),
+        ),
+    })
+}

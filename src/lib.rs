@@ -40,6 +40,7 @@ pub mod plan;
 pub mod prune;
 pub mod rng;
 pub mod stats;
+pub mod synthetic;
 pub mod tensor;
 pub mod validate;
 
@@ -110,10 +111,10 @@ pub fn layer_stats_with_progress(
     if let Some(t) = &target {
         t.check_finite("target")?;
     }
-    let mut acc = backend.stats_accumulator(backend::StatsSpec {
-        unfolding,
-        with_target: target.is_some(),
-    })?;
+    let mut acc = backend.stats_accumulator(
+        backend::StatsSpec::new(unfolding, target.is_some())
+            .with_weight(&problem.weight, problem.outputs),
+    )?;
     let per_image = unfolding.image_len();
     let mut first = 0;
     while first < n {

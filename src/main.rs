@@ -179,6 +179,16 @@ struct BenchArgs {
     /// Also time the GPU statistics with every tile configuration the device allows.
     #[arg(long)]
     tiles: bool,
+    /// Prune a whole synthetic network end to end instead of timing single layers (`resnet50`:
+    /// ResNet-50's shape, seeded random weights, its 32 bottleneck convs pruned to half, `asym`).
+    #[arg(long)]
+    network: Option<String>,
+    /// Calibration images (seeded random) for --network.
+    #[arg(long, default_value_t = 64)]
+    images: usize,
+    /// Image side for --network.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
 }
 
 #[derive(Args)]
@@ -779,8 +789,105 @@ fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bench --network`: one end-to-end pruning run on the CPU (backend and executor), then on the
+/// GPU unless `--backend cpu`.
+fn bench_network(cli: &Cli, args: &BenchArgs, network: &str) -> anyhow::Result<()> {
+    use subprune::exec::{Executor, GpuExecutor};
+    use subprune::prune::{cpu_engines, Event, PruneOptions};
+    let model = match network {
+        "resnet50" => subprune::synthetic::resnet50(1, args.size, 1000)?,
+        other => bail!("unknown network {other:?} (known: resnet50)"),
+    };
+    if args.images == 0 {
+        bail!("--images must be ≥ 1");
+    }
+    let calib = subprune::bench::random_images(2, args.images, &[3, args.size, args.size])?;
+    let options = PruneOptions::default();
+    println!(
+        "synthetic {network}, {}×{} input, {} parameters; {} random calibration images; \
+         variant {:?}, keep {}, reweight {}",
+        args.size,
+        args.size,
+        model.graph.parameter_count(),
+        args.images,
+        options.variant,
+        options.keep_fraction,
+        options.reweight
+    );
+    let gpu = match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
+        BackendChoice::Auto => match cli.gpu() {
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("no GPU backend in this run: {e}");
+                None
+            }
+        },
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |e: Event<'_>| {
+        if let (
+            true,
+            Event::Layer {
+                index,
+                layers,
+                name,
+            },
+        ) = (tty, e)
+        {
+            eprint!("\rlayer {}/{layers}: {name}\x1b[K", index + 1);
+        }
+    };
+    let (cpu, cpu_factory) = cpu_engines();
+    let mut runs = vec![(
+        cpu.name(),
+        subprune::bench::time_prune(&model, &calib, &options, &cpu, &cpu_factory, &mut progress)?,
+    )];
+    if let Some(gpu) = &gpu {
+        let factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn Executor>> {
+            Ok(Box::new(GpuExecutor::new(g, gpu)?) as Box<dyn Executor>)
+        };
+        let t =
+            subprune::bench::time_prune(&model, &calib, &options, gpu, &factory, &mut progress)?;
+        runs.push((gpu.name(), t));
+    }
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "{:<48} {:>8} {:>14} {:>8} {:>9} {:>7} {:>12}",
+        "backend (statistics, greedy and forward passes)",
+        "total s",
+        "fwd + stats s",
+        "greedy s",
+        "reweight s",
+        "layers",
+        "cpu/this"
+    );
+    let cpu_seconds = runs[0].1.seconds;
+    for (name, t) in &runs {
+        println!(
+            "{:<48} {:>8.2} {:>14.2} {:>8.2} {:>9.2} {:>7} {:>11.2}x",
+            name,
+            t.seconds,
+            t.phases.forward_and_statistics,
+            t.phases.greedy,
+            t.phases.reweight,
+            t.layers,
+            cpu_seconds / t.seconds
+        );
+    }
+    let (before, after) = runs[0].1.parameters;
+    println!("parameters {before} → {after}");
+    Ok(())
+}
+
 fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     use subprune::bench::{self, LayerCase};
+    if let Some(network) = &args.network {
+        return bench_network(cli, args, network);
+    }
     let cases: Vec<LayerCase> = if args.cases.is_empty() {
         bench::CASES.to_vec()
     } else {

@@ -253,6 +253,85 @@ impl Unfolding {
         Ok(batch.shape[0])
     }
 
+    /// Writes columns `columns.start .. columns.end` of the unfolded rows `first .. first + rows`
+    /// of `images` (a batch, row-major `(n, C, H, W)`), transposed: `out` holds one unfolded
+    /// column after the other, each `rows` long (`out[(col - columns.start) · rows + r]`).
+    /// Padding positions are zeros.
+    ///
+    /// This is the layout the CPU statistics use for conv consumers: a column is one input plane
+    /// shifted by one kernel offset, so it is filled by contiguous copies of image rows (the
+    /// row-major layout of [`Self::unfold_rows`] gathers `D` values `H·W` apart for every row).
+    pub fn unfold_columns(
+        &self,
+        images: &[f32],
+        first: usize,
+        rows: usize,
+        columns: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        debug_assert_eq!(out.len(), columns.len() * rows);
+        let Consumer::Conv(g) = self.consumer else {
+            let d = self.layout().columns();
+            for (col, dst) in columns.zip(out.chunks_exact_mut(rows.max(1))) {
+                for (r, v) in dst.iter_mut().enumerate() {
+                    *v = images[(first + r) * d + col];
+                }
+            }
+            return;
+        };
+        let [oh, ow] = self.out_size;
+        let (h, w) = (self.height, self.width);
+        let [kh, kw] = g.kernel;
+        let positions = oh * ow;
+        for (col, dst) in columns.zip(out.chunks_exact_mut(rows.max(1))) {
+            let (c, i, j) = (col / (kh * kw), (col / kw) % kh, col % kw);
+            // Output columns ox with 0 ≤ ox·s + j·dil − pad < w, i.e. x inside the image.
+            let shift = (j * g.dilation[1]) as isize - g.padding[1] as isize;
+            let s = g.stride[1] as isize;
+            let lo = if shift >= 0 {
+                0
+            } else {
+                ((-shift + s - 1) / s) as usize
+            };
+            let hi = if (w as isize) <= shift {
+                0
+            } else {
+                (((w as isize - shift) + s - 1) / s) as usize
+            }
+            .min(ow);
+            let mut k = 0;
+            while k < rows {
+                let r = first + k;
+                let (img, pos) = (r / positions, r % positions);
+                let (oy, ox0) = (pos / ow, pos % ow);
+                let n = (ow - ox0).min(rows - k);
+                let seg = &mut dst[k..k + n];
+                let y = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.padding[0] as isize;
+                if y < 0 || y as usize >= h || lo >= hi {
+                    seg.fill(0.0);
+                } else {
+                    let row = &images[(img * self.channels + c) * h * w + y as usize * w..][..w];
+                    // Segment positions t ↔ ox = ox0 + t; inside for lo ≤ ox < hi.
+                    let a = lo.saturating_sub(ox0).min(n);
+                    let b = hi.saturating_sub(ox0).min(n);
+                    seg[..a].fill(0.0);
+                    seg[b.max(a)..].fill(0.0);
+                    if a < b {
+                        let x0 = ((ox0 + a) as isize * s + shift) as usize;
+                        if s == 1 {
+                            seg[a..b].copy_from_slice(&row[x0..x0 + (b - a)]);
+                        } else {
+                            for (t, v) in seg[a..b].iter_mut().enumerate() {
+                                *v = row[x0 + t * s as usize];
+                            }
+                        }
+                    }
+                }
+                k += n;
+            }
+        }
+    }
+
     /// Writes unfolded rows `first .. first + out.len() / D` of `images` (a batch, row-major
     /// `(n, C, H, W)`) into `out` (row-major, `D` columns). Padding positions are zeros.
     pub fn unfold_rows(&self, images: &[f32], first: usize, out: &mut [f32]) {

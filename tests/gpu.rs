@@ -68,10 +68,7 @@ fn accumulate(
     batch: usize,
 ) -> RawGrams {
     let mut acc = backend
-        .stats_accumulator(StatsSpec {
-            unfolding,
-            with_target: target.is_some(),
-        })
+        .stats_accumulator(StatsSpec::new(unfolding, target.is_some()))
         .unwrap();
     let n = inputs.shape[0];
     let per_image: usize = inputs.shape[1..].iter().product();
@@ -333,10 +330,7 @@ fn half_inputs_refuse_values_beyond_f16() {
     let backend = gpu().clone().with_f16_inputs(true);
     let unfolding = Unfolding::new(Consumer::Linear, &[3]).unwrap();
     let mut acc = backend
-        .stats_accumulator(StatsSpec {
-            unfolding,
-            with_target: false,
-        })
+        .stats_accumulator(StatsSpec::new(unfolding, false))
         .unwrap();
     let data = [1.0, 2.0, 3.0, 4.0, 1e6, 6.0];
     let err = acc

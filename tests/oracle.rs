@@ -577,10 +577,7 @@ fn several_batches_give_the_same_statistics_as_one() {
     let inst = conv_instance("conv", 14, [13, 4, 7, 9], 3, [3, 3], conv, Some(0.5));
     let problem = LayerProblem::new(&inst.inputs.shape, inst.weight.view(), inst.conv).unwrap();
     let backend = CpuBackend::new();
-    let spec = subprune::backend::StatsSpec {
-        unfolding: problem.unfolding,
-        with_target: true,
-    };
+    let spec = subprune::backend::StatsSpec::new(problem.unfolding, true);
     let target = inst.target.as_ref().unwrap();
     let mut whole = backend.stats_accumulator(spec).unwrap();
     whole
@@ -639,6 +636,91 @@ fn several_batches_give_the_same_statistics_as_one() {
         for (p, q) in got.iter().zip(&want.data) {
             assert!((p - q).abs() <= 1e-5 * scale, "{p} vs oracle {q}");
         }
+    }
+}
+
+/// With the consumer weight known up front, the CPU backend accumulates `C0 = Bᵀ(A·W)` and
+/// `‖AW‖²` directly (the unfolded columns laid out one after the other, not row by row): on
+/// strided, dilated, padded and kernel-wider-than-stride convs, fed in uneven batches, both equal
+/// the oracle's f64 values, and `BᵀB` equals the Gram-form run's.
+#[test]
+fn projected_target_statistics_match_the_oracle() {
+    let cases = [
+        ([1, 2], [2, 1], [1, 1], [3, 3], [9, 5, 7, 9], 3),
+        ([2, 2], [1, 1], [1, 1], [3, 3], [7, 6, 11, 8], 4),
+        ([1, 1], [2, 3], [2, 2], [3, 3], [6, 4, 9, 10], 2),
+        ([3, 1], [0, 2], [1, 3], [2, 3], [5, 3, 10, 7], 5),
+    ];
+    for (seed, (stride, padding, dilation, kernel, input, m)) in cases.into_iter().enumerate() {
+        let conv = conv_options(stride, padding, dilation);
+        let inst = conv_instance("conv", 40 + seed as u64, input, m, kernel, conv, Some(0.5));
+        let problem = LayerProblem::new(&inst.inputs.shape, inst.weight.view(), inst.conv).unwrap();
+        let d = problem.unfolding.layout().columns();
+        assert!(4 * m < 3 * d, "the case must take the projected path");
+        let backend = CpuBackend::new();
+        let target = inst.target.as_ref().unwrap();
+        let run = |spec: subprune::backend::StatsSpec<'_>| {
+            let mut acc = backend.stats_accumulator(spec).unwrap();
+            let per_image = inst.inputs.data.len() / inst.inputs.shape[0];
+            let mut first = 0;
+            while first < inst.inputs.shape[0] {
+                let count = (first % 3 + 1).min(inst.inputs.shape[0] - first);
+                let mut shape = inst.inputs.shape.clone();
+                shape[0] = count;
+                let range = first * per_image..(first + count) * per_image;
+                let b =
+                    subprune::TensorView::new(&shape, &inst.inputs.data[range.clone()]).unwrap();
+                let a = subprune::TensorView::new(&shape, &target.data[range]).unwrap();
+                acc.add_batch(b, Some(a)).unwrap();
+                first += count;
+            }
+            acc.finish_with_weight(&problem.weight, problem.outputs)
+                .unwrap()
+        };
+        let spec = subprune::backend::StatsSpec::new(problem.unfolding, true);
+        let projected = run(spec.with_weight(&problem.weight, problem.outputs));
+        let gram_form = run(spec);
+        assert!(projected.cross.is_none() && projected.target_gram.is_none());
+        let b = &inst.oracle.b;
+        let want_c0 = b.t_matmul(&inst.oracle.target_out);
+        let c0 = projected.c0.as_ref().expect("C0 accumulated directly");
+        let scale = want_c0.data.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+        for (p, q) in c0.iter().zip(&want_c0.data) {
+            assert!(
+                (p - q).abs() <= 1e-5 * scale,
+                "case {seed}: C0 {p} vs oracle {q}"
+            );
+        }
+        let total = projected.total.expect("‖AW‖² accumulated directly");
+        assert!(
+            (total - inst.oracle.total).abs() <= 1e-5 * inst.oracle.total,
+            "case {seed}: ‖AW‖² {total} vs oracle {}",
+            inst.oracle.total
+        );
+        let want_gram = b.t_matmul(b);
+        let scale = want_gram.data.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+        for ((p, q), r) in projected
+            .gram
+            .iter()
+            .zip(&gram_form.gram)
+            .zip(&want_gram.data)
+        {
+            assert!((p - q).abs() <= 1e-6 * scale, "case {seed}: BᵀB {p} vs {q}");
+            assert!(
+                (p - r).abs() <= 1e-5 * scale,
+                "case {seed}: BᵀB {p} vs oracle {r}"
+            );
+        }
+        // A weight of another shape than the one the sums were projected on is refused.
+        let mut acc = backend
+            .stats_accumulator(spec.with_weight(&problem.weight, problem.outputs))
+            .unwrap();
+        acc.add_batch(inst.inputs.view(), Some(target.view()))
+            .unwrap();
+        let err = acc
+            .finish_with_weight(&problem.weight[..d * (m - 1)], m - 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("projected"), "{err}");
     }
 }
 

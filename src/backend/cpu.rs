@@ -1,30 +1,21 @@
 //! The CPU backend: multi-threaded (rayon), blocked f32 GEMM kernels (the `gemm` crate) for the
 //! statistics, f64 for the greedy state. It is the baseline every GPU figure is compared with.
 //!
-//! Statistics: rows of the unfolded input are produced a chunk at a time (a copy for dense
-//! consumers is avoided altogether; a conv consumer's patches are unfolded into a fixed scratch of
-//! `CHUNK_ROWS × D`), so memory never grows with the number of images. `BᵀB` is symmetric: only
-//! the upper tiles are computed (a SYRK), in parallel over tile pairs. Partial sums are kept in
-//! f32 over at most `FLUSH_ROWS` rows, then added into f64.
+//! Statistics: [`stats`] (unfolding a chunk at a time, SYRK/GEMM in f32, totals in f64).
 //!
 //! Greedy: `E` is kept in f64, upper triangle only; each step is one rank-`ks` downdate of the
 //! rows of the channels still in play, parallel over rows.
 
 use rayon::prelude::*;
 
-use super::{
-    check_stats_batch, Backend, GreedySpec, GreedyState, StatsAccumulator, StatsPhases, StatsSpec,
-};
+use super::{Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_dropping, factor_block, forward_solve};
-use crate::stats::{ChannelLayout, RawGrams, Unfolding};
-use crate::tensor::TensorView;
+use crate::stats::ChannelLayout;
 
-/// Unfolded rows per GEMM call (and per conv-patch scratch fill).
-const CHUNK_ROWS: usize = 2048;
-/// Rows summed in f32 before the partial sums are added into the f64 accumulator.
-const FLUSH_ROWS: usize = 8192;
-/// Column tile of the blocked SYRK.
+mod stats;
+
+/// Tile of the blocked downdates of the greedy's Schur complement.
 const SYRK_TILE: usize = 256;
 
 /// The `gemm` crate's parallelism on rayon's global pool.
@@ -51,173 +42,13 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn stats_accumulator(&self, spec: StatsSpec) -> Result<Box<dyn StatsAccumulator + '_>> {
-        Ok(Box::new(CpuStats::new(spec)))
+    fn stats_accumulator(&self, spec: StatsSpec<'_>) -> Result<Box<dyn StatsAccumulator + '_>> {
+        Ok(Box::new(stats::CpuStats::new(spec)?))
     }
 
     fn greedy_state(&self, spec: GreedySpec<'_>) -> Result<Box<dyn GreedyState + '_>> {
         Ok(Box::new(CpuGreedy::new(spec)?))
     }
-}
-
-/// One Gram sum `Lᵀ R` being accumulated: f32 partial sums, f64 total.
-struct GramSum {
-    symmetric: bool,
-    partial: Vec<f32>,
-    total: Vec<f64>,
-}
-
-impl GramSum {
-    fn new(d: usize, symmetric: bool) -> Self {
-        Self {
-            symmetric,
-            partial: vec![0.0; d * d],
-            total: vec![0.0; d * d],
-        }
-    }
-
-    /// `partial (+)= leftᵀ right` for `rows` rows of `d` columns (row-major).
-    fn add(&mut self, left: &[f32], right: &[f32], rows: usize, d: usize, accumulate: bool) {
-        if self.symmetric {
-            syrk_upper(&mut self.partial, left, rows, d, accumulate);
-        } else {
-            gemm_tn(&mut self.partial, left, right, rows, d, accumulate);
-        }
-    }
-
-    /// Adds the f32 partial sums into the f64 total (for a symmetric sum, the upper triangle
-    /// only: the lower one is mirrored once, at the end).
-    fn flush(&mut self) {
-        let d = self.partial.len().isqrt();
-        let symmetric = self.symmetric;
-        self.total
-            .par_chunks_mut(d)
-            .zip(self.partial.par_chunks(d))
-            .enumerate()
-            .for_each(|(i, (t, p))| {
-                let from = if symmetric { i } else { 0 };
-                for (t, p) in t[from..].iter_mut().zip(&p[from..]) {
-                    *t += *p as f64;
-                }
-            });
-    }
-
-    fn into_total(mut self, d: usize) -> Vec<f64> {
-        if self.symmetric {
-            mirror_upper(&mut self.total, d);
-        }
-        self.total
-    }
-}
-
-/// Copies the upper triangle of the `d × d` row-major matrix onto the lower one, by tiles (a
-/// transposed copy row by row would stride through memory), in parallel over row bands.
-fn mirror_upper(a: &mut [f64], d: usize) {
-    const T: usize = 64;
-    assert_eq!(a.len(), d * d);
-    let base = SendPtr(a.as_mut_ptr());
-    (0..d.div_ceil(T)).into_par_iter().for_each(|band| {
-        let p = base;
-        let i0 = band * T;
-        let i1 = (i0 + T).min(d);
-        for j0 in (0..i1).step_by(T) {
-            for i in i0..i1 {
-                for j in j0..(j0 + T).min(i) {
-                    // SAFETY: in bounds (i, j < d); reads only strictly upper entries (j < i),
-                    // which nobody writes here; writes only strictly lower entries of rows
-                    // i0..i1, which belong to this band alone.
-                    unsafe { *p.0.add(i * d + j) = *p.0.add(j * d + i) };
-                }
-            }
-        }
-    });
-}
-
-/// `dst (+)= aᵀ b`, with `a`, `b` of `rows × d` and `dst` of `d × d`, all row-major.
-fn gemm_tn(dst: &mut [f32], a: &[f32], b: &[f32], rows: usize, d: usize, accumulate: bool) {
-    let d_i = d as isize;
-    // SAFETY: dst is d×d, a and b are rows×d, row-major; the strides below describe exactly that.
-    unsafe {
-        gemm::gemm(
-            d,
-            d,
-            rows,
-            dst.as_mut_ptr(),
-            1,
-            d_i,
-            accumulate,
-            a.as_ptr(),
-            d_i,
-            1,
-            b.as_ptr(),
-            1,
-            d_i,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
-    }
-}
-
-/// Upper tiles of `dst (+)= aᵀ a` (tiles on and above the diagonal; the strictly lower entries of
-/// diagonal tiles are computed too and ignored), in parallel over tile pairs.
-fn syrk_upper(dst: &mut [f32], a: &[f32], rows: usize, d: usize, accumulate: bool) {
-    let dst_ptr = SendPtr(dst.as_mut_ptr());
-    let d_i = d as isize;
-    for_each_upper_tile(d, syrk_tile(d), |i0, ni, j0, nj| {
-        let base = dst_ptr;
-        // SAFETY: each task writes only its own tile (i0.., j0..) of dst, which is d×d row-major;
-        // tiles of distinct pairs do not overlap; a is rows×d row-major.
-        unsafe {
-            gemm::gemm(
-                ni,
-                nj,
-                rows,
-                base.0.add(i0 * d + j0),
-                1,
-                d_i,
-                accumulate,
-                a.as_ptr().add(i0),
-                d_i,
-                1,
-                a.as_ptr().add(j0),
-                1,
-                d_i,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    });
-}
-
-/// Im2col of rows `first..` into `out`, in parallel over blocks of rows.
-fn unfold_parallel(unfolding: &Unfolding, images: &[f32], first: usize, out: &mut [f32]) {
-    let d = unfolding.layout().columns();
-    let block = 32;
-    out.par_chunks_mut(block * d)
-        .enumerate()
-        .for_each(|(i, rows)| unfolding.unfold_rows(images, first + i * block, rows));
-}
-
-/// Tile size of the blocked SYRK for `d` columns: `SYRK_TILE`, smaller when that would leave
-/// too few tile pairs to keep every thread busy.
-fn syrk_tile(d: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let mut tile = SYRK_TILE;
-    while tile > 48 && {
-        let t = d.div_ceil(tile);
-        t * (t + 1) / 2 < 4 * threads
-    } {
-        tile /= 2;
-    }
-    tile
 }
 
 /// Runs `f(i0, ni, j0, nj)` for every tile on or above the diagonal of an `n × n` matrix cut into
@@ -239,140 +70,6 @@ struct SendPtr<T>(*mut T);
 // SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
-
-struct CpuStats {
-    unfolding: Unfolding,
-    d: usize,
-    gram: GramSum,
-    cross: Option<GramSum>,
-    target_gram: Option<GramSum>,
-    rows: usize,
-    rows_in_partial: usize,
-    scratch_inputs: Vec<f32>,
-    scratch_target: Vec<f32>,
-    /// Seconds spent in `add_batch` (unfolding and the SYRK/GEMM kernels).
-    kernel_seconds: f64,
-}
-
-impl CpuStats {
-    fn new(spec: StatsSpec) -> Self {
-        let d = spec.unfolding.layout().columns();
-        let t = spec.with_target;
-        let scratch = if spec.unfolding.is_dense() {
-            0
-        } else {
-            CHUNK_ROWS * d
-        };
-        Self {
-            unfolding: spec.unfolding,
-            d,
-            gram: GramSum::new(d, true),
-            cross: t.then(|| GramSum::new(d, false)),
-            target_gram: t.then(|| GramSum::new(d, true)),
-            rows: 0,
-            rows_in_partial: 0,
-            scratch_inputs: vec![0.0; scratch],
-            scratch_target: vec![0.0; if t { scratch } else { 0 }],
-            kernel_seconds: 0.0,
-        }
-    }
-
-    fn sums(&mut self) -> impl Iterator<Item = &mut GramSum> {
-        std::iter::once(&mut self.gram)
-            .chain(self.cross.as_mut())
-            .chain(self.target_gram.as_mut())
-    }
-
-    fn flush(&mut self) {
-        if self.rows_in_partial > 0 {
-            self.sums().for_each(GramSum::flush);
-            self.rows_in_partial = 0;
-        }
-    }
-}
-
-impl StatsAccumulator for CpuStats {
-    fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()> {
-        let n = check_stats_batch(
-            &self.unfolding,
-            self.cross.is_some(),
-            &inputs,
-            target.as_ref(),
-        )?;
-        let start = std::time::Instant::now();
-        let d = self.d;
-        let total_rows = self.unfolding.total_rows(n)?;
-        let mut first = 0;
-        while first < total_rows {
-            let rows = CHUNK_ROWS.min(total_rows - first);
-            let accumulate = self.rows_in_partial > 0;
-            let (b, a): (&[f32], Option<&[f32]>) = if self.unfolding.is_dense() {
-                (
-                    &inputs.data[first * d..(first + rows) * d],
-                    target.map(|t| &t.data[first * d..(first + rows) * d]),
-                )
-            } else {
-                let len = rows * d;
-                unfold_parallel(
-                    &self.unfolding,
-                    inputs.data,
-                    first,
-                    &mut self.scratch_inputs[..len],
-                );
-                if let Some(t) = &target {
-                    unfold_parallel(
-                        &self.unfolding,
-                        t.data,
-                        first,
-                        &mut self.scratch_target[..len],
-                    );
-                }
-                (
-                    &self.scratch_inputs[..len],
-                    target.map(|_| &self.scratch_target[..len]),
-                )
-            };
-            self.gram.add(b, b, rows, d, accumulate);
-            if let (Some(cross), Some(a)) = (self.cross.as_mut(), a) {
-                cross.add(b, a, rows, d, accumulate);
-            }
-            if let (Some(tg), Some(a)) = (self.target_gram.as_mut(), a) {
-                tg.add(a, a, rows, d, accumulate);
-            }
-            self.rows_in_partial += rows;
-            self.rows += rows;
-            first += rows;
-            if self.rows_in_partial >= FLUSH_ROWS {
-                self.flush();
-            }
-        }
-        self.kernel_seconds += start.elapsed().as_secs_f64();
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<RawGrams> {
-        let start = std::time::Instant::now();
-        self.flush();
-        let d = self.d;
-        let kernel = self.kernel_seconds;
-        let gram = self.gram.into_total(d);
-        let cross = self.cross.map(|s| s.into_total(d));
-        let target_gram = self.target_gram.map(|s| s.into_total(d));
-        Ok(RawGrams {
-            gram,
-            cross,
-            target_gram,
-            rows: self.rows,
-            c0: None,
-            total: None,
-            phases: StatsPhases {
-                kernel,
-                host: start.elapsed().as_secs_f64(),
-                ..StatsPhases::default()
-            },
-        })
-    }
-}
 
 /// Columns of pending downdates gathered before they are applied to `E` with one GEMM.
 const PANEL_COLUMNS: usize = 128;

@@ -24,12 +24,47 @@ pub const DEFAULT_DEPENDENCE_TOL: f64 = 1e-6;
 
 /// What a backend needs to start accumulating statistics for one layer.
 #[derive(Clone, Copy, Debug)]
-pub struct StatsSpec {
+pub struct StatsSpec<'w> {
     /// The consumer's unfolding (shapes of one image, im2col geometry).
     pub unfolding: Unfolding,
     /// Whether batches come with a separate target `A` (asymmetric variant): then `BᵀA` and `AᵀA`
-    /// are accumulated too.
+    /// are accumulated too, or `C0` and `‖AW‖²` directly when `weight` is given.
     pub with_target: bool,
+    /// The consumer weight, when known before the first batch. With a target, a backend may then
+    /// accumulate `C0 = Bᵀ(A·W)` and `‖AW‖²` directly instead of the `D × D` sums `BᵀA` and `AᵀA`
+    /// (`2·D·m` instead of `1.5·D²` multiply-adds per unfolded row: a conv consumer has
+    /// `m = C_out` outputs against `D = C_in·k²` columns). The [`RawGrams`] then hold `c0` and
+    /// `total` and no `cross`/`target_gram`. It must be the weight later passed to
+    /// [`StatsAccumulator::finish_with_weight`].
+    pub weight: Option<ConsumerWeight<'w>>,
+}
+
+impl<'w> StatsSpec<'w> {
+    /// A spec without a known weight (the sums are kept in Gram form).
+    pub fn new(unfolding: Unfolding, with_target: bool) -> Self {
+        Self {
+            unfolding,
+            with_target,
+            weight: None,
+        }
+    }
+
+    /// The same spec with the consumer weight known up front.
+    pub fn with_weight(self, weight: &'w [f64], outputs: usize) -> Self {
+        Self {
+            weight: Some(ConsumerWeight { weight, outputs }),
+            ..self
+        }
+    }
+}
+
+/// A consumer weight `W`, `D × outputs` row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerWeight<'w> {
+    /// The entries, row-major.
+    pub weight: &'w [f64],
+    /// Columns `m` (the consumer's output channels).
+    pub outputs: usize,
 }
 
 /// Accumulates Gram sums batch by batch; memory does not grow with the number of images.
@@ -128,7 +163,7 @@ pub trait Backend {
     /// A human-readable name, e.g. `cpu (2 threads)` or the GPU adapter's name.
     fn name(&self) -> String;
     /// Starts accumulating statistics for one layer.
-    fn stats_accumulator(&self, spec: StatsSpec) -> Result<Box<dyn StatsAccumulator + '_>>;
+    fn stats_accumulator(&self, spec: StatsSpec<'_>) -> Result<Box<dyn StatsAccumulator + '_>>;
     /// Starts the greedy for one layer from its statistics.
     fn greedy_state(&self, spec: GreedySpec<'_>) -> Result<Box<dyn GreedyState + '_>>;
 }

@@ -77,10 +77,7 @@ pub fn layerwise_stats(
             let (problem, form) = consumer_problem(graph, c)?;
             layer_accs.push((
                 c.input,
-                backend.stats_accumulator(StatsSpec {
-                    unfolding: problem.unfolding,
-                    with_target: false,
-                })?,
+                backend.stats_accumulator(StatsSpec::new(problem.unfolding, false))?,
             ));
             problems.push((problem, form));
         }

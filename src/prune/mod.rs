@@ -632,10 +632,12 @@ mod pipeline {
             let mut taps = Vec::new();
             for c in &job.layer.consumers {
                 let (problem, form) = consumer_problem(&self.graph, c)?;
-                accs.push(self.backend.stats_accumulator(StatsSpec {
-                    unfolding: problem.unfolding,
-                    with_target,
-                })?);
+                accs.push(
+                    self.backend.stats_accumulator(
+                        StatsSpec::new(problem.unfolding, with_target)
+                            .with_weight(&problem.weight, problem.outputs),
+                    )?,
+                );
                 problems.push((problem, form));
                 taps.push(c.input);
             }

@@ -308,7 +308,7 @@ impl Backend for GpuBackend {
         format!("{} ({:?})", self.gpu.info.name, self.gpu.info.backend)
     }
 
-    fn stats_accumulator(&self, spec: StatsSpec) -> Result<Box<dyn StatsAccumulator + '_>> {
+    fn stats_accumulator(&self, spec: StatsSpec<'_>) -> Result<Box<dyn StatsAccumulator + '_>> {
         let stats = self.gpu.scoped("setting up the statistics", || {
             gram::GpuStats::new(
                 Arc::clone(&self.gpu),

@@ -1,0 +1,602 @@
+//! Statistics on the CPU: the Gram sums of the unfolded consumer input, batch by batch.
+//!
+//! Rows of the unfolded input are produced a chunk at a time, so memory never grows with the
+//! number of images: a dense consumer's rows are read in place; a conv consumer's patches are
+//! unfolded into a fixed scratch of `CHUNK_ROWS × D`, **column by column** (each unfolded column
+//! is one input plane shifted by a kernel offset: contiguous copies, where a row-major im2col
+//! gathers `D` values a plane apart for every row). The GEMM reads either layout through strides.
+//!
+//! `BᵀB` is symmetric: only the upper tiles are computed (a SYRK), in parallel over tile pairs.
+//! With a target `A` and the consumer weight `W` known up front, `C0 = Bᵀ(A·W)` and `‖AW‖²` are
+//! accumulated directly (`2·D·m` multiply-adds per row) instead of `BᵀA` and `AᵀA` (`1.5·D²`).
+//! Partial sums are kept in f32 over at most `FLUSH_ROWS` rows, then added into f64, so the
+//! error does not grow with the number of images.
+
+use rayon::prelude::*;
+
+use super::{for_each_upper_tile, parallelism, SendPtr};
+use crate::backend::{check_stats_batch, StatsAccumulator, StatsPhases, StatsSpec};
+use crate::error::{Error, Result};
+use crate::stats::{RawGrams, Unfolding};
+use crate::tensor::TensorView;
+
+/// Unfolded rows per GEMM call (and per conv-patch scratch fill).
+const CHUNK_ROWS: usize = 2048;
+/// Rows summed in f32 before the partial sums are added into the f64 accumulator.
+const FLUSH_ROWS: usize = 8192;
+/// Column tile of the blocked SYRK.
+const SYRK_TILE: usize = 256;
+/// Unfolded columns filled per parallel task.
+const UNFOLD_COLUMNS: usize = 8;
+
+/// A read-only f32 matrix with arbitrary strides: entry `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A row-major `rows × cols` matrix.
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// A `rows × cols` matrix stored column after column (`data[c·rows + r]`).
+    fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, 1, rows)
+    }
+
+    fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        let last = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        };
+        assert!(last <= data.len(), "strided view out of bounds");
+        Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// Columns `from .. from + count`.
+    fn columns(self, from: usize, count: usize) -> Self {
+        assert!(from + count <= self.cols);
+        if count == 0 || self.rows == 0 {
+            return Self { cols: 0, ..self };
+        }
+        Self::new(
+            &self.data[from * self.cs..],
+            self.rows,
+            count,
+            self.rs,
+            self.cs,
+        )
+    }
+
+    /// The transpose (no copy).
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// `dst[i·dst_rs + j] (+)= Σ_r a[r, i] · b[r, j]` for `i < a.cols`, `j < b.cols`.
+///
+/// # Safety
+/// `dst` must be valid for writes at `i·dst_rs + j` for those `i, j`, and no other thread may
+/// access those entries during the call.
+unsafe fn gemm_at_b_raw(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: Strided<'_>,
+    b: Strided<'_>,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    assert_eq!(a.rows, b.rows, "inner dimensions differ");
+    if a.cols == 0 || b.cols == 0 {
+        return;
+    }
+    // dst (a.cols × b.cols) = lhs · rhs with lhs = aᵀ (a.cols × rows) and rhs = b (rows × b.cols);
+    // the strides of a (checked in bounds by Strided::new) describe both.
+    // SAFETY: see the function's contract; the operands are in bounds.
+    unsafe {
+        gemm::gemm(
+            a.cols,
+            b.cols,
+            a.rows,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `dst (+)= aᵀ b`, `dst` row-major `a.cols × b.cols`.
+fn gemm_at_b(dst: &mut [f32], a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
+    assert_eq!(dst.len(), a.cols * b.cols);
+    // SAFETY: dst is exclusively borrowed and holds exactly a.cols × b.cols entries.
+    unsafe { gemm_at_b_raw(dst.as_mut_ptr(), b.cols, a, b, accumulate, parallelism()) }
+}
+
+/// Upper tiles of `dst (+)= aᵀ a` (`dst` row-major `a.cols × a.cols`; tiles on and above the
+/// diagonal; the strictly lower entries of diagonal tiles are computed too and ignored), in
+/// parallel over tile pairs.
+fn syrk_upper(dst: &mut [f32], a: Strided<'_>, accumulate: bool) {
+    let d = a.cols;
+    assert_eq!(dst.len(), d * d);
+    let base = SendPtr(dst.as_mut_ptr());
+    for_each_upper_tile(d, syrk_tile(d), |i0, ni, j0, nj| {
+        let p = base;
+        // SAFETY: each task writes only its own tile (rows i0.., columns j0..) of the d × d
+        // row-major dst; tiles of distinct pairs do not overlap.
+        unsafe {
+            gemm_at_b_raw(
+                p.0.add(i0 * d + j0),
+                d,
+                a.columns(i0, ni),
+                a.columns(j0, nj),
+                accumulate,
+                gemm::Parallelism::None,
+            )
+        }
+    });
+}
+
+/// Tile size of the blocked SYRK for `d` columns: `SYRK_TILE`, smaller when that would leave
+/// too few tile pairs to keep every thread busy.
+fn syrk_tile(d: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let mut tile = SYRK_TILE;
+    while tile > 48 && {
+        let t = d.div_ceil(tile);
+        t * (t + 1) / 2 < 4 * threads
+    } {
+        tile /= 2;
+    }
+    tile
+}
+
+/// Unfolds rows `first .. first + rows` of `images` column by column into `out` (`D × rows`),
+/// in parallel over blocks of columns.
+fn unfold_parallel(
+    unfolding: &Unfolding,
+    images: &[f32],
+    first: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    out.par_chunks_mut(UNFOLD_COLUMNS * rows)
+        .enumerate()
+        .for_each(|(block, cols)| {
+            let c0 = block * UNFOLD_COLUMNS;
+            unfolding.unfold_columns(images, first, rows, c0..c0 + cols.len() / rows, cols)
+        });
+}
+
+/// Copies the upper triangle of the `d × d` row-major matrix onto the lower one, by tiles (a
+/// transposed copy row by row would stride through memory), in parallel over row bands.
+fn mirror_upper(a: &mut [f64], d: usize) {
+    const T: usize = 64;
+    assert_eq!(a.len(), d * d);
+    let base = SendPtr(a.as_mut_ptr());
+    (0..d.div_ceil(T)).into_par_iter().for_each(|band| {
+        let p = base;
+        let i0 = band * T;
+        let i1 = (i0 + T).min(d);
+        for j0 in (0..i1).step_by(T) {
+            for i in i0..i1 {
+                for j in j0..(j0 + T).min(i) {
+                    // SAFETY: in bounds (i, j < d); reads only strictly upper entries (j < i),
+                    // which nobody writes here; writes only strictly lower entries of rows
+                    // i0..i1, which belong to this band alone.
+                    unsafe { *p.0.add(i * d + j) = *p.0.add(j * d + i) };
+                }
+            }
+        }
+    });
+}
+
+/// One sum `Lᵀ R` being accumulated: f32 partial sums, f64 total (`rows × cols`, row-major).
+struct Sum {
+    /// Symmetric (`LᵀL`): only the upper triangle is computed; mirrored at the end.
+    symmetric: bool,
+    cols: usize,
+    partial: Vec<f32>,
+    total: Vec<f64>,
+}
+
+impl Sum {
+    fn new(rows: usize, cols: usize, symmetric: bool) -> Self {
+        Self {
+            symmetric,
+            cols,
+            partial: vec![0.0; rows * cols],
+            total: vec![0.0; rows * cols],
+        }
+    }
+
+    /// `partial (+)= leftᵀ right` (for a symmetric sum, `right` is `left`).
+    fn add(&mut self, left: Strided<'_>, right: Strided<'_>, accumulate: bool) {
+        if self.symmetric {
+            syrk_upper(&mut self.partial, left, accumulate);
+        } else {
+            gemm_at_b(&mut self.partial, left, right, accumulate);
+        }
+    }
+
+    /// Adds the f32 partial sums into the f64 total (for a symmetric sum, the upper triangle
+    /// only: the lower one is mirrored once, at the end).
+    fn flush(&mut self) {
+        let cols = self.cols;
+        let symmetric = self.symmetric;
+        self.total
+            .par_chunks_mut(cols.max(1))
+            .zip(self.partial.par_chunks(cols.max(1)))
+            .enumerate()
+            .for_each(|(i, (t, p))| {
+                let from = if symmetric { i } else { 0 };
+                for (t, p) in t[from..].iter_mut().zip(&p[from..]) {
+                    *t += *p as f64;
+                }
+            });
+    }
+
+    fn into_total(mut self) -> Vec<f64> {
+        if self.symmetric {
+            mirror_upper(&mut self.total, self.cols);
+        }
+        self.total
+    }
+}
+
+/// How the target `A` enters the statistics.
+enum TargetSums {
+    /// No target (`A = B`): `C0 = G·W` and `‖AW‖²` follow from `G` on the host.
+    None,
+    /// `BᵀA` and `AᵀA`, `D × D` (the weight is not known yet, or `m` is not small against `D`).
+    Gram { cross: Sum, target_gram: Sum },
+    /// `C0 = Bᵀ(A·W)` (`D × m`) and `‖AW‖²` directly.
+    Projected {
+        /// `W` in f32, `D × m` row-major.
+        weight: Vec<f32>,
+        outputs: usize,
+        /// `A·W` of the current chunk, `CHUNK_ROWS × m` row-major.
+        aw: Vec<f32>,
+        c0: Sum,
+        /// `‖AW‖²` in f64, summed chunk by chunk in a fixed order.
+        total: f64,
+    },
+}
+
+/// The statistics accumulator of the CPU backend.
+pub(super) struct CpuStats {
+    unfolding: Unfolding,
+    d: usize,
+    gram: Sum,
+    target: TargetSums,
+    rows: usize,
+    rows_in_partial: usize,
+    scratch_inputs: Vec<f32>,
+    scratch_target: Vec<f32>,
+    /// Seconds spent in `add_batch` (unfolding and the SYRK/GEMM kernels).
+    kernel_seconds: f64,
+}
+
+impl CpuStats {
+    pub(super) fn new(spec: StatsSpec<'_>) -> Result<Self> {
+        let d = spec.unfolding.layout().columns();
+        let target = match (spec.with_target, spec.weight) {
+            (false, _) => TargetSums::None,
+            // Projecting costs 2·D·m per row against 1.5·D² for the two D × D sums.
+            (true, Some(w)) if 4 * w.outputs < 3 * d => {
+                if w.weight.len() != d * w.outputs {
+                    return Err(Error::Shape(format!(
+                        "consumer weight has {} entries, expected {d}×{}",
+                        w.weight.len(),
+                        w.outputs
+                    )));
+                }
+                TargetSums::Projected {
+                    weight: w.weight.iter().map(|&x| x as f32).collect(),
+                    outputs: w.outputs,
+                    aw: vec![0.0; CHUNK_ROWS * w.outputs],
+                    c0: Sum::new(d, w.outputs, false),
+                    total: 0.0,
+                }
+            }
+            (true, _) => TargetSums::Gram {
+                cross: Sum::new(d, d, false),
+                target_gram: Sum::new(d, d, true),
+            },
+        };
+        let scratch = if spec.unfolding.is_dense() {
+            0
+        } else {
+            CHUNK_ROWS * d
+        };
+        Ok(Self {
+            unfolding: spec.unfolding,
+            d,
+            gram: Sum::new(d, d, true),
+            scratch_target: vec![
+                0.0;
+                if matches!(target, TargetSums::None) {
+                    0
+                } else {
+                    scratch
+                }
+            ],
+            target,
+            rows: 0,
+            rows_in_partial: 0,
+            scratch_inputs: vec![0.0; scratch],
+            kernel_seconds: 0.0,
+        })
+    }
+
+    fn flush(&mut self) {
+        if self.rows_in_partial == 0 {
+            return;
+        }
+        self.gram.flush();
+        match &mut self.target {
+            TargetSums::None => {}
+            TargetSums::Gram { cross, target_gram } => {
+                cross.flush();
+                target_gram.flush();
+            }
+            TargetSums::Projected { c0, .. } => c0.flush(),
+        }
+        self.rows_in_partial = 0;
+    }
+}
+
+/// `Σ x²` in f64 over blocks of a fixed size, added in order (the same on any thread count).
+fn sum_squares(x: &[f32]) -> f64 {
+    let parts: Vec<f64> = x
+        .par_chunks(4096)
+        .map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>())
+        .collect();
+    parts.iter().sum()
+}
+
+impl StatsAccumulator for CpuStats {
+    fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()> {
+        let with_target = !matches!(self.target, TargetSums::None);
+        let n = check_stats_batch(&self.unfolding, with_target, &inputs, target.as_ref())?;
+        let start = std::time::Instant::now();
+        let d = self.d;
+        let total_rows = self.unfolding.total_rows(n)?;
+        let mut first = 0;
+        while first < total_rows {
+            let rows = CHUNK_ROWS.min(total_rows - first);
+            let accumulate = self.rows_in_partial > 0;
+            let (b, a) = if self.unfolding.is_dense() {
+                let range = first * d..(first + rows) * d;
+                (
+                    Strided::row_major(&inputs.data[range.clone()], rows, d),
+                    target
+                        .as_ref()
+                        .map(|t| Strided::row_major(&t.data[range], rows, d)),
+                )
+            } else {
+                let len = rows * d;
+                unfold_parallel(
+                    &self.unfolding,
+                    inputs.data,
+                    first,
+                    rows,
+                    &mut self.scratch_inputs[..len],
+                );
+                if let Some(t) = &target {
+                    unfold_parallel(
+                        &self.unfolding,
+                        t.data,
+                        first,
+                        rows,
+                        &mut self.scratch_target[..len],
+                    );
+                }
+                (
+                    Strided::col_major(&self.scratch_inputs[..len], rows, d),
+                    target
+                        .as_ref()
+                        .map(|_| Strided::col_major(&self.scratch_target[..len], rows, d)),
+                )
+            };
+            self.gram.add(b, b, accumulate);
+            match (&mut self.target, a) {
+                (TargetSums::Gram { cross, target_gram }, Some(a)) => {
+                    cross.add(b, a, accumulate);
+                    target_gram.add(a, a, accumulate);
+                }
+                (
+                    TargetSums::Projected {
+                        weight,
+                        outputs,
+                        aw,
+                        c0,
+                        total,
+                    },
+                    Some(a),
+                ) => {
+                    let m = *outputs;
+                    let aw = &mut aw[..rows * m];
+                    // A·W = (Aᵀ)ᵀ W: rows × m.
+                    gemm_at_b(aw, a.t(), Strided::row_major(weight, d, m), false);
+                    *total += sum_squares(aw);
+                    c0.add(b, Strided::row_major(aw, rows, m), accumulate);
+                }
+                _ => {}
+            }
+            self.rows_in_partial += rows;
+            self.rows += rows;
+            first += rows;
+            if self.rows_in_partial >= FLUSH_ROWS {
+                self.flush();
+            }
+        }
+        self.kernel_seconds += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<RawGrams> {
+        let start = std::time::Instant::now();
+        self.flush();
+        let kernel = self.kernel_seconds;
+        let gram = self.gram.into_total();
+        let (cross, target_gram, c0, total) = match self.target {
+            TargetSums::None => (None, None, None, None),
+            TargetSums::Gram { cross, target_gram } => (
+                Some(cross.into_total()),
+                Some(target_gram.into_total()),
+                None,
+                None,
+            ),
+            TargetSums::Projected { c0, total, .. } => {
+                (None, None, Some(c0.into_total()), Some(total))
+            }
+        };
+        Ok(RawGrams {
+            gram,
+            cross,
+            target_gram,
+            rows: self.rows,
+            c0,
+            total,
+            phases: StatsPhases {
+                kernel,
+                host: start.elapsed().as_secs_f64(),
+                ..StatsPhases::default()
+            },
+        })
+    }
+
+    fn finish_with_weight(self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        if let TargetSums::Projected {
+            weight: w,
+            outputs: m,
+            ..
+        } = &self.target
+        {
+            if outputs != *m || weight.len() != w.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "the statistics were projected on a {}×{m} consumer weight; \
+                     finish was given {}×{outputs}",
+                    w.len() / (*m).max(1),
+                    weight.len() / outputs.max(1)
+                )));
+            }
+        }
+        self.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain f64 `aᵀ b` of two row-major matrices with `rows` rows.
+    fn at_b(a: &[f32], ac: usize, b: &[f32], bc: usize, rows: usize) -> Vec<f64> {
+        let mut out = vec![0.0; ac * bc];
+        for r in 0..rows {
+            for i in 0..ac {
+                for j in 0..bc {
+                    out[i * bc + j] += a[r * ac + i] as f64 * b[r * bc + j] as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn strided_products_match_f64_on_awkward_sizes() {
+        for (rows, ac, bc) in [(1, 1, 1), (37, 5, 3), (130, 67, 9), (3, 70, 70)] {
+            let a = values(rows * ac, 1);
+            let b = values(rows * bc, 2);
+            let want = at_b(&a, ac, &b, bc, rows);
+            // The same matrices stored column after column.
+            let transpose = |x: &[f32], cols: usize| -> Vec<f32> {
+                (0..cols * rows)
+                    .map(|k| x[(k % rows) * cols + k / rows])
+                    .collect()
+            };
+            let (at, bt) = (transpose(&a, ac), transpose(&b, bc));
+            for (av, bv) in [
+                (
+                    Strided::row_major(&a, rows, ac),
+                    Strided::row_major(&b, rows, bc),
+                ),
+                (
+                    Strided::col_major(&at, rows, ac),
+                    Strided::col_major(&bt, rows, bc),
+                ),
+                (
+                    Strided::row_major(&a, rows, ac),
+                    Strided::col_major(&bt, rows, bc),
+                ),
+            ] {
+                let mut got = vec![1.0f32; ac * bc];
+                gemm_at_b(&mut got, av, bv, false);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{g} vs {w}"
+                    );
+                }
+                // Accumulating adds the same product once more.
+                gemm_at_b(&mut got, av, bv, true);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((*g as f64 - 2.0 * w).abs() <= 2e-4 * (1.0 + w.abs()));
+                }
+            }
+            if ac == bc {
+                let mut got = vec![0.0f32; ac * ac];
+                syrk_upper(&mut got, Strided::col_major(&at, rows, ac), false);
+                let want = at_b(&a, ac, &a, ac, rows);
+                for i in 0..ac {
+                    for j in i..ac {
+                        let (g, w) = (got[i * ac + j] as f64, want[i * ac + j]);
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "({i},{j}) {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

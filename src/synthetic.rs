@@ -1,0 +1,218 @@
+//! Synthetic networks of a real architecture's shape, with seeded random weights: what the
+//! benchmarks prune when the size of the network matters and its accuracy does not (no trained
+//! ResNet-50 ships with subprune, and none is downloaded).
+//!
+//! [`resnet50`] builds torchvision's ResNet-50 (v1.5: the stride on the 3×3 conv of each
+//! bottleneck) as an ONNX model in memory: 7×7/2 stem, 3×3/2 max-pool, bottleneck stages of
+//! 3, 4, 6, 3 blocks (widths 64, 128, 256, 512, expansion 4, 1×1 projection shortcuts on the
+//! first block of each stage), global average pool and a fully connected classifier. Every conv
+//! is followed by BatchNormalization. Weights are He-normal, BatchNorm statistics are those of a
+//! unit-variance input, and the last BatchNorm of each residual branch is scaled by 0.2 (as
+//! trained ResNets' are small there), so activations stay of order one through all 16 blocks.
+//! Prunable layers are the first two convs of every bottleneck (32 producers, each feeding one
+//! conv), as in the pruning literature; block outputs are coupled through the residual adds.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::onnx::proto::{
+    self, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+};
+use crate::onnx::OnnxModel;
+use crate::rng::Rng;
+
+/// Builds a ResNet-50-shaped model for `size × size` RGB images and `classes` outputs, with
+/// weights drawn from `seed`. The batch dimension is symbolic.
+pub fn resnet50(seed: u64, size: usize, classes: usize) -> Result<OnnxModel> {
+    let mut b = Builder::new(seed);
+    let mut x = "x".to_string();
+    x = b.conv_bn(&x, 3, 64, 7, 2, 1.0, true);
+    x = b.node(
+        "MaxPool",
+        &[&x],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("strides", &[2, 2]),
+            ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    let mut channels = 64;
+    for (stage, (&blocks, &width)) in [3, 4, 6, 3].iter().zip(&[64, 128, 256, 512]).enumerate() {
+        for block in 0..blocks {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let out = 4 * width;
+            let shortcut = if block == 0 {
+                b.conv_bn(&x, channels, out, 1, stride, 1.0, false)
+            } else {
+                x.clone()
+            };
+            let h = b.conv_bn(&x, channels, width, 1, 1, 1.0, true);
+            let h = b.conv_bn(&h, width, width, 3, stride, 1.0, true);
+            let h = b.conv_bn(&h, width, out, 1, 1, 0.2, false);
+            let sum = b.node("Add", &[&h, &shortcut], vec![]);
+            x = b.node("Relu", &[&sum], vec![]);
+            channels = out;
+        }
+    }
+    let pooled = b.node("GlobalAveragePool", &[&x], vec![]);
+    let flat = b.node("Flatten", &[&pooled], vec![int("axis", 1)]);
+    let w = b.weight(&[classes, channels], (1.0 / channels as f64).sqrt());
+    let bias = b.floats(&[classes], &vec![0.0; classes]);
+    let logits = b.node("Gemm", &[&flat, &w, &bias], vec![int("transB", 1)]);
+    let bytes = b.model(&[3, size, size], &logits);
+    crate::onnx::load_bytes(Path::new("synthetic-resnet50.onnx"), &bytes)
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Builds an ONNX graph node by node.
+struct Builder {
+    nodes: Vec<proto::NodeProto>,
+    initializers: Vec<proto::TensorProto>,
+    rng: Rng,
+}
+
+impl Builder {
+    fn new(seed: u64) -> Self {
+        Self {
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    fn floats(&mut self, dims: &[usize], data: &[f32]) -> String {
+        let name = format!("w{}", self.initializers.len());
+        self.initializers.push(proto::TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(DataType::Float as i32),
+            name: Some(name.clone()),
+            raw_data: Some(bytemuck::cast_slice(data).to_vec()),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn weight(&mut self, dims: &[usize], std: f64) -> String {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| (self.rng.normal() * std) as f32).collect();
+        self.floats(dims, &data)
+    }
+
+    fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        let name = format!("{op}_{}", self.nodes.len());
+        let out = format!("{name}_out");
+        self.nodes.push(proto::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: Some(name),
+            op_type: Some(op.into()),
+            attribute,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// Conv (no bias, He-normal) → BatchNormalization (scale `gamma`) → optional Relu.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(
+        &mut self,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        gamma: f32,
+        relu: bool,
+    ) -> String {
+        let w = self.weight(&[cout, cin, k, k], (2.0 / (cin * k * k) as f64).sqrt());
+        let pad = (k / 2) as i64;
+        let y = self.node(
+            "Conv",
+            &[x, &w],
+            vec![
+                ints("kernel_shape", &[k as i64, k as i64]),
+                ints("strides", &[stride as i64, stride as i64]),
+                ints("pads", &[pad, pad, pad, pad]),
+            ],
+        );
+        // A He-normal conv of a unit-scale ReLU input has mean ≈ 0 and variance ≈ 1 per channel
+        // (up to the random draw); BatchNorm then mostly applies gamma.
+        let scale = self.floats(&[cout], &vec![gamma; cout]);
+        let bias = self.floats(&[cout], &vec![0.0; cout]);
+        let mean = self.floats(&[cout], &vec![0.0; cout]);
+        let var = self.floats(&[cout], &vec![1.0; cout]);
+        let y = self.node(
+            "BatchNormalization",
+            &[&y, &scale, &bias, &mean, &var],
+            vec![],
+        );
+        if relu {
+            self.node("Relu", &[&y], vec![])
+        } else {
+            y
+        }
+    }
+
+    fn model(self, input: &[usize], output: &str) -> Vec<u8> {
+        use prost::Message;
+        let value_info = |name: &str, dims: Option<&[usize]>| proto::ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(proto::TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: dims.map(|d| proto::TensorShapeProto {
+                        dim: std::iter::once(tensor_shape_proto::dimension::Value::DimParam(
+                            "N".into(),
+                        ))
+                        .chain(
+                            d.iter()
+                                .map(|&v| tensor_shape_proto::dimension::Value::DimValue(v as i64)),
+                        )
+                        .map(|value| tensor_shape_proto::Dimension {
+                            value: Some(value),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        proto::ModelProto {
+            ir_version: Some(8),
+            producer_name: Some("subprune synthetic".into()),
+            opset_import: vec![proto::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            graph: Some(proto::GraphProto {
+                node: self.nodes,
+                name: Some("resnet50".into()),
+                initializer: self.initializers,
+                input: vec![value_info("x", Some(input))],
+                output: vec![value_info(output, None)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
