@@ -52,9 +52,27 @@ pub const CASES: [LayerCase; 3] = [
 ];
 
 impl LayerCase {
-    /// Looks a case up by name.
+    /// Looks a case up by name, or parses a custom one written `C,S,N,M`: `C` channels of
+    /// `S × S` maps, `N` images, `M` consumer outputs (e.g. `16,32,512,16`, a ResNet-56 stage-1
+    /// layer).
     pub fn by_name(name: &str) -> Option<LayerCase> {
-        CASES.iter().copied().find(|c| c.name == name)
+        if let Some(case) = CASES.iter().copied().find(|c| c.name == name) {
+            return Some(case);
+        }
+        let v: Vec<usize> = name
+            .split(',')
+            .map(|x| x.trim().parse().ok().filter(|&x| x > 0))
+            .collect::<Option<_>>()?;
+        let [channels, spatial, images, outputs] = v[..] else {
+            return None;
+        };
+        Some(LayerCase {
+            name: "custom",
+            channels,
+            spatial,
+            images,
+            outputs,
+        })
     }
 
     /// Unfolded rows `N·L`.

@@ -167,7 +167,8 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Layers to run (resnet56, vgg11, resnet50); all by default.
+    /// Layers to run (resnet56, vgg11, resnet50, or `C,S,N,M`: C channels of S×S maps, N images,
+    /// M outputs); the three named ones by default.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Repetitions of the statistics timing (the best is reported).
@@ -895,7 +896,10 @@ fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|n| {
                 LayerCase::by_name(n).with_context(|| {
-                    format!("unknown case {n:?} (known: resnet56, vgg11, resnet50)")
+                    format!(
+                        "unknown case {n:?} (known: resnet56, vgg11, resnet50, or C,S,N,M: \
+                         channels, map side, images, outputs)"
+                    )
                 })
             })
             .collect::<anyhow::Result<_>>()?

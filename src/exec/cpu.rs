@@ -421,10 +421,13 @@ impl Executor for CpuExecutor {
                 vals.live[dead] = None;
             }
         }
+        // Outputs are moved out (an output listed twice is copied for all but its last use).
         g.outputs
             .iter()
-            .map(|&o| match (&vals.live[o], g.constant(o)) {
-                (Some(t), _) => Ok(t.clone()),
+            .enumerate()
+            .map(|(i, &o)| match (&mut vals.live[o], g.constant(o)) {
+                (Some(t), _) if g.outputs[i + 1..].contains(&o) => Ok(t.clone()),
+                (t @ Some(_), _) => Ok(t.take().expect("matched Some")),
                 (None, Some(c)) => Tensor::new(c.dims.clone(), c.f32().unwrap_or(&[]).to_vec()),
                 (None, None) => Err(Error::InvalidArgument(format!(
                     "graph output '{}' was not computed",

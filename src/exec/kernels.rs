@@ -98,6 +98,14 @@ fn im2col(x: &[f32], c: usize, c0: usize, g: &Geometry, images: usize, col: &mut
         });
 }
 
+thread_local! {
+    /// Per-thread im2col and GEMM output buffers of [`conv2d`] (a fresh allocation per chunk
+    /// cost a zero fill and page faults as large as the copy itself).
+    static CONV_SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
+}
+
 /// 2-D convolution: `x` is `n × c × h × w`, `weight` is `m × (c/group) × kh × kw`, `out` is
 /// `n × m × oh × ow`.
 #[allow(clippy::too_many_arguments)]
@@ -135,8 +143,9 @@ pub fn conv2d(
         let imgs = per_chunk.min(n - first);
         let xs = &x[first * c * g.input[0] * g.input[1]..];
         let cols = imgs * ohw;
-        let mut col = Vec::new();
-        let mut tmp = Vec::new();
+        // Scratch reused across calls on this thread (taken, so that a chunk rayon runs on this
+        // thread while it waits inside this one gets its own).
+        let (mut col, mut tmp) = CONV_SCRATCH.take();
         for gi in 0..group {
             let wg = MatRef::row_major(&weight[gi * mg * k..(gi + 1) * mg * k], mg, k)?;
             let rhs = if pointwise && imgs == 1 && group == 1 {
@@ -176,6 +185,7 @@ pub fn conv2d(
                 }
             }
         }
+        CONV_SCRATCH.set((col, tmp));
         Ok(())
     };
     let chunk_len = per_chunk * m * ohw;

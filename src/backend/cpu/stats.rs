@@ -2,7 +2,7 @@
 //!
 //! Rows of the unfolded input are produced a chunk at a time, so memory never grows with the
 //! number of images: a dense consumer's rows are read in place; a conv consumer's patches are
-//! unfolded into a fixed scratch of `CHUNK_ROWS × D`, **column by column** (each unfolded column
+//! unfolded into a fixed scratch of `chunk_rows(D) × D`, **column by column** (each unfolded column
 //! is one input plane shifted by a kernel offset: contiguous copies, where a row-major im2col
 //! gathers `D` values a plane apart for every row). The GEMM reads either layout through strides.
 //!
@@ -20,12 +20,25 @@ use crate::error::{Error, Result};
 use crate::stats::{RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
-/// Unfolded rows per GEMM call (and per conv-patch scratch fill).
-const CHUNK_ROWS: usize = 2048;
+/// Fewest unfolded rows per GEMM call (and per conv-patch scratch fill).
+const MIN_CHUNK_ROWS: usize = 2048;
+/// Scratch per unfolded chunk: narrow layers get longer chunks (fewer, larger GEMM calls, whose
+/// packing and task overheads are paid once per call), up to `FLUSH_ROWS`.
+const CHUNK_BYTES: usize = 16 << 20;
 /// Rows summed in f32 before the partial sums are added into the f64 accumulator.
 const FLUSH_ROWS: usize = 8192;
-/// Column tile of the blocked SYRK.
+/// Widest column tile of the blocked SYRK.
 const SYRK_TILE: usize = 256;
+
+/// Unfolded rows per chunk for `d` columns: a power of two in `MIN_CHUNK_ROWS ..= FLUSH_ROWS`.
+fn chunk_rows(d: usize) -> usize {
+    let fit = CHUNK_BYTES / (4 * d.max(1));
+    let mut rows = MIN_CHUNK_ROWS;
+    while rows * 2 <= fit && rows * 2 <= FLUSH_ROWS {
+        rows *= 2;
+    }
+    rows
+}
 /// Unfolded columns filled per parallel task.
 const UNFOLD_COLUMNS: usize = 8;
 
@@ -169,18 +182,17 @@ fn syrk_upper(dst: &mut [f32], a: Strided<'_>, accumulate: bool) {
     });
 }
 
-/// Tile size of the blocked SYRK for `d` columns: `SYRK_TILE`, smaller when that would leave
-/// too few tile pairs to keep every thread busy.
+/// Tile size of the blocked SYRK for `d` columns: tiles of equal width (a multiple of 16, at
+/// most `SYRK_TILE`), as few as give every thread work (at least `2·threads` tile pairs, while
+/// tiles stay 32 wide or more). Each pair packs its two column blocks once per chunk, so wider
+/// tiles pay less packing per multiply-add.
 fn syrk_tile(d: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let mut tile = SYRK_TILE;
-    while tile > 48 && {
-        let t = d.div_ceil(tile);
-        t * (t + 1) / 2 < 4 * threads
-    } {
-        tile /= 2;
+    let mut t = d.div_ceil(SYRK_TILE).max(1);
+    while t * (t + 1) / 2 < 2 * threads && d.div_ceil(t + 1) >= 32 {
+        t += 1;
     }
-    tile
+    d.div_ceil(t).next_multiple_of(16).min(SYRK_TILE)
 }
 
 /// Unfolds rows `first .. first + rows` of `images` column by column into `out` (`D × rows`),
@@ -287,7 +299,7 @@ enum TargetSums {
         /// `W` in f32, `D × m` row-major.
         weight: Vec<f32>,
         outputs: usize,
-        /// `A·W` of the current chunk, `CHUNK_ROWS × m` row-major.
+        /// `A·W` of the current chunk, `chunk × m` row-major.
         aw: Vec<f32>,
         c0: Sum,
         /// `‖AW‖²` in f64, summed chunk by chunk in a fixed order.
@@ -326,7 +338,7 @@ impl CpuStats {
                 TargetSums::Projected {
                     weight: w.weight.iter().map(|&x| x as f32).collect(),
                     outputs: w.outputs,
-                    aw: vec![0.0; CHUNK_ROWS * w.outputs],
+                    aw: vec![0.0; chunk_rows(d) * w.outputs],
                     c0: Sum::new(d, w.outputs, false),
                     total: 0.0,
                 }
@@ -339,7 +351,7 @@ impl CpuStats {
         let scratch = if spec.unfolding.is_dense() {
             0
         } else {
-            CHUNK_ROWS * d
+            chunk_rows(d) * d
         };
         Ok(Self {
             unfolding: spec.unfolding,
@@ -396,7 +408,11 @@ impl StatsAccumulator for CpuStats {
         let total_rows = self.unfolding.total_rows(n)?;
         let mut first = 0;
         while first < total_rows {
-            let rows = CHUNK_ROWS.min(total_rows - first);
+            let rows = chunk_rows(d).min(total_rows - first);
+            // At most FLUSH_ROWS rows in the f32 partial sums.
+            if self.rows_in_partial + rows > FLUSH_ROWS {
+                self.flush();
+            }
             let accumulate = self.rows_in_partial > 0;
             let (b, a) = if self.unfolding.is_dense() {
                 let range = first * d..(first + rows) * d;
@@ -459,9 +475,6 @@ impl StatsAccumulator for CpuStats {
             self.rows_in_partial += rows;
             self.rows += rows;
             first += rows;
-            if self.rows_in_partial >= FLUSH_ROWS {
-                self.flush();
-            }
         }
         self.kernel_seconds += start.elapsed().as_secs_f64();
         Ok(())
