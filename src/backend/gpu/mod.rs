@@ -19,10 +19,12 @@ mod downdate;
 mod gains;
 mod gram;
 mod greedy;
+mod tensor;
 mod timing;
 
 pub use autotune::{default_cache_path, TuneReport, TuneSource, CACHE_DIR_ENV};
 pub use gram::{GramParams, TileConfig};
+pub use tensor::DeviceTensor;
 
 use std::num::NonZeroU64;
 use std::ops::Deref;

@@ -19,6 +19,7 @@ mod gemm;
 mod simple;
 
 pub use gemm::ConvParams;
+pub use crate::backend::gpu::DeviceTensor;
 pub use simple::{FwdParams, MAX_RANK};
 
 use std::collections::{HashMap, HashSet};
@@ -40,76 +41,6 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 const PARAM_SLOT: u64 = 256;
 /// Parameter slots per uniform buffer of a batch.
 const PARAM_SLOTS_PER_BUFFER: usize = 256;
-
-/// A tensor on the device handed to a tap consumer ([`Activation::Device`]): row-major f32,
-/// batch first, starting `offset` bytes into `buffer`. The buffer stays valid for the duration of
-/// the tap call; work the consumer submits to the same queue runs after the tensor is computed.
-#[derive(Clone, Copy)]
-pub struct DeviceTensor<'a> {
-    buffer: &'a wgpu::Buffer,
-    shape: &'a [usize],
-    offset: u64,
-    backend: &'a GpuBackend,
-}
-
-impl std::fmt::Debug for DeviceTensor<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceTensor")
-            .field("shape", &self.shape)
-            .field("offset", &self.offset)
-            .field("adapter", &self.backend.adapter_name())
-            .finish()
-    }
-}
-
-impl<'a> DeviceTensor<'a> {
-    /// The buffer holding the tensor (f32 values from [`Self::offset`] on).
-    pub fn buffer(&self) -> &'a wgpu::Buffer {
-        self.buffer
-    }
-
-    /// The tensor's shape, batch first.
-    pub fn shape(&self) -> &'a [usize] {
-        self.shape
-    }
-
-    /// Where the tensor starts in [`Self::buffer`], in bytes.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// The tensor's size in bytes.
-    pub fn byte_len(&self) -> u64 {
-        4 * self.shape.iter().product::<usize>() as u64
-    }
-
-    /// The backend (device and queue) the buffer belongs to.
-    pub fn backend(&self) -> &'a GpuBackend {
-        self.backend
-    }
-
-    /// Copies the tensor to host memory (waits for the device).
-    pub fn read(&self) -> Result<Tensor> {
-        let gpu = &self.backend.gpu;
-        let bytes = self.byte_len();
-        let data = gpu.scoped("reading a tapped activation back", || {
-            if bytes == 0 {
-                return Ok(Vec::new());
-            }
-            let staging = gpu.buffer(
-                "tap readback",
-                bytes,
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            )?;
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            encoder.copy_buffer_to_buffer(self.buffer, self.offset, &staging, 0, bytes);
-            gpu.submit_and_read(encoder, &staging, bytes, "reading a tapped activation")
-        })?;
-        Tensor::new(self.shape.to_vec(), bytemuck::cast_vec(data))
-    }
-}
 
 /// What a node needs beyond its op, prepared once.
 enum Prepared {
@@ -692,12 +623,12 @@ impl Executor for GpuExecutor {
                     let v = batch.live[id].as_ref().expect("just stored");
                     on_tap(
                         id,
-                        Activation::Device(DeviceTensor {
-                            buffer: &v.buffer,
-                            shape: &v.shape,
-                            offset: 0,
-                            backend: &self.backend,
-                        }),
+                        Activation::Device(DeviceTensor::new(
+                            &v.buffer,
+                            &v.shape,
+                            0,
+                            &self.backend,
+                        )),
                     )?;
                 }
                 for &dead in &step.free_after {

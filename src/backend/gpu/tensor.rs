@@ -1,0 +1,116 @@
+//! Tensors that live on the device of a [`GpuBackend`].
+
+use super::GpuBackend;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A tensor on a GPU backend's device, e.g. one the GPU executor hands to a tap consumer
+/// ([`crate::exec::Activation::Device`]): row-major f32,
+/// batch first, starting `offset` bytes into `buffer`. The buffer stays valid for the duration of
+/// the tap call; work the consumer submits to the same queue runs after the tensor is computed.
+#[derive(Clone, Copy)]
+pub struct DeviceTensor<'a> {
+    buffer: &'a wgpu::Buffer,
+    shape: &'a [usize],
+    offset: u64,
+    backend: &'a GpuBackend,
+}
+
+impl std::fmt::Debug for DeviceTensor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTensor")
+            .field("shape", &self.shape)
+            .field("offset", &self.offset)
+            .field("adapter", &self.backend.adapter_name())
+            .finish()
+    }
+}
+
+impl<'a> DeviceTensor<'a> {
+    /// The tensor of `shape` stored from byte `offset` of `buffer` on `backend`'s device.
+    pub fn new(
+        buffer: &'a wgpu::Buffer,
+        shape: &'a [usize],
+        offset: u64,
+        backend: &'a GpuBackend,
+    ) -> Self {
+        Self {
+            buffer,
+            shape,
+            offset,
+            backend,
+        }
+    }
+
+    /// The same values under another shape with as many elements (e.g. `(N, C, 1, 1)` read as
+    /// `(N, C)`).
+    pub fn reshaped<'s>(&self, shape: &'s [usize]) -> Result<DeviceTensor<'s>>
+    where
+        'a: 's,
+    {
+        let (from, to) = (
+            self.shape.iter().product::<usize>(),
+            shape.iter().product::<usize>(),
+        );
+        if from != to {
+            return Err(Error::Shape(format!(
+                "a device tensor of shape {:?} cannot be read as {shape:?}",
+                self.shape
+            )));
+        }
+        Ok(DeviceTensor {
+            buffer: self.buffer,
+            shape,
+            offset: self.offset,
+            backend: self.backend,
+        })
+    }
+
+    /// The buffer holding the tensor (f32 values from [`Self::offset`] on).
+    pub fn buffer(&self) -> &'a wgpu::Buffer {
+        self.buffer
+    }
+
+    /// The tensor's shape, batch first.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// Where the tensor starts in [`Self::buffer`], in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The tensor's size in bytes.
+    pub fn byte_len(&self) -> u64 {
+        4 * self.shape.iter().product::<usize>() as u64
+    }
+
+    /// The backend (device and queue) the buffer belongs to.
+    pub fn backend(&self) -> &'a GpuBackend {
+        self.backend
+    }
+
+    /// Copies the tensor to host memory (waits for the device).
+    pub fn read(&self) -> Result<Tensor> {
+        let gpu = &self.backend.gpu;
+        let bytes = self.byte_len();
+        let data = gpu.scoped("reading a tapped activation back", || {
+            if bytes == 0 {
+                return Ok(Vec::new());
+            }
+            let staging = gpu.buffer(
+                "tap readback",
+                bytes,
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            )?;
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            encoder.copy_buffer_to_buffer(self.buffer, self.offset, &staging, 0, bytes);
+            gpu.submit_and_read(encoder, &staging, bytes, "reading a tapped activation")
+        })?;
+        Tensor::new(self.shape.to_vec(), bytemuck::cast_vec(data))
+    }
+}
+
