@@ -9,8 +9,9 @@ use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, Tile
 use subprune::backend::gpu::{GpuBackend, TileConfig};
 use subprune::{npy, Backend, Budget, ConvOptions, CpuBackend, LayerProblem, SelectOptions, Stage};
 
-mod compare_cmd;
-mod prune_cmd;
+mod commands;
+
+use commands::{compare as compare_cmd, prune as prune_cmd};
 
 /// `println!` that returns an error from the calling function (all of which return
 /// `anyhow::Result`) instead of panicking when standard output is a closed pipe or a full disk.
