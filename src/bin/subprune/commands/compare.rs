@@ -3,69 +3,24 @@
 //! compression).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
 use subprune::prune::select::Method;
 use subprune::prune::{cpu_engines, PruneOptions};
 use subprune::Backend;
 
-#[derive(Args)]
-pub struct CompareArgs {
-    /// The ONNX model.
-    model: PathBuf,
-    /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
-    #[arg(long)]
-    calib: PathBuf,
-    /// Test images, .npy.
-    #[arg(long)]
-    data: PathBuf,
-    /// Test labels, .npy int64.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    std: Option<String>,
-    /// Use only the first N calibration images.
-    #[arg(long)]
-    calib_images: Option<usize>,
-    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling).
-    #[arg(
-        long,
-        default_value = "greedy,random,weight-norm,act-norm,layer-sampling"
-    )]
-    methods: String,
-    /// Leave out the greedy in the asymmetric sequential variant (greedy-asym).
-    #[arg(long)]
-    no_asym: bool,
-    /// Compression ratios of the parameter count, comma-separated.
-    #[arg(long, default_value = "2,4,8,16,32")]
-    compressions: String,
-    /// Seeds for the random methods.
-    #[arg(long, default_value_t = 3)]
-    seeds: u64,
-    /// How each compression is split over layers: uniform or error.
-    #[arg(long, default_value = "uniform")]
-    budget: String,
-    /// Relative ridge of the reweighting.
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
-    ridge: f64,
-    /// Images per forward batch.
-    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
-    batch: usize,
-    /// Output prefix: writes PREFIX.csv and PREFIX.svg.
-    #[arg(long, default_value = "compare")]
-    out: PathBuf,
+use crate::args::{Cli, CompareArgs};
+
+/// Opens the backend --backend names, then compares.
+pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
+    let backend = cli.open()?;
+    run_on(backend.as_ref(), args)
 }
 
-pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
+fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let methods = args
         .methods
         .split(',')
@@ -115,15 +70,15 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let mean = args
         .mean
         .as_deref()
-        .map(|t| crate::floats("mean", t))
+        .map(|t| crate::args::floats("mean", t))
         .transpose()?;
     let std = args
         .std
         .as_deref()
-        .map(|t| crate::floats("std", t))
+        .map(|t| crate::args::floats("std", t))
         .transpose()?;
     let model = subprune::onnx::load(&args.model)?;
-    let calib_all = crate::load_images(&args.calib, mean.clone(), std.clone(), false)?;
+    let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = subprune::exec::run::FirstImages::new(
         calib_all.as_ref(),
         match args.calib_images {
@@ -137,7 +92,7 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             None => calib_all.len(),
         },
     );
-    let test = crate::load_images(&args.data, mean, std, true)?;
+    let test = super::load_images(&args.data, mean, std, true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
     let (_, factory) = cpu_engines();
     let tty = std::io::stderr().is_terminal();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use subprune::backend::gpu::GpuBackend;
 use subprune::exec::eval::{evaluate, EvalReport};
 use subprune::exec::run::ImageSource;
@@ -15,74 +14,7 @@ use subprune::exec::{Executor, GpuExecutor};
 use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
 use subprune::Backend;
 
-#[derive(Args)]
-pub struct PruneArgs {
-    /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
-    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images).
-    model: Option<PathBuf>,
-    /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
-    #[arg(long)]
-    calib: Option<PathBuf>,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    std: Option<String>,
-    /// Where to write the pruned model (never the input).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
-    #[arg(long, default_value = "asym")]
-    variant: String,
-    /// Selection method: greedy, random, weight-norm, act-norm, layer-sampling.
-    #[arg(long, default_value = "greedy")]
-    method: String,
-    /// Seed of the random methods (random, layer-sampling).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
-    /// --keep-fraction; sizes from --budget).
-    #[arg(long, conflicts_with_all = ["keep", "target_flops"])]
-    compression: Option<f64>,
-    /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
-    #[arg(long, conflicts_with = "keep")]
-    target_flops: Option<f64>,
-    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
-    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
-    #[arg(long)]
-    budget: Option<String>,
-    /// Fraction of channels kept in every prunable layer, in (0, 1].
-    #[arg(long, default_value_t = 0.5)]
-    keep_fraction: f64,
-    /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
-    #[arg(long)]
-    keep: Vec<String>,
-    /// Leave a prunable layer whole (repeatable).
-    #[arg(long)]
-    skip: Vec<String>,
-    /// Keep the consumers' original weights for the kept channels.
-    #[arg(long)]
-    no_reweight: bool,
-    /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S].
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
-    ridge: f64,
-    /// Memory for cached activations of the seq/asym variants (e.g. 2G).
-    #[arg(long, default_value = "2G")]
-    memory_budget: String,
-    /// Images per forward batch.
-    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
-    batch: usize,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Test images (.npy) to measure accuracy before and after (with --labels).
-    #[arg(long, requires = "labels")]
-    data: Option<PathBuf>,
-    /// Test labels (.npy int64).
-    #[arg(long, requires = "data")]
-    labels: Option<PathBuf>,
-}
+use crate::args::{Cli, PruneArgs};
 
 /// The report with the accuracies the command measured.
 #[derive(serde::Serialize)]
@@ -167,11 +99,26 @@ fn pct(r: &EvalReport) -> f64 {
     100.0 * r.top1 as f64 / r.images as f64
 }
 
-pub fn run(
-    backend: &dyn Backend,
-    gpu: Option<&GpuBackend>,
-    args: &PruneArgs,
-) -> anyhow::Result<()> {
+/// Opens the engines --backend names, then prunes.
+pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
+    // The GPU backend (statistics, greedy) and the GPU executor (forward passes) on the same
+    // device, or both on the CPU.
+    let gpu = super::forward_gpu(cli)?;
+    let backend: Box<dyn Backend> = match &gpu {
+        Some(g) => {
+            eprintln!("backend: gpu, {} (executor and statistics)", g.name());
+            Box::new(g.clone())
+        }
+        None => {
+            let cpu = subprune::CpuBackend::new();
+            eprintln!("backend: {}", cpu.name());
+            Box::new(cpu)
+        }
+    };
+    run_on(backend.as_ref(), gpu.as_ref(), args)
+}
+
+fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> anyhow::Result<()> {
     let demo = args.model.is_none();
     let model_path = args
         .model
@@ -201,11 +148,11 @@ pub fn run(
         (
             args.mean
                 .as_deref()
-                .map(|t| crate::floats("mean", t))
+                .map(|t| crate::args::floats("mean", t))
                 .transpose()?,
             args.std
                 .as_deref()
-                .map(|t| crate::floats("std", t))
+                .map(|t| crate::args::floats("std", t))
                 .transpose()?,
         )
     };
@@ -257,10 +204,10 @@ pub fn run(
     let model = subprune::onnx::load(&model_path)?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
     // use the same normalisation).
-    let calib = crate::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let calib = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
-            crate::load_images(d, mean.clone(), std.clone(), true)?,
+            super::load_images(d, mean.clone(), std.clone(), true)?,
             subprune::npy::read_i64(l)?.1,
         )),
         _ => None,
