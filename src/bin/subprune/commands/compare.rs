@@ -2,7 +2,7 @@
 //! and the SVG plot atomically and prints the table (top-1, mean over seeds, per method and
 //! compression).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Instant;
 use subprune::exec::run::ImageSource as _;
 
@@ -13,6 +13,7 @@ use subprune::prune::{cpu_engines, PruneOptions};
 use subprune::Backend;
 
 use crate::args::{Cli, CompareArgs};
+use crate::progress::Progress;
 
 /// Opens the backend --backend names, then compares.
 pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
@@ -95,31 +96,35 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let test = super::load_images(&args.data, mean, std, true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
     let (_, factory) = cpu_engines();
-    let tty = std::io::stderr().is_terminal();
+    let shown = Progress::stderr();
+    let stats_bar = shown.bar("statistics", "images");
+    let rows_bar = shown.bar("pruned models", "rows");
+    let rows = expected_rows(&options);
+    let mut rows_done = 0;
     let start = Instant::now();
-    let mut progress = |e: CompareEvent| {
-        match e {
+    let mut progress = |e: CompareEvent| match e {
         CompareEvent::Statistics(d, n) => {
-            if tty {
-                eprint!("\rstatistics: {d}/{n} images\x1b[K");
-                if d == n {
-                    eprintln!();
-                }
+            stats_bar.update(d, n);
+            if d == n {
+                stats_bar.finish();
             }
         }
-        CompareEvent::Row(r) => eprintln!(
-            "[{:>7.1}s] {:>4}× {:<15} {:<4} {:<7} top-1 {:.4}  ({:.0}× achieved; prune {:.2}s, eval {:.2}s)",
-            start.elapsed().as_secs_f64(),
-            r.target,
-            r.method,
-            if r.reweight { "LS" } else { "orig" },
-            r.seed.map_or(String::new(), |s| format!("seed {s}")),
-            r.top1,
-            r.compression,
-            r.prune_seconds,
-            r.eval_seconds
-        ),
-    }
+        CompareEvent::Row(r) => {
+            shown.line(&format!(
+                "[{:>7.1}s] {:>4}× {:<15} {:<4} {:<7} top-1 {:.4}  ({:.0}× achieved; prune {:.2}s, eval {:.2}s)",
+                start.elapsed().as_secs_f64(),
+                r.target,
+                r.method,
+                if r.reweight { "LS" } else { "orig" },
+                r.seed.map_or(String::new(), |s| format!("seed {s}")),
+                r.top1,
+                r.compression,
+                r.prune_seconds,
+                r.eval_seconds
+            ));
+            rows_done += 1;
+            rows_bar.update(rows_done, rows.max(rows_done));
+        }
     };
     let result = compare(
         &model,
@@ -132,6 +137,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         &mut progress,
     )
     .with_context(|| format!("comparing on {}", args.model.display()))?;
+    rows_bar.clear();
     subprune::npy::write_atomic(&csv, to_csv(&result.rows).as_bytes())?;
     let title = format!(
         "{}: top-1 after pruning ({} calibration images, no fine-tuning)",
@@ -190,4 +196,23 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         writeln!(o, "{l}").context("writing to standard output")?;
     }
     Ok(())
+}
+
+/// The rows [`compare`] produces for `options`, for the progress bar: per compression, two
+/// (with and without reweighting) per method and seed (random methods run every seed), and two
+/// for `greedy-asym`.
+fn expected_rows(options: &CompareOptions) -> usize {
+    let per_compression: usize = options
+        .methods
+        .iter()
+        .map(|m| {
+            2 * if m.is_random() {
+                options.seeds as usize
+            } else {
+                1
+            }
+        })
+        .sum::<usize>()
+        + if options.asym { 2 } else { 0 };
+    options.compressions.len() * per_compression
 }

@@ -3,7 +3,7 @@
 use subprune::{Budget, LayerProblem, SelectOptions};
 
 use crate::args::{Cli, DemoArgs};
-use crate::progress::progress_printer;
+use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let (inputs, weight) = subprune::demo::layer();
@@ -12,6 +12,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         budget: Budget::KeepFraction(args.keep_fraction),
         ..Default::default()
     };
+    let progress = Progress::stderr();
     let start = std::time::Instant::now();
     let (sel, backend_name) = cli.run_on_backend(|backend| {
         let sel = subprune::select(
@@ -20,7 +21,7 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             inputs.view(),
             None,
             &options,
-            &mut progress_printer(),
+            &mut progress.stages(),
         )?;
         Ok((sel, backend.name()))
     })?;

@@ -1,13 +1,12 @@
 //! `subprune eval`: top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use subprune::backend::choice::BackendChoice;
 use subprune::npy;
 
 use super::{forward_executor, load_images};
 use crate::args::{floats, Cli, EvalArgs};
+use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::ImageSource;
@@ -30,15 +29,9 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         }
         _ => source.as_ref(),
     };
-    let tty = std::io::stderr().is_terminal();
-    let mut progress = |done: usize, total: usize| {
-        if tty {
-            eprint!("\reval: {done}/{total} images\x1b[K");
-            if done == total {
-                eprintln!();
-            }
-        }
-    };
+    let shown = Progress::stderr();
+    let bar = shown.bar("eval", "images");
+    let mut progress = |done: usize, total: usize| bar.update(done, total);
     let mut report =
         subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress);
     if let Err(subprune::Error::Gpu(msg)) = &report {
@@ -49,6 +42,7 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
                 subprune::exec::eval::evaluate(&cpu, source, &labels, args.batch, &mut progress);
         }
     }
+    bar.finish();
     let report = report.with_context(|| {
         format!(
             "evaluating {} on {}",

@@ -2,7 +2,7 @@
 //! [`subprune::prune::prune_with`], writes the model (and the report) atomically, prints the
 //! summary table.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
 use subprune::Backend;
 
 use crate::args::{Cli, PruneArgs};
+use crate::progress::Progress;
 
 /// The report with the accuracies the command measured.
 #[derive(serde::Serialize)]
@@ -242,7 +243,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         }
         None => None,
     };
-    let tty = std::io::stderr().is_terminal();
+    let shown = Progress::stderr();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
                        what: &str,
@@ -250,15 +251,12 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
      -> anyhow::Result<EvalReport> {
         let t = Instant::now();
         let exec = factory(graph)?;
+        let bar = shown.bar(&format!("accuracy {what}"), "images");
         let r = evaluate(exec.as_ref(), test.0.as_ref(), &test.1, 128, &mut |d, n| {
-            if tty {
-                eprint!("\raccuracy {what}: {d}/{n} images\x1b[K");
-                if d == n {
-                    eprintln!();
-                }
-            }
+            bar.update(d, n)
         })
         .with_context(|| format!("measuring the accuracy {what}"))?;
+        bar.finish();
         eval_seconds += t.elapsed().as_secs_f64();
         Ok(r)
     };
@@ -266,33 +264,29 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         .as_ref()
         .map(|t| measure(&model.graph, "before", t))
         .transpose()?;
+    // On a terminal, a bar over the layers and one for the current layer's step; elsewhere a
+    // line per layer.
+    let layers_bar = shown.bar("layers", "");
+    let step_bar = shown.bar("", "");
     let mut layer_name = String::new();
-    let mut progress = |e: Event<'_>| {
-        if !tty {
-            if let Event::Layer {
-                index,
-                layers,
-                name,
-            } = e
-            {
-                eprintln!("layer {}/{layers}: {name}", index + 1);
-            }
-            return;
+    let mut progress = |e: Event<'_>| match e {
+        Event::Layer {
+            index,
+            layers,
+            name,
+        } => {
+            shown.plain_line(&format!("layer {}/{layers}: {name}", index + 1));
+            layers_bar.update(index, layers);
+            layers_bar.relabel("layers", name);
+            layer_name = name.to_string();
         }
-        match e {
-            Event::Layer {
-                index,
-                layers,
-                name,
-            } => layer_name = format!("layer {}/{layers} {name}", index + 1),
-            Event::Forward { done, total } => {
-                eprint!("\r{layer_name}: forward + statistics {done}/{total} images\x1b[K")
-            }
-            Event::Greedy { done, total } => {
-                if done % 8 == 0 || done == total {
-                    eprint!("\r{layer_name}: greedy {done}/{total} channels\x1b[K")
-                }
-            }
+        Event::Forward { done, total } => {
+            step_bar.relabel(&format!("{layer_name}: forward + statistics"), "images");
+            step_bar.update(done, total);
+        }
+        Event::Greedy { done, total } => {
+            step_bar.relabel(&format!("{layer_name}: greedy"), "channels");
+            step_bar.update(done, total);
         }
     };
     let pruned = prune_with(
@@ -304,9 +298,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         &mut progress,
     )
     .with_context(|| format!("pruning {}", model_path.display()))?;
-    if tty {
-        eprintln!();
-    }
+    step_bar.clear();
+    layers_bar.clear();
     // A model read with external data is written with external data (one file beside it).
     let save_options = if model.sources().len() > 1 {
         let name = out

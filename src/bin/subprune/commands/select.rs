@@ -5,7 +5,7 @@ use anyhow::Context;
 use subprune::{npy, Budget, ConvOptions, LayerProblem, SelectOptions};
 
 use crate::args::{pair, Cli, SelectArgs};
-use crate::progress::progress_printer;
+use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     // Everything that can be checked without the data is checked before any file is read, and
@@ -68,6 +68,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             rows / layout.group
         );
     }
+    let progress = Progress::stderr();
     let sel = cli.run_on_backend(|backend| {
         subprune::select(
             backend,
@@ -75,7 +76,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             inputs.view(),
             target.as_ref().map(|t| t.view()),
             &options,
-            &mut progress_printer(),
+            &mut progress.stages(),
         )
     })?;
     if sel.run.total == 0.0 {
