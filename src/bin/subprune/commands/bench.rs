@@ -59,7 +59,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     );
     for case in cases {
         let (problem, inputs) = case.instance(1)?;
-        let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps);
+        let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps)?;
         let mut cpu_times: Option<(f64, Option<f64>)> = None;
         for backend in &backends {
             // Untimed runs first, for at least half a second: pipelines compiled, buffers
