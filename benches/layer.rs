@@ -41,7 +41,9 @@ fn bench_case(c: &mut Criterion, case: LayerCase) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(case.stats_flops() as u64));
     let mut sgemm = subprune::bench::SgemmReference::new(case.rows(), case.columns());
-    group.bench_function("sgemm_reference_cpu", |b| b.iter(|| sgemm.run()));
+    group.bench_function("sgemm_reference_cpu", |b| {
+        b.iter(|| sgemm.run().expect("a valid shape"))
+    });
     for backend in backends() {
         let name = backend.name();
         group.bench_function(format!("stats/{name}"), |b| {

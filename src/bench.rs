@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::error::Result;
+use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::rng::Rng;
 use crate::stats::{ConvOptions, LayerProblem, LayerStats};
 use crate::tensor::Tensor;
@@ -168,44 +169,28 @@ impl SgemmReference {
     }
 
     /// One product.
-    pub fn run(&mut self) {
-        let cols = self.cols;
-        // SAFETY: b is rows×cols and c is cols×cols, both row-major, as the strides say.
-        unsafe {
-            gemm::gemm(
-                cols,
-                cols,
-                self.rows,
-                self.c.as_mut_ptr(),
-                1,
-                cols as isize,
-                false,
-                self.b.as_ptr(),
-                cols as isize,
-                1,
-                self.b.as_ptr(),
-                1,
-                cols as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                crate::backend::cpu::parallelism(),
-            )
-        }
+    pub fn run(&mut self) -> Result<()> {
+        let b = MatRef::row_major(&self.b, self.rows, self.cols)?;
+        gemm(
+            MatMut::row_major(&mut self.c, self.cols, self.cols)?,
+            false,
+            b.t(),
+            b,
+            1.0,
+            Par::all(),
+        )
     }
 
     /// Seconds of the best of `reps` products, after a warm-up.
-    pub fn time(&mut self, reps: usize) -> f64 {
-        self.run();
-        (0..reps.max(1))
-            .map(|_| {
-                let start = Instant::now();
-                self.run();
-                start.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min)
+    pub fn time(&mut self, reps: usize) -> Result<f64> {
+        self.run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let start = Instant::now();
+            self.run()?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        Ok(best)
     }
 }
 

@@ -23,7 +23,7 @@ fn unfold(
     rows: usize,
     columns_out: Option<&mut [f64]>,
     times_weight: Option<&mut [f64]>,
-) {
+) -> Result<()> {
     let d = problem.layout().columns();
     let m = problem.outputs;
     let mut scratch = vec![0.0f32; CHUNK_ROWS * d];
@@ -45,11 +45,12 @@ fn unfold(
             for (dst, &v) in chunk64.iter_mut().zip(chunk.iter()) {
                 *dst = v as f64;
             }
-            let product = matmul_f64(&chunk64[..count * d], &problem.weight, count, d, m);
+            let product = matmul_f64(&chunk64[..count * d], &problem.weight, count, d, m)?;
             aw[first * m..(first + count) * m].copy_from_slice(&product);
         }
         first += count;
     }
+    Ok(())
 }
 
 /// Checks inputs and target the way the statistics do; returns the number of unfolded rows.
@@ -107,13 +108,13 @@ pub fn run_greedy_data(
         n,
         Some(&mut ortho),
         target.is_none().then_some(&mut residual[..]),
-    );
+    )?;
     if let Some(t) = target {
-        unfold(problem, t, n, None, Some(&mut residual));
+        unfold(problem, t, n, None, Some(&mut residual))?;
     }
     let total: f64 = residual.iter().map(|v| v * v).sum();
     // ortho is column-major n × D, i.e. row-major D × n: R = ortho · AW.
-    let mut residual_corr = matmul_f64(&ortho, &residual, d, n, m);
+    let mut residual_corr = matmul_f64(&ortho, &residual, d, n, m)?;
     let gram_diag: Vec<f64> = ortho
         .par_chunks(n)
         .map(|c| c.iter().map(|v| v * v).sum())
@@ -307,7 +308,7 @@ pub fn kept_weights(
         }
     }
     let mut aw = vec![0.0f64; n * m];
-    unfold(problem, target.unwrap_or(inputs), n, None, Some(&mut aw));
+    unfold(problem, target.unwrap_or(inputs), n, None, Some(&mut aw))?;
     let total: f64 = aw.iter().map(|v| v * v).sum();
     let relative = |residual2: f64| {
         if total > 0.0 {

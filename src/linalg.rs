@@ -1,5 +1,6 @@
 //! Small dense f64 linear algebra for the host solves: Cholesky with dropped (dependent)
-//! columns and triangular solves. Matrices are row-major. [`gemm`]: the one safe f32 GEMM wrapper.
+//! columns and triangular solves. Matrices are row-major. [`gemm`]: the one safe GEMM wrapper (f32
+//! and f64) every matrix product goes through.
 
 pub mod gemm;
 

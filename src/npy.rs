@@ -41,9 +41,14 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
         .map_err(io)?;
     let mut header = vec![0u8; header_len];
     file.read_exact(&mut header).map_err(io)?;
-    let (shape, count) = parse_header(path, &header)?;
+    let Header {
+        descr,
+        shape,
+        count,
+    } = parse_header(path, &header)?;
+    check_f32(path, &descr)?;
     let payload_len = file_len - data_start;
-    check_payload(path, &shape, count, payload_len)?;
+    check_payload(path, &shape, count * 4, payload_len)?;
     let mut data = vec![0.0f32; count];
     file.read_exact(bytemuck::cast_slice_mut(&mut data))
         .map_err(io)?;
@@ -54,12 +59,7 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
 /// Parses the bytes of a little-endian f32 `.npy` file; `path` only names it in errors.
 pub fn parse_f32(path: &Path, bytes: &[u8]) -> Result<Tensor> {
     let raw = parse_raw(path, bytes)?;
-    if raw.descr != "<f4" && raw.descr != "=f4" {
-        return Err(npy_err(
-            path,
-            format!("dtype is '{}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)", raw.descr),
-        ));
-    }
+    check_f32(path, &raw.descr)?;
     let data = raw
         .payload
         .chunks_exact(4)
@@ -176,80 +176,20 @@ fn item_size(descr: &str) -> Option<usize> {
 }
 
 fn parse_raw<'a>(path: &Path, bytes: &'a [u8]) -> Result<RawNpy<'a>> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(npy_err(path, "not a .npy file (bad magic string)"));
-    }
-    let major = bytes[6];
-    let (header_len, header_start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(npy_err(path, "truncated .npy header"));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => {
-            return Err(npy_err(
-                path,
-                format!("unsupported .npy format version {v}"),
-            ))
-        }
-    };
+    let (header_start, header_len) = header_span(path, bytes)?;
     let data_start = header_start + header_len;
     if bytes.len() < data_start {
         return Err(npy_err(path, "truncated .npy header"));
     }
-    let header = std::str::from_utf8(&bytes[header_start..data_start])
-        .map_err(|_| npy_err(path, "header is not text"))?;
-    let descr =
-        dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
-    let descr = descr
-        .trim()
-        .trim_matches(|c| c == '\'' || c == '"')
-        .to_string();
-    let fortran = dict_value(header, "fortran_order")
-        .ok_or_else(|| npy_err(path, "header has no 'fortran_order'"))?;
-    if fortran.trim() != "False" {
-        return Err(npy_err(
-            path,
-            "Fortran-ordered array; save a C-ordered one (np.ascontiguousarray)",
-        ));
-    }
-    let shape_text =
-        dict_value(header, "shape").ok_or_else(|| npy_err(path, "header has no 'shape'"))?;
-    let inner = shape_text
-        .trim()
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| npy_err(path, format!("malformed shape {shape_text}")))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
-    // An unknown dtype is named by the typed parser; its size is not checked here.
-    let item = item_size(&descr).unwrap_or(1);
-    // Checked: a malformed header can claim a shape whose size overflows usize.
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|c| c.checked_mul(item).is_some())
-        .ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
+    let Header {
+        descr,
+        shape,
+        count,
+    } = parse_header(path, &bytes[header_start..data_start])?;
     let payload = &bytes[data_start..];
-    if item_size(&descr).is_some() && payload.len() != count * item {
-        return Err(npy_err(
-            path,
-            format!(
-                "shape {shape:?} needs {} data bytes, file has {}",
-                count * item,
-                payload.len()
-            ),
-        ));
+    // An unknown dtype is named by the typed parser; its size is not checked here.
+    if let Some(item) = item_size(&descr) {
+        check_payload(path, &shape, count * item, payload.len() as u64)?;
     }
     Ok(RawNpy {
         descr,
@@ -280,19 +220,24 @@ fn header_span(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
     }
 }
 
-/// Parses the header text (a Python dict literal): dtype, order and shape. Returns the shape and
-/// its element count.
-fn parse_header(path: &Path, header: &[u8]) -> Result<(Vec<usize>, usize)> {
+/// What a `.npy` header says.
+struct Header {
+    /// The dtype, e.g. `<f4`.
+    descr: String,
+    shape: Vec<usize>,
+    /// Elements, checked so that their size in bytes (of a dtype subprune reads) fits `usize`.
+    count: usize,
+}
+
+/// Parses the header text (a Python dict literal): dtype, order (C order only) and shape.
+fn parse_header(path: &Path, header: &[u8]) -> Result<Header> {
     let header = std::str::from_utf8(header).map_err(|_| npy_err(path, "header is not text"))?;
     let descr =
         dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
-    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    if descr != "<f4" && descr != "=f4" {
-        return Err(npy_err(
-            path,
-            format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
-        ));
-    }
+    let descr = descr
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_string();
     let fortran = dict_value(header, "fortran_order")
         .ok_or_else(|| npy_err(path, "header has no 'fortran_order'"))?;
     if fortran.trim() != "False" {
@@ -316,23 +261,36 @@ fn parse_header(path: &Path, header: &[u8]) -> Result<(Vec<usize>, usize)> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| npy_err(path, format!("malformed shape {shape_text}")))?;
     // Checked: a malformed header can claim a shape whose size overflows usize.
+    let item = item_size(&descr).unwrap_or(1);
     let count = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|c| c.checked_mul(4).is_some())
+        .filter(|c| c.checked_mul(item).is_some())
         .ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
-    Ok((shape, count))
+    Ok(Header {
+        descr,
+        shape,
+        count,
+    })
 }
 
-/// Checks that the data after the header holds exactly `count` f32 values.
-fn check_payload(path: &Path, shape: &[usize], count: usize, payload_len: u64) -> Result<()> {
-    if payload_len != count as u64 * 4 {
+/// Fails unless `descr` is little-endian float32.
+fn check_f32(path: &Path, descr: &str) -> Result<()> {
+    if descr == "<f4" || descr == "=f4" {
+        return Ok(());
+    }
+    Err(npy_err(
+        path,
+        format!("dtype is '{descr}', expected little-endian float32 ('<f4'); convert with arr.astype(np.float32)"),
+    ))
+}
+
+/// Checks that the data after the header holds exactly the `bytes` the shape needs.
+fn check_payload(path: &Path, shape: &[usize], bytes: usize, payload_len: u64) -> Result<()> {
+    if payload_len != bytes as u64 {
         return Err(npy_err(
             path,
-            format!(
-                "shape {shape:?} needs {} data bytes, file has {payload_len}",
-                count * 4
-            ),
+            format!("shape {shape:?} needs {bytes} data bytes, file has {payload_len}"),
         ));
     }
     Ok(())

@@ -592,12 +592,12 @@ impl LayerStats {
                     c0.len()
                 )))
             }
-            None => matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m),
+            None => matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m)?,
         };
         let total = match (raw.total, &raw.target_gram) {
             (Some(total), _) => total,
             (None, None) => dot(&c0, w),
-            (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m), w),
+            (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m)?, w),
         };
         check_finite_matrix("C0 = BᵀA·W", &c0, m)?;
         if !total.is_finite() {
@@ -644,35 +644,17 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `a (r × k) · b (k × c)`, row-major f64, multi-threaded.
-pub(crate) fn matmul_f64(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> Vec<f64> {
+/// `a (r × k) · b (k × c)`, row-major f64, on all of rayon's threads.
+pub(crate) fn matmul_f64(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> Result<Vec<f64>> {
+    use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
     let mut out = vec![0.0; r * c];
-    if r == 0 || c == 0 {
-        return out;
-    }
-    // SAFETY: all three matrices are row-major with the given sizes; the slices hold them.
-    unsafe {
-        gemm::gemm(
-            r,
-            c,
-            k,
-            out.as_mut_ptr(),
-            1,
-            c as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            c as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            crate::backend::cpu::parallelism(),
-        );
-    }
-    out
+    gemm(
+        MatMut::row_major(&mut out, r, c)?,
+        false,
+        MatRef::row_major(a, r, k)?,
+        MatRef::row_major(b, k, c)?,
+        1.0,
+        Par::all(),
+    )?;
+    Ok(out)
 }

@@ -10,13 +10,11 @@ use rayon::prelude::*;
 
 use super::{Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
+use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::linalg::{cholesky_dropping, factor_block, forward_solve};
 use crate::stats::ChannelLayout;
 
 mod stats;
-
-/// Tile of the blocked downdates of the greedy's Schur complement.
-const SYRK_TILE: usize = 256;
 
 /// The `gemm` crate's parallelism on rayon's global pool.
 pub(crate) fn parallelism() -> gemm::Parallelism {
@@ -73,6 +71,13 @@ unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Columns of pending downdates gathered before they are applied to `E` with one GEMM.
 const PANEL_COLUMNS: usize = 128;
+
+/// Rows per band of the greedy's panel update of an `n × n` `E`: about four bands per thread
+/// (the bands near the top hold more of the upper triangle; rayon balances them), 16 to 128.
+fn flush_band_rows(n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    n.div_ceil(4 * threads).clamp(16, 128)
+}
 
 /// Greedy state on the CPU, in f64.
 ///
@@ -160,8 +165,8 @@ impl CpuGreedy {
     }
 
     /// Applies the pending panel to `E` and compacts it to the channels still in play:
-    /// `E' = E[K,K] − P[K,:] P[K,:]ᵀ`, upper tiles only, in parallel over tile pairs.
-    fn flush(&mut self) {
+    /// `E' = E[K,K] − P[K,:] P[K,:]ᵀ`, upper part only, in parallel over bands of rows.
+    fn flush(&mut self) -> Result<()> {
         let ks = self.layout.group;
         let old_n = self.compact_cols.len();
         let keep: Vec<usize> = (0..old_n)
@@ -188,36 +193,26 @@ impl CpuGreedy {
                 });
         }
         if p > 0 && n > 0 {
-            let dst = SendPtr(self.schur_next.as_mut_ptr());
-            let panel = &self.panel_kept;
-            for_each_upper_tile(n, SYRK_TILE, |i0, ni, j0, nj| {
-                let base = dst;
-                // SAFETY: each task updates only its own tile of the n×n row-major matrix; tiles
-                // of distinct pairs are disjoint. panel is n×p row-major.
-                unsafe {
-                    gemm::gemm(
-                        ni,
-                        nj,
-                        p,
-                        base.0.add(i0 * n + j0),
-                        1,
-                        n as isize,
+            // E'[K,K] −= P[K,:] P[K,:]ᵀ on the upper part, in parallel over bands of rows: the
+            // band of rows i0.. needs the columns i0.. only (the lower entries of its diagonal
+            // block are computed and never read).
+            let band = flush_band_rows(n);
+            let panel = MatRef::row_major(&self.panel_kept[..n * p], n, p)?;
+            self.schur_next[..n * n]
+                .par_chunks_mut(band * n)
+                .enumerate()
+                .try_for_each(|(b, rows)| {
+                    let i0 = b * band;
+                    let (ni, cols) = (rows.len() / n, n - i0);
+                    gemm(
+                        MatMut::new(&mut rows[i0..], ni, cols, n)?,
                         true,
-                        panel.as_ptr().add(i0 * p),
-                        1,
-                        p as isize,
-                        panel.as_ptr().add(j0 * p),
-                        p as isize,
-                        1,
-                        1.0,
+                        panel.submatrix(i0, 0, ni, p)?,
+                        panel.submatrix(i0, 0, cols, p)?.t(),
                         -1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
+                        Par::Seq,
+                    )
+                })?;
         }
         std::mem::swap(&mut self.schur, &mut self.schur_next);
         let cols: Vec<usize> = keep.iter().map(|&r| self.compact_cols[r]).collect();
@@ -227,6 +222,7 @@ impl CpuGreedy {
         }
         self.compact_cols = cols;
         self.panel_len = 0;
+        Ok(())
     }
 }
 
@@ -352,7 +348,7 @@ impl GreedyState for CpuGreedy {
         }
         self.panel_len += ks;
         if self.panel_len + ks > cap {
-            self.flush();
+            self.flush()?;
         }
         Ok(())
     }

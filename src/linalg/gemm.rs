@@ -1,5 +1,9 @@
-//! The one safe wrapper around the `gemm` crate's f32 kernels: strided matrix views checked at
-//! the boundary (dimensions, strides, slice lengths), an explicit parallelism argument.
+//! The one safe wrapper around the `gemm` crate's f32 and f64 kernels: strided matrix views
+//! checked at the boundary (dimensions, strides, slice lengths), an explicit parallelism argument.
+//!
+//! Every product in the crate goes through [`gemm`]; nothing else calls the `gemm` crate's
+//! `unsafe` entry point (except the statistics kernels in `backend/cpu.rs`, which are moving
+//! here).
 
 use crate::error::{Error, Result};
 
@@ -29,28 +33,59 @@ impl Par {
     }
 }
 
-/// A read-only `rows × cols` f32 matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// An element type [`gemm`] multiplies: `f32` or `f64` (the `gemm` crate's real kernels; the
+/// trait is sealed, so no other type can reach its type-dispatched entry point).
+pub trait Scalar: sealed::Sealed + Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+}
+
+impl Scalar for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+impl Scalar for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+/// A read-only `rows × cols` matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
+pub struct MatRef<'a, T: Scalar> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
 
-/// A writable `rows × cols` f32 matrix, row-major with `row_stride ≥ cols` (so that no two
-/// elements share memory).
+/// A writable `rows × cols` matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`,
+/// laid out row-major (`col_stride = 1`, `row_stride ≥ cols`) or, after [`MatMut::t`],
+/// column-major, so that no two elements share memory.
 #[derive(Debug)]
-pub struct MatMut<'a> {
-    data: &'a mut [f32],
+pub struct MatMut<'a, T: Scalar> {
+    data: &'a mut [T],
     rows: usize,
     cols: usize,
     row_stride: usize,
+    col_stride: usize,
 }
 
-/// Whether the last element `(rows−1, cols−1)` lies inside a slice of `len`.
+/// Whether the last element `(rows−1, cols−1)` lies inside a slice of `len`, and the strides
+/// are offsets a pointer can take.
 fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rs > isize::MAX as usize || cs > isize::MAX as usize {
+        return false;
+    }
     if rows == 0 || cols == 0 {
         return true;
     }
@@ -60,19 +95,16 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
         .is_some_and(|last| last < len)
 }
 
-impl<'a> MatRef<'a> {
+impl<'a, T: Scalar> MatRef<'a, T> {
     /// A view with explicit strides, checked against `data`'s length.
     pub fn new(
-        data: &'a [f32],
+        data: &'a [T],
         rows: usize,
         cols: usize,
         row_stride: usize,
         col_stride: usize,
     ) -> Result<Self> {
-        if !fits(data.len(), rows, cols, row_stride, col_stride)
-            || row_stride > isize::MAX as usize
-            || col_stride > isize::MAX as usize
-        {
+        if !fits(data.len(), rows, cols, row_stride, col_stride) {
             return Err(Error::Shape(format!(
                 "matrix view {rows}×{cols} with strides ({row_stride}, {col_stride}) does not fit {} values",
                 data.len()
@@ -88,7 +120,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// A dense row-major `rows × cols` view.
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, cols, 1)
     }
 
@@ -102,15 +134,48 @@ impl<'a> MatRef<'a> {
             ..self
         }
     }
+
+    /// Rows `row0..row0 + rows` and columns `col0..col0 + cols` (no copy), checked against the
+    /// view's size.
+    pub fn submatrix(self, row0: usize, col0: usize, rows: usize, cols: usize) -> Result<Self> {
+        if row0.checked_add(rows).is_none_or(|end| end > self.rows)
+            || col0.checked_add(cols).is_none_or(|end| end > self.cols)
+        {
+            return Err(Error::Shape(format!(
+                "submatrix {rows}×{cols} at ({row0}, {col0}) of a {}×{} matrix",
+                self.rows, self.cols
+            )));
+        }
+        if rows == 0 || cols == 0 {
+            return Self::new(&[], rows, cols, self.row_stride, self.col_stride);
+        }
+        let offset = row0 * self.row_stride + col0 * self.col_stride;
+        Self::new(
+            &self.data[offset..],
+            rows,
+            cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+
+    /// Rows × columns.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Element `(i, j)`, or `None` out of bounds.
+    pub fn get(&self, i: usize, j: usize) -> Option<T> {
+        (i < self.rows && j < self.cols)
+            .then(|| self.data[i * self.row_stride + j * self.col_stride])
+    }
 }
 
-impl<'a> MatMut<'a> {
-    /// A row-major view with `row_stride ≥ cols`, checked against `data`'s length.
-    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> Result<Self> {
-        if row_stride < cols && rows > 1
-            || !fits(data.len(), rows, cols, row_stride, 1)
-            || row_stride > isize::MAX as usize
-        {
+impl<'a, T: Scalar> MatMut<'a, T> {
+    /// A row-major view with `row_stride ≥ cols` (rows may be padded), checked against `data`'s
+    /// length.
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize, row_stride: usize) -> Result<Self> {
+        if row_stride < cols && rows > 1 || !fits(data.len(), rows, cols, row_stride, 1) {
             return Err(Error::Shape(format!(
                 "output matrix {rows}×{cols} with row stride {row_stride} does not fit {} values",
                 data.len()
@@ -121,22 +186,50 @@ impl<'a> MatMut<'a> {
             rows,
             cols,
             row_stride,
+            col_stride: 1,
         })
     }
 
     /// A dense row-major `rows × cols` view.
-    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, cols)
+    }
+
+    /// The transpose (no copy): a row-major view becomes a column-major one, and back.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows × columns.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn fill_zero(&mut self) {
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                self.data[i * self.row_stride + j * self.col_stride] = T::ZERO;
+            }
+        }
     }
 }
 
-/// `dst = alpha · lhs · rhs` (or `dst += alpha · lhs · rhs` with `accumulate`).
-pub fn gemm(
-    dst: MatMut<'_>,
+/// `dst = alpha · lhs · rhs`, or with `accumulate`, `dst += alpha · lhs · rhs`.
+///
+/// Fails (before touching `dst`) unless `dst` is `m × n`, `lhs` is `m × k` and `rhs` is `k × n`.
+/// `par` says how many threads the product may use: [`Par::Seq`] inside an outer parallel loop.
+pub fn gemm<T: Scalar>(
+    mut dst: MatMut<'_, T>,
     accumulate: bool,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    alpha: f32,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
     par: Par,
 ) -> Result<()> {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
@@ -151,22 +244,22 @@ pub fn gemm(
     }
     if k == 0 {
         if !accumulate {
-            for r in 0..m {
-                dst.data[r * dst.row_stride..r * dst.row_stride + n].fill(0.0);
-            }
+            dst.fill_zero();
         }
         return Ok(());
     }
     // SAFETY: every view was checked on construction to address only elements of its own slice
-    // (`fits`), the dimensions agree (checked above), `dst` is borrowed mutably so it cannot alias
-    // `lhs` or `rhs`, and its row stride ≥ cols keeps its elements distinct.
+    // (`fits`, strides ≤ isize::MAX), the dimensions agree (checked above), `dst` is borrowed
+    // mutably so it cannot alias `lhs` or `rhs`, and its layout (row- or column-major with a
+    // stride ≥ the other dimension) keeps its elements distinct. `T` is f32 or f64 (sealed), a
+    // type the `gemm` crate has kernels for.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.data.as_mut_ptr(),
-            1,
+            dst.col_stride as isize,
             dst.row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
@@ -175,7 +268,7 @@ pub fn gemm(
             rhs.data.as_ptr(),
             rhs.col_stride as isize,
             rhs.row_stride as isize,
-            1.0,
+            T::ONE,
             alpha,
             false,
             false,
@@ -189,77 +282,219 @@ pub fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
-    fn reference(a: &MatRef, b: &MatRef) -> Vec<f64> {
-        let mut out = vec![0.0; a.rows * b.cols];
-        for i in 0..a.rows {
-            for j in 0..b.cols {
-                for p in 0..a.cols {
-                    out[i * b.cols + j] += a.data[i * a.row_stride + p * a.col_stride] as f64
-                        * b.data[p * b.row_stride + j * b.col_stride] as f64;
+    /// A scalar type under test: its conversions and the tolerance its products are held to.
+    trait Testable: Scalar {
+        fn from_f64(v: f64) -> Self;
+        fn to_f64(self) -> f64;
+        /// Relative tolerance of a k-term dot product (f32: rounding grows with k).
+        const TOL: f64;
+    }
+    impl Testable for f32 {
+        fn from_f64(v: f64) -> Self {
+            v as f32
+        }
+        fn to_f64(self) -> f64 {
+            self as f64
+        }
+        const TOL: f64 = 1e-4;
+    }
+    impl Testable for f64 {
+        fn from_f64(v: f64) -> Self {
+            v
+        }
+        fn to_f64(self) -> f64 {
+            self
+        }
+        const TOL: f64 = 1e-12;
+    }
+
+    /// `a · b` in plain f64 loops over the views' own `get`.
+    fn reference<T: Testable>(a: &MatRef<T>, b: &MatRef<T>) -> Vec<f64> {
+        let (m, k) = a.shape();
+        let n = b.shape().1;
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    out[i * n + j] += a.get(i, p).unwrap().to_f64() * b.get(p, j).unwrap().to_f64();
                 }
             }
         }
         out
     }
 
-    #[test]
-    fn matches_f64_reference_on_awkward_strided_shapes() {
-        let mut rng = crate::rng::Rng::new(7);
+    fn random<T: Testable>(rng: &mut Rng, len: usize) -> Vec<T> {
+        (0..len).map(|_| T::from_f64(rng.normal())).collect()
+    }
+
+    /// Every operand layout the wrapper accepts: `lhs` row-major, transposed, or strided inside
+    /// a larger buffer (a submatrix with a column stride of 2); `rhs` likewise; `dst` row-major
+    /// with padded rows or column-major (a transposed view); with and without accumulation;
+    /// sequential and on two threads. Compared with plain f64 loops.
+    fn check_all_layouts<T: Testable>(seed: u64) {
+        let mut rng = Rng::new(seed);
         for &(m, n, k) in &[
             (1, 1, 1),
             (7, 13, 5),
             (33, 17, 65),
             (3, 70, 1),
             (64, 1, 129),
+            (5, 3, 0),
         ] {
-            let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
-            let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
-            // b stored transposed (n × k), viewed as k × n.
-            let lhs = MatRef::row_major(&a, m, k).unwrap();
-            let rhs = MatRef::row_major(&b, n, k).unwrap().t();
-            let want = reference(&lhs, &rhs);
-            let stride = n + 3;
-            let mut dst = vec![1.0f32; m * stride];
-            for par in [Par::Seq, Par::Rayon(2)] {
-                gemm(
-                    MatMut::new(&mut dst, m, n, stride).unwrap(),
-                    false,
-                    lhs,
-                    rhs,
-                    2.0,
-                    par,
-                )
-                .unwrap();
-                for i in 0..m {
-                    for j in 0..n {
-                        let (got, w) = (dst[i * stride + j] as f64, 2.0 * want[i * n + j]);
-                        assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}×{n}×{k}");
+            let a_plain = random::<T>(&mut rng, m * k);
+            let a_trans = random::<T>(&mut rng, k * m);
+            // A (m+3) × (2k+5) buffer; lhs = rows 2.., every other column from column 1.
+            let a_big = random::<T>(&mut rng, (m + 3) * (2 * k + 5));
+            let b_plain = random::<T>(&mut rng, k * n);
+            let b_trans = random::<T>(&mut rng, n * k);
+            let b_big = random::<T>(&mut rng, (k + 2) * (2 * n + 3));
+            let lhs_views = [
+                MatRef::row_major(&a_plain, m, k).unwrap(),
+                MatRef::row_major(&a_trans, k, m).unwrap().t(),
+                MatRef::new(&a_big, m + 3, k + 2, 2 * k + 5, 2)
+                    .unwrap()
+                    .submatrix(2, 1, m, k)
+                    .unwrap(),
+            ];
+            let rhs_views = [
+                MatRef::row_major(&b_plain, k, n).unwrap(),
+                MatRef::row_major(&b_trans, n, k).unwrap().t(),
+                MatRef::new(&b_big, k + 2, n + 1, 2 * n + 3, 2)
+                    .unwrap()
+                    .submatrix(1, 1, k, n)
+                    .unwrap(),
+            ];
+            for lhs in lhs_views {
+                for rhs in rhs_views {
+                    let want = reference(&lhs, &rhs);
+                    for (accumulate, par, column_major) in [
+                        (false, Par::Seq, false),
+                        (true, Par::Rayon(2), false),
+                        (false, Par::Rayon(2), true),
+                        (true, Par::Seq, true),
+                    ] {
+                        let alpha = T::from_f64(-1.5);
+                        let start = 0.25;
+                        let stride = if column_major { m + 2 } else { n + 3 };
+                        let outer = if column_major { n } else { m };
+                        let mut buf = vec![T::from_f64(start); outer * stride];
+                        let dst = if column_major {
+                            MatMut::new(&mut buf, n, m, stride).unwrap().t()
+                        } else {
+                            MatMut::new(&mut buf, m, n, stride).unwrap()
+                        };
+                        assert_eq!(dst.shape(), (m, n));
+                        gemm(dst, accumulate, lhs, rhs, alpha, par).unwrap();
+                        let at = |i: usize, j: usize| {
+                            if column_major {
+                                buf[j * stride + i]
+                            } else {
+                                buf[i * stride + j]
+                            }
+                        };
+                        for i in 0..m {
+                            for j in 0..n {
+                                let base = if accumulate { start } else { 0.0 };
+                                let w = base - 1.5 * want[i * n + j];
+                                let got = at(i, j).to_f64();
+                                let tol = T::TOL * (1.0 + w.abs() + k as f64);
+                                assert!(
+                                    (got - w).abs() <= tol,
+                                    "{m}×{n}×{k}, accumulate {accumulate}, column-major \
+                                     {column_major}: ({i}, {j}) = {got}, expected {w}"
+                                );
+                            }
+                        }
+                        // The padding between rows (columns) is untouched.
+                        for o in 0..outer {
+                            let used = if column_major { m } else { n };
+                            assert!(buf[o * stride + used..(o + 1) * stride]
+                                .iter()
+                                .all(|v| v.to_f64() == start));
+                        }
                     }
-                    // Padding between rows is untouched.
-                    assert!(dst[i * stride + n..(i + 1) * stride]
-                        .iter()
-                        .all(|&v| v == 1.0));
                 }
             }
         }
     }
 
     #[test]
-    fn rejects_views_that_do_not_fit() {
-        let a = vec![0.0f32; 10];
-        assert!(MatRef::row_major(&a, 3, 4).is_err());
-        assert!(MatRef::new(&a, 2, 5, 5, 1).is_ok());
-        let lhs = MatRef::row_major(&a, 2, 5).unwrap();
-        let mut d = vec![0.0f32; 4];
-        let err = gemm(
+    fn f32_matches_f64_loops_on_awkward_strided_transposed_shapes() {
+        check_all_layouts::<f32>(7);
+    }
+
+    #[test]
+    fn f64_matches_f64_loops_on_awkward_strided_transposed_shapes() {
+        check_all_layouts::<f64>(8);
+    }
+
+    #[test]
+    fn empty_products_leave_or_zero_the_output() {
+        let a = vec![1.0f64; 6];
+        let mut d = vec![9.0f64; 4];
+        let lhs = MatRef::row_major(&a[..0], 2, 0).unwrap();
+        let rhs = MatRef::row_major(&a[..0], 0, 2).unwrap();
+        gemm(
+            MatMut::row_major(&mut d, 2, 2).unwrap(),
+            true,
+            lhs,
+            rhs,
+            1.0,
+            Par::Seq,
+        )
+        .unwrap();
+        assert_eq!(d, [9.0; 4]);
+        gemm(
             MatMut::row_major(&mut d, 2, 2).unwrap(),
             false,
             lhs,
-            lhs,
+            rhs,
             1.0,
             Par::Seq,
-        );
-        assert!(err.is_err());
+        )
+        .unwrap();
+        assert_eq!(d, [0.0; 4]);
+        // No rows: nothing to do, and nothing read.
+        let none = MatRef::row_major(&a[..0], 0, 3).unwrap();
+        let b = MatRef::row_major(&a, 3, 2).unwrap();
+        gemm(
+            MatMut::row_major(&mut d[..0], 0, 2).unwrap(),
+            false,
+            none,
+            b,
+            1.0,
+            Par::Seq,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rejects_views_that_do_not_fit_and_shapes_that_do_not_agree() {
+        let a = vec![0.0f32; 10];
+        assert!(MatRef::row_major(&a, 3, 4).is_err());
+        assert!(MatRef::new(&a, 2, 5, 5, 1).is_ok());
+        assert!(MatRef::new(&a, 2, 2, usize::MAX, 1).is_err());
+        assert!(MatRef::new(&a, 2, 2, 1 << 63, 1).is_err());
+        let view = MatRef::row_major(&a, 2, 5).unwrap();
+        assert!(view.submatrix(1, 3, 1, 2).is_ok());
+        assert!(view.submatrix(1, 4, 1, 2).is_err());
+        assert!(view.submatrix(usize::MAX, 0, 2, 1).is_err());
+        let mut d = vec![0.0f32; 4];
+        // Rows that overlap (stride < cols) are refused.
+        assert!(MatMut::new(&mut d, 2, 2, 1).is_err());
+        assert!(MatMut::new(&mut d, 2, 3, 3).is_err());
+        let err = gemm(
+            MatMut::row_major(&mut d, 2, 2).unwrap(),
+            false,
+            view,
+            view,
+            1.0,
+            Par::Seq,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("2×2 = 2×5 · 2×5"), "{err}");
+        assert_eq!(d, [0.0; 4]);
     }
 }

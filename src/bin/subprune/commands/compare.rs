@@ -2,70 +2,26 @@
 //! and the SVG plot atomically and prints the table (top-1, mean over seeds, per method and
 //! compression).
 
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::time::Instant;
 use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
 use subprune::prune::select::Method;
 use subprune::prune::{cpu_engines, PruneOptions};
 use subprune::Backend;
 
-#[derive(Args)]
-pub struct CompareArgs {
-    /// The ONNX model.
-    model: PathBuf,
-    /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
-    #[arg(long)]
-    calib: PathBuf,
-    /// Test images, .npy.
-    #[arg(long)]
-    data: PathBuf,
-    /// Test labels, .npy int64.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    std: Option<String>,
-    /// Use only the first N calibration images.
-    #[arg(long)]
-    calib_images: Option<usize>,
-    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling).
-    #[arg(
-        long,
-        default_value = "greedy,random,weight-norm,act-norm,layer-sampling"
-    )]
-    methods: String,
-    /// Leave out the greedy in the asymmetric sequential variant (greedy-asym).
-    #[arg(long)]
-    no_asym: bool,
-    /// Compression ratios of the parameter count, comma-separated.
-    #[arg(long, default_value = "2,4,8,16,32")]
-    compressions: String,
-    /// Seeds for the random methods.
-    #[arg(long, default_value_t = 3)]
-    seeds: u64,
-    /// How each compression is split over layers: uniform or error.
-    #[arg(long, default_value = "uniform")]
-    budget: String,
-    /// Relative ridge of the reweighting.
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
-    ridge: f64,
-    /// Images per forward batch.
-    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
-    batch: usize,
-    /// Output prefix: writes PREFIX.csv and PREFIX.svg.
-    #[arg(long, default_value = "compare")]
-    out: PathBuf,
+use crate::args::{Cli, CompareArgs};
+use crate::progress::Progress;
+
+/// Opens the backend --backend names, then compares.
+pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
+    let backend = cli.open()?;
+    run_on(backend.as_ref(), args)
 }
 
-pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
+fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let methods = args
         .methods
         .split(',')
@@ -115,15 +71,15 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let mean = args
         .mean
         .as_deref()
-        .map(|t| crate::floats("mean", t))
+        .map(|t| crate::args::floats("mean", t))
         .transpose()?;
     let std = args
         .std
         .as_deref()
-        .map(|t| crate::floats("std", t))
+        .map(|t| crate::args::floats("std", t))
         .transpose()?;
     let model = subprune::onnx::load(&args.model)?;
-    let calib_all = crate::load_images(&args.calib, mean.clone(), std.clone(), false)?;
+    let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = subprune::exec::run::FirstImages::new(
         calib_all.as_ref(),
         match args.calib_images {
@@ -137,34 +93,38 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             None => calib_all.len(),
         },
     );
-    let test = crate::load_images(&args.data, mean, std, true)?;
+    let test = super::load_images(&args.data, mean, std, true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
     let (_, factory) = cpu_engines();
-    let tty = std::io::stderr().is_terminal();
+    let shown = Progress::stderr();
+    let stats_bar = shown.bar("statistics", "images");
+    let rows_bar = shown.bar("pruned models", "rows");
+    let rows = expected_rows(&options);
+    let mut rows_done = 0;
     let start = Instant::now();
-    let mut progress = |e: CompareEvent| {
-        match e {
+    let mut progress = |e: CompareEvent| match e {
         CompareEvent::Statistics(d, n) => {
-            if tty {
-                eprint!("\rstatistics: {d}/{n} images\x1b[K");
-                if d == n {
-                    eprintln!();
-                }
+            stats_bar.update(d, n);
+            if d == n {
+                stats_bar.finish();
             }
         }
-        CompareEvent::Row(r) => eprintln!(
-            "[{:>7.1}s] {:>4}× {:<15} {:<4} {:<7} top-1 {:.4}  ({:.0}× achieved; prune {:.2}s, eval {:.2}s)",
-            start.elapsed().as_secs_f64(),
-            r.target,
-            r.method,
-            if r.reweight { "LS" } else { "orig" },
-            r.seed.map_or(String::new(), |s| format!("seed {s}")),
-            r.top1,
-            r.compression,
-            r.prune_seconds,
-            r.eval_seconds
-        ),
-    }
+        CompareEvent::Row(r) => {
+            shown.line(&format!(
+                "[{:>7.1}s] {:>4}× {:<15} {:<4} {:<7} top-1 {:.4}  ({:.0}× achieved; prune {:.2}s, eval {:.2}s)",
+                start.elapsed().as_secs_f64(),
+                r.target,
+                r.method,
+                if r.reweight { "LS" } else { "orig" },
+                r.seed.map_or(String::new(), |s| format!("seed {s}")),
+                r.top1,
+                r.compression,
+                r.prune_seconds,
+                r.eval_seconds
+            ));
+            rows_done += 1;
+            rows_bar.update(rows_done, rows.max(rows_done));
+        }
     };
     let result = compare(
         &model,
@@ -177,6 +137,7 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         &mut progress,
     )
     .with_context(|| format!("comparing on {}", args.model.display()))?;
+    rows_bar.clear();
     subprune::npy::write_atomic(&csv, to_csv(&result.rows).as_bytes())?;
     let title = format!(
         "{}: top-1 after pruning ({} calibration images, no fine-tuning)",
@@ -235,4 +196,23 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         writeln!(o, "{l}").context("writing to standard output")?;
     }
     Ok(())
+}
+
+/// The rows [`compare`] produces for `options`, for the progress bar: per compression, two
+/// (with and without reweighting) per method and seed (random methods run every seed), and two
+/// for `greedy-asym`.
+fn expected_rows(options: &CompareOptions) -> usize {
+    let per_compression: usize = options
+        .methods
+        .iter()
+        .map(|m| {
+            2 * if m.is_random() {
+                options.seeds as usize
+            } else {
+                1
+            }
+        })
+        .sum::<usize>()
+        + if options.asym { 2 } else { 0 };
+    options.compressions.len() * per_compression
 }

@@ -2,12 +2,11 @@
 //! [`subprune::prune::prune_with`], writes the model (and the report) atomically, prints the
 //! summary table.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use subprune::backend::gpu::GpuBackend;
 use subprune::exec::eval::{evaluate, EvalReport};
 use subprune::exec::run::ImageSource;
@@ -15,74 +14,8 @@ use subprune::exec::{Executor, GpuExecutor};
 use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
 use subprune::Backend;
 
-#[derive(Args)]
-pub struct PruneArgs {
-    /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
-    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images).
-    model: Option<PathBuf>,
-    /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
-    #[arg(long)]
-    calib: Option<PathBuf>,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    std: Option<String>,
-    /// Where to write the pruned model (never the input).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
-    #[arg(long, default_value = "asym")]
-    variant: String,
-    /// Selection method: greedy, random, weight-norm, act-norm, layer-sampling.
-    #[arg(long, default_value = "greedy")]
-    method: String,
-    /// Seed of the random methods (random, layer-sampling).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
-    /// --keep-fraction; sizes from --budget).
-    #[arg(long, conflicts_with_all = ["keep", "target_flops"])]
-    compression: Option<f64>,
-    /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
-    #[arg(long, conflicts_with = "keep")]
-    target_flops: Option<f64>,
-    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
-    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
-    #[arg(long)]
-    budget: Option<String>,
-    /// Fraction of channels kept in every prunable layer, in (0, 1].
-    #[arg(long, default_value_t = 0.5)]
-    keep_fraction: f64,
-    /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
-    #[arg(long)]
-    keep: Vec<String>,
-    /// Leave a prunable layer whole (repeatable).
-    #[arg(long)]
-    skip: Vec<String>,
-    /// Keep the consumers' original weights for the kept channels.
-    #[arg(long)]
-    no_reweight: bool,
-    /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S].
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
-    ridge: f64,
-    /// Memory for cached activations of the seq/asym variants (e.g. 2G).
-    #[arg(long, default_value = "2G")]
-    memory_budget: String,
-    /// Images per forward batch.
-    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
-    batch: usize,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Test images (.npy) to measure accuracy before and after (with --labels).
-    #[arg(long, requires = "labels")]
-    data: Option<PathBuf>,
-    /// Test labels (.npy int64).
-    #[arg(long, requires = "data")]
-    labels: Option<PathBuf>,
-}
+use crate::args::{Cli, PruneArgs};
+use crate::progress::Progress;
 
 /// The report with the accuracies the command measured.
 #[derive(serde::Serialize)]
@@ -167,11 +100,26 @@ fn pct(r: &EvalReport) -> f64 {
     100.0 * r.top1 as f64 / r.images as f64
 }
 
-pub fn run(
-    backend: &dyn Backend,
-    gpu: Option<&GpuBackend>,
-    args: &PruneArgs,
-) -> anyhow::Result<()> {
+/// Opens the engines --backend names, then prunes.
+pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
+    // The GPU backend (statistics, greedy) and the GPU executor (forward passes) on the same
+    // device, or both on the CPU.
+    let gpu = super::forward_gpu(cli)?;
+    let backend: Box<dyn Backend> = match &gpu {
+        Some(g) => {
+            eprintln!("backend: gpu, {} (executor and statistics)", g.name());
+            Box::new(g.clone())
+        }
+        None => {
+            let cpu = subprune::CpuBackend::new();
+            eprintln!("backend: {}", cpu.name());
+            Box::new(cpu)
+        }
+    };
+    run_on(backend.as_ref(), gpu.as_ref(), args)
+}
+
+fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> anyhow::Result<()> {
     let demo = args.model.is_none();
     let model_path = args
         .model
@@ -201,11 +149,11 @@ pub fn run(
         (
             args.mean
                 .as_deref()
-                .map(|t| crate::floats("mean", t))
+                .map(|t| crate::args::floats("mean", t))
                 .transpose()?,
             args.std
                 .as_deref()
-                .map(|t| crate::floats("std", t))
+                .map(|t| crate::args::floats("std", t))
                 .transpose()?,
         )
     };
@@ -257,10 +205,10 @@ pub fn run(
     let model = subprune::onnx::load(&model_path)?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
     // use the same normalisation).
-    let calib = crate::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let calib = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
-            crate::load_images(d, mean.clone(), std.clone(), true)?,
+            super::load_images(d, mean.clone(), std.clone(), true)?,
             subprune::npy::read_i64(l)?.1,
         )),
         _ => None,
@@ -295,7 +243,7 @@ pub fn run(
         }
         None => None,
     };
-    let tty = std::io::stderr().is_terminal();
+    let shown = Progress::stderr();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
                        what: &str,
@@ -303,15 +251,12 @@ pub fn run(
      -> anyhow::Result<EvalReport> {
         let t = Instant::now();
         let exec = factory(graph)?;
+        let bar = shown.bar(&format!("accuracy {what}"), "images");
         let r = evaluate(exec.as_ref(), test.0.as_ref(), &test.1, 128, &mut |d, n| {
-            if tty {
-                eprint!("\raccuracy {what}: {d}/{n} images\x1b[K");
-                if d == n {
-                    eprintln!();
-                }
-            }
+            bar.update(d, n)
         })
         .with_context(|| format!("measuring the accuracy {what}"))?;
+        bar.finish();
         eval_seconds += t.elapsed().as_secs_f64();
         Ok(r)
     };
@@ -319,33 +264,29 @@ pub fn run(
         .as_ref()
         .map(|t| measure(&model.graph, "before", t))
         .transpose()?;
+    // On a terminal, a bar over the layers and one for the current layer's step; elsewhere a
+    // line per layer.
+    let layers_bar = shown.bar("layers", "");
+    let step_bar = shown.bar("", "");
     let mut layer_name = String::new();
-    let mut progress = |e: Event<'_>| {
-        if !tty {
-            if let Event::Layer {
-                index,
-                layers,
-                name,
-            } = e
-            {
-                eprintln!("layer {}/{layers}: {name}", index + 1);
-            }
-            return;
+    let mut progress = |e: Event<'_>| match e {
+        Event::Layer {
+            index,
+            layers,
+            name,
+        } => {
+            shown.plain_line(&format!("layer {}/{layers}: {name}", index + 1));
+            layers_bar.update(index, layers);
+            layers_bar.relabel("layers", name);
+            layer_name = name.to_string();
         }
-        match e {
-            Event::Layer {
-                index,
-                layers,
-                name,
-            } => layer_name = format!("layer {}/{layers} {name}", index + 1),
-            Event::Forward { done, total } => {
-                eprint!("\r{layer_name}: forward + statistics {done}/{total} images\x1b[K")
-            }
-            Event::Greedy { done, total } => {
-                if done % 8 == 0 || done == total {
-                    eprint!("\r{layer_name}: greedy {done}/{total} channels\x1b[K")
-                }
-            }
+        Event::Forward { done, total } => {
+            step_bar.relabel(&format!("{layer_name}: forward + statistics"), "images");
+            step_bar.update(done, total);
+        }
+        Event::Greedy { done, total } => {
+            step_bar.relabel(&format!("{layer_name}: greedy"), "channels");
+            step_bar.update(done, total);
         }
     };
     let pruned = prune_with(
@@ -357,9 +298,8 @@ pub fn run(
         &mut progress,
     )
     .with_context(|| format!("pruning {}", model_path.display()))?;
-    if tty {
-        eprintln!();
-    }
+    step_bar.clear();
+    layers_bar.clear();
     // A model read with external data is written with external data (one file beside it).
     let save_options = if model.sources().len() > 1 {
         let name = out

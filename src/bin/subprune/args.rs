@@ -1,0 +1,326 @@
+//! The command line's flags and arguments (clap), and the parsers of their values. Nothing here
+//! opens a file or starts any work.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use subprune::backend::choice::BackendChoice;
+use subprune::backend::gpu::TileConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "subprune",
+    version,
+    about = "Data-efficient structured pruning of CNNs by weakly submodular greedy selection"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Compute backend: gpu, cpu, or auto (a hardware GPU when there is one, else the CPU).
+    #[arg(long, global = true, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// GPU adapter to use: a case-insensitive part of its name (see `subprune devices`);
+    /// default: $SUBPRUNE_ADAPTER, else wgpu's high-performance adapter.
+    #[arg(long, global = true)]
+    pub adapter: Option<String>,
+    /// Upload statistics inputs to the GPU as f16 (half the traffic, ~3 significant digits).
+    #[arg(long, global = true)]
+    pub f16_inputs: bool,
+    /// Do not time the GPU statistics kernels' tile configurations on first use of an adapter
+    /// (cached per adapter and driver in $SUBPRUNE_CACHE_DIR, else ~/.cache/subprune): use
+    /// the default configuration.
+    #[arg(long, global = true)]
+    pub no_autotune: bool,
+    /// GPU statistics kernels' tile configuration WGxBK (e.g. 16x16, 8x32), instead of the
+    /// autotuned one.
+    #[arg(long, global = true, value_name = "WGxBK")]
+    pub tile: Option<TileConfig>,
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum Command {
+    /// Select the channels to keep for one layer and the new consumer weight.
+    Select(SelectArgs),
+    /// Run the selection on the built-in synthetic conv layer and print the error curve.
+    Demo(DemoArgs),
+    /// Time the statistics and the full greedy on paper-sized layers, backends side by side.
+    Bench(BenchArgs),
+    /// List the GPU adapters wgpu can see.
+    Devices,
+    /// Describe an ONNX model: inputs, outputs, ops, parameters, FLOPs, channel pairs.
+    Info(InfoArgs),
+    /// Top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
+    Eval(EvalArgs),
+    /// Prune a whole ONNX network and write the smaller model.
+    Prune(PruneArgs),
+    /// Compare selection methods × compressions × reweighting on a labelled test set (CSV, SVG).
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Images, .npy: float32 preprocessed, or uint8 raw pixels (normalised with --mean/--std).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Labels, .npy int64, one per image.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Per-channel mean for uint8 data: one number or "r,g,b" (default 0).
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
+    #[arg(long)]
+    pub std: Option<String>,
+    /// Images per forward batch (memory holds one batch of activations).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Evaluate only the first N images (and labels).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Layers to run (resnet56, vgg11, resnet50, or `C,S,N,M`: C channels of S×S maps, N images,
+    /// M outputs); the three named ones by default.
+    #[arg(long = "case")]
+    pub cases: Vec<String>,
+    /// Repetitions of the statistics timing (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    pub reps: usize,
+    /// Skip the full greedy (statistics only).
+    #[arg(long)]
+    pub no_greedy: bool,
+    /// Also time the GPU statistics with every tile configuration the device allows.
+    #[arg(long)]
+    pub tiles: bool,
+    /// Prune a whole synthetic network end to end instead of timing single layers (`resnet50`:
+    /// ResNet-50's shape, seeded random weights, its 32 bottleneck convs pruned to half, `asym`).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Calibration images (seeded random) for --network.
+    #[arg(long, default_value_t = 64)]
+    pub images: usize,
+    /// Image side for --network.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+}
+
+#[derive(Args)]
+pub struct SelectArgs {
+    /// Consumer input B, f32 .npy: (N, C) for a Linear consumer, (N, C, H, W) for a Conv one.
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Consumer weight, f32 .npy: (M, C), (M, C, kh, kw), or (M, C·H·W) for conv→flatten→linear.
+    #[arg(long)]
+    pub weight: PathBuf,
+    /// Target input A (same shape as --inputs) for the asymmetric variant.
+    #[arg(long)]
+    pub target: Option<PathBuf>,
+    /// Conv stride: one number or "h,w".
+    #[arg(long, default_value = "1")]
+    pub stride: String,
+    /// Conv zero padding: one number or "h,w".
+    #[arg(long, default_value = "0")]
+    pub padding: String,
+    /// Conv dilation: one number or "h,w".
+    #[arg(long, default_value = "1")]
+    pub dilation: String,
+    /// Number of channels to keep.
+    #[arg(long, conflicts_with = "keep_fraction")]
+    pub keep: Option<usize>,
+    /// Fraction of channels to keep, in (0, 1] (default 0.5).
+    #[arg(long)]
+    pub keep_fraction: Option<f64>,
+    /// Keep the consumer's original weights for the kept channels instead of the least-squares ones.
+    #[arg(long)]
+    pub no_reweight: bool,
+    /// Write the new consumer weight (kept input channels only, same layout) to this .npy file.
+    #[arg(long)]
+    pub out_weight: Option<PathBuf>,
+    /// Print one JSON object: order, kept, error_curve, relative_error.
+    #[arg(long)]
+    pub json: bool,
+    /// Images per statistics batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    pub batch_images: usize,
+    /// Relative pivot tolerance under which a channel counts as dependent on the selection.
+    #[arg(long, default_value_t = subprune::DEFAULT_DEPENDENCE_TOL)]
+    pub dependence_tol: f64,
+    /// Refuse to start when the statistics and greedy state need more memory than this (e.g. 8G);
+    /// default: the memory available to the process.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Fraction of channels to keep.
+    #[arg(long, default_value_t = 0.25)]
+    pub keep_fraction: f64,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
+    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images).
+    pub model: Option<PathBuf>,
+    /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Per-channel mean for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    pub std: Option<String>,
+    /// Where to write the pruned model (never the input).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
+    #[arg(long, default_value = "asym")]
+    pub variant: String,
+    /// Selection method: greedy, random, weight-norm, act-norm, layer-sampling.
+    #[arg(long, default_value = "greedy")]
+    pub method: String,
+    /// Seed of the random methods (random, layer-sampling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
+    /// --keep-fraction; sizes from --budget).
+    #[arg(long, conflicts_with_all = ["keep", "target_flops"])]
+    pub compression: Option<f64>,
+    /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
+    #[arg(long, conflicts_with = "keep")]
+    pub target_flops: Option<f64>,
+    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
+    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Fraction of channels kept in every prunable layer, in (0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    pub keep_fraction: f64,
+    /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
+    #[arg(long)]
+    pub keep: Vec<String>,
+    /// Leave a prunable layer whole (repeatable).
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Keep the consumers' original weights for the kept channels.
+    #[arg(long)]
+    pub no_reweight: bool,
+    /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S].
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    pub ridge: f64,
+    /// Memory for cached activations of the seq/asym variants (e.g. 2G).
+    #[arg(long, default_value = "2G")]
+    pub memory_budget: String,
+    /// Images per forward batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    pub batch: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Test images (.npy) to measure accuracy before and after (with --labels).
+    #[arg(long, requires = "labels")]
+    pub data: Option<PathBuf>,
+    /// Test labels (.npy int64).
+    #[arg(long, requires = "data")]
+    pub labels: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
+    #[arg(long)]
+    pub calib: PathBuf,
+    /// Test images, .npy.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Test labels, .npy int64.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Per-channel mean for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b".
+    #[arg(long)]
+    pub std: Option<String>,
+    /// Use only the first N calibration images.
+    #[arg(long)]
+    pub calib_images: Option<usize>,
+    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling).
+    #[arg(
+        long,
+        default_value = "greedy,random,weight-norm,act-norm,layer-sampling"
+    )]
+    pub methods: String,
+    /// Leave out the greedy in the asymmetric sequential variant (greedy-asym).
+    #[arg(long)]
+    pub no_asym: bool,
+    /// Compression ratios of the parameter count, comma-separated.
+    #[arg(long, default_value = "2,4,8,16,32")]
+    pub compressions: String,
+    /// Seeds for the random methods.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// How each compression is split over layers: uniform or error.
+    #[arg(long, default_value = "uniform")]
+    pub budget: String,
+    /// Relative ridge of the reweighting.
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    pub ridge: f64,
+    /// Images per forward batch.
+    #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
+    pub batch: usize,
+    /// Output prefix: writes PREFIX.csv and PREFIX.svg.
+    #[arg(long, default_value = "compare")]
+    pub out: PathBuf,
+}
+
+/// A list of numbers separated by commas (`--mean 0.5,0.4,0.3`).
+pub fn floats(name: &str, text: &str) -> anyhow::Result<Vec<f32>> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<f32>()
+                .with_context(|| format!("--{name} {text:?}: expected numbers separated by commas"))
+        })
+        .collect()
+}
+
+/// One number or "h,w" (`--stride 2`, `--padding 1,0`).
+pub fn pair(name: &str, text: &str) -> anyhow::Result<[usize; 2]> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let parse = |s: &str| {
+        s.parse::<usize>()
+            .with_context(|| format!("--{name} {text:?}: expected a number or \"h,w\""))
+    };
+    match parts.as_slice() {
+        [a] => {
+            let v = parse(a)?;
+            Ok([v, v])
+        }
+        [a, b] => Ok([parse(a)?, parse(b)?]),
+        _ => bail!("--{name} {text:?}: expected a number or \"h,w\""),
+    }
+}

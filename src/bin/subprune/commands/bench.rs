@@ -1,0 +1,262 @@
+//! `subprune bench`: the statistics and the full greedy on paper-sized layers, the backends
+//! side by side, against a tuned CPU sgemm of the same shape.
+
+use std::io::IsTerminal;
+
+use anyhow::{bail, Context};
+use subprune::backend::choice::BackendChoice;
+use subprune::{Backend, CpuBackend};
+
+use crate::args::{BenchArgs, Cli};
+
+pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    use subprune::bench::{self, LayerCase};
+    if let Some(network_name) = &args.network {
+        return network(cli, args, network_name);
+    }
+    let cases: Vec<LayerCase> = if args.cases.is_empty() {
+        bench::CASES.to_vec()
+    } else {
+        args.cases
+            .iter()
+            .map(|n| {
+                LayerCase::by_name(n).with_context(|| {
+                    format!(
+                        "unknown case {n:?} (known: resnet56, vgg11, resnet50, or C,S,N,M: \
+                         channels, map side, images, outputs)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    // The CPU backend always runs, as the baseline; the GPU one next to it unless --backend cpu.
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    let gpu = match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
+        BackendChoice::Auto => match cli.gpu() {
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("no GPU backend in this run: {e}");
+                None
+            }
+        },
+    };
+    if let Some(gpu) = &gpu {
+        outln!("GPU statistics kernels: {}", gpu.tile_config());
+        backends.push(Box::new(gpu.clone()));
+    }
+    outln!(
+        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9} {:>8} {:>10} | {:>9} {:>11}",
+        "case",
+        "d",
+        "ks",
+        "N·L",
+        "m",
+        "backend",
+        "stats s",
+        "GFLOP/s",
+        "/cpu sgemm",
+        "greedy s",
+        "cpu/this"
+    );
+    outln!(
+        "(GFLOP/s counts 2·N·L·D² as a GEMM of the same shape would; /cpu sgemm = time of a tuned \
+         CPU sgemm BᵀB of that shape / stats time; cpu/this = CPU time / this backend's time, for \
+         stats / greedy)"
+    );
+    for case in cases {
+        let (problem, inputs) = case.instance(1)?;
+        let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps)?;
+        let mut cpu_times: Option<(f64, Option<f64>)> = None;
+        for backend in &backends {
+            // Untimed runs first, for at least half a second: pipelines compiled, buffers
+            // pooled, and a GPU's clocks up from idle (an H100 idles at a sixth of its clock
+            // and takes a while to ramp up).
+            let warm = std::time::Instant::now();
+            while warm.elapsed().as_secs_f64() < 0.5 {
+                bench::time_stats(backend.as_ref(), &problem, &inputs)?;
+            }
+            let mut best = f64::INFINITY;
+            let mut stats: Option<subprune::LayerStats> = None;
+            for _ in 0..args.reps.max(1) {
+                let (t, s) = bench::time_stats(backend.as_ref(), &problem, &inputs)?;
+                if t < best {
+                    best = t;
+                    stats = Some(s);
+                }
+            }
+            let stats = stats.expect("at least one repetition");
+            let greedy = if args.no_greedy {
+                None
+            } else {
+                Some(bench::time_greedy(backend.as_ref(), &stats)?)
+            };
+            let (cpu_stats, cpu_greedy) = *cpu_times.get_or_insert((best, greedy));
+            let greedy_cell = greedy.map_or("–".to_string(), |g| format!("{g:.3}"));
+            let ratio_greedy = match (cpu_greedy, greedy) {
+                (Some(c), Some(g)) => format!("{:.2}x", c / g),
+                _ => "–".to_string(),
+            };
+            outln!(
+                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.4} {:>8.1} {:>10.2} | {:>9} {:>11}",
+                case.name,
+                case.channels,
+                9,
+                case.rows(),
+                case.outputs,
+                backend.name(),
+                best,
+                case.stats_flops() / best / 1e9,
+                sgemm / best,
+                greedy_cell,
+                format!("{:.2}x/{ratio_greedy}", cpu_stats / best),
+            );
+            let p = stats.phases;
+            outln!(
+                "{:<9} phases ({}): setup {:.4} s, upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), \
+                 reduce/C0 {:.4} s, readback {:.4} s, host {:.4} s, other {:.4} s",
+                "",
+                p.clock.label(),
+                p.setup,
+                p.upload,
+                p.kernel,
+                case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+                p.reduce,
+                p.readback,
+                p.host,
+                (best - p.total()).max(0.0),
+            );
+        }
+        if let (true, Some(gpu)) = (args.tiles, &gpu) {
+            for config in gpu.supported_tile_configs() {
+                let tiled = gpu.clone().with_tile_config(config)?;
+                bench::time_stats(&tiled, &problem, &inputs)?;
+                let mut best: Option<subprune::LayerStats> = None;
+                let mut best_time = f64::INFINITY;
+                for _ in 0..args.reps.max(1) {
+                    let (t, s) = bench::time_stats(&tiled, &problem, &inputs)?;
+                    if t < best_time {
+                        best_time = t;
+                        best = Some(s);
+                    }
+                }
+                let p = best.expect("at least one repetition").phases;
+                outln!(
+                    "{:<9} {config}: stats {best_time:.4} s ({:.1} GFLOP/s), kernels {:.4} s \
+                     ({:.1} GFLOP/s, {})",
+                    "",
+                    case.stats_flops() / best_time / 1e9,
+                    p.kernel,
+                    case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+                    p.clock.label(),
+                );
+            }
+        }
+        outln!(
+            "{:<9} reference sgemm BᵀB ({}×{}ᵀ·{}×{}, gemm crate, CPU): {:.4} s, {:.1} GFLOP/s",
+            case.name,
+            case.rows(),
+            case.columns(),
+            case.rows(),
+            case.columns(),
+            sgemm,
+            case.stats_flops() / sgemm / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// `bench --network`: one end-to-end pruning run on the CPU (backend and executor), then on the
+/// GPU unless `--backend cpu`.
+fn network(cli: &Cli, args: &BenchArgs, network: &str) -> anyhow::Result<()> {
+    use subprune::exec::{Executor, GpuExecutor};
+    use subprune::prune::{cpu_engines, Event, PruneOptions};
+    let model = match network {
+        "resnet50" => subprune::synthetic::resnet50(1, args.size, 1000)?,
+        other => bail!("unknown network {other:?} (known: resnet50)"),
+    };
+    if args.images == 0 {
+        bail!("--images must be ≥ 1");
+    }
+    let calib = subprune::bench::random_images(2, args.images, &[3, args.size, args.size])?;
+    let options = PruneOptions::default();
+    outln!(
+        "synthetic {network}, {}×{} input, {} parameters; {} random calibration images; \
+         variant {:?}, keep {}, reweight {}",
+        args.size,
+        args.size,
+        model.graph.parameter_count(),
+        args.images,
+        options.variant,
+        options.keep_fraction,
+        options.reweight
+    );
+    let gpu = match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
+        BackendChoice::Auto => match cli.gpu() {
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("no GPU backend in this run: {e}");
+                None
+            }
+        },
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |e: Event<'_>| {
+        if let (
+            true,
+            Event::Layer {
+                index,
+                layers,
+                name,
+            },
+        ) = (tty, e)
+        {
+            eprint!("\rlayer {}/{layers}: {name}\x1b[K", index + 1);
+        }
+    };
+    let (cpu, cpu_factory) = cpu_engines();
+    let mut runs = vec![(
+        cpu.name(),
+        subprune::bench::time_prune(&model, &calib, &options, &cpu, &cpu_factory, &mut progress)?,
+    )];
+    if let Some(gpu) = &gpu {
+        let factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn Executor>> {
+            Ok(Box::new(GpuExecutor::new(g, gpu)?) as Box<dyn Executor>)
+        };
+        let t =
+            subprune::bench::time_prune(&model, &calib, &options, gpu, &factory, &mut progress)?;
+        runs.push((gpu.name(), t));
+    }
+    if tty {
+        eprintln!();
+    }
+    outln!(
+        "{:<48} {:>8} {:>14} {:>8} {:>9} {:>7} {:>12}",
+        "backend (statistics, greedy and forward passes)",
+        "total s",
+        "fwd + stats s",
+        "greedy s",
+        "reweight s",
+        "layers",
+        "cpu/this"
+    );
+    let cpu_seconds = runs[0].1.seconds;
+    for (name, t) in &runs {
+        outln!(
+            "{:<48} {:>8.2} {:>14.2} {:>8.2} {:>9.2} {:>7} {:>11.2}x",
+            name,
+            t.seconds,
+            t.phases.forward_and_statistics,
+            t.phases.greedy,
+            t.phases.reweight,
+            t.layers,
+            cpu_seconds / t.seconds
+        );
+    }
+    let (before, after) = runs[0].1.parameters;
+    outln!("parameters {before} → {after}");
+    Ok(())
+}

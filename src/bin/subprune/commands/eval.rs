@@ -1,0 +1,70 @@
+//! `subprune eval`: top-1/top-5 accuracy of an ONNX classifier on a labelled data set.
+
+use anyhow::Context;
+use subprune::backend::choice::BackendChoice;
+use subprune::npy;
+
+use super::{forward_executor, load_images};
+use crate::args::{floats, Cli, EvalArgs};
+use crate::progress::Progress;
+
+pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
+    use subprune::exec::run::ImageSource;
+    let model = subprune::onnx::load(&args.model)?;
+    let exec = forward_executor(cli, &model.graph)?;
+    let (_, mut labels) = npy::read_i64(&args.labels)?;
+    let mean = args
+        .mean
+        .as_deref()
+        .map(|t| floats("mean", t))
+        .transpose()?;
+    let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
+    let source = load_images(&args.data, mean, std, true)?;
+    let limited;
+    let source: &dyn ImageSource = match args.limit {
+        Some(n) if n < source.len() => {
+            labels.truncate(n);
+            limited = subprune::exec::run::FirstImages::new(source.as_ref(), n);
+            &limited
+        }
+        _ => source.as_ref(),
+    };
+    let shown = Progress::stderr();
+    let bar = shown.bar("eval", "images");
+    let mut progress = |done: usize, total: usize| bar.update(done, total);
+    let mut report =
+        subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress);
+    if let Err(subprune::Error::Gpu(msg)) = &report {
+        if cli.backend == BackendChoice::Auto {
+            eprintln!("the GPU executor failed ({msg}); falling back to the CPU executor");
+            let cpu = subprune::exec::CpuExecutor::new(&model.graph)?;
+            report =
+                subprune::exec::eval::evaluate(&cpu, source, &labels, args.batch, &mut progress);
+        }
+    }
+    bar.finish();
+    let report = report.with_context(|| {
+        format!(
+            "evaluating {} on {}",
+            args.model.display(),
+            args.data.display()
+        )
+    })?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?);
+    } else {
+        let pct = |k: usize| 100.0 * k as f64 / report.images as f64;
+        outln!(
+            "top-1 {}/{} ({:.2}%), top-5 {}/{} ({:.2}%), {:.1} images/s, backend {}",
+            report.top1,
+            report.images,
+            pct(report.top1),
+            report.top5,
+            report.images,
+            pct(report.top5),
+            report.images_per_second,
+            report.backend
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! One module per subcommand, and what several of them share: opening the backend and the
+//! forward executor that --backend names, loading images.
+
+use anyhow::bail;
+use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, TileChoice};
+use subprune::backend::gpu::GpuBackend;
+use subprune::{npy, Backend, CpuBackend};
+
+use crate::args::Cli;
+
+pub mod bench;
+pub mod compare;
+pub mod demo;
+pub mod devices;
+pub mod eval;
+pub mod info;
+pub mod prune;
+pub mod select;
+
+impl Cli {
+    /// The backend --backend names; says on stderr which one is used.
+    fn open(&self) -> anyhow::Result<Box<dyn Backend>> {
+        let opened = open_backend_with(self.backend, &self.gpu_setup())?;
+        eprintln!("{}", opened.note);
+        if self.f16_inputs && opened.backend.name().starts_with("cpu") {
+            eprintln!("note: --f16-inputs applies to the GPU backend only; ignored");
+        }
+        Ok(opened.backend)
+    }
+
+    /// Runs `job` on the backend --backend names. Under `auto`, a GPU failure in the middle of
+    /// the work (a lost device, an allocation the device refuses) is reported and the job is run
+    /// again on the CPU backend.
+    fn run_on_backend<T>(
+        &self,
+        mut job: impl FnMut(&dyn Backend) -> subprune::Result<T>,
+    ) -> anyhow::Result<T> {
+        let backend = self.open()?;
+        match job(backend.as_ref()) {
+            Err(subprune::Error::Gpu(msg)) if self.backend == BackendChoice::Auto => {
+                eprintln!("the GPU backend failed ({msg}); falling back to the CPU backend");
+                Ok(job(&CpuBackend::new())?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// The GPU backend on --adapter, with --f16-inputs.
+    fn gpu(&self) -> subprune::Result<GpuBackend> {
+        let (gpu, report) = self.gpu_setup().open()?;
+        if let Some(r) = report {
+            eprintln!("{r}");
+            if let Some(p) = &r.cache_problem {
+                eprintln!("warning: tile-configuration cache not used: {p}");
+            }
+        }
+        Ok(gpu)
+    }
+
+    /// The GPU settings of the command line: --adapter, --f16-inputs, --tile, --no-autotune.
+    fn gpu_setup(&self) -> GpuSetup {
+        let tiles = match (self.tile, self.no_autotune) {
+            (Some(config), _) => TileChoice::Fixed(config),
+            (None, true) => TileChoice::Default,
+            (None, false) => TileChoice::Autotune(subprune::backend::gpu::default_cache_path()),
+        };
+        GpuSetup {
+            adapter: self.adapter.clone(),
+            f16_inputs: self.f16_inputs,
+            tiles,
+        }
+    }
+}
+
+/// The GPU backend a forward pass runs on, as --backend says: under `auto`, a hardware adapter
+/// or the one named, else `None` (the CPU), saying why on stderr.
+pub fn forward_gpu(cli: &Cli) -> anyhow::Result<Option<GpuBackend>> {
+    Ok(match cli.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(cli.gpu()?),
+        BackendChoice::Auto => {
+            let named =
+                cli.adapter.is_some() || std::env::var(subprune::backend::gpu::ADAPTER_ENV).is_ok();
+            match cli.gpu() {
+                Ok(gpu) if named || !gpu.is_software() => Some(gpu),
+                Ok(gpu) => {
+                    eprintln!(
+                        "backend: cpu (auto, no GPU used: only a software adapter ({}))",
+                        gpu.adapter_name()
+                    );
+                    None
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    eprintln!(
+                        "backend: cpu (auto, no GPU used: {})",
+                        why.lines().next().unwrap_or_default()
+                    );
+                    None
+                }
+            }
+        }
+    })
+}
+
+/// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
+/// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
+pub fn forward_executor(
+    cli: &Cli,
+    graph: &subprune::ir::Graph,
+) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
+    use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
+    let gpu = forward_gpu(cli)?;
+    Ok(match gpu {
+        Some(gpu) => {
+            let exec = GpuExecutor::new(graph, &gpu)?;
+            eprintln!("backend: {}", exec.name());
+            Box::new(exec)
+        }
+        None => {
+            let exec = CpuExecutor::new(graph)?;
+            if cli.backend == BackendChoice::Cpu {
+                eprintln!("backend: {}", exec.name());
+            }
+            Box::new(exec)
+        }
+    })
+}
+
+/// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with
+/// `(x / 255 − mean) / std` per channel.
+pub fn load_images(
+    path: &std::path::Path,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+    note_unused_normalisation: bool,
+) -> anyhow::Result<Box<dyn subprune::exec::run::ImageSource>> {
+    use subprune::exec::run::{F32Images, U8Images};
+    use subprune::npy::NpyArray;
+    Ok(match npy::read_any(path)? {
+        NpyArray::F32(t) => {
+            if note_unused_normalisation && (mean.is_some() || std.is_some()) {
+                eprintln!(
+                    "note: --mean/--std apply to uint8 data; the float32 data {} is used as it is",
+                    path.display()
+                );
+            }
+            Box::new(F32Images::new(path.display().to_string(), t)?)
+        }
+        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
+            shape,
+            data,
+            &mean.unwrap_or(vec![0.0]),
+            &std.unwrap_or(vec![1.0]),
+        )?),
+        other => bail!(
+            "{}: dtype {} is not image data (float32 or uint8 expected)",
+            path.display(),
+            other.dtype()
+        ),
+    })
+}
