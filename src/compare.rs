@@ -21,6 +21,7 @@ use crate::prune::budget::{self, Allocation, CostModel, Target};
 use crate::prune::layerwise::layerwise_stats;
 use crate::prune::select::greedy::Greedy;
 use crate::prune::select::{Method, Selector};
+use crate::prune::sensitivity::{self, Sensitivity, Validation};
 use crate::prune::{prune_with, ExecutorFactory, PruneOptions, Variant};
 use crate::Backend;
 
@@ -98,6 +99,8 @@ pub struct Comparison {
     pub stats_seconds: f64,
     /// Seconds of the greedy runs (once per layer).
     pub greedy_seconds: f64,
+    /// The accuracy curves measured for [`Allocation::Accuracy`] (on the validation images).
+    pub sensitivity: Option<Sensitivity>,
     /// The rows, in the order run.
     pub rows: Vec<CompareRow>,
 }
@@ -107,6 +110,8 @@ pub struct Comparison {
 pub enum CompareEvent {
     /// The shared statistics: images done of total.
     Statistics(usize, usize),
+    /// The accuracy budget's per-layer evaluations: done of total.
+    Sensitivity(usize, usize),
     /// A row is done.
     Row(CompareRow),
 }
@@ -138,13 +143,15 @@ fn check(options: &CompareOptions) -> Result<()> {
     Ok(())
 }
 
-/// Runs the comparison. `test` and `labels` are the labelled test set.
+/// Runs the comparison. `test` and `labels` are the labelled test set; `validation`, a
+/// labelled held-out split for [`Allocation::Accuracy`] (required there, unused otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     model: &OnnxModel,
     calib: &dyn ImageSource,
     test: &dyn ImageSource,
     labels: &[i64],
+    validation: Option<Validation<'_>>,
     options: &CompareOptions,
     backend: &dyn Backend,
     executor: ExecutorFactory<'_>,
@@ -152,6 +159,16 @@ pub fn compare(
 ) -> Result<Comparison> {
     check(options)?;
     let graph = &model.graph;
+    if options.allocation == Allocation::Accuracy {
+        match &validation {
+            Some(v) => sensitivity::check_validation(graph, v)?,
+            None => {
+                return Err(Error::InvalidArgument(
+                    "the accuracy budget needs labelled validation images".into(),
+                ))
+            }
+        }
+    }
     let accuracy = |g: &Graph| -> Result<f64> {
         let exec = executor(g)?;
         let r = evaluate(
@@ -179,20 +196,40 @@ pub fn compare(
     // One greedy run per layer, when the greedy or the error allocation needs it.
     let t = Instant::now();
     let curves =
-        if options.methods.contains(&Method::Greedy) || options.allocation == Allocation::Error {
+        if options.methods.contains(&Method::Greedy) || options.allocation != Allocation::Uniform {
             Some(ls.greedy_curves(backend, options.prune.dependence_tol, &greedy)?)
         } else {
             None
         };
     let greedy_seconds = t.elapsed().as_secs_f64();
+    // The accuracy budget: every layer pruned alone (greedy, reweighted as options.prune says)
+    // at a grid of sizes, measured on the validation images once for all compressions.
+    let sensitivity = match (options.allocation, validation) {
+        (Allocation::Accuracy, Some(v)) => Some(sensitivity::measure(
+            graph,
+            &ls,
+            &greedy,
+            v,
+            &options.prune,
+            backend,
+            executor,
+            &mut |d, n| progress(CompareEvent::Sensitivity(d, n)),
+        )?),
+        _ => None,
+    };
     let mut allocations = Vec::new();
     for &r in &options.compressions {
-        let a = budget::allocate(
-            &params,
-            Target::Compression(r),
-            options.allocation,
-            curves.as_deref(),
-        )
+        let a = match &sensitivity {
+            Some(s) => {
+                budget::allocate_accuracy(&params, Target::Compression(r), s, curves.as_deref())
+            }
+            None => budget::allocate(
+                &params,
+                Target::Compression(r),
+                options.allocation,
+                curves.as_deref(),
+            ),
+        }
         .map_err(|e| Error::InvalidArgument(format!("compression {r}: {e}")))?;
         let sizes: Vec<(String, usize, usize)> = ls
             .layers
@@ -292,6 +329,7 @@ pub fn compare(
         allocations: allocations.into_iter().map(|(r, _, s)| (r, s)).collect(),
         stats_seconds: ls.seconds,
         greedy_seconds,
+        sensitivity,
         rows,
     })
 }

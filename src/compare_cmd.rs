@@ -51,9 +51,16 @@ pub struct CompareArgs {
     /// Seeds for the random methods.
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// How each compression is split over layers: uniform or error.
+    /// How each compression is split over layers: uniform, error or accuracy (needs
+    /// --val/--val-labels).
     #[arg(long, default_value = "uniform")]
     budget: String,
+    /// Validation images (.npy) for --budget accuracy: a held-out split, not the test set.
+    #[arg(long, requires = "val_labels")]
+    val: Option<PathBuf>,
+    /// Validation labels (.npy int64), one per --val image.
+    #[arg(long, requires = "val")]
+    val_labels: Option<PathBuf>,
     /// Relative ridge of the reweighting.
     #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
     ridge: f64,
@@ -99,12 +106,23 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("output {}", p.display()))?;
     }
+    let allocation: subprune::prune::budget::Allocation = args.budget.parse()?;
+    match (allocation, &args.val) {
+        (subprune::prune::budget::Allocation::Accuracy, None) => bail!(
+            "--budget accuracy measures each layer's accuracy on labelled validation images: \
+             give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
+        ),
+        (a, Some(_)) if a != subprune::prune::budget::Allocation::Accuracy => {
+            bail!("--val/--val-labels are only used by --budget accuracy")
+        }
+        _ => {}
+    }
     let options = CompareOptions {
         methods,
         asym: !args.no_asym,
         compressions,
         seeds: args.seeds,
-        allocation: args.budget.parse()?,
+        allocation,
         prune: PruneOptions {
             ridge: args.ridge,
             batch_images: args.batch,
@@ -137,8 +155,15 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             None => calib_all.len(),
         },
     );
-    let test = crate::load_images(&args.data, mean, std, true)?;
+    let test = crate::load_images(&args.data, mean.clone(), std.clone(), true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
+    let val = match (&args.val, &args.val_labels) {
+        (Some(d), Some(l)) => Some((
+            crate::load_images(d, mean, std, false)?,
+            subprune::npy::read_i64(l)?.1,
+        )),
+        _ => None,
+    };
     let (_, factory) = cpu_engines();
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
@@ -147,6 +172,14 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         CompareEvent::Statistics(d, n) => {
             if tty {
                 eprint!("\rstatistics: {d}/{n} images\x1b[K");
+                if d == n {
+                    eprintln!();
+                }
+            }
+        }
+        CompareEvent::Sensitivity(d, n) => {
+            if tty {
+                eprint!("\raccuracy budget: {d}/{n} evaluations of the validation images\x1b[K");
                 if d == n {
                     eprintln!();
                 }
@@ -171,6 +204,12 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         &calib,
         test.as_ref(),
         &labels,
+        val.as_ref().map(
+            |(images, labels)| subprune::prune::sensitivity::Validation {
+                images: images.as_ref(),
+                labels,
+            },
+        ),
         &options,
         backend,
         &factory,
@@ -197,6 +236,12 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         result.greedy_seconds,
         start.elapsed().as_secs_f64()
     )];
+    if let Some(s) = &result.sensitivity {
+        lines.push(format!(
+            "accuracy budget: validation top-1 {:.4} unpruned on {} images; {} evaluations, {:.1}s",
+            s.baseline, s.images, s.evaluations, s.seconds
+        ));
+    }
     for (r, sizes) in &result.allocations {
         lines.push(format!(
             "{r}×: kept {}",

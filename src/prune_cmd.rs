@@ -48,10 +48,19 @@ pub struct PruneArgs {
     /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
     #[arg(long, conflicts_with = "keep")]
     target_flops: Option<f64>,
-    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
-    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
+    /// How a --compression/--target-flops target is split over layers: uniform (one fraction),
+    /// error (least summed normalised greedy error; one extra forward pass and greedy run) or
+    /// accuracy (equal accuracy loss per layer, measured on --val/--val-labels; one evaluation
+    /// of the validation images per layer and grid size). Default uniform.
     #[arg(long)]
     budget: Option<String>,
+    /// Validation images (.npy, float32 or uint8 with --mean/--std) for --budget accuracy: a
+    /// held-out split, not the test set.
+    #[arg(long, requires = "val_labels")]
+    val: Option<PathBuf>,
+    /// Validation labels (.npy int64), one per --val image.
+    #[arg(long, requires = "val")]
+    val_labels: Option<PathBuf>,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5)]
     keep_fraction: f64,
@@ -222,6 +231,16 @@ pub fn run(
     if target.is_none() && args.budget.is_some() {
         bail!("--budget splits a --compression or --target-flops target; give one of them");
     }
+    match (allocation, &args.val) {
+        (subprune::prune::budget::Allocation::Accuracy, None) => bail!(
+            "--budget accuracy measures each layer's accuracy on labelled validation images: \
+             give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
+        ),
+        (a, Some(_)) if a != subprune::prune::budget::Allocation::Accuracy => {
+            bail!("--val/--val-labels are only used by --budget accuracy")
+        }
+        _ => {}
+    }
     if let Some(t) = target {
         // Checked before any work (the cost model is only built after loading).
         match t {
@@ -265,6 +284,13 @@ pub fn run(
         )),
         _ => None,
     };
+    let val = match (&args.val, &args.val_labels) {
+        (Some(d), Some(l)) => Some((
+            crate::load_images(d, mean.clone(), std.clone(), false)?,
+            subprune::npy::read_i64(l)?.1,
+        )),
+        _ => None,
+    };
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are read back for the accumulators), else on the CPU executor.
     let (_, cpu_factory) = cpu_engines();
@@ -283,6 +309,12 @@ pub fn run(
             let plan = subprune::prune::budget::plan(
                 &model.graph,
                 calib.as_ref(),
+                val.as_ref().map(
+                    |(images, labels)| subprune::prune::sensitivity::Validation {
+                        images: images.as_ref(),
+                        labels,
+                    },
+                ),
                 &options,
                 t,
                 allocation,
@@ -418,6 +450,17 @@ pub fn run(
                 ", summed normalised error {e:.4}"
             ))
         ));
+        if let Some(s) = &p.sensitivity {
+            lines.push(format!(
+                "accuracy budget: each layer alone loses at most {:.2} points of validation top-1 \
+                 ({:.2}% unpruned, {} images; {} evaluations, {:.1}s)",
+                100.0 * p.allocated.accuracy_drop.unwrap_or(0.0),
+                100.0 * s.baseline,
+                s.images,
+                s.evaluations,
+                s.seconds
+            ));
+        }
     }
     lines.push(format!(
         "{:<40} {:>14} {:>10} {:>8}  notes",

@@ -410,9 +410,12 @@ fn bad_input_is_a_clear_error() {
         err.contains("magic") && err.contains("weight-norm"),
         "{err}"
     );
-    let err = "accuracy".parse::<Allocation>().unwrap_err().to_string();
-    assert!(err.contains("not implemented"), "{err}");
-    assert!("nope".parse::<Allocation>().is_err());
+    assert_eq!(
+        "accuracy".parse::<Allocation>().unwrap(),
+        Allocation::Accuracy
+    );
+    let err = "nope".parse::<Allocation>().unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("accuracy"), "{err}");
     let (m, _) = stats();
     let analysis = analyze(&m.graph);
     let layers = budget::pruned_layers(&analysis, &[]);
@@ -469,6 +472,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
         &calib(32),
         &test,
         &labels,
+        None,
         &options,
         &backend,
         &factory,
@@ -523,6 +527,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
             &calib(8),
             &test,
             &labels,
+            None,
             &bad,
             &backend,
             &factory,
@@ -567,7 +572,7 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         "--budget",
         "accuracy",
     ]);
-    assert!(err.contains("not implemented"), "{err}");
+    assert!(err.contains("--val"), "{err}");
     let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
     assert!(err.contains("--budget splits"), "{err}");
     let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
@@ -607,5 +612,26 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         "greedy,bogus",
     ]);
     assert!(err.contains("bogus"), "{err}");
+    let err = run(&[
+        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--budget", "accuracy",
+    ]);
+    assert!(err.contains("--val"), "{err}");
+    let err = run(&[
+        "compare",
+        m,
+        "--calib",
+        c,
+        "--data",
+        t,
+        "--labels",
+        l,
+        "--out",
+        p,
+        "--val",
+        t,
+        "--val-labels",
+        l,
+    ]);
+    assert!(err.contains("only used by --budget accuracy"), "{err}");
     assert!(!dir.join("o.onnx").exists() && !dir.join("cmp.csv").exists());
 }
