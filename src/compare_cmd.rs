@@ -10,6 +10,7 @@ use subprune::exec::run::ImageSource as _;
 use anyhow::{bail, Context};
 use clap::Args;
 use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
+use subprune::prune::budget::Allocation;
 use subprune::prune::select::Method;
 use subprune::prune::{cpu_engines, PruneOptions};
 use subprune::Backend;
@@ -51,8 +52,8 @@ pub struct CompareArgs {
     /// Seeds for the random methods.
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// How each compression is split over layers: uniform, error or accuracy (needs
-    /// --val/--val-labels).
+    /// How each compression is split over layers, comma-separated (every method runs with
+    /// each): uniform, error, accuracy (needs --val/--val-labels).
     #[arg(long, default_value = "uniform")]
     budget: String,
     /// Validation images (.npy) for --budget accuracy: a held-out split, not the test set.
@@ -106,23 +107,29 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("output {}", p.display()))?;
     }
-    let allocation: subprune::prune::budget::Allocation = args.budget.parse()?;
-    match (allocation, &args.val) {
-        (subprune::prune::budget::Allocation::Accuracy, None) => bail!(
+    let allocations = args
+        .budget
+        .split(',')
+        .map(|b| b.trim())
+        .filter(|b| !b.is_empty())
+        .map(|b| b.parse::<Allocation>())
+        .collect::<subprune::Result<Vec<_>>>()?;
+    let accuracy = allocations.contains(&Allocation::Accuracy);
+    if accuracy && args.val.is_none() {
+        bail!(
             "--budget accuracy measures each layer's accuracy on labelled validation images: \
              give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
-        ),
-        (a, Some(_)) if a != subprune::prune::budget::Allocation::Accuracy => {
-            bail!("--val/--val-labels are only used by --budget accuracy")
-        }
-        _ => {}
+        );
+    }
+    if !accuracy && args.val.is_some() {
+        bail!("--val/--val-labels are only used by --budget accuracy");
     }
     let options = CompareOptions {
         methods,
         asym: !args.no_asym,
         compressions,
         seeds: args.seeds,
-        allocation,
+        allocations,
         prune: PruneOptions {
             ridge: args.ridge,
             batch_images: args.batch,
@@ -242,9 +249,9 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             s.baseline, s.images, s.evaluations, s.seconds
         ));
     }
-    for (r, sizes) in &result.allocations {
+    for (a, r, sizes) in &result.allocations {
         lines.push(format!(
-            "{r}×: kept {}",
+            "{a} {r}×: kept {}",
             sizes
                 .iter()
                 .map(|(n, d, k)| format!("{n} {k}/{d}"))
@@ -253,7 +260,11 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         ));
     }
     let all = series(&result.rows);
-    let mut header = format!("{:<22}", "method");
+    let several_budgets = result
+        .allocations
+        .iter()
+        .any(|a| a.0 != result.allocations[0].0);
+    let mut header = format!("{:<30}", "method");
     if let Some(s) = all.first() {
         for p in &s.points {
             header.push_str(&format!(" {:>14}", format!("{}× ({:.1}×)", p.0, p.1)));
@@ -262,8 +273,17 @@ pub fn run(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     lines.push(header);
     for s in &all {
         let mut line = format!(
-            "{:<22}",
-            format!("{}{}", s.method, if s.reweight { " + LS" } else { "" })
+            "{:<30}",
+            format!(
+                "{}{}{}",
+                s.method,
+                if s.reweight { " + LS" } else { "" },
+                if several_budgets {
+                    format!(" ({})", s.budget)
+                } else {
+                    String::new()
+                }
+            )
         );
         for p in &s.points {
             let cell = if p.5 > 1 {
