@@ -3,8 +3,9 @@
 //!
 //! Work is shared: the statistics of every layer on the original network come from one forward
 //! pass ([`crate::prune::layerwise`]); each layer's greedy runs once for all compressions; the
-//! per-layer sizes of each compression are computed once (a [`crate::prune::budget`] allocation)
-//! and used by every method, so methods differ only in which channels they keep. The layer-wise
+//! per-layer sizes of each compression are computed once per allocation (`uniform`, `error`,
+//! `accuracy`: [`crate::prune::budget`]) and used by every method, so methods differ only in
+//! which channels they keep, and allocations only in the sizes. The layer-wise
 //! methods (`greedy`, the baselines) all use these original-network statistics, as the paper's
 //! layer-wise baselines do. The paper's best variant, greedy on the pruned network with the
 //! original network's targets (`greedy-asym`), needs statistics that depend on the earlier
@@ -21,6 +22,7 @@ use crate::prune::budget::{self, Allocation, CostModel, Target};
 use crate::prune::layerwise::layerwise_stats;
 use crate::prune::select::greedy::Greedy;
 use crate::prune::select::{Method, Selector};
+use crate::prune::sensitivity::{self, Sensitivity, Validation};
 use crate::prune::{prune_with, ExecutorFactory, PruneOptions, Variant};
 use crate::Backend;
 
@@ -35,8 +37,8 @@ pub struct CompareOptions {
     pub compressions: Vec<f64>,
     /// Seeds `0..seeds` for the random methods (≥ 1).
     pub seeds: u64,
-    /// How each compression is split over layers.
-    pub allocation: Allocation,
+    /// How each compression is split over layers: every method runs with each (distinct).
+    pub allocations: Vec<Allocation>,
     /// Ridge, tolerance, batch size, skipped layers (variant, method, keep are ignored).
     pub prune: PruneOptions,
     /// Test images per evaluation batch.
@@ -50,7 +52,7 @@ impl Default for CompareOptions {
             asym: true,
             compressions: vec![2.0, 4.0, 8.0, 16.0, 32.0],
             seeds: 3,
-            allocation: Allocation::Uniform,
+            allocations: vec![Allocation::Uniform],
             prune: PruneOptions::default(),
             eval_batch: 256,
         }
@@ -69,6 +71,8 @@ pub struct CompareRow {
     pub reweight: bool,
     /// Seed (random methods only).
     pub seed: Option<u64>,
+    /// How the compression was split over layers.
+    pub budget: Allocation,
     /// The compression asked for.
     pub target: f64,
     /// Parameters of the pruned model.
@@ -92,12 +96,14 @@ pub struct Comparison {
     pub baseline_top1: f64,
     /// Parameters of the unpruned model.
     pub parameters: usize,
-    /// Per compression: the target and the kept channels of each layer.
-    pub allocations: Vec<(f64, Vec<LayerSize>)>,
+    /// Per allocation and compression: the target and the kept channels of each layer.
+    pub allocations: Vec<(Allocation, f64, Vec<LayerSize>)>,
     /// Seconds of the shared forward pass and statistics.
     pub stats_seconds: f64,
     /// Seconds of the greedy runs (once per layer).
     pub greedy_seconds: f64,
+    /// The accuracy curves measured for [`Allocation::Accuracy`] (on the validation images).
+    pub sensitivity: Option<Sensitivity>,
     /// The rows, in the order run.
     pub rows: Vec<CompareRow>,
 }
@@ -107,6 +113,8 @@ pub struct Comparison {
 pub enum CompareEvent {
     /// The shared statistics: images done of total.
     Statistics(usize, usize),
+    /// The accuracy budget's per-layer evaluations: done of total.
+    Sensitivity(usize, usize),
     /// A row is done.
     Row(CompareRow),
 }
@@ -124,6 +132,19 @@ fn check(options: &CompareOptions) -> Result<()> {
             "compression {r}: must be a finite ratio > 1"
         )));
     }
+    if options.allocations.is_empty() {
+        return Err(Error::InvalidArgument("no budget allocation given".into()));
+    }
+    if let Some((_, a)) = options
+        .allocations
+        .iter()
+        .enumerate()
+        .find(|(i, a)| options.allocations[..*i].contains(a))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "budget allocation '{a}' is given twice"
+        )));
+    }
     if options.methods.is_empty() && !options.asym {
         return Err(Error::InvalidArgument("no method to compare".into()));
     }
@@ -138,13 +159,15 @@ fn check(options: &CompareOptions) -> Result<()> {
     Ok(())
 }
 
-/// Runs the comparison. `test` and `labels` are the labelled test set.
+/// Runs the comparison. `test` and `labels` are the labelled test set; `validation`, a
+/// labelled held-out split for [`Allocation::Accuracy`] (required there, unused otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     model: &OnnxModel,
     calib: &dyn ImageSource,
     test: &dyn ImageSource,
     labels: &[i64],
+    validation: Option<Validation<'_>>,
     options: &CompareOptions,
     backend: &dyn Backend,
     executor: ExecutorFactory<'_>,
@@ -152,6 +175,16 @@ pub fn compare(
 ) -> Result<Comparison> {
     check(options)?;
     let graph = &model.graph;
+    if options.allocations.contains(&Allocation::Accuracy) {
+        match &validation {
+            Some(v) => sensitivity::check_validation(graph, v)?,
+            None => {
+                return Err(Error::InvalidArgument(
+                    "the accuracy budget needs labelled validation images".into(),
+                ))
+            }
+        }
+    }
     let accuracy = |g: &Graph| -> Result<f64> {
         let exec = executor(g)?;
         let r = evaluate(
@@ -178,29 +211,59 @@ pub fn compare(
     let greedy = Greedy::default();
     // One greedy run per layer, when the greedy or the error allocation needs it.
     let t = Instant::now();
-    let curves =
-        if options.methods.contains(&Method::Greedy) || options.allocation == Allocation::Error {
-            Some(ls.greedy_curves(backend, options.prune.dependence_tol, &greedy)?)
-        } else {
-            None
-        };
-    let greedy_seconds = t.elapsed().as_secs_f64();
-    let mut allocations = Vec::new();
-    for &r in &options.compressions {
-        let a = budget::allocate(
-            &params,
-            Target::Compression(r),
-            options.allocation,
-            curves.as_deref(),
-        )
-        .map_err(|e| Error::InvalidArgument(format!("compression {r}: {e}")))?;
-        let sizes: Vec<(String, usize, usize)> = ls
-            .layers
+    let curves = if options.methods.contains(&Method::Greedy)
+        || options
+            .allocations
             .iter()
-            .zip(&a.keeps)
-            .map(|(l, &k)| (l.layer.name.clone(), l.layer.channels, k))
-            .collect();
-        allocations.push((r, a.keeps, sizes));
+            .any(|a| *a != Allocation::Uniform)
+    {
+        Some(ls.greedy_curves(backend, options.prune.dependence_tol, &greedy)?)
+    } else {
+        None
+    };
+    let greedy_seconds = t.elapsed().as_secs_f64();
+    // The accuracy budget: every layer pruned alone (greedy, reweighted as options.prune says)
+    // at a grid of sizes, measured on the validation images once for all compressions.
+    let sensitivity = match validation {
+        Some(v) if options.allocations.contains(&Allocation::Accuracy) => {
+            Some(sensitivity::measure(
+                graph,
+                &ls,
+                &greedy,
+                v,
+                &options.prune,
+                backend,
+                executor,
+                &mut |d, n| progress(CompareEvent::Sensitivity(d, n)),
+            )?)
+        }
+        _ => None,
+    };
+    let mut allocations = Vec::new();
+    for &allocation in &options.allocations {
+        for &r in &options.compressions {
+            let a = match (&sensitivity, allocation) {
+                (Some(s), Allocation::Accuracy) => {
+                    budget::allocate_accuracy(&params, Target::Compression(r), s, curves.as_deref())
+                }
+                _ => budget::allocate(
+                    &params,
+                    Target::Compression(r),
+                    allocation,
+                    curves.as_deref(),
+                ),
+            }
+            .map_err(|e| {
+                Error::InvalidArgument(format!("{allocation} budget, compression {r}: {e}"))
+            })?;
+            let sizes: Vec<(String, usize, usize)> = ls
+                .layers
+                .iter()
+                .zip(&a.keeps)
+                .map(|(l, &k)| (l.layer.name.clone(), l.layer.channels, k))
+                .collect();
+            allocations.push((allocation, r, a.keeps, sizes));
+        }
     }
     let parameters = graph.parameter_count();
     let mut rows = Vec::new();
@@ -208,7 +271,7 @@ pub fn compare(
         progress(CompareEvent::Row(row.clone()));
         rows.push(row);
     };
-    for (r, keeps, sizes) in &allocations {
+    for (allocation, r, keeps, sizes) in &allocations {
         for &method in &options.methods {
             let seeds: Vec<Option<u64>> = if method.is_random() {
                 (0..options.seeds).map(Some).collect()
@@ -240,6 +303,7 @@ pub fn compare(
                             method: method.name().into(),
                             reweight,
                             seed,
+                            budget: *allocation,
                             target: *r,
                             parameters: p,
                             compression: parameters as f64 / p.max(1) as f64,
@@ -273,6 +337,7 @@ pub fn compare(
                         method: "greedy-asym".into(),
                         reweight,
                         seed: None,
+                        budget: *allocation,
                         target: *r,
                         parameters: p,
                         compression: parameters as f64 / p.max(1) as f64,
@@ -289,9 +354,13 @@ pub fn compare(
     Ok(Comparison {
         baseline_top1,
         parameters,
-        allocations: allocations.into_iter().map(|(r, _, s)| (r, s)).collect(),
+        allocations: allocations
+            .into_iter()
+            .map(|(a, r, _, s)| (a, r, s))
+            .collect(),
         stats_seconds: ls.seconds,
         greedy_seconds,
+        sensitivity,
         rows,
     })
 }
@@ -299,14 +368,15 @@ pub fn compare(
 /// The rows as CSV (header first).
 pub fn to_csv(rows: &[CompareRow]) -> String {
     let mut out = String::from(
-        "method,reweight,seed,target_compression,parameters,compression,flops,top1,prune_seconds,eval_seconds\n",
+        "method,reweight,seed,budget,target_compression,parameters,compression,flops,top1,prune_seconds,eval_seconds\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{:.4},{:.0},{:.6},{:.3},{:.3}\n",
+            "{},{},{},{},{},{},{:.4},{:.0},{:.6},{:.3},{:.3}\n",
             r.method,
             r.reweight,
             r.seed.map_or(String::new(), |s| s.to_string()),
+            r.budget,
             r.target,
             r.parameters,
             r.compression,
@@ -319,31 +389,35 @@ pub fn to_csv(rows: &[CompareRow]) -> String {
     out
 }
 
-/// One line of the summary: a method with or without reweighting, top-1 (mean over seeds and
-/// its spread) at each compression asked for.
+/// One line of the summary: a method with or without reweighting, under one budget allocation,
+/// top-1 (mean over seeds and its spread) at each compression asked for.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Series {
     /// Method name.
     pub method: String,
     /// Reweighted.
     pub reweight: bool,
+    /// The budget allocation.
+    pub budget: Allocation,
     /// `(target compression, achieved compression, mean top-1, min, max, runs)`.
     pub points: Vec<(f64, f64, f64, f64, f64, usize)>,
 }
 
-/// Rows grouped by method and reweighting, averaged over seeds, in first-seen order.
+/// Rows grouped by method, reweighting and budget allocation, averaged over seeds, in
+/// first-seen order.
 pub fn series(rows: &[CompareRow]) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for r in rows {
         let i = match out
             .iter()
-            .position(|s| s.method == r.method && s.reweight == r.reweight)
+            .position(|s| s.method == r.method && s.reweight == r.reweight && s.budget == r.budget)
         {
             Some(i) => i,
             None => {
                 out.push(Series {
                     method: r.method.clone(),
                     reweight: r.reweight,
+                    budget: r.budget,
                     points: Vec::new(),
                 });
                 out.len() - 1
@@ -454,17 +528,22 @@ pub fn to_svg(comparison: &Comparison, title: &str) -> String {
         "<line x1=\"{LEFT}\" y1=\"{yb:.1}\" x2=\"{}\" y2=\"{yb:.1}\" stroke=\"#999\" stroke-dasharray=\"2 3\"/>\n",
         W - RIGHT
     ));
-    let methods: Vec<&str> = {
-        let mut m: Vec<&str> = Vec::new();
+    let methods: Vec<(&str, Allocation)> = {
+        let mut m: Vec<(&str, Allocation)> = Vec::new();
         for se in &series {
-            if !m.contains(&se.method.as_str()) {
-                m.push(&se.method);
+            if !m.contains(&(se.method.as_str(), se.budget)) {
+                m.push((&se.method, se.budget));
             }
         }
         m
     };
+    let several_budgets = series.iter().any(|se| se.budget != series[0].budget);
     for (i, se) in series.iter().enumerate() {
-        let c = COLORS[methods.iter().position(|m| *m == se.method).unwrap_or(0) % COLORS.len()];
+        let c = COLORS[methods
+            .iter()
+            .position(|m| *m == (se.method.as_str(), se.budget))
+            .unwrap_or(0)
+            % COLORS.len()];
         let dash = if se.reweight {
             ""
         } else {
@@ -489,12 +568,17 @@ pub fn to_svg(comparison: &Comparison, title: &str) -> String {
         let ly = TOP + 10.0 + 18.0 * i as f64;
         let lx = W - RIGHT + 15.0;
         s.push_str(&format!(
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}{}</text>\n",
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}{}{}</text>\n",
             lx + 28.0,
             lx + 34.0,
             ly + 4.0,
             xml_escape(&se.method),
-            if se.reweight { " + LS" } else { "" }
+            if se.reweight { " + LS" } else { "" },
+            if several_budgets {
+                format!(" ({})", se.budget)
+            } else {
+                String::new()
+            }
         ));
     }
     s.push_str("</svg>\n");

@@ -410,9 +410,12 @@ fn bad_input_is_a_clear_error() {
         err.contains("magic") && err.contains("weight-norm"),
         "{err}"
     );
-    let err = "accuracy".parse::<Allocation>().unwrap_err().to_string();
-    assert!(err.contains("not implemented"), "{err}");
-    assert!("nope".parse::<Allocation>().is_err());
+    assert_eq!(
+        "accuracy".parse::<Allocation>().unwrap(),
+        Allocation::Accuracy
+    );
+    let err = "nope".parse::<Allocation>().unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("accuracy"), "{err}");
     let (m, _) = stats();
     let analysis = analyze(&m.graph);
     let layers = budget::pruned_layers(&analysis, &[]);
@@ -469,6 +472,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
         &calib(32),
         &test,
         &labels,
+        None,
         &options,
         &backend,
         &factory,
@@ -480,7 +484,8 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     let csv = to_csv(&result.rows);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header.len(), 10);
+    assert_eq!(header.len(), 11);
+    let budget_col = header.iter().position(|h| *h == "budget").unwrap();
     let top1 = header.iter().position(|h| *h == "top1").unwrap();
     let comp = header.iter().position(|h| *h == "compression").unwrap();
     let mut n = 0;
@@ -491,6 +496,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
         assert!((0.0..=1.0).contains(&t));
         let c: f64 = f[comp].parse().unwrap();
         assert!(c >= 1.9, "{line}");
+        assert_eq!(f[budget_col], "uniform", "{line}");
         n += 1;
     }
     assert_eq!(n, 12);
@@ -517,12 +523,25 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
             asym: false,
             ..options.clone()
         },
+        CompareOptions {
+            allocations: vec![],
+            ..options.clone()
+        },
+        CompareOptions {
+            allocations: vec![Allocation::Error, Allocation::Uniform, Allocation::Error],
+            ..options.clone()
+        },
+        CompareOptions {
+            allocations: vec![Allocation::Accuracy],
+            ..options.clone()
+        },
     ] {
         assert!(compare(
             &m,
             &calib(8),
             &test,
             &labels,
+            None,
             &bad,
             &backend,
             &factory,
@@ -567,7 +586,7 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         "--budget",
         "accuracy",
     ]);
-    assert!(err.contains("not implemented"), "{err}");
+    assert!(err.contains("--val"), "{err}");
     let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
     assert!(err.contains("--budget splits"), "{err}");
     let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
@@ -607,5 +626,111 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         "greedy,bogus",
     ]);
     assert!(err.contains("bogus"), "{err}");
+    let err = run(&[
+        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--budget", "accuracy",
+    ]);
+    assert!(err.contains("--val"), "{err}");
+    let err = run(&[
+        "compare",
+        m,
+        "--calib",
+        c,
+        "--data",
+        t,
+        "--labels",
+        l,
+        "--out",
+        p,
+        "--val",
+        t,
+        "--val-labels",
+        l,
+    ]);
+    assert!(err.contains("only used by --budget accuracy"), "{err}");
     assert!(!dir.join("o.onnx").exists() && !dir.join("cmp.csv").exists());
+}
+
+#[test]
+fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
+    let m = model();
+    let (test, labels) = test_set(100);
+    let (val, val_labels) = test_set(60);
+    let (backend, factory) = cpu_engines();
+    let options = CompareOptions {
+        methods: vec![Method::WeightNorm],
+        asym: false,
+        compressions: vec![4.0],
+        allocations: vec![Allocation::Uniform, Allocation::Error, Allocation::Accuracy],
+        ..Default::default()
+    };
+    let cal = calib(64);
+    let result = compare(
+        &m,
+        &cal,
+        &test,
+        &labels,
+        Some(subprune::prune::sensitivity::Validation {
+            images: &val,
+            labels: &val_labels,
+        }),
+        &options,
+        &backend,
+        &factory,
+        &mut |_| {},
+    )
+    .unwrap();
+    // 3 allocations × 1 compression × 2 reweightings.
+    assert_eq!(result.rows.len(), 6);
+    let budgets: Vec<Allocation> = result.allocations.iter().map(|a| a.0).collect();
+    assert_eq!(budgets, options.allocations);
+    // The sizes are what each rule gives on its own inputs, computed here independently of
+    // compare: uniform from the cost model, error from the greedy curves of the same 64 images,
+    // accuracy from curves measured again on the same validation images.
+    let (_, ls) = stats();
+    let layers: Vec<_> = ls.layers.iter().map(|l| &l.layer).collect();
+    let params = CostModel::parameters(&m.graph, &layers);
+    let uniform =
+        budget::allocate(&params, Target::Compression(4.0), Allocation::Uniform, None).unwrap();
+    let error = budget::allocate(
+        &params,
+        Target::Compression(4.0),
+        Allocation::Error,
+        Some(greedy_curves()),
+    )
+    .unwrap();
+    let s = subprune::prune::sensitivity::measure(
+        &m.graph,
+        ls,
+        &Greedy::default(),
+        subprune::prune::sensitivity::Validation {
+            images: &val,
+            labels: &val_labels,
+        },
+        &PruneOptions::default(),
+        &backend,
+        &factory,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let accuracy = budget::allocate_accuracy(&params, Target::Compression(4.0), &s, None).unwrap();
+    for ((a, _, sizes), expect) in
+        result
+            .allocations
+            .iter()
+            .zip([&uniform.keeps, &error.keeps, &accuracy.keeps])
+    {
+        let got: Vec<usize> = sizes.iter().map(|s| s.2).collect();
+        assert_eq!(&got, expect, "{a}");
+    }
+    let csv = to_csv(&result.rows);
+    for a in ["uniform", "error", "accuracy"] {
+        assert_eq!(csv.matches(&format!(",{a},")).count(), 2, "{csv}");
+    }
+    let svg = to_svg(&result, "budgets");
+    assert_eq!(svg.matches("<polyline").count(), 6);
+    assert!(svg.contains("weight-norm + LS (accuracy)"));
+    assert_eq!(
+        result.sensitivity.as_ref().unwrap().evaluations,
+        s.evaluations
+    );
 }

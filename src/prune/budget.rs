@@ -26,7 +26,24 @@
 //!   convex, so as a safeguard the uniform allocation is also scored on the same curves and taken
 //!   when its summed error is lower: the result is never worse than uniform on that criterion.
 //!   What it does not see: how much each layer's error costs in accuracy (the `accuracy`
-//!   allocation of §6, which needs labels, is not implemented).
+//!   allocation, which needs labels).
+//! * [`Allocation::Accuracy`] (labelled validation images; the "equal accuracy loss" scheme of
+//!   Kuzmin et al. 2019, `docs/ALGORITHM.md` §6): every layer is pruned alone at a grid of sizes
+//!   and the network's top-1 on the validation images measured ([`super::sensitivity`], which
+//!   documents the grid and the cost: one evaluation of the validation set per layer and grid
+//!   size); each curve is made monotone, `a_l(k)` non-decreasing with `a_l(d_l)` = the unpruned
+//!   accuracy `a₀`. One accuracy threshold `t` then sets every layer's size: the fewest channels
+//!   whose envelope accuracy is at least `a₀ − t`, `k_l(t) = min{k : a_l(k) ≥ a₀ − t}`; the
+//!   smallest `t` whose sizes meet the budget is found by binary search over the (finitely many)
+//!   values the envelopes take. Sensitive layers (steep curves) keep more channels, insensitive
+//!   ones fewer, so that each costs about the same accuracy alone. Ties: where an envelope is
+//!   flat (a plateau, common since accuracy on a few hundred images moves in steps), the
+//!   threshold is refined by the kept fraction `k/d_l`, i.e. the pairs `(a_l(k), k/d_l)` are
+//!   compared lexicographically: among layers on a plateau at the threshold's accuracy, those
+//!   keeping the largest fraction give up channels first (uniform as the tie-break). The pairs
+//!   are strictly increasing in `k`, so consecutive thresholds change every layer by at most one
+//!   channel: the sizes found meet the budget, and the next stricter threshold adds one channel
+//!   to some layers and exceeds it (adding one channel to every layer would too).
 
 use crate::analysis::channels::PrunableLayer;
 use crate::error::{Error, Result};
@@ -50,6 +67,25 @@ pub enum Allocation {
     Uniform,
     /// Minimum summed normalised greedy error.
     Error,
+    /// Equal accuracy loss per layer, measured on labelled validation images.
+    Accuracy,
+}
+
+impl Allocation {
+    /// The command-line name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Allocation::Uniform => "uniform",
+            Allocation::Error => "error",
+            Allocation::Accuracy => "accuracy",
+        }
+    }
+}
+
+impl std::fmt::Display for Allocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Allocation {
@@ -58,11 +94,9 @@ impl std::str::FromStr for Allocation {
         match s {
             "uniform" => Ok(Allocation::Uniform),
             "error" => Ok(Allocation::Error),
-            "accuracy" => Err(Error::InvalidArgument(
-                "budget 'accuracy' is not implemented; use uniform or error".into(),
-            )),
+            "accuracy" => Ok(Allocation::Accuracy),
             other => Err(Error::InvalidArgument(format!(
-                "budget '{other}': expected uniform or error"
+                "budget '{other}': expected uniform, error or accuracy"
             ))),
         }
     }
@@ -87,6 +121,30 @@ impl CostModel {
             terms,
             full,
         }
+    }
+
+    /// A cost model from explicit terms: `channels[l]` = `d_l`, and `(size, layers that shrink
+    /// it)` per term (for other cost measures, and for tests).
+    pub fn new(channels: Vec<usize>, terms: Vec<(f64, Vec<usize>)>) -> Result<Self> {
+        if let Some(l) = channels.iter().position(|&d| d == 0) {
+            return Err(Error::InvalidArgument(format!(
+                "cost model: layer {l} has no channel"
+            )));
+        }
+        for (size, by) in &terms {
+            if !(size.is_finite() && *size >= 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "cost model: term size {size} must be finite and ≥ 0"
+                )));
+            }
+            if let Some(l) = by.iter().find(|&&l| l >= channels.len()) {
+                return Err(Error::InvalidArgument(format!(
+                    "cost model: a term names layer {l} of {}",
+                    channels.len()
+                )));
+            }
+        }
+        Ok(Self::build(channels, terms))
     }
 
     /// Parameters (f32 constants) of `graph` with `layers` pruned.
@@ -163,6 +221,9 @@ pub struct Allocated {
     pub full: f64,
     /// Summed normalised error of `keeps` on the curves, when they were given.
     pub summed_error: Option<f64>,
+    /// [`Allocation::Accuracy`]: the accuracy drop `t` allowed to each layer alone (validation
+    /// top-1 of the unpruned network minus the threshold the sizes meet).
+    pub accuracy_drop: Option<f64>,
 }
 
 /// The cost allowed by `target` under `model` (`full / R` or the FLOPs given), checked.
@@ -276,7 +337,82 @@ pub fn error_allocation(model: &CostModel, budget: f64, curves: &[Vec<f64>]) -> 
     Ok(keeps)
 }
 
-/// Sizes for `target` with `allocation` (`curves` required for [`Allocation::Error`]).
+/// Equal accuracy loss (see the module documentation): per-layer sizes within `budget` from the
+/// monotone accuracy envelopes (`envelopes[l][k-1]`, non-decreasing in `k`, one entry per
+/// channel) and the unpruned accuracy `baseline`. Returns the sizes and the accuracy drop
+/// `baseline − a` of the threshold `a` they meet.
+pub fn accuracy_allocation(
+    model: &CostModel,
+    budget: f64,
+    envelopes: &[Vec<f64>],
+    baseline: f64,
+) -> Result<(Vec<usize>, f64)> {
+    check_reachable(model, budget, "accuracy budget")?;
+    if envelopes.len() != model.channels.len()
+        || envelopes
+            .iter()
+            .zip(&model.channels)
+            .any(|(c, &d)| c.len() != d)
+    {
+        return Err(Error::Shape(
+            "accuracy budget: one accuracy curve of d_l entries is needed per pruned layer".into(),
+        ));
+    }
+    if envelopes.iter().flatten().any(|a| !a.is_finite()) || !baseline.is_finite() {
+        return Err(Error::InvalidArgument(
+            "accuracy budget: the accuracy curves are not finite".into(),
+        ));
+    }
+    if let Some(l) = envelopes
+        .iter()
+        .position(|e| e.windows(2).any(|w| w[1] < w[0]))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "accuracy budget: the accuracy curve of layer {l} decreases; pass its monotone envelope"
+        )));
+    }
+    // Threshold pairs (accuracy, kept fraction), compared lexicographically; strictly
+    // increasing in k within a layer.
+    let pair = |l: usize, k: usize| (envelopes[l][k - 1], k as f64 / model.channels[l] as f64);
+    let cmp = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1));
+    let mut candidates: Vec<(f64, f64)> = model
+        .channels
+        .iter()
+        .enumerate()
+        .flat_map(|(l, &d)| (1..=d).map(move |k| (l, k)))
+        .map(|(l, k)| pair(l, k))
+        .collect();
+    candidates.sort_by(|a, b| cmp(b, a));
+    candidates.dedup_by(|a, b| cmp(a, b).is_eq());
+    // k_l(c): the fewest channels whose pair is ≥ c (whole when none is).
+    let keeps_at = |c: &(f64, f64)| -> Vec<usize> {
+        model
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(l, &d)| {
+                let (mut lo, mut hi) = (1, d + 1);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if cmp(&pair(l, mid), c).is_lt() {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo.min(d)
+            })
+            .collect()
+    };
+    // Candidates run from strict to loose; the cost does not increase along them, and the
+    // loosest (one channel everywhere) fits (checked above).
+    let first_fit = candidates.partition_point(|c| model.cost(&keeps_at(c)) > budget);
+    let c = candidates[first_fit.min(candidates.len() - 1)];
+    Ok((keeps_at(&c), baseline - c.0))
+}
+
+/// Sizes for `target` with `allocation` (`curves` required for [`Allocation::Error`]; the
+/// [`Allocation::Accuracy`] curves go through [`allocate_accuracy`]).
 pub fn allocate(
     model: &CostModel,
     target: Target,
@@ -292,12 +428,46 @@ pub fn allocate(
                 "the error budget needs the greedy error curves".into(),
             ))
         }
+        (Allocation::Accuracy, _) => {
+            return Err(Error::InvalidArgument(
+                "the accuracy budget needs per-layer accuracy curves measured on labelled \
+                 validation images (allocate_accuracy)"
+                    .into(),
+            ))
+        }
     };
     Ok(Allocated {
         cost: model.cost(&keeps),
         budget,
         full: model.full,
         summed_error: curves.map(|c| summed_error(c, &keeps)),
+        accuracy_drop: None,
+        keeps,
+    })
+}
+
+/// Sizes for `target` by equal accuracy loss, from measured accuracy curves
+/// ([`super::sensitivity::measure`]); `curves`, when given, only fill in
+/// [`Allocated::summed_error`].
+pub fn allocate_accuracy(
+    model: &CostModel,
+    target: Target,
+    sensitivity: &super::sensitivity::Sensitivity,
+    curves: Option<&[Vec<f64>]>,
+) -> Result<Allocated> {
+    let budget = budget_of(target, model)?;
+    let (keeps, drop) = accuracy_allocation(
+        model,
+        budget,
+        &sensitivity.envelopes(),
+        sensitivity.baseline,
+    )?;
+    Ok(Allocated {
+        cost: model.cost(&keeps),
+        budget,
+        full: model.full,
+        summed_error: curves.map(|c| summed_error(c, &keeps)),
+        accuracy_drop: Some(drop),
         keeps,
     })
 }
@@ -325,6 +495,8 @@ pub struct BudgetPlan {
     pub layers: Vec<(String, usize, usize)>,
     /// The sizes and their predicted cost.
     pub allocated: Allocated,
+    /// [`Allocation::Accuracy`]: the measured accuracy curves.
+    pub sensitivity: Option<super::sensitivity::Sensitivity>,
 }
 
 impl BudgetPlan {
@@ -337,12 +509,16 @@ impl BudgetPlan {
     }
 }
 
-/// Resolves `target` for `graph`: for [`Allocation::Error`] the greedy error curves of every
-/// layer come from one forward pass over `calib` on the original network
-/// ([`super::layerwise::layerwise_stats`]) and one greedy run per layer.
+/// Resolves `target` for `graph`. For [`Allocation::Error`] and [`Allocation::Accuracy`] the
+/// statistics of every layer come from one forward pass over `calib` on the original network
+/// ([`super::layerwise::layerwise_stats`]) and one greedy run per layer gives the error curves;
+/// [`Allocation::Accuracy`] then measures each layer's accuracy curve on `validation`
+/// ([`super::sensitivity::measure`], greedy selection, reweighted when `options.reweight`).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     graph: &Graph,
     calib: &dyn crate::exec::run::ImageSource,
+    validation: Option<super::sensitivity::Validation<'_>>,
     options: &super::PruneOptions,
     target: Target,
     allocation: Allocation,
@@ -356,13 +532,23 @@ pub fn plan(
             "no layer to prune: the model has no prunable layer, or all are skipped".into(),
         ));
     }
+    match (allocation, &validation) {
+        (Allocation::Accuracy, None) => {
+            return Err(Error::InvalidArgument(
+                "the accuracy budget needs labelled validation images".into(),
+            ))
+        }
+        (Allocation::Accuracy, Some(v)) => super::sensitivity::check_validation(graph, v)?,
+        _ => {}
+    }
     let model = match target {
         Target::Compression(_) => CostModel::parameters(graph, &layers),
         Target::Flops(_) => CostModel::flops(graph, &layers),
     };
-    let curves = match allocation {
-        Allocation::Uniform => None,
-        Allocation::Error => {
+    budget_of(target, &model)?;
+    let (allocated, sensitivity) = match allocation {
+        Allocation::Uniform => (allocate(&model, target, allocation, None)?, None),
+        Allocation::Error | Allocation::Accuracy => {
             let ls = super::layerwise::layerwise_stats(
                 graph,
                 calib,
@@ -371,10 +557,29 @@ pub fn plan(
                 executor,
                 &mut |_, _| {},
             )?;
-            Some(ls.greedy_curves(backend, options.dependence_tol, &Default::default())?)
+            let greedy = super::select::greedy::Greedy::default();
+            let curves = ls.greedy_curves(backend, options.dependence_tol, &greedy)?;
+            match validation {
+                Some(val) if allocation == Allocation::Accuracy => {
+                    let sensitivity = super::sensitivity::measure(
+                        graph,
+                        &ls,
+                        &greedy,
+                        val,
+                        options,
+                        backend,
+                        executor,
+                        &mut |_, _| {},
+                    )?;
+                    (
+                        allocate_accuracy(&model, target, &sensitivity, Some(&curves))?,
+                        Some(sensitivity),
+                    )
+                }
+                _ => (allocate(&model, target, allocation, Some(&curves))?, None),
+            }
         }
     };
-    let allocated = allocate(&model, target, allocation, curves.as_deref())?;
     Ok(BudgetPlan {
         target,
         allocation,
@@ -384,5 +589,6 @@ pub fn plan(
             .map(|(l, &k)| (l.name.clone(), l.channels, k))
             .collect(),
         allocated,
+        sensitivity,
     })
 }

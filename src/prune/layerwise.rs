@@ -200,34 +200,70 @@ impl LayerwiseStats {
         }
         let mut g = graph.clone();
         let mut out = Vec::new();
-        for (i, (l, &keep)) in self.layers.iter().zip(keeps).enumerate() {
-            let ctx = self.context(i, backend, options.dependence_tol);
-            let selection = selector.select(&ctx, keep, &mut |_, _| {})?;
-            let (mut residual, mut total) = (0.0, 0.0);
-            for ((c, (problem, form)), st) in
-                l.layer.consumers.iter().zip(&l.problems).zip(&l.stats)
-            {
-                let r = consumer_rows(
-                    st,
-                    &selection,
-                    options.reweight,
-                    options.ridge,
-                    options.dependence_tol,
-                )?;
-                residual += r.residual;
-                total += st.total;
-                set_consumer_weight(
-                    &mut g,
-                    c,
-                    *form,
-                    problem.weight_tensor(&selection.kept, &r.weight),
-                )?;
-            }
-            slice_producer(&mut g, &l.layer, &selection.kept)?;
-            let err = if total > 0.0 { residual / total } else { 0.0 };
-            out.push((selection, err));
+        for (i, &keep) in keeps.iter().enumerate() {
+            out.push(self.apply_layer(&mut g, i, selector, keep, options, backend)?);
         }
         super::rewrite::reshape(&mut g)?;
         Ok((g, out))
+    }
+
+    /// Prunes layer `i` alone to `keep` channels (every other layer whole), as
+    /// [`LayerwiseStats::prune`] would: the graph and the layer's selection and error. The
+    /// sensitivity measurements of the `accuracy` budget ([`super::sensitivity`]) use it.
+    pub fn prune_one(
+        &self,
+        graph: &Graph,
+        i: usize,
+        selector: &dyn Selector,
+        keep: usize,
+        options: &PruneOptions,
+        backend: &dyn Backend,
+    ) -> Result<(Graph, (Selection, f64))> {
+        if i >= self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "layer {i}: there are {} pruned layers",
+                self.layers.len()
+            )));
+        }
+        let mut g = graph.clone();
+        let out = self.apply_layer(&mut g, i, selector, keep, options, backend)?;
+        super::rewrite::reshape(&mut g)?;
+        Ok((g, out))
+    }
+
+    /// Selects `keep` channels of layer `i` and edits `g` in place (shapes are not re-inferred).
+    fn apply_layer(
+        &self,
+        g: &mut Graph,
+        i: usize,
+        selector: &dyn Selector,
+        keep: usize,
+        options: &PruneOptions,
+        backend: &dyn Backend,
+    ) -> Result<(Selection, f64)> {
+        let l = &self.layers[i];
+        let ctx = self.context(i, backend, options.dependence_tol);
+        let selection = selector.select(&ctx, keep, &mut |_, _| {})?;
+        let (mut residual, mut total) = (0.0, 0.0);
+        for ((c, (problem, form)), st) in l.layer.consumers.iter().zip(&l.problems).zip(&l.stats) {
+            let r = consumer_rows(
+                st,
+                &selection,
+                options.reweight,
+                options.ridge,
+                options.dependence_tol,
+            )?;
+            residual += r.residual;
+            total += st.total;
+            set_consumer_weight(
+                g,
+                c,
+                *form,
+                problem.weight_tensor(&selection.kept, &r.weight),
+            )?;
+        }
+        slice_producer(g, &l.layer, &selection.kept)?;
+        let err = if total > 0.0 { residual / total } else { 0.0 };
+        Ok((selection, err))
     }
 }

@@ -31,6 +31,7 @@ pub mod layerwise;
 pub mod reweight;
 pub mod rewrite;
 pub mod select;
+pub mod sensitivity;
 
 pub(crate) use pipeline::shared_greedy;
 
@@ -528,7 +529,7 @@ mod pipeline {
 
     /// For each node position `p`, the one activation alive before node `p` when there is
     /// exactly one (a point to resume a forward pass from).
-    fn single_live(graph: &Graph) -> Vec<Option<ValueId>> {
+    pub(super) fn single_live(graph: &Graph) -> Vec<Option<ValueId>> {
         let n = graph.nodes.len();
         let producers = graph.producers();
         let consumers = graph.consumers();
@@ -564,7 +565,7 @@ mod pipeline {
     }
 
     /// The part of `graph` that computes `outputs` from `from` (and constants).
-    fn subgraph(graph: &Graph, from: ValueId, outputs: &[ValueId]) -> Result<Graph> {
+    pub(super) fn subgraph(graph: &Graph, from: ValueId, outputs: &[ValueId]) -> Result<Graph> {
         let producers = graph.producers();
         let mut need = vec![false; graph.nodes.len()];
         let mut seen = vec![false; graph.values.len()];

@@ -113,4 +113,3 @@ impl<'a> DeviceTensor<'a> {
         Tensor::new(self.shape.to_vec(), bytemuck::cast_vec(data))
     }
 }
-

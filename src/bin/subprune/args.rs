@@ -210,10 +210,19 @@ pub struct PruneArgs {
     /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
     #[arg(long, conflicts_with = "keep")]
     pub target_flops: Option<f64>,
-    /// How a --compression/--target-flops target is split over layers: uniform (one fraction) or
-    /// error (least summed normalised greedy error; one extra forward pass and greedy run; default uniform).
+    /// How a --compression/--target-flops target is split over layers: uniform (one fraction),
+    /// error (least summed normalised greedy error; one extra forward pass and greedy run) or
+    /// accuracy (equal accuracy loss per layer, measured on --val/--val-labels; one evaluation
+    /// of the validation images per layer and grid size). Default uniform.
     #[arg(long)]
     pub budget: Option<String>,
+    /// Validation images (.npy, float32 or uint8 with --mean/--std) for --budget accuracy: a
+    /// held-out split, not the test set.
+    #[arg(long, requires = "val_labels")]
+    pub val: Option<PathBuf>,
+    /// Validation labels (.npy int64), one per --val image.
+    #[arg(long, requires = "val")]
+    pub val_labels: Option<PathBuf>,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5)]
     pub keep_fraction: f64,
@@ -283,9 +292,16 @@ pub struct CompareArgs {
     /// Seeds for the random methods.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// How each compression is split over layers: uniform or error.
+    /// How each compression is split over layers, comma-separated (every method runs with
+    /// each): uniform, error, accuracy (needs --val/--val-labels).
     #[arg(long, default_value = "uniform")]
     pub budget: String,
+    /// Validation images (.npy) for --budget accuracy: a held-out split, not the test set.
+    #[arg(long, requires = "val_labels")]
+    pub val: Option<PathBuf>,
+    /// Validation labels (.npy int64), one per --val image.
+    #[arg(long, requires = "val")]
+    pub val_labels: Option<PathBuf>,
     /// Relative ridge of the reweighting.
     #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
     pub ridge: f64,

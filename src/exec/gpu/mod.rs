@@ -18,8 +18,8 @@
 mod gemm;
 mod simple;
 
-pub use gemm::ConvParams;
 pub use crate::backend::gpu::DeviceTensor;
+pub use gemm::ConvParams;
 pub use simple::{FwdParams, MAX_RANK};
 
 use std::collections::{HashMap, HashSet};

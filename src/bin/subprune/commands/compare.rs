@@ -8,6 +8,7 @@ use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
 use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
+use subprune::prune::budget::Allocation;
 use subprune::prune::select::Method;
 use subprune::prune::{cpu_engines, PruneOptions};
 use subprune::Backend;
@@ -55,12 +56,29 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("output {}", p.display()))?;
     }
+    let allocations = args
+        .budget
+        .split(',')
+        .map(|b| b.trim())
+        .filter(|b| !b.is_empty())
+        .map(|b| b.parse::<Allocation>())
+        .collect::<subprune::Result<Vec<_>>>()?;
+    let accuracy = allocations.contains(&Allocation::Accuracy);
+    if accuracy && args.val.is_none() {
+        bail!(
+            "--budget accuracy measures each layer's accuracy on labelled validation images: \
+             give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
+        );
+    }
+    if !accuracy && args.val.is_some() {
+        bail!("--val/--val-labels are only used by --budget accuracy");
+    }
     let options = CompareOptions {
         methods,
         asym: !args.no_asym,
         compressions,
         seeds: args.seeds,
-        allocation: args.budget.parse()?,
+        allocations,
         prune: PruneOptions {
             ridge: args.ridge,
             batch_images: args.batch,
@@ -93,8 +111,15 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             None => calib_all.len(),
         },
     );
-    let test = super::load_images(&args.data, mean, std, true)?;
+    let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
+    let val = match (&args.val, &args.val_labels) {
+        (Some(d), Some(l)) => Some((
+            super::load_images(d, mean, std, false)?,
+            subprune::npy::read_i64(l)?.1,
+        )),
+        _ => None,
+    };
     let (_, factory) = cpu_engines();
     let shown = Progress::stderr();
     let stats_bar = shown.bar("statistics", "images");
@@ -104,6 +129,12 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = |e: CompareEvent| match e {
         CompareEvent::Statistics(d, n) => {
+            stats_bar.update(d, n);
+            if d == n {
+                stats_bar.finish();
+            }
+        }
+        CompareEvent::Sensitivity(d, n) => {
             stats_bar.update(d, n);
             if d == n {
                 stats_bar.finish();
@@ -131,6 +162,12 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         &calib,
         test.as_ref(),
         &labels,
+        val.as_ref().map(
+            |(images, labels)| subprune::prune::sensitivity::Validation {
+                images: images.as_ref(),
+                labels,
+            },
+        ),
         &options,
         backend,
         &factory,
@@ -158,9 +195,15 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         result.greedy_seconds,
         start.elapsed().as_secs_f64()
     )];
-    for (r, sizes) in &result.allocations {
+    if let Some(s) = &result.sensitivity {
         lines.push(format!(
-            "{r}×: kept {}",
+            "accuracy budget: validation top-1 {:.4} unpruned on {} images; {} evaluations, {:.1}s",
+            s.baseline, s.images, s.evaluations, s.seconds
+        ));
+    }
+    for (a, r, sizes) in &result.allocations {
+        lines.push(format!(
+            "{a} {r}×: kept {}",
             sizes
                 .iter()
                 .map(|(n, d, k)| format!("{n} {k}/{d}"))
@@ -169,7 +212,11 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         ));
     }
     let all = series(&result.rows);
-    let mut header = format!("{:<22}", "method");
+    let several_budgets = result
+        .allocations
+        .iter()
+        .any(|a| a.0 != result.allocations[0].0);
+    let mut header = format!("{:<30}", "method");
     if let Some(s) = all.first() {
         for p in &s.points {
             header.push_str(&format!(" {:>14}", format!("{}× ({:.1}×)", p.0, p.1)));
@@ -178,8 +225,17 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     lines.push(header);
     for s in &all {
         let mut line = format!(
-            "{:<22}",
-            format!("{}{}", s.method, if s.reweight { " + LS" } else { "" })
+            "{:<30}",
+            format!(
+                "{}{}{}",
+                s.method,
+                if s.reweight { " + LS" } else { "" },
+                if several_budgets {
+                    format!(" ({})", s.budget)
+                } else {
+                    String::new()
+                }
+            )
         );
         for p in &s.points {
             let cell = if p.5 > 1 {

@@ -170,6 +170,16 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     if target.is_none() && args.budget.is_some() {
         bail!("--budget splits a --compression or --target-flops target; give one of them");
     }
+    match (allocation, &args.val) {
+        (subprune::prune::budget::Allocation::Accuracy, None) => bail!(
+            "--budget accuracy measures each layer's accuracy on labelled validation images: \
+             give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
+        ),
+        (a, Some(_)) if a != subprune::prune::budget::Allocation::Accuracy => {
+            bail!("--val/--val-labels are only used by --budget accuracy")
+        }
+        _ => {}
+    }
     if let Some(t) = target {
         // Checked before any work (the cost model is only built after loading).
         match t {
@@ -213,6 +223,13 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         )),
         _ => None,
     };
+    let val = match (&args.val, &args.val_labels) {
+        (Some(d), Some(l)) => Some((
+            super::load_images(d, mean.clone(), std.clone(), false)?,
+            subprune::npy::read_i64(l)?.1,
+        )),
+        _ => None,
+    };
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are read back for the accumulators), else on the CPU executor.
     let (_, cpu_factory) = cpu_engines();
@@ -231,6 +248,12 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             let plan = subprune::prune::budget::plan(
                 &model.graph,
                 calib.as_ref(),
+                val.as_ref().map(
+                    |(images, labels)| subprune::prune::sensitivity::Validation {
+                        images: images.as_ref(),
+                        labels,
+                    },
+                ),
                 &options,
                 t,
                 allocation,
@@ -358,6 +381,17 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
                 ", summed normalised error {e:.4}"
             ))
         ));
+        if let Some(s) = &p.sensitivity {
+            lines.push(format!(
+                "accuracy budget: each layer alone loses at most {:.2} points of validation top-1 \
+                 ({:.2}% unpruned, {} images; {} evaluations, {:.1}s)",
+                100.0 * p.allocated.accuracy_drop.unwrap_or(0.0),
+                100.0 * s.baseline,
+                s.images,
+                s.evaluations,
+                s.seconds
+            ));
+        }
     }
     lines.push(format!(
         "{:<40} {:>14} {:>10} {:>8}  notes",
