@@ -123,6 +123,8 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     let (_, factory) = cpu_engines();
     let shown = Progress::stderr();
     let stats_bar = shown.bar("statistics", "images");
+    // Only runs with the accuracy budget get this bar.
+    let mut sensitivity_bar = None;
     let rows_bar = shown.bar("pruned models", "rows");
     let rows = expected_rows(&options);
     let mut rows_done = 0;
@@ -135,9 +137,11 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
             }
         }
         CompareEvent::Sensitivity(d, n) => {
-            stats_bar.update(d, n);
+            let bar =
+                sensitivity_bar.get_or_insert_with(|| shown.bar("accuracy budget", "evaluations"));
+            bar.update(d, n);
             if d == n {
-                stats_bar.finish();
+                bar.finish();
             }
         }
         CompareEvent::Row(r) => {
