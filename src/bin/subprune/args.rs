@@ -305,6 +305,9 @@ pub struct CompareArgs {
     /// Relative ridge of the reweighting.
     #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
     pub ridge: f64,
+    /// Leave a prunable layer whole in every row (repeatable), as `prune --skip`.
+    #[arg(long)]
+    pub skip: Vec<String>,
     /// Images per forward batch.
     #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
     pub batch: usize,

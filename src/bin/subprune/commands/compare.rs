@@ -82,6 +82,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         prune: PruneOptions {
             ridge: args.ridge,
             batch_images: args.batch,
+            skip: args.skip.clone(),
             ..Default::default()
         },
         eval_batch: 256,
