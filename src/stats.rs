@@ -5,7 +5,6 @@
 //! reshaped to `D × m`. [`LayerStats`] holds what the greedy needs and nothing that grows with the
 //! number of images: `gram = BᵀB`, `c0 = (BᵀA)·W` and `total = ‖AW‖²`.
 
-use crate::backend::StatsPhases;
 use crate::error::{Error, Result};
 use crate::tensor::TensorView;
 
@@ -234,15 +233,20 @@ impl Unfolding {
 
     /// Checks a batch `(n, C[, H, W])` against this unfolding and returns its image count.
     pub fn check_batch(&self, batch: &TensorView<'_>, name: &str) -> Result<usize> {
-        let per_image = batch.shape.get(1..).unwrap_or(&[]);
+        self.check_shape(batch.shape, name)
+    }
+
+    /// [`Self::check_batch`] from the shape alone (e.g. of a tensor on a device).
+    pub fn check_shape(&self, shape: &[usize], name: &str) -> Result<usize> {
+        let per_image = shape.get(1..).unwrap_or(&[]);
         let expected: &[usize] = match self.consumer {
             Consumer::Linear => &[self.channels],
             _ => &[self.channels, self.height, self.width],
         };
-        if batch.shape.is_empty() || per_image != expected {
+        if shape.is_empty() || per_image != expected {
             return Err(Error::Shape(format!(
                 "{name} has shape {:?}, expected (N, {})",
-                batch.shape,
+                shape,
                 expected
                     .iter()
                     .map(|d| d.to_string())
@@ -250,7 +254,7 @@ impl Unfolding {
                     .join(", ")
             )));
         }
-        Ok(batch.shape[0])
+        Ok(shape[0])
     }
 
     /// Writes columns `columns.start .. columns.end` of the unfolded rows `first .. first + rows`
@@ -657,4 +661,58 @@ pub(crate) fn matmul_f64(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> 
         Par::all(),
     )?;
     Ok(out)
+}
+
+/// How a backend's kernel times were measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelClock {
+    /// GPU timestamp queries around each pass (`Features::TIMESTAMP_QUERY`).
+    Timestamps,
+    /// Host wall-clock time (submission to completion, or the CPU's own computation).
+    #[default]
+    WallClock,
+}
+
+impl KernelClock {
+    /// A short label for tables: `timestamps` or `wall-clock`.
+    pub fn label(self) -> &'static str {
+        match self {
+            KernelClock::Timestamps => "timestamps",
+            KernelClock::WallClock => "wall-clock",
+        }
+    }
+}
+
+/// Where the time of one layer's statistics went, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StatsPhases {
+    /// Setting the accumulator up (buffers, tables, clearing the sums) and checking the
+    /// inputs.
+    pub setup: f64,
+    /// Preparing and queueing the batches for the device (f16 conversion, staging copies); 0 on
+    /// the CPU, which reads the batches in place.
+    pub upload: f64,
+    /// The Gram kernels (`BᵀB`, and `AᵀB`, `AᵀA` with a target).
+    pub kernel: f64,
+    /// Device-side work after the kernels: adding the row splits, the full f32 matrices, and
+    /// `C0 = X·W`, `(AᵀA)·W` when computed on the device.
+    pub reduce: f64,
+    /// Device → host copies of the results.
+    pub readback: f64,
+    /// Host work: conversion to f64 and mirroring, and `C0`, `‖AW‖²` when computed on the host.
+    pub host: f64,
+    /// How `kernel` and `reduce` were measured.
+    pub clock: KernelClock,
+    /// Bytes of inputs and targets sent from the host to the device (0 on the CPU).
+    pub uploaded_bytes: u64,
+    /// Bytes of inputs copied from device-resident activations on the device itself (tapped
+    /// activations of the GPU executor on the same device: no host round trip).
+    pub device_bytes: u64,
+}
+
+impl StatsPhases {
+    /// The sum of the phases.
+    pub fn total(&self) -> f64 {
+        self.setup + self.upload + self.kernel + self.reduce + self.readback + self.host
+    }
 }

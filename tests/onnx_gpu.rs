@@ -414,6 +414,152 @@ fn taps_on_the_device_read_back_what_the_cpu_taps() {
     }
 }
 
+/// Statistics of `value` of `model` accumulated from the GPU executor's taps: `how` picks the
+/// path (device copies when `device_path` and `backend` shares the executor's device, else host
+/// readbacks); the target of each batch (when `with_target`) is derived from the tap on the host.
+fn tapped_statistics(
+    model: &subprune::onnx::OnnxModel,
+    value: usize,
+    consumer: subprune::Consumer,
+    with_target: bool,
+    backend: &GpuBackend,
+    device_path: bool,
+) -> subprune::stats::RawGrams {
+    use subprune::backend::StatsSpec;
+    use subprune::exec::run::{forward_batches, F32Images};
+    use subprune::Backend as _;
+    let shape = model.graph.values[value].shape.at(1);
+    let unfolding = subprune::stats::Unfolding::new(consumer, &shape[1..]).unwrap();
+    let mut acc = backend
+        .stats_accumulator(StatsSpec::new(unfolding, with_target))
+        .unwrap();
+    let exec = GpuExecutor::new(&model.graph, gpu()).unwrap();
+    // 11 images in batches of 4: uneven, and several gathers into the accumulator.
+    let source = F32Images::new("calib", first_images("mnist_calib_512.npy", 11)).unwrap();
+    forward_batches(
+        &exec,
+        &source,
+        4,
+        &[value],
+        &mut |_, act: Activation<'_>| {
+            let d = act.device().expect("the GPU executor taps on the device");
+            // A target of the same shape that differs from the inputs: the tap, read back,
+            // halved and shifted.
+            let target = with_target
+                .then(|| -> subprune::Result<Tensor> {
+                    let mut t = act.to_host()?;
+                    t.data.iter_mut().for_each(|x| *x = 0.5 * *x - 0.25);
+                    Ok(t)
+                })
+                .transpose()?;
+            let target = target.as_ref().map(|t| t.view());
+            if device_path {
+                acc.add_device_batch(d, target)
+            } else {
+                acc.add_batch(act.to_host()?.view(), target)
+            }
+        },
+        &mut |_, _| Ok(()),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    acc.finish().unwrap()
+}
+
+#[test]
+fn device_taps_feed_the_gpu_statistics_without_a_host_round_trip() {
+    use subprune::stats::ConvGeometry;
+    let model = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let g = &model.graph;
+    let input_of = |op: &str, k: usize| {
+        g.nodes
+            .iter()
+            .filter(|n| n.op.kind() == op)
+            .nth(k)
+            .and_then(|n| n.inputs[0])
+            .unwrap()
+    };
+    let conv = subprune::Consumer::Conv(ConvGeometry {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+    });
+    // conv2's input (a conv consumer, with a target) and the last Gemm's input (dense).
+    let conv_in = input_of("Conv", 1);
+    let dense_in = g
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.op.kind() == "Gemm")
+        .and_then(|n| n.inputs[0])
+        .unwrap();
+    let other = GpuBackend::new(None).unwrap();
+    // The same device in two configurations: whole batches, and batches cut into chunks of two
+    // images (at most 60 kB bound per buffer) summed one by one.
+    let same = [
+        gpu().clone(),
+        gpu()
+            .clone()
+            .with_max_block_bytes(60_000)
+            .with_gather_bytes(0),
+    ];
+    for (value, consumer, with_target) in [
+        (conv_in, conv, true),
+        (dense_in, subprune::Consumer::Linear, false),
+    ] {
+        let per: usize = g.values[value].shape.at(1)[1..].iter().product();
+        let bytes = 11 * per as u64 * 4;
+        for backend in &same {
+            let device = tapped_statistics(&model, value, consumer, with_target, backend, true);
+            let host = tapped_statistics(&model, value, consumer, with_target, backend, false);
+            // The inputs never went through the host on the device path; only the targets did.
+            assert_eq!(device.phases.device_bytes, bytes, "value {value}");
+            assert_eq!(
+                device.phases.uploaded_bytes,
+                if with_target { bytes } else { 0 },
+                "value {value}"
+            );
+            assert_eq!(host.phases.device_bytes, 0);
+            assert_eq!(host.phases.uploaded_bytes, bytes * (1 + with_target as u64));
+            // The same values in the same buffers: bit for bit the sums of the host path.
+            assert_eq!(device.rows, host.rows);
+            let same_bits = |what: &str, a: Option<&Vec<f64>>, b: Option<&Vec<f64>>| {
+                let (a, b) = (a.map_or(&[][..], |v| v), b.map_or(&[][..], |v| v));
+                assert_eq!(a.len(), b.len(), "value {value}: {what}");
+                if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+                    panic!(
+                        "value {value}: {what}[{i}] is {} on the device path, {}",
+                        a[i], b[i]
+                    );
+                }
+            };
+            same_bits("BᵀB", Some(&device.gram), Some(&host.gram));
+            same_bits("BᵀA", device.cross.as_ref(), host.cross.as_ref());
+            same_bits(
+                "AᵀA",
+                device.target_gram.as_ref(),
+                host.target_gram.as_ref(),
+            );
+            // Another device instance cannot read the executor's buffers: it reads them back,
+            // and agrees to f32 accuracy.
+            let elsewhere = tapped_statistics(&model, value, consumer, with_target, &other, true);
+            assert_eq!(elsewhere.phases.device_bytes, 0);
+            assert_eq!(elsewhere.phases.uploaded_bytes, host.phases.uploaded_bytes);
+            let scale = host.gram.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let gap = elsewhere
+                .gram
+                .iter()
+                .zip(&host.gram)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                gap <= 1e-5 * scale,
+                "value {value}: gap {gap:e} of {scale:e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_value_folded_into_a_kernel_cannot_be_tapped() {
     let model = subprune::onnx::load(fixture("resnet56_cifar10.onnx")).unwrap();

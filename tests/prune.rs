@@ -636,6 +636,18 @@ fn gpu_executor_and_backend_prune_like_the_cpu() {
         subprune::prune::prune_with(&model, &source, &options, &gpu, &factory, &mut |_| {})
             .unwrap();
     let on_cpu = prune(&model, &source, &options, &mut |_| {}).unwrap();
+    // The statistics inputs came from the executor's activations on the device; only the
+    // asymmetric targets (activations of the unpruned network, host outputs) were uploaded, and
+    // as many bytes of them as of inputs.
+    let phases = on_gpu.report.phases;
+    assert_eq!(options.variant, subprune::prune::Variant::Asym);
+    assert!(phases.statistics_device_bytes > 0, "{phases:?}");
+    assert_eq!(
+        phases.statistics_uploaded_bytes, phases.statistics_device_bytes,
+        "{phases:?}"
+    );
+    assert_eq!(on_cpu.report.phases.statistics_uploaded_bytes, 0);
+    assert_eq!(on_cpu.report.phases.statistics_device_bytes, 0);
     check_written(
         &on_gpu,
         "mnist_cnn.onnx",

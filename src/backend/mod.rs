@@ -12,6 +12,7 @@ pub mod gpu;
 
 use crate::error::{Error, Result};
 use crate::stats::{ChannelLayout, RawGrams, Unfolding};
+pub use crate::stats::{KernelClock, StatsPhases};
 use crate::tensor::TensorView;
 
 /// Relative tolerance under which a candidate's Schur-complement pivot counts as zero (the column
@@ -72,6 +73,24 @@ pub trait StatsAccumulator {
     /// Adds one batch of consumer inputs `B`, shape `(n, C)` or `(n, C, H, W)`, and, when the spec
     /// asked for it, the matching targets `A` of the same shape.
     fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()>;
+    /// Adds one batch whose inputs `B` live on a GPU device (a tapped activation of the GPU
+    /// executor, [`crate::exec::Activation::Device`]), with the host targets `A` when the spec asked
+    /// for them. The GPU backend copies `B` into its own buffers on the device when it runs on the
+    /// same device (no host round trip; [`StatsPhases::device_bytes`] counts them); the default,
+    /// and the GPU backend on another device or with f16 inputs, reads `B` back and calls
+    /// [`Self::add_batch`].
+    ///
+    /// Values that stay on the device are not checked for NaN or infinity batch by batch; a
+    /// non-finite value still surfaces, as [`Error::NonFiniteStatistics`] when the statistics are
+    /// finished.
+    fn add_device_batch(
+        &mut self,
+        inputs: gpu::DeviceTensor<'_>,
+        target: Option<TensorView<'_>>,
+    ) -> Result<()> {
+        let host = inputs.read()?;
+        self.add_batch(host.view(), target)
+    }
     /// Returns the sums, in f64.
     fn finish(self: Box<Self>) -> Result<RawGrams>;
     /// Returns the sums and, where the backend can compute them next to the sums, `C0 = X·W` and
@@ -80,55 +99,6 @@ pub trait StatsAccumulator {
     fn finish_with_weight(self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
         let _ = (weight, outputs);
         self.finish()
-    }
-}
-
-/// How a backend's kernel times were measured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelClock {
-    /// GPU timestamp queries around each pass (`Features::TIMESTAMP_QUERY`).
-    Timestamps,
-    /// Host wall-clock time (submission to completion, or the CPU's own computation).
-    #[default]
-    WallClock,
-}
-
-impl KernelClock {
-    /// A short label for tables: `timestamps` or `wall-clock`.
-    pub fn label(self) -> &'static str {
-        match self {
-            KernelClock::Timestamps => "timestamps",
-            KernelClock::WallClock => "wall-clock",
-        }
-    }
-}
-
-/// Where the time of one layer's statistics went, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct StatsPhases {
-    /// Setting the accumulator up (buffers, tables, clearing the sums) and checking the
-    /// inputs.
-    pub setup: f64,
-    /// Preparing and queueing the batches for the device (f16 conversion, staging copies); 0 on
-    /// the CPU, which reads the batches in place.
-    pub upload: f64,
-    /// The Gram kernels (`BᵀB`, and `AᵀB`, `AᵀA` with a target).
-    pub kernel: f64,
-    /// Device-side work after the kernels: adding the row splits, the full f32 matrices, and
-    /// `C0 = X·W`, `(AᵀA)·W` when computed on the device.
-    pub reduce: f64,
-    /// Device → host copies of the results.
-    pub readback: f64,
-    /// Host work: conversion to f64 and mirroring, and `C0`, `‖AW‖²` when computed on the host.
-    pub host: f64,
-    /// How `kernel` and `reduce` were measured.
-    pub clock: KernelClock,
-}
-
-impl StatsPhases {
-    /// The sum of the phases.
-    pub fn total(&self) -> f64 {
-        self.setup + self.upload + self.kernel + self.reduce + self.readback + self.host
     }
 }
 
@@ -176,14 +146,26 @@ pub(crate) fn check_stats_batch(
     inputs: &TensorView<'_>,
     target: Option<&TensorView<'_>>,
 ) -> Result<usize> {
-    let n = unfolding.check_batch(inputs, "inputs")?;
+    let n = check_stats_shapes(unfolding, with_target, inputs.shape, target)?;
     inputs.check_finite("inputs")?;
+    Ok(n)
+}
+
+/// [`check_stats_batch`] for inputs whose values are not on the host (only their `shape` is
+/// checked; the target's values are).
+pub(crate) fn check_stats_shapes(
+    unfolding: &Unfolding,
+    with_target: bool,
+    shape: &[usize],
+    target: Option<&TensorView<'_>>,
+) -> Result<usize> {
+    let n = unfolding.check_shape(shape, "inputs")?;
     match (target, with_target) {
         (Some(t), true) => {
-            if t.shape != inputs.shape {
+            if t.shape != shape {
                 return Err(Error::Shape(format!(
                     "target has shape {:?}, inputs have {:?}; they must match",
-                    t.shape, inputs.shape
+                    t.shape, shape
                 )));
             }
             t.check_finite("target")?;

@@ -42,7 +42,7 @@ use crate::analysis::channels::{analyze, ChannelAnalysis, PrunableLayer};
 use crate::backend::{Backend, StatsSpec};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
-use crate::exec::Executor;
+use crate::exec::{Activation, Executor};
 use crate::greedy::{run_greedy, GreedyRun};
 use crate::ir::{Graph, ValueId};
 use crate::onnx::OnnxModel;
@@ -195,7 +195,7 @@ pub struct LayerReport {
     pub seconds: f64,
 }
 
-/// Seconds by phase.
+/// Seconds by phase, and the statistics' data movement.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Phases {
     /// Forward passes with the statistics accumulated from their taps.
@@ -204,6 +204,12 @@ pub struct Phases {
     pub greedy: f64,
     /// Reweighting solves and IR edits.
     pub reweight: f64,
+    /// Bytes of statistics inputs and targets the backend received from the host (0 on the CPU
+    /// backend, which reads them in place).
+    pub statistics_uploaded_bytes: u64,
+    /// Bytes of statistics inputs the backend copied on the device from the GPU executor's
+    /// activations (no host round trip).
+    pub statistics_device_bytes: u64,
 }
 
 /// The report of one pruning run.
@@ -652,14 +658,16 @@ mod pipeline {
             })
         }
 
-        /// Feeds one tapped batch of `value` to every consumer of `sj` that reads it.
+        /// Feeds one tapped batch of `value` to every consumer of `sj` that reads it. An
+        /// activation on the device goes to the accumulators as it is (a GPU backend on the same
+        /// device copies it there); it is read back only for a recorded layer.
         fn feed(
             sj: &mut LayerStatsJob<'_>,
             value: ValueId,
-            b: TensorView<'_>,
+            b: Activation<'_>,
             a: Option<TensorView<'_>>,
         ) -> Result<()> {
-            let n = b.shape[0];
+            let n = b.shape()[0];
             for j in 0..sj.taps.len() {
                 if sj.taps[j] != value {
                     continue;
@@ -675,15 +683,22 @@ mod pipeline {
                         unfolding.width,
                     ]);
                 }
-                let bv = view_as(&shape, b.data)?;
                 let av = match &a {
                     Some(a) => Some(view_as(&shape, a.data)?),
                     None => None,
                 };
-                sj.accs[j].add_batch(bv, av)?;
+                match b {
+                    Activation::Host(h) => sj.accs[j].add_batch(view_as(&shape, h.data)?, av)?,
+                    Activation::Device(d) => {
+                        sj.accs[j].add_device_batch(d.reshaped(&shape)?, av)?
+                    }
+                }
                 if j == 0 {
                     if let Some((rb, ra)) = &mut sj.record {
-                        rb.extend_from_slice(b.data);
+                        match b.host() {
+                            Some(h) => rb.extend_from_slice(h.data),
+                            None => rb.extend_from_slice(&b.to_host()?.data),
+                        }
                         if let (Some(ra), Some(a)) = (ra, &a) {
                             ra.extend_from_slice(a.data);
                         }
@@ -709,6 +724,8 @@ mod pipeline {
             let mut stats = Vec::new();
             for ((problem, _), acc) in problems.iter().zip(accs) {
                 let raw = acc.finish_with_weight(&problem.weight, problem.outputs)?;
+                self.phases.statistics_uploaded_bytes += raw.phases.uploaded_bytes;
+                self.phases.statistics_device_bytes += raw.phases.device_bytes;
                 stats.push(LayerStats::from_raw(problem, raw)?);
             }
             let t = Instant::now();
@@ -822,16 +839,8 @@ mod pipeline {
                 };
                 let input = cache.batch(self.calib, first, count)?;
                 exec.run_batch(input.view(), &taps, &mut |v, act| {
-                    let owned;
-                    let b = match act.host() {
-                        Some(b) => b,
-                        None => {
-                            owned = act.to_host()?;
-                            owned.view()
-                        }
-                    };
                     for sj in sjs.iter_mut() {
-                        Self::feed(sj, v, b, None)?;
+                        Self::feed(sj, v, act, None)?;
                     }
                     Ok(())
                 })?;
@@ -944,18 +953,10 @@ mod pipeline {
                     };
                     let input = cur.batch(self.calib, first, count)?;
                     let out = exec_cur.run_batch(input.view(), &taps, &mut |v, act| {
-                        let owned;
-                        let b = match act.host() {
-                            Some(b) => b,
-                            None => {
-                                owned = act.to_host()?;
-                                owned.view()
-                            }
-                        };
                         let a = targets
                             .as_ref()
                             .map(|t| t[taps.iter().position(|&x| x == v).expect("a tap")].view());
-                        Self::feed(&mut sj, v, b, a)
+                        Self::feed(&mut sj, v, act, a)
                     })?;
                     if let Some(k) = cut_index {
                         next_cur.extend_from_slice(&out[k].data);

@@ -31,9 +31,12 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::tensor::DeviceTensor;
 use super::timing::{PassTimer, Phase};
 use super::{bind_group_layout, binding, Gpu, ParamSlots, PooledBuffer, Slot};
-use crate::backend::{check_stats_batch, KernelClock, StatsAccumulator, StatsPhases, StatsSpec};
+use crate::backend::{
+    check_stats_batch, check_stats_shapes, KernelClock, StatsAccumulator, StatsPhases, StatsSpec,
+};
 use crate::error::{Error, Result};
 use crate::stats::{Consumer, RawGrams, Unfolding};
 use crate::tensor::TensorView;
@@ -300,6 +303,16 @@ impl Sum {
 struct ColumnBlock {
     col0: u32,
     cols: u32,
+}
+
+/// Where a batch's input values come from.
+#[derive(Clone, Copy)]
+enum Source<'s> {
+    /// Host memory (the batch's own values, or the part being gathered).
+    Host(&'s [f32]),
+    /// A buffer on the accumulator's device, from this byte offset (the whole batch: the part
+    /// being gathered is addressed by its flat index).
+    Device(&'s wgpu::Buffer, u64),
 }
 
 pub(super) struct GpuStats {
@@ -690,10 +703,11 @@ impl GpuStats {
         Ok(())
     }
 
-    /// Uploads `images` images behind the pending ones (the caller checked that they fit).
+    /// Puts `images` images behind the pending ones (the caller checked that they fit): inputs
+    /// uploaded from the host or copied on the device, targets uploaded.
     fn upload_pending(
         &mut self,
-        inputs: &[f32],
+        inputs: Source<'_>,
         target: Option<&[f32]>,
         images: usize,
         first_index: usize,
@@ -701,25 +715,112 @@ impl GpuStats {
         let gpu = Arc::clone(&self.gpu);
         let start = Instant::now();
         let value_bytes = if self.half_inputs { 2 } else { 4 };
+        let len = images * self.unfolding.image_len();
         let offset = (self.pending_images * self.unfolding.image_len() * value_bytes) as u64;
         debug_assert!(offset.is_multiple_of(4));
         let inputs_buffer = self.inputs.as_deref().expect("reserved");
         let mut half = self.half_inputs.then_some(&mut self.half_scratch);
-        Self::upload(
-            &gpu.queue,
-            inputs_buffer,
-            offset,
-            inputs,
-            half.as_deref_mut(),
-            "inputs",
-            first_index,
-        )?;
         if let (Some(t), Some(buffer)) = (target, self.targets.as_deref()) {
-            Self::upload(&gpu.queue, buffer, offset, t, half, "target", first_index)?;
+            Self::upload(
+                &gpu.queue,
+                buffer,
+                offset,
+                t,
+                half.as_deref_mut(),
+                "target",
+                first_index,
+            )?;
+            self.phases.uploaded_bytes += (len * value_bytes) as u64;
+        }
+        match inputs {
+            Source::Host(values) => {
+                Self::upload(
+                    &gpu.queue,
+                    inputs_buffer,
+                    offset,
+                    values,
+                    half,
+                    "inputs",
+                    first_index,
+                )?;
+                self.phases.uploaded_bytes += (len * value_bytes) as u64;
+            }
+            Source::Device(buffer, at) => {
+                // f32 on both sides (the caller falls back to a readback for f16 inputs); the
+                // copy is submitted now, while the executor keeps the source buffer alive.
+                debug_assert!(!self.half_inputs);
+                let bytes = 4 * len as u64;
+                let mut encoder =
+                    gpu.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("statistics inputs from a device tap"),
+                        });
+                encoder.copy_buffer_to_buffer(
+                    buffer,
+                    at + 4 * first_index as u64,
+                    inputs_buffer,
+                    offset,
+                    bytes,
+                );
+                gpu.queue.submit([encoder.finish()]);
+                self.phases.device_bytes += bytes;
+            }
         }
         self.pending_images += images;
         self.phases.upload += start.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// Gathers a checked batch of `n` images into the input buffers, summing them chunk by chunk.
+    fn gather(
+        &mut self,
+        n: usize,
+        inputs: Source<'_>,
+        target: Option<TensorView<'_>>,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let gpu = Arc::clone(&self.gpu);
+        gpu.scoped("accumulating statistics", || {
+            let image_len = self.unfolding.image_len();
+            let value_bytes = if self.half_inputs { 2 } else { 4 };
+            let image_bytes = (image_len * value_bytes) as u64;
+            // Input buffers for up to `gather_bytes` of images (at least this batch, at most a
+            // chunk), filled batch after batch and summed when full (or at the end). Sized from
+            // the batches seen, so the u32 checks apply to what is really uploaded.
+            let gather = ((self.gather_bytes / image_bytes) as usize).max(n);
+            let want = self.chunk_images.min(gather);
+            if want > self.capacity_images {
+                self.dispatch_pending()?;
+                self.reserve_inputs(want as u64 * image_bytes)?;
+                self.capacity_images = want;
+            }
+            // f16 values are uploaded in whole u32 words: an odd number of values pending
+            // (odd images × odd image length) cannot be appended to.
+            let half = self.half_inputs;
+            let odd = move |images: usize| half && (images * image_len) % 2 == 1;
+            let mut first = 0;
+            while first < n {
+                if self.pending_images == self.capacity_images || odd(self.pending_images) {
+                    self.dispatch_pending()?;
+                }
+                let count = (self.capacity_images - self.pending_images).min(n - first);
+                let range = first * image_len..(first + count) * image_len;
+                let part = match inputs {
+                    Source::Host(values) => Source::Host(&values[range.clone()]),
+                    Source::Device(buffer, at) => Source::Device(buffer, at),
+                };
+                self.upload_pending(
+                    part,
+                    target.map(|t| &t.data[range.clone()]),
+                    count,
+                    range.start,
+                )?;
+                first += count;
+            }
+            Ok(())
+        })
     }
 
     /// Runs the kernels over the pending images.
@@ -1145,45 +1246,25 @@ impl StatsAccumulator for GpuStats {
             &inputs,
             target.as_ref(),
         )?;
-        if n == 0 {
-            return Ok(());
+        self.gather(n, Source::Host(inputs.data), target)
+    }
+
+    fn add_device_batch(
+        &mut self,
+        inputs: DeviceTensor<'_>,
+        target: Option<TensorView<'_>>,
+    ) -> Result<()> {
+        if self.half_inputs || !Arc::ptr_eq(&inputs.backend().gpu, &self.gpu) {
+            let host = inputs.read()?;
+            return self.add_batch(host.view(), target);
         }
-        let gpu = Arc::clone(&self.gpu);
-        gpu.scoped("accumulating statistics", || {
-            let image_len = self.unfolding.image_len();
-            let value_bytes = if self.half_inputs { 2 } else { 4 };
-            let image_bytes = (image_len * value_bytes) as u64;
-            // Input buffers for up to `gather_bytes` of images (at least this batch, at most a
-            // chunk), filled batch after batch and summed when full (or at the end). Sized from
-            // the batches seen, so the u32 checks apply to what is really uploaded.
-            let gather = ((self.gather_bytes / image_bytes) as usize).max(n);
-            let want = self.chunk_images.min(gather);
-            if want > self.capacity_images {
-                self.dispatch_pending()?;
-                self.reserve_inputs(want as u64 * image_bytes)?;
-                self.capacity_images = want;
-            }
-            // f16 values are uploaded in whole u32 words: an odd number of values pending
-            // (odd images × odd image length) cannot be appended to.
-            let half = self.half_inputs;
-            let odd = move |images: usize| half && (images * image_len) % 2 == 1;
-            let mut first = 0;
-            while first < n {
-                if self.pending_images == self.capacity_images || odd(self.pending_images) {
-                    self.dispatch_pending()?;
-                }
-                let count = (self.capacity_images - self.pending_images).min(n - first);
-                let range = first * image_len..(first + count) * image_len;
-                self.upload_pending(
-                    &inputs.data[range.clone()],
-                    target.map(|t| &t.data[range.clone()]),
-                    count,
-                    range.start,
-                )?;
-                first += count;
-            }
-            Ok(())
-        })
+        let n = check_stats_shapes(
+            &self.unfolding,
+            self.sums.len() > 1,
+            inputs.shape(),
+            target.as_ref(),
+        )?;
+        self.gather(n, Source::Device(inputs.buffer(), inputs.offset()), target)
     }
 
     fn finish(mut self: Box<Self>) -> Result<RawGrams> {

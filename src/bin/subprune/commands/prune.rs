@@ -231,7 +231,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         _ => None,
     };
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
-    // activations are read back for the accumulators), else on the CPU executor.
+    // activations are copied into the accumulators on the device), else on the CPU executor.
     let (_, cpu_factory) = cpu_engines();
     let gpu_factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn Executor>> {
         let gpu = gpu.expect("only called with a GPU");
