@@ -15,26 +15,23 @@
 // * epilogue: `act(acc · scale[m] + shift[m])` (bias, Gemm's alpha and a folded BatchNorm), with
 //   `act` one of the unary ops of forward.wgsl (0: none).
 //
-// Work split: workgroup (x, y) owns an output tile of TILE_M = 8·WM output channels × TILE_N =
-// 8·WN columns; WM × WN threads, each an 8 × 8 register block (two 4 × 4 quads per axis, 4·WM
-// and 4·WN apart, so that workgroup-memory reads are conflict-free vec4 loads). With WM = 4 (a
-// 32-channel tile for narrow layers) there are half as many threads as tile columns, and each
-// thread stages two input columns. K is staged BK
-// rows at a time in two workgroup-memory stages (k-major, each staged row padded by one vec4):
-// while one stage is multiplied, the next one is fetched into registers and then stored into the
-// other stage, so one barrier per stage suffices (the scheme of gram.wgsl).
+// Built on the tiled matmul core of matmul.wgsl (the host compiles matmul.wgsl followed by this
+// file): the core's A operand is W_g (TILE_M = 8·WM output channels), its B operand X_g (TILE_N =
+// 8·WN columns), k the reduction over K.
+//
+// Work split: workgroup (x, y) owns an output tile of TILE_M output channels × TILE_N columns;
+// WM × WN threads, each an 8 × 8 register block of the core. With WM = 4 (a 32-channel tile for
+// narrow layers) there are half as many threads as tile columns, and each thread stages two input
+// columns.
 //
 // Split-K (`p.splits` > 1, for products with few tiles and a long K): workgroup z is
 // (group, slice), slice s sums K rows s·k_split .. (s + 1)·k_split and writes its raw sums to
 // slice s of `out` (each slice laid out like the output); `reduce_splits` then adds the slices in
 // order (deterministic) and applies the epilogue.
 
-// Threads along the output-channel axis (pipeline-overridable: 4, 8 or 16; TILE_M = 8·WM).
-override WM: u32 = 16u;
-// Threads along the column axis (pipeline-overridable: 8 or 16; TILE_N = 8·WN).
-override WN: u32 = 16u;
-// K rows per staged step (pipeline-overridable: 8 or 16, at most 2·min(WM, WN)).
-override BK: u32 = 16u;
+// The core's overrides: WM (threads along the output-channel axis: 4, 8 or 16; TILE_M = 8·WM),
+// WN (threads along the column axis: 8 or 16; TILE_N = 8·WN), BK (K rows per staged step: 8 or
+// 16, at most 2·min(WM, WN)).
 // Largest number of values one thread stages per operand and step (8·BK / min(WM, WN)).
 const MAX_LOADS: u32 = 16u;
 // Most input columns one thread stages (2 when WM = 4).
@@ -77,9 +74,6 @@ struct ConvParams {
 @group(0) @binding(5) var<storage, read> columns: array<vec4<i32>>;
 @group(0) @binding(6) var<storage, read> offsets: array<vec2<i32>>;
 
-var<workgroup> w_tile: array<vec4<f32>, 2u * BK * (2u * WM + 1u)>;
-var<workgroup> x_tile: array<vec4<f32>, 2u * BK * (2u * WN + 1u)>;
-
 var<private> w_next: array<f32, MAX_LOADS>;
 var<private> x_next: array<f32, MAX_LOADS>;
 
@@ -97,8 +91,10 @@ var<private> x_rows: u32;
 var<private> x_base: array<u32, MAX_COLUMNS>;
 var<private> x_off: array<vec2<i32>, MAX_COLUMNS>;
 var<private> x_valid: array<bool, MAX_COLUMNS>;
-// End of this workgroup's K range.
+// End of this workgroup's K range, where its group's weights start, and its first channel.
 var<private> k_end: u32;
+var<private> w_base: u32;
+var<private> m0: u32;
 
 fn input_at(j: u32, k: u32) -> f32 {
     if !x_valid[j] || k >= k_end {
@@ -117,7 +113,8 @@ fn input_at(j: u32, k: u32) -> f32 {
     return x[x_base[j] + u32(c.x) + u32(y) * p.width + u32(xx)];
 }
 
-fn load_stage(k0: u32, w_base: u32, m0: u32) {
+// Fetches K rows k0 .. k0 + BK of this thread's share into registers (the core's `load_stage`).
+fn load_stage(k0: u32) {
     let wl = 8u * BK / WN;
     for (var e = 0u; e < wl; e++) {
         let k = k0 + wk0 + e * wk_step;
@@ -135,22 +132,22 @@ fn load_stage(k0: u32, w_base: u32, m0: u32) {
     }
 }
 
+// Writes the fetched values into stage `s` (the core's `store_stage`).
 fn store_stage(s: u32) {
     let wl = 8u * BK / WN;
-    let ws = 2u * WM + 1u;
-    let xs = 2u * WN + 1u;
     for (var e = 0u; e < wl; e++) {
-        let k = wk0 + e * wk_step;
-        w_tile[(s * BK + k) * ws + wm / 4u][wm % 4u] = w_next[e];
+        store_a(s, wk0 + e * wk_step, wm, w_next[e]);
     }
     for (var j = 0u; j < x_cols; j++) {
         let col = xc + j * WM * WN;
         for (var e = 0u; e < x_rows; e++) {
-            let k = xk0 + e * xk_step;
-            x_tile[(s * BK + k) * xs + col / 4u][col % 4u] = x_next[j * x_rows + e];
+            store_b(s, xk0 + e * xk_step, col, x_next[j * x_rows + e]);
         }
     }
 }
+
+// Nothing to do between stages: the block is written once, at the end (the core's `stage_done`).
+fn stage_done(block: ptr<function, Block>, rows: u32, last: bool) {}
 
 // forward.wgsl's unary ops, shifted by one (0: identity).
 fn activate(v: f32) -> f32 {
@@ -203,7 +200,7 @@ fn conv_gemm(
     let k_begin = slice * p.k_split;
     let k_hi = min(p.k, k_begin + p.k_split);
     k_end = k_hi;
-    let m0 = wg.y * tile_m;
+    m0 = wg.y * tile_m;
     let n0 = p.col0 + wg.x * tile_n;
     let tx = lid % WN;
     let ty = lid / WN;
@@ -237,88 +234,27 @@ fn conv_gemm(
             x_off[j] = offsets[pos];
         }
     }
-    let w_base = g * p.k * p.m_group;
+    w_base = g * p.k * p.m_group;
 
-    var c00 = vec4<f32>(0.0);
-    var c01 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0);
-    var c21 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0);
-    var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0);
-    var c41 = vec4<f32>(0.0);
-    var c50 = vec4<f32>(0.0);
-    var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0);
-    var c61 = vec4<f32>(0.0);
-    var c70 = vec4<f32>(0.0);
-    var c71 = vec4<f32>(0.0);
+    var block = Block();
+    multiply_range(&block, k_begin, k_hi, tx, ty);
 
-    let ws = 2u * WM + 1u;
-    let xs = 2u * WN + 1u;
-    load_stage(k_begin, w_base, m0);
-    store_stage(0u);
-    workgroupBarrier();
-    var s = 0u;
-    for (var k0 = k_begin; k0 < k_hi; k0 += BK) {
-        let next = k0 + BK;
-        let more = next < k_hi;
-        if more {
-            load_stage(next, w_base, m0);
-        }
-        let wb = s * BK * ws;
-        let xb = s * BK * xs;
-        for (var k = 0u; k < BK; k++) {
-            let a0 = w_tile[wb + k * ws + ty];
-            let a1 = w_tile[wb + k * ws + WM + ty];
-            let b0 = x_tile[xb + k * xs + tx];
-            let b1 = x_tile[xb + k * xs + WN + tx];
-            c00 += a0.x * b0;
-            c01 += a0.x * b1;
-            c10 += a0.y * b0;
-            c11 += a0.y * b1;
-            c20 += a0.z * b0;
-            c21 += a0.z * b1;
-            c30 += a0.w * b0;
-            c31 += a0.w * b1;
-            c40 += a1.x * b0;
-            c41 += a1.x * b1;
-            c50 += a1.y * b0;
-            c51 += a1.y * b1;
-            c60 += a1.z * b0;
-            c61 += a1.z * b1;
-            c70 += a1.w * b0;
-            c71 += a1.w * b1;
-        }
-        if more {
-            store_stage(1u - s);
-        }
-        workgroupBarrier();
-        s = 1u - s;
-    }
-
-    let r0 = m0 + 4u * ty;
-    let r1 = m0 + 4u * WM + 4u * ty;
-    let q0 = n0 + 4u * tx;
-    let q1 = n0 + 4u * WN + 4u * tx;
-    write_quad(g, slice, r0, q0, c00);
-    write_quad(g, slice, r0, q1, c01);
-    write_quad(g, slice, r0 + 1u, q0, c10);
-    write_quad(g, slice, r0 + 1u, q1, c11);
-    write_quad(g, slice, r0 + 2u, q0, c20);
-    write_quad(g, slice, r0 + 2u, q1, c21);
-    write_quad(g, slice, r0 + 3u, q0, c30);
-    write_quad(g, slice, r0 + 3u, q1, c31);
-    write_quad(g, slice, r1, q0, c40);
-    write_quad(g, slice, r1, q1, c41);
-    write_quad(g, slice, r1 + 1u, q0, c50);
-    write_quad(g, slice, r1 + 1u, q1, c51);
-    write_quad(g, slice, r1 + 2u, q0, c60);
-    write_quad(g, slice, r1 + 2u, q1, c61);
-    write_quad(g, slice, r1 + 3u, q0, c70);
-    write_quad(g, slice, r1 + 3u, q1, c71);
+    write_quad(g, slice, m0 + block_row(0u, ty), n0 + block_col(0u, tx), block[0]);
+    write_quad(g, slice, m0 + block_row(0u, ty), n0 + block_col(1u, tx), block[1]);
+    write_quad(g, slice, m0 + block_row(1u, ty), n0 + block_col(0u, tx), block[2]);
+    write_quad(g, slice, m0 + block_row(1u, ty), n0 + block_col(1u, tx), block[3]);
+    write_quad(g, slice, m0 + block_row(2u, ty), n0 + block_col(0u, tx), block[4]);
+    write_quad(g, slice, m0 + block_row(2u, ty), n0 + block_col(1u, tx), block[5]);
+    write_quad(g, slice, m0 + block_row(3u, ty), n0 + block_col(0u, tx), block[6]);
+    write_quad(g, slice, m0 + block_row(3u, ty), n0 + block_col(1u, tx), block[7]);
+    write_quad(g, slice, m0 + block_row(4u, ty), n0 + block_col(0u, tx), block[8]);
+    write_quad(g, slice, m0 + block_row(4u, ty), n0 + block_col(1u, tx), block[9]);
+    write_quad(g, slice, m0 + block_row(5u, ty), n0 + block_col(0u, tx), block[10]);
+    write_quad(g, slice, m0 + block_row(5u, ty), n0 + block_col(1u, tx), block[11]);
+    write_quad(g, slice, m0 + block_row(6u, ty), n0 + block_col(0u, tx), block[12]);
+    write_quad(g, slice, m0 + block_row(6u, ty), n0 + block_col(1u, tx), block[13]);
+    write_quad(g, slice, m0 + block_row(7u, ty), n0 + block_col(0u, tx), block[14]);
+    write_quad(g, slice, m0 + block_row(7u, ty), n0 + block_col(1u, tx), block[15]);
 }
 
 // Split-K: out[i] = epilogue(Σ_s x[s·len + i]) over the `splits` slices in `x`, one thread per

@@ -1,4 +1,5 @@
-// The tiled matmul core and the Gram statistics built on it (ALGORITHM.md §2).
+// The Gram statistics (docs/ALGORITHM.md §2), built on the tiled matmul core of matmul.wgsl
+// (the host compiles matmul.wgsl followed by this file).
 //
 // `gram_tile` computes `acc += Lᵀ R` over one chunk of rows: L is rows × out_rows, R is
 // rows × out_cols, the result out_rows × out_cols. It serves two kinds of operands:
@@ -15,12 +16,8 @@
 //
 // Work split: workgroup (x, y) owns the TILE × TILE output tile (rows y·TILE.., columns
 // col0 + x·TILE..), workgroup z one row split of the chunk (split-K, so that a small D still fills
-// the GPU). TILE = 8·WG with WG × WG threads, each owning an 8 × 8 register block (two 4 × 4 quads
-// per axis, 4·WG apart, so that workgroup-memory reads are conflict-free vec4 loads). Rows are
-// staged BK at a time in two workgroup-memory stages (k-major, each staged row padded by one vec4
-// against bank conflicts on the stores): while one stage is multiplied, the next one's values are
-// fetched from global memory into registers and stored into the other stage, so one barrier per
-// stage suffices.
+// the GPU). The core's A operand is L and its B operand is R, with square tiles: the host sets
+// WM = WN (TILE = 8·WM).
 //
 // Precision: every FOLD_ROWS rows (and at the end of its split) a thread folds its f32 block into
 // its split's slice of `acc` as a compensated pair (hi, lo) with an error-free TwoSum, so the f32
@@ -31,10 +28,8 @@
 // For a symmetric sum (`BᵀB`, `AᵀA`) tiles strictly below the diagonal are skipped and lower
 // entries are not written: only the upper triangle of `acc` is valid.
 
-// Threads per workgroup axis (pipeline-overridable; the tile edge is 8·WG).
-override WG: u32 = 16u;
-// Rows per staged step (pipeline-overridable; a divisor of FOLD_ROWS and of WG·WG).
-override BK: u32 = 16u;
+// The core's overrides: WM = WN = the tile configuration's WG (threads per workgroup axis; the
+// tile edge is 8·WG), BK a divisor of FOLD_ROWS and of WG·WG.
 // Largest number of values one thread stages per operand and step (8·BK / WG).
 const MAX_LOADS: u32 = 16u;
 // Rows summed in registers before a compensated fold into `acc` (a multiple of BK).
@@ -92,11 +87,6 @@ struct GramParams {
 // `to_full`'s output: out_rows × out_cols f32, row-major (the whole result, one column block).
 @group(0) @binding(6) var<storage, read_write> full: array<f32>;
 
-// Two stages of BK staged rows each; row k of stage s starts at vec4 (s·BK + k)·(2·WG + 1) and
-// its vec4 q holds tile columns 4q .. 4q + 3.
-var<workgroup> left_tile: array<vec4<f32>, 2u * BK * (2u * WG + 1u)>;
-var<workgroup> right_tile: array<vec4<f32>, 2u * BK * (2u * WG + 1u)>;
-
 // Values fetched for the next stage (index e: see `stage_slot`).
 var<private> left_next: array<f32, MAX_LOADS>;
 var<private> right_next: array<f32, MAX_LOADS>;
@@ -111,6 +101,17 @@ var<private> col_step: u32;
 var<private> cur_base: u32;
 var<private> cur_pos: u32;
 var<private> cur_row: u32;
+// This workgroup's tile and range: end of its rows, first result row (L column) and column (R
+// column), end of the block's columns, values staged per thread and operand, split index.
+var<private> row_end: u32;
+var<private> tile_i0: u32;
+var<private> tile_j0: u32;
+var<private> tile_col_end: u32;
+var<private> loads: u32;
+var<private> split: u32;
+// This thread's position in the workgroup.
+var<private> tx: u32;
+var<private> ty: u32;
 
 fn fetch_left(idx: u32) -> f32 {
     if idx == OUTSIDE {
@@ -156,11 +157,13 @@ fn advance_cursor() {
     }
 }
 
-// Fetches the stage starting at `row0` into registers. L columns from i0 (limit out_rows), R
-// columns from j0 (limit col_end).
-fn load_stage(row0: u32, end: u32, i0: u32, j0: u32, col_end: u32, loads: u32) {
+// Fetches the stage starting at row `row0` into registers: L columns from tile_i0 (limit
+// out_rows), R columns from tile_j0 (limit tile_col_end). The core's `load_stage` hook.
+fn load_stage(row0: u32) {
+    let i0 = tile_i0;
+    let j0 = tile_j0;
     if p.conv != 0u {
-        let valid_row = cur_row < end;
+        let valid_row = cur_row < row_end;
         for (var e = 0u; e < loads; e++) {
             let col = col_first + e * col_step;
             var l = OUTSIDE;
@@ -168,7 +171,7 @@ fn load_stage(row0: u32, end: u32, i0: u32, j0: u32, col_end: u32, loads: u32) {
             if valid_row && i0 + col < p.out_rows {
                 l = conv_index(i0 + col);
             }
-            if valid_row && j0 + col < col_end {
+            if valid_row && j0 + col < tile_col_end {
                 r = conv_index(j0 + col);
             }
             left_next[e] = fetch_left(l);
@@ -180,10 +183,10 @@ fn load_stage(row0: u32, end: u32, i0: u32, j0: u32, col_end: u32, loads: u32) {
             let row = row0 + k_first + e * k_step;
             var l = OUTSIDE;
             var r = OUTSIDE;
-            if row < end && i0 + col_first < p.out_rows {
+            if row < row_end && i0 + col_first < p.out_rows {
                 l = row * p.left_stride + i0 + col_first;
             }
-            if row < end && j0 + col_first < col_end {
+            if row < row_end && j0 + col_first < tile_col_end {
                 r = row * p.right_stride + j0 + col_first;
             }
             left_next[e] = fetch_left(l);
@@ -192,15 +195,13 @@ fn load_stage(row0: u32, end: u32, i0: u32, j0: u32, col_end: u32, loads: u32) {
     }
 }
 
-// Writes the fetched values into stage `s` of workgroup memory.
-fn store_stage(s: u32, loads: u32) {
-    let stride = 2u * WG + 1u;
+// Writes the fetched values into stage `s` of workgroup memory (the core's `store_stage` hook).
+fn store_stage(s: u32) {
     for (var e = 0u; e < loads; e++) {
         let k = k_first + e * k_step;
         let col = col_first + e * col_step;
-        let slot = (s * BK + k) * stride + col / 4u;
-        left_tile[slot][col % 4u] = left_next[e];
-        right_tile[slot][col % 4u] = right_next[e];
+        store_a(s, k, col, left_next[e]);
+        store_b(s, k, col, right_next[e]);
     }
 }
 
@@ -239,28 +240,55 @@ fn fold_quad(z: u32, row: u32, col: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(WG * WG)
+// Folds the block into this split's slice of `acc` every FOLD_ROWS rows and after the last stage,
+// and clears it (the core's `stage_done` hook).
+fn stage_done(block: ptr<function, Block>, rows: u32, last: bool) {
+    if rows % FOLD_ROWS != 0u && !last {
+        return;
+    }
+    let i0 = tile_i0;
+    let j0 = tile_j0;
+    fold_quad(split, i0 + block_row(0u, ty), j0 + block_col(0u, tx), (*block)[0]);
+    fold_quad(split, i0 + block_row(0u, ty), j0 + block_col(1u, tx), (*block)[1]);
+    fold_quad(split, i0 + block_row(1u, ty), j0 + block_col(0u, tx), (*block)[2]);
+    fold_quad(split, i0 + block_row(1u, ty), j0 + block_col(1u, tx), (*block)[3]);
+    fold_quad(split, i0 + block_row(2u, ty), j0 + block_col(0u, tx), (*block)[4]);
+    fold_quad(split, i0 + block_row(2u, ty), j0 + block_col(1u, tx), (*block)[5]);
+    fold_quad(split, i0 + block_row(3u, ty), j0 + block_col(0u, tx), (*block)[6]);
+    fold_quad(split, i0 + block_row(3u, ty), j0 + block_col(1u, tx), (*block)[7]);
+    fold_quad(split, i0 + block_row(4u, ty), j0 + block_col(0u, tx), (*block)[8]);
+    fold_quad(split, i0 + block_row(4u, ty), j0 + block_col(1u, tx), (*block)[9]);
+    fold_quad(split, i0 + block_row(5u, ty), j0 + block_col(0u, tx), (*block)[10]);
+    fold_quad(split, i0 + block_row(5u, ty), j0 + block_col(1u, tx), (*block)[11]);
+    fold_quad(split, i0 + block_row(6u, ty), j0 + block_col(0u, tx), (*block)[12]);
+    fold_quad(split, i0 + block_row(6u, ty), j0 + block_col(1u, tx), (*block)[13]);
+    fold_quad(split, i0 + block_row(7u, ty), j0 + block_col(0u, tx), (*block)[14]);
+    fold_quad(split, i0 + block_row(7u, ty), j0 + block_col(1u, tx), (*block)[15]);
+    *block = Block();
+}
+
+@compute @workgroup_size(WM * WN)
 fn gram_tile(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let tile = 8u * WG;
-    let threads = WG * WG;
-    let stride = 2u * WG + 1u;
-    let loads = 8u * BK / WG;
-    let i0 = wg.y * tile;
-    let j0 = p.col0 + wg.x * tile;
-    let col_end = p.col0 + p.block_cols;
-    if p.symmetric != 0u && i0 >= j0 + tile {
+    let tile = 8u * WM;
+    let threads = WM * WN;
+    loads = 8u * BK / WM;
+    tile_i0 = wg.y * tile;
+    tile_j0 = p.col0 + wg.x * tile;
+    tile_col_end = p.col0 + p.block_cols;
+    if p.symmetric != 0u && tile_i0 >= tile_j0 + tile {
         return; // Strictly below the diagonal.
     }
+    split = wg.z;
     let first = wg.z * p.rows_per_split;
-    let end = min(p.rows, first + p.rows_per_split);
-    if first >= end {
+    row_end = min(p.rows, first + p.rows_per_split);
+    if first >= row_end {
         return;
     }
-    let tx = lid % WG;
-    let ty = lid / WG;
+    tx = lid % WN;
+    ty = lid / WN;
     if p.conv != 0u {
         // Consecutive threads take consecutive rows (adjacent output positions are adjacent in
         // memory), each thread one row and `loads` columns.
@@ -279,103 +307,8 @@ fn gram_tile(
         k_first = lid / tile;
         k_step = threads / tile;
     }
-
-    // c[4a + e][b]: rows i0 + 4·WG·a + 4ty + e, columns j0 + 4·WG·b + 4tx .. + 3.
-    var c00 = vec4<f32>(0.0);
-    var c01 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0);
-    var c21 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0);
-    var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0);
-    var c41 = vec4<f32>(0.0);
-    var c50 = vec4<f32>(0.0);
-    var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0);
-    var c61 = vec4<f32>(0.0);
-    var c70 = vec4<f32>(0.0);
-    var c71 = vec4<f32>(0.0);
-
-    load_stage(first, end, i0, j0, col_end, loads);
-    store_stage(0u, loads);
-    workgroupBarrier();
-    var s = 0u;
-    for (var row0 = first; row0 < end; row0 += BK) {
-        let next = row0 + BK;
-        let more = next < end;
-        if more {
-            load_stage(next, end, i0, j0, col_end, loads);
-        }
-        let base = s * BK * stride;
-        for (var k = 0u; k < BK; k++) {
-            let at = base + k * stride;
-            let a0 = left_tile[at + ty];
-            let a1 = left_tile[at + WG + ty];
-            let b0 = right_tile[at + tx];
-            let b1 = right_tile[at + WG + tx];
-            c00 += a0.x * b0;
-            c01 += a0.x * b1;
-            c10 += a0.y * b0;
-            c11 += a0.y * b1;
-            c20 += a0.z * b0;
-            c21 += a0.z * b1;
-            c30 += a0.w * b0;
-            c31 += a0.w * b1;
-            c40 += a1.x * b0;
-            c41 += a1.x * b1;
-            c50 += a1.y * b0;
-            c51 += a1.y * b1;
-            c60 += a1.z * b0;
-            c61 += a1.z * b1;
-            c70 += a1.w * b0;
-            c71 += a1.w * b1;
-        }
-        if more {
-            store_stage(1u - s, loads);
-        }
-        if (next - first) % FOLD_ROWS == 0u || !more {
-            let r0 = i0 + 4u * ty;
-            let r1 = i0 + 4u * WG + 4u * ty;
-            let q0 = j0 + 4u * tx;
-            let q1 = j0 + 4u * WG + 4u * tx;
-            fold_quad(wg.z, r0, q0, c00);
-            fold_quad(wg.z, r0, q1, c01);
-            fold_quad(wg.z, r0 + 1u, q0, c10);
-            fold_quad(wg.z, r0 + 1u, q1, c11);
-            fold_quad(wg.z, r0 + 2u, q0, c20);
-            fold_quad(wg.z, r0 + 2u, q1, c21);
-            fold_quad(wg.z, r0 + 3u, q0, c30);
-            fold_quad(wg.z, r0 + 3u, q1, c31);
-            fold_quad(wg.z, r1, q0, c40);
-            fold_quad(wg.z, r1, q1, c41);
-            fold_quad(wg.z, r1 + 1u, q0, c50);
-            fold_quad(wg.z, r1 + 1u, q1, c51);
-            fold_quad(wg.z, r1 + 2u, q0, c60);
-            fold_quad(wg.z, r1 + 2u, q1, c61);
-            fold_quad(wg.z, r1 + 3u, q0, c70);
-            fold_quad(wg.z, r1 + 3u, q1, c71);
-            c00 = vec4<f32>(0.0);
-            c01 = vec4<f32>(0.0);
-            c10 = vec4<f32>(0.0);
-            c11 = vec4<f32>(0.0);
-            c20 = vec4<f32>(0.0);
-            c21 = vec4<f32>(0.0);
-            c30 = vec4<f32>(0.0);
-            c31 = vec4<f32>(0.0);
-            c40 = vec4<f32>(0.0);
-            c41 = vec4<f32>(0.0);
-            c50 = vec4<f32>(0.0);
-            c51 = vec4<f32>(0.0);
-            c60 = vec4<f32>(0.0);
-            c61 = vec4<f32>(0.0);
-            c70 = vec4<f32>(0.0);
-            c71 = vec4<f32>(0.0);
-        }
-        workgroupBarrier();
-        s = 1u - s;
-    }
+    var block = Block();
+    multiply_range(&block, first, row_end, tx, ty);
 }
 
 // (hi, lo) + (hi, lo), compensated.

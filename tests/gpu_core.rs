@@ -343,7 +343,7 @@ fn phases_are_reported_with_their_clock() {
 #[test]
 fn gram_params_match_the_shader_struct() {
     // The host struct and the WGSL struct are kept equal by this test, not by comments.
-    let source = include_str!("../shaders/gram.wgsl");
+    let source = subprune::backend::gpu::shaders::GRAM;
     let module = naga::front::wgsl::parse_str(source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();

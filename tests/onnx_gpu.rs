@@ -699,7 +699,7 @@ fn parameter_structs_match_the_shaders() {
     // The host structs and the WGSL structs are kept equal by this test, not by comments.
     use std::mem::{offset_of, size_of};
     use subprune::exec::gpu::{ConvParams, FwdParams};
-    let (members, size) = shader_struct(include_str!("../shaders/conv.wgsl"), "ConvParams");
+    let (members, size) = shader_struct(subprune::backend::gpu::shaders::CONV, "ConvParams");
     assert_eq!(size, size_of::<ConvParams>());
     let rust = [
         ("total", offset_of!(ConvParams, total)),

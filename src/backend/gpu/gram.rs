@@ -165,7 +165,7 @@ pub(super) struct GramKernels {
     to_full: wgpu::ComputePipeline,
 }
 
-const SOURCE: &str = include_str!("../../../shaders/gram.wgsl");
+const SOURCE: &str = super::shaders::GRAM;
 
 impl GramKernels {
     pub(super) fn new(device: &wgpu::Device, checked: bool) -> Self {
@@ -232,7 +232,11 @@ fn compute_pipeline(
         module,
         entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("WG", config.wg as f64), ("BK", config.bk as f64)],
+            constants: &[
+                ("WM", config.wg as f64),
+                ("WN", config.wg as f64),
+                ("BK", config.bk as f64),
+            ],
             // The kernels write the workgroup memory they read first.
             zero_initialize_workgroup_memory: false,
         },

@@ -19,6 +19,7 @@ mod downdate;
 mod gains;
 mod gram;
 mod greedy;
+pub mod shaders;
 mod tensor;
 mod timing;
 

@@ -17,7 +17,7 @@ use crate::backend::gpu::{
 use crate::error::Result;
 use crate::ir::{Conv, Graph, Node, Op, Unary, ValueId};
 
-const SOURCE: &str = include_str!("../../../shaders/conv.wgsl");
+const SOURCE: &str = crate::backend::gpu::shaders::CONV;
 
 /// Split-K aims for this many workgroups when the output tiles are fewer.
 const SPLIT_TARGET_WORKGROUPS: u64 = 512;
