@@ -11,10 +11,9 @@
 //! falls under `dependence_tol` times the block's largest diagonal entry: the precision the
 //! statistics were accumulated in.
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
-use crate::linalg::{backward_solve, cholesky_dropping, forward_solve};
+use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
+use crate::linalg::{backward_solve_par, cholesky_dropping_par, forward_solve_par};
 use crate::stats::LayerStats;
 
 /// The reweighted rows of the kept channels and the error they leave.
@@ -32,30 +31,27 @@ fn kept_columns(stats: &LayerStats, kept: &[usize]) -> Vec<usize> {
     kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect()
 }
 
-/// `out = A · X` for a symmetric `n × n` `a` and an `n × m` `x`, in parallel over rows.
-fn sym_times(a: &[f64], x: &[f64], n: usize, m: usize) -> Vec<f64> {
+/// `out = A · X` for a (full, symmetric) `n × n` `a` and an `n × m` `x`, on all threads.
+fn sym_times(a: &[f64], x: &[f64], n: usize, m: usize) -> Result<Vec<f64>> {
     let mut out = vec![0.0; n * m];
-    out.par_chunks_mut(m.max(1))
-        .enumerate()
-        .for_each(|(i, row)| {
-            for (k, &aik) in a[i * n..(i + 1) * n].iter().enumerate() {
-                if aik != 0.0 {
-                    for (o, &v) in row.iter_mut().zip(&x[k * m..(k + 1) * m]) {
-                        *o += aik * v;
-                    }
-                }
-            }
-        });
-    out
+    gemm(
+        MatMut::row_major(&mut out, n, m)?,
+        false,
+        MatRef::row_major(a, n, n)?,
+        MatRef::row_major(x, n, m)?,
+        1.0,
+        Par::all(),
+    )?;
+    Ok(out)
 }
 
 /// `‖AW − B_S V‖² = total − 2⟨V, C0_S⟩ + ⟨V, G_SS V⟩` for kept rows `v` (clamped at 0).
-fn residual(stats: &LayerStats, gss: &[f64], c0s: &[f64], v: &[f64], n: usize) -> f64 {
+fn residual(stats: &LayerStats, gss: &[f64], c0s: &[f64], v: &[f64], n: usize) -> Result<f64> {
     let m = stats.outputs;
-    let gv = sym_times(gss, v, n, m);
+    let gv = sym_times(gss, v, n, m)?;
     let cross: f64 = v.iter().zip(c0s).map(|(a, b)| a * b).sum();
     let quad: f64 = v.iter().zip(&gv).map(|(a, b)| a * b).sum();
-    (stats.total - 2.0 * cross + quad).max(0.0)
+    Ok((stats.total - 2.0 * cross + quad).max(0.0))
 }
 
 /// The kept channels' new rows: reweighted in the closest-to-original ridge form when `reweight`,
@@ -89,14 +85,14 @@ pub fn kept_rows(
         .flat_map(|&c| stats.c0[c * m..(c + 1) * m].iter().copied())
         .collect();
     if !reweight {
-        let r = residual(stats, &gss, &c0s, &ws, n);
+        let r = residual(stats, &gss, &c0s, &ws, n)?;
         return Ok(RidgeReweighted {
             weight: ws,
             residual: r,
         });
     }
     // rhs = C0_S − G_SS W_S
-    let gw = sym_times(&gss, &ws, n, m);
+    let gw = sym_times(&gss, &ws, n, m)?;
     let mut delta: Vec<f64> = c0s.iter().zip(&gw).map(|(c, g)| c - g).collect();
     let diag: Vec<f64> = (0..n).map(|i| gss[i * n + i]).collect();
     let mean_diag = diag.iter().sum::<f64>() / n.max(1) as f64;
@@ -113,11 +109,12 @@ pub fn kept_rows(
         l[i * n + i] += lambda;
     }
     let mut ok = vec![false; n];
-    cholesky_dropping(&mut l, n, &diag, 0.0, &mut ok);
-    forward_solve(&l, n, &ok, &mut delta, m);
-    backward_solve(&l, n, &ok, &mut delta, m);
+    let par = Par::all();
+    cholesky_dropping_par(&mut l, n, &diag, 0.0, &mut ok, par);
+    forward_solve_par(&l, n, &ok, &mut delta, m, par);
+    backward_solve_par(&l, n, &ok, &mut delta, m, par);
     let weight: Vec<f64> = ws.iter().zip(&delta).map(|(w, dl)| w + dl).collect();
-    let r = residual(stats, &gss, &c0s, &weight, n);
+    let r = residual(stats, &gss, &c0s, &weight, n)?;
     Ok(RidgeReweighted {
         weight,
         residual: r,
