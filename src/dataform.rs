@@ -95,7 +95,7 @@ pub fn run_greedy_data(
     let layout = problem.layout();
     let (d, ks, m, channels) = (
         layout.columns(),
-        layout.group,
+        layout.columns_per_channel,
         problem.outputs,
         layout.channels,
     );
@@ -281,7 +281,11 @@ pub fn kept_weights(
 ) -> Result<(Vec<f64>, f64)> {
     let n = check(problem, &inputs, target.as_ref())?;
     let layout = problem.layout();
-    let (d, ks, m) = (layout.columns(), layout.group, problem.outputs);
+    let (d, ks, m) = (
+        layout.columns(),
+        layout.columns_per_channel,
+        problem.outputs,
+    );
     if let Some(&bad) = kept.iter().find(|&&c| c >= layout.channels) {
         return Err(Error::InvalidArgument(format!(
             "channel {bad} is out of range (the layer has {})",

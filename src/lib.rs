@@ -320,7 +320,7 @@ fn kept_weights(
         let r = reweight(stats, kept, options.dependence_tol)?;
         Ok((r.weight, r.relative_error))
     } else {
-        let (ks, m) = (stats.layout.group, stats.outputs);
+        let (ks, m) = (stats.layout.columns_per_channel, stats.outputs);
         let rows = kept
             .iter()
             .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())

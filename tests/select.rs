@@ -217,7 +217,7 @@ fn hand_layer() -> LayerStats {
     LayerStats {
         layout: ChannelLayout {
             channels: 3,
-            group: 1,
+            columns_per_channel: 1,
         },
         outputs: 2,
         gram,

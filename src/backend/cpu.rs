@@ -122,7 +122,7 @@ struct CpuGreedy {
 impl CpuGreedy {
     fn new(spec: GreedySpec<'_>) -> Result<Self> {
         let d = spec.layout.columns();
-        let ks = spec.layout.group;
+        let ks = spec.layout.columns_per_channel;
         let expect = |name: &str, len: usize, want: usize| {
             if len == want {
                 Ok(())
@@ -167,7 +167,7 @@ impl CpuGreedy {
     /// Applies the pending panel to `E` and compacts it to the channels still in play:
     /// `E' = E[K,K] − P[K,:] P[K,:]ᵀ`, upper part only, in parallel over bands of rows.
     fn flush(&mut self) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let old_n = self.compact_cols.len();
         let keep: Vec<usize> = (0..old_n)
             .filter(|&r| !self.selected[self.compact_cols[r] / ks])
@@ -228,7 +228,7 @@ impl CpuGreedy {
 
 impl GreedyState for CpuGreedy {
     fn score(&mut self, gains: &mut [f64]) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let m = self.m;
         let this = &*self;
         gains.par_iter_mut().enumerate().for_each_init(
@@ -250,7 +250,7 @@ impl GreedyState for CpuGreedy {
     }
 
     fn select(&mut self, channel: usize) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let m = self.m;
         if channel >= self.layout.channels || self.selected[channel] {
             return Err(Error::InvalidArgument(format!(

@@ -253,7 +253,8 @@ pub struct Oracle {
     pub target_out: Mat,
     pub w: Mat,
     pub channels: usize,
-    pub group: usize,
+    /// Columns per channel `ks`.
+    pub columns_per_channel: usize,
     /// `‖AW‖²_F`.
     pub total: f64,
 }
@@ -271,17 +272,17 @@ pub struct OracleRun {
 
 impl Oracle {
     /// `b` and `a` are the unfolded inputs and targets (`n × D`), `w` the `D × m` weight.
-    pub fn new(b: Mat, a: &Mat, w: Mat, group: usize) -> Self {
-        assert_eq!(b.cols % group, 0);
+    pub fn new(b: Mat, a: &Mat, w: Mat, columns_per_channel: usize) -> Self {
+        assert_eq!(b.cols % columns_per_channel, 0);
         assert_eq!((a.rows, a.cols), (b.rows, b.cols));
         let target_out = a.matmul(&w);
         let total = target_out.frob2();
         Self {
-            channels: b.cols / group,
+            channels: b.cols / columns_per_channel,
             b,
             target_out,
             w,
-            group,
+            columns_per_channel,
             total,
         }
     }
@@ -289,7 +290,7 @@ impl Oracle {
     /// Column indices of the channels of `set`, in the given order.
     pub fn columns(&self, set: &[usize]) -> Vec<usize> {
         set.iter()
-            .flat_map(|&c| c * self.group..(c + 1) * self.group)
+            .flat_map(|&c| c * self.columns_per_channel..(c + 1) * self.columns_per_channel)
             .collect()
     }
 
@@ -498,7 +499,7 @@ impl<'a> Incremental<'a> {
 
     /// Orthonormal basis of channel `c`'s projected columns (dependent ones dropped).
     fn basis(&self, c: usize) -> Vec<Vec<f64>> {
-        let ks = self.oracle.group;
+        let ks = self.oracle.columns_per_channel;
         let mut q: Vec<Vec<f64>> = Vec::new();
         for col in c * ks..(c + 1) * ks {
             let mut v = self.columns[col].clone();
@@ -529,7 +530,7 @@ impl<'a> Incremental<'a> {
     pub fn pick(&mut self, c: usize) {
         let q = self.basis(c);
         self.selected[c] = true;
-        let ks = self.oracle.group;
+        let ks = self.oracle.columns_per_channel;
         for (col, v) in self.columns.iter_mut().enumerate() {
             if self.selected[col / ks] {
                 continue;
