@@ -54,7 +54,8 @@ fn unfold(
 }
 
 /// Checks inputs and target the way the statistics do; returns the number of unfolded rows.
-fn check(
+/// The one check of the data on the data-form path: the `*_checked` functions take its result.
+pub(crate) fn check(
     problem: &LayerProblem,
     inputs: &TensorView<'_>,
     target: Option<&TensorView<'_>>,
@@ -86,12 +87,24 @@ pub fn run_greedy_data(
     dependence_tol: f64,
     progress: Progress<'_>,
 ) -> Result<GreedyRun> {
+    let n = check(problem, &inputs, target.as_ref())?;
+    run_greedy_data_checked(problem, inputs, target, n, dependence_tol, progress)
+}
+
+/// [`run_greedy_data`] on data that [`check`] has passed; `n` is the row count it returned.
+pub(crate) fn run_greedy_data_checked(
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    n: usize,
+    dependence_tol: f64,
+    progress: Progress<'_>,
+) -> Result<GreedyRun> {
     if !(0.0..1.0).contains(&dependence_tol) {
         return Err(Error::InvalidArgument(format!(
             "dependence tolerance {dependence_tol} must be in [0, 1)"
         )));
     }
-    let n = check(problem, &inputs, target.as_ref())?;
     let layout = problem.layout();
     let (d, ks, m, channels) = (
         layout.columns(),
@@ -280,6 +293,19 @@ pub fn kept_weights(
     dependence_tol: f64,
 ) -> Result<(Vec<f64>, f64)> {
     let n = check(problem, &inputs, target.as_ref())?;
+    kept_weights_checked(problem, inputs, target, n, kept, reweight, dependence_tol)
+}
+
+/// [`kept_weights`] on data that [`check`] has passed; `n` is the row count it returned.
+pub(crate) fn kept_weights_checked(
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    n: usize,
+    kept: &[usize],
+    reweight: bool,
+    dependence_tol: f64,
+) -> Result<(Vec<f64>, f64)> {
     let layout = problem.layout();
     let (d, ks, m) = (
         layout.columns(),
