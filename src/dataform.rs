@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::greedy::{GreedyRun, Progress, Stage};
+use crate::greedy::{normalized_error, pick_channel, GreedyRun, Progress, Stage};
 use crate::linalg::{cholesky_dropping, forward_solve};
 use crate::stats::{matmul_f64, LayerProblem};
 use crate::tensor::TensorView;
@@ -178,29 +178,7 @@ pub(crate) fn run_greedy_data_checked(
                 },
             );
         }
-        let mut best: Option<usize> = None;
-        let mut best_gain = 0.0;
-        for (ch, &g) in gains.iter().enumerate() {
-            if !g.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "marginal gain of channel {ch} is {g} at step {step}: the data are not finite"
-                )));
-            }
-            if !selected[ch] && g > best_gain {
-                best_gain = g;
-                best = Some(ch);
-            }
-        }
-        let pick = match best {
-            Some(ch) => ch,
-            None => {
-                best_gain = 0.0;
-                selected
-                    .iter()
-                    .position(|&s| !s)
-                    .expect("a channel remains")
-            }
-        };
+        let (pick, best_gain) = pick_channel(&gains, &selected, step, "data")?;
         selected[pick] = true;
         // Orthonormalise the picked columns (Gram–Schmidt twice per column, against the block's
         // earlier ones; every column is already orthogonal to the earlier picks), dropping those
@@ -269,11 +247,7 @@ pub(crate) fn run_greedy_data_checked(
         explained += best_gain;
         run.order.push(pick);
         run.gains.push(best_gain);
-        run.error_curve.push(if total > 0.0 {
-            ((total - explained) / total).clamp(0.0, 1.0)
-        } else {
-            0.0
-        });
+        run.error_curve.push(normalized_error(total, explained));
         progress(Stage::Greedy, step + 1, channels);
     }
     Ok(run)
