@@ -481,6 +481,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     .unwrap();
     // (weight-norm + 2 random seeds) × 2 compressions × 2 reweightings.
     assert_eq!(result.rows.len(), 12);
+    assert_eq!(options.row_count(), 12);
     let csv = to_csv(&result.rows);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -681,6 +682,7 @@ fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
     .unwrap();
     // 3 allocations × 1 compression × 2 reweightings.
     assert_eq!(result.rows.len(), 6);
+    assert_eq!(options.row_count(), 6);
     let budgets: Vec<Allocation> = result.allocations.iter().map(|a| a.0).collect();
     assert_eq!(budgets, options.allocations);
     // The sizes are what each rule gives on its own inputs, computed here independently of

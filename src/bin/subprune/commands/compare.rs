@@ -126,7 +126,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     // Only runs with the accuracy budget get this bar.
     let mut sensitivity_bar = None;
     let rows_bar = shown.bar("pruned models", "rows");
-    let rows = expected_rows(&options);
+    let rows = options.row_count();
     let mut rows_done = 0;
     let start = Instant::now();
     let mut progress = |e: CompareEvent| match e {
@@ -256,23 +256,4 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         writeln!(o, "{l}").context("writing to standard output")?;
     }
     Ok(())
-}
-
-/// The rows [`compare`] produces for `options`, for the progress bar: per compression, two
-/// (with and without reweighting) per method and seed (random methods run every seed), and two
-/// for `greedy-asym`.
-fn expected_rows(options: &CompareOptions) -> usize {
-    let per_compression: usize = options
-        .methods
-        .iter()
-        .map(|m| {
-            2 * if m.is_random() {
-                options.seeds as usize
-            } else {
-                1
-            }
-        })
-        .sum::<usize>()
-        + if options.asym { 2 } else { 0 };
-    options.compressions.len() * per_compression
 }
