@@ -1,4 +1,4 @@
-// The tiled matmul core and the Gram statistics built on it (ALGORITHM.md §2).
+// The tiled matmul core and the Gram statistics built on it (docs/ALGORITHM.md §2).
 //
 // `gram_tile` computes `acc += Lᵀ R` over one chunk of rows: L is rows × out_rows, R is
 // rows × out_cols, the result out_rows × out_cols. It serves two kinds of operands:
