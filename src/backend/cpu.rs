@@ -16,14 +16,6 @@ use crate::stats::ChannelLayout;
 
 mod stats;
 
-/// The `gemm` crate's parallelism on rayon's global pool.
-pub(crate) fn parallelism() -> gemm::Parallelism {
-    match rayon::current_num_threads() {
-        1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
 /// The CPU backend. Uses rayon's global thread pool (set `RAYON_NUM_THREADS` to limit it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -48,26 +40,6 @@ impl Backend for CpuBackend {
         Ok(Box::new(CpuGreedy::new(spec)?))
     }
 }
-
-/// Runs `f(i0, ni, j0, nj)` for every tile on or above the diagonal of an `n × n` matrix cut into
-/// `tile × tile` tiles (rows `i0..i0 + ni`, columns `j0..j0 + nj`), in parallel over tiles.
-fn for_each_upper_tile(n: usize, tile: usize, f: impl Fn(usize, usize, usize, usize) + Sync) {
-    let tiles = n.div_ceil(tile);
-    let pairs: Vec<(usize, usize)> = (0..tiles)
-        .flat_map(|i| (i..tiles).map(move |j| (i, j)))
-        .collect();
-    pairs.par_iter().for_each(|&(ti, tj)| {
-        let (i0, j0) = (ti * tile, tj * tile);
-        f(i0, tile.min(n - i0), j0, tile.min(n - j0));
-    });
-}
-
-/// A raw pointer handed to rayon tasks that write disjoint tiles of one buffer.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Columns of pending downdates gathered before they are applied to `E` with one GEMM.
 const PANEL_COLUMNS: usize = 128;
