@@ -1,4 +1,4 @@
-// Greedy downdate (ALGORITHM.md §2): after the host picks channel J (column group J, ks columns)
+// Greedy downdate (docs/ALGORITHM.md §2): after the host picks channel J (column group J, ks columns)
 // and uploads L⁻¹ of E[J,J] = L Lᵀ (ks × ks, rows of dropped columns zero), four products update
 // the state, all through this one tiled kernel `out (−)= A·B` with strided operands:
 //

@@ -1,4 +1,4 @@
-// Greedy scoring (ALGORITHM.md §2): the marginal gain of every channel in one dispatch, the
+// Greedy scoring (docs/ALGORITHM.md §2): the marginal gain of every channel in one dispatch, the
 // argmax, and the chosen channel's diagonal block of the Schur complement for the host.
 //
 // The greedy state is split into row blocks of whole channels (one block unless E is larger than

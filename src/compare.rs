@@ -59,6 +59,33 @@ impl Default for CompareOptions {
     }
 }
 
+impl CompareOptions {
+    /// The seeds a method runs with: `0..seeds` for a random method, none for the others.
+    fn seeds_of(&self, method: Method) -> Vec<Option<u64>> {
+        if method.is_random() {
+            (0..self.seeds).map(Some).collect()
+        } else {
+            vec![None]
+        }
+    }
+
+    /// The number of rows [`compare`] gives (and reports one by one as [`CompareEvent::Row`]):
+    /// for each budget allocation and compression, one per method, seed and reweighting, and
+    /// one per reweighting for `greedy-asym`.
+    pub fn row_count(&self) -> usize {
+        let runs: usize = self
+            .methods
+            .iter()
+            .map(|&m| self.seeds_of(m).len())
+            .sum::<usize>()
+            + usize::from(self.asym);
+        self.allocations.len() * self.compressions.len() * runs * REWEIGHTS.len()
+    }
+}
+
+/// Every pruned model is evaluated with and without the least-squares reweighting.
+const REWEIGHTS: [bool; 2] = [true, false];
+
 /// `(producer name, channels, kept)`.
 pub type LayerSize = (String, usize, usize);
 
@@ -273,12 +300,7 @@ pub fn compare(
     };
     for (allocation, r, keeps, sizes) in &allocations {
         for &method in &options.methods {
-            let seeds: Vec<Option<u64>> = if method.is_random() {
-                (0..options.seeds).map(Some).collect()
-            } else {
-                vec![None]
-            };
-            for seed in seeds {
+            for seed in options.seeds_of(method) {
                 let fresh;
                 let selector: &dyn Selector = match method {
                     Method::Greedy => &greedy,
@@ -287,7 +309,7 @@ pub fn compare(
                         fresh.as_ref()
                     }
                 };
-                for reweight in [true, false] {
+                for reweight in REWEIGHTS {
                     let t = Instant::now();
                     let opts = PruneOptions {
                         reweight,
@@ -318,7 +340,7 @@ pub fn compare(
             }
         }
         if options.asym {
-            for reweight in [true, false] {
+            for reweight in REWEIGHTS {
                 let t = Instant::now();
                 let opts = PruneOptions {
                     variant: Variant::Asym,

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::greedy::{GreedyRun, Progress, Stage};
+use crate::greedy::{normalized_error, pick_channel, GreedyRun, Progress, Stage};
 use crate::linalg::{cholesky_dropping, forward_solve};
 use crate::stats::{matmul_f64, LayerProblem};
 use crate::tensor::TensorView;
@@ -54,7 +54,8 @@ fn unfold(
 }
 
 /// Checks inputs and target the way the statistics do; returns the number of unfolded rows.
-fn check(
+/// The one check of the data on the data-form path: the `*_checked` functions take its result.
+pub(crate) fn check(
     problem: &LayerProblem,
     inputs: &TensorView<'_>,
     target: Option<&TensorView<'_>>,
@@ -86,16 +87,28 @@ pub fn run_greedy_data(
     dependence_tol: f64,
     progress: Progress<'_>,
 ) -> Result<GreedyRun> {
+    let n = check(problem, &inputs, target.as_ref())?;
+    run_greedy_data_checked(problem, inputs, target, n, dependence_tol, progress)
+}
+
+/// [`run_greedy_data`] on data that [`check`] has passed; `n` is the row count it returned.
+pub(crate) fn run_greedy_data_checked(
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    n: usize,
+    dependence_tol: f64,
+    progress: Progress<'_>,
+) -> Result<GreedyRun> {
     if !(0.0..1.0).contains(&dependence_tol) {
         return Err(Error::InvalidArgument(format!(
             "dependence tolerance {dependence_tol} must be in [0, 1)"
         )));
     }
-    let n = check(problem, &inputs, target.as_ref())?;
     let layout = problem.layout();
     let (d, ks, m, channels) = (
         layout.columns(),
-        layout.group,
+        layout.columns_per_channel,
         problem.outputs,
         layout.channels,
     );
@@ -165,29 +178,7 @@ pub fn run_greedy_data(
                 },
             );
         }
-        let mut best: Option<usize> = None;
-        let mut best_gain = 0.0;
-        for (ch, &g) in gains.iter().enumerate() {
-            if !g.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "marginal gain of channel {ch} is {g} at step {step}: the data are not finite"
-                )));
-            }
-            if !selected[ch] && g > best_gain {
-                best_gain = g;
-                best = Some(ch);
-            }
-        }
-        let pick = match best {
-            Some(ch) => ch,
-            None => {
-                best_gain = 0.0;
-                selected
-                    .iter()
-                    .position(|&s| !s)
-                    .expect("a channel remains")
-            }
-        };
+        let (pick, best_gain) = pick_channel(&gains, &selected, step, "data")?;
         selected[pick] = true;
         // Orthonormalise the picked columns (Gram–Schmidt twice per column, against the block's
         // earlier ones; every column is already orthogonal to the earlier picks), dropping those
@@ -256,11 +247,7 @@ pub fn run_greedy_data(
         explained += best_gain;
         run.order.push(pick);
         run.gains.push(best_gain);
-        run.error_curve.push(if total > 0.0 {
-            ((total - explained) / total).clamp(0.0, 1.0)
-        } else {
-            0.0
-        });
+        run.error_curve.push(normalized_error(total, explained));
         progress(Stage::Greedy, step + 1, channels);
     }
     Ok(run)
@@ -280,8 +267,25 @@ pub fn kept_weights(
     dependence_tol: f64,
 ) -> Result<(Vec<f64>, f64)> {
     let n = check(problem, &inputs, target.as_ref())?;
+    kept_weights_checked(problem, inputs, target, n, kept, reweight, dependence_tol)
+}
+
+/// [`kept_weights`] on data that [`check`] has passed; `n` is the row count it returned.
+pub(crate) fn kept_weights_checked(
+    problem: &LayerProblem,
+    inputs: TensorView<'_>,
+    target: Option<TensorView<'_>>,
+    n: usize,
+    kept: &[usize],
+    reweight: bool,
+    dependence_tol: f64,
+) -> Result<(Vec<f64>, f64)> {
     let layout = problem.layout();
-    let (d, ks, m) = (layout.columns(), layout.group, problem.outputs);
+    let (d, ks, m) = (
+        layout.columns(),
+        layout.columns_per_channel,
+        problem.outputs,
+    );
     if let Some(&bad) = kept.iter().find(|&&c| c >= layout.channels) {
         return Err(Error::InvalidArgument(format!(
             "channel {bad} is out of range (the layer has {})",

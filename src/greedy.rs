@@ -74,29 +74,7 @@ pub fn run_greedy(
     let mut explained = 0.0;
     for step in 0..channels {
         state.score(&mut gains)?;
-        let mut best: Option<usize> = None;
-        let mut best_gain = 0.0;
-        for (ch, &g) in gains.iter().enumerate() {
-            if !g.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "marginal gain of channel {ch} is {g} at step {step}: the statistics are not finite"
-                )));
-            }
-            if !selected[ch] && g > best_gain {
-                best_gain = g;
-                best = Some(ch);
-            }
-        }
-        let pick = match best {
-            Some(ch) => ch,
-            None => {
-                best_gain = 0.0;
-                selected
-                    .iter()
-                    .position(|&s| !s)
-                    .expect("a channel remains")
-            }
-        };
+        let (pick, best_gain) = pick_channel(&gains, &selected, step, "statistics")?;
         state.select(pick)?;
         selected[pick] = true;
         explained += best_gain;
@@ -109,9 +87,41 @@ pub fn run_greedy(
     Ok(run)
 }
 
+/// The greedy's pick rule, shared by every greedy loop (Gram form, data form, the joint greedy of
+/// the pruning pipeline): the unselected channel of largest positive marginal gain, ties to the
+/// lowest index; when no unselected channel has a positive gain, the lowest unselected one, with
+/// gain 0 (so zero-gain channels come last, in index order). Returns the channel and its gain.
+/// A non-finite gain is an error naming the channel, the `step` and what the gains came from
+/// (`source`, e.g. "statistics" or "data"). `selected` must leave at least one channel.
+pub(crate) fn pick_channel(
+    gains: &[f64],
+    selected: &[bool],
+    step: usize,
+    source: &str,
+) -> Result<(usize, f64)> {
+    let mut best: Option<(usize, f64)> = None;
+    for (ch, &g) in gains.iter().enumerate() {
+        if !g.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "marginal gain of channel {ch} is {g} at step {step}: the {source} are not finite"
+            )));
+        }
+        if !selected[ch] && g > best.map_or(0.0, |(_, b)| b) {
+            best = Some((ch, g));
+        }
+    }
+    Ok(best.unwrap_or_else(|| {
+        let first = selected
+            .iter()
+            .position(|&s| !s)
+            .expect("a channel remains");
+        (first, 0.0)
+    }))
+}
+
 /// `(total − explained) / total`, clamped to `[0, 1]` (rounding can overshoot by an ulp); 0 when
 /// `total` is 0.
-fn normalized_error(total: f64, explained: f64) -> f64 {
+pub(crate) fn normalized_error(total: f64, explained: f64) -> f64 {
     if total > 0.0 {
         ((total - explained) / total).clamp(0.0, 1.0)
     } else {
@@ -153,7 +163,7 @@ fn check_kept(stats: &LayerStats, kept: &[usize]) -> Result<Vec<usize>> {
 
 /// Column indices of the kept channels' groups, in order.
 fn kept_columns(stats: &LayerStats, kept: &[usize]) -> Vec<usize> {
-    let ks = stats.layout.group;
+    let ks = stats.layout.columns_per_channel;
     kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect()
 }
 
@@ -219,5 +229,35 @@ pub fn error_without_reweight(stats: &LayerStats, kept: &[usize]) -> Result<f64>
         Ok(((stats.total - 2.0 * cross + quad) / stats.total).max(0.0))
     } else {
         Ok(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_rule_takes_the_largest_gain_lowest_index_on_ties_zero_gains_last() {
+        let none = [false; 5];
+        // Largest gain wins; of two equal ones, the lower index.
+        let gains = [1.0, 3.0, 0.5, 3.0, 0.0];
+        assert_eq!(pick_channel(&gains, &none, 0, "data").unwrap(), (1, 3.0));
+        // Selected channels are skipped however large their gain.
+        let sel = [false, true, false, false, false];
+        assert_eq!(pick_channel(&gains, &sel, 1, "data").unwrap(), (3, 3.0));
+        // No positive gain left: the lowest unselected channel, with gain 0 (a negative rounding
+        // residue counts as 0).
+        let gains = [0.0, -1e-18, 0.0, 0.0, 0.0];
+        let sel = [true, false, false, true, false];
+        assert_eq!(pick_channel(&gains, &sel, 2, "data").unwrap(), (1, 0.0));
+        // A non-finite gain, even of a selected channel, is an error naming it and the step.
+        let gains = [0.0, 1.0, f64::NAN, 0.0, 0.0];
+        let e = pick_channel(&gains, &sel, 7, "statistics")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("channel 2") && e.contains("step 7") && e.contains("statistics"),
+            "{e}"
+        );
     }
 }

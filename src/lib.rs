@@ -105,12 +105,8 @@ pub fn layer_stats_with_progress(
             "batch size must be ≥ 1 image".into(),
         ));
     }
-    // Checked here on the whole tensors, not only per batch in the backend, so that the reported
-    // flat index is the index in the caller's tensor rather than in one batch of it.
-    inputs.check_finite("inputs")?;
-    if let Some(t) = &target {
-        t.check_finite("target")?;
-    }
+    // Finiteness is checked once, per batch, by the backend's `add_batch` (the boundary every
+    // statistics batch crosses); its flat index is shifted below to the caller's tensor.
     let mut acc = backend.stats_accumulator(
         backend::StatsSpec::new(unfolding, target.is_some())
             .with_weight(&problem.weight, problem.outputs),
@@ -127,7 +123,18 @@ pub fn layer_stats_with_progress(
             Some(t) => Some(TensorView::new(&shape, &t.data[range])?),
             None => None,
         };
-        acc.add_batch(b, a)?;
+        acc.add_batch(b, a).map_err(|e| match e {
+            Error::NonFinite {
+                tensor,
+                index,
+                value,
+            } => Error::NonFinite {
+                tensor,
+                index: first * per_image + index,
+                value,
+            },
+            e => e,
+        })?;
         first += count;
         progress(greedy::Stage::Statistics, first, n);
     }
@@ -257,13 +264,22 @@ pub fn select(
     let rows = problem.unfolding.total_rows(images)?;
     if Plan::choose_form(rows, problem.layout().columns()) == GreedyForm::Data {
         // Fewer rows than columns: the n × D data are smaller than the D × D statistics.
-        let run =
-            dataform::run_greedy_data(problem, inputs, target, options.dependence_tol, progress)?;
-        let kept = run.kept(k);
-        let (rows, relative_error) = dataform::kept_weights(
+        // Checked once here for both passes over the data.
+        let n = dataform::check(problem, &inputs, target.as_ref())?;
+        let run = dataform::run_greedy_data_checked(
             problem,
             inputs,
             target,
+            n,
+            options.dependence_tol,
+            progress,
+        )?;
+        let kept = run.kept(k);
+        let (rows, relative_error) = dataform::kept_weights_checked(
+            problem,
+            inputs,
+            target,
+            n,
             &kept,
             options.reweight,
             options.dependence_tol,
@@ -320,7 +336,7 @@ fn kept_weights(
         let r = reweight(stats, kept, options.dependence_tol)?;
         Ok((r.weight, r.relative_error))
     } else {
-        let (ks, m) = (stats.layout.group, stats.outputs);
+        let (ks, m) = (stats.layout.columns_per_channel, stats.outputs);
         let rows = kept
             .iter()
             .flat_map(|&c| stats.weight[c * ks * m..(c + 1) * ks * m].iter().copied())

@@ -77,7 +77,7 @@ impl Plan {
             rows as f64,
             columns as f64,
             outputs as f64,
-            layout.group as f64,
+            layout.columns_per_channel as f64,
         );
         let (stats_flops, greedy_flops) = match form {
             // SYRK BᵀB (half of a GEMM), plus BᵀA and AᵀA with a target; the downdates sum to
@@ -96,7 +96,9 @@ impl Plan {
                     + 2.0 * d * d * m / ks.max(1.0),
             ),
         };
-        let kept_columns = kept.min(layout.channels).saturating_mul(layout.group);
+        let kept_columns = kept
+            .min(layout.channels)
+            .saturating_mul(layout.columns_per_channel);
         let memory_bytes = Self::memory(form, rows, columns, outputs, kept_columns, with_target)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(

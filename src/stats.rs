@@ -95,19 +95,19 @@ pub enum Consumer {
     FlattenLinear,
 }
 
-/// Channels and the size of each channel's column group: `D = channels · group`.
+/// Channels and the size of each channel's column group: `D = channels · columns_per_channel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelLayout {
     /// Number of channels `d` of the pruned layer (= input channels of the consumer).
     pub channels: usize,
-    /// Columns per channel `ks`.
-    pub group: usize,
+    /// Columns per channel `ks` (not to be confused with a convolution's `group`).
+    pub columns_per_channel: usize,
 }
 
 impl ChannelLayout {
     /// Total columns `D`.
     pub fn columns(&self) -> usize {
-        self.channels * self.group
+        self.channels * self.columns_per_channel
     }
 }
 
@@ -166,13 +166,13 @@ impl Unfolding {
             .checked_mul(height)
             .and_then(|v| v.checked_mul(width))
             .ok_or_else(|| too_large("an image"))?;
-        let group = match consumer {
+        let columns_per_channel = match consumer {
             Consumer::Linear => Some(1),
             Consumer::Conv(g) => g.kernel[0].checked_mul(g.kernel[1]),
             Consumer::FlattenLinear => height.checked_mul(width),
         };
         // D columns, and the D × D f64 Gram matrix in bytes.
-        group
+        columns_per_channel
             .and_then(|g| g.checked_mul(channels))
             .and_then(|d| d.checked_mul(d))
             .and_then(|dd| dd.checked_mul(8))
@@ -188,14 +188,14 @@ impl Unfolding {
 
     /// The channel layout of the unfolded matrix.
     pub fn layout(&self) -> ChannelLayout {
-        let group = match self.consumer {
+        let columns_per_channel = match self.consumer {
             Consumer::Linear => 1,
             Consumer::Conv(g) => g.kernel[0] * g.kernel[1],
             Consumer::FlattenLinear => self.height * self.width,
         };
         ChannelLayout {
             channels: self.channels,
-            group,
+            columns_per_channel,
         }
     }
 
@@ -452,7 +452,7 @@ impl LayerProblem {
             return Err(Error::Shape(format!(
                 "weight of shape {ws:?} does not match inputs of shape {input_shape:?}: the consumer \
                  reads {} channels × {} columns = {d} input columns, the weight has {weight_columns}",
-                layout.channels, layout.group
+                layout.channels, layout.columns_per_channel
             )));
         }
         if outputs == 0 {
@@ -483,7 +483,7 @@ impl LayerProblem {
     /// Turns the rows of a `D_S × m` matrix (the kept channels' column groups, in `kept` order)
     /// back into a consumer weight of the original layout with only the kept input channels.
     pub fn weight_tensor(&self, kept: &[usize], rows: &[f64]) -> crate::tensor::Tensor {
-        let ks = self.layout().group;
+        let ks = self.layout().columns_per_channel;
         let m = self.outputs;
         let cols = kept.len() * ks;
         let mut data = vec![0.0f32; m * cols];

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use subprune::analysis::channels::analyze;
 use subprune::exec::eval::evaluate;
-use subprune::exec::run::{F32Images, ImageSource, U8Images};
+use subprune::exec::run::{F32Images, ImageSource};
 use subprune::exec::CpuExecutor;
 use subprune::npy;
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
@@ -19,11 +19,7 @@ use subprune::prune::sensitivity::{self, Validation};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
 use subprune::tensor::Tensor;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::{fixture, i64_npy, mnist_calib, mnist_test_images};
 
 /// Two layers of 10 channels, each 100 parameters whole, nothing shared.
 fn two_layers() -> CostModel {
@@ -167,39 +163,6 @@ fn accuracy_allocation_refuses_bad_curves() {
     assert!(CostModel::new(vec![3], vec![(1.0, vec![1])]).is_err());
 }
 
-fn calib(n: usize) -> F32Images {
-    let t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
-    let per: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = n;
-    F32Images::new(
-        "calib",
-        Tensor::new(shape, t.data[..n * per].to_vec()).unwrap(),
-    )
-    .unwrap()
-}
-
-/// The last `n` MNIST test images (normalised) and their labels.
-fn validation_set(n: usize) -> (U8Images, Vec<i64>) {
-    let (shape, data) = match npy::read_any(fixture("mnist_test_u8.npy")).unwrap() {
-        npy::NpyArray::U8 { shape, data } => (shape, data),
-        _ => panic!("the MNIST test set is uint8"),
-    };
-    let per: usize = shape[1..].iter().product();
-    let first = shape[0] - n;
-    let mut s = shape.clone();
-    s[0] = n;
-    let images = U8Images::new(
-        s,
-        data[first * per..(first + n) * per].to_vec(),
-        &[0.1307],
-        &[0.3081],
-    )
-    .unwrap();
-    let labels = npy::read_i64(fixture("mnist_test_labels.npy")).unwrap().1[first..].to_vec();
-    (images, labels)
-}
-
 fn top1(graph: &subprune::ir::Graph, images: &dyn ImageSource, labels: &[i64]) -> f64 {
     let exec = CpuExecutor::new(graph).unwrap();
     let r = evaluate(&exec, images, labels, 64, &mut |_, _| {}).unwrap();
@@ -211,8 +174,8 @@ fn mnist_accuracy_curves_match_the_pipeline_and_the_allocation_meets_the_ratio()
     let m = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
     let (backend, factory) = cpu_engines();
     let options = PruneOptions::default();
-    let calib = calib(64);
-    let (val, labels) = validation_set(120);
+    let calib = mnist_calib(64);
+    let (val, labels) = mnist_test_images(120, true);
     let ls = layerwise_stats(
         &m.graph,
         &calib,
@@ -307,43 +270,28 @@ fn mnist_accuracy_curves_match_the_pipeline_and_the_allocation_meets_the_ratio()
         assert_eq!(g.parameter_count() as f64, a.cost, "{r}×");
     }
     // Bad validation sets are refused before any evaluation.
-    let short = &labels[..10];
-    let err = sensitivity::measure(
-        &m.graph,
-        &ls,
-        &greedy,
-        Validation {
-            images: &val,
-            labels: short,
-        },
-        &options,
-        &backend,
-        &factory,
-        &mut |_, _| panic!("no evaluation"),
-    )
-    .unwrap_err()
-    .to_string();
+    let refused = |images: &dyn ImageSource, labels: &[i64]| {
+        sensitivity::measure(
+            &m.graph,
+            &ls,
+            &greedy,
+            Validation { images, labels },
+            &options,
+            &backend,
+            &factory,
+            &mut |_, _| panic!("no evaluation"),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err = refused(&val, &labels[..10]);
     assert!(err.contains("10 labels for 120 images"), "{err}");
     let wrong = F32Images::new(
         "wrong",
         Tensor::new(vec![2, 1, 14, 14], vec![0.0; 392]).unwrap(),
     )
     .unwrap();
-    let err = sensitivity::measure(
-        &m.graph,
-        &ls,
-        &greedy,
-        Validation {
-            images: &wrong,
-            labels: &[0, 1],
-        },
-        &options,
-        &backend,
-        &factory,
-        &mut |_, _| panic!("no evaluation"),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&wrong, &[0, 1]);
     assert!(err.contains("validation images are [1, 14, 14]"), "{err}");
     let err = budget::plan(
         &m.graph,
@@ -360,29 +308,10 @@ fn mnist_accuracy_curves_match_the_pipeline_and_the_allocation_meets_the_ratio()
     assert!(err.contains("validation"), "{err}");
 }
 
-/// A version-1.0 `.npy` file of int64 values.
-fn i64_npy(values: &[i64]) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
 #[test]
 fn cli_prune_with_the_accuracy_budget() {
     let dir = common::temp_dir("budget-cli");
-    let (val, labels) = validation_set(60);
+    let (val, labels) = mnist_test_images(60, true);
     let mut data = vec![0.0; 60 * 784];
     val.fill(0, &mut data).unwrap();
     let v = dir.join("val.npy");

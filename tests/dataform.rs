@@ -68,7 +68,7 @@ fn compare(what: &str, x: &Tensor, w: &Tensor, target: Option<&Tensor>, conv: Op
     .unwrap();
     // Once the kept columns can span what is left of the n-dimensional row space, every candidate
     // explains all of it: an exact tie, broken by rounding. The picks before are tie-free.
-    let tie_free = (b.rows - 1) / layout.group;
+    let tie_free = (b.rows - 1) / layout.columns_per_channel;
     assert!(tie_free >= 2, "{what}: too few tie-free picks to compare");
     assert_eq!(
         data.order[..tie_free],

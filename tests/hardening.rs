@@ -488,18 +488,35 @@ fn licences_and_the_method_summary_are_in_the_repository() {
             "docs/ALGORITHM.md lacks {section:?}"
         );
     }
-    // Every Rust doc comment that names the method's page names it where it is.
-    for file in [
-        "src/lib.rs",
-        "src/stats.rs",
-        "src/greedy.rs",
-        "src/backend/mod.rs",
-    ] {
-        let text = std::fs::read_to_string(root.join(file)).unwrap();
+    // Every source file, shader and top-level page that names the method's page names it where
+    // it is (relative to the repository root).
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "wgsl") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    sources(&root.join("shaders"), &mut files);
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() > 20, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
         for (i, _) in text.match_indices("ALGORITHM.md") {
             assert!(
                 text[..i].ends_with("docs/"),
-                "{file} points to ALGORITHM.md outside docs/"
+                "{} points to ALGORITHM.md outside docs/",
+                file.display()
             );
         }
     }

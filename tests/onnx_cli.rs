@@ -1,6 +1,8 @@
 //! `subprune eval` and `subprune info` on the fixtures, and bad input: each a clear error, with
 //! nothing written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,6 +13,8 @@ use subprune::exec::CpuExecutor;
 use subprune::npy::{self, NpyArray};
 use subprune::onnx::{self, proto, ExternalData, SaveOptions};
 use subprune::tensor::Tensor;
+
+use common::i64_npy;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -313,25 +317,6 @@ fn labels_of_another_length_and_nan_data_are_refused() {
         !ok && stderr.contains("nan.npy") && stderr.contains("index 100"),
         "{stderr}"
     );
-}
-
-/// A version-1.0 `.npy` file of int64 values.
-fn i64_npy(values: &[i64]) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
 }
 
 #[test]

@@ -16,9 +16,11 @@ use subprune::ir::Graph;
 use subprune::rng::Rng;
 use subprune::tensor::{Tensor, TensorView};
 
+mod common;
 #[path = "common/onnx.rs"]
 mod onnx_common;
 
+use common::npy_bytes;
 use onnx_common::{first_images, fixture, relative_gap, tract_logits, Builder, A, MODELS};
 
 /// One backend for the whole file (pipelines are compiled once per executor).
@@ -597,26 +599,6 @@ fn wrong_input_shape_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("[2, 3, 28, 28]"), "{err}");
-}
-
-/// A `.npy` file of `dtype` (`|u1` or `<i8`) and `shape` holding `data`.
-fn npy_bytes(dtype: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let dims = if dims.len() == 1 {
-        format!("{},", dims[0])
-    } else {
-        dims.join(", ")
-    };
-    let mut header = format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({dims}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
 }
 
 #[test]

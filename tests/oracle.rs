@@ -215,7 +215,10 @@ fn check_against_oracle(inst: &Instance) -> Discrepancy {
     let c = oracle.channels;
     let (problem, stats) = stats_of(inst, subprune::DEFAULT_BATCH_IMAGES);
     assert_eq!(stats.layout.channels, c, "{name}: channels");
-    assert_eq!(stats.layout.group, oracle.group, "{name}: group size");
+    assert_eq!(
+        stats.layout.columns_per_channel, oracle.columns_per_channel,
+        "{name}: columns per channel"
+    );
     assert_eq!(stats.rows, oracle.b.rows, "{name}: unfolded rows");
     assert!(
         (stats.total - oracle.total).abs() <= 1e-5 * oracle.total,
@@ -918,8 +921,8 @@ fn large_layers_match_oracle_across_panel_flushes() {
         } else {
             flatten_rows(&inst.inputs)
         };
-        let group = inst.oracle.group;
-        inst.oracle = Oracle::new(b.clone(), &b, weight_matrix(&inst.weight), group);
+        let ks = inst.oracle.columns_per_channel;
+        inst.oracle = Oracle::new(b.clone(), &b, weight_matrix(&inst.weight), ks);
     }
     for inst in [&linear, &conv3, &flat] {
         let name = inst.name;

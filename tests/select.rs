@@ -6,37 +6,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use subprune::analysis::channels::analyze;
 use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
-use subprune::exec::run::{F32Images, U8Images};
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
 use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
 use subprune::prune::select::{greedy::Greedy, Method};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
 use subprune::stats::{ChannelLayout, LayerStats};
-use subprune::tensor::Tensor;
-use subprune::{npy, CpuBackend};
+use subprune::CpuBackend;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn calib(n: usize) -> F32Images {
-    let t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
-    let per: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = n;
-    F32Images::new(
-        "calib",
-        Tensor::new(shape, t.data[..n * per].to_vec()).unwrap(),
-    )
-    .unwrap()
-}
+use common::{fixture, mnist_calib, mnist_test_images};
 
 fn model() -> subprune::onnx::OnnxModel {
     subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap()
@@ -50,7 +31,7 @@ fn stats() -> &'static (subprune::onnx::OnnxModel, LayerwiseStats) {
         let (backend, factory) = cpu_engines();
         let ls = layerwise_stats(
             &m.graph,
-            &calib(64),
+            &mnist_calib(64),
             &PruneOptions::default(),
             &backend,
             &factory,
@@ -217,7 +198,7 @@ fn hand_layer() -> LayerStats {
     LayerStats {
         layout: ChannelLayout {
             channels: 3,
-            group: 1,
+            columns_per_channel: 1,
         },
         outputs: 2,
         gram,
@@ -292,7 +273,7 @@ fn layerwise_greedy_equals_the_layer_variant_pipeline() {
         keep_fraction: 0.3,
         ..Default::default()
     };
-    let pruned = prune(m, &calib(64), &options, &mut |_| {}).unwrap();
+    let pruned = prune(m, &mnist_calib(64), &options, &mut |_| {}).unwrap();
     let keeps: Vec<usize> = pruned
         .report
         .layers
@@ -442,23 +423,10 @@ fn bad_input_is_a_clear_error() {
     assert!(err.contains("error curves"), "{err}");
 }
 
-fn test_set(n: usize) -> (U8Images, Vec<i64>) {
-    let (shape, data) = match npy::read_any(fixture("mnist_test_u8.npy")).unwrap() {
-        npy::NpyArray::U8 { shape, data } => (shape, data),
-        _ => panic!("the MNIST test set is uint8"),
-    };
-    let per: usize = shape[1..].iter().product();
-    let mut s = shape.clone();
-    s[0] = n;
-    let images = U8Images::new(s, data[..n * per].to_vec(), &[0.1307], &[0.3081]).unwrap();
-    let labels = npy::read_i64(fixture("mnist_test_labels.npy")).unwrap().1[..n].to_vec();
-    (images, labels)
-}
-
 #[test]
 fn compare_writes_a_parseable_csv_and_an_svg() {
     let m = model();
-    let (test, labels) = test_set(200);
+    let (test, labels) = mnist_test_images(200, false);
     let (backend, factory) = cpu_engines();
     let options = CompareOptions {
         methods: vec![Method::WeightNorm, Method::Random],
@@ -469,7 +437,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     };
     let result = compare(
         &m,
-        &calib(32),
+        &mnist_calib(32),
         &test,
         &labels,
         None,
@@ -481,6 +449,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     .unwrap();
     // (weight-norm + 2 random seeds) × 2 compressions × 2 reweightings.
     assert_eq!(result.rows.len(), 12);
+    assert_eq!(options.row_count(), 12);
     let csv = to_csv(&result.rows);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -538,7 +507,7 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     ] {
         assert!(compare(
             &m,
-            &calib(8),
+            &mnist_calib(8),
             &test,
             &labels,
             None,
@@ -653,8 +622,8 @@ fn cli_rejects_unknown_method_and_bad_compression() {
 #[test]
 fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
     let m = model();
-    let (test, labels) = test_set(100);
-    let (val, val_labels) = test_set(60);
+    let (test, labels) = mnist_test_images(100, false);
+    let (val, val_labels) = mnist_test_images(60, false);
     let (backend, factory) = cpu_engines();
     let options = CompareOptions {
         methods: vec![Method::WeightNorm],
@@ -663,7 +632,7 @@ fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
         allocations: vec![Allocation::Uniform, Allocation::Error, Allocation::Accuracy],
         ..Default::default()
     };
-    let cal = calib(64);
+    let cal = mnist_calib(64);
     let result = compare(
         &m,
         &cal,
@@ -681,6 +650,7 @@ fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
     .unwrap();
     // 3 allocations × 1 compression × 2 reweightings.
     assert_eq!(result.rows.len(), 6);
+    assert_eq!(options.row_count(), 6);
     let budgets: Vec<Allocation> = result.allocations.iter().map(|a| a.0).collect();
     assert_eq!(budgets, options.allocations);
     // The sizes are what each rule gives on its own inputs, computed here independently of

@@ -16,14 +16,6 @@ use crate::stats::ChannelLayout;
 
 mod stats;
 
-/// The `gemm` crate's parallelism on rayon's global pool.
-pub(crate) fn parallelism() -> gemm::Parallelism {
-    match rayon::current_num_threads() {
-        1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
 /// The CPU backend. Uses rayon's global thread pool (set `RAYON_NUM_THREADS` to limit it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -48,26 +40,6 @@ impl Backend for CpuBackend {
         Ok(Box::new(CpuGreedy::new(spec)?))
     }
 }
-
-/// Runs `f(i0, ni, j0, nj)` for every tile on or above the diagonal of an `n × n` matrix cut into
-/// `tile × tile` tiles (rows `i0..i0 + ni`, columns `j0..j0 + nj`), in parallel over tiles.
-fn for_each_upper_tile(n: usize, tile: usize, f: impl Fn(usize, usize, usize, usize) + Sync) {
-    let tiles = n.div_ceil(tile);
-    let pairs: Vec<(usize, usize)> = (0..tiles)
-        .flat_map(|i| (i..tiles).map(move |j| (i, j)))
-        .collect();
-    pairs.par_iter().for_each(|&(ti, tj)| {
-        let (i0, j0) = (ti * tile, tj * tile);
-        f(i0, tile.min(n - i0), j0, tile.min(n - j0));
-    });
-}
-
-/// A raw pointer handed to rayon tasks that write disjoint tiles of one buffer.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Columns of pending downdates gathered before they are applied to `E` with one GEMM.
 const PANEL_COLUMNS: usize = 128;
@@ -122,7 +94,7 @@ struct CpuGreedy {
 impl CpuGreedy {
     fn new(spec: GreedySpec<'_>) -> Result<Self> {
         let d = spec.layout.columns();
-        let ks = spec.layout.group;
+        let ks = spec.layout.columns_per_channel;
         let expect = |name: &str, len: usize, want: usize| {
             if len == want {
                 Ok(())
@@ -167,7 +139,7 @@ impl CpuGreedy {
     /// Applies the pending panel to `E` and compacts it to the channels still in play:
     /// `E' = E[K,K] − P[K,:] P[K,:]ᵀ`, upper part only, in parallel over bands of rows.
     fn flush(&mut self) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let old_n = self.compact_cols.len();
         let keep: Vec<usize> = (0..old_n)
             .filter(|&r| !self.selected[self.compact_cols[r] / ks])
@@ -228,7 +200,7 @@ impl CpuGreedy {
 
 impl GreedyState for CpuGreedy {
     fn score(&mut self, gains: &mut [f64]) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let m = self.m;
         let this = &*self;
         gains.par_iter_mut().enumerate().for_each_init(
@@ -250,7 +222,7 @@ impl GreedyState for CpuGreedy {
     }
 
     fn select(&mut self, channel: usize) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let m = self.m;
         if channel >= self.layout.channels || self.selected[channel] {
             return Err(Error::InvalidArgument(format!(

@@ -1,9 +1,11 @@
 //! The one safe wrapper around the `gemm` crate's f32 and f64 kernels: strided matrix views
 //! checked at the boundary (dimensions, strides, slice lengths), an explicit parallelism argument.
 //!
-//! Every product in the crate goes through [`gemm`]; nothing else calls the `gemm` crate's
-//! `unsafe` entry point (except the statistics kernels in `backend/cpu.rs`, which are moving
-//! here).
+//! Every product in the crate goes through [`gemm`] or [`syrk_upper_tiles`] (the statistics'
+//! symmetric product, tile pairs in parallel); nothing else calls the `gemm` crate's `unsafe`
+//! entry point.
+
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -122,6 +124,11 @@ impl<'a, T: Scalar> MatRef<'a, T> {
     /// A dense row-major `rows × cols` view.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// A dense `rows × cols` view stored column after column (`data[j·rows + i]`).
+    pub fn col_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, rows, cols, 1, rows)
     }
 
     /// The transpose (no copy).
@@ -250,17 +257,53 @@ pub fn gemm<T: Scalar>(
     }
     // SAFETY: every view was checked on construction to address only elements of its own slice
     // (`fits`, strides ≤ isize::MAX), the dimensions agree (checked above), `dst` is borrowed
-    // mutably so it cannot alias `lhs` or `rhs`, and its layout (row- or column-major with a
-    // stride ≥ the other dimension) keeps its elements distinct. `T` is f32 or f64 (sealed), a
-    // type the `gemm` crate has kernels for.
+    // mutably so it cannot alias `lhs` or `rhs` or be accessed elsewhere, and its layout (row- or
+    // column-major with a stride ≥ the other dimension) keeps its elements distinct.
+    unsafe {
+        gemm_raw(
+            dst.data.as_mut_ptr(),
+            dst.row_stride,
+            dst.col_stride,
+            accumulate,
+            lhs,
+            rhs,
+            alpha,
+            par,
+        )
+    };
+    Ok(())
+}
+
+/// The one call of the `gemm` crate's kernel: `dst (+)= alpha · lhs · rhs` with `dst`'s element
+/// `(i, j)` at `dst + i·dst_rs + j·dst_cs`.
+///
+/// # Safety
+/// The dimensions must agree (`lhs` is `m × k`, `rhs` is `k × n`, `dst` is `m × n`), `dst` must
+/// be valid for writes at every `(i, j)`, those addresses must be distinct and disjoint from
+/// `lhs` and `rhs`, and no other thread may access them during the call. `T` is f32 or f64
+/// (sealed), a type the `gemm` crate has kernels for; the views address only their own slices
+/// (checked on construction).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Scalar>(
+    dst: *mut T,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
+    debug_assert!(lhs.cols == rhs.rows);
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            dst.col_stride as isize,
-            dst.row_stride as isize,
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
@@ -276,7 +319,74 @@ pub fn gemm<T: Scalar>(
             par.to_gemm(),
         );
     }
-    Ok(())
+}
+
+/// A raw pointer handed to rayon tasks that write disjoint tiles of one buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: used only to hand disjoint tiles of one buffer to rayon tasks.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// `dst (+)= aᵀ·a` on the tiles of `dst` on and above the diagonal, the symmetric product of
+/// the statistics (`BᵀB`): `dst` is row-major `n × n` with `n` the columns of `a`, cut into
+/// `tile × tile` tiles (the last ones narrower), and every tile pair `(i ≤ j)` is one sequential
+/// product in a rayon task of its own, so that half the work is done and spread evenly. The
+/// strictly lower entries of diagonal tiles are computed too; tiles below the diagonal are not
+/// touched. Fails (before touching `dst`) unless `dst` holds `n × n` values and `tile ≥ 1`.
+pub fn syrk_upper_tiles<T: Scalar>(
+    dst: &mut [T],
+    a: MatRef<'_, T>,
+    tile: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let (k, n) = a.shape();
+    if n.checked_mul(n) != Some(dst.len()) || tile == 0 {
+        return Err(Error::Shape(format!(
+            "syrk: {} values for the {n}×{n} product of a {k}×{n} matrix, tile {tile}",
+            dst.len()
+        )));
+    }
+    let tiles = n.div_ceil(tile);
+    let pairs: Vec<(usize, usize)> = (0..tiles)
+        .flat_map(|i| (i..tiles).map(move |j| (i, j)))
+        .collect();
+    let base = SendPtr(dst.as_mut_ptr());
+    pairs.par_iter().try_for_each(|&(ti, tj)| {
+        let (i0, j0) = (ti * tile, tj * tile);
+        let (ni, nj) = (tile.min(n - i0), tile.min(n - j0));
+        let p = base;
+        if k == 0 {
+            if !accumulate {
+                for i in i0..i0 + ni {
+                    // SAFETY: row i, columns j0..j0 + nj of the n × n dst: in bounds, and this
+                    // task's tile alone (tiles of distinct pairs do not overlap).
+                    unsafe { std::slice::from_raw_parts_mut(p.0.add(i * n + j0), nj) }
+                        .fill(T::ZERO);
+                }
+            }
+            return Ok(());
+        }
+        let lhs = a.submatrix(0, i0, k, ni)?.t();
+        let rhs = a.submatrix(0, j0, k, nj)?;
+        // SAFETY: the tile (rows i0.., columns j0.. of the n × n row-major dst, ni × nj) is in
+        // bounds and written by this task alone (tiles of distinct pairs do not overlap); dst is
+        // borrowed mutably, so it aliases neither `a` nor anything another thread reads; the
+        // dimensions agree by construction (ni × k times k × nj).
+        unsafe {
+            gemm_raw(
+                p.0.add(i0 * n + j0),
+                n,
+                1,
+                accumulate,
+                lhs,
+                rhs,
+                T::ONE,
+                Par::Seq,
+            )
+        };
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -496,5 +606,54 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("2×2 = 2×5 · 2×5"), "{err}");
         assert_eq!(d, [0.0; 4]);
+    }
+
+    /// `syrk_upper_tiles` against plain f64 `aᵀa` on awkward sizes and tiles (not multiples of
+    /// each other, one tile, tiles wider than the matrix), row- and column-major `a`, with and
+    /// without accumulation, and no rows at all: the upper tiles hold the product, the tiles
+    /// below the diagonal keep what was there.
+    #[test]
+    fn syrk_upper_tiles_match_f64_and_leave_the_lower_tiles_alone() {
+        let mut rng = Rng::new(5);
+        for &(k, n, tile) in &[
+            (1, 1, 1),
+            (37, 5, 2),
+            (130, 67, 16),
+            (3, 70, 32),
+            (9, 8, 100),
+            (0, 6, 4),
+        ] {
+            let plain = random::<f32>(&mut rng, k * n);
+            let trans = random::<f32>(&mut rng, n * k);
+            for a in [
+                MatRef::row_major(&plain, k, n).unwrap(),
+                MatRef::col_major(&trans, k, n).unwrap(),
+            ] {
+                let want = reference(&a.t(), &a);
+                for accumulate in [false, true] {
+                    let start = 0.5f32;
+                    let mut dst = vec![start; n * n];
+                    syrk_upper_tiles(&mut dst, a, tile, accumulate).unwrap();
+                    for i in 0..n {
+                        for j in 0..n {
+                            let got = dst[i * n + j] as f64;
+                            if i / tile > j / tile {
+                                assert_eq!(got, start as f64, "lower tile ({i},{j}) touched");
+                                continue;
+                            }
+                            let w = want[i * n + j] + if accumulate { start as f64 } else { 0.0 };
+                            assert!(
+                                (got - w).abs() <= f32::TOL * (1.0 + w.abs() + k as f64),
+                                "k={k} n={n} tile={tile} ({i},{j}): {got} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let a = vec![0.0f32; 6];
+        let view = MatRef::row_major(&a, 2, 3).unwrap();
+        assert!(syrk_upper_tiles(&mut [0.0f32; 8], view, 2, false).is_err());
+        assert!(syrk_upper_tiles(&mut [0.0f32; 9], view, 0, false).is_err());
     }
 }

@@ -1031,23 +1031,8 @@ mod pipeline {
                     *s += g;
                 }
             }
-            let mut best = None;
-            let mut best_gain = 0.0;
-            for (ch, &g) in sum.iter().enumerate() {
-                if !g.is_finite() {
-                    return Err(Error::InvalidArgument(format!(
-                        "marginal gain of channel {ch} is {g} at step {step}: the statistics are not finite"
-                    )));
-                }
-                if !selected[ch] && g > best_gain {
-                    best_gain = g;
-                    best = Some(ch);
-                }
-            }
-            let pick = best.unwrap_or_else(|| {
-                best_gain = 0.0;
-                selected.iter().position(|s| !s).expect("a channel remains")
-            });
+            let (pick, best_gain) =
+                crate::greedy::pick_channel(&sum, &selected, step, "statistics")?;
             for st in states.iter_mut() {
                 st.select(pick)?;
             }
@@ -1055,11 +1040,8 @@ mod pipeline {
             explained += best_gain;
             run.order.push(pick);
             run.gains.push(best_gain);
-            run.error_curve.push(if total > 0.0 {
-                ((total - explained) / total).clamp(0.0, 1.0)
-            } else {
-                0.0
-            });
+            run.error_curve
+                .push(crate::greedy::normalized_error(total, explained));
             progress(step + 1, channels);
         }
         Ok(run)

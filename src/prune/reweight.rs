@@ -27,7 +27,7 @@ pub struct RidgeReweighted {
 
 /// Column indices of the kept channels' groups, in order.
 fn kept_columns(stats: &LayerStats, kept: &[usize]) -> Vec<usize> {
-    let ks = stats.layout.group;
+    let ks = stats.layout.columns_per_channel;
     kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect()
 }
 

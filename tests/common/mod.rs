@@ -7,6 +7,10 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
+use subprune::exec::run::{F32Images, U8Images};
+use subprune::npy;
 use subprune::rng::Rng;
 use subprune::Tensor;
 
@@ -253,7 +257,8 @@ pub struct Oracle {
     pub target_out: Mat,
     pub w: Mat,
     pub channels: usize,
-    pub group: usize,
+    /// Columns per channel `ks`.
+    pub columns_per_channel: usize,
     /// `‖AW‖²_F`.
     pub total: f64,
 }
@@ -271,17 +276,17 @@ pub struct OracleRun {
 
 impl Oracle {
     /// `b` and `a` are the unfolded inputs and targets (`n × D`), `w` the `D × m` weight.
-    pub fn new(b: Mat, a: &Mat, w: Mat, group: usize) -> Self {
-        assert_eq!(b.cols % group, 0);
+    pub fn new(b: Mat, a: &Mat, w: Mat, columns_per_channel: usize) -> Self {
+        assert_eq!(b.cols % columns_per_channel, 0);
         assert_eq!((a.rows, a.cols), (b.rows, b.cols));
         let target_out = a.matmul(&w);
         let total = target_out.frob2();
         Self {
-            channels: b.cols / group,
+            channels: b.cols / columns_per_channel,
             b,
             target_out,
             w,
-            group,
+            columns_per_channel,
             total,
         }
     }
@@ -289,7 +294,7 @@ impl Oracle {
     /// Column indices of the channels of `set`, in the given order.
     pub fn columns(&self, set: &[usize]) -> Vec<usize> {
         set.iter()
-            .flat_map(|&c| c * self.group..(c + 1) * self.group)
+            .flat_map(|&c| c * self.columns_per_channel..(c + 1) * self.columns_per_channel)
             .collect()
     }
 
@@ -498,7 +503,7 @@ impl<'a> Incremental<'a> {
 
     /// Orthonormal basis of channel `c`'s projected columns (dependent ones dropped).
     fn basis(&self, c: usize) -> Vec<Vec<f64>> {
-        let ks = self.oracle.group;
+        let ks = self.oracle.columns_per_channel;
         let mut q: Vec<Vec<f64>> = Vec::new();
         for col in c * ks..(c + 1) * ks {
             let mut v = self.columns[col].clone();
@@ -529,7 +534,7 @@ impl<'a> Incremental<'a> {
     pub fn pick(&mut self, c: usize) {
         let q = self.basis(c);
         self.selected[c] = true;
-        let ks = self.oracle.group;
+        let ks = self.oracle.columns_per_channel;
         for (col, v) in self.columns.iter_mut().enumerate() {
             if self.selected[col / ks] {
                 continue;
@@ -575,4 +580,74 @@ pub fn follow_order(oracle: &Oracle, order: &[usize]) -> (Vec<f64>, Vec<f64>) {
         curve.push(inc.error());
     }
     (curve, regret)
+}
+
+/// A file of the test fixtures (`tests/fixtures`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The first `n` calibration images of the MNIST fixture (preprocessed float32).
+pub fn mnist_calib(n: usize) -> F32Images {
+    let t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    F32Images::new(
+        "calib",
+        Tensor::new(shape, t.data[..n * per].to_vec()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// `n` MNIST test images (uint8, normalised with MNIST's mean and std) and their labels: the
+/// first `n`, or the last `n` with `last`.
+pub fn mnist_test_images(n: usize, last: bool) -> (U8Images, Vec<i64>) {
+    let (shape, data) = match npy::read_any(fixture("mnist_test_u8.npy")).unwrap() {
+        npy::NpyArray::U8 { shape, data } => (shape, data),
+        _ => panic!("the MNIST test set is uint8"),
+    };
+    let per: usize = shape[1..].iter().product();
+    let first = if last { shape[0] - n } else { 0 };
+    let mut s = shape.clone();
+    s[0] = n;
+    let images = U8Images::new(
+        s,
+        data[first * per..(first + n) * per].to_vec(),
+        &[0.1307],
+        &[0.3081],
+    )
+    .unwrap();
+    let labels =
+        npy::read_i64(fixture("mnist_test_labels.npy")).unwrap().1[first..first + n].to_vec();
+    (images, labels)
+}
+
+/// A version-1.0 `.npy` file of `dtype` (e.g. `|u1`, `<i8`) and `shape` holding `data`, written
+/// here by hand (the library writes only float32).
+pub fn npy_bytes(dtype: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dims = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
+    let mut header = format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A `.npy` file of int64 values (labels).
+pub fn i64_npy(values: &[i64]) -> Vec<u8> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy_bytes("<i8", &[values.len()], &bytes)
 }

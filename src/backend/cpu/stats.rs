@@ -14,9 +14,9 @@
 
 use rayon::prelude::*;
 
-use super::{for_each_upper_tile, parallelism, SendPtr};
 use crate::backend::{check_stats_batch, StatsAccumulator, StatsPhases, StatsSpec};
 use crate::error::{Error, Result};
+use crate::linalg::gemm::{gemm, syrk_upper_tiles, MatMut, MatRef, Par, SendPtr};
 use crate::stats::{RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
@@ -42,144 +42,22 @@ fn chunk_rows(d: usize) -> usize {
 /// Unfolded columns filled per parallel task.
 const UNFOLD_COLUMNS: usize = 8;
 
-/// A read-only f32 matrix with arbitrary strides: entry `(r, c)` at `data[r·rs + c·cs]`.
-#[derive(Clone, Copy)]
-struct Strided<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Strided<'a> {
-    /// A row-major `rows × cols` matrix.
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::new(data, rows, cols, cols, 1)
-    }
-
-    /// A `rows × cols` matrix stored column after column (`data[c·rows + r]`).
-    fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::new(data, rows, cols, 1, rows)
-    }
-
-    fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        let last = if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
-        };
-        assert!(last <= data.len(), "strided view out of bounds");
-        Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-
-    /// Columns `from .. from + count`.
-    fn columns(self, from: usize, count: usize) -> Self {
-        assert!(from + count <= self.cols);
-        if count == 0 || self.rows == 0 {
-            return Self { cols: 0, ..self };
-        }
-        Self::new(
-            &self.data[from * self.cs..],
-            self.rows,
-            count,
-            self.rs,
-            self.cs,
-        )
-    }
-
-    /// The transpose (no copy).
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// `dst[i·dst_rs + j] (+)= Σ_r a[r, i] · b[r, j]` for `i < a.cols`, `j < b.cols`.
-///
-/// # Safety
-/// `dst` must be valid for writes at `i·dst_rs + j` for those `i, j`, and no other thread may
-/// access those entries during the call.
-unsafe fn gemm_at_b_raw(
-    dst: *mut f32,
-    dst_rs: usize,
-    a: Strided<'_>,
-    b: Strided<'_>,
+/// `dst (+)= aᵀ b`, `dst` row-major `a.cols × b.cols`, on all threads.
+fn gemm_at_b(
+    dst: &mut [f32],
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
     accumulate: bool,
-    par: gemm::Parallelism,
-) {
-    assert_eq!(a.rows, b.rows, "inner dimensions differ");
-    if a.cols == 0 || b.cols == 0 {
-        return;
-    }
-    // dst (a.cols × b.cols) = lhs · rhs with lhs = aᵀ (a.cols × rows) and rhs = b (rows × b.cols);
-    // the strides of a (checked in bounds by Strided::new) describe both.
-    // SAFETY: see the function's contract; the operands are in bounds.
-    unsafe {
-        gemm::gemm(
-            a.cols,
-            b.cols,
-            a.rows,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// `dst (+)= aᵀ b`, `dst` row-major `a.cols × b.cols`.
-fn gemm_at_b(dst: &mut [f32], a: Strided<'_>, b: Strided<'_>, accumulate: bool) {
-    assert_eq!(dst.len(), a.cols * b.cols);
-    // SAFETY: dst is exclusively borrowed and holds exactly a.cols × b.cols entries.
-    unsafe { gemm_at_b_raw(dst.as_mut_ptr(), b.cols, a, b, accumulate, parallelism()) }
+) -> Result<()> {
+    let dst = MatMut::row_major(dst, a.shape().1, b.shape().1)?;
+    gemm(dst, accumulate, a.t(), b, 1.0, Par::all())
 }
 
 /// Upper tiles of `dst (+)= aᵀ a` (`dst` row-major `a.cols × a.cols`; tiles on and above the
 /// diagonal; the strictly lower entries of diagonal tiles are computed too and ignored), in
 /// parallel over tile pairs.
-fn syrk_upper(dst: &mut [f32], a: Strided<'_>, accumulate: bool) {
-    let d = a.cols;
-    assert_eq!(dst.len(), d * d);
-    let base = SendPtr(dst.as_mut_ptr());
-    for_each_upper_tile(d, syrk_tile(d), |i0, ni, j0, nj| {
-        let p = base;
-        // SAFETY: each task writes only its own tile (rows i0.., columns j0..) of the d × d
-        // row-major dst; tiles of distinct pairs do not overlap.
-        unsafe {
-            gemm_at_b_raw(
-                p.0.add(i0 * d + j0),
-                d,
-                a.columns(i0, ni),
-                a.columns(j0, nj),
-                accumulate,
-                gemm::Parallelism::None,
-            )
-        }
-    });
+fn syrk_upper(dst: &mut [f32], a: MatRef<'_, f32>, accumulate: bool) -> Result<()> {
+    syrk_upper_tiles(dst, a, syrk_tile(a.shape().1), accumulate)
 }
 
 /// Tile size of the blocked SYRK for `d` columns: tiles of equal width (a multiple of 16, at
@@ -255,11 +133,16 @@ impl Sum {
     }
 
     /// `partial (+)= leftᵀ right` (for a symmetric sum, `right` is `left`).
-    fn add(&mut self, left: Strided<'_>, right: Strided<'_>, accumulate: bool) {
+    fn add(
+        &mut self,
+        left: MatRef<'_, f32>,
+        right: MatRef<'_, f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         if self.symmetric {
-            syrk_upper(&mut self.partial, left, accumulate);
+            syrk_upper(&mut self.partial, left, accumulate)
         } else {
-            gemm_at_b(&mut self.partial, left, right, accumulate);
+            gemm_at_b(&mut self.partial, left, right, accumulate)
         }
     }
 
@@ -417,10 +300,11 @@ impl StatsAccumulator for CpuStats {
             let (b, a) = if self.unfolding.is_dense() {
                 let range = first * d..(first + rows) * d;
                 (
-                    Strided::row_major(&inputs.data[range.clone()], rows, d),
+                    MatRef::row_major(&inputs.data[range.clone()], rows, d)?,
                     target
                         .as_ref()
-                        .map(|t| Strided::row_major(&t.data[range], rows, d)),
+                        .map(|t| MatRef::row_major(&t.data[range], rows, d))
+                        .transpose()?,
                 )
             } else {
                 let len = rows * d;
@@ -441,17 +325,18 @@ impl StatsAccumulator for CpuStats {
                     );
                 }
                 (
-                    Strided::col_major(&self.scratch_inputs[..len], rows, d),
+                    MatRef::col_major(&self.scratch_inputs[..len], rows, d)?,
                     target
                         .as_ref()
-                        .map(|_| Strided::col_major(&self.scratch_target[..len], rows, d)),
+                        .map(|_| MatRef::col_major(&self.scratch_target[..len], rows, d))
+                        .transpose()?,
                 )
             };
-            self.gram.add(b, b, accumulate);
+            self.gram.add(b, b, accumulate)?;
             match (&mut self.target, a) {
                 (TargetSums::Gram { cross, target_gram }, Some(a)) => {
-                    cross.add(b, a, accumulate);
-                    target_gram.add(a, a, accumulate);
+                    cross.add(b, a, accumulate)?;
+                    target_gram.add(a, a, accumulate)?;
                 }
                 (
                     TargetSums::Projected {
@@ -466,9 +351,9 @@ impl StatsAccumulator for CpuStats {
                     let m = *outputs;
                     let aw = &mut aw[..rows * m];
                     // A·W = (Aᵀ)ᵀ W: rows × m.
-                    gemm_at_b(aw, a.t(), Strided::row_major(weight, d, m), false);
+                    gemm_at_b(aw, a.t(), MatRef::row_major(weight, d, m)?, false)?;
                     *total += sum_squares(aw);
-                    c0.add(b, Strided::row_major(aw, rows, m), accumulate);
+                    c0.add(b, MatRef::row_major(aw, rows, m)?, accumulate)?;
                 }
                 _ => {}
             }
@@ -570,20 +455,20 @@ mod tests {
             let (at, bt) = (transpose(&a, ac), transpose(&b, bc));
             for (av, bv) in [
                 (
-                    Strided::row_major(&a, rows, ac),
-                    Strided::row_major(&b, rows, bc),
+                    MatRef::row_major(&a, rows, ac).unwrap(),
+                    MatRef::row_major(&b, rows, bc).unwrap(),
                 ),
                 (
-                    Strided::col_major(&at, rows, ac),
-                    Strided::col_major(&bt, rows, bc),
+                    MatRef::col_major(&at, rows, ac).unwrap(),
+                    MatRef::col_major(&bt, rows, bc).unwrap(),
                 ),
                 (
-                    Strided::row_major(&a, rows, ac),
-                    Strided::col_major(&bt, rows, bc),
+                    MatRef::row_major(&a, rows, ac).unwrap(),
+                    MatRef::col_major(&bt, rows, bc).unwrap(),
                 ),
             ] {
                 let mut got = vec![1.0f32; ac * bc];
-                gemm_at_b(&mut got, av, bv, false);
+                gemm_at_b(&mut got, av, bv, false).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
                         (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
@@ -591,14 +476,14 @@ mod tests {
                     );
                 }
                 // Accumulating adds the same product once more.
-                gemm_at_b(&mut got, av, bv, true);
+                gemm_at_b(&mut got, av, bv, true).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!((*g as f64 - 2.0 * w).abs() <= 2e-4 * (1.0 + w.abs()));
                 }
             }
             if ac == bc {
                 let mut got = vec![0.0f32; ac * ac];
-                syrk_upper(&mut got, Strided::col_major(&at, rows, ac), false);
+                syrk_upper(&mut got, MatRef::col_major(&at, rows, ac).unwrap(), false).unwrap();
                 let want = at_b(&a, ac, &a, ac, rows);
                 for i in 0..ac {
                     for j in i..ac {

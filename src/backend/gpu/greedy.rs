@@ -103,7 +103,7 @@ fn upload_rows(
 impl GpuGreedy {
     pub(super) fn new(gpu: Arc<Gpu>, spec: GreedySpec<'_>, max_block_bytes: u64) -> Result<Self> {
         let layout = spec.layout;
-        let (d, ks, m) = (layout.channels, layout.group, spec.outputs);
+        let (d, ks, m) = (layout.channels, layout.columns_per_channel, spec.outputs);
         let cols = layout.columns();
         if spec.gram.len() != cols * cols || spec.c0.len() != cols * m {
             return Err(Error::Shape(format!(
@@ -368,7 +368,7 @@ impl GpuGreedy {
     /// The downdate's four products for channel `j` (J0 = j·ks), in dispatch order: V per block,
     /// Y, E per block pair, R per block.
     fn update_slots(&self, j: usize) -> Vec<UpdateParams> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let cols = self.layout.columns() as u32;
         let m = self.m as u32;
         let ks32 = ks as u32;
@@ -465,7 +465,7 @@ impl GpuGreedy {
     }
 
     fn downdate(&mut self, channel: usize) -> Result<()> {
-        let ks = self.layout.group;
+        let ks = self.layout.columns_per_channel;
         let block = match self.speculation.take() {
             Some((j, block)) if j == channel => block,
             _ => self.fetch_block(channel)?,

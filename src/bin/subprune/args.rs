@@ -79,12 +79,8 @@ pub struct EvalArgs {
     /// Labels, .npy int64, one per image.
     #[arg(long)]
     pub labels: PathBuf,
-    /// Per-channel mean for uint8 data: one number or "r,g,b" (default 0).
-    #[arg(long)]
-    pub mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
-    #[arg(long)]
-    pub std: Option<String>,
+    #[command(flatten)]
+    pub normalization: Normalization,
     /// Images per forward batch (memory holds one batch of activations).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -180,17 +176,13 @@ pub struct DemoArgs {
 #[derive(Args)]
 pub struct PruneArgs {
     /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
-    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images).
+    /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images and MNIST's mean/std).
     pub model: Option<PathBuf>,
     /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    pub mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    pub std: Option<String>,
+    #[command(flatten)]
+    pub normalization: Normalization,
     /// Where to write the pruned model (never the input).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -216,13 +208,8 @@ pub struct PruneArgs {
     /// of the validation images per layer and grid size). Default uniform.
     #[arg(long)]
     pub budget: Option<String>,
-    /// Validation images (.npy, float32 or uint8 with --mean/--std) for --budget accuracy: a
-    /// held-out split, not the test set.
-    #[arg(long, requires = "val_labels")]
-    pub val: Option<PathBuf>,
-    /// Validation labels (.npy int64), one per --val image.
-    #[arg(long, requires = "val")]
-    pub val_labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5)]
     pub keep_fraction: f64,
@@ -268,12 +255,8 @@ pub struct CompareArgs {
     /// Test labels, .npy int64.
     #[arg(long)]
     pub labels: PathBuf,
-    /// Per-channel mean for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    pub mean: Option<String>,
-    /// Per-channel std for uint8 data: one number or "r,g,b".
-    #[arg(long)]
-    pub std: Option<String>,
+    #[command(flatten)]
+    pub normalization: Normalization,
     /// Use only the first N calibration images.
     #[arg(long)]
     pub calib_images: Option<usize>,
@@ -296,12 +279,8 @@ pub struct CompareArgs {
     /// each): uniform, error, accuracy (needs --val/--val-labels).
     #[arg(long, default_value = "uniform")]
     pub budget: String,
-    /// Validation images (.npy) for --budget accuracy: a held-out split, not the test set.
-    #[arg(long, requires = "val_labels")]
-    pub val: Option<PathBuf>,
-    /// Validation labels (.npy int64), one per --val image.
-    #[arg(long, requires = "val")]
-    pub val_labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
     /// Relative ridge of the reweighting.
     #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
     pub ridge: f64,
@@ -314,6 +293,41 @@ pub struct CompareArgs {
     /// Output prefix: writes PREFIX.csv and PREFIX.svg.
     #[arg(long, default_value = "compare")]
     pub out: PathBuf,
+}
+
+/// How uint8 images are normalised, `(x/255 − mean[c]) / std[c]` (eval, prune, compare).
+#[derive(Args)]
+pub struct Normalization {
+    /// Per-channel mean for uint8 data: one number or "r,g,b" (default 0).
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
+    #[arg(long)]
+    pub std: Option<String>,
+}
+
+/// Per-channel values of `--mean` or `--std`; `None` where not given.
+pub type PerChannel = Option<Vec<f32>>;
+
+impl Normalization {
+    /// The parsed `(mean, std)`.
+    pub fn parse(&self) -> anyhow::Result<(PerChannel, PerChannel)> {
+        let list =
+            |name, text: &Option<String>| text.as_deref().map(|t| floats(name, t)).transpose();
+        Ok((list("mean", &self.mean)?, list("std", &self.std)?))
+    }
+}
+
+/// The labelled validation split of the accuracy budget (prune, compare).
+#[derive(Args)]
+pub struct ValidationArgs {
+    /// Validation images (.npy, float32 or uint8 with --mean/--std) for --budget accuracy: a
+    /// held-out split, not the test set.
+    #[arg(long, requires = "val_labels")]
+    pub val: Option<PathBuf>,
+    /// Validation labels (.npy int64), one per --val image.
+    #[arg(long, requires = "val")]
+    pub val_labels: Option<PathBuf>,
 }
 
 /// A list of numbers separated by commas (`--mean 0.5,0.4,0.3`).

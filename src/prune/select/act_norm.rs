@@ -14,7 +14,7 @@ use super::LayerContext;
 pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
     let mut scores = vec![0.0; layer.channels()];
     for st in layer.stats {
-        let (ks, d) = (st.layout.group, st.layout.columns());
+        let (ks, d) = (st.layout.columns_per_channel, st.layout.columns());
         let entries = (st.rows.max(1) * ks) as f64;
         for (c, s) in scores.iter_mut().enumerate() {
             let sum: f64 = (c * ks..(c + 1) * ks).map(|i| st.gram[i * d + i]).sum();

@@ -30,7 +30,11 @@ pub struct LayerSampling {
 pub fn sensitivities(layer: &LayerContext<'_>) -> Vec<f64> {
     let mut energy = vec![0.0; layer.channels()];
     for st in layer.stats {
-        let (ks, m, d) = (st.layout.group, st.outputs, st.layout.columns());
+        let (ks, m, d) = (
+            st.layout.columns_per_channel,
+            st.outputs,
+            st.layout.columns(),
+        );
         for (c, e) in energy.iter_mut().enumerate() {
             let mut sum = 0.0;
             for i in c * ks..(c + 1) * ks {

@@ -251,7 +251,11 @@ pub fn consumer_rows(
             selection.kept.len()
         )));
     }
-    let (ks, m, d) = (stats.layout.group, stats.outputs, stats.layout.columns());
+    let (ks, m, d) = (
+        stats.layout.columns_per_channel,
+        stats.outputs,
+        stats.layout.columns(),
+    );
     let cols: Vec<usize> = selection
         .kept
         .iter()

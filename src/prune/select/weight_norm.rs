@@ -8,7 +8,7 @@ use super::LayerContext;
 pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
     let mut scores = vec![0.0; layer.channels()];
     for st in layer.stats {
-        let chunk = st.layout.group * st.outputs;
+        let chunk = st.layout.columns_per_channel * st.outputs;
         for (s, rows) in scores.iter_mut().zip(st.weight.chunks(chunk)) {
             *s += rows.iter().map(|w| w.abs()).sum::<f64>();
         }

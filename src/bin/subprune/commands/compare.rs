@@ -64,13 +64,13 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         .map(|b| b.parse::<Allocation>())
         .collect::<subprune::Result<Vec<_>>>()?;
     let accuracy = allocations.contains(&Allocation::Accuracy);
-    if accuracy && args.val.is_none() {
+    if accuracy && args.validation.val.is_none() {
         bail!(
             "--budget accuracy measures each layer's accuracy on labelled validation images: \
              give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
         );
     }
-    if !accuracy && args.val.is_some() {
+    if !accuracy && args.validation.val.is_some() {
         bail!("--val/--val-labels are only used by --budget accuracy");
     }
     let options = CompareOptions {
@@ -87,16 +87,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         },
         eval_batch: 256,
     };
-    let mean = args
-        .mean
-        .as_deref()
-        .map(|t| crate::args::floats("mean", t))
-        .transpose()?;
-    let std = args
-        .std
-        .as_deref()
-        .map(|t| crate::args::floats("std", t))
-        .transpose()?;
+    let (mean, std) = args.normalization.parse()?;
     let model = subprune::onnx::load(&args.model)?;
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = subprune::exec::run::FirstImages::new(
@@ -114,7 +105,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     );
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
-    let val = match (&args.val, &args.val_labels) {
+    let val = match (&args.validation.val, &args.validation.val_labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean, std, false)?,
             subprune::npy::read_i64(l)?.1,
@@ -127,7 +118,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
     // Only runs with the accuracy budget get this bar.
     let mut sensitivity_bar = None;
     let rows_bar = shown.bar("pruned models", "rows");
-    let rows = expected_rows(&options);
+    let rows = options.row_count();
     let mut rows_done = 0;
     let start = Instant::now();
     let mut progress = |e: CompareEvent| match e {
@@ -257,23 +248,4 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         writeln!(o, "{l}").context("writing to standard output")?;
     }
     Ok(())
-}
-
-/// The rows [`compare`] produces for `options`, for the progress bar: per compression, two
-/// (with and without reweighting) per method and seed (random methods run every seed), and two
-/// for `greedy-asym`.
-fn expected_rows(options: &CompareOptions) -> usize {
-    let per_compression: usize = options
-        .methods
-        .iter()
-        .map(|m| {
-            2 * if m.is_random() {
-                options.seeds as usize
-            } else {
-                1
-            }
-        })
-        .sum::<usize>()
-        + if options.asym { 2 } else { 0 };
-    options.compressions.len() * per_compression
 }

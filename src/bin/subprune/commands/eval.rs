@@ -5,7 +5,7 @@ use subprune::backend::choice::BackendChoice;
 use subprune::npy;
 
 use super::{forward_executor, load_images};
-use crate::args::{floats, Cli, EvalArgs};
+use crate::args::{Cli, EvalArgs};
 use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
@@ -13,12 +13,7 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     let model = subprune::onnx::load(&args.model)?;
     let exec = forward_executor(cli, &model.graph)?;
     let (_, mut labels) = npy::read_i64(&args.labels)?;
-    let mean = args
-        .mean
-        .as_deref()
-        .map(|t| floats("mean", t))
-        .transpose()?;
-    let std = args.std.as_deref().map(|t| floats("std", t)).transpose()?;
+    let (mean, std) = args.normalization.parse()?;
     let source = load_images(&args.data, mean, std, true)?;
     let limited;
     let source: &dyn ImageSource = match args.limit {

@@ -143,19 +143,11 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         ),
         _ => (None, None),
     };
-    let (mean, std) = if demo && args.mean.is_none() && args.std.is_none() {
+    let norm = &args.normalization;
+    let (mean, std) = if demo && norm.mean.is_none() && norm.std.is_none() {
         (Some(vec![0.1307f32]), Some(vec![0.3081f32]))
     } else {
-        (
-            args.mean
-                .as_deref()
-                .map(|t| crate::args::floats("mean", t))
-                .transpose()?,
-            args.std
-                .as_deref()
-                .map(|t| crate::args::floats("std", t))
-                .transpose()?,
-        )
+        norm.parse()?
     };
     // Everything checkable without work, before any work.
     let variant: Variant = args.variant.parse()?;
@@ -170,7 +162,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     if target.is_none() && args.budget.is_some() {
         bail!("--budget splits a --compression or --target-flops target; give one of them");
     }
-    match (allocation, &args.val) {
+    match (allocation, &args.validation.val) {
         (subprune::prune::budget::Allocation::Accuracy, None) => bail!(
             "--budget accuracy measures each layer's accuracy on labelled validation images: \
              give --val X.npy --val-labels Y.npy (a held-out split, not the test set)"
@@ -223,7 +215,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         )),
         _ => None,
     };
-    let val = match (&args.val, &args.val_labels) {
+    let val = match (&args.validation.val, &args.validation.val_labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean.clone(), std.clone(), false)?,
             subprune::npy::read_i64(l)?.1,

@@ -64,8 +64,8 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
              meaningful selection",
             layout.columns(),
             layout.channels,
-            layout.group,
-            rows / layout.group
+            layout.columns_per_channel,
+            rows / layout.columns_per_channel
         );
     }
     let progress = Progress::stderr();

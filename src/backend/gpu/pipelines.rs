@@ -1,0 +1,109 @@
+//! Shader modules, bind-group layouts and compute pipelines: compiled once per backend.
+
+/// What a bind-group slot holds.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot {
+    /// A uniform parameter block selected by a dynamic offset.
+    Params,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+}
+
+pub(crate) fn bind_group_layout(
+    device: &wgpu::Device,
+    label: &str,
+    slots: &[Slot],
+) -> wgpu::BindGroupLayout {
+    let entries: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match slot {
+                    Slot::Params => wgpu::BufferBindingType::Uniform,
+                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: matches!(slot, Slot::Params),
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    })
+}
+
+/// Environment variable that keeps wgpu's shader runtime checks on in a release build.
+pub const CHECKED_SHADERS_ENV: &str = "SUBPRUNE_CHECKED_SHADERS";
+
+/// Whether the statistics kernels keep wgpu's runtime bounds checks: always in debug and test
+/// builds (the tests run the checked kernels on awkward sizes), and in release builds when
+/// `SUBPRUNE_CHECKED_SHADERS=1`.
+pub(crate) fn checked_shaders() -> bool {
+    cfg!(debug_assertions) || std::env::var(CHECKED_SHADERS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// A shader module, with wgpu's runtime bounds checks unless `checked` is false.
+pub(crate) fn shader_module(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    checked: bool,
+) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: only gram.wgsl and conv.wgsl (src/exec/gpu/gemm.rs) are compiled this way.
+        // Every storage access in them is guarded by
+        // explicit comparisons with the sizes the host bound (rows of the chunk, columns of the
+        // result and block, table lengths), every workgroup index stays below the declared
+        // array sizes for each valid `TileConfig`, and the kernels are tested against the CPU
+        // backend on sizes that are not multiples of the tile with the checks on.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    }
+}
+
+/// Compiles the entry points of one shader file against one bind-group layout.
+pub(crate) fn pipelines<const N: usize>(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    layout: &wgpu::BindGroupLayout,
+    entry_points: [&str; N],
+) -> [wgpu::ComputePipeline; N] {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    entry_points.map(|entry| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                // Every kernel writes the workgroup memory it reads first, so wgpu's zero fill
+                // at the start of each workgroup is wasted work.
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
+            cache: None,
+        })
+    })
+}
