@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{normals, temp_dir, TempDir};
+use common::{normals, npy_by_hand, temp_dir, TempDir};
 use serde_json::Value;
 use subprune::rng::Rng;
 use subprune::{npy, Tensor};
@@ -370,21 +370,6 @@ fn cli_matches_library() {
     assert_eq!(r.order, sel.run.order);
     assert_eq!(r.kept, sel.kept);
     assert!((r.relative_error - sel.relative_error).abs() <= 1e-9 * sel.relative_error);
-}
-
-/// A version-1.0 `.npy` file written by hand: `descr` and `shape` as Python literals, then the raw
-/// payload.
-fn npy_by_hand(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
 }
 
 /// A float64 `.npy` of the given shape and values.

@@ -12,9 +12,9 @@
 //! statistics were accumulated in.
 
 use crate::error::{Error, Result};
-use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
+use crate::linalg::gemm::Par;
 use crate::linalg::{backward_solve_par, cholesky_dropping_par, forward_solve_par};
-use crate::stats::LayerStats;
+use crate::stats::{matmul_f64, LayerStats};
 
 /// The reweighted rows of the kept channels and the error they leave.
 #[derive(Clone, Debug)]
@@ -31,24 +31,10 @@ fn kept_columns(stats: &LayerStats, kept: &[usize]) -> Vec<usize> {
     kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect()
 }
 
-/// `out = A · X` for a (full, symmetric) `n × n` `a` and an `n × m` `x`, on all threads.
-fn sym_times(a: &[f64], x: &[f64], n: usize, m: usize) -> Result<Vec<f64>> {
-    let mut out = vec![0.0; n * m];
-    gemm(
-        MatMut::row_major(&mut out, n, m)?,
-        false,
-        MatRef::row_major(a, n, n)?,
-        MatRef::row_major(x, n, m)?,
-        1.0,
-        Par::all(),
-    )?;
-    Ok(out)
-}
-
 /// `‖AW − B_S V‖² = total − 2⟨V, C0_S⟩ + ⟨V, G_SS V⟩` for kept rows `v` (clamped at 0).
 fn residual(stats: &LayerStats, gss: &[f64], c0s: &[f64], v: &[f64], n: usize) -> Result<f64> {
     let m = stats.outputs;
-    let gv = sym_times(gss, v, n, m)?;
+    let gv = matmul_f64(gss, v, n, n, m)?;
     let cross: f64 = v.iter().zip(c0s).map(|(a, b)| a * b).sum();
     let quad: f64 = v.iter().zip(&gv).map(|(a, b)| a * b).sum();
     Ok((stats.total - 2.0 * cross + quad).max(0.0))
@@ -92,7 +78,7 @@ pub fn kept_rows(
         });
     }
     // rhs = C0_S − G_SS W_S
-    let gw = sym_times(&gss, &ws, n, m)?;
+    let gw = matmul_f64(&gss, &ws, n, n, m)?;
     let mut delta: Vec<f64> = c0s.iter().zip(&gw).map(|(c, g)| c - g).collect();
     let diag: Vec<f64> = (0..n).map(|i| gss[i * n + i]).collect();
     let mean_diag = diag.iter().sum::<f64>() / n.max(1) as f64;
