@@ -13,6 +13,7 @@ use crate::analysis::channels::{analyze, PrunableLayer};
 use crate::backend::{Backend, StatsSpec};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
+use crate::exec::Activation;
 use crate::ir::{Graph, ValueId};
 use crate::stats::{LayerProblem, LayerStats};
 use crate::tensor::{Tensor, TensorView};
@@ -103,14 +104,20 @@ pub fn layerwise_stats(
         shape.extend_from_slice(calib.image_shape());
         let input = Tensor::new(shape, data)?;
         exec.run_batch(input.view(), &taps, &mut |v, act| {
-            let b = act.host().ok_or_else(|| {
-                Error::InvalidArgument("a tapped activation is not in host memory".into())
-            })?;
             for ((_, problems), layer_accs) in layers.iter().zip(accs.iter_mut()) {
                 for ((tap, acc), (problem, _)) in layer_accs.iter_mut().zip(problems) {
                     if *tap == v {
                         let shape = unfolding_shape(problem, count);
-                        acc.add_batch(TensorView::new(&shape, b.data)?, None)?;
+                        // A GPU executor's activation goes into a GPU accumulator on the
+                        // device (the default reads it back for any other backend).
+                        match act {
+                            Activation::Host(b) => {
+                                acc.add_batch(TensorView::new(&shape, b.data)?, None)?
+                            }
+                            Activation::Device(d) => {
+                                acc.add_device_batch(d.reshaped(&shape)?, None)?
+                            }
+                        }
                     }
                 }
             }

@@ -7,22 +7,28 @@ use std::time::Instant;
 use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
+use subprune::backend::gpu::GpuBackend;
 use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
 use subprune::prune::budget::Allocation;
 use subprune::prune::select::Method;
-use subprune::prune::{cpu_engines, PruneOptions};
+use subprune::prune::PruneOptions;
 use subprune::Backend;
 
 use crate::args::{Cli, CompareArgs};
 use crate::progress::Progress;
 
-/// Opens the backend --backend names, then compares.
+/// Opens the engines --backend names (statistics, greedy and forward passes on one GPU, or all
+/// on the CPU), then compares.
 pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
-    let backend = cli.open()?;
-    run_on(backend.as_ref(), args)
+    let (backend, gpu) = super::pruning_engines(cli)?;
+    run_on(backend.as_ref(), gpu.as_ref(), args)
 }
 
-fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
+fn run_on(
+    backend: &dyn Backend,
+    gpu: Option<&GpuBackend>,
+    args: &CompareArgs,
+) -> anyhow::Result<()> {
     let methods = args
         .methods
         .split(',')
@@ -112,7 +118,7 @@ fn run_on(backend: &dyn Backend, args: &CompareArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let (_, factory) = cpu_engines();
+    let factory = |g: &subprune::ir::Graph| super::executor_on(gpu, g);
     let shown = Progress::stderr();
     let stats_bar = shown.bar("statistics", "images");
     // Only runs with the accuracy budget get this bar.

@@ -103,28 +103,50 @@ pub fn forward_gpu(cli: &Cli) -> anyhow::Result<Option<GpuBackend>> {
     })
 }
 
+/// The engines of a command that prunes (`prune`, `compare`): the statistics and greedy
+/// backend, and the same GPU for the forward passes (tapped activations then go into the
+/// statistics on the device), or both on the CPU. Says on stderr which.
+pub fn pruning_engines(cli: &Cli) -> anyhow::Result<(Box<dyn Backend>, Option<GpuBackend>)> {
+    let gpu = forward_gpu(cli)?;
+    let backend: Box<dyn Backend> = match &gpu {
+        Some(g) => {
+            eprintln!("backend: gpu, {} (executor and statistics)", g.name());
+            Box::new(g.clone())
+        }
+        None => {
+            let cpu = CpuBackend::new();
+            eprintln!("backend: {}", cpu.name());
+            Box::new(cpu)
+        }
+    };
+    Ok((backend, gpu))
+}
+
+/// Builds a forward executor for a graph: the GPU executor on `gpu` when there is one, else the
+/// CPU executor.
+pub fn executor_on(
+    gpu: Option<&GpuBackend>,
+    graph: &subprune::ir::Graph,
+) -> subprune::Result<Box<dyn subprune::exec::Executor>> {
+    Ok(match gpu {
+        Some(gpu) => Box::new(subprune::exec::GpuExecutor::new(graph, gpu)?),
+        None => Box::new(subprune::exec::CpuExecutor::new(graph)?),
+    })
+}
+
 /// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
 /// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
 pub fn forward_executor(
     cli: &Cli,
     graph: &subprune::ir::Graph,
 ) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
-    use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
     let gpu = forward_gpu(cli)?;
-    Ok(match gpu {
-        Some(gpu) => {
-            let exec = GpuExecutor::new(graph, &gpu)?;
-            eprintln!("backend: {}", exec.name());
-            Box::new(exec)
-        }
-        None => {
-            let exec = CpuExecutor::new(graph)?;
-            if cli.backend == BackendChoice::Cpu {
-                eprintln!("backend: {}", exec.name());
-            }
-            Box::new(exec)
-        }
-    })
+    let exec = executor_on(gpu.as_ref(), graph)?;
+    // Under `auto` without a GPU, forward_gpu has already said why the CPU is used.
+    if gpu.is_some() || cli.backend == BackendChoice::Cpu {
+        eprintln!("backend: {}", exec.name());
+    }
+    Ok(exec)
 }
 
 /// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with

@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use subprune::backend::gpu::GpuBackend;
 use subprune::exec::eval::{evaluate, EvalReport};
 use subprune::exec::run::ImageSource;
-use subprune::exec::{Executor, GpuExecutor};
-use subprune::prune::{cpu_engines, prune_with, Event, PruneOptions, Variant};
+use subprune::exec::Executor;
+use subprune::prune::{prune_with, Event, PruneOptions, Variant};
 use subprune::Backend;
 
 use crate::args::{Cli, PruneArgs};
@@ -102,20 +102,7 @@ fn pct(r: &EvalReport) -> f64 {
 
 /// Opens the engines --backend names, then prunes.
 pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
-    // The GPU backend (statistics, greedy) and the GPU executor (forward passes) on the same
-    // device, or both on the CPU.
-    let gpu = super::forward_gpu(cli)?;
-    let backend: Box<dyn Backend> = match &gpu {
-        Some(g) => {
-            eprintln!("backend: gpu, {} (executor and statistics)", g.name());
-            Box::new(g.clone())
-        }
-        None => {
-            let cpu = subprune::CpuBackend::new();
-            eprintln!("backend: {}", cpu.name());
-            Box::new(cpu)
-        }
-    };
+    let (backend, gpu) = super::pruning_engines(cli)?;
     run_on(backend.as_ref(), gpu.as_ref(), args)
 }
 
@@ -224,17 +211,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     };
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are copied into the accumulators on the device), else on the CPU executor.
-    let (_, cpu_factory) = cpu_engines();
-    let gpu_factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn Executor>> {
-        let gpu = gpu.expect("only called with a GPU");
-        Ok(Box::new(GpuExecutor::new(g, gpu)?) as Box<dyn Executor>)
-    };
     let factory: &dyn Fn(&subprune::ir::Graph) -> subprune::Result<Box<dyn Executor>> =
-        if gpu.is_some() {
-            &gpu_factory
-        } else {
-            &cpu_factory
-        };
+        &|g| super::executor_on(gpu, g);
     let budget_plan = match target {
         Some(t) => {
             let plan = subprune::prune::budget::plan(
