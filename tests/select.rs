@@ -560,6 +560,39 @@ fn cli_rejects_unknown_method_and_bad_compression() {
     assert!(err.contains("--budget splits"), "{err}");
     let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
     assert!(err.contains("--target-flops"), "{err}");
+    let err = run(&["prune", m, "--calib", c, "--out", o, "--calib-images", "0"]);
+    assert!(err.contains("--calib-images must be ≥ 1"), "{err}");
+    let err = run(&[
+        "prune",
+        m,
+        "--calib",
+        c,
+        "--out",
+        o,
+        "--calib-images",
+        "513",
+    ]);
+    assert!(
+        err.contains("mnist_calib_512.npy holds only 512 images"),
+        "{err}"
+    );
+    // A valid limit: the report counts exactly those images.
+    let report = dir.join("r.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_subprune"))
+        .args(["--backend", "cpu", "prune", m, "--calib", c, "--out", o])
+        .args(["--calib-images", "24", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["images"], 24, "{r}");
+    std::fs::remove_file(dir.join("o.onnx")).unwrap();
     let t = fixture("mnist_test_u8.npy");
     let l = fixture("mnist_test_labels.npy");
     let (t, l) = (t.to_str().unwrap(), l.to_str().unwrap());

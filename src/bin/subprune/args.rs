@@ -181,6 +181,9 @@ pub struct PruneArgs {
     /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// Use only the first N calibration images.
+    #[arg(long)]
+    pub calib_images: Option<usize>,
     #[command(flatten)]
     pub normalization: Normalization,
     /// Where to write the pruned model (never the input).

@@ -96,19 +96,7 @@ fn run_on(
     let (mean, std) = args.normalization.parse()?;
     let model = subprune::onnx::load(&args.model)?;
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
-    let calib = subprune::exec::run::FirstImages::new(
-        calib_all.as_ref(),
-        match args.calib_images {
-            Some(0) => bail!("--calib-images must be ≥ 1"),
-            Some(n) if n > calib_all.len() => bail!(
-                "--calib-images {n}: {} holds only {} images",
-                args.calib.display(),
-                calib_all.len()
-            ),
-            Some(n) => n,
-            None => calib_all.len(),
-        },
-    );
+    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
     let labels = subprune::npy::read_i64(&args.labels)?.1;
     let val = match (&args.validation.val, &args.validation.val_labels) {

@@ -149,6 +149,26 @@ pub fn forward_executor(
     Ok(exec)
 }
 
+/// The first `limit` images of `all` (`--calib-images`), or all of them; a limit of 0 or beyond
+/// the file is refused, naming the file.
+pub fn first_images<'a>(
+    all: &'a dyn subprune::exec::run::ImageSource,
+    limit: Option<usize>,
+    path: &std::path::Path,
+) -> anyhow::Result<subprune::exec::run::FirstImages<'a>> {
+    let n = match limit {
+        Some(0) => bail!("--calib-images must be ≥ 1"),
+        Some(n) if n > all.len() => bail!(
+            "--calib-images {n}: {} holds only {} images",
+            path.display(),
+            all.len()
+        ),
+        Some(n) => n,
+        None => all.len(),
+    };
+    Ok(subprune::exec::run::FirstImages::new(all, n))
+}
+
 /// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with
 /// `(x / 255 − mean) / std` per channel.
 pub fn load_images(

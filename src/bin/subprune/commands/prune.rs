@@ -194,7 +194,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     let model = subprune::onnx::load(&model_path)?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
     // use the same normalisation).
-    let calib = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let calib_all = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &calib_path)?;
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean.clone(), std.clone(), true)?,
@@ -217,7 +218,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         Some(t) => {
             let plan = subprune::prune::budget::plan(
                 &model.graph,
-                calib.as_ref(),
+                &calib,
                 val.as_ref().map(
                     |(images, labels)| subprune::prune::sensitivity::Validation {
                         images: images.as_ref(),
@@ -282,15 +283,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             step_bar.update(done, total);
         }
     };
-    let pruned = prune_with(
-        &model,
-        calib.as_ref(),
-        &options,
-        backend,
-        factory,
-        &mut progress,
-    )
-    .with_context(|| format!("pruning {}", model_path.display()))?;
+    let pruned = prune_with(&model, &calib, &options, backend, factory, &mut progress)
+        .with_context(|| format!("pruning {}", model_path.display()))?;
     step_bar.clear();
     layers_bar.clear();
     // A model read with external data is written with external data (one file beside it).
