@@ -21,6 +21,7 @@ use crate::onnx::OnnxModel;
 use crate::prune::budget::{self, Allocation, CostModel, Target};
 use crate::prune::layerwise::layerwise_stats;
 use crate::prune::select::greedy::Greedy;
+use crate::prune::select::greedy_tail::GreedyTail;
 use crate::prune::select::{Method, Selector};
 use crate::prune::sensitivity::{self, Sensitivity, Validation};
 use crate::prune::{prune_with, ExecutorFactory, PruneOptions, Variant};
@@ -48,7 +49,7 @@ pub struct CompareOptions {
 impl Default for CompareOptions {
     fn default() -> Self {
         Self {
-            methods: Method::ALL.to_vec(),
+            methods: Method::BASELINES.to_vec(),
             asym: true,
             compressions: vec![2.0, 4.0, 8.0, 16.0, 32.0],
             seeds: 3,
@@ -238,7 +239,10 @@ pub fn compare(
     let greedy = Greedy::default();
     // One greedy run per layer, when the greedy or the error allocation needs it.
     let t = Instant::now();
-    let curves = if options.methods.contains(&Method::Greedy)
+    let curves = if options
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::Greedy | Method::GreedyTail))
         || options
             .allocations
             .iter()
@@ -302,8 +306,13 @@ pub fn compare(
         for &method in &options.methods {
             for seed in options.seeds_of(method) {
                 let fresh;
+                let tail;
                 let selector: &dyn Selector = match method {
                     Method::Greedy => &greedy,
+                    Method::GreedyTail => {
+                        tail = GreedyTail { greedy: &greedy };
+                        &tail
+                    }
                     m => {
                         fresh = m.selector(seed.unwrap_or(0));
                         fresh.as_ref()

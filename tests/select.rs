@@ -52,6 +52,99 @@ fn greedy_curves() -> &'static Vec<Vec<f64>> {
 }
 
 #[test]
+fn greedy_tail_completes_the_informative_prefix_by_activation_hand_checked() {
+    use subprune::greedy::GreedyRun;
+    use subprune::prune::select::greedy_tail::{complete_by_scores, informative_steps};
+    let run = GreedyRun {
+        order: vec![3, 1, 4, 0, 2],
+        gains: vec![0.5, 0.2, 0.0, 0.0, 0.0],
+        error_curve: vec![0.5, 0.3, 0.3, 0.3, 0.3],
+        total: 1.0,
+    };
+    let scores = [5.0, 1.0, 9.0, 2.0, 0.0];
+    assert_eq!(informative_steps(&run), 2);
+    // Within the informative prefix: the greedy's picks.
+    assert_eq!(complete_by_scores(&run, 1, &scores), vec![3]);
+    assert_eq!(complete_by_scores(&run, 2, &scores), vec![1, 3]);
+    // Past it: 3, 1, then the largest scores of {4, 0, 2}: 2 (9), then 0 (5); the greedy's index
+    // order would have taken 4 first.
+    assert_eq!(complete_by_scores(&run, 3, &scores), vec![1, 2, 3]);
+    assert_eq!(complete_by_scores(&run, 4, &scores), vec![0, 1, 2, 3]);
+    assert_eq!(complete_by_scores(&run, 5, &scores), vec![0, 1, 2, 3, 4]);
+    // Ties in the tail: the lower index.
+    assert_eq!(complete_by_scores(&run, 3, &[1.0; 5]), vec![0, 1, 3]);
+    // No zero gain: exactly the greedy.
+    let positive = GreedyRun {
+        gains: vec![0.5, 0.2, 0.1, 0.05, 0.01],
+        ..run.clone()
+    };
+    assert_eq!(informative_steps(&positive), 5);
+    for k in 1..=5 {
+        assert_eq!(complete_by_scores(&positive, k, &scores), positive.kept(k));
+    }
+}
+
+#[test]
+fn greedy_tail_keeps_the_greedy_prefix_and_its_calibration_error_on_mnist() {
+    use subprune::prune::select::consumer_rows;
+    use subprune::prune::select::greedy_tail::{informative_steps, GreedyTail};
+    use subprune::prune::select::{act_norm, Selector};
+    let (_, ls) = stats();
+    let backend = CpuBackend::new();
+    let greedy = Greedy::default();
+    let tail = GreedyTail { greedy: &greedy };
+    let mut tails_seen = 0;
+    for i in 0..ls.layers.len() {
+        let ctx = ls.context(i, &backend, 1e-7);
+        let d = ctx.channels();
+        let run = greedy.run(&ctx, &mut |_, _| {}).unwrap();
+        let t = informative_steps(&run);
+        let scores = act_norm::scores(&ctx);
+        for k in [1, t.max(1), (t + 1).min(d), (t + 5).min(d), d / 2, d] {
+            let s = tail.select(&ctx, k, &mut |_, _| {}).unwrap();
+            let g = greedy.select(&ctx, k, &mut |_, _| {}).unwrap();
+            assert_eq!(s.kept.len(), k);
+            let prefix = &run.order[..t.min(k)];
+            assert!(prefix.iter().all(|c| s.kept.contains(c)), "layer {i} k {k}");
+            if k <= t {
+                assert_eq!(s.kept, g.kept, "layer {i} k {k}: inside the prefix");
+                continue;
+            }
+            // The tail holds the highest activations among the channels not in the prefix.
+            let tail_min = s
+                .kept
+                .iter()
+                .filter(|c| !prefix.contains(c))
+                .map(|&c| scores[c])
+                .fold(f64::INFINITY, f64::min);
+            let left_max = (0..d)
+                .filter(|c| !s.kept.contains(c))
+                .map(|c| scores[c])
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert!(tail_min >= left_max, "layer {i} k {k}");
+            if s.kept != g.kept {
+                tails_seen += 1;
+            }
+            // Every completion of the prefix has the greedy's calibration error (exact least
+            // squares: the tail channels add no gain). The Gram-form residual
+            // `total − 2⟨V, C0⟩ + ⟨V, G V⟩` cancels down from `total`: equal to 1e-5 of it.
+            for st in ctx.stats {
+                let e_tail = consumer_rows(st, &s, true, 0.0, 1e-7).unwrap().residual;
+                let e_greedy = consumer_rows(st, &g, true, 0.0, 1e-7).unwrap().residual;
+                assert!(
+                    (e_tail - e_greedy).abs() <= 1e-5 * st.total,
+                    "layer {i} k {k}: tail {e_tail}, greedy {e_greedy}, total {}",
+                    st.total
+                );
+            }
+        }
+    }
+    // 64 calibration images: conv2 → fc1 (3136 columns) and fc1 (128) have zero-gain tails, and
+    // act-norm picks differently from the index order there.
+    assert!(tails_seen >= 2, "{tails_seen}");
+}
+
+#[test]
 fn every_selector_returns_a_valid_keep_set_of_the_requested_size() {
     let (_, ls) = stats();
     let backend = CpuBackend::new();

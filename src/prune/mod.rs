@@ -786,10 +786,11 @@ mod pipeline {
             let rows = stats[0].rows;
             let columns = stats[0].layout.columns();
             let rank_deficient = stats.iter().any(|s| s.rows < s.layout.columns());
-            let zero_gain_from = selection
-                .greedy
-                .as_ref()
-                .and_then(|run| run.gains.iter().position(|&g| g <= 0.0));
+            let zero_gain_from = selection.greedy.as_ref().and_then(|run| {
+                run.gains
+                    .iter()
+                    .position(|&g| g <= select::greedy_tail::TAIL_GAIN)
+            });
             Ok(LayerReport {
                 name: job.layer.name.clone(),
                 op: job.layer.op.clone(),

@@ -192,7 +192,9 @@ pub struct PruneArgs {
     /// layer (original activations), seq (pruned network), asym (pruned inputs, original targets).
     #[arg(long, default_value = "asym")]
     pub variant: String,
-    /// Selection method: greedy, random, weight-norm, act-norm, layer-sampling.
+    /// Selection method: greedy (the paper's), random, weight-norm, act-norm, layer-sampling, or
+    /// greedy-tail (the greedy until its gains reach 0, then the largest activations: for layers
+    /// whose consumer has more columns than calibration rows).
     #[arg(long, default_value = "greedy")]
     pub method: String,
     /// Seed of the random methods (random, layer-sampling).
@@ -263,7 +265,8 @@ pub struct CompareArgs {
     /// Use only the first N calibration images.
     #[arg(long)]
     pub calib_images: Option<usize>,
-    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling).
+    /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling,
+    /// greedy-tail).
     #[arg(
         long,
         default_value = "greedy,random,weight-norm,act-norm,layer-sampling"

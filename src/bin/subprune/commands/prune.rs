@@ -385,6 +385,20 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             notes.join(", ")
         ));
     }
+    let tied: Vec<&str> = r
+        .layers
+        .iter()
+        .filter(|l| l.zero_gain_from.is_some_and(|z| z < l.channels_after))
+        .map(|l| l.name.as_str())
+        .collect();
+    if r.method == subprune::prune::select::Method::Greedy && !tied.is_empty() {
+        lines.push(format!(
+            "note: {} keep channels past the greedy's last positive gain, where every \
+             remaining channel ties and the lowest indices are kept; --method greedy-tail \
+             keeps the largest activations there instead",
+            tied.join(", ")
+        ));
+    }
     lines.push(format!(
         "left whole: {} producers (coupled or skipped)",
         r.left_whole.len()
