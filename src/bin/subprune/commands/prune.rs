@@ -393,9 +393,9 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         .collect();
     if r.method == subprune::prune::select::Method::Greedy && !tied.is_empty() {
         lines.push(format!(
-            "note: {} keep channels past the greedy's last positive gain, where every \
-             remaining channel ties and the lowest indices are kept; --method greedy-tail \
-             keeps the largest activations there instead",
+            "note: kept past the greedy's last positive gain in {} (every remaining channel \
+             ties there and the lowest indices are kept); --method greedy-tail keeps the \
+             largest activations there instead",
             tied.join(", ")
         ));
     }
