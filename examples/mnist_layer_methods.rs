@@ -5,7 +5,7 @@
 //! compression, it prints each layer's rank deficiency and the greedy step from which every gain
 //! is 0, then the test top-1 (all 10,000 MNIST test images, consumers reweighted) of every
 //! assignment of {greedy, act-norm} to the three layers, and of `greedy→act-norm`: the greedy
-//! order up to its first zero gain, the rest of the keep set by act-norm (the zero-gain tail is a
+//! order up to its first zero gain, the rest of the keep set by act-norm (`--method greedy-tail`; the zero-gain tail is a
 //! tie the greedy breaks by the lowest index).
 //!
 //! Run from the repository root: `cargo run --release --example mnist_layer_methods`.
@@ -19,7 +19,8 @@ use subprune::exec::CpuExecutor;
 use subprune::prune::budget::{self, CostModel, Target};
 use subprune::prune::layerwise::layerwise_stats;
 use subprune::prune::select::greedy::Greedy;
-use subprune::prune::select::{act_norm, LayerContext, Method, Selection, Selector};
+use subprune::prune::select::greedy_tail::GreedyTail;
+use subprune::prune::select::{LayerContext, Method, Selection, Selector};
 use subprune::prune::{cpu_engines, PruneOptions};
 
 /// A different selector for each layer, by producer name.
@@ -44,38 +45,6 @@ impl Selector for PerLayer<'_> {
             .expect("every layer assigned")
             .1;
         s.select(layer, keep, progress)
-    }
-}
-
-/// The greedy order while its gains are positive, then act-norm's ranking of the rest.
-struct GreedyThenActNorm<'a> {
-    greedy: &'a Greedy,
-}
-
-impl Selector for GreedyThenActNorm<'_> {
-    fn name(&self) -> String {
-        "greedy→act-norm".into()
-    }
-    fn select(
-        &self,
-        layer: &LayerContext<'_>,
-        keep: usize,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> subprune::Result<Selection> {
-        let run = self.greedy.run(layer, progress)?;
-        let informative = run
-            .gains
-            .iter()
-            .position(|&g| g <= 0.0)
-            .unwrap_or(run.order.len());
-        let mut kept: Vec<usize> = run.order[..keep.min(informative)].to_vec();
-        if keep > informative {
-            let scores = act_norm::scores(layer);
-            let mut rest: Vec<usize> = run.order[informative..].to_vec();
-            rest.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-            kept.extend_from_slice(&rest[..keep - informative]);
-        }
-        Ok(Selection::plain(kept))
     }
 }
 
@@ -127,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         let r = evaluate(&CpuExecutor::new(g)?, &test, &labels, 256, &mut |_, _| {})?;
         Ok(r.top1 as f64 / r.images as f64)
     };
-    let tail = GreedyThenActNorm { greedy: &greedy };
+    let tail = GreedyTail { greedy: &greedy };
     for r in [2.0, 4.0, 8.0, 16.0] {
         let a = budget::allocate(
             &params,
