@@ -5,8 +5,8 @@
 //! compression, it prints each layer's rank deficiency and the greedy step from which every gain
 //! is 0, then the test top-1 (all 10,000 MNIST test images, consumers reweighted) of every
 //! assignment of {greedy, act-norm} to the three layers, and of `greedy→act-norm`: the greedy
-//! order up to its first zero gain, the rest of the keep set by act-norm (`--method greedy-tail`; the zero-gain tail is a
-//! tie the greedy breaks by the lowest index).
+//! order up to its first zero gain, the rest of the keep set by act-norm (`--method
+//! greedy-tail`; the zero-gain tail is a tie the greedy breaks by the lowest index).
 //!
 //! Run from the repository root: `cargo run --release --example mnist_layer_methods`.
 
