@@ -661,19 +661,15 @@ type CompareRow = ((String, String, String, String), f64);
 
 #[test]
 fn compare_on_the_gpu_runs_statistics_and_forward_passes_there_and_scores_like_the_cpu() {
-    // The first 200 MNIST test images; 128 calibration images; greedy and act-norm at 2× and 4×.
+    // The first 200 MNIST test images (--limit); 128 calibration images; greedy and act-norm at
+    // 2× and 4×.
     let dir = std::env::temp_dir().join(format!("subprune-gpu-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let n = 200;
-    let per = 28 * 28;
-    let pixels = std::fs::read(fixture("mnist_test_u8.npy")).unwrap();
-    let start = pixels.len() - 10000 * per;
-    let data = npy_bytes("|u1", &[n, 1, 28, 28], &pixels[start..start + n * per]);
-    let (_, labels) = subprune::npy::read_i64(fixture("mnist_test_labels.npy")).unwrap();
-    let label_bytes: Vec<u8> = labels[..n].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
-    std::fs::write(&x, data).unwrap();
-    std::fs::write(&y, npy_bytes("<i8", &[n], &label_bytes)).unwrap();
+    let (x, y) = (
+        fixture("mnist_test_u8.npy"),
+        fixture("mnist_test_labels.npy"),
+    );
     let compare = |backend: &str| -> Vec<CompareRow> {
         let out_prefix = dir.join(backend);
         let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
@@ -686,7 +682,7 @@ fn compare_on_the_gpu_runs_statistics_and_forward_passes_there_and_scores_like_t
             .arg(&x)
             .arg("--labels")
             .arg(&y)
-            .args(["--mean", "0.1307", "--std", "0.3081"])
+            .args(["--limit", "200", "--mean", "0.1307", "--std", "0.3081"])
             .args(["--methods", "greedy,act-norm", "--no-asym"])
             .args(["--compressions", "2,4", "--out"])
             .arg(&out_prefix)

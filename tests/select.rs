@@ -726,6 +726,10 @@ fn cli_rejects_unknown_method_and_bad_compression() {
     ]);
     assert!(err.contains("--val"), "{err}");
     let err = run(&[
+        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--limit", "0",
+    ]);
+    assert!(err.contains("--limit must be ≥ 1"), "{err}");
+    let err = run(&[
         "compare",
         m,
         "--calib",

@@ -260,6 +260,9 @@ pub struct CompareArgs {
     /// Test labels, .npy int64.
     #[arg(long)]
     pub labels: PathBuf,
+    /// Evaluate every row on the first N test images (and labels) only.
+    #[arg(long)]
+    pub limit: Option<usize>,
     #[command(flatten)]
     pub normalization: Normalization,
     /// Use only the first N calibration images.

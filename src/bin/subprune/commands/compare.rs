@@ -98,7 +98,18 @@ fn run_on(
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
-    let labels = subprune::npy::read_i64(&args.labels)?.1;
+    let mut labels = subprune::npy::read_i64(&args.labels)?.1;
+    // --limit N: the first N test images and labels (every row is evaluated on the same ones).
+    let limited;
+    let test: &dyn subprune::exec::run::ImageSource = match args.limit {
+        Some(0) => bail!("--limit must be ≥ 1"),
+        Some(n) if n < test.len() => {
+            labels.truncate(n);
+            limited = subprune::exec::run::FirstImages::new(test.as_ref(), n);
+            &limited
+        }
+        _ => test.as_ref(),
+    };
     let val = match (&args.validation.val, &args.validation.val_labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean, std, false)?,
@@ -150,7 +161,7 @@ fn run_on(
     let result = compare(
         &model,
         &calib,
-        test.as_ref(),
+        test,
         &labels,
         val.as_ref().map(
             |(images, labels)| subprune::prune::sensitivity::Validation {
