@@ -84,7 +84,8 @@ struct GramParams {
 @group(0) @binding(4) var<storage, read> columns: array<vec4<i32>>;
 // Conv position table: (oy·stride_h − pad_h, ox·stride_w − pad_w) per output position.
 @group(0) @binding(5) var<storage, read> offsets: array<vec2<i32>>;
-// `to_full`'s output: out_rows × out_cols f32, row-major (the whole result, one column block).
+// `to_full`'s output: out_rows × out_cols f32, row-major (the whole result, one column block),
+// then the diagonal (out_rows) and the non-finite flag (1).
 @group(0) @binding(6) var<storage, read_write> full: array<f32>;
 
 // Values fetched for the next stage (index e: see `stage_slot`).
@@ -355,12 +356,22 @@ fn to_full(
     let col = p.col0 + idx % p.block_cols;
     let v = acc[idx];
     let value = v.x + v.y;
+    if p.symmetric != 0u && row > col {
+        return;
+    }
+    full[row * p.out_cols + col] = value;
     if p.symmetric != 0u {
-        if row <= col {
-            full[row * p.out_cols + col] = value;
-            full[col * p.out_cols + row] = value;
-        }
-    } else {
-        full[row * p.out_cols + col] = value;
+        full[col * p.out_cols + row] = value;
+    }
+    // After the matrix (out_rows · out_cols entries): the diagonal, then a flag set when any
+    // entry is not finite, so that the host can check G and read its diagonal without reading
+    // G back. The test is on the bits, which no float optimisation folds away; every writer of
+    // the flag writes the same value.
+    let tail = p.out_rows * p.out_cols;
+    if row == col {
+        full[tail + row] = value;
+    }
+    if (bitcast<u32>(value) & 0x7f800000u) == 0x7f800000u {
+        full[tail + p.out_rows] = 1.0;
     }
 }

@@ -173,13 +173,8 @@ fn kept_columns(stats: &LayerStats, kept: &[usize]) -> Vec<usize> {
 pub fn reweight(stats: &LayerStats, kept: &[usize], dependence_tol: f64) -> Result<Reweighted> {
     let kept = check_kept(stats, kept)?;
     let cols = kept_columns(stats, &kept);
-    let (d, m, n) = (stats.layout.columns(), stats.outputs, cols.len());
-    let mut l = vec![0.0; n * n];
-    for (i, &ci) in cols.iter().enumerate() {
-        for (j, &cj) in cols.iter().enumerate() {
-            l[i * n + j] = stats.gram[ci * d + cj];
-        }
-    }
+    let (m, n) = (stats.outputs, cols.len());
+    let mut l = stats.gram.submatrix(&cols)?;
     let diag: Vec<f64> = (0..n).map(|i| l[i * n + i]).collect();
     let mut ok = vec![false; n];
     cholesky_dropping(&mut l, n, &diag, dependence_tol, &mut ok);
@@ -203,19 +198,20 @@ pub fn reweight(stats: &LayerStats, kept: &[usize], dependence_tol: f64) -> Resu
 pub fn error_without_reweight(stats: &LayerStats, kept: &[usize]) -> Result<f64> {
     let kept = check_kept(stats, kept)?;
     let cols = kept_columns(stats, &kept);
-    let (d, m) = (stats.layout.columns(), stats.outputs);
+    let (m, n) = (stats.outputs, cols.len());
+    let gss = stats.gram.submatrix(&cols)?;
     let w = &stats.weight;
     let mut cross = 0.0;
     let mut quad = 0.0;
-    for &ci in &cols {
+    for (i, &ci) in cols.iter().enumerate() {
         let wi = &w[ci * m..(ci + 1) * m];
         cross += wi
             .iter()
             .zip(&stats.c0[ci * m..(ci + 1) * m])
             .map(|(a, b)| a * b)
             .sum::<f64>();
-        for &cj in &cols {
-            let g = stats.gram[ci * d + cj];
+        for (j, &cj) in cols.iter().enumerate() {
+            let g = gss[i * n + j];
             if g != 0.0 {
                 quad += g * wi
                     .iter()

@@ -5,6 +5,8 @@
 //! reshaped to `D × m`. [`LayerStats`] holds what the greedy needs and nothing that grows with the
 //! number of images: `gram = BᵀB`, `c0 = (BᵀA)·W` and `total = ‖AW‖²`.
 
+use std::sync::{Arc, OnceLock};
+
 use crate::error::{Error, Result};
 use crate::tensor::TensorView;
 
@@ -522,11 +524,187 @@ impl Default for ConvOptions {
     }
 }
 
+/// A `D × D` matrix that a backend left on its device (the GPU backend's `G`), read back only
+/// as far as the host needs it.
+pub(crate) trait DeviceMatrix: Send + Sync {
+    /// Rows `rows` (`dim` values each), in the order given, as f64.
+    fn read_rows(&self, rows: &[usize]) -> Result<Vec<f64>>;
+    /// For the backend that made the matrix: recognise its own (e.g. to copy it on the device).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The Gram matrix `G = BᵀB` (`D × D`, row-major): in host memory, or left on the GPU that
+/// computed it.
+///
+/// The GPU backend keeps `G` on the device (`D² · 4` bytes, f32): its greedy copies it there
+/// without a round trip through the host, and the host reads back only what it uses, i.e.
+/// `G[S,S]` for the reweighting ([`Gram::submatrix`]) and the diagonal (returned with the
+/// statistics). [`Gram::values`] reads the whole matrix back on first use and keeps the copy;
+/// [`Gram::release_device`] does that and frees the device memory (for statistics held long,
+/// e.g. one per layer of a network).
+#[derive(Clone)]
+pub struct Gram {
+    dim: usize,
+    host: Arc<OnceLock<Vec<f64>>>,
+    device: Option<Arc<dyn DeviceMatrix>>,
+    /// The diagonal, when the matrix was made on a device.
+    diag: Vec<f64>,
+    /// The device checked every entry finite.
+    checked_finite: bool,
+}
+
+impl Gram {
+    /// A matrix in host memory, row-major (`dim` is the square root of the length; a length
+    /// that is not a square is refused where the matrix is used, e.g. by
+    /// [`LayerStats::from_raw`]).
+    pub fn from_host(values: Vec<f64>) -> Self {
+        let dim = values.len().isqrt();
+        Self {
+            dim,
+            host: Arc::new(OnceLock::from(values)),
+            device: None,
+            diag: Vec::new(),
+            checked_finite: false,
+        }
+    }
+
+    /// A `dim × dim` matrix on a device, with its diagonal already on the host; `finite`: the
+    /// device found every entry finite.
+    pub(crate) fn on_device(
+        dim: usize,
+        diag: Vec<f64>,
+        matrix: Arc<dyn DeviceMatrix>,
+        finite: bool,
+    ) -> Self {
+        Self {
+            dim,
+            host: Arc::new(OnceLock::new()),
+            device: Some(matrix),
+            diag,
+            checked_finite: finite,
+        }
+    }
+
+    /// `D`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Entries: `D²`, or the length of the host vector it was made from.
+    pub fn len(&self) -> usize {
+        match self.host.get() {
+            Some(v) => v.len(),
+            None => self.dim * self.dim,
+        }
+    }
+
+    /// Whether the matrix has no entries (`D = 0`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the matrix (still) lives on a device.
+    pub fn is_on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// The host copy, when there is one (no readback).
+    pub fn host_values(&self) -> Option<&[f64]> {
+        self.host.get().map(Vec::as_slice)
+    }
+
+    /// All entries, row-major; a matrix on a device is read back on the first call and the copy
+    /// kept.
+    pub fn values(&self) -> Result<&[f64]> {
+        if let Some(v) = self.host.get() {
+            return Ok(v);
+        }
+        let device = self.device.as_ref().ok_or_else(|| {
+            Error::Shape("a Gram matrix with neither a host copy nor a device copy".into())
+        })?;
+        let rows: Vec<usize> = (0..self.dim).collect();
+        let values = device.read_rows(&rows)?;
+        Ok(self.host.get_or_init(|| values))
+    }
+
+    /// The diagonal `G[i,i]`.
+    pub fn diag(&self) -> Vec<f64> {
+        match self.host.get() {
+            Some(v) => (0..self.dim).map(|i| v[i * self.dim + i]).collect(),
+            None => self.diag.clone(),
+        }
+    }
+
+    /// `G[idx, idx]`, `idx.len()²` entries row-major. From the host copy when there is one,
+    /// else only the rows `idx` are read back from the device.
+    pub fn submatrix(&self, idx: &[usize]) -> Result<Vec<f64>> {
+        let d = self.dim;
+        if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
+            return Err(Error::InvalidArgument(format!(
+                "Gram matrix index {bad} is out of range (D = {d})"
+            )));
+        }
+        let n = idx.len();
+        let mut out = vec![0.0; n * n];
+        let gather = |rows: &[f64], row_of: &dyn Fn(usize) -> usize, out: &mut [f64]| {
+            for (i, dst) in out.chunks_exact_mut(n.max(1)).enumerate() {
+                let row = &rows[row_of(i) * d..(row_of(i) + 1) * d];
+                for (t, &j) in dst.iter_mut().zip(idx) {
+                    *t = row[j];
+                }
+            }
+        };
+        match (self.host.get(), &self.device) {
+            (Some(v), _) => gather(v, &|i| idx[i], &mut out),
+            (None, Some(device)) => gather(&device.read_rows(idx)?, &|i| i, &mut out),
+            (None, None) => {
+                return Err(Error::Shape(
+                    "a Gram matrix with neither a host copy nor a device copy".into(),
+                ))
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the matrix back if it is on a device, and frees the device copy.
+    pub fn release_device(&mut self) -> Result<()> {
+        self.values()?;
+        self.device = None;
+        Ok(())
+    }
+
+    /// The device copy, for the backend that made it.
+    pub(crate) fn device_matrix(&self) -> Option<&dyn DeviceMatrix> {
+        self.device.as_deref()
+    }
+
+    /// Whether the device that made the matrix found every entry finite.
+    pub(crate) fn checked_finite(&self) -> bool {
+        self.checked_finite
+    }
+}
+
+impl From<Vec<f64>> for Gram {
+    fn from(values: Vec<f64>) -> Self {
+        Self::from_host(values)
+    }
+}
+
+impl std::fmt::Debug for Gram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gram")
+            .field("dim", &self.dim)
+            .field("on_host", &self.host.get().is_some())
+            .field("on_device", &self.device.is_some())
+            .finish()
+    }
+}
+
 /// Raw second-moment sums of the unfolded inputs `B` and targets `A`, as a backend returns them.
 #[derive(Clone, Debug)]
 pub struct RawGrams {
-    /// `BᵀB`, `D × D` row-major.
-    pub gram: Vec<f64>,
+    /// `BᵀB`, `D × D` row-major (on the host, or left on the GPU device).
+    pub gram: Gram,
     /// `BᵀA`, `D × D` row-major, only when a separate target was given.
     pub cross: Option<Vec<f64>>,
     /// `AᵀA`, `D × D` row-major, only when a separate target was given.
@@ -549,8 +727,9 @@ pub struct LayerStats {
     pub layout: ChannelLayout,
     /// Consumer output channels `m`.
     pub outputs: usize,
-    /// `G = BᵀB`, `D × D` row-major.
-    pub gram: Vec<f64>,
+    /// `G = BᵀB`, `D × D` row-major: on the host, or left on the GPU that computed it (see
+    /// [`Gram`]).
+    pub gram: Gram,
     /// `C0 = (BᵀA)·W`, `D × m` row-major.
     pub c0: Vec<f64>,
     /// `‖AW‖²_F`.
@@ -579,8 +758,11 @@ impl LayerStats {
         }
         // Finite inputs can still overflow the f32 sums (values around 1e19 and up): every
         // infinite pivot would then look like a dependent channel and the run would report an
-        // error of 0. Checked here, where every backend's sums arrive.
-        check_finite_matrix("BᵀB (the Gram matrix of the inputs)", &raw.gram, d)?;
+        // error of 0. Checked here, where every backend's sums arrive (a matrix left on the
+        // device was scanned there; it is read back only to name the entry).
+        if !raw.gram.checked_finite() {
+            check_finite_matrix("BᵀB (the Gram matrix of the inputs)", raw.gram.values()?, d)?;
+        }
         if let Some(x) = &raw.cross {
             check_finite_matrix("BᵀA (inputs × target)", x, d)?;
         }
@@ -596,7 +778,13 @@ impl LayerStats {
                     c0.len()
                 )))
             }
-            None => matmul_f64(raw.cross.as_deref().unwrap_or(&raw.gram), w, d, d, m)?,
+            None => {
+                let x = match raw.cross.as_deref() {
+                    Some(x) => x,
+                    None => raw.gram.values()?,
+                };
+                matmul_f64(x, w, d, d, m)?
+            }
         };
         let total = match (raw.total, &raw.target_gram) {
             (Some(total), _) => total,

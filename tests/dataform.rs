@@ -22,7 +22,7 @@ fn f64_stats(b: &Mat, a: &Mat, w: &Mat, layout: ChannelLayout) -> LayerStats {
     LayerStats {
         layout,
         outputs: w.cols,
-        gram: gram.data,
+        gram: gram.data.into(),
         c0: c0.data,
         total: aw.frob2(),
         weight: w.data.clone(),

@@ -108,7 +108,12 @@ fn assert_close(what: &str, gpu: &[f64], cpu: &[f64], tol: f64) {
 
 fn compare_stats(what: &str, gpu: &RawGrams, cpu: &RawGrams, tol: f64) {
     assert_eq!(gpu.rows, cpu.rows, "{what}: rows");
-    assert_close(&format!("{what} BᵀB"), &gpu.gram, &cpu.gram, tol);
+    assert_close(
+        &format!("{what} BᵀB"),
+        gpu.gram.values().unwrap(),
+        cpu.gram.values().unwrap(),
+        tol,
+    );
     match (&gpu.cross, &cpu.cross) {
         (Some(g), Some(c)) => assert_close(&format!("{what} BᵀA"), g, c, tol),
         (None, None) => {}
@@ -571,7 +576,12 @@ fn whole_layer_selection_on_gpu_statistics() {
         LayerProblem::new(&inputs.shape, weight.view(), Some(subprune::demo::CONV)).unwrap();
     let cpu = layer_stats(&CpuBackend::new(), &problem, inputs.view(), None, 16).unwrap();
     let gpu_stats = layer_stats(gpu(), &problem, inputs.view(), None, 16).unwrap();
-    assert_close("demo gram", &gpu_stats.gram, &cpu.gram, STATS_TOL);
+    assert_close(
+        "demo gram",
+        gpu_stats.gram.values().unwrap(),
+        cpu.gram.values().unwrap(),
+        STATS_TOL,
+    );
     assert_close("demo c0", &gpu_stats.c0, &cpu.c0, 1e-5);
     let cpu_run = run_greedy(&CpuBackend::new(), &cpu, 1e-6, &mut |_, _, _| {}).unwrap();
     let gpu_run = run_greedy(gpu(), &gpu_stats, 1e-6, &mut |_, _, _| {}).unwrap();
@@ -609,5 +619,100 @@ fn destroyed_device_is_a_gpu_error() {
     match run_greedy(&backend, &stats, 1e-6, &mut |_, _, _| {}) {
         Err(Error::Gpu(msg)) => eprintln!("greedy after destroy: {msg}"),
         other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+    // G was left on the destroyed device: reading it back fails the same way.
+    assert!(stats.gram.is_on_device());
+    match subprune::reweight(&stats, &[0, 2], 1e-6) {
+        Err(Error::Gpu(msg)) => eprintln!("reweighting after destroy: {msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_gram_matrix_stays_on_the_device_and_is_read_back_only_as_used() {
+    // A conv consumer with a target (asymmetric), awkward sizes: D = 13 · 9 = 117.
+    let mut rng = Rng::new(41);
+    let inputs = activations(&mut rng, &[9, 13, 7, 6]);
+    let target = activations(&mut rng, &[9, 13, 7, 6]);
+    let weight = random(&mut rng, &[11, 13, 3, 3]);
+    let conv = ConvOptions {
+        padding: [1, 1],
+        ..ConvOptions::default()
+    };
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv)).unwrap();
+    let stats_on = |backend: &dyn Backend| {
+        layer_stats(backend, &problem, inputs.view(), Some(target.view()), 4).unwrap()
+    };
+    let cpu = stats_on(&CpuBackend::new());
+    let dev = stats_on(gpu());
+    assert!(dev.gram.is_on_device() && dev.gram.host_values().is_none());
+    assert_eq!((dev.gram.dim(), dev.gram.len()), (117, 117 * 117));
+    // The diagonal came back with C0, from the same f32 matrix.
+    assert_close("diagonal", &dev.gram.diag(), &cpu.gram.diag(), STATS_TOL);
+    // Rows read back on demand: unsorted, with runs and gaps.
+    let idx = [5, 6, 7, 40, 2, 100, 101, 116, 0];
+    let sub = dev.gram.submatrix(&idx).unwrap();
+    assert_close(
+        "G[idx, idx]",
+        &sub,
+        &cpu.gram.submatrix(&idx).unwrap(),
+        STATS_TOL,
+    );
+    assert!(matches!(
+        dev.gram.submatrix(&[3, 117]),
+        Err(Error::InvalidArgument(_))
+    ));
+    // The greedy copies G on the device and the reweighting reads G[S,S]: still no host copy.
+    let tol = subprune::DEFAULT_DEPENDENCE_TOL;
+    let run = run_greedy(gpu(), &dev, tol, &mut |_, _, _| {}).unwrap();
+    let kept: Vec<usize> = run.order[..5].to_vec();
+    let rw = subprune::reweight(&dev, &kept, tol).unwrap();
+    let plain = subprune::error_without_reweight(&dev, &kept).unwrap();
+    assert!(dev.gram.host_values().is_none(), "G was read back");
+    // Now read it all back: it matches the CPU, and a host copy of it gives the very same
+    // greedy run, reweighting and submatrix (the device copy is bit for bit the f32 matrix).
+    let all = dev.gram.values().unwrap().to_vec();
+    assert_close("G", &all, cpu.gram.values().unwrap(), STATS_TOL);
+    let mut host = dev.clone();
+    host.gram = subprune::stats::Gram::from_host(all);
+    let host_run = run_greedy(gpu(), &host, tol, &mut |_, _, _| {}).unwrap();
+    assert_eq!(run.order, host_run.order);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&run.gains), bits(&host_run.gains));
+    let host_rw = subprune::reweight(&host, &kept, tol).unwrap();
+    assert_eq!(bits(&rw.weight), bits(&host_rw.weight));
+    assert_eq!(
+        plain.to_bits(),
+        subprune::error_without_reweight(&host, &kept)
+            .unwrap()
+            .to_bits()
+    );
+    assert_eq!(bits(&sub), bits(&host.gram.submatrix(&idx).unwrap()));
+    // Releasing the device copy keeps the values.
+    let mut released = dev.clone();
+    released.gram.release_device().unwrap();
+    assert!(!released.gram.is_on_device());
+    assert_eq!(
+        bits(released.gram.values().unwrap()),
+        bits(host.gram.values().unwrap())
+    );
+}
+
+#[test]
+fn a_gram_matrix_that_overflows_on_the_device_is_refused_with_its_entry() {
+    // f32 inputs around 1e20: their products overflow the f32 sums. G stays on the device, so
+    // the device's own check must catch it (the host would otherwise see no G at all).
+    let mut rng = Rng::new(42);
+    let mut inputs = random(&mut rng, &[10, 7]);
+    inputs.data[3 * 7 + 4] = 3e20;
+    let weight = random(&mut rng, &[3, 7]);
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), None).unwrap();
+    match layer_stats(gpu(), &problem, inputs.view(), None, 4) {
+        Err(Error::NonFiniteStatistics { tensor, detail, .. }) => {
+            eprintln!("{tensor}: {detail}");
+            assert!(tensor.contains("BᵀB"), "{tensor}");
+            assert!(detail.contains("(4, 4)"), "{detail}");
+        }
+        other => panic!("expected NonFiniteStatistics, got {other:?}"),
     }
 }

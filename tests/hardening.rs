@@ -187,7 +187,7 @@ fn non_finite_statistics_from_any_backend_are_refused() {
     let mut gram = vec![1.0; 9];
     gram[4] = f64::INFINITY;
     let raw = subprune::stats::RawGrams {
-        gram,
+        gram: gram.into(),
         cross: None,
         target_gram: None,
         rows: 6,

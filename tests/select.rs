@@ -294,7 +294,7 @@ fn hand_layer() -> LayerStats {
             columns_per_channel: 1,
         },
         outputs: 2,
-        gram,
+        gram: gram.into(),
         c0,
         total,
         weight,
@@ -332,7 +332,7 @@ fn act_norm_and_layer_sampling_on_a_hand_checked_layer() {
     assert_eq!(kept, vec![2]);
     // Sensitivities ‖B_c W_c‖: channel 0: 4·sqrt(4)·0.01... = sqrt(64·0.0001) = 0.08,
     // channel 1: sqrt(7 · 2) = sqrt(14), channel 2: 0.
-    let s = subprune::prune::select::layer_sampling::sensitivities(&ctx);
+    let s = subprune::prune::select::layer_sampling::sensitivities(&ctx).unwrap();
     assert!((s[0] - 0.08).abs() < 1e-12, "{s:?}");
     assert!((s[1] - 14f64.sqrt()).abs() < 1e-12, "{s:?}");
     assert_eq!(s[2], 0.0);

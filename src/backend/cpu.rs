@@ -106,11 +106,12 @@ impl CpuGreedy {
         };
         expect("gram", spec.gram.len(), d * d)?;
         expect("c0", spec.c0.len(), d * spec.outputs)?;
+        let gram = spec.gram.values()?;
         let mut diag_blocks = vec![0.0; spec.layout.channels * ks * ks];
         for (ch, block) in diag_blocks.chunks_exact_mut(ks * ks).enumerate() {
             for a in 0..ks {
                 for b in 0..ks {
-                    block[a * ks + b] = spec.gram[(ch * ks + a) * d + ch * ks + b];
+                    block[a * ks + b] = gram[(ch * ks + a) * d + ch * ks + b];
                 }
             }
         }
@@ -119,9 +120,9 @@ impl CpuGreedy {
             layout: spec.layout,
             m: spec.outputs,
             tol: spec.dependence_tol,
-            gram_diag: (0..d).map(|i| spec.gram[i * d + i]).collect(),
+            gram_diag: (0..d).map(|i| gram[i * d + i]).collect(),
             diag_blocks,
-            schur: spec.gram.to_vec(),
+            schur: gram.to_vec(),
             schur_next: Vec::new(),
             compact_cols: (0..d).collect(),
             compact_pos: (0..d).collect(),

@@ -11,7 +11,7 @@ pub mod cpu;
 pub mod gpu;
 
 use crate::error::{Error, Result};
-use crate::stats::{ChannelLayout, RawGrams, Unfolding};
+use crate::stats::{ChannelLayout, Gram, RawGrams, Unfolding};
 pub use crate::stats::{KernelClock, StatsPhases};
 use crate::tensor::TensorView;
 
@@ -109,8 +109,9 @@ pub struct GreedySpec<'a> {
     pub layout: ChannelLayout,
     /// Consumer outputs `m`.
     pub outputs: usize,
-    /// `G = BᵀB`, `D × D` row-major.
-    pub gram: &'a [f64],
+    /// `G = BᵀB`, `D × D` row-major (the GPU backend copies one left on its device without a
+    /// round trip through the host).
+    pub gram: &'a Gram,
     /// `C0 = XW`, `D × m` row-major.
     pub c0: &'a [f64],
     /// Relative pivot tolerance for numerical dependence (see [`DEFAULT_DEPENDENCE_TOL`]).

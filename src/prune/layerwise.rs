@@ -131,7 +131,10 @@ pub fn layerwise_stats(
         let mut stats = Vec::new();
         for ((_, acc), (problem, _)) in layer_accs.into_iter().zip(&problems) {
             let raw = acc.finish_with_weight(&problem.weight, problem.outputs)?;
-            stats.push(LayerStats::from_raw(problem, raw)?);
+            let mut st = LayerStats::from_raw(problem, raw)?;
+            // Held for every layer at once: on the host, not in the GPU's memory.
+            st.gram.release_device()?;
+            stats.push(st);
         }
         out.push(LayerwiseLayer {
             layer,

@@ -55,13 +55,8 @@ pub fn kept_rows(
         )));
     }
     let cols = kept_columns(stats, kept);
-    let (d, m, n) = (stats.layout.columns(), stats.outputs, cols.len());
-    let mut gss = vec![0.0; n * n];
-    for (i, &ci) in cols.iter().enumerate() {
-        for (j, &cj) in cols.iter().enumerate() {
-            gss[i * n + j] = stats.gram[ci * d + cj];
-        }
-    }
+    let (m, n) = (stats.outputs, cols.len());
+    let gss = stats.gram.submatrix(&cols)?;
     let ws: Vec<f64> = cols
         .iter()
         .flat_map(|&c| stats.weight[c * m..(c + 1) * m].iter().copied())

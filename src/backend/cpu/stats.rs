@@ -383,7 +383,7 @@ impl StatsAccumulator for CpuStats {
             }
         };
         Ok(RawGrams {
-            gram,
+            gram: gram.into(),
             cross,
             target_gram,
             rows: self.rows,

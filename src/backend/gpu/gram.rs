@@ -31,6 +31,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::resident::DeviceGram;
 use super::tensor::DeviceTensor;
 use super::timing::{PassTimer, Phase};
 use super::{bind_group_layout, binding, Gpu, ParamSlots, PooledBuffer, Slot};
@@ -38,7 +39,7 @@ use crate::backend::{
     check_stats_batch, check_stats_shapes, KernelClock, StatsAccumulator, StatsPhases, StatsSpec,
 };
 use crate::error::{Error, Result};
-use crate::stats::{Consumer, RawGrams, Unfolding};
+use crate::stats::{Consumer, Gram, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
 /// Threads per workgroup of `fold_splits` and `to_full` (`FLAT_THREADS` in gram.wgsl).
@@ -903,7 +904,9 @@ impl GpuStats {
         }
     }
 
-    /// Single-block path: full f32 matrices, `C0` and `(AᵀA)·W` on the device, one readback.
+    /// Single-block path: full f32 matrices, `C0` and `(AᵀA)·W` on the device, one readback of
+    /// `C0`, `‖AW‖²`'s product and `G`'s diagonal; `G` itself stays on the device
+    /// ([`DeviceGram`]).
     fn finish_on_device(&mut self, weight: &[f64], outputs: usize) -> Result<RawGrams> {
         let gpu = Arc::clone(&self.gpu);
         let d = self.d;
@@ -913,14 +916,16 @@ impl GpuStats {
         let start = Instant::now();
         let storage = wgpu::BufferUsages::STORAGE;
         let full_bytes = (d * d * 4) as u64;
+        // After each full matrix: its diagonal and the non-finite flag (`to_full`).
+        let tail_bytes = ((d + 1) * 4) as u64;
         let pair_bytes = (d * m * 8) as u64;
         // Full f32 matrices of every sum.
         let mut fulls = Vec::with_capacity(self.sums.len());
         for _ in &self.sums {
             fulls.push(gpu.buffer(
                 "statistics (f32)",
-                full_bytes,
-                storage | wgpu::BufferUsages::COPY_SRC,
+                full_bytes + tail_bytes,
+                storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             )?);
         }
         let w32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
@@ -972,7 +977,7 @@ impl GpuStats {
                     (16, 16),
                     &self.acc[s],
                     acc_bytes,
-                    Some((&fulls[s], full_bytes)),
+                    Some((&fulls[s], full_bytes + tail_bytes)),
                 )
             })
             .collect();
@@ -1006,6 +1011,9 @@ impl GpuStats {
         for acc in &product_acc {
             encoder.clear_buffer(acc, 0, None);
         }
+        for full in &fulls {
+            encoder.clear_buffer(full, full_bytes, Some(tail_bytes));
+        }
         self.encode_fold(&mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -1032,29 +1040,29 @@ impl GpuStats {
                 pass.dispatch_workgroups(m32.div_ceil(tile), d32.div_ceil(tile), 1);
             }
         }
-        // One readback: G (f32), the product pairs, the timestamps.
+        // One readback: G's diagonal and flag, the product pairs, the timestamps.
         let timestamps = self.timer.resolve(&gpu, &mut encoder)?;
         let stamp_bytes = timestamps.as_ref().map_or(0, |_| self.timer.bytes());
-        let total_bytes = full_bytes + products as u64 * pair_bytes + stamp_bytes;
+        let total_bytes = tail_bytes + products as u64 * pair_bytes + stamp_bytes;
         let staging = gpu.buffer(
             "statistics readback",
             total_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        encoder.copy_buffer_to_buffer(&fulls[0], 0, &staging, 0, full_bytes);
+        encoder.copy_buffer_to_buffer(&fulls[0], full_bytes, &staging, 0, tail_bytes);
         for (p, acc) in product_acc.iter().enumerate() {
-            let at = full_bytes + p as u64 * pair_bytes;
+            let at = tail_bytes + p as u64 * pair_bytes;
             encoder.copy_buffer_to_buffer(acc, 0, &staging, at, pair_bytes);
         }
         if let Some(t) = &timestamps {
-            let at = full_bytes + products as u64 * pair_bytes;
+            let at = tail_bytes + products as u64 * pair_bytes;
             encoder.copy_buffer_to_buffer(t, 0, &staging, at, stamp_bytes);
         }
         self.phases.reduce += start.elapsed().as_secs_f64();
         let start = Instant::now();
         let mut mapped_at = start;
-        // Converted straight from the mapped memory, in parallel: G to f64, the C0 pairs to
-        // f64, the timestamps to u64 (no intermediate copy of the readback).
+        // Converted straight from the mapped memory, in parallel: the C0 pairs to f64, the
+        // timestamps to u64 (no intermediate copy of the readback).
         // The f64 results are allocated and their pages touched while the GPU still works, so
         // that the conversion after the readback is pure arithmetic (no page faults).
         let prefault = |len: usize| {
@@ -1064,7 +1072,7 @@ impl GpuStats {
                 .for_each(|c| c[0] = std::hint::black_box(0.0));
             v
         };
-        let (stamps, gram, c0, product1) = gpu.submit_and_map(
+        let (stamps, tail, c0, product1) = gpu.submit_and_map(
             encoder,
             &staging,
             total_bytes,
@@ -1075,19 +1083,12 @@ impl GpuStats {
                 } else {
                     Vec::new()
                 };
-                (prefault(d * d), prefault(d * m), product1)
+                (prefault(d * m), product1)
             },
-            |view, (mut gram, mut c0, mut product1)| {
+            |view, (mut c0, mut product1)| {
                 mapped_at = Instant::now();
                 let words: &[u32] = bytemuck::cast_slice(view);
-                let (g_words, rest) = words.split_at(d * d);
-                gram.par_chunks_mut(d.max(1))
-                    .zip(g_words.par_chunks(d.max(1)))
-                    .for_each(|(dst, src)| {
-                        for (t, &w) in dst.iter_mut().zip(src) {
-                            *t = f32::from_bits(w) as f64;
-                        }
-                    });
+                let (tail, rest) = words.split_at(d + 1);
                 let pairs = |p: usize, out: &mut Vec<f64>| {
                     out.par_chunks_mut(1 << 12)
                         .zip(rest[p * 2 * d * m..(p + 1) * 2 * d * m].par_chunks(2 << 12))
@@ -1102,7 +1103,7 @@ impl GpuStats {
                     pairs(1, &mut product1);
                 }
                 let stamps = rest[products * 2 * d * m..].to_vec();
-                (stamps, gram, c0, product1)
+                (stamps, tail.to_vec(), c0, product1)
             },
         )?;
         let product1 = with_target.then_some(product1);
@@ -1126,6 +1127,17 @@ impl GpuStats {
                 self.phases.clock = KernelClock::Timestamps;
             }
         }
+        let diag = tail[..d]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .collect();
+        let finite = f32::from_bits(tail[d]) == 0.0;
+        let matrix = DeviceGram {
+            gpu: Arc::clone(&gpu),
+            buffer: fulls.swap_remove(0),
+            dim: d,
+        };
+        let gram = Gram::on_device(d, diag, Arc::new(matrix), finite);
         self.phases.host += start.elapsed().as_secs_f64();
         Ok(RawGrams {
             gram,
@@ -1208,7 +1220,7 @@ impl GpuStats {
         self.phases.host += start.elapsed().as_secs_f64();
         let mut totals = totals.into_iter();
         Ok(RawGrams {
-            gram: totals.next().expect("the Gram sum"),
+            gram: totals.next().expect("the Gram sum").into(),
             cross: totals.next(),
             target_gram: totals.next(),
             rows: self.rows,
@@ -1223,7 +1235,7 @@ impl GpuStats {
         let zeros = || vec![0.0; d * d];
         let with_target = self.sums.len() > 1;
         RawGrams {
-            gram: zeros(),
+            gram: zeros().into(),
             cross: with_target.then(zeros),
             target_gram: with_target.then(zeros),
             rows: 0,
@@ -1295,7 +1307,7 @@ impl StatsAccumulator for GpuStats {
         let gpu = Arc::clone(&self.gpu);
         let full_bytes = (self.d * self.d * 4) as u64;
         let on_device = self.blocks.len() == 1
-            && full_bytes <= gpu.max_binding()
+            && full_bytes + (self.d as u64 + 1) * 4 <= gpu.max_binding()
             && (self.d * outputs * 8) as u64 <= gpu.max_binding()
             && outputs > 0;
         if on_device {

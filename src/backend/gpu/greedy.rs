@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::downdate::{UpdateParams, MASK_COLS, MASK_ROWS};
 use super::gains::{GainsParams, KS_SHARED};
+use super::resident::DeviceGram;
 use super::{binding, Gpu, ParamSlots, PooledBuffer, F32_DEPENDENCE_FLOOR};
 use crate::backend::{GreedySpec, GreedyState};
 use crate::error::{Error, Result};
@@ -164,7 +165,22 @@ impl GpuGreedy {
         let linv = gpu.buffer("greedy L⁻¹", linv_bytes, upload)?;
         let selected_buf = gpu.buffer("greedy selection flags", sel_bytes, upload)?;
         queue.write_buffer(&selected_buf, 0, bytemuck::cast_slice(&vec![0u32; d]));
-        let gram_diag: Vec<f64> = (0..cols).map(|i| spec.gram[i * cols + i]).collect();
+        let gram_diag = spec.gram.diag();
+        // `G` left on this device by the statistics is copied there; any other is uploaded.
+        let resident = spec
+            .gram
+            .device_matrix()
+            .and_then(|g| g.as_any().downcast_ref::<DeviceGram>())
+            .filter(|g| Arc::ptr_eq(&g.gpu, &gpu) && g.dim == cols);
+        let host_gram = match resident {
+            Some(_) => None,
+            None => Some(spec.gram.values()?),
+        };
+        let mut copies = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("greedy state from the device statistics"),
+            });
         let diag_buf = gpu.buffer("greedy Gram diagonal", diag_bytes, upload)?;
         let diag_f32: Vec<f32> = gram_diag.iter().map(|&v| v as f32).collect();
         queue.write_buffer(&diag_buf, 0, bytemuck::cast_slice(&diag_f32));
@@ -220,7 +236,13 @@ impl GpuGreedy {
                 16
             };
             let factor = gpu.buffer("greedy factor scratch", factor_bytes, storage)?;
-            upload_rows(queue, &schur, spec.gram, rows.clone(), cols);
+            match (resident, host_gram) {
+                (Some(g), _) => {
+                    g.encode_rows(&mut copies, &rows.clone().collect::<Vec<_>>(), &schur, 0);
+                }
+                (None, Some(host)) => upload_rows(queue, &schur, host, rows.clone(), cols),
+                (None, None) => unreachable!("G is read back when it is not on this device"),
+            }
             upload_rows(queue, &resid, spec.c0, rows.clone(), m);
             gains_slots.push(GainsParams {
                 chan0: chan0 as u32,
@@ -303,6 +325,7 @@ impl GpuGreedy {
             });
         }
         gains_params.write(queue, &gains_slots);
+        queue.submit([copies.finish()]);
         Ok(Self {
             gpu: Arc::clone(&gpu),
             layout,

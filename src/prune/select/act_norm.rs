@@ -14,10 +14,11 @@ use super::LayerContext;
 pub fn scores(layer: &LayerContext<'_>) -> Vec<f64> {
     let mut scores = vec![0.0; layer.channels()];
     for st in layer.stats {
-        let (ks, d) = (st.layout.columns_per_channel, st.layout.columns());
+        let ks = st.layout.columns_per_channel;
         let entries = (st.rows.max(1) * ks) as f64;
+        let diag = st.gram.diag();
         for (c, s) in scores.iter_mut().enumerate() {
-            let sum: f64 = (c * ks..(c + 1) * ks).map(|i| st.gram[i * d + i]).sum();
+            let sum: f64 = diag[c * ks..(c + 1) * ks].iter().sum();
             *s += sum / entries;
         }
     }

@@ -26,8 +26,9 @@ pub struct LayerSampling {
     pub seed: u64,
 }
 
-/// `s_c = sqrt(Σ_consumers trace(W_cᵀ G_cc W_c))` for every channel.
-pub fn sensitivities(layer: &LayerContext<'_>) -> Vec<f64> {
+/// `s_c = sqrt(Σ_consumers trace(W_cᵀ G_cc W_c))` for every channel (a Gram matrix left on the
+/// GPU is read back).
+pub fn sensitivities(layer: &LayerContext<'_>) -> Result<Vec<f64>> {
     let mut energy = vec![0.0; layer.channels()];
     for st in layer.stats {
         let (ks, m, d) = (
@@ -35,11 +36,12 @@ pub fn sensitivities(layer: &LayerContext<'_>) -> Vec<f64> {
             st.outputs,
             st.layout.columns(),
         );
+        let gram = st.gram.values()?;
         for (c, e) in energy.iter_mut().enumerate() {
             let mut sum = 0.0;
             for i in c * ks..(c + 1) * ks {
                 for j in c * ks..(c + 1) * ks {
-                    let g = st.gram[i * d + j];
+                    let g = gram[i * d + j];
                     let wi = &st.weight[i * m..(i + 1) * m];
                     let wj = &st.weight[j * m..(j + 1) * m];
                     sum += g * wi.iter().zip(wj).map(|(a, b)| a * b).sum::<f64>();
@@ -48,7 +50,7 @@ pub fn sensitivities(layer: &LayerContext<'_>) -> Vec<f64> {
             *e += sum.max(0.0);
         }
     }
-    energy.into_iter().map(f64::sqrt).collect()
+    Ok(energy.into_iter().map(f64::sqrt).collect())
 }
 
 impl Selector for LayerSampling {
@@ -63,7 +65,7 @@ impl Selector for LayerSampling {
         _progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Selection> {
         check_keep(layer, keep)?;
-        let s = sensitivities(layer);
+        let s = sensitivities(layer)?;
         if let Some(c) = s.iter().position(|x| !x.is_finite()) {
             return Err(Error::InvalidArgument(format!(
                 "layer '{}': sensitivity of channel {c} is not finite",

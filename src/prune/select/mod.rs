@@ -270,11 +270,7 @@ pub fn consumer_rows(
             selection.kept.len()
         )));
     }
-    let (ks, m, d) = (
-        stats.layout.columns_per_channel,
-        stats.outputs,
-        stats.layout.columns(),
-    );
+    let (ks, m) = (stats.layout.columns_per_channel, stats.outputs);
     let cols: Vec<usize> = selection
         .kept
         .iter()
@@ -291,6 +287,8 @@ pub fn consumer_rows(
         }
     }
     // ‖AW − B_S V‖² = total − 2⟨V, C0_S⟩ + ⟨V, G_SS V⟩.
+    let n = cols.len();
+    let gss = stats.gram.submatrix(&cols)?;
     let mut cross = 0.0;
     let mut quad = 0.0;
     for (i, &ci) in cols.iter().enumerate() {
@@ -300,8 +298,8 @@ pub fn consumer_rows(
             .zip(&stats.c0[ci * m..(ci + 1) * m])
             .map(|(a, b)| a * b)
             .sum::<f64>();
-        for (j, &cj) in cols.iter().enumerate() {
-            let g = stats.gram[ci * d + cj];
+        for j in 0..n {
+            let g = gss[i * n + j];
             if g != 0.0 {
                 quad += g * vi
                     .iter()
