@@ -5,15 +5,20 @@
 // rows × out_cols, the result out_rows × out_cols. It serves two kinds of operands:
 // * conv (`p.conv = 1`): L and R are the unfolded consumer inputs (B and B for `BᵀB`, A and B for
 //   the cross sum `AᵀB`, A and A for `AᵀA`), never materialized: element (row, col) is read
-//   straight from the uploaded (n, C, H, W) batch (implicit im2col) through two small tables the
-//   host builds, so that the k-loop has no integer division:
+//   straight from the (n, C, Hp, Wp) batch (implicit im2col), whose planes `pad_inputs` has
+//   surrounded by the conv's zero padding, so that a read needs no border test and the k-loop no
+//   integer division. Two tables the host builds give the offsets:
 //     row = img·positions + pos,  col = (c·kh + i)·kw + j,
-//     columns[col]   = (c·H·W, i·dil_h, j·dil_w),   offsets[pos] = (oy·stride_h − pad_h, ox·stride_w − pad_w),
-//     value = x[img·image_len + c·H·W + y·W + x] with y = offsets.y + dy, x = offsets.x + dx, 0 outside.
+//     columns[col]  = c·Hp·Wp + i·dil_h·Wp + j·dil_w,   offsets[pos] = oy·stride_h·Wp + ox·stride_w,
+//     value = x[img·image_len + offsets[pos] + columns[col]].
+//   A thread stages the same columns at every step, so it reads their offsets once.
 // * dense (`p.conv = 0`): row r of L is `left[r·left_stride ..]`, of R `right[r·right_stride ..]`:
 //   Linear and Conv → Flatten → Linear consumers (one image per row, D values), and the products
 //   `C0 = X·W` (L = AᵀB or BᵀB as a full f32 matrix, R = W) computed where the sums live.
-//
+// Either way the tile kernel reads f32 values: f16 uploads are widened by `pad_inputs` first.
+// Columns beyond the result (the last tile's) are read from the last valid column instead: they
+// only feed block entries that are never folded, and every read stays inside the operands.
+
 // Work split: workgroup (x, y) owns the TILE × TILE output tile (rows y·TILE.., columns
 // col0 + x·TILE..), workgroup z one row split of the chunk (split-K, so that a small D still fills
 // the GPU). The core's A operand is L and its B operand is R, with square tiles: the host sets
@@ -34,8 +39,6 @@
 const MAX_LOADS: u32 = 16u;
 // Rows summed in registers before a compensated fold into `acc` (a multiple of BK).
 const FOLD_ROWS: u32 = 4096u;
-// Marks an element outside the chunk or in the padding (reads as 0).
-const OUTSIDE: u32 = 0xffffffffu;
 // Threads per workgroup of the element-wise passes (`fold_splits`, `to_full`).
 const FLAT_THREADS: u32 = 256u;
 
@@ -53,18 +56,28 @@ struct GramParams {
     rows_per_split: u32,
     // 1: L = R (BᵀB or AᵀA), only the upper triangle is computed.
     symmetric: u32,
-    // 1: the operands hold f16 values packed two per u32 (low half first); 0: f32 bit patterns.
+    // `pad_inputs`: 1 when the uploaded values are f16 packed two per u32 (low half first); 0:
+    // f32 bit patterns.
     half_inputs: u32,
     // 1: conv consumer (implicit im2col through the tables); 0: dense rows.
     conv: u32,
     // Dense: values per row of L and of R.
     left_stride: u32,
     right_stride: u32,
-    // Conv: values per image, output positions per image, input plane (H, W).
+    // Conv: values per padded image (what the tile kernel reads), output positions per image.
     image_len: u32,
     positions: u32,
+    // `pad_inputs`: the uploaded plane (H, W) and values per uploaded image.
     height: u32,
     width: u32,
+    raw_image_len: u32,
+    // `pad_inputs`: the padded plane (Wp and Hp·Wp), the zeros before its first row and column,
+    // and the values to write (images × image_len).
+    padded_width: u32,
+    padded_plane: u32,
+    pad_top: u32,
+    pad_left: u32,
+    pad_count: u32,
     // Always 0. OR-ed into intermediate results of the compensated sums (`opaque`), so that the
     // driver's compiler, which may reassociate float arithmetic (Mesa's NIR does; SPIR-V ops carry
     // no NoContraction from naga), cannot prove `(s - a) - s` and friends to be zero and delete
@@ -73,24 +86,36 @@ struct GramParams {
 }
 
 @group(0) @binding(0) var<uniform> p: GramParams;
-// Left operand L: (n, C, H, W) or rows × left_stride, row-major, f32 bit patterns or f16 pairs.
+// Left operand L: (n, C, Hp, Wp) or rows × left_stride, row-major, f32 bit patterns; for
+// `pad_inputs`, the uploaded batch (n, C, H, W) as f32 or f16 pairs.
 @group(0) @binding(1) var<storage, read> left: array<u32>;
 // Right operand R, same layouts (may be the same buffer as `left`).
 @group(0) @binding(2) var<storage, read> right: array<u32>;
 // Accumulator of this column block: `splits` slices, each out_rows × block_cols, row-major;
 // element (row, col) of slice z is acc[(z·out_rows + row)·block_cols + col − col0] = (hi, lo).
 @group(0) @binding(3) var<storage, read_write> acc: array<vec2<f32>>;
-// Conv column table: (plane offset c·H·W, dy, dx, unused) per unfolded column.
-@group(0) @binding(4) var<storage, read> columns: array<vec4<i32>>;
-// Conv position table: (oy·stride_h − pad_h, ox·stride_w − pad_w) per output position.
-@group(0) @binding(5) var<storage, read> offsets: array<vec2<i32>>;
+// Conv column table: operand offset c·Hp·Wp + i·dil_h·Wp + j·dil_w per unfolded column.
+@group(0) @binding(4) var<storage, read> columns: array<u32>;
+// Conv position table: operand offset oy·stride_h·Wp + ox·stride_w per output position.
+@group(0) @binding(5) var<storage, read> offsets: array<u32>;
 // `to_full`'s output: out_rows × out_cols f32, row-major (the whole result, one column block),
-// then the diagonal (out_rows) and the non-finite flag (1).
+// then the diagonal (out_rows) and the non-finite flag (1). `pad_inputs`' output: the padded
+// f32 batch (pad_count values).
 @group(0) @binding(6) var<storage, read_write> full: array<f32>;
 
-// Values fetched for the next stage (index e: see `stage_slot`).
+// Values staged per thread, operand and step: the tile's 8·WM columns × BK rows over WM·WM
+// threads. A constant once the pipeline's overrides are set, so the loops over it unroll. (Not an
+// override of its own: naga 30 panicked processing an override initialised from the core's.)
+fn loads() -> u32 {
+    return 8u * BK / WM;
+}
+
+// Values fetched for the next stage (index e: see `gram_tile`).
 var<private> left_next: array<f32, MAX_LOADS>;
 var<private> right_next: array<f32, MAX_LOADS>;
+// Conv: operand offsets of the columns this thread stages (the same at every step).
+var<private> left_cols: array<u32, MAX_LOADS>;
+var<private> right_cols: array<u32, MAX_LOADS>;
 
 // Where this thread's staged rows come from. Conv: one row per thread (k = lid % BK), tracked
 // incrementally across stages; dense: one column per thread, rows k_first + e·k_step.
@@ -98,55 +123,23 @@ var<private> k_first: u32;
 var<private> k_step: u32;
 var<private> col_first: u32;
 var<private> col_step: u32;
+// Dense: the L and R columns this thread reads (clamped into the operands).
+var<private> left_col: u32;
+var<private> right_col: u32;
 // Conv cursor of this thread's current row: image offset, output position, row index.
 var<private> cur_base: u32;
 var<private> cur_pos: u32;
 var<private> cur_row: u32;
 // This workgroup's tile and range: end of its rows, first result row (L column) and column (R
-// column), end of the block's columns, values staged per thread and operand, split index.
+// column), end of the block's columns, split index.
 var<private> row_end: u32;
 var<private> tile_i0: u32;
 var<private> tile_j0: u32;
 var<private> tile_col_end: u32;
-var<private> loads: u32;
 var<private> split: u32;
 // This thread's position in the workgroup.
 var<private> tx: u32;
 var<private> ty: u32;
-
-fn fetch_left(idx: u32) -> f32 {
-    if idx == OUTSIDE {
-        return 0.0;
-    }
-    if p.half_inputs != 0u {
-        let pair = unpack2x16float(left[idx >> 1u]);
-        return select(pair.x, pair.y, (idx & 1u) == 1u);
-    }
-    return bitcast<f32>(left[idx]);
-}
-
-fn fetch_right(idx: u32) -> f32 {
-    if idx == OUTSIDE {
-        return 0.0;
-    }
-    if p.half_inputs != 0u {
-        let pair = unpack2x16float(right[idx >> 1u]);
-        return select(pair.x, pair.y, (idx & 1u) == 1u);
-    }
-    return bitcast<f32>(right[idx]);
-}
-
-// Flat index of unfolded column `col` at the conv cursor, or OUTSIDE (padding).
-fn conv_index(col: u32) -> u32 {
-    let c = columns[col];
-    let o = offsets[cur_pos];
-    let y = o.x + c.y;
-    let x = o.y + c.z;
-    if y < 0 || x < 0 || y >= i32(p.height) || x >= i32(p.width) {
-        return OUTSIDE;
-    }
-    return cur_base + u32(c.x) + u32(y) * p.width + u32(x);
-}
 
 // Moves the conv cursor `BK` rows on (no division: positions ≥ BK needs one subtraction).
 fn advance_cursor() {
@@ -158,47 +151,36 @@ fn advance_cursor() {
     }
 }
 
-// Fetches the stage starting at row `row0` into registers: L columns from tile_i0 (limit
-// out_rows), R columns from tile_j0 (limit tile_col_end). The core's `load_stage` hook.
+// Fetches the stage starting at row `row0` into registers (zeros for rows past the range). The
+// core's `load_stage` hook.
 fn load_stage(row0: u32) {
-    let i0 = tile_i0;
-    let j0 = tile_j0;
     if p.conv != 0u {
-        let valid_row = cur_row < row_end;
-        for (var e = 0u; e < loads; e++) {
-            let col = col_first + e * col_step;
-            var l = OUTSIDE;
-            var r = OUTSIDE;
-            if valid_row && i0 + col < p.out_rows {
-                l = conv_index(i0 + col);
-            }
-            if valid_row && j0 + col < tile_col_end {
-                r = conv_index(j0 + col);
-            }
-            left_next[e] = fetch_left(l);
-            right_next[e] = fetch_right(r);
+        let valid = cur_row < row_end;
+        // Past the range the cursor may point beyond the batch: read image 0 instead.
+        let row_at = select(0u, cur_base + offsets[cur_pos], valid);
+        for (var e = 0u; e < loads(); e++) {
+            let l = bitcast<f32>(left[row_at + left_cols[e]]);
+            let r = bitcast<f32>(right[row_at + right_cols[e]]);
+            left_next[e] = select(0.0, l, valid);
+            right_next[e] = select(0.0, r, valid);
         }
         advance_cursor();
     } else {
-        for (var e = 0u; e < loads; e++) {
+        for (var e = 0u; e < loads(); e++) {
             let row = row0 + k_first + e * k_step;
-            var l = OUTSIDE;
-            var r = OUTSIDE;
-            if row < row_end && i0 + col_first < p.out_rows {
-                l = row * p.left_stride + i0 + col_first;
-            }
-            if row < row_end && j0 + col_first < tile_col_end {
-                r = row * p.right_stride + j0 + col_first;
-            }
-            left_next[e] = fetch_left(l);
-            right_next[e] = fetch_right(r);
+            let valid = row < row_end;
+            let at = min(row, row_end - 1u);
+            let l = bitcast<f32>(left[at * p.left_stride + left_col]);
+            let r = bitcast<f32>(right[at * p.right_stride + right_col]);
+            left_next[e] = select(0.0, l, valid);
+            right_next[e] = select(0.0, r, valid);
         }
     }
 }
 
 // Writes the fetched values into stage `s` of workgroup memory (the core's `store_stage` hook).
 fn store_stage(s: u32) {
-    for (var e = 0u; e < loads; e++) {
+    for (var e = 0u; e < loads(); e++) {
         let k = k_first + e * k_step;
         let col = col_first + e * col_step;
         store_a(s, k, col, left_next[e]);
@@ -275,7 +257,6 @@ fn gram_tile(
 ) {
     let tile = 8u * WM;
     let threads = WM * WN;
-    loads = 8u * BK / WM;
     tile_i0 = wg.y * tile;
     tile_j0 = p.col0 + wg.x * tile;
     tile_col_end = p.col0 + p.block_cols;
@@ -292,11 +273,16 @@ fn gram_tile(
     ty = lid / WN;
     if p.conv != 0u {
         // Consecutive threads take consecutive rows (adjacent output positions are adjacent in
-        // memory), each thread one row and `loads` columns.
+        // memory), each thread one row and loads() columns.
         k_first = lid % BK;
         k_step = 0u;
         col_first = lid / BK;
         col_step = threads / BK;
+        for (var e = 0u; e < loads(); e++) {
+            let col = col_first + e * col_step;
+            left_cols[e] = columns[min(tile_i0 + col, p.out_rows - 1u)];
+            right_cols[e] = columns[min(tile_j0 + col, tile_col_end - 1u)];
+        }
         cur_row = first + k_first;
         let img = cur_row / p.positions;
         cur_pos = cur_row % p.positions;
@@ -307,6 +293,8 @@ fn gram_tile(
         col_step = 0u;
         k_first = lid / tile;
         k_step = threads / tile;
+        left_col = min(tile_i0 + col_first, p.out_rows - 1u);
+        right_col = min(tile_j0 + col_first, tile_col_end - 1u);
     }
     var block = Block();
     multiply_range(&block, first, row_end, tx, ty);
@@ -374,4 +362,43 @@ fn to_full(
     if (bitcast<u32>(value) & 0x7f800000u) == 0x7f800000u {
         full[tail + p.out_rows] = 1.0;
     }
+}
+
+// The uploaded value at flat index `idx` of `left` (f32, or f16 pairs).
+fn fetch_raw(idx: u32) -> f32 {
+    if p.half_inputs != 0u {
+        let pair = unpack2x16float(left[idx >> 1u]);
+        return select(pair.x, pair.y, (idx & 1u) == 1u);
+    }
+    return bitcast<f32>(left[idx]);
+}
+
+// Writes the uploaded batch (n, C, H, W) in `left` as the f32 operand (n, C, Hp, Wp) the tile
+// kernel reads into `full`: every plane framed by pad_top / pad_left zero rows and columns before
+// (and the rest of Hp × Wp after), f16 values widened (one thread per output value). With no
+// padding it only widens f16 (a dense batch is one plane of one row per image).
+@compute @workgroup_size(FLAT_THREADS)
+fn pad_inputs(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let idx = flat_index(gid, groups);
+    if idx >= p.pad_count {
+        return;
+    }
+    let img = idx / p.image_len;
+    let in_image = idx - img * p.image_len;
+    let c = in_image / p.padded_plane;
+    let in_plane = in_image - c * p.padded_plane;
+    let yp = in_plane / p.padded_width;
+    let xp = in_plane - yp * p.padded_width;
+    var v = 0.0;
+    if yp >= p.pad_top && xp >= p.pad_left {
+        let y = yp - p.pad_top;
+        let x = xp - p.pad_left;
+        if y < p.height && x < p.width {
+            v = fetch_raw(img * p.raw_image_len + (c * p.height + y) * p.width + x);
+        }
+    }
+    full[idx] = v;
 }

@@ -343,6 +343,14 @@ fn phases_are_reported_with_their_clock() {
     if p.clock == KernelClock::Timestamps {
         assert!(p.kernel < 10.0, "{p:?}");
     }
+    // Statistics too large for one binding (here: forced) come back in column blocks, and are
+    // timed the same way.
+    let blocked = gpu().clone().with_max_block_bytes(16 * 54 * 8);
+    let stats = layer_stats(&blocked, &problem, x.view(), None, 4).unwrap();
+    assert!(stats.c0.iter().any(|&v| v != 0.0));
+    let q = stats.phases;
+    assert_eq!(q.clock, p.clock, "{q:?}");
+    assert!(q.kernel > 0.0 && q.readback > 0.0, "{q:?}");
 }
 
 #[test]
@@ -383,6 +391,12 @@ fn gram_params_match_the_shader_struct() {
         "positions",
         "height",
         "width",
+        "raw_image_len",
+        "padded_width",
+        "padded_plane",
+        "pad_top",
+        "pad_left",
+        "pad_count",
         "zero",
     ];
     assert_eq!(names, expected);

@@ -3,10 +3,13 @@
 //! `‖AW‖²` computed where the sums live.
 //!
 //! Per batch the host uploads the raw consumer inputs (f32, or f16 packed two per u32), in chunks
-//! of whole images that fit one binding, and dispatches the tiled matmul core once per sum and
-//! column block; nothing is read back until [`StatsAccumulator::finish_with_weight`], which adds
-//! the row splits, writes each sum as one f32 matrix, multiplies it by `W` on the device with the
-//! same core, and reads back `G` (f32) and `C0` (compensated pairs) in one copy.
+//! of whole images that fit one binding (device-resident activations are copied on the device
+//! instead). Per chunk, `pad_inputs` writes them as the f32 operand the tile kernel reads (conv
+//! planes framed by their zero padding, f16 widened; skipped for f32 inputs that need neither),
+//! then the tiled matmul core runs once per sum and column block; nothing is read back until
+//! [`StatsAccumulator::finish_with_weight`], which adds the row splits, writes each sum as one f32
+//! matrix, multiplies it by `W` on the device with the same core, and reads back `C0`
+//! (compensated pairs) and `G`'s diagonal in one copy, leaving `G` on the device.
 //!
 //! Precision: each thread sums at most `FOLD_ROWS` = 4096 unfolded rows in f32 registers (the
 //! CPU backend sums 8192 rows in f32 before flushing to f64), then folds them into a compensated
@@ -156,7 +159,7 @@ impl std::fmt::Display for TileConfig {
 }
 
 /// The compiled `gram.wgsl` kernels: `gram_tile` per tile configuration (compiled on first use),
-/// `fold_splits` and `to_full`.
+/// `fold_splits`, `to_full` and `pad_inputs`.
 pub(super) struct GramKernels {
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
@@ -164,6 +167,7 @@ pub(super) struct GramKernels {
     tiles: Mutex<HashMap<TileConfig, wgpu::ComputePipeline>>,
     fold: wgpu::ComputePipeline,
     to_full: wgpu::ComputePipeline,
+    pad: wgpu::ComputePipeline,
 }
 
 const SOURCE: &str = super::shaders::GRAM;
@@ -192,6 +196,7 @@ impl GramKernels {
         let small = TileConfig { wg: 8, bk: 8 };
         let fold = compute_pipeline(device, &pipeline_layout, &module, "fold_splits", small);
         let to_full = compute_pipeline(device, &pipeline_layout, &module, "to_full", small);
+        let pad = compute_pipeline(device, &pipeline_layout, &module, "pad_inputs", small);
         Self {
             layout,
             pipeline_layout,
@@ -199,6 +204,7 @@ impl GramKernels {
             tiles: Mutex::new(HashMap::new()),
             fold,
             to_full,
+            pad,
         }
     }
 
@@ -265,7 +271,7 @@ pub struct GramParams {
     pub rows_per_split: u32,
     /// 1: L = R, upper triangle only.
     pub symmetric: u32,
-    /// 1: f16 pairs; 0: f32.
+    /// `pad_inputs`: 1 when the uploaded values are f16 pairs; 0: f32.
     pub half_inputs: u32,
     /// 1: implicit im2col; 0: dense rows.
     pub conv: u32,
@@ -273,14 +279,26 @@ pub struct GramParams {
     pub left_stride: u32,
     /// Dense: values per row of R.
     pub right_stride: u32,
-    /// Conv: values per image.
+    /// Conv: values per padded image (as the tile kernel reads them).
     pub image_len: u32,
     /// Conv: output positions per image.
     pub positions: u32,
-    /// Conv: input height.
+    /// `pad_inputs`: uploaded plane height.
     pub height: u32,
-    /// Conv: input width.
+    /// `pad_inputs`: uploaded plane width.
     pub width: u32,
+    /// `pad_inputs`: values per uploaded image.
+    pub raw_image_len: u32,
+    /// `pad_inputs`: padded plane width `Wp`.
+    pub padded_width: u32,
+    /// `pad_inputs`: padded plane `Hp·Wp`.
+    pub padded_plane: u32,
+    /// `pad_inputs`: zero rows above each plane.
+    pub pad_top: u32,
+    /// `pad_inputs`: zero columns left of each plane.
+    pub pad_left: u32,
+    /// `pad_inputs`: values to write.
+    pub pad_count: u32,
     /// Always 0: keeps the driver from simplifying the compensated sums away (see gram.wgsl).
     pub zero: u32,
 }
@@ -339,18 +357,27 @@ pub(super) struct GpuStats {
     columns: PooledBuffer,
     offsets: PooledBuffer,
     placeholder: PooledBuffer,
+    /// Values per image of the operands the tile kernel reads (padded planes for a conv), and
+    /// whether `pad_inputs` writes them from the uploaded batch (conv padding, or f16 uploads
+    /// to widen); otherwise the uploaded buffers are the operands.
+    operand_len: usize,
+    padded: bool,
     /// Most images per uploaded chunk (binding and chunk-size limits).
     chunk_images: usize,
     /// Images the input buffers hold, and how many of them are uploaded and not yet summed.
     capacity_images: usize,
     pending_images: usize,
     gather_bytes: u64,
+    /// The uploaded batches (inputs, and targets with a target).
     inputs: Option<PooledBuffer>,
     targets: Option<PooledBuffer>,
-    /// Bytes bound of `inputs` / `targets`.
-    input_bytes: u64,
+    /// `pad_inputs`' outputs, when `padded`.
+    padded_inputs: Option<PooledBuffer>,
+    padded_targets: Option<PooledBuffer>,
     /// Same indexing as `acc`; built when the input buffers are (re)allocated.
     bind_groups: Vec<wgpu::BindGroup>,
+    /// `pad_inputs` of the inputs, then of the targets (empty unless `padded`).
+    pad_groups: Vec<wgpu::BindGroup>,
     rows: usize,
     in_flight: Option<wgpu::SubmissionIndex>,
     half_scratch: Vec<f16>,
@@ -458,42 +485,31 @@ impl GpuStats {
             max_block_bytes,
         )?;
 
-        let value_bytes: u64 = if half_inputs { 2 } else { 4 };
-        let image_bytes = unfolding.image_len() as u64 * value_bytes;
-        let chunk_limit = max_block_bytes.min(MAX_CHUNK_BYTES);
-        let chunk_images = (chunk_limit / image_bytes) as usize;
-        if chunk_images == 0 {
-            return Err(Error::Gpu(format!(
-                "one input image ({image_bytes} bytes) exceeds the largest buffer binding \
-                 ({chunk_limit} bytes)"
-            )));
-        }
-
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let placeholder = gpu.buffer("placeholder", 16, storage)?;
-        let (columns, offsets, base) = match unfolding.consumer {
+        // The tables address the padded planes; the parameters carry both geometries.
+        let raw_len = to_u32(unfolding.image_len(), "values per image")?;
+        let (columns, offsets, base, operand_len, framed) = match unfolding.consumer {
             Consumer::Conv(g) => {
                 let [kh, kw] = g.kernel;
-                let plane = unfolding.height * unfolding.width;
-                let mut cols = Vec::with_capacity(d * 4);
+                let [pad_h, pad_w] = g.padding;
+                let (hp, wp) = (unfolding.height + 2 * pad_h, unfolding.width + 2 * pad_w);
+                let plane = hp * wp;
+                let mut cols = Vec::with_capacity(d);
                 for c in 0..unfolding.channels {
                     for i in 0..kh {
                         for j in 0..kw {
-                            cols.extend([
-                                to_i32(c * plane)?,
-                                to_i32(i * g.dilation[0])?,
-                                to_i32(j * g.dilation[1])?,
-                                0,
-                            ]);
+                            let at = c * plane + i * g.dilation[0] * wp + j * g.dilation[1];
+                            cols.push(to_u32(at, "padded column offset")?);
                         }
                     }
                 }
                 let [oh, ow] = unfolding.out_size;
-                let mut offs = Vec::with_capacity(oh * ow * 2);
+                let mut offs = Vec::with_capacity(oh * ow);
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        offs.push(to_i32(oy * g.stride[0])? - to_i32(g.padding[0])?);
-                        offs.push(to_i32(ox * g.stride[1])? - to_i32(g.padding[1])?);
+                        let at = oy * g.stride[0] * wp + ox * g.stride[1];
+                        offs.push(to_u32(at, "padded position offset")?);
                     }
                 }
                 let columns = gpu.buffer("conv column table", cols.len() as u64 * 4, storage)?;
@@ -502,32 +518,61 @@ impl GpuStats {
                 let offsets = gpu.buffer("conv position table", offs.len() as u64 * 4, storage)?;
                 gpu.queue
                     .write_buffer(&offsets, 0, bytemuck::cast_slice(&offs));
+                let operand_len = unfolding.channels * plane;
                 let base = GramParams {
                     conv: 1,
-                    image_len: to_u32(unfolding.image_len(), "values per image")?,
+                    image_len: to_u32(operand_len, "values per padded image")?,
                     positions: to_u32(oh * ow, "output positions")?,
                     height: to_u32(unfolding.height, "input height")?,
                     width: to_u32(unfolding.width, "input width")?,
+                    padded_width: to_u32(wp, "padded width")?,
+                    padded_plane: to_u32(plane, "padded plane")?,
+                    pad_top: to_u32(pad_h, "padding")?,
+                    pad_left: to_u32(pad_w, "padding")?,
                     ..Default::default()
                 };
-                (columns, offsets, base)
+                (columns, offsets, base, operand_len, pad_h > 0 || pad_w > 0)
             }
             Consumer::Linear | Consumer::FlattenLinear => {
                 let columns = gpu.buffer("placeholder", 16, storage)?;
                 let offsets = gpu.buffer("placeholder", 16, storage)?;
+                // For `pad_inputs` (f16 widening only), an image is one plane of one row.
                 let base = GramParams {
                     left_stride: d32,
                     right_stride: d32,
+                    image_len: raw_len,
+                    height: 1,
+                    width: raw_len,
+                    padded_width: raw_len,
+                    padded_plane: raw_len,
                     ..Default::default()
                 };
-                (columns, offsets, base)
+                (columns, offsets, base, unfolding.image_len(), false)
             }
         };
+        let padded = framed || half_inputs;
+        let value_bytes: u64 = if half_inputs { 2 } else { 4 };
+        let raw_image_bytes = unfolding.image_len() as u64 * value_bytes;
+        // A chunk's uploaded and padded buffers each fit one binding.
+        let image_bytes = if padded {
+            raw_image_bytes.max(operand_len as u64 * 4)
+        } else {
+            raw_image_bytes
+        };
+        let chunk_limit = max_block_bytes.min(MAX_CHUNK_BYTES);
+        let chunk_images = (chunk_limit / image_bytes) as usize;
+        if chunk_images == 0 {
+            return Err(Error::Gpu(format!(
+                "one input image ({image_bytes} bytes, padded) exceeds the largest buffer \
+                 binding ({chunk_limit} bytes)"
+            )));
+        }
         let base = GramParams {
             out_rows: d32,
             out_cols: d32,
             splits,
             half_inputs: half_inputs as u32,
+            raw_image_len: raw_len,
             ..base
         };
 
@@ -552,7 +597,8 @@ impl GpuStats {
             }
         }
         gpu.queue.submit([encoder.finish()]);
-        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 2)?;
+        // Slots: one per (sum, block), then `pad_inputs`, then the two products of `finish`.
+        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 3)?;
         let pipeline = gpu.gram.tile(&gpu.device, config);
         let timer = PassTimer::new(&gpu);
         Ok(Self {
@@ -571,14 +617,18 @@ impl GpuStats {
             columns,
             offsets,
             placeholder,
+            operand_len,
+            padded,
             chunk_images,
             capacity_images: 0,
             pending_images: 0,
             gather_bytes,
             inputs: None,
             targets: None,
-            input_bytes: 0,
+            padded_inputs: None,
+            padded_targets: None,
             bind_groups: Vec::new(),
+            pad_groups: Vec::new(),
             rows: 0,
             in_flight: None,
             half_scratch: Vec::new(),
@@ -646,20 +696,46 @@ impl GpuStats {
             })
     }
 
-    /// Makes the input buffers hold `bytes` and rebuilds the bind groups if they changed.
-    fn reserve_inputs(&mut self, bytes: u64) -> Result<()> {
-        let bytes = bytes.next_multiple_of(4);
-        if self.inputs.is_some() && self.input_bytes >= bytes {
-            return Ok(());
+    /// Bytes one uploaded image takes.
+    fn raw_image_bytes(&self) -> u64 {
+        let value_bytes = if self.half_inputs { 2 } else { 4 };
+        (self.unfolding.image_len() * value_bytes) as u64
+    }
+
+    /// Device bytes one image takes in the larger of its uploaded and padded buffers.
+    fn image_bytes(&self) -> u64 {
+        if self.padded {
+            self.raw_image_bytes().max(self.operand_len as u64 * 4)
+        } else {
+            self.raw_image_bytes()
         }
+    }
+
+    /// Makes the input buffers hold `images` images (the uploaded ones, and the padded operands
+    /// when `padded`) and rebuilds the bind groups.
+    fn reserve_inputs(&mut self, images: usize) -> Result<()> {
+        let raw_bytes = (images as u64 * self.raw_image_bytes()).next_multiple_of(4);
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        self.inputs = Some(self.gpu.buffer("statistics inputs", bytes, usage)?);
-        if self.sums.len() > 1 {
-            self.targets = Some(self.gpu.buffer("statistics targets", bytes, usage)?);
+        let with_target = self.sums.len() > 1;
+        self.inputs = Some(self.gpu.buffer("statistics inputs", raw_bytes, usage)?);
+        if with_target {
+            self.targets = Some(self.gpu.buffer("statistics targets", raw_bytes, usage)?);
         }
-        self.input_bytes = bytes;
-        let inputs = self.inputs.as_deref().expect("just allocated");
-        let targets = self.targets.as_deref().unwrap_or(inputs);
+        let operand_bytes = if self.padded {
+            let bytes = images as u64 * self.operand_len as u64 * 4;
+            let storage = wgpu::BufferUsages::STORAGE;
+            self.padded_inputs = Some(self.gpu.buffer("padded inputs", bytes, storage)?);
+            if with_target {
+                self.padded_targets = Some(self.gpu.buffer("padded targets", bytes, storage)?);
+            }
+            bytes
+        } else {
+            raw_bytes
+        };
+        let raw_inputs = self.inputs.as_deref().expect("just allocated");
+        let raw_targets = self.targets.as_deref().unwrap_or(raw_inputs);
+        let inputs = self.padded_inputs.as_deref().unwrap_or(raw_inputs);
+        let targets = self.padded_targets.as_deref().unwrap_or(raw_targets);
         let mut groups = Vec::with_capacity(self.acc.len());
         for (s, sum) in self.sums.iter().enumerate() {
             let (left, right) = match sum {
@@ -670,10 +746,29 @@ impl GpuStats {
             for (b, block) in self.blocks.iter().enumerate() {
                 let acc = &self.acc[s * self.blocks.len() + b];
                 let acc_bytes = self.splits as u64 * self.d as u64 * block.cols as u64 * 8;
-                groups.push(self.bind_group(left, right, (bytes, bytes), acc, acc_bytes, None));
+                let operands = (operand_bytes, operand_bytes);
+                groups.push(self.bind_group(left, right, operands, acc, acc_bytes, None));
+            }
+        }
+        let mut pad_groups = Vec::new();
+        if self.padded {
+            let mut pairs = vec![(raw_inputs, inputs)];
+            if with_target {
+                pairs.push((raw_targets, targets));
+            }
+            for (raw, padded) in pairs {
+                pad_groups.push(self.bind_group(
+                    raw,
+                    raw,
+                    (raw_bytes, raw_bytes),
+                    &self.placeholder,
+                    16,
+                    Some((padded, operand_bytes)),
+                ));
             }
         }
         self.bind_groups = groups;
+        self.pad_groups = pad_groups;
         Ok(())
     }
 
@@ -789,16 +884,15 @@ impl GpuStats {
         let gpu = Arc::clone(&self.gpu);
         gpu.scoped("accumulating statistics", || {
             let image_len = self.unfolding.image_len();
-            let value_bytes = if self.half_inputs { 2 } else { 4 };
-            let image_bytes = (image_len * value_bytes) as u64;
             // Input buffers for up to `gather_bytes` of images (at least this batch, at most a
-            // chunk), filled batch after batch and summed when full (or at the end). Sized from
-            // the batches seen, so the u32 checks apply to what is really uploaded.
-            let gather = ((self.gather_bytes / image_bytes) as usize).max(n);
+            // chunk; padded images counted at their padded size), filled batch after batch and
+            // summed when full (or at the end). Sized from the batches seen, so the u32 checks
+            // apply to what is really uploaded.
+            let gather = ((self.gather_bytes / self.image_bytes()) as usize).max(n);
             let want = self.chunk_images.min(gather);
             if want > self.capacity_images {
                 self.dispatch_pending()?;
-                self.reserve_inputs(want as u64 * image_bytes)?;
+                self.reserve_inputs(want)?;
                 self.capacity_images = want;
             }
             // f16 values are uploaded in whole u32 words: an odd number of values pending
@@ -840,18 +934,34 @@ impl GpuStats {
             .ok_or_else(|| Error::Gpu("unfolded rows per chunk overflow usize".into()))?;
         let rows32 = to_u32(rows, "unfolded rows per chunk")?;
         let start = Instant::now();
-        let params = self.slot_params(rows32);
+        let mut params = self.slot_params(rows32);
+        let pad_count = to_u32(images * self.operand_len, "padded values per chunk")?;
+        params.push(GramParams {
+            pad_count,
+            ..self.base
+        });
         self.params.write(&gpu.queue, &params);
+        let pad_slot = self.acc.len();
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gram"),
             });
         {
+            // One pass: each dispatch is its own usage scope, so the tile kernels see what
+            // `pad_inputs` wrote.
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("gram"),
                 timestamp_writes: self.timer.writes(Phase::Kernel),
             });
+            if !self.pad_groups.is_empty() {
+                pass.set_pipeline(&gpu.gram.pad);
+                let (x, y) = gpu.grid(pad_count.div_ceil(FLAT_THREADS));
+                for group in &self.pad_groups {
+                    pass.set_bind_group(0, group, &[self.params.offset(pad_slot)]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            }
             pass.set_pipeline(&self.pipeline);
             let d = self.d as u32;
             let tile = self.config.tile();
@@ -946,9 +1056,11 @@ impl GpuStats {
                 storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             )?);
         }
-        // Parameters: the per-sum slots as for a chunk, then the two products (dense, k = D).
+        // Parameters: the per-sum slots as for a chunk, the (unused) padding slot, then the two
+        // products (dense, k = D).
         let bk = self.config.bk;
         let mut slots = self.slot_params(0);
+        slots.push(self.base);
         let product = GramParams {
             rows: d32,
             out_rows: d32,
@@ -964,6 +1076,7 @@ impl GpuStats {
             right_stride: m32,
             ..Default::default()
         };
+        let product_slot = slots.len();
         slots.push(product);
         slots.push(product);
         self.params.write(&gpu.queue, &slots);
@@ -1035,7 +1148,7 @@ impl GpuStats {
             pass.set_pipeline(&self.pipeline);
             let tile = self.config.tile();
             for (p, group) in product_groups.iter().enumerate() {
-                let slot = self.sums.len() + p;
+                let slot = product_slot + p;
                 pass.set_bind_group(0, group, &[self.params.offset(slot)]);
                 pass.dispatch_workgroups(m32.div_ceil(tile), d32.div_ceil(tile), 1);
             }
@@ -1120,12 +1233,7 @@ impl GpuStats {
         };
         let total = dot(product1.as_deref().unwrap_or(&c0));
         if timestamps.is_some() {
-            let (kernel, reduce) = self.timer.seconds(&gpu, &stamps);
-            if self.timer.complete() {
-                self.phases.kernel = kernel;
-                self.phases.reduce = reduce;
-                self.phases.clock = KernelClock::Timestamps;
-            }
+            self.use_timestamps(&stamps);
         }
         let diag = tail[..d]
             .iter()
@@ -1162,8 +1270,28 @@ impl GpuStats {
                 label: Some("fold splits"),
             });
         self.encode_fold(&mut encoder);
-        gpu.queue.submit([encoder.finish()]);
+        // The pass timestamps come back first, with the folds done (and replace the wall-clock
+        // kernel and reduction times).
+        let stamps = match self.timer.resolve(&gpu, &mut encoder)? {
+            Some(stamps) => {
+                let bytes = self.timer.bytes();
+                let staging = gpu.buffer(
+                    "timestamps readback",
+                    bytes,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                )?;
+                encoder.copy_buffer_to_buffer(&stamps, 0, &staging, 0, bytes);
+                Some(gpu.submit_and_read(encoder, &staging, bytes, "reading the timestamps")?)
+            }
+            None => {
+                gpu.queue.submit([encoder.finish()]);
+                None
+            }
+        };
         self.phases.reduce += start.elapsed().as_secs_f64();
+        if let Some(words) = stamps {
+            self.use_timestamps(&words);
+        }
         let mut totals: Vec<Vec<f64>> = self.sums.iter().map(|_| vec![0.0; d * d]).collect();
         let widest = self.blocks.iter().map(|b| b.cols).max().unwrap_or(1) as u64;
         let staging = gpu.buffer(
@@ -1230,6 +1358,17 @@ impl GpuStats {
         })
     }
 
+    /// Takes the kernel and reduction times from the resolved pass timestamps (`words`), when
+    /// every pass was timed.
+    fn use_timestamps(&mut self, words: &[u32]) {
+        let (kernel, reduce) = self.timer.seconds(&self.gpu, words);
+        if self.timer.complete() {
+            self.phases.kernel = kernel;
+            self.phases.reduce = reduce;
+            self.phases.clock = KernelClock::Timestamps;
+        }
+    }
+
     fn empty(&self) -> RawGrams {
         let d = self.d;
         let zeros = || vec![0.0; d * d];
@@ -1244,14 +1383,6 @@ impl GpuStats {
             phases: self.phases,
         }
     }
-}
-
-fn to_i32(v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| {
-        Error::Gpu(format!(
-            "conv geometry value {v} exceeds the GPU kernels' i32"
-        ))
-    })
 }
 
 impl StatsAccumulator for GpuStats {
