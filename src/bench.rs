@@ -3,12 +3,14 @@
 
 use std::time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::gpu::DeviceTensor;
+use crate::backend::{Backend, StatsSpec};
 use crate::error::Result;
 use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::rng::Rng;
 use crate::stats::{ConvOptions, LayerProblem, LayerStats};
 use crate::tensor::Tensor;
+use crate::GpuBackend;
 
 /// A benchmark layer: a 3×3, stride-1, padding-1 conv consumer reading `channels` maps of
 /// `spatial × spatial` from `images` images, with `outputs` output channels.
@@ -133,6 +135,72 @@ pub fn time_stats(
         crate::DEFAULT_BATCH_IMAGES,
     )?;
     Ok((start.elapsed().as_secs_f64(), stats))
+}
+
+/// Consumer inputs held on a GPU backend's device, as the GPU executor's taps hand activations
+/// to the statistics during `prune --backend gpu`: uploaded once, so that
+/// [`time_stats_resident`] times the statistics without the host → device copy (what a GEMM
+/// library's timing of the same product leaves out too).
+pub struct ResidentInputs {
+    buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+}
+
+impl ResidentInputs {
+    /// Uploads `inputs` to `gpu`'s device.
+    pub fn new(gpu: &GpuBackend, inputs: &Tensor) -> Result<Self> {
+        let device = &gpu.gpu.device;
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench inputs"),
+            size: (inputs.data.len() * 4).max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.gpu
+            .queue
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(&inputs.data));
+        Ok(Self {
+            buffer,
+            shape: inputs.shape.clone(),
+        })
+    }
+}
+
+/// Seconds to compute the statistics of inputs already on the device (one accumulator, fed in
+/// batches of [`crate::DEFAULT_BATCH_IMAGES`] device tensors, finished with the consumer weight:
+/// what `prune --backend gpu` does per layer).
+pub fn time_stats_resident(
+    gpu: &GpuBackend,
+    problem: &LayerProblem,
+    inputs: &ResidentInputs,
+) -> Result<(f64, LayerStats)> {
+    let start = Instant::now();
+    let spec =
+        StatsSpec::new(problem.unfolding, false).with_weight(&problem.weight, problem.outputs);
+    let mut acc = gpu.stats_accumulator(spec)?;
+    let images = inputs.shape[0];
+    let per_image: usize = inputs.shape[1..].iter().product();
+    let mut first = 0;
+    while first < images {
+        let count = crate::DEFAULT_BATCH_IMAGES.min(images - first);
+        let mut shape = inputs.shape.clone();
+        shape[0] = count;
+        let at = (first * per_image * 4) as u64;
+        acc.add_device_batch(DeviceTensor::new(&inputs.buffer, &shape, at, gpu), None)?;
+        first += count;
+    }
+    let raw = acc.finish_with_weight(&problem.weight, problem.outputs)?;
+    let stats = LayerStats::from_raw(problem, raw)?;
+    Ok((start.elapsed().as_secs_f64(), stats))
+}
+
+/// The part of a statistics time that does not grow with the number of images, from the times
+/// of `n` and of `n / 2` images under the linear model `t(n) = fixed + rate·n`:
+/// `2·t(n/2) − t(n)`. Timing noise makes it approximate (it can come out below 0).
+pub fn fixed_cost(full: f64, half: f64) -> f64 {
+    2.0 * half - full
 }
 
 /// Seconds for a full greedy run (all `d` steps) on `stats`.

@@ -728,3 +728,46 @@ fn too_few_rows_gives_a_warning() {
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+/// `bench` on a small custom layer, CPU and GPU (lavapipe in CI) side by side: a row per backend
+/// with its phases and the part of its time that does not grow with the images, and the GPU's
+/// statistics of device-resident inputs; `--no-greedy` leaves the greedy cells as `–`, not NaN.
+#[test]
+fn bench_prints_both_backends_with_phases_and_fixed_cost() {
+    let out = subprune_on(
+        "gpu",
+        &["bench", "--case", "8,6,24,4", "--reps", "1", "--no-greedy"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("custom "))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        3,
+        "two backend rows and the sgemm reference:\n{stdout}"
+    );
+    assert!(rows[0].contains("cpu ("), "{stdout}");
+    assert!(
+        !rows[1].contains("cpu ("),
+        "the second row is the GPU's: {stdout}"
+    );
+    for row in &rows[..2] {
+        assert!(row.contains(" – "), "greedy cell of {row:?}");
+    }
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    assert_eq!(stdout.matches("phases (").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("fixed cost ").count(), 3, "{stdout}");
+    assert_eq!(
+        stdout.matches("inputs already on the device").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("t(12 images)"), "{stdout}");
+}

@@ -260,6 +260,22 @@ fn conv_gram_matches_cpu() {
     // 3 × 3, padding 1: D = 17 · 9 = 153 (two tiles).
     let square = conv([3, 3], [1, 1], [1, 1], [1, 1]);
     check_stats("conv 3x3 D=153", gpu(), square, &[6, 17, 5, 6], false, 4, 5);
+    // No padding on either axis: the uploaded batch is read as it is (no `pad_inputs` pass),
+    // with and without a target; stride 2 and a 2 × 3 kernel on 7 × 9 maps.
+    let unpadded = conv([2, 3], [2, 1], [0, 0], [1, 1]);
+    check_stats("conv 2x3 p0", gpu(), unpadded, &[5, 9, 7, 9], false, 2, 10);
+    check_stats(
+        "conv 2x3 p0 target",
+        gpu(),
+        unpadded,
+        &[5, 9, 7, 9],
+        true,
+        3,
+        11,
+    );
+    // A 1 × 1 conv (D = C, one row per pixel).
+    let pointwise = conv([1, 1], [1, 1], [0, 0], [1, 1]);
+    check_stats("conv 1x1", gpu(), pointwise, &[4, 37, 5, 3], false, 3, 12);
 }
 
 #[test]
@@ -715,4 +731,25 @@ fn a_gram_matrix_that_overflows_on_the_device_is_refused_with_its_entry() {
         }
         other => panic!("expected NonFiniteStatistics, got {other:?}"),
     }
+}
+
+/// `bench`'s device-resident path (inputs already on the device, fed as device tensors, as
+/// `prune --backend gpu` feeds the executor's taps) computes what the upload path computes, bit
+/// for bit, and uploads nothing; on a padded conv, so `pad_inputs` runs on both paths.
+#[test]
+fn statistics_of_device_resident_inputs_equal_the_uploaded_ones() {
+    use subprune::bench::{self, LayerCase, ResidentInputs};
+    // 7 channels of 5×5, 150 images: three batches of DEFAULT_BATCH_IMAGES (64) and a remainder.
+    let case = LayerCase::by_name("7,5,150,6").unwrap();
+    let (problem, inputs) = case.instance(5).unwrap();
+    let (_, host) = bench::time_stats(gpu(), &problem, &inputs).unwrap();
+    let resident = ResidentInputs::new(gpu(), &inputs).unwrap();
+    let (_, device) = bench::time_stats_resident(gpu(), &problem, &resident).unwrap();
+    assert_eq!(device.gram.values().unwrap(), host.gram.values().unwrap());
+    assert_eq!(device.c0, host.c0);
+    assert_eq!(device.total, host.total);
+    let bytes = 4 * inputs.data.len() as u64;
+    assert_eq!(host.phases.uploaded_bytes, bytes);
+    assert_eq!(device.phases.uploaded_bytes, 0);
+    assert_eq!(device.phases.device_bytes, bytes);
 }

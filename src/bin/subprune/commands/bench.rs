@@ -67,30 +67,26 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     );
     for case in cases {
         let (problem, inputs) = case.instance(1)?;
+        // The first half of the images, for the part of the time that does not grow with them.
+        let half_images = (case.images / 2).max(1);
+        let mut half_shape = inputs.shape.clone();
+        half_shape[0] = half_images;
+        let half_len = half_images * inputs.data.len() / case.images;
+        let half = subprune::Tensor::new(half_shape, inputs.data[..half_len].to_vec())?;
         let sgemm = bench::SgemmReference::new(case.rows(), case.columns()).time(args.reps)?;
         let mut cpu_times: Option<(f64, Option<f64>)> = None;
         for backend in &backends {
-            // Untimed runs first, for at least half a second: pipelines compiled, buffers
-            // pooled, and a GPU's clocks up from idle (an H100 idles at a sixth of its clock
-            // and takes a while to ramp up).
-            let warm = std::time::Instant::now();
-            while warm.elapsed().as_secs_f64() < 0.5 {
-                bench::time_stats(backend.as_ref(), &problem, &inputs)?;
-            }
-            let mut best = f64::INFINITY;
-            let mut stats: Option<subprune::LayerStats> = None;
-            for _ in 0..args.reps.max(1) {
-                let (t, s) = bench::time_stats(backend.as_ref(), &problem, &inputs)?;
-                if t < best {
-                    best = t;
-                    stats = Some(s);
-                }
-            }
-            let stats = stats.expect("at least one repetition");
+            let backend = backend.as_ref();
+            let (best, stats) = best_of(args.reps, true, || {
+                bench::time_stats(backend, &problem, &inputs)
+            })?;
+            let (best_half, _) = best_of(args.reps, false, || {
+                bench::time_stats(backend, &problem, &half)
+            })?;
             let greedy = if args.no_greedy {
                 None
             } else {
-                Some(bench::time_greedy(backend.as_ref(), &stats)?)
+                Some(bench::time_greedy(backend, &stats)?)
             };
             let (cpu_stats, cpu_greedy) = *cpu_times.get_or_insert((best, greedy));
             let greedy_cell = greedy.map_or("–".to_string(), |g| format!("{g:.3}"));
@@ -112,36 +108,34 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 greedy_cell,
                 format!("{:.2}x/{ratio_greedy}", cpu_stats / best),
             );
-            let p = stats.phases;
+            print_phases(&case, best, best_half, half_images, &stats.phases)?;
+        }
+        if let Some(gpu) = &gpu {
+            // As `prune --backend gpu` feeds them: activations already on the device.
+            let resident = bench::ResidentInputs::new(gpu, &inputs)?;
+            let resident_half = bench::ResidentInputs::new(gpu, &half)?;
+            let (best, stats) = best_of(args.reps, true, || {
+                bench::time_stats_resident(gpu, &problem, &resident)
+            })?;
+            let (best_half, _) = best_of(args.reps, false, || {
+                bench::time_stats_resident(gpu, &problem, &resident_half)
+            })?;
             outln!(
-                "{:<9} phases ({}): setup {:.4} s, upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), \
-                 reduce/C0 {:.4} s, readback {:.4} s, host {:.4} s, other {:.4} s",
+                "{:<9} inputs already on the device: stats {best:.4} s ({:.1} GFLOP/s), \
+                 cpu/this {:.2}x",
                 "",
-                p.clock.label(),
-                p.setup,
-                p.upload,
-                p.kernel,
-                case.stats_flops() / p.kernel.max(1e-12) / 1e9,
-                p.reduce,
-                p.readback,
-                p.host,
-                (best - p.total()).max(0.0),
+                case.stats_flops() / best / 1e9,
+                cpu_times.map_or(f64::NAN, |c| c.0) / best,
             );
+            print_phases(&case, best, best_half, half_images, &stats.phases)?;
         }
         if let (true, Some(gpu)) = (args.tiles, &gpu) {
             for config in gpu.supported_tile_configs() {
                 let tiled = gpu.clone().with_tile_config(config)?;
-                bench::time_stats(&tiled, &problem, &inputs)?;
-                let mut best: Option<subprune::LayerStats> = None;
-                let mut best_time = f64::INFINITY;
-                for _ in 0..args.reps.max(1) {
-                    let (t, s) = bench::time_stats(&tiled, &problem, &inputs)?;
-                    if t < best_time {
-                        best_time = t;
-                        best = Some(s);
-                    }
-                }
-                let p = best.expect("at least one repetition").phases;
+                let (best_time, best) = best_of(args.reps, true, || {
+                    bench::time_stats(&tiled, &problem, &inputs)
+                })?;
+                let p = best.phases;
                 outln!(
                     "{:<9} {config}: stats {best_time:.4} s ({:.1} GFLOP/s), kernels {:.4} s \
                      ({:.1} GFLOP/s, {})",
@@ -258,5 +252,60 @@ fn network(cli: &Cli, args: &BenchArgs, network: &str) -> anyhow::Result<()> {
     }
     let (before, after) = runs[0].1.parameters;
     outln!("parameters {before} → {after}");
+    Ok(())
+}
+
+/// The best of `reps` timed statistics runs (after at least half a second of untimed ones when
+/// `warm`: pipelines compiled, buffers pooled, and a GPU's clocks up from idle; an H100 idles at
+/// a sixth of its clock and takes a while to ramp up).
+fn best_of(
+    reps: usize,
+    warm: bool,
+    mut run: impl FnMut() -> subprune::Result<(f64, subprune::LayerStats)>,
+) -> anyhow::Result<(f64, subprune::LayerStats)> {
+    let start = std::time::Instant::now();
+    while warm && start.elapsed().as_secs_f64() < 0.5 {
+        run()?;
+    }
+    let mut best: Option<(f64, subprune::LayerStats)> = None;
+    for _ in 0..reps.max(1) {
+        let (t, stats) = run()?;
+        if best.as_ref().is_none_or(|b| t < b.0) {
+            best = Some((t, stats));
+        }
+    }
+    Ok(best.expect("at least one repetition"))
+}
+
+/// The phase breakdown of the best run, and the part of its time that does not grow with the
+/// number of images.
+fn print_phases(
+    case: &subprune::bench::LayerCase,
+    best: f64,
+    best_half: f64,
+    half_images: usize,
+    p: &subprune::stats::StatsPhases,
+) -> anyhow::Result<()> {
+    outln!(
+        "{:<9} phases ({}): setup {:.4} s, upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), \
+         reduce/C0 {:.4} s, readback {:.4} s, host {:.4} s, other {:.4} s",
+        "",
+        p.clock.label(),
+        p.setup,
+        p.upload,
+        p.kernel,
+        case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+        p.reduce,
+        p.readback,
+        p.host,
+        (best - p.total()).max(0.0),
+    );
+    outln!(
+        "{:<9} fixed cost {:.2} ms (2·t({half_images} images) − t({}), t({half_images}) = {:.4} s)",
+        "",
+        1e3 * subprune::bench::fixed_cost(best, best_half),
+        case.images,
+        best_half,
+    );
     Ok(())
 }
