@@ -35,6 +35,19 @@ pub enum Error {
         /// The value itself.
         value: f32,
     },
+    /// A finite input value beyond what f16 holds, met while the GPU statistics take f16 inputs.
+    #[error(
+        "{tensor}: value {value} at flat index {index} is outside the f16 range (±65504); turn \
+         f16 inputs off for this layer"
+    )]
+    OutsideF16 {
+        /// Which tensor holds it.
+        tensor: String,
+        /// Flat (row-major) index of the first such value.
+        index: usize,
+        /// The value itself.
+        value: f32,
+    },
     /// An argument outside its valid range (budget, tolerance, geometry).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -123,12 +123,22 @@ pub fn layer_stats_with_progress(
             Some(t) => Some(TensorView::new(&shape, &t.data[range])?),
             None => None,
         };
+        // Flat indices in errors count from the caller's tensor, not from the batch.
         acc.add_batch(b, a).map_err(|e| match e {
             Error::NonFinite {
                 tensor,
                 index,
                 value,
             } => Error::NonFinite {
+                tensor,
+                index: first * per_image + index,
+                value,
+            },
+            Error::OutsideF16 {
+                tensor,
+                index,
+                value,
+            } => Error::OutsideF16 {
                 tensor,
                 index: first * per_image + index,
                 value,

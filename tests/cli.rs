@@ -771,3 +771,32 @@ fn bench_prints_both_backends_with_phases_and_fixed_cost() {
     );
     assert!(stdout.contains("t(12 images)"), "{stdout}");
 }
+
+/// A command's `--help` lists its own flags first and the backend flags every command takes
+/// under their own heading, not mixed in.
+#[test]
+fn help_keeps_the_backend_flags_apart() {
+    for command in ["prune", "select", "bench", "eval"] {
+        let out = subprune(&[command, "--help"]);
+        assert!(out.status.success(), "{command} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let heading = help
+            .find("Backend options (any command):")
+            .unwrap_or_else(|| panic!("{command} --help has no backend heading:\n{help}"));
+        for flag in [
+            "--backend",
+            "--adapter",
+            "--f16-inputs",
+            "--no-autotune",
+            "--tile",
+        ] {
+            let at = help
+                .find(&format!("  {flag} "))
+                .unwrap_or_else(|| panic!("{command} --help does not list {flag}:\n{help}"));
+            assert!(
+                at > heading,
+                "{command} --help lists {flag} among its own flags:\n{help}"
+            );
+        }
+    }
+}

@@ -373,9 +373,19 @@ fn half_inputs_refuse_values_beyond_f16() {
         .add_batch(TensorView::new(&[2, 3], &data).unwrap(), None)
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument(m) if m.contains("index 4")),
+        matches!(&err, Error::OutsideF16 { index: 4, value, .. } if *value == 1e6),
         "{err}"
     );
+    assert!(err.to_string().contains("outside the f16 range"), "{err}");
+    // Through `layer_stats`, in the fourth batch of two images: the index counts from the
+    // caller's tensor.
+    let mut values: Vec<f32> = (0..30).map(|i| i as f32).collect();
+    values[22] = -7e4;
+    let inputs = Tensor::new(vec![10, 3], values).unwrap();
+    let weight = Tensor::new(vec![2, 3], vec![1.0; 6]).unwrap();
+    let problem = LayerProblem::new(&inputs.shape, weight.view(), None).unwrap();
+    let err = layer_stats(&backend, &problem, inputs.view(), None, 2).unwrap_err();
+    assert!(matches!(&err, Error::OutsideF16 { index: 22, .. }), "{err}");
 }
 
 #[test]

@@ -449,6 +449,27 @@ fn plan_work(
     Ok((splits, blocks))
 }
 
+/// Bytes one image takes uploaded (f32, or f16 with `half_inputs`).
+fn upload_bytes(unfolding: &Unfolding, half_inputs: bool) -> usize {
+    unfolding.image_len() * if half_inputs { 2 } else { 4 }
+}
+
+/// Bytes one image takes in the larger of its device buffers: the uploaded one and, when
+/// `padded`, the f32 operand of `operand_len` values `pad_inputs` writes.
+fn device_image_bytes(
+    unfolding: &Unfolding,
+    half_inputs: bool,
+    operand_len: usize,
+    padded: bool,
+) -> u64 {
+    let upload = upload_bytes(unfolding, half_inputs);
+    (if padded {
+        upload.max(operand_len * 4)
+    } else {
+        upload
+    }) as u64
+}
+
 impl GpuStats {
     pub(super) fn new(
         gpu: Arc<Gpu>,
@@ -551,14 +572,8 @@ impl GpuStats {
             }
         };
         let padded = framed || half_inputs;
-        let value_bytes: u64 = if half_inputs { 2 } else { 4 };
-        let raw_image_bytes = unfolding.image_len() as u64 * value_bytes;
         // A chunk's uploaded and padded buffers each fit one binding.
-        let image_bytes = if padded {
-            raw_image_bytes.max(operand_len as u64 * 4)
-        } else {
-            raw_image_bytes
-        };
+        let image_bytes = device_image_bytes(&unfolding, half_inputs, operand_len, padded);
         let chunk_limit = max_block_bytes.min(MAX_CHUNK_BYTES);
         let chunk_images = (chunk_limit / image_bytes) as usize;
         if chunk_images == 0 {
@@ -696,25 +711,11 @@ impl GpuStats {
             })
     }
 
-    /// Bytes one uploaded image takes.
-    fn raw_image_bytes(&self) -> u64 {
-        let value_bytes = if self.half_inputs { 2 } else { 4 };
-        (self.unfolding.image_len() * value_bytes) as u64
-    }
-
-    /// Device bytes one image takes in the larger of its uploaded and padded buffers.
-    fn image_bytes(&self) -> u64 {
-        if self.padded {
-            self.raw_image_bytes().max(self.operand_len as u64 * 4)
-        } else {
-            self.raw_image_bytes()
-        }
-    }
-
     /// Makes the input buffers hold `images` images (the uploaded ones, and the padded operands
     /// when `padded`) and rebuilds the bind groups.
     fn reserve_inputs(&mut self, images: usize) -> Result<()> {
-        let raw_bytes = (images as u64 * self.raw_image_bytes()).next_multiple_of(4);
+        let raw_bytes =
+            (images * upload_bytes(&self.unfolding, self.half_inputs)).next_multiple_of(4) as u64;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let with_target = self.sums.len() > 1;
         self.inputs = Some(self.gpu.buffer("statistics inputs", raw_bytes, usage)?);
@@ -790,12 +791,11 @@ impl GpuStats {
                 scratch.resize(values.len().next_multiple_of(2), f16::ZERO);
                 scratch[..values.len()].convert_from_f32_slice(values);
                 if let Some(i) = scratch[..values.len()].iter().position(|h| !h.is_finite()) {
-                    return Err(Error::InvalidArgument(format!(
-                        "{name}: value {} at flat index {} is outside the f16 range (±65504); \
-                         turn f16 inputs off for this layer",
-                        values[i],
-                        first_index + i
-                    )));
+                    return Err(Error::OutsideF16 {
+                        tensor: name.to_string(),
+                        index: first_index + i,
+                        value: values[i],
+                    });
                 }
                 queue.write_buffer(buffer, offset, bytemuck::cast_slice(scratch.as_slice()));
             }
@@ -888,7 +888,13 @@ impl GpuStats {
             // chunk; padded images counted at their padded size), filled batch after batch and
             // summed when full (or at the end). Sized from the batches seen, so the u32 checks
             // apply to what is really uploaded.
-            let gather = ((self.gather_bytes / self.image_bytes()) as usize).max(n);
+            let image_bytes = device_image_bytes(
+                &self.unfolding,
+                self.half_inputs,
+                self.operand_len,
+                self.padded,
+            );
+            let gather = ((self.gather_bytes / image_bytes) as usize).max(n);
             let want = self.chunk_images.min(gather);
             if want > self.capacity_images {
                 self.dispatch_pending()?;

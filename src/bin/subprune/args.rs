@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use subprune::backend::choice::BackendChoice;
 use subprune::backend::gpu::TileConfig;
 
+/// The help heading of the flags every command takes (the backend's), apart from the command's own.
+const BACKEND_OPTIONS: &str = "Backend options (any command)";
+
 #[derive(Parser)]
 #[command(
     name = "subprune",
@@ -18,23 +21,23 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Compute backend: gpu, cpu, or auto (a hardware GPU when there is one, else the CPU).
-    #[arg(long, global = true, default_value = "auto")]
+    #[arg(long, global = true, help_heading = BACKEND_OPTIONS, default_value = "auto")]
     pub backend: BackendChoice,
     /// GPU adapter to use: a case-insensitive part of its name (see `subprune devices`);
     /// default: $SUBPRUNE_ADAPTER, else wgpu's high-performance adapter.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = BACKEND_OPTIONS)]
     pub adapter: Option<String>,
     /// Upload statistics inputs to the GPU as f16 (half the traffic, ~3 significant digits).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = BACKEND_OPTIONS)]
     pub f16_inputs: bool,
     /// Do not time the GPU statistics kernels' tile configurations on first use of an adapter
     /// (cached per adapter and driver in $SUBPRUNE_CACHE_DIR, else ~/.cache/subprune): use
     /// the default configuration.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = BACKEND_OPTIONS)]
     pub no_autotune: bool,
     /// GPU statistics kernels' tile configuration WGxBK (e.g. 16x16, 8x32), instead of the
     /// autotuned one.
-    #[arg(long, global = true, value_name = "WGxBK")]
+    #[arg(long, global = true, help_heading = BACKEND_OPTIONS, value_name = "WGxBK")]
     pub tile: Option<TileConfig>,
 }
 
