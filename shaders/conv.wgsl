@@ -5,12 +5,13 @@
 // over the GEMM columns col = img·positions + pos (this dispatch covers col0 .. col0 + cols):
 // * W_g is the weight of group g, transposed on the host to K × m_g (k-major, so that a staged
 //   row is contiguous): `weight[g·K·m_g + k·m_g + m]`.
-// * X_g is the unfolded input of group g, never materialized (implicit im2col), read through two
-//   tables the host builds once per node, so that the k-loop has no integer division:
-//     columns[k]   = (c·H·W, i·dil_h, j·dil_w)    for k = (c·kh + i)·kw + j,
-//     offsets[pos] = (oy·stride_h − pad_top, ox·stride_w − pad_left),
-//     value = x[img·image_len + g·group_len + c·H·W + y·W + x] with (y, x) = offsets + (dy, dx),
-//     0 outside the input (padding).
+// * X_g is the unfolded input of group g, never materialized (implicit im2col), read from the
+//   input with its planes framed by the conv's zero padding (Hp × Wp; `pad_input` writes that
+//   copy first when the conv pads), through two tables the host builds once per node, so that a
+//   read needs no border test and the k-loop no integer division:
+//     columns[k]   = c·Hp·Wp + i·dil_h·Wp + j·dil_w    for k = (c·kh + i)·kw + j,
+//     offsets[pos] = oy·stride_h·Wp + ox·stride_w,
+//     value = x[img·image_len + g·group_len + offsets[pos] + columns[k]].
 //   Dense mode (`p.dense = 1`): row img of X is `x[img·image_len + k]` (no tables).
 // * epilogue: `act(acc · scale[m] + shift[m])` (bias, Gemm's alpha and a folded BatchNorm), with
 //   `act` one of the unary ops of forward.wgsl (0: none).
@@ -48,10 +49,10 @@ struct ConvParams {
     m_total: u32,
     // Reduction length K = (C / groups)·kh·kw (dense: the input features).
     k: u32,
-    // Input values per image, and per group of input channels.
+    // Input values per (padded) image, and per group of input channels.
     image_len: u32,
     group_len: u32,
-    // Input plane.
+    // `pad_input`: the unpadded plane.
     height: u32,
     width: u32,
     // 1: dense rows, no tables.
@@ -63,6 +64,14 @@ struct ConvParams {
     // K slices (1: no split-K) and K rows per slice (a multiple of BK).
     splits: u32,
     k_split: u32,
+    // `pad_input`: values per unpadded image, the padded plane (Wp and Hp·Wp), the zero rows
+    // and columns before the input's, and the values to write (images · image_len).
+    raw_image_len: u32,
+    padded_width: u32,
+    padded_plane: u32,
+    pad_top: u32,
+    pad_left: u32,
+    pad_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -71,8 +80,9 @@ struct ConvParams {
 // scale[0 .. M], then shift[M .. 2M].
 @group(0) @binding(3) var<storage, read> epilogue: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> columns: array<vec4<i32>>;
-@group(0) @binding(6) var<storage, read> offsets: array<vec2<i32>>;
+// The im2col tables (one dummy entry in dense mode): offsets in the padded input.
+@group(0) @binding(5) var<storage, read> columns: array<u32>;
+@group(0) @binding(6) var<storage, read> offsets: array<u32>;
 
 var<private> w_next: array<f32, MAX_LOADS>;
 var<private> x_next: array<f32, MAX_LOADS>;
@@ -89,7 +99,7 @@ var<private> x_cols: u32;
 var<private> x_rows: u32;
 // Per staged input column: image base (with the group offset), output offset, validity.
 var<private> x_base: array<u32, MAX_COLUMNS>;
-var<private> x_off: array<vec2<i32>, MAX_COLUMNS>;
+var<private> x_off: array<u32, MAX_COLUMNS>;
 var<private> x_valid: array<bool, MAX_COLUMNS>;
 // End of this workgroup's K range, where its group's weights start, and its first channel.
 var<private> k_end: u32;
@@ -103,14 +113,7 @@ fn input_at(j: u32, k: u32) -> f32 {
     if p.dense != 0u {
         return x[x_base[j] + k];
     }
-    let c = columns[k];
-    let o = x_off[j];
-    let y = o.x + c.y;
-    let xx = o.y + c.z;
-    if y < 0 || xx < 0 || y >= i32(p.height) || xx >= i32(p.width) {
-        return 0.0;
-    }
-    return x[x_base[j] + u32(c.x) + u32(y) * p.width + u32(xx)];
+    return x[x_base[j] + x_off[j] + columns[k]];
 }
 
 // Fetches K rows k0 .. k0 + BK of this thread's share into registers (the core's `load_stage`).
@@ -229,7 +232,7 @@ fn conv_gemm(
         let img = col / max(p.positions, 1u);
         let pos = col - img * p.positions;
         x_base[j] = img * p.image_len + g * p.group_len;
-        x_off[j] = vec2<i32>(0, 0);
+        x_off[j] = 0u;
         if x_valid[j] && p.dense == 0u {
             x_off[j] = offsets[pos];
         }
@@ -275,4 +278,33 @@ fn reduce_splits(
     }
     let m = (i / p.positions) % p.m_total;
     out[i] = activate(sum * epilogue[m] + epilogue[p.m_total + m]);
+}
+
+// Writes the input batch (n, C, H, W) in `x` framed by zeros (pad_top rows and pad_left columns
+// before each plane, the rest of Hp × Wp after) into `out`, the copy `conv_gemm` reads (one
+// thread per output value, dispatched as a 2-D grid of 256-thread workgroups).
+@compute @workgroup_size(256)
+fn pad_input(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = gid.x + gid.y * groups.x * 256u;
+    if i >= p.pad_count {
+        return;
+    }
+    let img = i / p.image_len;
+    let in_image = i - img * p.image_len;
+    let c = in_image / p.padded_plane;
+    let in_plane = in_image - c * p.padded_plane;
+    let yp = in_plane / p.padded_width;
+    let xp = in_plane - yp * p.padded_width;
+    var v = 0.0;
+    if yp >= p.pad_top && xp >= p.pad_left {
+        let y = yp - p.pad_top;
+        let xx = xp - p.pad_left;
+        if y < p.height && xx < p.width {
+            v = x[img * p.raw_image_len + (c * p.height + y) * p.width + xx];
+        }
+    }
+    out[i] = v;
 }

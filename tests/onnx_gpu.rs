@@ -786,6 +786,12 @@ fn parameter_structs_match_the_shaders() {
         ("act_b", offset_of!(ConvParams, act_b)),
         ("splits", offset_of!(ConvParams, splits)),
         ("k_split", offset_of!(ConvParams, k_split)),
+        ("raw_image_len", offset_of!(ConvParams, raw_image_len)),
+        ("padded_width", offset_of!(ConvParams, padded_width)),
+        ("padded_plane", offset_of!(ConvParams, padded_plane)),
+        ("pad_top", offset_of!(ConvParams, pad_top)),
+        ("pad_left", offset_of!(ConvParams, pad_left)),
+        ("pad_count", offset_of!(ConvParams, pad_count)),
     ];
     let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
     assert_eq!(members, rust);

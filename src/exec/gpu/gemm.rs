@@ -42,13 +42,13 @@ pub struct ConvParams {
     pub m_total: u32,
     /// Reduction length.
     pub k: u32,
-    /// Input values per image.
+    /// Input values per (padded) image.
     pub image_len: u32,
-    /// Input values per group of channels.
+    /// Input values per group of channels (padded planes).
     pub group_len: u32,
-    /// Input plane height.
+    /// `pad_input`: unpadded plane height.
     pub height: u32,
-    /// Input plane width.
+    /// `pad_input`: unpadded plane width.
     pub width: u32,
     /// 1: dense rows.
     pub dense: u32,
@@ -62,6 +62,18 @@ pub struct ConvParams {
     pub splits: u32,
     /// K rows per slice (a multiple of the staged rows).
     pub k_split: u32,
+    /// `pad_input`: values per unpadded image.
+    pub raw_image_len: u32,
+    /// `pad_input`: padded plane width `Wp`.
+    pub padded_width: u32,
+    /// `pad_input`: padded plane `Hp·Wp`.
+    pub padded_plane: u32,
+    /// `pad_input`: zero rows above each plane.
+    pub pad_top: u32,
+    /// `pad_input`: zero columns left of each plane.
+    pub pad_left: u32,
+    /// `pad_input`: values to write.
+    pub pad_count: u32,
 }
 
 /// The compiled `conv_gemm` kernel, one pipeline per tile shape (compiled on first use).
@@ -70,6 +82,7 @@ pub(super) struct GemmKernels {
     module: wgpu::ShaderModule,
     tiles: Mutex<HashMap<(u32, u32, u32), wgpu::ComputePipeline>>,
     reduce: wgpu::ComputePipeline,
+    pad: wgpu::ComputePipeline,
 }
 
 impl GemmKernels {
@@ -93,22 +106,27 @@ impl GemmKernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let reduce = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("reduce_splits"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("reduce_splits"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WM", 8.0), ("WN", 8.0), ("BK", 8.0)],
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let flat = |entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("WM", 8.0), ("WN", 8.0), ("BK", 8.0)],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        };
+        let reduce = flat("reduce_splits");
+        let pad = flat("pad_input");
         Self {
             pipeline_layout,
             module,
             tiles: Mutex::new(HashMap::new()),
             reduce,
+            pad,
         }
     }
 
@@ -169,6 +187,9 @@ pub(super) struct GemmNode {
     /// Conv: input (C, H, W) and output positions.
     input: [usize; 3],
     positions: u32,
+    /// Conv: the padded plane the kernel reads, `(Hp, Wp, pad_top, pad_left)`; `None` when the
+    /// conv does not pad (the input is read as it is).
+    padding: Option<[usize; 4]>,
     /// Epilogue activation (code + 1, a, b).
     act: (u32, f32, f32),
 }
@@ -215,22 +236,27 @@ impl GemmNode {
             }
         }
         let [dh, dw] = conv.window.dilations;
-        let mut columns = Vec::with_capacity(k);
+        let [sh, sw] = conv.window.strides;
+        // The plane the reads span, from the first padding row and column on: the input framed
+        // by its zeros (a read past the bottom or right edge reads a zero of the frame).
+        let hp = (pads[0] + h).max(out[0].saturating_sub(1) * sh + (kh - 1) * dh + 1);
+        let wp = (pads[1] + wi).max(out[1].saturating_sub(1) * sw + (kw - 1) * dw + 1);
+        let padding = (hp, wp) != (h, wi) || pads[0] > 0 || pads[1] > 0;
+        if c * hp * wp > u32::MAX as usize {
+            return Err(node.error("the padded input is too large for the GPU kernels"));
+        }
+        let mut columns: Vec<u32> = Vec::with_capacity(k);
         for ci in 0..cg {
             for i in 0..kh {
                 for j in 0..kw {
-                    columns.push([(ci * h * wi) as i32, (i * dh) as i32, (j * dw) as i32, 0]);
+                    columns.push((ci * hp * wp + i * dh * wp + j * dw) as u32);
                 }
             }
         }
-        let [sh, sw] = conv.window.strides;
-        let mut offsets = Vec::with_capacity(out[0] * out[1]);
+        let mut offsets: Vec<u32> = Vec::with_capacity(out[0] * out[1]);
         for oy in 0..out[0] {
             for ox in 0..out[1] {
-                offsets.push([
-                    (oy * sh) as i32 - pads[0] as i32,
-                    (ox * sw) as i32 - pads[1] as i32,
-                ]);
+                offsets.push((oy * sh * wp + ox * sw) as u32);
             }
         }
         let shift = match node.inputs.get(2).copied().flatten() {
@@ -248,9 +274,9 @@ impl GemmNode {
             shift,
             epilogue: None,
             columns: upload_pod(gpu, "im2col columns", &columns)?,
-            columns_bytes: 16 * columns.len() as u64,
+            columns_bytes: 4 * columns.len() as u64,
             offsets: upload_pod(gpu, "im2col offsets", &offsets)?,
-            offsets_bytes: 8 * offsets.len() as u64,
+            offsets_bytes: 4 * offsets.len() as u64,
             groups: groups as u32,
             m_group: mg as u32,
             m_total: m as u32,
@@ -258,6 +284,7 @@ impl GemmNode {
             dense: false,
             input: [c, h, wi],
             positions: (out[0] * out[1]) as u32,
+            padding: padding.then_some([hp, wp, pads[0], pads[1]]),
             act: (0, 0.0, 0.0),
         })
     }
@@ -321,8 +348,8 @@ impl GemmNode {
                 }
             }
         }
-        let dummy_columns = [[0i32; 4]];
-        let dummy_offsets = [[0i32; 2]];
+        let dummy_columns = [0u32; 4];
+        let dummy_offsets = [0u32; 4];
         Ok(Self {
             weight: upload(gpu, &node.name, &wt)?,
             weight_bytes: 4 * wt.len() as u64,
@@ -332,7 +359,7 @@ impl GemmNode {
             columns: upload_pod(gpu, "dense columns", &dummy_columns)?,
             columns_bytes: 16,
             offsets: upload_pod(gpu, "dense offsets", &dummy_offsets)?,
-            offsets_bytes: 8,
+            offsets_bytes: 16,
             groups: 1,
             m_group: m as u32,
             m_total: m as u32,
@@ -340,6 +367,7 @@ impl GemmNode {
             dense: true,
             input: [k, 1, 1],
             positions: 1,
+            padding: None,
             act: (0, 0.0, 0.0),
         })
     }
@@ -487,6 +515,54 @@ impl GemmNode {
         };
         let target: &wgpu::Buffer = partial.as_deref().unwrap_or(out);
         let target_bytes = 4 * out_len as u64 * splits as u64;
+        // A padding conv reads a copy of its input framed by the zeros (`pad_input`).
+        let (hp, wp, pad_top, pad_left) = match self.padding {
+            Some([hp, wp, top, left]) if !self.dense => (hp, wp, top, left),
+            _ => (h, w, 0, 0),
+        };
+        let padded = match self.padding {
+            Some(_) if !self.dense => {
+                let len = xs[0] * c * hp * wp;
+                if len > u32::MAX as usize {
+                    return Err(node.error(
+                        "the padded batch is too large for one dispatch; use a smaller batch",
+                    ));
+                }
+                let buffer = batch.alloc(&format!("padded input of node '{}'", node.name), len)?;
+                let params = ConvParams {
+                    image_len: (c * hp * wp) as u32,
+                    height: h as u32,
+                    width: w as u32,
+                    raw_image_len: (c * h * w) as u32,
+                    padded_width: wp as u32,
+                    padded_plane: (hp * wp) as u32,
+                    pad_top: pad_top as u32,
+                    pad_left: pad_left as u32,
+                    pad_count: len as u32,
+                    ..ConvParams::default()
+                };
+                let groups = batch.gpu.grid((len as u32).div_ceil(256));
+                batch.dispatch(
+                    &kernels.pad,
+                    bytemuck::bytes_of(&params),
+                    &[
+                        (x, 4 * x_len as u64),
+                        (&self.weight, self.weight_bytes),
+                        (epilogue, 8 * self.m_total as u64),
+                        (&buffer, 4 * len as u64),
+                        (&self.columns, self.columns_bytes),
+                        (&self.offsets, self.offsets_bytes),
+                    ],
+                    (groups.0, groups.1, 1),
+                )?;
+                Some((buffer, len))
+            }
+            _ => None,
+        };
+        let (x, x_len) = match &padded {
+            Some((buffer, len)) => (&***buffer, *len),
+            None => (x, x_len),
+        };
         let mut params = ConvParams {
             total: total as u32,
             col0: 0,
@@ -494,11 +570,11 @@ impl GemmNode {
             m_group: self.m_group,
             m_total: self.m_total,
             k: self.k,
-            image_len: image_len as u32,
+            image_len: if self.dense { image_len } else { c * hp * wp } as u32,
             group_len: if self.dense {
                 0
             } else {
-                ((c / self.groups as usize) * h * w) as u32
+                ((c / self.groups as usize) * hp * wp) as u32
             },
             height: h as u32,
             width: w as u32,
@@ -508,6 +584,7 @@ impl GemmNode {
             act_b: self.act.2,
             splits,
             k_split,
+            ..ConvParams::default()
         };
         let mut first_tile = 0u32;
         while first_tile < tiles_n {
@@ -545,6 +622,9 @@ impl GemmNode {
                 (groups.0, groups.1, 1),
             )?;
             batch.recycle(partial);
+        }
+        if let Some((buffer, _)) = padded {
+            batch.recycle(buffer);
         }
         Ok(())
     }
