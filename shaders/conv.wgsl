@@ -292,19 +292,20 @@ fn pad_input(
     if i >= p.pad_count {
         return;
     }
-    let img = i / p.image_len;
-    let in_image = i - img * p.image_len;
-    let c = in_image / p.padded_plane;
-    let in_plane = in_image - c * p.padded_plane;
-    let yp = in_plane / p.padded_width;
-    let xp = in_plane - yp * p.padded_width;
+    let src = unpadded_index(
+        i,
+        p.image_len,
+        p.padded_plane,
+        p.padded_width,
+        p.pad_top,
+        p.pad_left,
+        p.height,
+        p.width,
+        p.raw_image_len,
+    );
     var v = 0.0;
-    if yp >= p.pad_top && xp >= p.pad_left {
-        let y = yp - p.pad_top;
-        let xx = xp - p.pad_left;
-        if y < p.height && xx < p.width {
-            v = x[img * p.raw_image_len + (c * p.height + y) * p.width + xx];
-        }
+    if src != NO_SOURCE {
+        v = x[src];
     }
     out[i] = v;
 }

@@ -65,11 +65,13 @@ pub(crate) fn shader_module(
         device.create_shader_module(desc)
     } else {
         // SAFETY: only gram.wgsl and conv.wgsl (src/exec/gpu/gemm.rs) are compiled this way.
-        // Every storage access in them is guarded by
-        // explicit comparisons with the sizes the host bound (rows of the chunk, columns of the
-        // result and block, table lengths), every workgroup index stays below the declared
-        // array sizes for each valid `TileConfig`, and the kernels are tested against the CPU
-        // backend on sizes that are not multiples of the tile with the checks on.
+        // Every storage access in them is guarded by explicit comparisons with the sizes the
+        // host bound (rows of the chunk, columns of the result and block, table lengths) or is
+        // in bounds by construction (tile columns past the result clamped to the last one, rows
+        // past the range read image 0, offsets into padded planes from tables the host builds
+        // from the same geometry as the buffers), every workgroup index stays below the
+        // declared array sizes for each valid `TileConfig`, and the kernels are tested against
+        // the CPU backend on sizes that are not multiples of the tile with the checks on.
         unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
     }
 }
