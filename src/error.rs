@@ -102,5 +102,34 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The same error with the flat index of a value-level error ([`Error::NonFinite`],
+    /// [`Error::OutsideF16`]) moved on by `offset`: from a batch's first value to the tensor the
+    /// batch was cut from. Other errors are returned as they are.
+    pub fn with_index_offset(self, offset: usize) -> Error {
+        match self {
+            Error::NonFinite {
+                tensor,
+                index,
+                value,
+            } => Error::NonFinite {
+                tensor,
+                index: index + offset,
+                value,
+            },
+            Error::OutsideF16 {
+                tensor,
+                index,
+                value,
+            } => Error::OutsideF16 {
+                tensor,
+                index: index + offset,
+                value,
+            },
+            e => e,
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -124,27 +124,8 @@ pub fn layer_stats_with_progress(
             None => None,
         };
         // Flat indices in errors count from the caller's tensor, not from the batch.
-        acc.add_batch(b, a).map_err(|e| match e {
-            Error::NonFinite {
-                tensor,
-                index,
-                value,
-            } => Error::NonFinite {
-                tensor,
-                index: first * per_image + index,
-                value,
-            },
-            Error::OutsideF16 {
-                tensor,
-                index,
-                value,
-            } => Error::OutsideF16 {
-                tensor,
-                index: first * per_image + index,
-                value,
-            },
-            e => e,
-        })?;
+        acc.add_batch(b, a)
+            .map_err(|e| e.with_index_offset(first * per_image))?;
         first += count;
         progress(greedy::Stage::Statistics, first, n);
     }
