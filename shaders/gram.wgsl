@@ -6,7 +6,8 @@
 // * conv (`p.conv = 1`): L and R are the unfolded consumer inputs (B and B for `BᵀB`, A and B for
 //   the cross sum `AᵀB`, A and A for `AᵀA`), never materialized: element (row, col) is read
 //   straight from the (n, C, Hp, Wp) batch (implicit im2col), whose planes `pad_inputs` has
-//   surrounded by the conv's zero padding, so that a read needs no border test and the k-loop no
+//   surrounded by the conv's zero padding (the uploaded batch itself, Hp = H and Wp = W, for f32
+//   inputs of a conv that does not pad), so that a read needs no border test and the k-loop no
 //   integer division. Two tables the host builds give the offsets:
 //     row = img·positions + pos,  col = (c·kh + i)·kw + j,
 //     columns[col]  = c·Hp·Wp + i·dil_h·Wp + j·dil_w,   offsets[pos] = oy·stride_h·Wp + ox·stride_w,
