@@ -9,10 +9,13 @@
 #                                           binaries into .dev-tests/; Vulkan loader packages into
 #                                           .gl/ (about 5 minutes on 2 cores)
 #   benches/gpu_machine.sh slim stats       the working tree travels whole and its tracked fixtures
-#   benches/gpu_machine.sh slim forward     alone are about 80 MB, over the tool's 64 MiB: move the
-#                                           fixtures the call does not read to $STASH (default
-#                                           /tmp/subprune-fixtures) ...
-#   benches/gpu_machine.sh restore          ... and back afterwards (git status is clean again)
+#   benches/gpu_machine.sh slim forward     alone are about 80 MB, over the tool's 64 MiB: the
+#                                           fixtures the call does not read are untracked in the
+#                                           index (`git rm --cached`) and moved to $STASH (default
+#                                           /tmp/subprune-fixtures), so that they travel neither
+#                                           as tracked nor as untracked files ...
+#   benches/gpu_machine.sh restore          ... and back afterwards (git status is clean again;
+#                                           commit nothing in between)
 # There (one `run` each, timeout_s 600; `slim` prints what to carry: [".dev", ".dev-tests", ".gl"]
 # for stats, [".dev", ".gl"] for forward, so that each call stays under 64 MiB):
 #   bash benches/gpu_machine.sh stats       GPU tests (checked and unchecked shaders), `bench`
@@ -91,9 +94,13 @@ slim)
   forward) keep=$KEEP_FORWARD carry=".dev .gl" ;;
   *) echo "usage: $0 slim stats|forward" >&2; exit 2 ;;
   esac
+  keep=$(echo $keep) # one space between names
   mkdir -p "$STASH"
   for f in $F/*.onnx $F/*.npy; do
-    case " $keep " in *" $(basename "$f") "*) ;; *) mv "$f" "$STASH/" ;; esac
+    case " $keep " in
+    *" $(basename "$f") "*) ;;
+    *) git rm --cached -q "$f" && mv "$f" "$STASH/" ;;
+    esac
   done
   tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
   carried=$(du -cb $carry | tail -n 1 | cut -f1)
@@ -102,6 +109,7 @@ $((carried >> 20))); the limit is 64 MiB"
   ;;
 restore)
   [ -d "$STASH" ] && mv "$STASH"/* $F/ 2>/dev/null
+  git reset -q -- $F
   git status --short $F
   ;;
 stats)
