@@ -72,7 +72,12 @@ prepare)
   mkdir -p .dev-tests
   for t in gpu_core gpu; do
     exe=$(cargo test --release --no-run --test "$t" --message-format=json 2>/dev/null |
-      sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+      python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m.get("target", {})
+    if m.get("executable") and t.get("kind") == ["test"] and t.get("name") == sys.argv[1]:
+        print(m["executable"])' "$t")
     cp "$exe" ".dev-tests/$t"
   done
   strip .dev/subprune .dev-tests/gpu_core .dev-tests/gpu
