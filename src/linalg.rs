@@ -1,5 +1,5 @@
 //! Small dense f64 linear algebra for the host solves: Cholesky with dropped (dependent)
-//! columns and triangular solves. Matrices are row-major. [`gemm`]: the one safe GEMM wrapper (f32
+//! columns and triangular solves. Matrices are row-major. [`gemm`](mod@gemm): the one safe GEMM wrapper (f32
 //! and f64) every matrix product goes through.
 
 pub mod gemm;
@@ -26,7 +26,7 @@ pub fn cholesky_dropping(
     cholesky_dropping_par(a, n, ref_diag, tol, kept, Par::Seq)
 }
 
-/// [`cholesky_dropping`], blocked (right-looking: each panel of [`NB`] columns is factored, then
+/// [`cholesky_dropping`], blocked (right-looking: each panel of `NB` columns is factored, then
 /// the trailing lower triangle is updated by a product on up to `par` threads). The same
 /// factorization up to rounding.
 pub fn cholesky_dropping_par(
@@ -116,7 +116,7 @@ pub fn forward_solve(l: &[f64], n: usize, kept: &[bool], b: &mut [f64], cols: us
     forward_solve_par(l, n, kept, b, cols, Par::Seq)
 }
 
-/// [`forward_solve`], blocked: the rows of each block of [`NB`] first take the product with all
+/// [`forward_solve`], blocked: the rows of each block of `NB` first take the product with all
 /// solved rows before them (on up to `par` threads), then are solved within the block.
 pub fn forward_solve_par(l: &[f64], n: usize, kept: &[bool], b: &mut [f64], cols: usize, par: Par) {
     for i0 in (0..n).step_by(NB) {

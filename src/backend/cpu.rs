@@ -1,7 +1,7 @@
 //! The CPU backend: multi-threaded (rayon), blocked f32 GEMM kernels (the `gemm` crate) for the
 //! statistics, f64 for the greedy state. It is the baseline every GPU figure is compared with.
 //!
-//! Statistics: [`stats`] (unfolding a chunk at a time, SYRK/GEMM in f32, totals in f64).
+//! Statistics: `stats.rs` (unfolding a chunk at a time, SYRK/GEMM in f32, totals in f64).
 //!
 //! Greedy: `E` is kept in f64, upper triangle only; each step is one rank-`ks` downdate of the
 //! rows of the channels still in play, parallel over rows.

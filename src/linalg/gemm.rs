@@ -1,7 +1,7 @@
 //! The one safe wrapper around the `gemm` crate's f32 and f64 kernels: strided matrix views
 //! checked at the boundary (dimensions, strides, slice lengths), an explicit parallelism argument.
 //!
-//! Every product in the crate goes through [`gemm`] or [`syrk_upper_tiles`] (the statistics'
+//! Every product in the crate goes through [`gemm()`] or [`syrk_upper_tiles`] (the statistics'
 //! symmetric product, tile pairs in parallel); nothing else calls the `gemm` crate's `unsafe`
 //! entry point.
 
@@ -41,7 +41,7 @@ mod sealed {
     impl Sealed for f64 {}
 }
 
-/// An element type [`gemm`] multiplies: `f32` or `f64` (the `gemm` crate's real kernels; the
+/// An element type [`gemm()`] multiplies: `f32` or `f64` (the `gemm` crate's real kernels; the
 /// trait is sealed, so no other type can reach its type-dispatched entry point).
 pub trait Scalar: sealed::Sealed + Copy + Send + Sync + std::fmt::Debug + 'static {
     /// Zero.

@@ -212,7 +212,7 @@ impl GpuBackend {
         Ok((self.with_tile_config(best)?, report))
     }
 
-    /// Kernel seconds of each configuration on the representative layer (best of [`REPS`]).
+    /// Kernel seconds of each configuration on the representative layer (best of `REPS`).
     pub fn time_tile_configs(&self, configs: &[TileConfig]) -> Result<Vec<(TileConfig, f64)>> {
         let (channels, images) = if self.is_software() {
             (32, 8)

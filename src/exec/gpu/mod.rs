@@ -4,9 +4,9 @@
 //! graph outputs.
 //!
 //! * Conv (except depthwise), Gemm and MatMul: the tiled implicit GEMM of `shaders/conv.wgsl`
-//!   ([`gemm`]), with bias, Gemm's scaling and, where cheap, a following BatchNorm and
+//!   (`gemm.rs`), with bias, Gemm's scaling and, where cheap, a following BatchNorm and
 //!   activation folded into its epilogue.
-//! * Everything else: the simple kernels of `shaders/forward.wgsl` ([`simple`]). Flatten,
+//! * Everything else: the simple kernels of `shaders/forward.wgsl` (`simple.rs`). Flatten,
 //!   Reshape, Identity and Dropout are no-ops on the device (the buffer is shared).
 //!
 //! Parameters (transposed GEMM weights, folded BatchNorms, im2col tables, constants read as
