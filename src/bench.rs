@@ -142,22 +142,20 @@ pub fn time_stats(
 /// [`time_stats_resident`] times the statistics without the host → device copy (what a GEMM
 /// library's timing of the same product leaves out too).
 pub struct ResidentInputs {
-    buffer: wgpu::Buffer,
+    buffer: crate::backend::gpu::PooledBuffer,
     shape: Vec<usize>,
 }
 
 impl ResidentInputs {
-    /// Uploads `inputs` to `gpu`'s device.
+    /// Uploads `inputs` to `gpu`'s device (a refused allocation is an [`crate::Error::Gpu`]).
     pub fn new(gpu: &GpuBackend, inputs: &Tensor) -> Result<Self> {
-        let device = &gpu.gpu.device;
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("bench inputs"),
-            size: (inputs.data.len() * 4).max(4) as u64,
-            usage: wgpu::BufferUsages::STORAGE
+        let buffer = gpu.gpu.buffer(
+            "bench inputs",
+            (inputs.data.len() * 4).max(4) as u64,
+            wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        )?;
         gpu.gpu
             .queue
             .write_buffer(&buffer, 0, bytemuck::cast_slice(&inputs.data));

@@ -233,22 +233,13 @@ fn compute_pipeline(
     entry: &str,
     config: TileConfig,
 ) -> wgpu::ComputePipeline {
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(entry),
-        layout: Some(layout),
+    super::pipelines::tiled_pipeline(
+        device,
+        layout,
         module,
-        entry_point: Some(entry),
-        compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[
-                ("WM", config.wg as f64),
-                ("WN", config.wg as f64),
-                ("BK", config.bk as f64),
-            ],
-            // The kernels write the workgroup memory they read first.
-            zero_initialize_workgroup_memory: false,
-        },
-        cache: None,
-    })
+        entry,
+        [config.wg, config.wg, config.bk],
+    )
 }
 
 /// `GramParams` of gram.wgsl (field for field; `tests/gpu_core.rs` checks the layout with naga).
@@ -814,9 +805,10 @@ impl GpuStats {
     ) -> Result<()> {
         let gpu = Arc::clone(&self.gpu);
         let start = Instant::now();
-        let value_bytes = if self.half_inputs { 2 } else { 4 };
         let len = images * self.unfolding.image_len();
-        let offset = (self.pending_images * self.unfolding.image_len() * value_bytes) as u64;
+        let image_bytes = upload_bytes(&self.unfolding, self.half_inputs);
+        let batch_bytes = (images * image_bytes) as u64;
+        let offset = (self.pending_images * image_bytes) as u64;
         debug_assert!(offset.is_multiple_of(4));
         let inputs_buffer = self.inputs.as_deref().expect("reserved");
         let mut half = self.half_inputs.then_some(&mut self.half_scratch);
@@ -830,7 +822,7 @@ impl GpuStats {
                 "target",
                 first_index,
             )?;
-            self.phases.uploaded_bytes += (len * value_bytes) as u64;
+            self.phases.uploaded_bytes += batch_bytes;
         }
         match inputs {
             Source::Host(values) => {
@@ -843,7 +835,7 @@ impl GpuStats {
                     "inputs",
                     first_index,
                 )?;
-                self.phases.uploaded_bytes += (len * value_bytes) as u64;
+                self.phases.uploaded_bytes += batch_bytes;
             }
             Source::Device(buffer, at) => {
                 // f32 on both sides (the caller falls back to a readback for f16 inputs); the

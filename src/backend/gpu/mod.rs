@@ -39,7 +39,9 @@ pub use autotune::{default_cache_path, TuneReport, TuneSource, CACHE_DIR_ENV};
 pub(crate) use device::Gpu;
 pub use gram::{GramParams, TileConfig};
 pub use pipelines::CHECKED_SHADERS_ENV;
-pub(crate) use pipelines::{bind_group_layout, checked_shaders, pipelines, shader_module, Slot};
+pub(crate) use pipelines::{
+    bind_group_layout, checked_shaders, pipelines, shader_module, tiled_pipeline, Slot,
+};
 use pool::ParamSlots;
 pub(crate) use pool::{binding, PooledBuffer};
 pub use tensor::DeviceTensor;

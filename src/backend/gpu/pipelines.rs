@@ -76,6 +76,29 @@ pub(crate) fn shader_module(
     }
 }
 
+/// A pipeline of `entry` in a module built on the matmul core (`shaders/matmul.wgsl`), with the
+/// core's overrides set: `wm × wn` threads, `bk` rows staged per step. These kernels write the
+/// workgroup memory they read first, so wgpu's zero fill is skipped.
+pub(crate) fn tiled_pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    [wm, wn, bk]: [u32; 3],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WM", wm as f64), ("WN", wn as f64), ("BK", bk as f64)],
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}
+
 /// Compiles the entry points of one shader file against one bind-group layout.
 pub(crate) fn pipelines<const N: usize>(
     device: &wgpu::Device,

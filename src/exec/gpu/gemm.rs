@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{upload, upload_pod, Batch, Prepared};
 use crate::backend::gpu::{
-    bind_group_layout, checked_shaders, shader_module, Gpu, PooledBuffer, Slot,
+    bind_group_layout, checked_shaders, shader_module, tiled_pipeline, Gpu, PooledBuffer, Slot,
 };
 use crate::error::Result;
 use crate::ir::{Conv, Graph, Node, Op, Unary, ValueId};
@@ -106,19 +106,7 @@ impl GemmKernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let flat = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("WM", 8.0), ("WN", 8.0), ("BK", 8.0)],
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
-        };
+        let flat = |entry: &str| tiled_pipeline(device, &pipeline_layout, &module, entry, [8; 3]);
         let reduce = flat("reduce_splits");
         let pad = flat("pad_input");
         Self {
@@ -136,18 +124,13 @@ impl GemmKernels {
         tiles
             .entry((wm, wn, bk))
             .or_insert_with(|| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("conv_gemm"),
-                    layout: Some(&self.pipeline_layout),
-                    module: &self.module,
-                    entry_point: Some("conv_gemm"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("WM", wm as f64), ("WN", wn as f64), ("BK", bk as f64)],
-                        // The kernel writes its workgroup memory before reading it.
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+                tiled_pipeline(
+                    device,
+                    &self.pipeline_layout,
+                    &self.module,
+                    "conv_gemm",
+                    [wm, wn, bk],
+                )
             })
             .clone()
     }
@@ -515,13 +498,13 @@ impl GemmNode {
         };
         let target: &wgpu::Buffer = partial.as_deref().unwrap_or(out);
         let target_bytes = 4 * out_len as u64 * splits as u64;
-        // A padding conv reads a copy of its input framed by the zeros (`pad_input`).
-        let (hp, wp, pad_top, pad_left) = match self.padding {
-            Some([hp, wp, top, left]) if !self.dense => (hp, wp, top, left),
-            _ => (h, w, 0, 0),
-        };
+        // A padding conv reads a copy of its input framed by the zeros (`pad_input`); dense
+        // products never pad.
+        let (hp, wp, pad_top, pad_left) = self
+            .padding
+            .map_or((h, w, 0, 0), |[hp, wp, top, left]| (hp, wp, top, left));
         let padded = match self.padding {
-            Some(_) if !self.dense => {
+            Some(_) => {
                 let len = xs[0] * c * hp * wp;
                 if len > u32::MAX as usize {
                     return Err(node.error(
@@ -557,7 +540,7 @@ impl GemmNode {
                 )?;
                 Some((buffer, len))
             }
-            _ => None,
+            None => None,
         };
         let (x, x_len) = match &padded {
             Some((buffer, len)) => (&***buffer, *len),
