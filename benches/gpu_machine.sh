@@ -20,8 +20,10 @@
 # for stats, [".dev", ".gl"] for forward, so that each call stays under 64 MiB):
 #   bash benches/gpu_machine.sh stats       GPU tests (checked and unchecked shaders), `bench`
 #                                           (phases, fixed cost, device-resident inputs) next to
-#                                           cuBLAS, the tile configurations, ResNet-56 pruned on
-#                                           the GPU and the CPU, the synthetic ResNet-50, the
+#                                           cuBLAS, issue 9's ratios (benches/gpu_summary.py),
+#                                           the tile configurations and row-split counts,
+#                                           ResNet-56 pruned on the GPU and the CPU, the
+#                                           synthetic ResNet-50, the
 #                                           MNIST and ResNet-56 accuracies on the GPU
 #   bash benches/gpu_machine.sh forward     benches/forward_eval.sh on VGG-11 and MobileNetV2
 # Every step's output is appended to $OUT/stats.txt or $OUT/forward.txt (the tool brings back
@@ -127,10 +129,11 @@ stats)
   step gpu_tests 90 bash -c '.dev-tests/gpu_core && .dev-tests/gpu'
   step bench 150 $B --backend gpu bench --reps 5
   step cublas 90 python3 .dev/cublas_ref.py
+  step summary 20 python3 benches/gpu_summary.py "$LOG"
   step prune_r56 90 bash -c "time $B --backend gpu prune $R56; cat /tmp/r56.json; \
     time $B --backend cpu prune $R56; cat /tmp/r56.json"
   step accuracies 60 benches/forward_eval.sh $B
-  step tiles 90 $B --backend gpu bench --reps 3 --no-greedy --tiles
+  step tiles_splits 120 $B --backend gpu bench --reps 3 --no-greedy --tiles --splits 1,2,4,8,16,32,64
   step resnet50 200 $B --backend gpu bench --network resnet50 --images 64
   ;;
 forward)

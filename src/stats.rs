@@ -896,6 +896,9 @@ pub struct StatsPhases {
     /// Bytes of inputs copied from device-resident activations on the device itself (tapped
     /// activations of the GPU executor on the same device: no host round trip).
     pub device_bytes: u64,
+    /// Row splits (split-K slices) of the largest Gram kernel dispatch; 0 on the CPU, which
+    /// does not split.
+    pub row_splits: u32,
 }
 
 impl StatsPhases {

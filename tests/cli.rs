@@ -772,6 +772,52 @@ fn bench_prints_both_backends_with_phases_and_fixed_cost() {
     assert!(stdout.contains("t(12 images)"), "{stdout}");
 }
 
+/// `bench --splits`: the GPU statistics timed once per requested row-split count, each line
+/// saying how many splits the kernels really dispatched (2304 unfolded rows: at most 3); a
+/// split count of 0 is refused by name.
+#[test]
+fn bench_times_each_requested_row_split_count() {
+    let args = [
+        "bench",
+        "--case",
+        "8,6,64,4",
+        "--reps",
+        "1",
+        "--no-greedy",
+        "--splits",
+        "1,3",
+    ];
+    let out = subprune_on("gpu", &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("row splits 1 (dispatched 1): stats "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("row splits 3 (dispatched 3): stats "),
+        "{stdout}"
+    );
+    let gpu_phases = stdout
+        .lines()
+        .filter(|l| l.contains("phases (") && l.contains(", row splits "))
+        .count();
+    assert_eq!(
+        gpu_phases, 2,
+        "the GPU rows' phases name their splits:\n{stdout}"
+    );
+    let mut bad = args.to_vec();
+    *bad.last_mut().unwrap() = "0";
+    let out = subprune_on("gpu", &bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--splits"), "{stderr}");
+}
+
 /// A command's `--help` lists its own flags first and the backend flags every command takes
 /// under their own heading, not mixed in.
 #[test]

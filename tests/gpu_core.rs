@@ -247,6 +247,64 @@ fn every_tile_config_and_split_count_matches_f64() {
     }
 }
 
+/// Chunks that use more row splits than the ones before (and fewer after): each split slice is
+/// cleared when a chunk first writes it, and only the slices written are folded. The pool is
+/// dirtied first, so that a slice left uncleared (or folded unwritten) shows in the sums.
+#[test]
+fn split_slices_are_cleared_as_chunks_first_use_them() {
+    use subprune::backend::{Backend, StatsSpec};
+    let mut rng = Rng::new(46);
+    let d = 67;
+    let w = Tensor::new(vec![3, d], rng.normal_vec(3 * d)).unwrap();
+    // Gathering off: every batch is its own chunk; 1024 rows per split at least, so these
+    // batches dispatch 1, 3, 9 and 1 splits.
+    let backend = gpu().clone().with_gather_bytes(0).with_row_splits(Some(9));
+    let dirty = activations(&mut rng, &[9500, d], 1e6);
+    let problem = LayerProblem::new(&dirty.shape, w.view(), None).unwrap();
+    // The most splits a chunk uses: all 9 planned, then 3 of them.
+    for (sizes, used) in [(&[300, 2500, 9500, 40][..], 9), (&[300, 2500, 40][..], 3)] {
+        layer_stats(&backend, &problem, dirty.view(), None, 9500).unwrap();
+        let batches: Vec<Tensor> = sizes
+            .iter()
+            .map(|&n| activations(&mut rng, &[n, d], 1.0))
+            .collect();
+        let spec = StatsSpec::new(problem.unfolding, false).with_weight(&problem.weight, 3);
+        let mut acc = backend.stats_accumulator(spec).unwrap();
+        for b in &batches {
+            acc.add_batch(b.view(), None).unwrap();
+        }
+        let raw = acc.finish_with_weight(&problem.weight, 3).unwrap();
+        assert_eq!(
+            raw.phases.row_splits, used,
+            "{sizes:?}: the most splits a chunk used"
+        );
+        let stats = LayerStats::from_raw(&problem, raw).unwrap();
+        let mut g = vec![0.0; d * d];
+        for b in &batches {
+            let (rows, _) = unfold(b, [1, 1], None);
+            for (gi, v) in g.iter_mut().zip(gram(&rows, &rows, d)) {
+                *gi += v;
+            }
+        }
+        let tag = format!("{sizes:?}");
+        assert_close(
+            &format!("{tag}: BᵀB"),
+            stats.gram.values().unwrap(),
+            &g,
+            STATS_TOL,
+        );
+        let wm = &problem.weight;
+        let c0: Vec<f64> = (0..d * 3)
+            .map(|at| {
+                (0..d)
+                    .map(|k| g[(at / 3) * d + k] * wm[k * 3 + at % 3])
+                    .sum()
+            })
+            .collect();
+        assert_close(&format!("{tag}: C0"), &stats.c0, &c0, C0_TOL);
+    }
+}
+
 #[test]
 fn f16_inputs_match_f64_on_the_rounded_values() {
     let mut rng = Rng::new(42);

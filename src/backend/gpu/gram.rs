@@ -336,7 +336,10 @@ pub(super) struct GpuStats {
     half_inputs: bool,
     config: TileConfig,
     pipeline: wgpu::ComputePipeline,
+    /// Row splits planned (the accumulators hold this many slices).
     splits: u32,
+    /// Slices cleared so far: the most splits a chunk's dispatch has used.
+    cleared_splits: u32,
     blocks: Vec<ColumnBlock>,
     sums: Vec<Sum>,
     /// `acc[s · blocks + b]`: sum `s`, column block `b`: `splits × D × cols` (hi, lo) pairs.
@@ -582,12 +585,8 @@ impl GpuStats {
             ..base
         };
 
+        // Cleared slice by slice as the kernels first use them (`dispatch_pending`).
         let mut acc = Vec::with_capacity(sums.len() * blocks.len());
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("gram clear"),
-            });
         for _ in &sums {
             for block in &blocks {
                 let bytes = splits as u64 * d as u64 * block.cols as u64 * 8;
@@ -598,11 +597,9 @@ impl GpuStats {
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
                 )?;
-                encoder.clear_buffer(&buffer, 0, None);
                 acc.push(buffer);
             }
         }
-        gpu.queue.submit([encoder.finish()]);
         // Slots: one per (sum, block), then `pad_inputs`, then the two products of `finish`.
         let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 3)?;
         let pipeline = gpu.gram.tile(&gpu.device, config);
@@ -615,6 +612,7 @@ impl GpuStats {
             config,
             pipeline,
             splits,
+            cleared_splits: 0,
             blocks,
             sums,
             acc,
@@ -651,6 +649,8 @@ impl GpuStats {
         let bk = self.config.bk;
         let splits = self.splits.min(rows.div_ceil(MIN_SPLIT_ROWS)).max(1);
         let rows_per_split = rows.div_ceil(splits).next_multiple_of(bk).max(bk);
+        // What `fold_splits` adds up: the slices the kernels have written so far.
+        let folded = self.cleared_splits.max(1);
         self.sums
             .iter()
             .flat_map(|sum| {
@@ -660,6 +660,7 @@ impl GpuStats {
                     col0: block.col0,
                     block_cols: block.cols,
                     symmetric: sum.symmetric() as u32,
+                    splits: folded,
                     ..self.base
                 })
             })
@@ -945,6 +946,23 @@ impl GpuStats {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gram"),
             });
+        // Row splits of this chunk (the same for every sum and block): the slices it writes
+        // for the first time are cleared first, so that a layer whose chunks use fewer splits
+        // than planned neither clears nor folds the others.
+        let splits = params[0].rows.div_ceil(params[0].rows_per_split);
+        if splits > self.cleared_splits {
+            for (s, _) in self.sums.iter().enumerate() {
+                for (b, block) in self.blocks.iter().enumerate() {
+                    let slice = self.d as u64 * block.cols as u64 * 8;
+                    let first = self.cleared_splits as u64 * slice;
+                    let bytes = (splits - self.cleared_splits) as u64 * slice;
+                    let acc = &self.acc[s * self.blocks.len() + b];
+                    encoder.clear_buffer(acc, first, Some(bytes));
+                }
+            }
+            self.cleared_splits = splits;
+            self.phases.row_splits = splits;
+        }
         {
             // One pass: each dispatch is its own usage scope, so the tile kernels see what
             // `pad_inputs` wrote.
@@ -971,12 +989,11 @@ impl GpuStats {
                     } else {
                         d
                     };
-                    let p = &params[slot];
                     pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
                     pass.dispatch_workgroups(
                         block.cols.div_ceil(tile),
                         row_end.div_ceil(tile),
-                        p.rows.div_ceil(p.rows_per_split),
+                        splits,
                     );
                 }
             }
@@ -992,8 +1009,10 @@ impl GpuStats {
     }
 
     /// Adds the split slices of every (sum, block) into slice 0 (one pass).
+    /// `fold_splits` reads the split count from the parameter slots: write them (`slot_params`)
+    /// after the last chunk's dispatch.
     fn encode_fold(&mut self, encoder: &mut wgpu::CommandEncoder) {
-        if self.splits <= 1 {
+        if self.cleared_splits <= 1 {
             return;
         }
         let gpu = Arc::clone(&self.gpu);
@@ -1267,6 +1286,8 @@ impl GpuStats {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("fold splits"),
             });
+        let slots = self.slot_params(0);
+        self.params.write(&gpu.queue, &slots);
         self.encode_fold(&mut encoder);
         // The pass timestamps come back first, with the folds done (and replace the wall-clock
         // kernel and reduction times).

@@ -110,6 +110,10 @@ pub struct BenchArgs {
     /// Also time the GPU statistics with every tile configuration the device allows.
     #[arg(long)]
     pub tiles: bool,
+    /// Also time the GPU statistics (inputs already on the device) with each of these row-split
+    /// counts (split-K slices, e.g. `1,8,32,64`) instead of the one chosen from the adapter.
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Vec<u32>,
     /// Prune a whole synthetic network end to end instead of timing single layers (`resnet50`:
     /// ResNet-50's shape, seeded random weights, its 32 bottleneck convs pruned to half, `asym`).
     #[arg(long)]

@@ -11,6 +11,9 @@ use crate::args::{BenchArgs, Cli};
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     use subprune::bench::{self, LayerCase};
+    if args.splits.contains(&0) {
+        bail!("--splits: a split count must be ≥ 1 (got 0)");
+    }
     if let Some(network_name) = &args.network {
         return network(cli, args, network_name);
     }
@@ -95,7 +98,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 _ => "–".to_string(),
             };
             outln!(
-                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.4} {:>8.1} {:>10.2} | {:>9} {:>11}",
+                "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9.5} {:>8.1} {:>10.2} | {:>9} {:>11}",
                 case.name,
                 case.channels,
                 9,
@@ -121,13 +124,35 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 bench::time_stats_resident(gpu, &problem, &resident_half)
             })?;
             outln!(
-                "{:<9} inputs already on the device: stats {best:.4} s ({:.1} GFLOP/s), \
+                "{:<9} inputs already on the device: stats {best:.5} s ({:.1} GFLOP/s), \
                  cpu/this {:.2}x",
                 "",
                 case.stats_flops() / best / 1e9,
                 cpu_times.map_or(f64::NAN, |c| c.0) / best,
             );
             print_phases(&case, best, best_half, half_images, &stats.phases)?;
+        }
+        if let Some(gpu) = gpu.as_ref().filter(|_| !args.splits.is_empty()) {
+            let resident = bench::ResidentInputs::new(gpu, &inputs)?;
+            for &splits in &args.splits {
+                let split = gpu.clone().with_row_splits(Some(splits));
+                let (best_time, best) = best_of(args.reps, true, || {
+                    bench::time_stats_resident(&split, &problem, &resident)
+                })?;
+                let p = best.phases;
+                outln!(
+                    "{:<9} row splits {splits} (dispatched {}): stats {best_time:.5} s \
+                     ({:.1} GFLOP/s, inputs on the device), kernels {:.5} s ({:.1} GFLOP/s), \
+                     reduce/C0 {:.5} s ({})",
+                    "",
+                    p.row_splits,
+                    case.stats_flops() / best_time / 1e9,
+                    p.kernel,
+                    case.stats_flops() / p.kernel.max(1e-12) / 1e9,
+                    p.reduce,
+                    p.clock.label(),
+                );
+            }
         }
         if let (true, Some(gpu)) = (args.tiles, &gpu) {
             for config in gpu.supported_tile_configs() {
@@ -137,7 +162,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
                 })?;
                 let p = best.phases;
                 outln!(
-                    "{:<9} {config}: stats {best_time:.4} s ({:.1} GFLOP/s), kernels {:.4} s \
+                    "{:<9} {config}: stats {best_time:.5} s ({:.1} GFLOP/s), kernels {:.5} s \
                      ({:.1} GFLOP/s, {})",
                     "",
                     case.stats_flops() / best_time / 1e9,
@@ -148,7 +173,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         outln!(
-            "{:<9} reference sgemm BᵀB ({}×{}ᵀ·{}×{}, gemm crate, CPU): {:.4} s, {:.1} GFLOP/s",
+            "{:<9} reference sgemm BᵀB ({}×{}ᵀ·{}×{}, gemm crate, CPU): {:.5} s, {:.1} GFLOP/s",
             case.name,
             case.rows(),
             case.columns(),
@@ -287,8 +312,8 @@ fn print_phases(
     p: &subprune::stats::StatsPhases,
 ) -> anyhow::Result<()> {
     outln!(
-        "{:<9} phases ({}): setup {:.4} s, upload {:.4} s, kernels {:.4} s ({:.1} GFLOP/s), \
-         reduce/C0 {:.4} s, readback {:.4} s, host {:.4} s, other {:.4} s",
+        "{:<9} phases ({}): setup {:.5} s, upload {:.5} s, kernels {:.5} s ({:.1} GFLOP/s), \
+         reduce/C0 {:.5} s, readback {:.5} s, host {:.5} s, other {:.5} s{}",
         "",
         p.clock.label(),
         p.setup,
@@ -299,9 +324,13 @@ fn print_phases(
         p.readback,
         p.host,
         (best - p.total()).max(0.0),
+        match p.row_splits {
+            0 => String::new(),
+            s => format!(", row splits {s}"),
+        },
     );
     outln!(
-        "{:<9} fixed cost {:.2} ms (2·t({half_images} images) − t({}), t({half_images}) = {:.4} s)",
+        "{:<9} fixed cost {:.2} ms (2·t({half_images} images) − t({}), t({half_images}) = {:.5} s)",
         "",
         1e3 * subprune::bench::fixed_cost(best, best_half),
         case.images,
