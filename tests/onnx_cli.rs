@@ -76,6 +76,7 @@ fn eval_reproduces_mnist_and_resnet56_accuracy() {
             "cpu",
         ]);
         assert!(ok, "{stderr}");
+        assert!(!stderr.contains("no --mean/--std"), "{stderr}");
         let v = json(&stdout);
         assert_eq!(v["images"], images, "{model}");
         assert_eq!(v["top1"], top1, "{model}: {stdout}");
@@ -83,6 +84,31 @@ fn eval_reproduces_mnist_and_resnet56_accuracy() {
         assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
         assert!(v["backend"].as_str().unwrap().starts_with("cpu"));
     }
+}
+
+/// uint8 images with neither --mean nor --std are only scaled to [0, 1]: `eval` says so (a model
+/// trained on normalised images would otherwise score near chance with nothing saying why).
+#[test]
+fn eval_notes_uint8_data_without_normalisation() {
+    let (ok, stdout, stderr) = subprune(&[
+        "eval",
+        fixture("mnist_cnn.onnx").to_str().unwrap(),
+        "--data",
+        fixture("mnist_test_u8.npy").to_str().unwrap(),
+        "--labels",
+        fixture("mnist_test_labels.npy").to_str().unwrap(),
+        "--limit",
+        "16",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(json(&stdout)["images"], 16);
+    assert!(
+        stderr.contains("mnist_test_u8.npy is uint8 and no --mean/--std were given"),
+        "{stderr}"
+    );
 }
 
 /// u8 normalisation is the fixture README's formula, in f32 and in its order (every pixel value,

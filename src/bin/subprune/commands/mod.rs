@@ -189,12 +189,24 @@ pub fn load_images(
             }
             Box::new(F32Images::new(path.display().to_string(), t)?)
         }
-        NpyArray::U8 { shape, data } => Box::new(U8Images::new(
-            shape,
-            data,
-            &mean.unwrap_or(vec![0.0]),
-            &std.unwrap_or(vec![1.0]),
-        )?),
+        NpyArray::U8 { shape, data } => {
+            if mean.is_none() && std.is_none() {
+                // Silent otherwise: a model trained on normalised images then scores near chance
+                // and nothing says why.
+                eprintln!(
+                    "note: {} is uint8 and no --mean/--std were given: its pixels are only \
+                     scaled to [0, 1] (x / 255); give the dataset's mean and std if the model was \
+                     trained on normalised images",
+                    path.display()
+                );
+            }
+            Box::new(U8Images::new(
+                shape,
+                data,
+                &mean.unwrap_or(vec![0.0]),
+                &std.unwrap_or(vec![1.0]),
+            )?)
+        }
         other => bail!(
             "{}: dtype {} is not image data (float32 or uint8 expected)",
             path.display(),
