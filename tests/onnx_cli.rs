@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,7 +15,7 @@ use subprune::npy::{self, NpyArray};
 use subprune::onnx::{self, proto, ExternalData, SaveOptions};
 use subprune::tensor::Tensor;
 
-use common::i64_npy;
+use common::{eval_args, i64_npy};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,7 +29,7 @@ fn tempdir(tag: &str) -> PathBuf {
     dir
 }
 
-fn subprune(args: &[&str]) -> (bool, String, String) {
+fn subprune<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
         .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
         .args(args)
@@ -60,21 +61,12 @@ fn eval_reproduces_mnist_and_resnet56_accuracy() {
         ),
     ];
     for (model, set, mean, std, top1, images) in cases {
-        let (ok, stdout, stderr) = subprune(&[
-            "eval",
-            fixture(model).to_str().unwrap(),
-            "--data",
-            fixture(&format!("{set}_test_u8.npy")).to_str().unwrap(),
-            "--labels",
-            fixture(&format!("{set}_test_labels.npy")).to_str().unwrap(),
-            "--mean",
-            mean,
-            "--std",
-            std,
-            "--json",
-            "--backend",
-            "cpu",
-        ]);
+        let (ok, stdout, stderr) = subprune(&eval_args(
+            &fixture(model),
+            &fixture(&format!("{set}_test_u8.npy")),
+            &fixture(&format!("{set}_test_labels.npy")),
+            &["--mean", mean, "--std", std, "--json", "--backend", "cpu"],
+        ));
         assert!(ok, "{stderr}");
         assert!(!stderr.contains("no --mean/--std"), "{stderr}");
         let v = json(&stdout);
@@ -90,19 +82,12 @@ fn eval_reproduces_mnist_and_resnet56_accuracy() {
 /// trained on normalised images would otherwise score near chance with nothing saying why).
 #[test]
 fn eval_notes_uint8_data_without_normalisation() {
-    let (ok, stdout, stderr) = subprune(&[
-        "eval",
-        fixture("mnist_cnn.onnx").to_str().unwrap(),
-        "--data",
-        fixture("mnist_test_u8.npy").to_str().unwrap(),
-        "--labels",
-        fixture("mnist_test_labels.npy").to_str().unwrap(),
-        "--limit",
-        "16",
-        "--json",
-        "--backend",
-        "cpu",
-    ]);
+    let (ok, stdout, stderr) = subprune(&eval_args(
+        &fixture("mnist_cnn.onnx"),
+        &fixture("mnist_test_u8.npy"),
+        &fixture("mnist_test_labels.npy"),
+        &["--limit", "16", "--json", "--backend", "cpu"],
+    ));
     assert!(ok, "{stderr}");
     assert_eq!(json(&stdout)["images"], 16);
     assert!(
@@ -277,16 +262,12 @@ fn images_of_the_wrong_shape_are_refused() {
         );
     }
     // Through the CLI: CIFAR images into the MNIST model.
-    let (ok, _, stderr) = subprune(&[
-        "eval",
-        fixture("mnist_cnn.onnx").to_str().unwrap(),
-        "--data",
-        fixture("cifar10_test_u8.npy").to_str().unwrap(),
-        "--labels",
-        fixture("cifar10_test_labels.npy").to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
+    let (ok, _, stderr) = subprune(&eval_args(
+        &fixture("mnist_cnn.onnx"),
+        &fixture("cifar10_test_u8.npy"),
+        &fixture("cifar10_test_labels.npy"),
+        &["--backend", "cpu"],
+    ));
     assert!(!ok && stderr.contains("[N, 1, 28, 28]"), "{stderr}");
 }
 
@@ -320,16 +301,12 @@ fn labels_of_another_length_and_nan_data_are_refused() {
     t.data[100] = f32::NAN;
     npy::write_f32(&data_path, &t).unwrap();
     let run = |labels: &Path| {
-        subprune(&[
-            "eval",
-            fixture("mnist_cnn.onnx").to_str().unwrap(),
-            "--data",
-            data_path.to_str().unwrap(),
-            "--labels",
-            labels.to_str().unwrap(),
-            "--backend",
-            "cpu",
-        ])
+        subprune(&eval_args(
+            &fixture("mnist_cnn.onnx"),
+            &data_path,
+            labels,
+            &["--backend", "cpu"],
+        ))
     };
     let (ok, _, stderr) = run(&fixture("mnist_test_labels.npy"));
     assert!(

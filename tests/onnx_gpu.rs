@@ -20,7 +20,7 @@ mod common;
 #[path = "common/onnx.rs"]
 mod onnx_common;
 
-use common::npy_bytes;
+use common::{eval_args, npy_bytes};
 use onnx_common::{first_images, fixture, relative_gap, tract_logits, Builder, A, MODELS};
 
 /// One backend for the whole file (pipelines are compiled once per executor).
@@ -626,23 +626,13 @@ fn eval_on_the_gpu_scores_like_the_cpu() {
     std::fs::write(&y, labels_npy).unwrap();
     let eval = |backend: &str| -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
-            .args([
-                "eval",
-                fixture("mobilenetv2_fashion.onnx").to_str().unwrap(),
-                "--data",
-                x.to_str().unwrap(),
-                "--labels",
-                y.to_str().unwrap(),
-                "--mean",
-                "0.2860",
-                "--std",
-                "0.3530",
-                "--batch",
-                "16",
-                "--json",
-                "--backend",
-                backend,
-            ])
+            .args(eval_args(
+                &fixture("mobilenetv2_fashion.onnx"),
+                &x,
+                &y,
+                &["--mean", "0.2860", "--std", "0.3530", "--batch", "16"],
+            ))
+            .args(["--json", "--backend", backend])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -837,23 +827,13 @@ fn eval_auto_picks_the_gpu_executor_only_on_a_hardware_adapter() {
         return; // A named adapter is always used; covered by --backend gpu above.
     }
     let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
-        .args([
-            "eval",
-            fixture("mnist_cnn.onnx").to_str().unwrap(),
-            "--data",
-            fixture("mnist_test_u8.npy").to_str().unwrap(),
-            "--labels",
-            fixture("mnist_test_labels.npy").to_str().unwrap(),
-            "--mean",
-            "0.1307",
-            "--std",
-            "0.3081",
-            "--limit",
-            "5",
-            "--json",
-            "--backend",
-            "auto",
-        ])
+        .args(eval_args(
+            &fixture("mnist_cnn.onnx"),
+            &fixture("mnist_test_u8.npy"),
+            &fixture("mnist_test_labels.npy"),
+            &["--mean", "0.1307", "--std", "0.3081", "--limit", "5"],
+        ))
+        .args(["--json", "--backend", "auto"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use subprune::exec::run::{F32Images, U8Images};
@@ -587,6 +588,19 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The arguments of `subprune eval MODEL --data DATA --labels LABELS`, then `extra`.
+pub fn eval_args(model: &Path, data: &Path, labels: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["eval".into(), model.into()];
+    args.extend([
+        "--data".into(),
+        data.into(),
+        "--labels".into(),
+        labels.into(),
+    ]);
+    args.extend(extra.iter().map(OsString::from));
+    args
 }
 
 /// The first `n` calibration images of the MNIST fixture (preprocessed float32).
