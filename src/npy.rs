@@ -1,5 +1,6 @@
 //! Reading and writing NumPy `.npy` files (format 1.0–3.0): little-endian f32 arrays, read and
-//! written; uint8 images and int64 labels, read.
+//! written; uint8 images and int64 labels, read; labels of any little-endian integer dtype read
+//! as int64 ([`read_labels`]).
 //! Anything else (another dtype, Fortran order, a truncated file) is a clear error naming the file.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -140,7 +141,10 @@ pub fn parse_any(path: &Path, bytes: &[u8]) -> Result<NpyArray> {
         }),
         other => Err(npy_err(
             path,
-            format!("dtype is '{other}'; expected float32 ('<f4'), uint8 ('|u1') or int64 ('<i8')"),
+            format!(
+                "dtype is '{other}'; expected float32 ('<f4'), uint8 ('|u1') or int64 ('<i8'); \
+                 convert images with arr.astype(np.float32)"
+            ),
         )),
     }
 }
@@ -157,6 +161,77 @@ pub fn read_i64(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<i64>)> {
     }
 }
 
+/// Reads class labels: a C-ordered `.npy` file of any little-endian integer dtype (int8 to int64,
+/// uint8 to uint64: `np.save` of labels keeps whatever dtype they had, uint8 for MNIST's raw
+/// files, int32 on some platforms), of shape `(N,)` or `(N, 1)`, widened to int64. Anything else is
+/// an error naming the file: a float dtype, another shape (a file of images by mistake), a uint64
+/// value above `i64::MAX`.
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<i64>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_labels(path, &bytes)
+}
+
+/// Parses the bytes of a labels `.npy` file (see [`read_labels`]); `path` only names it in errors.
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<i64>> {
+    let raw = parse_raw(path, bytes)?;
+    let Some((signed, size)) = int_dtype(&raw.descr) else {
+        return Err(npy_err(
+            path,
+            format!(
+                "labels of dtype '{}': expected integer class indices (e.g. int64 '<i8'); \
+                 convert with arr.astype(np.int64)",
+                raw.descr
+            ),
+        ));
+    };
+    if !(raw.shape.len() == 1 || (raw.shape.len() == 2 && raw.shape[1] == 1)) {
+        return Err(npy_err(
+            path,
+            format!(
+                "labels of shape {:?}: expected one class index per image, shape (N,) or (N, 1)",
+                raw.shape
+            ),
+        ));
+    }
+    raw.payload
+        .chunks_exact(size)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut le = [0u8; 8];
+            le[..size].copy_from_slice(c);
+            if signed && c[size - 1] & 0x80 != 0 {
+                le[size..].fill(0xff); // sign extension
+            }
+            let v = u64::from_le_bytes(le);
+            if !signed && v > i64::MAX as u64 {
+                return Err(npy_err(
+                    path,
+                    format!("label {v} of image {i} is out of range"),
+                ));
+            }
+            Ok(v as i64)
+        })
+        .collect()
+}
+
+/// `(signed, bytes)` of a little-endian (or single-byte) integer dtype.
+fn int_dtype(descr: &str) -> Option<(bool, usize)> {
+    let mut chars = descr.chars();
+    let (order, k) = (chars.next()?, chars.next()?);
+    let size = chars.as_str().parse::<usize>().ok()?;
+    let signed = match k {
+        'i' => true,
+        'u' => false,
+        _ => return None,
+    };
+    let ok_order = matches!(order, '<' | '=') || (order == '|' && size == 1);
+    (ok_order && matches!(size, 1 | 2 | 4 | 8)).then_some((signed, size))
+}
+
 /// A parsed header and the payload it describes.
 struct RawNpy<'a> {
     descr: String,
@@ -169,9 +244,7 @@ struct RawNpy<'a> {
 fn item_size(descr: &str) -> Option<usize> {
     match descr {
         "<f4" | "=f4" => Some(4),
-        "|u1" | "<u1" | "=u1" => Some(1),
-        "<i8" | "=i8" => Some(8),
-        _ => None,
+        other => int_dtype(other).map(|(_, size)| size),
     }
 }
 

@@ -193,6 +193,19 @@ fn npy_reader_survives_generated_inputs() {
             Err(subprune::Error::Npy { .. }) => refused += 1,
             Err(e) => panic!("case {case}: unexpected error kind {e}"),
         }
+        // The other parsers (any dtype, labels) on the same bytes: no panic, only Npy errors.
+        let others = std::panic::catch_unwind(|| {
+            let path = Path::new("case.npy");
+            let any = subprune::npy::parse_any(path, &bytes).map(|_| ());
+            let labels = subprune::npy::parse_labels(path, &bytes).map(|_| ());
+            [any, labels]
+        })
+        .unwrap_or_else(|_| panic!("case {case} (seed {seed}): parse_any/parse_labels panic"));
+        for r in others {
+            if let Err(e) = r {
+                assert!(matches!(e, subprune::Error::Npy { .. }), "case {case}: {e}");
+            }
+        }
         // From a file, every 16th case: read_f32 must agree with parse_f32.
         if case.is_multiple_of(16) {
             std::fs::write(&file, &bytes).unwrap();

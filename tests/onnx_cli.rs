@@ -15,7 +15,7 @@ use subprune::npy::{self, NpyArray};
 use subprune::onnx::{self, proto, ExternalData, SaveOptions};
 use subprune::tensor::Tensor;
 
-use common::{eval_args, i64_npy};
+use common::{eval_args, i64_npy, npy_bytes};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,6 +94,123 @@ fn eval_notes_uint8_data_without_normalisation() {
         stderr.contains("mnist_test_u8.npy is uint8 and no --mean/--std were given"),
         "{stderr}"
     );
+}
+
+/// Labels of every little-endian integer dtype read as the same int64 values (negative ones
+/// sign-extended); floats, other shapes, big-endian and out-of-range uint64 are refused by name.
+#[test]
+fn labels_of_any_integer_dtype_are_read() {
+    let values: [i64; 4] = [0, 7, -1, 100];
+    let path = Path::new("y.npy");
+    for (descr, size) in [("|i1", 1), ("<i2", 2), ("<i4", 4), ("<i8", 8), ("=i4", 4)] {
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes()[..size].to_vec())
+            .collect();
+        let got = npy::parse_labels(path, &npy_bytes(descr, &[4], &bytes)).unwrap();
+        assert_eq!(got, values, "{descr}");
+        let got = npy::parse_labels(path, &npy_bytes(descr, &[4, 1], &bytes)).unwrap();
+        assert_eq!(got, values, "{descr} (N, 1)");
+    }
+    let unsigned: [u64; 3] = [0, 9, 255];
+    for (descr, size) in [("|u1", 1), ("<u2", 2), ("<u4", 4), ("<u8", 8)] {
+        let bytes: Vec<u8> = unsigned
+            .iter()
+            .flat_map(|v| v.to_le_bytes()[..size].to_vec())
+            .collect();
+        let got = npy::parse_labels(path, &npy_bytes(descr, &[3], &bytes)).unwrap();
+        assert_eq!(got, [0, 9, 255], "{descr}");
+    }
+    let refused = |descr: &str, shape: &[usize], bytes: &[u8]| {
+        npy::parse_labels(path, &npy_bytes(descr, shape, bytes))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused("<f4", &[2], &[0; 8]);
+    assert!(
+        e.contains("y.npy") && e.contains("'<f4'") && e.contains("astype(np.int64)"),
+        "{e}"
+    );
+    let e = refused(">i4", &[2], &[0; 8]);
+    assert!(e.contains("'>i4'"), "{e}");
+    let e = refused("<i8", &[2, 2], &[0; 32]);
+    assert!(e.contains("[2, 2]") && e.contains("(N,) or (N, 1)"), "{e}");
+    let e = refused("<u8", &[1], &u64::MAX.to_le_bytes());
+    assert!(e.contains("out of range"), "{e}");
+    let e = refused("<i4", &[3], &[0; 8]);
+    assert!(e.contains("data bytes"), "{e}");
+    // The fixture (int64) and a file of pixels given as labels.
+    let labels = npy::read_labels(fixture("mnist_test_labels.npy")).unwrap();
+    assert_eq!(
+        labels,
+        npy::read_i64(fixture("mnist_test_labels.npy")).unwrap().1
+    );
+    let e = npy::read_labels(fixture("mnist_test_u8.npy"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[10000, 1, 28, 28]"), "{e}");
+    // float64 images: the message says how to convert them.
+    let e = npy::parse_any(Path::new("x.npy"), &npy_bytes("<f8", &[1], &[0; 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'<f8'") && e.contains("astype(np.float32)"),
+        "{e}"
+    );
+}
+
+/// `eval` scores int32 and uint8 labels as it scores the int64 fixture.
+#[test]
+fn eval_reads_int32_and_uint8_labels() {
+    let dir = tempdir("labels");
+    let n = 64;
+    let labels = npy::read_labels(fixture("mnist_test_labels.npy")).unwrap();
+    let mut top1 = Vec::new();
+    for (descr, size) in [("<i8", 8), ("<i4", 4), ("|u1", 1)] {
+        let bytes: Vec<u8> = labels[..n]
+            .iter()
+            .flat_map(|v| v.to_le_bytes()[..size].to_vec())
+            .collect();
+        let path = dir.join(format!("y{size}.npy"));
+        std::fs::write(&path, npy_bytes(descr, &[n], &bytes)).unwrap();
+        let (ok, stdout, stderr) = subprune(&eval_args(
+            &fixture("mnist_cnn.onnx"),
+            &fixture("mnist_test_u8.npy"),
+            &path,
+            &[
+                "--mean", "0.1307", "--std", "0.3081", "--limit", "64", "--json",
+            ],
+        ));
+        assert!(ok, "{descr}: {stderr}");
+        top1.push(json(&stdout)["top1"].as_u64().unwrap());
+    }
+    assert!(top1[0] >= 60, "{top1:?}");
+    assert!(top1.iter().all(|&t| t == top1[0]), "{top1:?}");
+}
+
+/// u8 images whose pixel count or `--mean/--std` lengths do not match the shape are refused with
+/// a message that names the count.
+#[test]
+fn u8_images_of_mismatched_sizes_are_refused() {
+    let err = |shape: Vec<usize>, len: usize, mean: &[f32]| {
+        U8Images::new(shape, vec![0; len], mean, &[0.5])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(vec![2, 1, 4, 4], 31, &[0.5]);
+    assert!(e.contains("[2, 1, 4, 4]") && e.contains("31 pixels"), "{e}");
+    let e = err(vec![2, 1, 4, 4], 32, &[0.5, 0.5]);
+    assert!(
+        e.contains("--mean has 2 values; the images have 1 channel (give 1 value)"),
+        "{e}"
+    );
+    let e = err(vec![2, 3, 4, 4], 96, &[0.5, 0.5]);
+    assert!(
+        e.contains("the images have 3 channels (give 1 or 3)"),
+        "{e}"
+    );
+    assert!(U8Images::new(vec![2, 3, 4, 4], vec![0; 96], &[0.5; 3], &[0.5]).is_ok());
 }
 
 /// u8 normalisation is the fixture README's formula, in f32 and in its order (every pixel value,

@@ -80,14 +80,23 @@ impl U8Images {
                 "u8 images of shape {shape:?}: expected (N, C, ...)"
             )));
         }
+        let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if expected != Some(data.len()) {
+            return Err(Error::Shape(format!(
+                "u8 images of shape {shape:?}: {} pixels given",
+                data.len()
+            )));
+        }
         let c = shape[1];
         let expand = |v: &[f32], what: &str| -> Result<Vec<f32>> {
             match v.len() {
                 1 => Ok(vec![v[0]; c]),
                 l if l == c => Ok(v.to_vec()),
-                l => Err(Error::InvalidArgument(format!(
-                    "--{what} has {l} values; the images have {c} channels (give 1 or {c})"
-                ))),
+                l => Err(Error::InvalidArgument(if c == 1 {
+                    format!("--{what} has {l} values; the images have 1 channel (give 1 value)")
+                } else {
+                    format!("--{what} has {l} values; the images have {c} channels (give 1 or {c})")
+                })),
             }
         };
         let (mean, std) = (expand(mean, "mean")?, expand(std, "std")?);

@@ -98,7 +98,7 @@ fn run_on(
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
-    let mut labels = subprune::npy::read_i64(&args.labels)?.1;
+    let mut labels = subprune::npy::read_labels(&args.labels)?;
     // --limit N: the first N test images and labels (every row is evaluated on the same ones).
     let limited;
     let test: &dyn subprune::exec::run::ImageSource = match args.limit {
@@ -113,7 +113,7 @@ fn run_on(
     let val = match (&args.validation.val, &args.validation.val_labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean, std, false)?,
-            subprune::npy::read_i64(l)?.1,
+            subprune::npy::read_labels(l)?,
         )),
         _ => None,
     };

@@ -12,7 +12,7 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::ImageSource;
     let model = subprune::onnx::load(&args.model)?;
     let exec = forward_executor(cli, &model.graph)?;
-    let (_, mut labels) = npy::read_i64(&args.labels)?;
+    let mut labels = npy::read_labels(&args.labels)?;
     let (mean, std) = args.normalization.parse()?;
     let source = load_images(&args.data, mean, std, true)?;
     let limited;

@@ -199,14 +199,14 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean.clone(), std.clone(), true)?,
-            subprune::npy::read_i64(l)?.1,
+            subprune::npy::read_labels(l)?,
         )),
         _ => None,
     };
     let val = match (&args.validation.val, &args.validation.val_labels) {
         (Some(d), Some(l)) => Some((
             super::load_images(d, mean.clone(), std.clone(), false)?,
-            subprune::npy::read_i64(l)?.1,
+            subprune::npy::read_labels(l)?,
         )),
         _ => None,
     };
