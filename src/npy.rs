@@ -115,10 +115,7 @@ impl NpyArray {
 /// Reads a C-ordered `.npy` file of dtype float32, uint8 or little-endian int64.
 pub fn read_any(path: impl AsRef<Path>) -> Result<NpyArray> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     parse_any(path, &bytes)
 }
 
@@ -168,10 +165,7 @@ pub fn read_i64(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<i64>)> {
 /// value above `i64::MAX`.
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<i64>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     parse_labels(path, &bytes)
 }
 
@@ -230,6 +224,14 @@ fn int_dtype(descr: &str) -> Option<(bool, usize)> {
     };
     let ok_order = matches!(order, '<' | '=') || (order == '|' && size == 1);
     (ok_order && matches!(size, 1 | 2 | 4 | 8)).then_some((signed, size))
+}
+
+/// The whole file, an I/O error naming it.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A parsed header and the payload it describes.

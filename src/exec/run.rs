@@ -80,8 +80,7 @@ impl U8Images {
                 "u8 images of shape {shape:?}: expected (N, C, ...)"
             )));
         }
-        let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if expected != Some(data.len()) {
+        if crate::tensor::element_count(&shape)? != data.len() {
             return Err(Error::Shape(format!(
                 "u8 images of shape {shape:?}: {} pixels given",
                 data.len()
