@@ -6,9 +6,9 @@ use std::time::Instant;
 use crate::backend::gpu::DeviceTensor;
 use crate::backend::{Backend, StatsSpec};
 use crate::error::Result;
+use crate::layer::{ConvOptions, LayerProblem, LayerStats};
 use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::rng::Rng;
-use crate::stats::{ConvOptions, LayerProblem, LayerStats};
 use crate::tensor::Tensor;
 use crate::GpuBackend;
 

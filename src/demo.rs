@@ -2,8 +2,8 @@
 //! real feature maps are (a few latent maps mixed, rectified, plus noise), generated from a fixed
 //! seed so that no data has to be downloaded or shipped.
 
+use crate::layer::ConvOptions;
 use crate::rng::Rng;
-use crate::stats::ConvOptions;
 use crate::tensor::Tensor;
 
 /// Images in the demo batch.

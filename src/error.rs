@@ -87,8 +87,8 @@ pub enum Error {
     /// The work needs more memory than is available (or than the caller allowed).
     #[error(
         "{what} needs about {needed} but only {available} is available{source_note}",
-        needed = crate::plan::human_bytes(*needed),
-        available = crate::plan::human_bytes(*available)
+        needed = crate::units::human_bytes(*needed),
+        available = crate::units::human_bytes(*available)
     )]
     Memory {
         /// What needs the memory.

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{flatten_rows, im2col, normals, weight_matrix, Geometry, Mat};
+use subprune::layer::ChannelLayout;
 use subprune::rng::Rng;
-use subprune::stats::ChannelLayout;
 use subprune::{ConvOptions, CpuBackend, GreedyForm, LayerProblem, LayerStats, Tensor};
 
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
@@ -58,7 +58,7 @@ fn compare(what: &str, x: &Tensor, w: &Tensor, target: Option<&Tensor>, conv: Op
     let stats = f64_stats(&b, &a, &weight_matrix(w), layout);
     let tol = subprune::DEFAULT_DEPENDENCE_TOL;
     let gram = subprune::run_greedy(&CpuBackend::new(), &stats, tol, &mut |_, _, _| {}).unwrap();
-    let data = subprune::dataform::run_greedy_data(
+    let data = subprune::layer::dataform::run_greedy_data(
         &problem,
         x.view(),
         target.map(|t| t.view()),
@@ -103,7 +103,7 @@ fn compare(what: &str, x: &Tensor, w: &Tensor, target: Option<&Tensor>, conv: Op
     .unwrap();
     assert_eq!(sel.form, GreedyForm::Data, "{what}");
     assert_eq!(sel.run.order, data.order, "{what}");
-    let reweighted = subprune::reweight(&stats, &sel.kept, tol).unwrap();
+    let reweighted = subprune::reweight(&stats, &sel.kept, 0.0, tol).unwrap();
     assert!(
         (sel.relative_error - reweighted.relative_error).abs() <= 1e-9,
         "{what}: {} vs {}",
@@ -137,7 +137,9 @@ fn compare(what: &str, x: &Tensor, w: &Tensor, target: Option<&Tensor>, conv: Op
         &mut |_, _, _| {},
     )
     .unwrap();
-    let want = subprune::error_without_reweight(&stats, &plain.kept).unwrap();
+    let want = subprune::layer::reweight::original_rows(&stats, &plain.kept, None)
+        .map(|r| r.relative_error)
+        .unwrap();
     assert!(
         (plain.relative_error - want).abs() <= 1e-9 * want.max(1.0),
         "{what}: no-reweight error {} vs {want}",

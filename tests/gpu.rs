@@ -12,8 +12,8 @@
 use std::sync::OnceLock;
 
 use subprune::backend::{GreedySpec, StatsSpec};
+use subprune::layer::{ConvGeometry, RawGrams, Unfolding};
 use subprune::rng::Rng;
-use subprune::stats::{ConvGeometry, RawGrams, Unfolding};
 use subprune::{
     layer_stats, run_greedy, Backend, Consumer, ConvOptions, CpuBackend, Error, GpuBackend,
     LayerProblem, LayerStats, Tensor, TensorView,
@@ -648,7 +648,7 @@ fn destroyed_device_is_a_gpu_error() {
     }
     // G was left on the destroyed device: reading it back fails the same way.
     assert!(stats.gram.is_on_device());
-    match subprune::reweight(&stats, &[0, 2], 1e-6) {
+    match subprune::reweight(&stats, &[0, 2], 0.0, 1e-6) {
         Err(Error::Gpu(msg)) => eprintln!("reweighting after destroy: {msg}"),
         other => panic!("expected Error::Gpu, got {other:?}"),
     }
@@ -692,24 +692,27 @@ fn the_gram_matrix_stays_on_the_device_and_is_read_back_only_as_used() {
     let tol = subprune::DEFAULT_DEPENDENCE_TOL;
     let run = run_greedy(gpu(), &dev, tol, &mut |_, _, _| {}).unwrap();
     let kept: Vec<usize> = run.order[..5].to_vec();
-    let rw = subprune::reweight(&dev, &kept, tol).unwrap();
-    let plain = subprune::error_without_reweight(&dev, &kept).unwrap();
+    let rw = subprune::reweight(&dev, &kept, 0.0, tol).unwrap();
+    let plain = subprune::layer::reweight::original_rows(&dev, &kept, None)
+        .map(|r| r.relative_error)
+        .unwrap();
     assert!(dev.gram.host_values().is_none(), "G was read back");
     // Now read it all back: it matches the CPU, and a host copy of it gives the very same
     // greedy run, reweighting and submatrix (the device copy is bit for bit the f32 matrix).
     let all = dev.gram.values().unwrap().to_vec();
     assert_close("G", &all, cpu.gram.values().unwrap(), STATS_TOL);
     let mut host = dev.clone();
-    host.gram = subprune::stats::Gram::from_host(all);
+    host.gram = subprune::layer::Gram::from_host(all);
     let host_run = run_greedy(gpu(), &host, tol, &mut |_, _, _| {}).unwrap();
     assert_eq!(run.order, host_run.order);
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&run.gains), bits(&host_run.gains));
-    let host_rw = subprune::reweight(&host, &kept, tol).unwrap();
+    let host_rw = subprune::reweight(&host, &kept, 0.0, tol).unwrap();
     assert_eq!(bits(&rw.weight), bits(&host_rw.weight));
     assert_eq!(
         plain.to_bits(),
-        subprune::error_without_reweight(&host, &kept)
+        subprune::layer::reweight::original_rows(&host, &kept, None)
+            .map(|r| r.relative_error)
             .unwrap()
             .to_bits()
     );

@@ -186,7 +186,7 @@ fn non_finite_statistics_from_any_backend_are_refused() {
     let problem = subprune::LayerProblem::new(&x.shape, w.view(), None).unwrap();
     let mut gram = vec![1.0; 9];
     gram[4] = f64::INFINITY;
-    let raw = subprune::stats::RawGrams {
+    let raw = subprune::layer::RawGrams {
         gram: gram.into(),
         cross: None,
         target_gram: None,
@@ -226,7 +226,7 @@ fn size_overflow_is_an_error_not_a_wrap() {
     let weight = random(&mut rng, &[2, 3, 1, 1], 1.0);
     let shape = [usize::MAX / 8, 3, 4, 4];
     let problem = subprune::LayerProblem::new(&shape, weight.view(), None).unwrap();
-    let err = subprune::Plan::new(&problem, shape[0], false, 1).unwrap_err();
+    let err = subprune::CostPlan::new(&problem, shape[0], false, 1).unwrap_err();
     assert!(err.to_string().contains("too large"), "{err}");
     assert!(subprune::Tensor::new(vec![usize::MAX, 2], vec![]).is_err());
 }

@@ -426,12 +426,12 @@ fn tapped_statistics(
     with_target: bool,
     backend: &GpuBackend,
     device_path: bool,
-) -> subprune::stats::RawGrams {
+) -> subprune::layer::RawGrams {
     use subprune::backend::StatsSpec;
     use subprune::exec::run::{forward_batches, F32Images};
     use subprune::Backend as _;
     let shape = model.graph.values[value].shape.at(1);
-    let unfolding = subprune::stats::Unfolding::new(consumer, &shape[1..]).unwrap();
+    let unfolding = subprune::layer::Unfolding::new(consumer, &shape[1..]).unwrap();
     let mut acc = backend
         .stats_accumulator(StatsSpec::new(unfolding, with_target))
         .unwrap();
@@ -470,7 +470,7 @@ fn tapped_statistics(
 
 #[test]
 fn device_taps_feed_the_gpu_statistics_without_a_host_round_trip() {
-    use subprune::stats::ConvGeometry;
+    use subprune::layer::ConvGeometry;
     let model = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
     let g = &model.graph;
     let input_of = |op: &str, k: usize| {

@@ -796,8 +796,13 @@ fn dead_and_duplicate_channels_have_zero_gain_and_come_last() {
             .iter()
             .all(|&e| e == run.error_curve[useful - 1]));
         // Reweighting with the useless channels kept is still well defined (pseudo-inverse).
-        let all = subprune::reweight(&stats, &(0..c).collect::<Vec<_>>(), DEFAULT_DEPENDENCE_TOL)
-            .unwrap();
+        let all = subprune::reweight(
+            &stats,
+            &(0..c).collect::<Vec<_>>(),
+            0.0,
+            DEFAULT_DEPENDENCE_TOL,
+        )
+        .unwrap();
         assert!(all.weight.iter().all(|v| v.is_finite()));
         assert!(all.relative_error <= FULL_KEEP_TOL);
     }

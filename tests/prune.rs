@@ -536,7 +536,7 @@ fn cli_refuses_bad_paths_and_data_writing_nothing() {
 #[test]
 fn ridge_reweighting_matches_augmented_least_squares() {
     use common::{flatten_rows, lstsq, normals, perturbed, weight_matrix, Mat};
-    use subprune::prune::reweight::kept_rows;
+    use subprune::layer::reweight::kept_rows;
     use subprune::rng::Rng;
     let mut rng = Rng::new(11);
     // (images, channels, kept, ridge, with target)

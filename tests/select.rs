@@ -10,11 +10,11 @@ use std::sync::OnceLock;
 
 use subprune::analysis::channels::analyze;
 use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
+use subprune::layer::{ChannelLayout, LayerStats};
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
 use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
 use subprune::prune::select::{greedy::Greedy, Method};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
-use subprune::stats::{ChannelLayout, LayerStats};
 use subprune::CpuBackend;
 
 use common::{fixture, mnist_calib, mnist_test_images};
@@ -53,7 +53,7 @@ fn greedy_curves() -> &'static Vec<Vec<f64>> {
 
 #[test]
 fn greedy_tail_completes_the_informative_prefix_by_activation_hand_checked() {
-    use subprune::greedy::GreedyRun;
+    use subprune::layer::greedy::GreedyRun;
     use subprune::prune::select::greedy_tail::{complete_by_scores, informative_steps};
     let run = GreedyRun {
         order: vec![3, 1, 4, 0, 2],

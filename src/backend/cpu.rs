@@ -10,9 +10,9 @@ use rayon::prelude::*;
 
 use super::{Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
+use crate::layer::ChannelLayout;
 use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::linalg::{cholesky_dropping, factor_block, forward_solve};
-use crate::stats::ChannelLayout;
 
 mod stats;
 

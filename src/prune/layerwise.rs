@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
 use crate::exec::Activation;
 use crate::ir::{Graph, ValueId};
-use crate::stats::{LayerProblem, LayerStats};
+use crate::layer::{LayerProblem, LayerStats};
 use crate::tensor::{Tensor, TensorView};
 
 /// One prunable layer and its consumers' statistics.

@@ -28,7 +28,6 @@
 
 pub mod budget;
 pub mod layerwise;
-pub mod reweight;
 pub mod rewrite;
 pub mod select;
 pub mod sensitivity;
@@ -43,10 +42,10 @@ use crate::backend::{Backend, StatsSpec};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
 use crate::exec::{Activation, Executor};
-use crate::greedy::{run_greedy, GreedyRun};
 use crate::ir::{Graph, ValueId};
+use crate::layer::greedy::{run_greedy, GreedyRun};
+use crate::layer::{LayerProblem, LayerStats};
 use crate::onnx::OnnxModel;
-use crate::stats::{LayerProblem, LayerStats};
 use crate::tensor::{Tensor, TensorView};
 use rewrite::{consumer_problem, set_consumer_weight, slice_producer, WeightForm};
 
@@ -1033,7 +1032,7 @@ mod pipeline {
                 }
             }
             let (pick, best_gain) =
-                crate::greedy::pick_channel(&sum, &selected, step, "statistics")?;
+                crate::layer::greedy::pick_channel(&sum, &selected, step, "statistics")?;
             for st in states.iter_mut() {
                 st.select(pick)?;
             }
@@ -1042,7 +1041,7 @@ mod pipeline {
             run.order.push(pick);
             run.gains.push(best_gain);
             run.error_curve
-                .push(crate::greedy::normalized_error(total, explained));
+                .push(crate::layer::greedy::normalized_error(total, explained));
             progress(step + 1, channels);
         }
         Ok(run)

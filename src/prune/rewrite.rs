@@ -5,7 +5,7 @@
 use crate::analysis::channels::{ChannelConsumer, PrunableLayer};
 use crate::error::{Error, Result};
 use crate::ir::{ConstData, Constant, Graph, Op, Shape, ValueId};
-use crate::stats::{ConvOptions, LayerProblem};
+use crate::layer::{ConvOptions, LayerProblem};
 use crate::tensor::Tensor;
 
 /// How a consumer's ONNX weight maps to the `(M, C, …)` layout of a [`LayerProblem`].

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 
 use crate::backend::{check_stats_batch, StatsAccumulator, StatsPhases, StatsSpec};
 use crate::error::{Error, Result};
+use crate::layer::{RawGrams, Unfolding};
 use crate::linalg::gemm::{gemm, syrk_upper_tiles, MatMut, MatRef, Par, SendPtr};
-use crate::stats::{RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
 /// Fewest unfolded rows per GEMM call (and per conv-patch scratch fill).

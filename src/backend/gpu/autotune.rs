@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{GpuBackend, TileConfig};
 use crate::error::{Error, Result};
+use crate::layer::{ConvOptions, LayerProblem};
 use crate::rng::Rng;
-use crate::stats::{ConvOptions, LayerProblem};
 use crate::tensor::Tensor;
 
 /// Environment variable naming the folder of subprune's caches (overrides the platform's).

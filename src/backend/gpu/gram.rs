@@ -42,7 +42,7 @@ use crate::backend::{
     check_stats_batch, check_stats_shapes, KernelClock, StatsAccumulator, StatsPhases, StatsSpec,
 };
 use crate::error::{Error, Result};
-use crate::stats::{Consumer, Gram, RawGrams, Unfolding};
+use crate::layer::{Consumer, Gram, RawGrams, Unfolding};
 use crate::tensor::TensorView;
 
 /// Threads per workgroup of `fold_splits` and `to_full` (`FLAT_THREADS` in gram.wgsl).

@@ -23,8 +23,8 @@ use super::resident::DeviceGram;
 use super::{binding, Gpu, ParamSlots, PooledBuffer, F32_DEPENDENCE_FLOOR};
 use crate::backend::{GreedySpec, GreedyState};
 use crate::error::{Error, Result};
+use crate::layer::ChannelLayout;
 use crate::linalg::{factor_block, forward_solve};
-use crate::stats::ChannelLayout;
 
 /// f64 values converted and uploaded at a time when the state is set up.
 const UPLOAD_VALUES: usize = 1 << 22;

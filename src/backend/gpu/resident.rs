@@ -1,6 +1,6 @@
 //! Statistics left on the device: the Gram matrix `G` (f32, `D × D`, both triangles) that the
 //! statistics finished on the GPU, kept there for the GPU greedy (copied buffer to buffer) and read
-//! back only as far as the host asks ([`crate::stats::Gram`]).
+//! back only as far as the host asks ([`crate::layer::Gram`]).
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::{Gpu, PooledBuffer};
 use crate::error::{Error, Result};
-use crate::stats::DeviceMatrix;
+use crate::layer::stats::DeviceMatrix;
 
 /// `G` on the device: `dim × dim` f32, row-major, from the start of `buffer`.
 pub(crate) struct DeviceGram {

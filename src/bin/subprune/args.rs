@@ -155,6 +155,9 @@ pub struct SelectArgs {
     /// Keep the consumer's original weights for the kept channels instead of the least-squares ones.
     #[arg(long)]
     pub no_reweight: bool,
+    /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S] (0: plain least squares).
+    #[arg(long, default_value_t = 0.0)]
+    pub ridge: f64,
     /// Write the new consumer weight (kept input channels only, same layout) to this .npy file.
     #[arg(long)]
     pub out_weight: Option<PathBuf>,

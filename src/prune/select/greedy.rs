@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::{check_keep, LayerContext, Selection, Selector};
 use crate::error::Result;
-use crate::greedy::GreedyRun;
+use crate::layer::greedy::GreedyRun;
 
 /// Greedy selection; remembers its run of each layer (by name) for later budgets. Use one
 /// instance per set of statistics.

@@ -22,7 +22,7 @@ use std::borrow::Borrow;
 use super::greedy::Greedy;
 use super::{act_norm, check_keep, LayerContext, Selection, Selector};
 use crate::error::Result;
-use crate::greedy::GreedyRun;
+use crate::layer::greedy::GreedyRun;
 
 /// Gains at or below this (in units of `‖AW‖²`) start the tail. The greedy reports a dependent
 /// channel's gain as exactly 0; the margin only absorbs rounding of the f64 Schur updates.

@@ -25,10 +25,10 @@ pub mod weight_norm;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::greedy::GreedyRun;
-use crate::stats::LayerStats;
+use crate::layer::greedy::GreedyRun;
+use crate::layer::LayerStats;
 
-use super::reweight::{kept_rows, RidgeReweighted};
+use crate::layer::reweight::{kept_rows, original_rows, Reweighted};
 
 /// One layer as a selector sees it.
 pub struct LayerContext<'a> {
@@ -250,7 +250,7 @@ pub(crate) fn top_k(scores: &[f64], keep: usize) -> Result<Vec<usize>> {
 }
 
 /// The kept channels' new consumer rows for one consumer and the residual they leave:
-/// reweighted by least squares (closest-to-original ridge form, [`super::reweight`]) when
+/// reweighted by least squares (closest-to-original ridge form, [`crate::layer::reweight`]) when
 /// `reweight`, else the original rows times the selection's [`Selection::row_scale`].
 pub fn consumer_rows(
     stats: &LayerStats,
@@ -258,59 +258,9 @@ pub fn consumer_rows(
     reweight: bool,
     ridge: f64,
     dependence_tol: f64,
-) -> Result<RidgeReweighted> {
-    let scale = match (&selection.row_scale, reweight) {
-        (Some(s), false) => s,
-        _ => return kept_rows(stats, &selection.kept, reweight, ridge, dependence_tol),
-    };
-    if scale.len() != selection.kept.len() {
-        return Err(Error::Shape(format!(
-            "{} row scales for {} kept channels",
-            scale.len(),
-            selection.kept.len()
-        )));
+) -> Result<Reweighted> {
+    match (&selection.row_scale, reweight) {
+        (Some(scale), false) => original_rows(stats, &selection.kept, Some(scale)),
+        _ => kept_rows(stats, &selection.kept, reweight, ridge, dependence_tol),
     }
-    let (ks, m) = (stats.layout.columns_per_channel, stats.outputs);
-    let cols: Vec<usize> = selection
-        .kept
-        .iter()
-        .flat_map(|&c| c * ks..(c + 1) * ks)
-        .collect();
-    let mut weight = Vec::with_capacity(cols.len() * m);
-    for (i, &c) in selection.kept.iter().enumerate() {
-        for r in c * ks..(c + 1) * ks {
-            weight.extend(
-                stats.weight[r * m..(r + 1) * m]
-                    .iter()
-                    .map(|w| w * scale[i]),
-            );
-        }
-    }
-    // ‖AW − B_S V‖² = total − 2⟨V, C0_S⟩ + ⟨V, G_SS V⟩.
-    let n = cols.len();
-    let gss = stats.gram.submatrix(&cols)?;
-    let mut cross = 0.0;
-    let mut quad = 0.0;
-    for (i, &ci) in cols.iter().enumerate() {
-        let vi = &weight[i * m..(i + 1) * m];
-        cross += vi
-            .iter()
-            .zip(&stats.c0[ci * m..(ci + 1) * m])
-            .map(|(a, b)| a * b)
-            .sum::<f64>();
-        for j in 0..n {
-            let g = gss[i * n + j];
-            if g != 0.0 {
-                quad += g * vi
-                    .iter()
-                    .zip(&weight[j * m..(j + 1) * m])
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>();
-            }
-        }
-    }
-    Ok(RidgeReweighted {
-        weight,
-        residual: (stats.total - 2.0 * cross + quad).max(0.0),
-    })
 }

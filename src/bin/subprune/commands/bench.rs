@@ -309,7 +309,7 @@ fn print_phases(
     best: f64,
     best_half: f64,
     half_images: usize,
-    p: &subprune::stats::StatsPhases,
+    p: &subprune::layer::StatsPhases,
 ) -> anyhow::Result<()> {
     outln!(
         "{:<9} phases ({}): setup {:.5} s, upload {:.5} s, kernels {:.5} s ({:.1} GFLOP/s), \

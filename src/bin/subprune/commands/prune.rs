@@ -181,7 +181,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         skip: args.skip.clone(),
         ridge: args.ridge,
         batch_images: args.batch,
-        memory_budget: subprune::plan::parse_bytes(&args.memory_budget)?,
+        memory_budget: subprune::units::parse_bytes(&args.memory_budget)?,
         ..Default::default()
     };
     check_writable(&out, &model_path, "--out")?;

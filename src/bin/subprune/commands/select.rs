@@ -23,6 +23,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let options = SelectOptions {
         budget,
         reweight: !args.no_reweight,
+        ridge: args.ridge,
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
@@ -31,7 +32,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let memory_limit = args
         .memory_limit
         .as_deref()
-        .map(subprune::plan::parse_bytes)
+        .map(subprune::units::parse_bytes)
         .transpose()
         .context("--memory-limit")?;
     if let Some(out) = &args.out_weight {
@@ -50,7 +51,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv))
         .with_context(|| format!("{} with {}", args.inputs.display(), args.weight.display()))?;
     let kept = options.check(problem.layout().channels)?;
-    let plan = subprune::Plan::new(&problem, inputs.shape[0], target.is_some(), kept)
+    let plan = subprune::CostPlan::new(&problem, inputs.shape[0], target.is_some(), kept)
         .with_context(|| args.inputs.display().to_string())?;
     plan.check_memory(memory_limit)?;
     eprintln!("{}", plan.summary());

@@ -5,10 +5,13 @@
 
 use rayon::prelude::*;
 
+use super::backend::GreedyState;
+use super::greedy::{check_dependence_tol, drive, GreedyRun, Progress, Stage};
+use super::problem::LayerProblem;
+use super::reweight::{check_ridge, ridge_lambda};
+use super::stats::matmul_f64;
 use crate::error::{Error, Result};
-use crate::greedy::{normalized_error, pick_channel, GreedyRun, Progress, Stage};
-use crate::linalg::{cholesky_dropping, forward_solve};
-use crate::stats::{matmul_f64, LayerProblem};
+use crate::linalg::{backward_solve, cholesky_dropping, forward_solve};
 use crate::tensor::TensorView;
 
 /// Unfolded rows converted per chunk.
@@ -100,11 +103,7 @@ pub(crate) fn run_greedy_data_checked(
     dependence_tol: f64,
     progress: Progress<'_>,
 ) -> Result<GreedyRun> {
-    if !(0.0..1.0).contains(&dependence_tol) {
-        return Err(Error::InvalidArgument(format!(
-            "dependence tolerance {dependence_tol} must be in [0, 1)"
-        )));
-    }
+    check_dependence_tol(dependence_tol)?;
     let layout = problem.layout();
     let (d, ks, m, channels) = (
         layout.columns(),
@@ -127,7 +126,7 @@ pub(crate) fn run_greedy_data_checked(
     }
     let total: f64 = residual.iter().map(|v| v * v).sum();
     // ortho is column-major n × D, i.e. row-major D × n: R = ortho · AW.
-    let mut residual_corr = matmul_f64(&ortho, &residual, d, n, m)?;
+    let residual_corr = matmul_f64(&ortho, &residual, d, n, m)?;
     let gram_diag: Vec<f64> = ortho
         .par_chunks(n)
         .map(|c| c.iter().map(|v| v * v).sum())
@@ -139,47 +138,87 @@ pub(crate) fn run_greedy_data_checked(
             hint: "scale the inputs (and the target) down by one common factor".into(),
         });
     }
-    let mut run = GreedyRun {
-        order: Vec::with_capacity(channels),
-        gains: Vec::with_capacity(channels),
-        error_curve: Vec::with_capacity(channels),
+    let mut state: Box<dyn GreedyState> = Box::new(DataFormState {
+        n,
+        ks,
+        m,
+        dependence_tol,
+        ortho,
+        residual,
+        residual_corr,
+        gram_diag,
+        selected: vec![false; channels],
+        q: vec![0.0f64; n * ks],
+        y: vec![0.0f64; ks * m],
+    });
+    drive(
+        std::slice::from_mut(&mut state),
+        channels,
         total,
-    };
-    let mut selected = vec![false; channels];
-    let mut gains = vec![0.0; channels];
-    let mut explained = 0.0;
-    let mut q = vec![0.0f64; n * ks];
-    let mut y = vec![0.0f64; ks * m];
-    for step in 0..channels {
-        // Score: gain(i) = ‖L⁻¹ R[I,:]‖² with L Lᵀ = B~_Iᵀ B~_I, dependent columns dropped.
-        {
-            let (ortho, rc, diag, sel) = (&ortho, &residual_corr, &gram_diag, &selected);
-            gains.par_iter_mut().enumerate().for_each_init(
-                || (vec![0.0; ks * ks], vec![0.0; ks * m], vec![false; ks]),
-                |(block, rhs, kept), (ch, gain)| {
-                    if sel[ch] {
-                        *gain = 0.0;
-                        return;
+        "data",
+        &mut |done, all| progress(Stage::Greedy, done, all),
+    )
+}
+
+/// The data form's greedy state: the orthogonalised columns `B~` (column-major `n × D`), the
+/// residual `AW − P_S AW` (`n × m`) and the residual correlation `R = B~ᵀ·residual`.
+struct DataFormState {
+    n: usize,
+    ks: usize,
+    m: usize,
+    dependence_tol: f64,
+    ortho: Vec<f64>,
+    residual: Vec<f64>,
+    residual_corr: Vec<f64>,
+    gram_diag: Vec<f64>,
+    selected: Vec<bool>,
+    /// Scratch: the picked block's orthonormal columns (`n × ks`) and `Y = Qᵀ residual`.
+    q: Vec<f64>,
+    y: Vec<f64>,
+}
+
+impl GreedyState for DataFormState {
+    fn score(&mut self, gains: &mut [f64]) -> Result<()> {
+        // gain(i) = ‖L⁻¹ R[I,:]‖² with L Lᵀ = B~_Iᵀ B~_I, dependent columns dropped.
+        let (n, ks, m, tol) = (self.n, self.ks, self.m, self.dependence_tol);
+        let (ortho, rc, diag, sel) = (
+            &self.ortho,
+            &self.residual_corr,
+            &self.gram_diag,
+            &self.selected,
+        );
+        gains.par_iter_mut().enumerate().for_each_init(
+            || (vec![0.0; ks * ks], vec![0.0; ks * m], vec![false; ks]),
+            |(block, rhs, kept), (ch, gain)| {
+                if sel[ch] {
+                    *gain = 0.0;
+                    return;
+                }
+                let j0 = ch * ks;
+                for a in 0..ks {
+                    let ca = &ortho[(j0 + a) * n..(j0 + a + 1) * n];
+                    for b in 0..=a {
+                        let cb = &ortho[(j0 + b) * n..(j0 + b + 1) * n];
+                        let v: f64 = ca.iter().zip(cb).map(|(x, y)| x * y).sum();
+                        block[a * ks + b] = v;
+                        block[b * ks + a] = v;
                     }
-                    let j0 = ch * ks;
-                    for a in 0..ks {
-                        let ca = &ortho[(j0 + a) * n..(j0 + a + 1) * n];
-                        for b in 0..=a {
-                            let cb = &ortho[(j0 + b) * n..(j0 + b + 1) * n];
-                            let v: f64 = ca.iter().zip(cb).map(|(x, y)| x * y).sum();
-                            block[a * ks + b] = v;
-                            block[b * ks + a] = v;
-                        }
-                    }
-                    cholesky_dropping(block, ks, &diag[j0..j0 + ks], dependence_tol, kept);
-                    rhs.copy_from_slice(&rc[j0 * m..(j0 + ks) * m]);
-                    forward_solve(block, ks, kept, rhs, m);
-                    *gain = rhs.iter().map(|v| v * v).sum();
-                },
-            );
-        }
-        let (pick, best_gain) = pick_channel(&gains, &selected, step, "data")?;
-        selected[pick] = true;
+                }
+                cholesky_dropping(block, ks, &diag[j0..j0 + ks], tol, kept);
+                rhs.copy_from_slice(&rc[j0 * m..(j0 + ks) * m]);
+                forward_solve(block, ks, kept, rhs, m);
+                *gain = rhs.iter().map(|v| v * v).sum();
+            },
+        );
+        Ok(())
+    }
+
+    fn select(&mut self, pick: usize) -> Result<()> {
+        self.selected[pick] = true;
+        let (n, ks, m, tol) = (self.n, self.ks, self.m, self.dependence_tol);
+        let (q, y) = (&mut self.q, &mut self.y);
+        let (ortho, residual, residual_corr) =
+            (&mut self.ortho, &mut self.residual, &mut self.residual_corr);
         // Orthonormalise the picked columns (Gram–Schmidt twice per column, against the block's
         // earlier ones; every column is already orthogonal to the earlier picks), dropping those
         // under the tolerance as the Gram form's Cholesky does.
@@ -196,7 +235,7 @@ pub(crate) fn run_greedy_data_checked(
                 }
             }
             let pivot: f64 = col.iter().map(|v| v * v).sum();
-            if pivot > dependence_tol * gram_diag[j0 + t] && pivot > 0.0 && pivot.is_finite() {
+            if pivot > tol * self.gram_diag[j0 + t] && pivot > 0.0 && pivot.is_finite() {
                 let inv = 1.0 / pivot.sqrt();
                 col.iter_mut().for_each(|v| *v *= inv);
                 basis += 1;
@@ -224,7 +263,7 @@ pub(crate) fn run_greedy_data_checked(
                 }
             }
             // Every remaining column: v = Qᵀ b~, b~ ← b~ − Q v, R[c,:] ← R[c,:] − vᵀ Y.
-            let (sel, y) = (&selected, &y);
+            let (sel, y) = (&self.selected, &*y);
             ortho
                 .par_chunks_mut(n)
                 .zip(residual_corr.par_chunks_mut(m))
@@ -244,33 +283,40 @@ pub(crate) fn run_greedy_data_checked(
                     }
                 });
         }
-        explained += best_gain;
-        run.order.push(pick);
-        run.gains.push(best_gain);
-        run.error_curve.push(normalized_error(total, explained));
-        progress(Stage::Greedy, step + 1, channels);
+        Ok(())
     }
-    Ok(run)
 }
 
 /// The new weight rows of the `kept` channels (sorted; rows in that order, `(|S|·ks) × m`) and
-/// the relative error they leave, from the data in `O(n·|S|·ks)` memory: with `reweight`, the
-/// least-squares weights by Gram–Schmidt on the kept columns in order, a column under the
-/// dependence tolerance getting zero weights (as the Gram form's Cholesky with dropped columns
-/// does); without, the original rows and `‖AW − B_S W_S‖² / ‖AW‖²`.
+/// the relative error they leave, from the data: with `reweight`, the same closest-to-original
+/// ridge form as the Gram form ([`super::reweight`]), solved in its dual form
+/// `W~_S = W_S + B_Sᵀ (B_S B_Sᵀ + λI)⁻¹ (AW − B_S W_S)` on the `n × n` row Gram matrix (the data
+/// form has fewer rows `n` than columns, so memory stays `O(n·(n + |S|·ks))`); without, the
+/// original rows. The error is `‖AW − B_S W~_S‖² / ‖AW‖²` computed from the data.
 pub fn kept_weights(
     problem: &LayerProblem,
     inputs: TensorView<'_>,
     target: Option<TensorView<'_>>,
     kept: &[usize],
     reweight: bool,
+    ridge: f64,
     dependence_tol: f64,
 ) -> Result<(Vec<f64>, f64)> {
     let n = check(problem, &inputs, target.as_ref())?;
-    kept_weights_checked(problem, inputs, target, n, kept, reweight, dependence_tol)
+    kept_weights_checked(
+        problem,
+        inputs,
+        target,
+        n,
+        kept,
+        reweight,
+        ridge,
+        dependence_tol,
+    )
 }
 
 /// [`kept_weights`] on data that [`check`] has passed; `n` is the row count it returned.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn kept_weights_checked(
     problem: &LayerProblem,
     inputs: TensorView<'_>,
@@ -278,8 +324,11 @@ pub(crate) fn kept_weights_checked(
     n: usize,
     kept: &[usize],
     reweight: bool,
+    ridge: f64,
     dependence_tol: f64,
 ) -> Result<(Vec<f64>, f64)> {
+    check_ridge(ridge)?;
+    check_dependence_tol(dependence_tol)?;
     let layout = problem.layout();
     let (d, ks, m) = (
         layout.columns(),
@@ -294,7 +343,7 @@ pub(crate) fn kept_weights_checked(
     }
     let cols: Vec<usize> = kept.iter().flat_map(|&c| c * ks..(c + 1) * ks).collect();
     let s = cols.len();
-    // The kept columns, column-major n × s.
+    // The kept columns, row-major n × s.
     let mut b_kept = vec![0.0f64; n * s];
     {
         let mut scratch = vec![0.0f32; CHUNK_ROWS * d];
@@ -305,7 +354,7 @@ pub(crate) fn kept_weights_checked(
             problem.unfolding.unfold_rows(inputs.data, first, chunk);
             for (r, row) in chunk.chunks_exact(d).enumerate() {
                 for (j, &c) in cols.iter().enumerate() {
-                    b_kept[j * n + first + r] = row[c] as f64;
+                    b_kept[(first + r) * s + j] = row[c] as f64;
                 }
             }
             first += count;
@@ -314,99 +363,49 @@ pub(crate) fn kept_weights_checked(
     let mut aw = vec![0.0f64; n * m];
     unfold(problem, target.unwrap_or(inputs), n, None, Some(&mut aw))?;
     let total: f64 = aw.iter().map(|v| v * v).sum();
-    let relative = |residual2: f64| {
-        if total > 0.0 {
-            (residual2 / total).clamp(0.0, 1.0)
-        } else {
-            0.0
-        }
-    };
-    let w_kept: Vec<f64> = cols
+    let mut weight: Vec<f64> = cols
         .iter()
         .flat_map(|&c| problem.weight[c * m..(c + 1) * m].iter().copied())
         .collect();
-    if !reweight {
-        // AW − B_S W_S, row by row.
-        let mut residual2 = 0.0;
-        let mut row = vec![0.0f64; m];
-        for r in 0..n {
-            row.copy_from_slice(&aw[r * m..(r + 1) * m]);
-            for j in 0..s {
-                let b = b_kept[j * n + r];
-                if b != 0.0 {
-                    row.iter_mut()
-                        .zip(&w_kept[j * m..(j + 1) * m])
-                        .for_each(|(x, w)| *x -= b * w);
-                }
-            }
-            residual2 += row.iter().map(|v| v * v).sum::<f64>();
+    // R0 = AW − B_S W_S.
+    let fit = matmul_f64(&b_kept, &weight, n, s, m)?;
+    let mut residual: Vec<f64> = aw.iter().zip(&fit).map(|(a, f)| a - f).collect();
+    if reweight {
+        let b_t = transpose(&b_kept, n, s);
+        let diag: Vec<f64> = b_t
+            .chunks_exact(n)
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect();
+        let lambda = ridge_lambda(&diag, ridge, dependence_tol);
+        // K = B_S B_Sᵀ + λI; Z = K⁻¹ R0; W~_S = W_S + B_Sᵀ Z; the residual R0 − B_S B_Sᵀ Z.
+        let mut k = matmul_f64(&b_kept, &b_t, n, s, n)?;
+        for i in 0..n {
+            k[i * n + i] += lambda;
         }
-        // Not clamped to 1: the original rows can do worse than keeping nothing.
-        let error = if total > 0.0 { residual2 / total } else { 0.0 };
-        return Ok((w_kept, error));
+        let k_diag: Vec<f64> = (0..n).map(|i| k[i * n + i]).collect();
+        let mut ok = vec![false; n];
+        let mut z = residual.clone();
+        cholesky_dropping(&mut k, n, &k_diag, 0.0, &mut ok);
+        forward_solve(&k, n, &ok, &mut z, m);
+        backward_solve(&k, n, &ok, &mut z, m);
+        let delta = matmul_f64(&b_t, &z, s, n, m)?;
+        weight.iter_mut().zip(&delta).for_each(|(w, dl)| *w += dl);
+        let change = matmul_f64(&b_kept, &delta, n, s, m)?;
+        residual.iter_mut().zip(&change).for_each(|(r, c)| *r -= c);
     }
-    // Gram–Schmidt (twice) in kept order: B_k = Q R with R upper triangular on the kept
-    // (independent) columns; W~_k = R⁻¹ Qᵀ AW, dropped columns zero.
-    let mut q: Vec<f64> = Vec::new(); // column-major n × r
-    let mut r_cols: Vec<Vec<f64>> = Vec::new(); // column j of R: coefficients on q_0..q_r
-    let mut basis_of: Vec<Option<usize>> = vec![None; s];
-    for j in 0..s {
-        let col = &b_kept[j * n..(j + 1) * n];
-        let reference: f64 = col.iter().map(|v| v * v).sum();
-        let mut v = col.to_vec();
-        let basis = q.len() / n;
-        let mut coef = vec![0.0f64; basis + 1];
-        for _ in 0..2 {
-            for (i, qi) in q.chunks_exact(n).enumerate() {
-                let dot: f64 = qi.iter().zip(&v).map(|(a, b)| a * b).sum();
-                coef[i] += dot;
-                v.iter_mut().zip(qi).for_each(|(x, y)| *x -= dot * y);
-            }
-        }
-        let pivot: f64 = v.iter().map(|x| x * x).sum();
-        if pivot > dependence_tol * reference && pivot > 0.0 && pivot.is_finite() {
-            let norm = pivot.sqrt();
-            coef[basis] = norm;
-            q.extend(v.iter().map(|x| x / norm));
-            r_cols.push(coef);
-            basis_of[j] = Some(basis);
+    let residual2: f64 = residual.iter().map(|v| v * v).sum();
+    // Not clamped to 1: the original rows can do worse than keeping nothing.
+    let error = if total > 0.0 { residual2 / total } else { 0.0 };
+    Ok((weight, error))
+}
+
+/// The transpose of a row-major `r × c` matrix.
+fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+    let mut t = vec![0.0; r * c];
+    for (i, row) in a.chunks_exact(c).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * r + i] = v;
         }
     }
-    let r = q.len() / n;
-    // Z = Qᵀ AW (r × m); explained = ‖Z‖².
-    let mut z = vec![0.0f64; r * m];
-    for (i, qi) in q.chunks_exact(n).enumerate() {
-        for (row, &qv) in qi.iter().enumerate() {
-            z[i * m..(i + 1) * m]
-                .iter_mut()
-                .zip(&aw[row * m..(row + 1) * m])
-                .for_each(|(a, b)| *a += qv * b);
-        }
-    }
-    let explained: f64 = z.iter().map(|v| v * v).sum();
-    // Back substitution R x = Z over the kept columns (r_cols[k] is column k of R).
-    let mut x = vec![0.0f64; r * m];
-    for k in (0..r).rev() {
-        let mut rhs = z[k * m..(k + 1) * m].to_vec();
-        for (l, col) in r_cols.iter().enumerate().skip(k + 1) {
-            let coef = col[k];
-            if coef != 0.0 {
-                rhs.iter_mut()
-                    .zip(&x[l * m..(l + 1) * m])
-                    .for_each(|(a, b)| *a -= coef * b);
-            }
-        }
-        let diag = r_cols[k][k];
-        x[k * m..(k + 1) * m]
-            .iter_mut()
-            .zip(&rhs)
-            .for_each(|(a, b)| *a = b / diag);
-    }
-    let mut weight = vec![0.0f64; s * m];
-    for (j, b) in basis_of.iter().enumerate() {
-        if let Some(k) = b {
-            weight[j * m..(j + 1) * m].copy_from_slice(&x[k * m..(k + 1) * m]);
-        }
-    }
-    Ok((weight, relative(total - explained)))
+    t
 }

@@ -1,0 +1,394 @@
+//! The Gram statistics of one layer problem (`docs/ALGORITHM.md` §2): what the greedy needs and
+//! nothing that grows with the number of images: `gram = BᵀB`, `c0 = (BᵀA)·W` and
+//! `total = ‖AW‖²`, as the backends return them ([`RawGrams`]) and combined with the consumer
+//! weight ([`LayerStats`]); and where the time of the statistics went ([`StatsPhases`]).
+
+use std::sync::{Arc, OnceLock};
+
+use super::problem::LayerProblem;
+use super::unfolding::ChannelLayout;
+use crate::error::{Error, Result};
+
+/// A `D × D` matrix that a backend left on its device (the GPU backend's `G`), read back only
+/// as far as the host needs it.
+pub(crate) trait DeviceMatrix: Send + Sync {
+    /// Rows `rows` (`dim` values each), in the order given, as f64.
+    fn read_rows(&self, rows: &[usize]) -> Result<Vec<f64>>;
+    /// For the backend that made the matrix: recognise its own (e.g. to copy it on the device).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The Gram matrix `G = BᵀB` (`D × D`, row-major): in host memory, or left on the GPU that
+/// computed it.
+///
+/// The GPU backend keeps `G` on the device (`D² · 4` bytes, f32): its greedy copies it there
+/// without a round trip through the host, and the host reads back only what it uses, i.e.
+/// `G[S,S]` for the reweighting ([`Gram::submatrix`]) and the diagonal (returned with the
+/// statistics). [`Gram::values`] reads the whole matrix back on first use and keeps the copy;
+/// [`Gram::release_device`] does that and frees the device memory (for statistics held long,
+/// e.g. one per layer of a network).
+#[derive(Clone)]
+pub struct Gram {
+    dim: usize,
+    host: Arc<OnceLock<Vec<f64>>>,
+    device: Option<Arc<dyn DeviceMatrix>>,
+    /// The diagonal, when the matrix was made on a device.
+    diag: Vec<f64>,
+    /// The device checked every entry finite.
+    checked_finite: bool,
+}
+
+impl Gram {
+    /// A matrix in host memory, row-major (`dim` is the square root of the length; a length
+    /// that is not a square is refused where the matrix is used, e.g. by
+    /// [`LayerStats::from_raw`]).
+    pub fn from_host(values: Vec<f64>) -> Self {
+        let dim = values.len().isqrt();
+        Self {
+            dim,
+            host: Arc::new(OnceLock::from(values)),
+            device: None,
+            diag: Vec::new(),
+            checked_finite: false,
+        }
+    }
+
+    /// A `dim × dim` matrix on a device, with its diagonal already on the host; `finite`: the
+    /// device found every entry finite.
+    pub(crate) fn on_device(
+        dim: usize,
+        diag: Vec<f64>,
+        matrix: Arc<dyn DeviceMatrix>,
+        finite: bool,
+    ) -> Self {
+        Self {
+            dim,
+            host: Arc::new(OnceLock::new()),
+            device: Some(matrix),
+            diag,
+            checked_finite: finite,
+        }
+    }
+
+    /// `D`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Entries: `D²`, or the length of the host vector it was made from.
+    pub fn len(&self) -> usize {
+        match self.host.get() {
+            Some(v) => v.len(),
+            None => self.dim * self.dim,
+        }
+    }
+
+    /// Whether the matrix has no entries (`D = 0`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the matrix (still) lives on a device.
+    pub fn is_on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// The host copy, when there is one (no readback).
+    pub fn host_values(&self) -> Option<&[f64]> {
+        self.host.get().map(Vec::as_slice)
+    }
+
+    /// All entries, row-major; a matrix on a device is read back on the first call and the copy
+    /// kept.
+    pub fn values(&self) -> Result<&[f64]> {
+        if let Some(v) = self.host.get() {
+            return Ok(v);
+        }
+        let device = self.device.as_ref().ok_or_else(|| {
+            Error::Shape("a Gram matrix with neither a host copy nor a device copy".into())
+        })?;
+        let rows: Vec<usize> = (0..self.dim).collect();
+        let values = device.read_rows(&rows)?;
+        Ok(self.host.get_or_init(|| values))
+    }
+
+    /// The diagonal `G[i,i]`.
+    pub fn diag(&self) -> Vec<f64> {
+        match self.host.get() {
+            Some(v) => (0..self.dim).map(|i| v[i * self.dim + i]).collect(),
+            None => self.diag.clone(),
+        }
+    }
+
+    /// `G[idx, idx]`, `idx.len()²` entries row-major. From the host copy when there is one,
+    /// else only the rows `idx` are read back from the device.
+    pub fn submatrix(&self, idx: &[usize]) -> Result<Vec<f64>> {
+        let d = self.dim;
+        if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
+            return Err(Error::InvalidArgument(format!(
+                "Gram matrix index {bad} is out of range (D = {d})"
+            )));
+        }
+        let n = idx.len();
+        let mut out = vec![0.0; n * n];
+        let gather = |rows: &[f64], row_of: &dyn Fn(usize) -> usize, out: &mut [f64]| {
+            for (i, dst) in out.chunks_exact_mut(n.max(1)).enumerate() {
+                let row = &rows[row_of(i) * d..(row_of(i) + 1) * d];
+                for (t, &j) in dst.iter_mut().zip(idx) {
+                    *t = row[j];
+                }
+            }
+        };
+        match (self.host.get(), &self.device) {
+            (Some(v), _) => gather(v, &|i| idx[i], &mut out),
+            (None, Some(device)) => gather(&device.read_rows(idx)?, &|i| i, &mut out),
+            (None, None) => {
+                return Err(Error::Shape(
+                    "a Gram matrix with neither a host copy nor a device copy".into(),
+                ))
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the matrix back if it is on a device, and frees the device copy.
+    pub fn release_device(&mut self) -> Result<()> {
+        self.values()?;
+        self.device = None;
+        Ok(())
+    }
+
+    /// The device copy, for the backend that made it.
+    pub(crate) fn device_matrix(&self) -> Option<&dyn DeviceMatrix> {
+        self.device.as_deref()
+    }
+
+    /// Whether the device that made the matrix found every entry finite.
+    pub(crate) fn checked_finite(&self) -> bool {
+        self.checked_finite
+    }
+}
+
+impl From<Vec<f64>> for Gram {
+    fn from(values: Vec<f64>) -> Self {
+        Self::from_host(values)
+    }
+}
+
+impl std::fmt::Debug for Gram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gram")
+            .field("dim", &self.dim)
+            .field("on_host", &self.host.get().is_some())
+            .field("on_device", &self.device.is_some())
+            .finish()
+    }
+}
+
+/// Raw second-moment sums of the unfolded inputs `B` and targets `A`, as a backend returns them.
+#[derive(Clone, Debug)]
+pub struct RawGrams {
+    /// `BᵀB`, `D × D` row-major (on the host, or left on the GPU device).
+    pub gram: Gram,
+    /// `BᵀA`, `D × D` row-major, only when a separate target was given.
+    pub cross: Option<Vec<f64>>,
+    /// `AᵀA`, `D × D` row-major, only when a separate target was given.
+    pub target_gram: Option<Vec<f64>>,
+    /// Unfolded rows accumulated (images × output positions).
+    pub rows: usize,
+    /// `C0 = X·W` (`D × m`, row-major) when the backend computed it next to the sums
+    /// ([`crate::backend::StatsAccumulator::finish_with_weight`]); `None`: the host computes it.
+    pub c0: Option<Vec<f64>>,
+    /// `‖AW‖²` when the backend computed it; `None`: the host computes it.
+    pub total: Option<f64>,
+    /// Where the time went.
+    pub phases: StatsPhases,
+}
+
+/// The statistics of one layer problem: everything the greedy and the reweighting need.
+#[derive(Clone, Debug)]
+pub struct LayerStats {
+    /// Channel layout of the unfolded input.
+    pub layout: ChannelLayout,
+    /// Consumer output channels `m`.
+    pub outputs: usize,
+    /// `G = BᵀB`, `D × D` row-major: on the host, or left on the GPU that computed it (see
+    /// [`Gram`]).
+    pub gram: Gram,
+    /// `C0 = (BᵀA)·W`, `D × m` row-major.
+    pub c0: Vec<f64>,
+    /// `‖AW‖²_F`.
+    pub total: f64,
+    /// The consumer weight `W`, `D × m` row-major (for the no-reweighting error).
+    pub weight: Vec<f64>,
+    /// Unfolded rows accumulated.
+    pub rows: usize,
+    /// Where the time of the statistics went (the backend's phases plus the host's share here).
+    pub phases: StatsPhases,
+}
+
+impl LayerStats {
+    /// Combines raw Gram sums with the consumer weight: `C0 = X·W` (or `G·W`), `‖AW‖² =
+    /// trace(Wᵀ (AᵀA) W)`, computed on the host in f64 unless the backend already did.
+    pub fn from_raw(problem: &LayerProblem, raw: RawGrams) -> Result<Self> {
+        let start = std::time::Instant::now();
+        let layout = problem.layout();
+        let d = layout.columns();
+        let m = problem.outputs;
+        if raw.gram.len() != d * d {
+            return Err(Error::Shape(format!(
+                "gram has {} entries, expected {d}×{d}",
+                raw.gram.len()
+            )));
+        }
+        // Finite inputs can still overflow the f32 sums (values around 1e19 and up): every
+        // infinite pivot would then look like a dependent channel and the run would report an
+        // error of 0. Checked here, where every backend's sums arrive (a matrix left on the
+        // device was scanned there; it is read back only to name the entry).
+        if !raw.gram.checked_finite() {
+            check_finite_matrix("BᵀB (the Gram matrix of the inputs)", raw.gram.values()?, d)?;
+        }
+        if let Some(x) = &raw.cross {
+            check_finite_matrix("BᵀA (inputs × target)", x, d)?;
+        }
+        if let Some(h) = &raw.target_gram {
+            check_finite_matrix("AᵀA (the Gram matrix of the target)", h, d)?;
+        }
+        let w = &problem.weight;
+        let c0 = match raw.c0 {
+            Some(c0) if c0.len() == d * m => c0,
+            Some(c0) => {
+                return Err(Error::Shape(format!(
+                    "C0 has {} entries, expected {d}×{m}",
+                    c0.len()
+                )))
+            }
+            None => {
+                let x = match raw.cross.as_deref() {
+                    Some(x) => x,
+                    None => raw.gram.values()?,
+                };
+                matmul_f64(x, w, d, d, m)?
+            }
+        };
+        let total = match (raw.total, &raw.target_gram) {
+            (Some(total), _) => total,
+            (None, None) => dot(&c0, w),
+            (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m)?, w),
+        };
+        check_finite_matrix("C0 = BᵀA·W", &c0, m)?;
+        if !total.is_finite() {
+            return Err(Error::NonFiniteStatistics {
+                tensor: "‖AW‖²".into(),
+                detail: format!("it is {total}"),
+                hint: SCALE_HINT.into(),
+            });
+        }
+        let mut phases = raw.phases;
+        phases.host += start.elapsed().as_secs_f64();
+        Ok(Self {
+            layout,
+            outputs: m,
+            gram: raw.gram,
+            c0,
+            total,
+            weight: w.clone(),
+            rows: raw.rows,
+            phases,
+        })
+    }
+}
+
+/// What to do when the statistics overflow.
+const SCALE_HINT: &str = "the input values are too large for the f32 sums of their products: \
+    scale the inputs (and the target) down by one common factor, e.g. divide them by 1e10; \
+    that changes neither the selection nor the reweighted weights";
+
+/// Fails with [`Error::NonFiniteStatistics`] naming `name` and the first non-finite entry of the
+/// row-major matrix `a` with `cols` columns.
+fn check_finite_matrix(name: &str, a: &[f64], cols: usize) -> Result<()> {
+    match crate::validate::first_non_finite(a) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFiniteStatistics {
+            tensor: name.into(),
+            detail: format!("entry ({}, {}) is {}", i / cols, i % cols, a[i]),
+            hint: SCALE_HINT.into(),
+        }),
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `a (r × k) · b (k × c)`, row-major f64, on all of rayon's threads.
+pub(crate) fn matmul_f64(a: &[f64], b: &[f64], r: usize, k: usize, c: usize) -> Result<Vec<f64>> {
+    use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
+    let mut out = vec![0.0; r * c];
+    gemm(
+        MatMut::row_major(&mut out, r, c)?,
+        false,
+        MatRef::row_major(a, r, k)?,
+        MatRef::row_major(b, k, c)?,
+        1.0,
+        Par::all(),
+    )?;
+    Ok(out)
+}
+
+/// How a backend's kernel times were measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelClock {
+    /// GPU timestamp queries around each pass (`Features::TIMESTAMP_QUERY`).
+    Timestamps,
+    /// Host wall-clock time (submission to completion, or the CPU's own computation).
+    #[default]
+    WallClock,
+}
+
+impl KernelClock {
+    /// A short label for tables: `timestamps` or `wall-clock`.
+    pub fn label(self) -> &'static str {
+        match self {
+            KernelClock::Timestamps => "timestamps",
+            KernelClock::WallClock => "wall-clock",
+        }
+    }
+}
+
+/// Where the time of one layer's statistics went, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StatsPhases {
+    /// Setting the accumulator up (buffers, tables, clearing the sums) and checking the
+    /// inputs.
+    pub setup: f64,
+    /// Preparing and queueing the batches for the device (f16 conversion, staging copies); 0 on
+    /// the CPU, which reads the batches in place.
+    pub upload: f64,
+    /// The Gram kernels (`BᵀB`, and `AᵀB`, `AᵀA` with a target).
+    pub kernel: f64,
+    /// Device-side work after the kernels: adding the row splits, the full f32 matrices, and
+    /// `C0 = X·W`, `(AᵀA)·W` when computed on the device.
+    pub reduce: f64,
+    /// Device → host copies of the results.
+    pub readback: f64,
+    /// Host work: conversion to f64 and mirroring, and `C0`, `‖AW‖²` when computed on the host.
+    pub host: f64,
+    /// How `kernel` and `reduce` were measured.
+    pub clock: KernelClock,
+    /// Bytes of inputs and targets sent from the host to the device (0 on the CPU).
+    pub uploaded_bytes: u64,
+    /// Bytes of inputs copied from device-resident activations on the device itself (tapped
+    /// activations of the GPU executor on the same device: no host round trip).
+    pub device_bytes: u64,
+    /// Row splits (split-K slices) of the largest Gram kernel dispatch; 0 on the CPU, which
+    /// does not split.
+    pub row_splits: u32,
+}
+
+impl StatsPhases {
+    /// The sum of the phases.
+    pub fn total(&self) -> f64 {
+        self.setup + self.upload + self.kernel + self.reduce + self.readback + self.host
+    }
+}
