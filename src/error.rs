@@ -100,9 +100,36 @@ pub enum Error {
         /// Where the limit comes from and what to do.
         source_note: String,
     },
+    /// An error met while working on one part of the model or of the pipeline, with that part
+    /// named (`node 'conv2' (Conv)`, `layer 'layer1.0.conv1'`, …), as tract's `with_context`. Use
+    /// [`Error::root`] to match on the error itself.
+    #[error("{context}: {source}")]
+    Context {
+        /// The part worked on, e.g. `layer 'conv1'`.
+        context: String,
+        /// The error met there.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
+    /// The error with `context` (the part of the work it happened in) in front.
+    pub fn context(self, context: impl Into<String>) -> Error {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under every [`Error::Context`]: what a caller matches on.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
     /// The same error with the flat index of a value-level error ([`Error::NonFinite`],
     /// [`Error::OutsideF16`]) moved on by `offset`: from a batch's first value to the tensor the
     /// batch was cut from. Other errors are returned as they are.
@@ -126,8 +153,24 @@ impl Error {
                 index: index + offset,
                 value,
             },
+            Error::Context { context, source } => Error::Context {
+                context,
+                source: Box::new(source.with_index_offset(offset)),
+            },
             e => e,
         }
+    }
+}
+
+/// [`Error::context`] on results: `graph.run(x).context(|| format!("layer '{name}'"))?`.
+pub trait Context<T> {
+    /// The error, if any, with the context `context()` computes (only on failure).
+    fn context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| e.context(context()))
     }
 }
 

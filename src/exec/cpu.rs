@@ -404,14 +404,18 @@ impl Executor for CpuExecutor {
             on_tap(self.plan.input, Activation::Host(input))?;
         }
         for step in &self.plan.steps {
+            let node = &g.nodes[step.node];
             let out = match self.in_place(step, &vals) {
                 Some(input) => {
-                    let out_shape = self.output_shape(&g.nodes[step.node], &vals)?;
+                    let out_shape = self
+                        .output_shape(node, &vals)
+                        .map_err(|e| node.context(e))?;
                     let t = vals.live[input].take().expect("checked live");
-                    self.run_in_place(step.node, t, out_shape)?
+                    self.run_in_place(step.node, t, out_shape)
                 }
-                None => self.run_node(step.node, &vals)?,
-            };
+                None => self.run_node(step.node, &vals),
+            }
+            .map_err(|e| node.context(e))?;
             let id = g.nodes[step.node].outputs[0];
             if taps.contains(&id) {
                 on_tap(id, Activation::Host(out.view()))?;

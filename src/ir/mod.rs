@@ -100,6 +100,15 @@ impl Node {
         }
     }
 
+    /// `error` with this node named in front, unless it already names it (an [`Error::Node`]
+    /// about this node): for failures met while running or shaping the node.
+    pub fn context(&self, error: Error) -> Error {
+        match &error {
+            Error::Node { node, .. } if *node == self.name => error,
+            _ => error.context(format!("node '{}' ({})", self.name, self.op.kind())),
+        }
+    }
+
     /// The value id of input `i`, or an error naming the node.
     pub fn input(&self, i: usize) -> Result<ValueId> {
         self.inputs

@@ -29,7 +29,7 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     let mut progress = |done: usize, total: usize| bar.update(done, total);
     let mut report =
         subprune::exec::eval::evaluate(exec.as_ref(), source, &labels, args.batch, &mut progress);
-    if let Err(subprune::Error::Gpu(msg)) = &report {
+    if let Some(subprune::Error::Gpu(msg)) = report.as_ref().err().map(|e| e.root()) {
         if cli.backend == BackendChoice::Auto {
             eprintln!("the GPU executor failed ({msg}); falling back to the CPU executor");
             let cpu = subprune::exec::CpuExecutor::new(&model.graph)?;

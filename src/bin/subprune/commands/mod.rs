@@ -36,13 +36,14 @@ impl Cli {
         mut job: impl FnMut(&dyn Backend) -> subprune::Result<T>,
     ) -> anyhow::Result<T> {
         let backend = self.open()?;
-        match job(backend.as_ref()) {
-            Err(subprune::Error::Gpu(msg)) if self.backend == BackendChoice::Auto => {
+        let result = job(backend.as_ref());
+        if let Err(e) = &result {
+            if let (subprune::Error::Gpu(msg), BackendChoice::Auto) = (e.root(), self.backend) {
                 eprintln!("the GPU backend failed ({msg}); falling back to the CPU backend");
-                Ok(job(&CpuBackend::new())?)
+                return Ok(job(&CpuBackend::new())?);
             }
-            result => Ok(result?),
         }
+        Ok(result?)
     }
 
     /// The GPU backend on --adapter, with --f16-inputs.
