@@ -31,6 +31,7 @@ pub mod dataform;
 pub mod demo;
 pub mod error;
 pub mod exec;
+pub mod gpu;
 pub mod greedy;
 pub mod ir;
 pub mod linalg;
