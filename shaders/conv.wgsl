@@ -6,8 +6,8 @@
 // * W_g is the weight of group g, transposed on the host to K × m_g (k-major, so that a staged
 //   row is contiguous): `weight[g·K·m_g + k·m_g + m]`.
 // * X_g is the unfolded input of group g, never materialized (implicit im2col), read from the
-//   input with its planes framed by the conv's zero padding (Hp × Wp; `pad_input` writes that
-//   copy first when the conv pads), through two tables the host builds once per node, so that a
+//   input with its planes framed by the conv's zero padding (Hp × Wp; pad.wgsl writes that copy
+//   first when the conv pads), through two tables the host builds once per node, so that a
 //   read needs no border test and the k-loop no integer division:
 //     columns[k]   = c·Hp·Wp + i·dil_h·Wp + j·dil_w    for k = (c·kh + i)·kw + j,
 //     offsets[pos] = oy·stride_h·Wp + ox·stride_w,
@@ -52,9 +52,6 @@ struct ConvParams {
     // Input values per (padded) image, and per group of input channels.
     image_len: u32,
     group_len: u32,
-    // `pad_input`: the unpadded plane.
-    height: u32,
-    width: u32,
     // 1: dense rows, no tables.
     dense: u32,
     // Epilogue activation (forward.wgsl's unary codes + 1; 0: none) and its two parameters.
@@ -64,14 +61,6 @@ struct ConvParams {
     // K slices (1: no split-K) and K rows per slice (a multiple of BK).
     splits: u32,
     k_split: u32,
-    // `pad_input`: values per unpadded image, the padded plane (Wp and Hp·Wp), the zero rows
-    // and columns before the input's, and the values to write (images · image_len).
-    raw_image_len: u32,
-    padded_width: u32,
-    padded_plane: u32,
-    pad_top: u32,
-    pad_left: u32,
-    pad_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -278,34 +267,4 @@ fn reduce_splits(
     }
     let m = (i / p.positions) % p.m_total;
     out[i] = activate(sum * epilogue[m] + epilogue[p.m_total + m]);
-}
-
-// Writes the input batch (n, C, H, W) in `x` framed by zeros (pad_top rows and pad_left columns
-// before each plane, the rest of Hp × Wp after) into `out`, the copy `conv_gemm` reads (one
-// thread per output value, dispatched as a 2-D grid of 256-thread workgroups).
-@compute @workgroup_size(256)
-fn pad_input(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let i = gid.x + gid.y * groups.x * 256u;
-    if i >= p.pad_count {
-        return;
-    }
-    let src = unpadded_index(
-        i,
-        p.image_len,
-        p.padded_plane,
-        p.padded_width,
-        p.pad_top,
-        p.pad_left,
-        p.height,
-        p.width,
-        p.raw_image_len,
-    );
-    var v = 0.0;
-    if src != NO_SOURCE {
-        v = x[src];
-    }
-    out[i] = v;
 }

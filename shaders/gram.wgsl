@@ -5,7 +5,7 @@
 // rows × out_cols, the result out_rows × out_cols. It serves two kinds of operands:
 // * conv (`p.conv = 1`): L and R are the unfolded consumer inputs (B and B for `BᵀB`, A and B for
 //   the cross sum `AᵀB`, A and A for `AᵀA`), never materialized: element (row, col) is read
-//   straight from the (n, C, Hp, Wp) batch (implicit im2col), whose planes `pad_inputs` has
+//   straight from the (n, C, Hp, Wp) batch (implicit im2col), whose planes pad.wgsl has
 //   surrounded by the conv's zero padding (the uploaded batch itself, Hp = H and Wp = W, for f32
 //   inputs of a conv that does not pad), so that a read needs no border test and the k-loop no
 //   integer division. Two tables the host builds give the offsets:
@@ -16,7 +16,7 @@
 // * dense (`p.conv = 0`): row r of L is `left[r·left_stride ..]`, of R `right[r·right_stride ..]`:
 //   Linear and Conv → Flatten → Linear consumers (one image per row, D values), and the products
 //   `C0 = X·W` (L = AᵀB or BᵀB as a full f32 matrix, R = W) computed where the sums live.
-// Either way the tile kernel reads f32 values: f16 uploads are widened by `pad_inputs` first.
+// Either way the tile kernel reads f32 values: f16 uploads are widened by pad.wgsl first.
 // Columns beyond the result (the last tile's) are read from the last valid column instead: they
 // only feed block entries that are never folded, and every read stays inside the operands.
 
@@ -57,9 +57,6 @@ struct GramParams {
     rows_per_split: u32,
     // 1: L = R (BᵀB or AᵀA), only the upper triangle is computed.
     symmetric: u32,
-    // `pad_inputs`: 1 when the uploaded values are f16 packed two per u32 (low half first); 0:
-    // f32 bit patterns.
-    half_inputs: u32,
     // 1: conv consumer (implicit im2col through the tables); 0: dense rows.
     conv: u32,
     // Dense: values per row of L and of R.
@@ -68,17 +65,6 @@ struct GramParams {
     // Conv: values per padded image (what the tile kernel reads), output positions per image.
     image_len: u32,
     positions: u32,
-    // `pad_inputs`: the uploaded plane (H, W) and values per uploaded image.
-    height: u32,
-    width: u32,
-    raw_image_len: u32,
-    // `pad_inputs`: the padded plane (Wp and Hp·Wp), the zeros before its first row and column,
-    // and the values to write (images × image_len).
-    padded_width: u32,
-    padded_plane: u32,
-    pad_top: u32,
-    pad_left: u32,
-    pad_count: u32,
     // Always 0. OR-ed into intermediate results of the compensated sums (`opaque`), so that the
     // driver's compiler, which may reassociate float arithmetic (Mesa's NIR does; SPIR-V ops carry
     // no NoContraction from naga), cannot prove `(s - a) - s` and friends to be zero and delete
@@ -87,8 +73,7 @@ struct GramParams {
 }
 
 @group(0) @binding(0) var<uniform> p: GramParams;
-// Left operand L: (n, C, Hp, Wp) or rows × left_stride, row-major, f32 bit patterns; for
-// `pad_inputs`, the uploaded batch (n, C, H, W) as f32 or f16 pairs.
+// Left operand L: (n, C, Hp, Wp) or rows × left_stride, row-major, f32 bit patterns.
 @group(0) @binding(1) var<storage, read> left: array<u32>;
 // Right operand R, same layouts (may be the same buffer as `left`).
 @group(0) @binding(2) var<storage, read> right: array<u32>;
@@ -100,8 +85,7 @@ struct GramParams {
 // Conv position table: operand offset oy·stride_h·Wp + ox·stride_w per output position.
 @group(0) @binding(5) var<storage, read> offsets: array<u32>;
 // `to_full`'s output: out_rows × out_cols f32, row-major (the whole result, one column block),
-// then the diagonal (out_rows) and the non-finite flag (1). `pad_inputs`' output: the padded
-// f32 batch (pad_count values).
+// then the diagonal (out_rows) and the non-finite flag (1).
 @group(0) @binding(6) var<storage, read_write> full: array<f32>;
 
 // Values staged per thread, operand and step: the tile's 8·WM columns × BK rows over WM·WM
@@ -363,44 +347,4 @@ fn to_full(
     if (bitcast<u32>(value) & 0x7f800000u) == 0x7f800000u {
         full[tail + p.out_rows] = 1.0;
     }
-}
-
-// The uploaded value at flat index `idx` of `left` (f32, or f16 pairs).
-fn fetch_raw(idx: u32) -> f32 {
-    if p.half_inputs != 0u {
-        let pair = unpack2x16float(left[idx >> 1u]);
-        return select(pair.x, pair.y, (idx & 1u) == 1u);
-    }
-    return bitcast<f32>(left[idx]);
-}
-
-// Writes the uploaded batch (n, C, H, W) in `left` as the f32 operand (n, C, Hp, Wp) the tile
-// kernel reads into `full`: every plane framed by pad_top / pad_left zero rows and columns before
-// (and the rest of Hp × Wp after), f16 values widened (one thread per output value). With no
-// padding it only widens f16 (a dense batch is one plane of one row per image).
-@compute @workgroup_size(FLAT_THREADS)
-fn pad_inputs(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let idx = flat_index(gid, groups);
-    if idx >= p.pad_count {
-        return;
-    }
-    let src = unpadded_index(
-        idx,
-        p.image_len,
-        p.padded_plane,
-        p.padded_width,
-        p.pad_top,
-        p.pad_left,
-        p.height,
-        p.width,
-        p.raw_image_len,
-    );
-    var v = 0.0;
-    if src != NO_SOURCE {
-        v = fetch_raw(src);
-    }
-    full[idx] = v;
 }

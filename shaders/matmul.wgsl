@@ -1,6 +1,6 @@
 // The tiled matmul core. gram.wgsl (the statistics, `acc += Lᵀ R`) and conv.wgsl (the forward
 // pass's implicit GEMM, `out = Wᵀ X`) are each this file followed by their own part: the host
-// compiles the concatenation (src/backend/gpu/shaders.rs), so that both kernels
+// compiles the concatenation (src/gpu/shaders.rs), so that both kernels
 // multiply with the same code.
 //
 // One workgroup computes a TILE_M × TILE_N block of `Aᵀ B` over a range of k (A is k × M, B is
@@ -100,36 +100,6 @@ fn multiply_range(block: ptr<function, Block>, first: u32, end: u32, tx: u32, ty
         workgroupBarrier();
         s = 1u - s;
     }
-}
-
-// Both kernels read convolution inputs from a copy whose planes are framed by the conv's zero
-// padding (so that their reads need no border test); each has a small pass that writes it.
-// Value i of that copy, (n, C, Hp, Wp) with `padded_len` = C·Hp·Wp values an image, comes from
-// this flat index of the unpadded batch (n, C, height, width), `raw_len` values an image; it is
-// a zero of the frame when the index is NO_SOURCE.
-const NO_SOURCE: u32 = 0xffffffffu;
-
-fn unpadded_index(
-    i: u32,
-    padded_len: u32,
-    padded_plane: u32,
-    padded_width: u32,
-    top: u32,
-    left: u32,
-    height: u32,
-    width: u32,
-    raw_len: u32,
-) -> u32 {
-    let img = i / padded_len;
-    let in_image = i - img * padded_len;
-    let c = in_image / padded_plane;
-    let in_plane = in_image - c * padded_plane;
-    let yp = in_plane / padded_width;
-    let xp = in_plane - yp * padded_width;
-    if yp < top || xp < left || yp - top >= height || xp - left >= width {
-        return NO_SOURCE;
-    }
-    return img * raw_len + (c * height + yp - top) * width + xp - left;
 }
 
 // Tile row of block entry 2·r + h (thread row ty), and tile column of its quad (thread column tx).

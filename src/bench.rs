@@ -142,7 +142,7 @@ pub fn time_stats(
 /// [`time_stats_resident`] times the statistics without the host → device copy (what a GEMM
 /// library's timing of the same product leaves out too).
 pub struct ResidentInputs {
-    buffer: crate::backend::gpu::PooledBuffer,
+    buffer: crate::gpu::PooledBuffer,
     shape: Vec<usize>,
 }
 

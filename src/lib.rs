@@ -30,6 +30,7 @@ pub mod compare;
 pub mod demo;
 pub mod error;
 pub mod exec;
+pub mod gpu;
 pub mod ir;
 pub mod layer;
 pub mod linalg;

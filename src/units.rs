@@ -1,8 +1,6 @@
 //! Byte counts for people: printing (`1.5 GiB`), parsing (`--memory-budget 2G`), and the memory
 //! this process can still allocate.
 
-use crate::error::{Error, Result};
-
 /// Memory this process can still allocate, in bytes: the least of the machine's available memory
 /// (`MemAvailable`), the cgroup's remaining limit and the address-space limit (`ulimit -v`) less
 /// what is mapped already. `None` where none of these can be read (not Linux).
@@ -66,17 +64,18 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// Parses a byte count: a number with an optional unit `K`, `M`, `G`, `T` (powers of 1024; `KiB`,
-/// `MB` and so on are read the same way), e.g. `512M`, `1.5G`, `2000000`.
-pub fn parse_bytes(text: &str) -> Result<u64> {
+/// `MB` and so on are read the same way), e.g. `512M`, `1.5G`, `2000000`. The error says what is
+/// wrong (for [`crate::Error::InvalidArgument`]; this module stands below the error type).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let bad = || {
-        Error::InvalidArgument(format!(
+        format!(
             "memory size {text:?}: expected a number with an optional unit K, M, G or T, e.g. 8G"
-        ))
+        )
     };
     let value: f64 = number.parse().map_err(|_| bad())?;
     let unit = unit.trim().to_ascii_uppercase();

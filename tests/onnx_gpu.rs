@@ -768,20 +768,31 @@ fn parameter_structs_match_the_shaders() {
         ("k", offset_of!(ConvParams, k)),
         ("image_len", offset_of!(ConvParams, image_len)),
         ("group_len", offset_of!(ConvParams, group_len)),
-        ("height", offset_of!(ConvParams, height)),
-        ("width", offset_of!(ConvParams, width)),
         ("dense", offset_of!(ConvParams, dense)),
         ("act", offset_of!(ConvParams, act)),
         ("act_a", offset_of!(ConvParams, act_a)),
         ("act_b", offset_of!(ConvParams, act_b)),
         ("splits", offset_of!(ConvParams, splits)),
         ("k_split", offset_of!(ConvParams, k_split)),
-        ("raw_image_len", offset_of!(ConvParams, raw_image_len)),
-        ("padded_width", offset_of!(ConvParams, padded_width)),
-        ("padded_plane", offset_of!(ConvParams, padded_plane)),
-        ("pad_top", offset_of!(ConvParams, pad_top)),
-        ("pad_left", offset_of!(ConvParams, pad_left)),
-        ("pad_count", offset_of!(ConvParams, pad_count)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+    assert_eq!(members, rust);
+
+    // The pad pass shared by the forward conv and the statistics.
+    use subprune::gpu::PadParams;
+    let (members, size) = shader_struct(subprune::gpu::shaders::PAD, "PadParams");
+    assert_eq!(size, size_of::<PadParams>());
+    let rust = [
+        ("padded_len", offset_of!(PadParams, padded_len)),
+        ("padded_plane", offset_of!(PadParams, padded_plane)),
+        ("padded_width", offset_of!(PadParams, padded_width)),
+        ("top", offset_of!(PadParams, top)),
+        ("left", offset_of!(PadParams, left)),
+        ("height", offset_of!(PadParams, height)),
+        ("width", offset_of!(PadParams, width)),
+        ("raw_len", offset_of!(PadParams, raw_len)),
+        ("count", offset_of!(PadParams, count)),
+        ("half_inputs", offset_of!(PadParams, half_inputs)),
     ];
     let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
     assert_eq!(members, rust);

@@ -77,7 +77,7 @@ pub trait StatsAccumulator {
     /// finished.
     fn add_device_batch(
         &mut self,
-        inputs: crate::backend::gpu::DeviceTensor<'_>,
+        inputs: crate::gpu::DeviceTensor<'_>,
         target: Option<TensorView<'_>>,
     ) -> Result<()> {
         let host = inputs.read()?;

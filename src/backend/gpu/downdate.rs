@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{bind_group_layout, pipelines, Slot};
+use crate::gpu::{bind_group_layout, pipelines, Slot};
 
 /// Output tile edge of `rank_update` (must match `TILE` in downdate.wgsl).
 pub(super) const TILE: u32 = 64;

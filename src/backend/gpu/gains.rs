@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{bind_group_layout, pipelines, Slot};
+use crate::gpu::{bind_group_layout, pipelines, Slot};
 
 /// Largest column group factored in workgroup memory (must match `KS_SHARED` in gains.wgsl);
 /// larger groups use a scratch buffer in device memory.

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use super::downdate::{UpdateParams, MASK_COLS, MASK_ROWS};
 use super::gains::{GainsParams, KS_SHARED};
 use super::resident::DeviceGram;
-use super::{binding, Gpu, ParamSlots, PooledBuffer, F32_DEPENDENCE_FLOOR};
+use super::{Kernels, F32_DEPENDENCE_FLOOR};
 use crate::backend::{GreedySpec, GreedyState};
 use crate::error::{Error, Result};
+use crate::gpu::{bind_group, binding, Gpu, ParamSlots, PooledBuffer};
 use crate::layer::ChannelLayout;
 use crate::linalg::{factor_block, forward_solve};
 
@@ -50,6 +51,7 @@ struct RowBlock {
 
 pub(super) struct GpuGreedy {
     gpu: Arc<Gpu>,
+    kernels: Arc<Kernels>,
     layout: ChannelLayout,
     m: usize,
     /// Effective dependence tolerance (floored for f32).
@@ -102,7 +104,12 @@ fn upload_rows(
 }
 
 impl GpuGreedy {
-    pub(super) fn new(gpu: Arc<Gpu>, spec: GreedySpec<'_>, max_block_bytes: u64) -> Result<Self> {
+    pub(super) fn new(
+        gpu: Arc<Gpu>,
+        kernels: Arc<Kernels>,
+        spec: GreedySpec<'_>,
+        max_block_bytes: u64,
+    ) -> Result<Self> {
         let layout = spec.layout;
         let (d, ks, m) = (layout.channels, layout.columns_per_channel, spec.outputs);
         let cols = layout.columns();
@@ -204,19 +211,7 @@ impl GpuGreedy {
         let group = |label: &str,
                      layout: &wgpu::BindGroupLayout,
                      resources: Vec<wgpu::BindingResource<'_>>| {
-            let entries: Vec<_> = resources
-                .into_iter()
-                .enumerate()
-                .map(|(i, resource)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource,
-                })
-                .collect();
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout,
-                entries: &entries,
-            })
+            bind_group(device, Some(label), layout, resources)
         };
 
         let mut blocks = Vec::with_capacity(nb);
@@ -256,7 +251,7 @@ impl GpuGreedy {
             });
             let gains_group = group(
                 "gains",
-                &gpu.gains.layout,
+                &kernels.gains.layout,
                 vec![
                     gains_params.binding(),
                     binding(&schur, schur_bytes),
@@ -268,7 +263,7 @@ impl GpuGreedy {
                     binding(&report, report_bytes),
                 ],
             );
-            let dd = &gpu.downdate.layout;
+            let dd = &kernels.downdate.layout;
             let v_group = group(
                 "downdate V",
                 dd,
@@ -328,6 +323,7 @@ impl GpuGreedy {
         queue.submit([copies.finish()]);
         Ok(Self {
             gpu: Arc::clone(&gpu),
+            kernels,
             layout,
             m,
             tol,
@@ -349,7 +345,7 @@ impl GpuGreedy {
     /// Encodes `copy_block` for every row block: the block holding the channel in report[d]
     /// copies its diagonal block into the report.
     fn encode_copy_block(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.gpu.gains.copy_block);
+        pass.set_pipeline(&self.kernels.gains.copy_block);
         for (b, block) in self.blocks.iter().enumerate() {
             pass.set_bind_group(0, &block.gains_group, &[self.gains_params.offset(b)]);
             pass.dispatch_workgroups(1, 1, 1);
@@ -530,7 +526,7 @@ impl GpuGreedy {
                 label: Some("downdate"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&self.gpu.downdate.rank_update);
+            pass.set_pipeline(&self.kernels.downdate.rank_update);
             let nb = self.blocks.len();
             let jb = self.block_of(channel);
             let mut groups: Vec<&wgpu::BindGroup> = Vec::with_capacity(slots.len());
@@ -572,13 +568,13 @@ impl GreedyState for GpuGreedy {
                     label: Some("score"),
                     timestamp_writes: None,
                 });
-                pass.set_pipeline(&gpu.gains.gains);
+                pass.set_pipeline(&self.kernels.gains.gains);
                 for (b, block) in self.blocks.iter().enumerate() {
                     pass.set_bind_group(0, &block.gains_group, &[self.gains_params.offset(b)]);
                     let (x, y) = gpu.grid(block.channels as u32);
                     pass.dispatch_workgroups(x, y, 1);
                 }
-                pass.set_pipeline(&gpu.gains.pick);
+                pass.set_pipeline(&self.kernels.gains.pick);
                 pass.set_bind_group(
                     0,
                     &self.blocks[0].gains_group,

@@ -16,42 +16,41 @@
 //! grow-only pool shared by all layers of one backend. Every GPU failure (no adapter, a lost
 //! device, a refused allocation, a validation error) is returned as [`Error::Gpu`].
 //!
-//! This file holds [`GpuBackend`]; the runtime it stands on is split by concern: `device.rs`
-//! (adapter choice, limits, submission and readback), `pool.rs` (buffer pool, bindings,
-//! parameter slots), `pipelines.rs` (shader modules, bind-group layouts, pipelines) and
-//! `errors.rs` (error scopes, device health).
+//! This file holds [`GpuBackend`]; the device, buffer pool, pipelines, error scopes and shader
+//! sources it stands on are the GPU runtime ([`crate::gpu`]), shared with the forward executor.
+//! The statistics are in `gram/` (split by stage), the greedy in `greedy.rs`, `gains.rs` and
+//! `downdate.rs`.
 
 mod autotune;
-mod device;
 mod downdate;
-mod errors;
 mod gains;
 mod gram;
 mod greedy;
-mod pipelines;
-mod pool;
 mod resident;
-pub mod shaders;
-mod tensor;
-mod timing;
 
+pub use crate::gpu::shaders;
+pub use crate::gpu::DeviceTensor;
+pub use crate::gpu::CHECKED_SHADERS_ENV;
 pub use autotune::{default_cache_path, TuneReport, TuneSource, CACHE_DIR_ENV};
-pub(crate) use device::Gpu;
 pub use gram::{GramParams, TileConfig};
-pub use pipelines::CHECKED_SHADERS_ENV;
-pub(crate) use pipelines::{
-    bind_group_layout, checked_shaders, pipelines, shader_module, tiled_pipeline, Slot,
-};
-use pool::ParamSlots;
-pub(crate) use pool::{binding, PooledBuffer};
-pub use tensor::DeviceTensor;
 
-use std::sync::{Arc, Mutex};
+impl<'a> DeviceTensor<'a> {
+    /// The tensor of `shape` stored from byte `offset` of `buffer` on `backend`'s device.
+    pub fn new(
+        buffer: &'a wgpu::Buffer,
+        shape: &'a [usize],
+        offset: u64,
+        backend: &'a GpuBackend,
+    ) -> Self {
+        DeviceTensor::on_gpu(buffer, shape, offset, &backend.gpu)
+    }
+}
+
+use std::sync::Arc;
 
 use super::{Backend, GreedySpec, GreedyState, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
-use device::{check_limits, describe, find_adapter, instance, requested_limits};
-use errors::{ErrorScopes, Health};
+use crate::gpu::{checked_shaders, ErrorScopes, Gpu};
 
 /// The floor applied to the dependence tolerance on the GPU: the greedy state is kept in f32, so
 /// a Schur-complement pivot is only trusted above about 1e-4 of the column's original Gram
@@ -68,11 +67,19 @@ pub const ADAPTER_ENV: &str = "SUBPRUNE_ADAPTER";
 #[derive(Clone)]
 pub struct GpuBackend {
     pub(crate) gpu: Arc<Gpu>,
+    kernels: Arc<Kernels>,
     half_inputs: bool,
     max_block_bytes: u64,
     tile_config: TileConfig,
     forced_splits: Option<u32>,
     gather_bytes: u64,
+}
+
+/// The statistics and greedy kernels compiled for a backend's device.
+pub(crate) struct Kernels {
+    gram: gram::GramKernels,
+    gains: gains::GainsKernels,
+    downdate: downdate::DowndateKernels,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -94,57 +101,11 @@ impl GpuBackend {
     /// The device is requested with the adapter's own storage-buffer, buffer-size and compute
     /// limits, so that large statistics fit.
     pub fn new(adapter: Option<&str>) -> Result<Self> {
-        let instance = instance();
         let wanted = adapter
             .map(str::to_owned)
             .or_else(|| std::env::var(ADAPTER_ENV).ok())
             .filter(|s| !s.trim().is_empty());
-        let adapter = match wanted {
-            Some(name) => find_adapter(&instance, &name)?,
-            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                ..Default::default()
-            }))
-            .map_err(|e| {
-                Error::Gpu(format!(
-                    "no GPU adapter found ({e}); on a machine without a GPU, install Mesa's \
-                     software Vulkan driver (package mesa-vulkan-drivers) to run on lavapipe"
-                ))
-            })?,
-        };
-        let info = adapter.get_info();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("subprune"),
-            // Timestamp queries time the statistics' phases where the adapter has them.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
-            required_limits: requested_limits(&adapter.limits()),
-            ..Default::default()
-        }))
-        .map_err(|e| {
-            Error::Gpu(format!(
-                "adapter {}: requesting a device failed: {e}",
-                info.name
-            ))
-        })?;
-        let health = Arc::new(Mutex::new(Health::default()));
-        {
-            let health = Arc::clone(&health);
-            device.set_device_lost_callback(move |reason, message| {
-                let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
-                h.lost
-                    .get_or_insert(format!("device lost ({reason:?}): {message}"));
-            });
-        }
-        {
-            // Errors outside our error scopes must not panic (wgpu's default handler does); the
-            // next operation reports them.
-            let health = Arc::clone(&health);
-            device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
-                let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
-                h.uncaptured.get_or_insert(format!("{error}"));
-            }));
-        }
-        Self::build(device, queue, info, health)
+        Self::build(Gpu::create(wanted.as_deref())?)
     }
 
     /// Creates a backend on a host application's existing device and queue (clones of wgpu's
@@ -154,46 +115,32 @@ impl GpuBackend {
     /// `max_storage_buffer_binding_size`, so request the adapter's limits for big layers. The host keeps its own device-lost and uncaptured-error handlers: this backend
     /// does not replace them, and reports failures of its own work through error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        let info = device.adapter_info();
-        Self::build(device, queue, info, Arc::new(Mutex::new(Health::default())))
+        Self::build(Gpu::from_device(device, queue)?)
     }
 
-    fn build(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
-        health: Arc<Mutex<Health>>,
-    ) -> Result<Self> {
-        let limits = device.limits();
-        check_limits(&limits, &info.name)?;
-        let scope = ErrorScopes::push(&device);
-        let gram = gram::GramKernels::new(&device, checked_shaders());
-        let gains = gains::GainsKernels::new(&device);
-        let downdate = downdate::DowndateKernels::new(&device);
+    /// Compiles the statistics and greedy kernels on `gpu`'s device.
+    fn build(gpu: Gpu) -> Result<Self> {
+        let (device, info, limits) = (&gpu.device, &gpu.info, &gpu.limits);
+        let scope = ErrorScopes::push(device);
+        let kernels = Kernels {
+            gram: gram::GramKernels::new(device, checked_shaders()),
+            gains: gains::GainsKernels::new(device),
+            downdate: downdate::DowndateKernels::new(device),
+        };
         scope.pop(&format!("compiling the compute pipelines on {}", info.name))?;
         let max_block_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        let tile_config = TileConfig::default_for(&limits).ok_or_else(|| {
+        let tile_config = TileConfig::default_for(limits).ok_or_else(|| {
             Error::Gpu(format!(
                 "adapter {}: no tile configuration fits its limits (workgroup memory {} bytes)",
                 info.name, limits.max_compute_workgroup_storage_size
             ))
         })?;
-        let gpu = Gpu {
-            device,
-            queue,
-            info,
-            limits,
-            health,
-            pool: Mutex::new(Vec::new()),
-            gram,
-            gains,
-            downdate,
-        };
         gpu.check_health()?;
         Ok(Self {
             gpu: Arc::new(gpu),
+            kernels: Arc::new(kernels),
             half_inputs: false,
             max_block_bytes,
             tile_config,
@@ -204,11 +151,7 @@ impl GpuBackend {
 
     /// One line per adapter wgpu can see (name, backend, device type), for a `devices` listing.
     pub fn list_adapters() -> Vec<String> {
-        let instance = instance();
-        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-            .iter()
-            .map(|a| describe(&a.get_info()))
-            .collect()
+        crate::gpu::adapters()
     }
 
     /// The adapter's name, e.g. `NVIDIA H100 80GB HBM3` or `llvmpipe (LLVM 15.0.6, 256 bits)`.
@@ -325,6 +268,7 @@ impl Backend for GpuBackend {
         let stats = self.gpu.scoped("setting up the statistics", || {
             gram::GpuStats::new(
                 Arc::clone(&self.gpu),
+                Arc::clone(&self.kernels),
                 spec,
                 self.half_inputs,
                 self.max_block_bytes,
@@ -338,7 +282,12 @@ impl Backend for GpuBackend {
 
     fn greedy_state(&self, spec: GreedySpec<'_>) -> Result<Box<dyn GreedyState + '_>> {
         let state = self.gpu.scoped("setting up the greedy state", || {
-            greedy::GpuGreedy::new(Arc::clone(&self.gpu), spec, self.max_block_bytes)
+            greedy::GpuGreedy::new(
+                Arc::clone(&self.gpu),
+                Arc::clone(&self.kernels),
+                spec,
+                self.max_block_bytes,
+            )
         })?;
         Ok(Box::new(state))
     }

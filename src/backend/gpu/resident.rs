@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{Gpu, PooledBuffer};
 use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PooledBuffer};
 use crate::layer::stats::DeviceMatrix;
 
 /// `G` on the device: `dim × dim` f32, row-major, from the start of `buffer`.

@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use bytemuck::{Pod, Zeroable};
 
 use super::{upload, upload_pod, Batch, Prepared};
-use crate::backend::gpu::{
-    bind_group_layout, checked_shaders, shader_module, tiled_pipeline, Gpu, PooledBuffer, Slot,
-};
 use crate::error::Result;
+use crate::gpu::{
+    bind_group_layout, checked_shaders, shader_module, shaders, tiled_pipeline, Gpu, PadFrame,
+    PadKernel, PooledBuffer, Slot,
+};
 use crate::ir::{Conv, Graph, Node, Op, Unary, ValueId};
-
-const SOURCE: &str = crate::backend::gpu::shaders::CONV;
 
 /// Split-K aims for this many workgroups when the output tiles are fewer.
 const SPLIT_TARGET_WORKGROUPS: u64 = 512;
@@ -46,10 +45,6 @@ pub struct ConvParams {
     pub image_len: u32,
     /// Input values per group of channels (padded planes).
     pub group_len: u32,
-    /// `pad_input`: unpadded plane height.
-    pub height: u32,
-    /// `pad_input`: unpadded plane width.
-    pub width: u32,
     /// 1: dense rows.
     pub dense: u32,
     /// Epilogue activation: forward.wgsl's unary code + 1, 0 for none.
@@ -62,18 +57,6 @@ pub struct ConvParams {
     pub splits: u32,
     /// K rows per slice (a multiple of the staged rows).
     pub k_split: u32,
-    /// `pad_input`: values per unpadded image.
-    pub raw_image_len: u32,
-    /// `pad_input`: padded plane width `Wp`.
-    pub padded_width: u32,
-    /// `pad_input`: padded plane `Hp·Wp`.
-    pub padded_plane: u32,
-    /// `pad_input`: zero rows above each plane.
-    pub pad_top: u32,
-    /// `pad_input`: zero columns left of each plane.
-    pub pad_left: u32,
-    /// `pad_input`: values to write.
-    pub pad_count: u32,
 }
 
 /// The compiled `conv_gemm` kernel, one pipeline per tile shape (compiled on first use).
@@ -82,7 +65,7 @@ pub(super) struct GemmKernels {
     module: wgpu::ShaderModule,
     tiles: Mutex<HashMap<(u32, u32, u32), wgpu::ComputePipeline>>,
     reduce: wgpu::ComputePipeline,
-    pad: wgpu::ComputePipeline,
+    pad: PadKernel,
 }
 
 impl GemmKernels {
@@ -100,7 +83,7 @@ impl GemmKernels {
                 Slot::Read,
             ],
         );
-        let module = shader_module(device, "conv.wgsl", SOURCE, checked_shaders());
+        let module = shader_module(device, "conv.wgsl", shaders::CONV, checked_shaders());
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("conv.wgsl"),
             bind_group_layouts: &[Some(&layout)],
@@ -108,7 +91,7 @@ impl GemmKernels {
         });
         let flat = |entry: &str| tiled_pipeline(device, &pipeline_layout, &module, entry, [8; 3]);
         let reduce = flat("reduce_splits");
-        let pad = flat("pad_input");
+        let pad = PadKernel::new(device, checked_shaders());
         Self {
             pipeline_layout,
             module,
@@ -498,7 +481,7 @@ impl GemmNode {
         };
         let target: &wgpu::Buffer = partial.as_deref().unwrap_or(out);
         let target_bytes = 4 * out_len as u64 * splits as u64;
-        // A padding conv reads a copy of its input framed by the zeros (`pad_input`); dense
+        // A padding conv reads a copy of its input framed by the zeros (the pad pass); dense
         // products never pad.
         let (hp, wp, pad_top, pad_left) = self
             .padding
@@ -512,30 +495,25 @@ impl GemmNode {
                     ));
                 }
                 let buffer = batch.alloc(&format!("padded input of node '{}'", node.name), len)?;
-                let params = ConvParams {
-                    image_len: (c * hp * wp) as u32,
-                    height: h as u32,
-                    width: w as u32,
-                    raw_image_len: (c * h * w) as u32,
-                    padded_width: wp as u32,
-                    padded_plane: (hp * wp) as u32,
-                    pad_top: pad_top as u32,
-                    pad_left: pad_left as u32,
-                    pad_count: len as u32,
-                    ..ConvParams::default()
+                let frame = PadFrame {
+                    channels: c,
+                    height: h,
+                    width: w,
+                    padded_height: hp,
+                    padded_width: wp,
+                    top: pad_top,
+                    left: pad_left,
                 };
-                let groups = batch.gpu.grid((len as u32).div_ceil(256));
+                let params = frame.params(xs[0], false).map_err(|_| {
+                    node.error(
+                        "the padded batch is too large for one dispatch; use a smaller batch",
+                    )
+                })?;
+                let groups = PadKernel::grid(batch.gpu, params.count);
                 batch.dispatch(
-                    &kernels.pad,
+                    &kernels.pad.pipeline,
                     bytemuck::bytes_of(&params),
-                    &[
-                        (x, 4 * x_len as u64),
-                        (&self.weight, self.weight_bytes),
-                        (epilogue, 8 * self.m_total as u64),
-                        (&buffer, 4 * len as u64),
-                        (&self.columns, self.columns_bytes),
-                        (&self.offsets, self.offsets_bytes),
-                    ],
+                    &[(x, 4 * x_len as u64), (&buffer, 4 * len as u64)],
                     (groups.0, groups.1, 1),
                 )?;
                 Some((buffer, len))
@@ -559,15 +537,12 @@ impl GemmNode {
             } else {
                 ((c / self.groups as usize) * hp * wp) as u32
             },
-            height: h as u32,
-            width: w as u32,
             dense: self.dense as u32,
             act: self.act.0,
             act_a: self.act.1,
             act_b: self.act.2,
             splits,
             k_split,
-            ..ConvParams::default()
         };
         let mut first_tile = 0u32;
         while first_tile < tiles_n {

@@ -27,9 +27,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{Activation, Executor, Plan, TapSink};
-use crate::backend::gpu::{binding, Gpu, GpuBackend, PooledBuffer};
+use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::gpu::{bind_group, binding, Gpu, PooledBuffer};
 use crate::ir::{shape, Node, Op, Shape, ValueId};
 use crate::tensor::{Tensor, TensorView};
 
@@ -381,24 +382,10 @@ impl<'e> Batch<'e> {
     ) -> Result<()> {
         let (index, offset) = self.params.push(self.gpu, params)?;
         let layout = pipeline.get_bind_group_layout(0);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: binding(&self.params.buffers[index].0, params.len() as u64),
-        }];
-        for (i, (buffer, size)) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: binding(buffer, *size),
-            });
-        }
-        let group = self
-            .gpu
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &layout,
-                entries: &entries,
-            });
+        let params_binding = binding(&self.params.buffers[index].0, params.len() as u64);
+        let resources = std::iter::once(params_binding)
+            .chain(buffers.iter().map(|(buffer, size)| binding(buffer, *size)));
+        let group = bind_group(&self.gpu.device, None, &layout, resources);
         let encoder = self.encoder();
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(pipeline);

@@ -9,8 +9,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::gemm::unary_code;
 use super::Batch;
-use crate::backend::gpu::{bind_group_layout, pipelines, PooledBuffer, Slot};
 use crate::error::Result;
+use crate::gpu::{bind_group_layout, pipelines, PooledBuffer, Slot};
 use crate::ir::{shape, Binary, Conv, Node, Op, PadMode, PoolKind, Window};
 
 const SOURCE: &str = include_str!("../../../shaders/forward.wgsl");

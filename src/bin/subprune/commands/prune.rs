@@ -181,7 +181,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         skip: args.skip.clone(),
         ridge: args.ridge,
         batch_images: args.batch,
-        memory_budget: subprune::units::parse_bytes(&args.memory_budget)?,
+        memory_budget: subprune::units::parse_bytes(&args.memory_budget)
+            .map_err(subprune::Error::InvalidArgument)?,
         ..Default::default()
     };
     check_writable(&out, &model_path, "--out")?;

@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let memory_limit = args
         .memory_limit
         .as_deref()
-        .map(subprune::units::parse_bytes)
+        .map(|t| subprune::units::parse_bytes(t).map_err(subprune::Error::InvalidArgument))
         .transpose()
         .context("--memory-limit")?;
     if let Some(out) = &args.out_weight {

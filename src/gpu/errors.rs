@@ -15,7 +15,7 @@ pub(super) struct Health {
 
 impl Gpu {
     /// Fails if the device was lost (for good), or once for an error no scope caught.
-    pub(super) fn check_health(&self) -> Result<()> {
+    pub(crate) fn check_health(&self) -> Result<()> {
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(msg) = &h.lost {
             return Err(Error::Gpu(format!("{}: {msg}", self.info.name)));
@@ -45,14 +45,14 @@ impl Gpu {
 
 /// The three error scopes around one operation. Fields drop in declaration order, which is the
 /// reverse of the order the scopes were pushed in, as wgpu requires.
-pub(super) struct ErrorScopes {
+pub(crate) struct ErrorScopes {
     internal: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
     oom: wgpu::ErrorScopeGuard,
 }
 
 impl ErrorScopes {
-    pub(super) fn push(device: &wgpu::Device) -> Self {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -63,7 +63,7 @@ impl ErrorScopes {
         }
     }
 
-    pub(super) fn pop(self, what: &str) -> Result<()> {
+    pub(crate) fn pop(self, what: &str) -> Result<()> {
         let internal = pollster::block_on(self.internal.pop());
         let validation = pollster::block_on(self.validation.pop());
         let oom = pollster::block_on(self.oom.pop());

@@ -1,4 +1,4 @@
-//! Shader modules, bind-group layouts and compute pipelines: compiled once per backend.
+//! Shader modules, bind-group layouts and compute pipelines: compiled once per device user.
 
 /// What a bind-group slot holds.
 #[derive(Clone, Copy)]
@@ -64,7 +64,8 @@ pub(crate) fn shader_module(
     if checked {
         device.create_shader_module(desc)
     } else {
-        // SAFETY: only gram.wgsl and conv.wgsl (src/exec/gpu/gemm.rs) are compiled this way.
+        // SAFETY: only gram.wgsl, conv.wgsl (src/exec/gpu/gemm.rs) and pad.wgsl (pad.rs) are
+        // compiled this way.
         // Every storage access in them is guarded by explicit comparisons with the sizes the
         // host bound (rows of the chunk, columns of the result and block, table lengths) or is
         // in bounds by construction (tile columns past the result clamped to the last one, rows
@@ -111,6 +112,17 @@ pub(crate) fn pipelines<const N: usize>(
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     });
+    module_pipelines(device, label, &module, layout, entry_points)
+}
+
+/// Compiles the entry points of a shader module against one bind-group layout.
+pub(crate) fn module_pipelines<const N: usize>(
+    device: &wgpu::Device,
+    label: &str,
+    module: &wgpu::ShaderModule,
+    layout: &wgpu::BindGroupLayout,
+    entry_points: [&str; N],
+) -> [wgpu::ComputePipeline; N] {
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
         bind_group_layouts: &[Some(layout)],
@@ -120,7 +132,7 @@ pub(crate) fn pipelines<const N: usize>(
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(&pipeline_layout),
-            module: &module,
+            module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 // Every kernel writes the workgroup memory it reads first, so wgpu's zero fill

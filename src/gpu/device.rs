@@ -1,10 +1,9 @@
-//! Adapter and device choice, the device's limits, and the shared [`Gpu`] handle with its
-//! submission and readback helpers.
+//! Adapter and device choice, the device's limits, device creation, and the shared [`Gpu`]
+//! handle with its submission and readback helpers.
 
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::errors::Health;
-use super::{downdate, gains, gram};
 use crate::error::{Error, Result};
 
 /// Polls before a readback that the GPU has finished is declared failed to map.
@@ -15,7 +14,7 @@ const MAP_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// A wgpu instance on the primary backends (Vulkan, Metal, DX12); `WGPU_BACKEND` overrides
 /// (e.g. `WGPU_BACKEND=gl` for wgpu's secondary OpenGL backend, not used by default because its
 /// compute support is limited and initializing it on a headless machine is noisy).
-pub(super) fn instance() -> wgpu::Instance {
+fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = wgpu::Backends::PRIMARY.with_env();
     // wgpu turns on API validation in debug builds; keep it opt-in (WGPU_VALIDATION=1).
@@ -23,13 +22,13 @@ pub(super) fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-pub(super) fn describe(info: &wgpu::AdapterInfo) -> String {
+fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }
 
 /// The adapter whose name contains `name` (case-insensitive); among several, a real GPU on a
 /// primary backend first.
-pub(super) fn find_adapter(instance: &wgpu::Instance, name: &str) -> Result<wgpu::Adapter> {
+fn find_adapter(instance: &wgpu::Instance, name: &str) -> Result<wgpu::Adapter> {
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let needle = name.trim().to_lowercase();
     let rank = |info: &wgpu::AdapterInfo| {
@@ -65,7 +64,7 @@ pub(super) fn find_adapter(instance: &wgpu::Instance, name: &str) -> Result<wgpu
 
 /// wgpu's downlevel defaults, raised to the adapter's own limits where this backend benefits:
 /// buffer and binding sizes (big statistics), compute workgroup sizes and memory.
-pub(super) fn requested_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+fn requested_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
     let mut l = wgpu::Limits::downlevel_defaults()
         .or_worse_values_from(adapter)
         .using_alignment(adapter.clone());
@@ -85,7 +84,7 @@ pub(super) fn requested_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
 }
 
 /// What the kernels need of a device.
-pub(super) fn check_limits(l: &wgpu::Limits, adapter: &str) -> Result<()> {
+fn check_limits(l: &wgpu::Limits, adapter: &str) -> Result<()> {
     let needs = [
         (
             "max_compute_invocations_per_workgroup",
@@ -128,22 +127,110 @@ pub(super) fn check_limits(l: &wgpu::Limits, adapter: &str) -> Result<()> {
     Ok(())
 }
 
-/// The device and everything compiled for it, shared by a backend's clones and its layers.
+/// One adapter per line (name, backend, device type), for a `devices` listing.
+pub(crate) fn adapters() -> Vec<String> {
+    let instance = instance();
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| describe(&a.get_info()))
+        .collect()
+}
+
+/// A wgpu device and queue with what the runtime keeps about them, shared by a backend's
+/// clones, its layers and the executors built on it. The kernels compiled for the device are
+/// kept by their users.
 pub(crate) struct Gpu {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
-    /// Device loss and stray errors (reported only for devices this backend created).
+    /// Device loss and stray errors (reported only for devices this runtime created).
     pub(super) health: Arc<Mutex<Health>>,
     /// Buffers returned by finished layers, for reuse.
     pub(super) pool: Mutex<Vec<wgpu::Buffer>>,
-    pub(super) gram: gram::GramKernels,
-    pub(super) gains: gains::GainsKernels,
-    pub(super) downdate: downdate::DowndateKernels,
 }
 
 impl Gpu {
+    /// Creates a device on its own wgpu instance: on the first adapter whose name contains
+    /// `wanted` (case-insensitive), else on wgpu's high-performance choice. The device is
+    /// requested with the adapter's own storage-buffer, buffer-size and compute limits, so that
+    /// large statistics fit.
+    pub(crate) fn create(wanted: Option<&str>) -> Result<Self> {
+        let instance = instance();
+        let adapter = match wanted {
+            Some(name) => find_adapter(&instance, name)?,
+            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            }))
+            .map_err(|e| {
+                Error::Gpu(format!(
+                    "no GPU adapter found ({e}); on a machine without a GPU, install Mesa's \
+                     software Vulkan driver (package mesa-vulkan-drivers) to run on lavapipe"
+                ))
+            })?,
+        };
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("subprune"),
+            // Timestamp queries time the statistics' phases where the adapter has them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_limits: requested_limits(&adapter.limits()),
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            Error::Gpu(format!(
+                "adapter {}: requesting a device failed: {e}",
+                info.name
+            ))
+        })?;
+        let health = Arc::new(Mutex::new(Health::default()));
+        {
+            let health = Arc::clone(&health);
+            device.set_device_lost_callback(move |reason, message| {
+                let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+                h.lost
+                    .get_or_insert(format!("device lost ({reason:?}): {message}"));
+            });
+        }
+        {
+            // Errors outside our error scopes must not panic (wgpu's default handler does); the
+            // next operation reports them.
+            let health = Arc::clone(&health);
+            device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+                let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+                h.uncaptured.get_or_insert(format!("{error}"));
+            }));
+        }
+        Self::open(device, queue, info, health)
+    }
+
+    /// Wraps a host application's existing device and queue; the host keeps its own
+    /// device-lost and uncaptured-error handlers.
+    pub(crate) fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let info = device.adapter_info();
+        Self::open(device, queue, info, Arc::new(Mutex::new(Health::default())))
+    }
+
+    /// Checks that the device has what the kernels need.
+    fn open(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        health: Arc<Mutex<Health>>,
+    ) -> Result<Self> {
+        let limits = device.limits();
+        check_limits(&limits, &info.name)?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            health,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Submits `encoder`'s work, waits for it, maps `staging[..bytes]` and returns its words.
     pub(crate) fn submit_and_read(
         &self,
@@ -165,7 +252,7 @@ impl Gpu {
     /// Submits `encoder`, runs `meanwhile` on the host while the GPU works, maps the first
     /// `bytes` of `staging` once the GPU is done, and hands the mapped bytes and what
     /// `meanwhile` returned to `read` (which can convert them in place, without a copy).
-    pub(super) fn submit_and_map<M, T>(
+    pub(crate) fn submit_and_map<M, T>(
         &self,
         encoder: wgpu::CommandEncoder,
         staging: &wgpu::Buffer,
@@ -222,7 +309,7 @@ impl Gpu {
     }
 
     /// Waits until submission `index` has finished (bounds the work queued ahead of the host).
-    pub(super) fn wait_for(&self, index: wgpu::SubmissionIndex, what: &str) -> Result<()> {
+    pub(crate) fn wait_for(&self, index: wgpu::SubmissionIndex, what: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),

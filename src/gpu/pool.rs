@@ -15,7 +15,7 @@ const POOL_MAX_BUFFERS: usize = 64;
 const POOL_MAX_BYTES: u64 = 1 << 30;
 
 impl Gpu {
-    pub(super) fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::Buffer>> {
+    pub(crate) fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<wgpu::Buffer>> {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -104,16 +104,38 @@ pub(crate) fn binding(buffer: &wgpu::Buffer, size: u64) -> wgpu::BindingResource
     })
 }
 
+/// A bind group of `resources` at bindings 0, 1, 2, … in order.
+pub(crate) fn bind_group<'a>(
+    device: &wgpu::Device,
+    label: Option<&str>,
+    layout: &wgpu::BindGroupLayout,
+    resources: impl IntoIterator<Item = wgpu::BindingResource<'a>>,
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource,
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label,
+        layout,
+        entries: &entries,
+    })
+}
+
 /// A uniform buffer of parameter blocks, one per dispatch, selected by dynamic offsets.
-pub(super) struct ParamSlots {
+pub(crate) struct ParamSlots {
     buffer: PooledBuffer,
     stride: u64,
     size: u64,
-    pub(super) count: usize,
+    pub(crate) count: usize,
 }
 
 impl ParamSlots {
-    pub(super) fn new<T: bytemuck::Pod>(gpu: &Arc<Gpu>, label: &str, count: usize) -> Result<Self> {
+    pub(crate) fn new<T: bytemuck::Pod>(gpu: &Arc<Gpu>, label: &str, count: usize) -> Result<Self> {
         let size = std::mem::size_of::<T>() as u64;
         let stride = size.next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as u64);
         let buffer = gpu.buffer(
@@ -130,18 +152,18 @@ impl ParamSlots {
     }
 
     /// The binding (one block) to put in a bind group.
-    pub(super) fn binding(&self) -> wgpu::BindingResource<'_> {
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         binding(&self.buffer, self.size)
     }
 
     /// The dynamic offset of slot `i`.
-    pub(super) fn offset(&self, i: usize) -> u32 {
+    pub(crate) fn offset(&self, i: usize) -> u32 {
         debug_assert!(i < self.count);
         (i as u64 * self.stride) as u32
     }
 
     /// Writes all slots (ordered before the next submission).
-    pub(super) fn write<T: bytemuck::Pod>(&self, queue: &wgpu::Queue, slots: &[T]) {
+    pub(crate) fn write<T: bytemuck::Pod>(&self, queue: &wgpu::Queue, slots: &[T]) {
         debug_assert!(slots.len() <= self.count);
         let mut bytes = vec![0u8; self.stride as usize * slots.len()];
         for (i, s) in slots.iter().enumerate() {

@@ -1,10 +1,13 @@
-//! Tensors that live on the device of a [`GpuBackend`].
+//! Tensors that live on a GPU device (the forward executor's activations, handed to the
+//! statistics without a host copy).
 
-use super::GpuBackend;
+use std::sync::Arc;
+
+use super::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// A tensor on a GPU backend's device, e.g. one the GPU executor hands to a tap consumer
+/// A tensor on a GPU device (made with `DeviceTensor::new` on a [`crate::GpuBackend`]), e.g. one the GPU executor hands to a tap consumer
 /// ([`crate::exec::Activation::Device`]): row-major f32,
 /// batch first, starting `offset` bytes into `buffer`. The buffer stays valid for the duration of
 /// the tap call; work the consumer submits to the same queue runs after the tensor is computed.
@@ -13,7 +16,7 @@ pub struct DeviceTensor<'a> {
     buffer: &'a wgpu::Buffer,
     shape: &'a [usize],
     offset: u64,
-    backend: &'a GpuBackend,
+    gpu: &'a Arc<Gpu>,
 }
 
 impl std::fmt::Debug for DeviceTensor<'_> {
@@ -21,24 +24,24 @@ impl std::fmt::Debug for DeviceTensor<'_> {
         f.debug_struct("DeviceTensor")
             .field("shape", &self.shape)
             .field("offset", &self.offset)
-            .field("adapter", &self.backend.adapter_name())
+            .field("adapter", &self.gpu.info.name)
             .finish()
     }
 }
 
 impl<'a> DeviceTensor<'a> {
-    /// The tensor of `shape` stored from byte `offset` of `buffer` on `backend`'s device.
-    pub fn new(
+    /// The tensor of `shape` stored from byte `offset` of `buffer` on `gpu`'s device.
+    pub(crate) fn on_gpu(
         buffer: &'a wgpu::Buffer,
         shape: &'a [usize],
         offset: u64,
-        backend: &'a GpuBackend,
+        gpu: &'a Arc<Gpu>,
     ) -> Self {
         Self {
             buffer,
             shape,
             offset,
-            backend,
+            gpu,
         }
     }
 
@@ -62,7 +65,7 @@ impl<'a> DeviceTensor<'a> {
             buffer: self.buffer,
             shape,
             offset: self.offset,
-            backend: self.backend,
+            gpu: self.gpu,
         })
     }
 
@@ -86,14 +89,14 @@ impl<'a> DeviceTensor<'a> {
         4 * self.shape.iter().product::<usize>() as u64
     }
 
-    /// The backend (device and queue) the buffer belongs to.
-    pub fn backend(&self) -> &'a GpuBackend {
-        self.backend
+    /// The device (and queue) the buffer belongs to.
+    pub(crate) fn gpu(&self) -> &'a Arc<Gpu> {
+        self.gpu
     }
 
     /// Copies the tensor to host memory (waits for the device).
     pub fn read(&self) -> Result<Tensor> {
-        let gpu = &self.backend.gpu;
+        let gpu = self.gpu;
         let bytes = self.byte_len();
         let data = gpu.scoped("reading a tapped activation back", || {
             if bytes == 0 {

@@ -15,14 +15,14 @@ const MAX_PASSES: u32 = 1024;
 
 /// What a timed pass counts towards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Phase {
+pub(crate) enum Phase {
     /// The Gram kernels.
     Kernel,
     /// Split folds, full matrices, `C0 = X·W`.
     Reduce,
 }
 
-pub(super) struct PassTimer {
+pub(crate) struct PassTimer {
     set: Option<wgpu::QuerySet>,
     phases: Vec<Phase>,
     overflowed: bool,
@@ -30,7 +30,7 @@ pub(super) struct PassTimer {
 
 impl PassTimer {
     /// A timer on `gpu`; inactive when the device has no timestamp queries.
-    pub(super) fn new(gpu: &Gpu) -> Self {
+    pub(crate) fn new(gpu: &Gpu) -> Self {
         let set = gpu
             .device
             .features()
@@ -51,7 +51,7 @@ impl PassTimer {
 
     /// The timestamp writes for the next pass, counted towards `phase`; `None` when inactive or
     /// full (the timing is then incomplete, and [`PassTimer::complete`] says so).
-    pub(super) fn writes(&mut self, phase: Phase) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+    pub(crate) fn writes(&mut self, phase: Phase) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
         let set = self.set.as_ref()?;
         let index = self.phases.len() as u32;
         if index >= MAX_PASSES {
@@ -67,17 +67,17 @@ impl PassTimer {
     }
 
     /// Whether every pass was timed.
-    pub(super) fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.set.is_some() && !self.overflowed
     }
 
     /// Bytes [`PassTimer::resolve`] writes.
-    pub(super) fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.phases.len() as u64 * 16
     }
 
     /// Resolves the used queries into a new buffer (to be copied to a readback buffer).
-    pub(super) fn resolve(
+    pub(crate) fn resolve(
         &self,
         gpu: &Arc<Gpu>,
         encoder: &mut wgpu::CommandEncoder,
@@ -98,7 +98,7 @@ impl PassTimer {
     }
 
     /// Seconds per phase from the resolved timestamps (`words`: pairs of u32 halves of u64).
-    pub(super) fn seconds(&self, gpu: &Gpu, words: &[u32]) -> (f64, f64) {
+    pub(crate) fn seconds(&self, gpu: &Gpu, words: &[u32]) -> (f64, f64) {
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
         let stamp = |i: usize| words[2 * i] as u64 | ((words[2 * i + 1] as u64) << 32);
         let (mut kernel, mut reduce) = (0.0, 0.0);

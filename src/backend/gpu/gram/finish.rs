@@ -1,0 +1,409 @@
+//! The end of a layer's statistics: the row splits folded into one slice, then either (one
+//! column block) full f32 matrices, `C0 = X·W` and `‖AW‖²`'s product on the device with `G` left
+//! there, or (several blocks) every sum read back as compensated pairs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::config::{GramParams, FLAT_THREADS};
+use super::work::to_u32;
+use super::GpuStats;
+use crate::backend::gpu::resident::DeviceGram;
+use crate::backend::KernelClock;
+use crate::error::Result;
+use crate::gpu::Phase;
+use crate::layer::{Gram, RawGrams};
+
+impl GpuStats {
+    /// after the last chunk's dispatch.
+    pub(super) fn encode_fold(&mut self, encoder: &mut wgpu::CommandEncoder) {
+        if self.cleared_splits <= 1 {
+            return;
+        }
+        let gpu = Arc::clone(&self.gpu);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("fold splits"),
+            timestamp_writes: self.timer.writes(Phase::Reduce),
+        });
+        pass.set_pipeline(&self.kernels.gram.fold);
+        for s in 0..self.sums.len() {
+            for (b, block) in self.blocks.iter().enumerate() {
+                let slot = s * self.blocks.len() + b;
+                pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
+                let (x, y) = gpu.grid((self.d as u32 * block.cols).div_ceil(FLAT_THREADS));
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+    }
+
+    /// Single-block path: full f32 matrices, `C0` and `(AᵀA)·W` on the device, one readback of
+    /// `C0`, `‖AW‖²`'s product and `G`'s diagonal; `G` itself stays on the device
+    /// ([`DeviceGram`]).
+    pub(super) fn finish_on_device(&mut self, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        let gpu = Arc::clone(&self.gpu);
+        let d = self.d;
+        let m = outputs;
+        let m32 = to_u32(m, "consumer outputs")?;
+        let d32 = d as u32;
+        let start = Instant::now();
+        let storage = wgpu::BufferUsages::STORAGE;
+        let full_bytes = (d * d * 4) as u64;
+        // After each full matrix: its diagonal and the non-finite flag (`to_full`).
+        let tail_bytes = ((d + 1) * 4) as u64;
+        let pair_bytes = (d * m * 8) as u64;
+        // Full f32 matrices of every sum.
+        let mut fulls = Vec::with_capacity(self.sums.len());
+        for _ in &self.sums {
+            fulls.push(gpu.buffer(
+                "statistics (f32)",
+                full_bytes + tail_bytes,
+                storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            )?);
+        }
+        let w32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
+        let w_buffer = gpu.buffer(
+            "consumer weight",
+            (w32.len() * 4) as u64,
+            storage | wgpu::BufferUsages::COPY_DST,
+        )?;
+        gpu.queue
+            .write_buffer(&w_buffer, 0, bytemuck::cast_slice(&w32));
+        let with_target = self.sums.len() > 1;
+        let products = if with_target { 2 } else { 1 };
+        let mut product_acc = Vec::with_capacity(products);
+        for _ in 0..products {
+            product_acc.push(gpu.buffer(
+                "C0 accumulator",
+                pair_bytes,
+                storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            )?);
+        }
+        // Parameters: the per-sum slots as for a chunk, then the two products (dense, k = D).
+        let bk = self.config.bk;
+        let mut slots = self.slot_params(0);
+        let product = GramParams {
+            rows: d32,
+            out_rows: d32,
+            out_cols: m32,
+            col0: 0,
+            block_cols: m32,
+            splits: 1,
+            rows_per_split: d32.next_multiple_of(bk),
+            symmetric: 0,
+            conv: 0,
+            left_stride: d32,
+            right_stride: m32,
+            ..Default::default()
+        };
+        let product_slot = slots.len();
+        slots.push(product);
+        slots.push(product);
+        self.params.write(&gpu.queue, &slots);
+        // Bind groups for `to_full` (acc → full) and the products (full · W → pairs).
+        let acc_bytes = self.splits as u64 * (d * d * 8) as u64;
+        let full_groups: Vec<wgpu::BindGroup> = (0..self.sums.len())
+            .map(|s| {
+                self.bind_group(
+                    &self.placeholder,
+                    &self.placeholder,
+                    (16, 16),
+                    &self.acc[s],
+                    acc_bytes,
+                    Some((&fulls[s], full_bytes + tail_bytes)),
+                )
+            })
+            .collect();
+        // C0 = X·W: the cross sum (AᵀB, read row-major as Xᵀ) or G itself; then (AᵀA)·W.
+        let x_full = if with_target { &fulls[1] } else { &fulls[0] };
+        let w_bytes = (w32.len() * 4) as u64;
+        let mut product_groups = vec![self.bind_group(
+            x_full,
+            &w_buffer,
+            (full_bytes, w_bytes),
+            &product_acc[0],
+            pair_bytes,
+            None,
+        )];
+        if with_target {
+            product_groups.push(self.bind_group(
+                &fulls[2],
+                &w_buffer,
+                (full_bytes, w_bytes),
+                &product_acc[1],
+                pair_bytes,
+                None,
+            ));
+        }
+
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("statistics finish"),
+            });
+        for acc in &product_acc {
+            encoder.clear_buffer(acc, 0, None);
+        }
+        for full in &fulls {
+            encoder.clear_buffer(full, full_bytes, Some(tail_bytes));
+        }
+        self.encode_fold(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("full matrices"),
+                timestamp_writes: self.timer.writes(Phase::Reduce),
+            });
+            pass.set_pipeline(&self.kernels.gram.to_full);
+            for (s, group) in full_groups.iter().enumerate() {
+                pass.set_bind_group(0, group, &[self.params.offset(s)]);
+                let (x, y) = gpu.grid((d32 * d32).div_ceil(FLAT_THREADS));
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("C0 = X·W"),
+                timestamp_writes: self.timer.writes(Phase::Reduce),
+            });
+            pass.set_pipeline(&self.pipeline);
+            let tile = self.config.tile();
+            for (p, group) in product_groups.iter().enumerate() {
+                let slot = product_slot + p;
+                pass.set_bind_group(0, group, &[self.params.offset(slot)]);
+                pass.dispatch_workgroups(m32.div_ceil(tile), d32.div_ceil(tile), 1);
+            }
+        }
+        // One readback: G's diagonal and flag, the product pairs, the timestamps.
+        let timestamps = self.timer.resolve(&gpu, &mut encoder)?;
+        let stamp_bytes = timestamps.as_ref().map_or(0, |_| self.timer.bytes());
+        let total_bytes = tail_bytes + products as u64 * pair_bytes + stamp_bytes;
+        let staging = gpu.buffer(
+            "statistics readback",
+            total_bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        encoder.copy_buffer_to_buffer(&fulls[0], full_bytes, &staging, 0, tail_bytes);
+        for (p, acc) in product_acc.iter().enumerate() {
+            let at = tail_bytes + p as u64 * pair_bytes;
+            encoder.copy_buffer_to_buffer(acc, 0, &staging, at, pair_bytes);
+        }
+        if let Some(t) = &timestamps {
+            let at = tail_bytes + products as u64 * pair_bytes;
+            encoder.copy_buffer_to_buffer(t, 0, &staging, at, stamp_bytes);
+        }
+        self.phases.reduce += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut mapped_at = start;
+        // Converted straight from the mapped memory, in parallel: the C0 pairs to f64, the
+        // timestamps to u64 (no intermediate copy of the readback).
+        // The f64 results are allocated and their pages touched while the GPU still works, so
+        // that the conversion after the readback is pure arithmetic (no page faults).
+        let prefault = |len: usize| {
+            let mut v = vec![0.0f64; len];
+            // black_box: the store must not be dropped as a no-op on zeroed memory.
+            v.par_chunks_mut(512)
+                .for_each(|c| c[0] = std::hint::black_box(0.0));
+            v
+        };
+        let (stamps, tail, c0, product1) = gpu.submit_and_map(
+            encoder,
+            &staging,
+            total_bytes,
+            "reading back the statistics",
+            || {
+                let product1 = if with_target {
+                    prefault(d * m)
+                } else {
+                    Vec::new()
+                };
+                (prefault(d * m), product1)
+            },
+            |view, (mut c0, mut product1)| {
+                mapped_at = Instant::now();
+                let words: &[u32] = bytemuck::cast_slice(view);
+                let (tail, rest) = words.split_at(d + 1);
+                let pairs = |p: usize, out: &mut Vec<f64>| {
+                    out.par_chunks_mut(1 << 12)
+                        .zip(rest[p * 2 * d * m..(p + 1) * 2 * d * m].par_chunks(2 << 12))
+                        .for_each(|(dst, src)| {
+                            for (t, w) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                                *t = f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64;
+                            }
+                        });
+                };
+                pairs(0, &mut c0);
+                if with_target {
+                    pairs(1, &mut product1);
+                }
+                let stamps = rest[products * 2 * d * m..].to_vec();
+                (stamps, tail.to_vec(), c0, product1)
+            },
+        )?;
+        let product1 = with_target.then_some(product1);
+        self.phases.readback += (mapped_at - start).as_secs_f64();
+        let start = mapped_at;
+        // Partial sums over fixed chunks, added in order: the same result on every run.
+        let dot = |a: &[f64]| -> f64 {
+            let parts: Vec<f64> = a
+                .par_chunks(1 << 14)
+                .zip(weight.par_chunks(1 << 14))
+                .map(|(x, w)| x.iter().zip(w).map(|(x, y)| x * y).sum::<f64>())
+                .collect();
+            parts.iter().sum()
+        };
+        let total = dot(product1.as_deref().unwrap_or(&c0));
+        if timestamps.is_some() {
+            self.use_timestamps(&stamps);
+        }
+        let diag = tail[..d]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .collect();
+        let finite = f32::from_bits(tail[d]) == 0.0;
+        let matrix = DeviceGram {
+            gpu: Arc::clone(&gpu),
+            buffer: fulls.swap_remove(0),
+            dim: d,
+        };
+        let gram = Gram::on_device(d, diag, Arc::new(matrix), finite);
+        self.phases.host += start.elapsed().as_secs_f64();
+        Ok(RawGrams {
+            gram,
+            cross: None,
+            target_gram: None,
+            rows: self.rows,
+            c0: Some(c0),
+            total: Some(total),
+            phases: self.phases,
+        })
+    }
+
+    /// Several column blocks: each sum read back as (hi, lo) pairs into f64, `C0` and `‖AW‖²`
+    /// left to the host.
+    pub(super) fn finish_blocks(&mut self) -> Result<RawGrams> {
+        let d = self.d;
+        let gpu = Arc::clone(&self.gpu);
+        let start = Instant::now();
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("fold splits"),
+            });
+        let slots = self.slot_params(0);
+        self.params.write(&gpu.queue, &slots);
+        self.encode_fold(&mut encoder);
+        // The pass timestamps come back first, with the folds done (and replace the wall-clock
+        // kernel and reduction times).
+        let stamps = match self.timer.resolve(&gpu, &mut encoder)? {
+            Some(stamps) => {
+                let bytes = self.timer.bytes();
+                let staging = gpu.buffer(
+                    "timestamps readback",
+                    bytes,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                )?;
+                encoder.copy_buffer_to_buffer(&stamps, 0, &staging, 0, bytes);
+                Some(gpu.submit_and_read(encoder, &staging, bytes, "reading the timestamps")?)
+            }
+            None => {
+                gpu.queue.submit([encoder.finish()]);
+                None
+            }
+        };
+        self.phases.reduce += start.elapsed().as_secs_f64();
+        if let Some(words) = stamps {
+            self.use_timestamps(&words);
+        }
+        let mut totals: Vec<Vec<f64>> = self.sums.iter().map(|_| vec![0.0; d * d]).collect();
+        let widest = self.blocks.iter().map(|b| b.cols).max().unwrap_or(1) as u64;
+        let staging = gpu.buffer(
+            "statistics readback",
+            d as u64 * widest * 8,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        for (s, total) in totals.iter_mut().enumerate() {
+            for (b, block) in self.blocks.iter().enumerate() {
+                let slot = s * self.blocks.len() + b;
+                let cols = block.cols as usize;
+                let bytes = (d * cols * 8) as u64;
+                let start = Instant::now();
+                let mut encoder =
+                    gpu.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("gram readback"),
+                        });
+                encoder.copy_buffer_to_buffer(&self.acc[slot], 0, &staging, 0, bytes);
+                let words =
+                    gpu.submit_and_read(encoder, &staging, bytes, "reading back the statistics")?;
+                self.phases.readback += start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                let col0 = block.col0 as usize;
+                total
+                    .par_chunks_mut(d)
+                    .zip(words.par_chunks_exact(2 * cols))
+                    .for_each(|(dst, row)| {
+                        for (t, pair) in dst[col0..col0 + cols].iter_mut().zip(row.chunks_exact(2))
+                        {
+                            *t = f32::from_bits(pair[0]) as f64 + f32::from_bits(pair[1]) as f64;
+                        }
+                    });
+                self.phases.host += start.elapsed().as_secs_f64();
+            }
+        }
+        let start = Instant::now();
+        // Symmetric sums hold their upper triangle; the cross sum is AᵀB, the host wants BᵀA.
+        for (sum, total) in self.sums.iter().zip(totals.iter_mut()) {
+            let upper = total.clone();
+            let symmetric = sum.symmetric();
+            total.par_chunks_mut(d).enumerate().for_each(|(i, row)| {
+                for (j, t) in row.iter_mut().enumerate() {
+                    if symmetric {
+                        if j < i {
+                            *t = upper[j * d + i];
+                        }
+                    } else {
+                        *t = upper[j * d + i];
+                    }
+                }
+            });
+        }
+        self.phases.host += start.elapsed().as_secs_f64();
+        let mut totals = totals.into_iter();
+        Ok(RawGrams {
+            gram: totals.next().expect("the Gram sum").into(),
+            cross: totals.next(),
+            target_gram: totals.next(),
+            rows: self.rows,
+            c0: None,
+            total: None,
+            phases: self.phases,
+        })
+    }
+
+    /// Takes the kernel and reduction times from the resolved pass timestamps (`words`), when
+    /// every pass was timed.
+    fn use_timestamps(&mut self, words: &[u32]) {
+        let (kernel, reduce) = self.timer.seconds(&self.gpu, words);
+        if self.timer.complete() {
+            self.phases.kernel = kernel;
+            self.phases.reduce = reduce;
+            self.phases.clock = KernelClock::Timestamps;
+        }
+    }
+
+    pub(super) fn empty(&self) -> RawGrams {
+        let d = self.d;
+        let zeros = || vec![0.0; d * d];
+        let with_target = self.sums.len() > 1;
+        RawGrams {
+            gram: zeros().into(),
+            cross: with_target.then(zeros),
+            target_gram: with_target.then(zeros),
+            rows: 0,
+            c0: None,
+            total: None,
+            phases: self.phases,
+        }
+    }
+}
