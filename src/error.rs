@@ -176,3 +176,35 @@ impl<T> Context<T> for Result<T> {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_names_the_part_in_front_and_root_sees_through_it() {
+        let e = Error::Gpu("device lost".into())
+            .context("node 'conv1' (Conv)")
+            .context("layer 'conv1'");
+        assert_eq!(
+            e.to_string(),
+            "layer 'conv1': node 'conv1' (Conv): GPU backend: device lost"
+        );
+        assert!(matches!(e.root(), Error::Gpu(m) if m == "device lost"));
+        let r: Result<()> = Err(Error::Shape("x".into()));
+        let e = r.context(|| "reading 'a.npy'").unwrap_err();
+        assert_eq!(e.to_string(), "reading 'a.npy': shape mismatch: x");
+        // Value-level errors keep their index offsets under a context.
+        let e = Error::NonFinite {
+            tensor: "inputs".into(),
+            index: 3,
+            value: f32::NAN,
+        }
+        .context("layer 'fc1'")
+        .with_index_offset(10);
+        assert!(
+            matches!(e.root(), Error::NonFinite { index: 13, .. }),
+            "{e}"
+        );
+    }
+}

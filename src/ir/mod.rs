@@ -296,3 +296,26 @@ impl Graph {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_context_names_the_node_once() {
+        let node = Node {
+            name: "conv2".into(),
+            op: Op::Unary(op::Unary::Relu),
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let named = node.context(Error::Shape("bad".into()));
+        assert_eq!(
+            named.to_string(),
+            "node 'conv2' (Relu): shape mismatch: bad"
+        );
+        // An error about this node already names it: not named twice.
+        let own = node.context(node.error("input 0 is missing"));
+        assert_eq!(own.to_string(), "node 'conv2' (Relu): input 0 is missing");
+    }
+}

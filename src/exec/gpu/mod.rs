@@ -601,7 +601,9 @@ impl Executor for GpuExecutor {
                             shape: v.shape,
                         }
                     }
-                    _ => self.run_node(&mut batch, step.node, &shapes)?,
+                    _ => self
+                        .run_node(&mut batch, step.node, &shapes)
+                        .map_err(|e| node.context(e))?,
                 };
                 shapes[id] = Some(value.shape.clone());
                 batch.live[id] = Some(value);
