@@ -4,11 +4,12 @@
 //! selection with optimal reweighting of the next layer (El Halabi, Srinivas, Lacoste-Julien,
 //! NeurIPS 2022). See `docs/ALGORITHM.md` in the repository for the method.
 //!
-//! Data flows one way: consumer inputs → [`stats`] (Gram statistics, on a [`Backend`]) →
-//! [`greedy`] (selection order, error curve) → [`greedy::reweight`] (new consumer weights).
-//! Whole ONNX networks: [`onnx`] → [`ir`] → [`analysis::channels`] (which layers can be pruned)
-//! → [`prune`] (forward passes on an [`exec::Executor`], the layer engine per layer, IR edits) →
-//! [`onnx::save`].
+//! Data flows one way. One layer ([`layer`]): consumer inputs → Gram statistics on a
+//! [`Backend`] (CPU or GPU, [`backend`]) → the greedy (selection order, error curve) → the
+//! reweighting (new consumer weights). Whole ONNX networks: [`onnx`] → [`ir`] →
+//! [`analysis`] (which channels can be pruned) → [`prune`] (forward passes on an
+//! [`exec::Executor`], the layer engine per layer, IR edits) → [`onnx::save`]. The README's
+//! "Layout" section draws the layers; `tests/layering.rs` checks that imports follow them.
 //!
 //! ```no_run
 //! use subprune::{select, Budget, CpuBackend, LayerProblem, SelectOptions, npy};

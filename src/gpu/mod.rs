@@ -2,7 +2,7 @@
 //! executor ([`crate::exec::gpu`]): everything about a wgpu device that is not one of their
 //! kernels.
 //!
-//! * `device.rs`: adapter choice, the device's limits, device creation, and the shared [`Gpu`]
+//! * `device.rs`: adapter choice, the device's limits, device creation, and the shared `Gpu`
 //!   handle with its submission and readback helpers.
 //! * `pool.rs`: the grow-only buffer pool, bindings and bind groups, uniform parameter slots.
 //! * `pipelines.rs`: shader modules (checked or unchecked), bind-group layouts, pipelines.

@@ -289,7 +289,7 @@ impl GreedyState for DataFormState {
 
 /// The new weight rows of the `kept` channels (sorted; rows in that order, `(|S|·ks) × m`) and
 /// the relative error they leave, from the data: with `reweight`, the same closest-to-original
-/// ridge form as the Gram form ([`super::reweight`]), solved in its dual form
+/// ridge form as the Gram form ([`mod@super::reweight`]), solved in its dual form
 /// `W~_S = W_S + B_Sᵀ (B_S B_Sᵀ + λI)⁻¹ (AW − B_S W_S)` on the `n × n` row Gram matrix (the data
 /// form has fewer rows `n` than columns, so memory stays `O(n·(n + |S|·ks))`); without, the
 /// original rows. The error is `‖AW − B_S W~_S‖² / ‖AW‖²` computed from the data.

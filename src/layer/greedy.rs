@@ -1,5 +1,5 @@
 //! The greedy selection (`docs/ALGORITHM.md` §2), driven on the host: one driver for every form
-//! ([`drive`]): each consumer's state (a backend's Schur complement, or the data form's
+//! (`drive`): each consumer's state (a backend's Schur complement, or the data form's
 //! orthogonalised columns) scores every candidate and takes the pick; the host sums the gains over
 //! the consumers, picks the argmax and records the order, the gains and the error curve.
 

@@ -11,8 +11,8 @@
 //! - [`stats`]: the Gram statistics (`G = BᵀB`, `C0 = XW`, `‖AW‖²`) the backends return;
 //! - [`greedy`]: the one greedy driver, over one or several consumers' states;
 //! - [`dataform`]: the greedy on the `n × D` data when there are fewer rows than columns;
-//! - [`reweight`]: the consumer's new weights for a keep set (one least-squares form);
-//! - [`select`]: the whole layer from consumer inputs in memory (`subprune select`).
+//! - [`mod@reweight`]: the consumer's new weights for a keep set (one least-squares form);
+//! - [`mod@select`]: the whole layer from consumer inputs in memory (`subprune select`).
 
 pub mod backend;
 pub mod cost;

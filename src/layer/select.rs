@@ -147,7 +147,7 @@ pub struct SelectOptions {
     /// Replace the consumer's weights by the least-squares optimum `W~` (default), or keep its
     /// original rows for the kept channels.
     pub reweight: bool,
-    /// Relative ridge of the reweighting ([`super::reweight`]; 0: plain least squares, up to the
+    /// Relative ridge of the reweighting ([`mod@super::reweight`]; 0: plain least squares, up to the
     /// statistics' precision).
     pub ridge: f64,
     /// Relative pivot tolerance for numerically dependent channels.
@@ -276,7 +276,7 @@ pub fn select_from_run(
 }
 
 /// The new weight rows of the kept channels (in `kept` order) and the relative error they leave:
-/// the least-squares ones ([`super::reweight`]), or the original ones without
+/// the least-squares ones ([`mod@super::reweight`]), or the original ones without
 /// reweighting.
 fn kept_weights(
     stats: &LayerStats,

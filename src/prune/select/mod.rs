@@ -250,7 +250,7 @@ pub(crate) fn top_k(scores: &[f64], keep: usize) -> Result<Vec<usize>> {
 }
 
 /// The kept channels' new consumer rows for one consumer and the residual they leave:
-/// reweighted by least squares (closest-to-original ridge form, [`crate::layer::reweight`]) when
+/// reweighted by least squares (closest-to-original ridge form, [`mod@crate::layer::reweight`]) when
 /// `reweight`, else the original rows times the selection's [`Selection::row_scale`].
 pub fn consumer_rows(
     stats: &LayerStats,
