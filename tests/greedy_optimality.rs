@@ -7,7 +7,7 @@
 //! * Random instances: the submodularity ratio γ (Das and Kempe) computed by enumeration, and the
 //!   guarantee `F(greedy_k) ≥ (1 − e^{−γ}) · max_{|S| = k} F(S)` checked for every k.
 //!
-//! γ values are printed (`cargo test --test brute_force -- --nocapture`).
+//! γ values are printed (`cargo test --test greedy_optimality -- --nocapture`).
 
 mod common;
 
@@ -153,7 +153,7 @@ fn submodularity_ratio(f: &[f64], c: usize, max_l: usize, max_s: usize, eps: f64
 }
 
 /// Checks that the engine's error curve is the oracle's F on the engine's own prefixes:
-/// `|err − (1 − F/total)| ≤ 1e-5 · max(err, 1e-1)`. The floor is 10× that of tests/oracle.rs
+/// `|err − (1 − F/total)| ≤ 1e-5 · max(err, 1e-1)`. The floor is 10× that of tests/layer_engine.rs
 /// because these instances have deliberately correlated channels (κ(G) up to ~10²), which
 /// amplifies the f32 rounding of the statistics to ~1e-7 absolute on small errors.
 fn check_curve(small: &Small, run: &GreedyRun, f: &[f64]) {

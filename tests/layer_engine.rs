@@ -6,7 +6,7 @@
 //! so the engine and the oracle differ by rounding of order 1e-7 relative on the Gram entries,
 //! amplified by the conditioning of the instances (all well conditioned, n ≥ 5·D). Errors are
 //! compared as `|err − oracle| ≤ ERR_TOL · max(oracle, ERR_FLOOR)`; the measured discrepancies
-//! are printed (`cargo test --test oracle -- --nocapture`).
+//! are printed (`cargo test --test layer_engine -- --nocapture`).
 
 mod common;
 
