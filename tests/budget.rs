@@ -13,13 +13,18 @@ use subprune::exec::run::{F32Images, ImageSource};
 use subprune::exec::CpuExecutor;
 use subprune::npy;
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
+use subprune::prune::select::Method;
 use subprune::prune::layerwise::layerwise_stats;
 use subprune::prune::select::greedy::Greedy;
 use subprune::prune::sensitivity::{self, Validation};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
 use subprune::tensor::Tensor;
+use subprune::CpuBackend;
 
-use common::{fixture, i64_npy, mnist_calib, mnist_test_images};
+use common::{
+    fixture, i64_npy, mnist_calib, mnist_greedy_curves, mnist_layerwise, mnist_model,
+    mnist_test_images,
+};
 
 /// Two layers of 10 channels, each 100 parameters whole, nothing shared.
 fn two_layers() -> CostModel {
@@ -430,4 +435,132 @@ fn cli_prune_with_the_accuracy_budget() {
         .map(|l| l[2].as_u64().unwrap())
         .collect();
     assert_eq!(kept, planned);
+}
+
+#[test]
+fn cost_model_equals_the_pruned_graph_and_uniform_budget_is_within_one_channel_per_layer() {
+    let (m, ls) = mnist_layerwise();
+    let backend = CpuBackend::new();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let flops = CostModel::flops(&m.graph, &layers);
+    assert_eq!(params.full as usize, m.graph.parameter_count());
+    for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+        let a =
+            budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None).unwrap();
+        let target = m.graph.parameter_count() as f64 / r;
+        assert!(a.cost <= target, "{r}: {} > {target}", a.cost);
+        let plus_one: Vec<usize> = a
+            .keeps
+            .iter()
+            .zip(&params.channels)
+            .map(|(&k, &d)| (k + 1).min(d))
+            .collect();
+        assert!(
+            params.cost(&plus_one) > target,
+            "{r}: one more channel per layer still fits"
+        );
+        // The pruned graph has exactly the predicted parameters and FLOPs.
+        let (g, _) = ls
+            .prune(
+                &m.graph,
+                &*Method::WeightNorm.selector(0),
+                &a.keeps,
+                &PruneOptions::default(),
+                &backend,
+            )
+            .unwrap();
+        assert_eq!(g.parameter_count() as f64, a.cost, "{r}");
+        let g_flops: u64 = g.nodes.iter().map(|n| 2 * g.macs_per_image(n)).sum();
+        assert_eq!(g_flops as f64, flops.cost(&a.keeps), "{r}");
+    }
+    // FLOPs target.
+    let f = flops.full / 5.0;
+    let a = budget::allocate(&flops, Target::Flops(f), Allocation::Uniform, None).unwrap();
+    assert!(a.cost <= f);
+}
+
+#[test]
+fn error_allocation_meets_the_budget_and_beats_uniform_on_the_same_curves() {
+    let (m, _) = mnist_layerwise();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let curves = mnist_greedy_curves();
+    // The greedy curves, and synthetic non-increasing curves of other shapes.
+    let mut rng = subprune::rng::Rng::new(5);
+    let mut all = vec![curves.clone()];
+    for _ in 0..4 {
+        all.push(
+            params
+                .channels
+                .iter()
+                .map(|&d| {
+                    let mut e = 1.0;
+                    (0..d)
+                        .map(|_| {
+                            e *= 1.0 - 0.2 * rng.uniform();
+                            e
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    for c in &all {
+        for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+            let budget_cost = params.full / r;
+            let e = budget::allocate(&params, Target::Compression(r), Allocation::Error, Some(c))
+                .unwrap();
+            let u = budget::allocate(
+                &params,
+                Target::Compression(r),
+                Allocation::Uniform,
+                Some(c),
+            )
+            .unwrap();
+            assert!(e.cost <= budget_cost, "{r}: {} > {budget_cost}", e.cost);
+            assert!(
+                e.summed_error.unwrap() <= u.summed_error.unwrap() + 1e-12,
+                "{r}: error {} > uniform {}",
+                e.summed_error.unwrap(),
+                u.summed_error.unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_allocations_are_clear_errors() {
+    assert_eq!(
+        "accuracy".parse::<Allocation>().unwrap(),
+        Allocation::Accuracy
+    );
+    let err = "nope".parse::<Allocation>().unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("accuracy"), "{err}");
+    let m = mnist_model();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
+        let err = budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compression"), "{err}");
+    }
+    // fc2 (the classifier) is not prunable: 10000× cannot be reached.
+    let err = budget::allocate(
+        &params,
+        Target::Compression(10000.0),
+        Allocation::Uniform,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unreachable"), "{err}");
+    let err = budget::allocate(&params, Target::Compression(4.0), Allocation::Error, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("error curves"), "{err}");
 }

@@ -489,37 +489,19 @@ fn gpu_accepts_and_refuses_the_same_geometry_as_the_cpu() {
     let dir = temp_dir("gpu-geometry");
     let x = write_npy(&dir, "x.npy", &random(&mut rng, &[3, 2, 5, 5], 1.0));
     let w = write_npy(&dir, "w.npy", &random(&mut rng, &[2, 2, 3, 3], 1.0));
+    let select = |backend: &str, extra: &[&str]| {
+        let mut args = vec!["select", "--inputs", &x, "--weight", &w];
+        args.extend_from_slice(extra);
+        subprune_on(backend, &args)
+    };
     for backend in ["cpu", "gpu"] {
-        let out = subprune_on(
-            backend,
-            &[
-                "select",
-                "--inputs",
-                &x,
-                "--weight",
-                &w,
-                "--padding",
-                "1000",
-            ],
-        );
+        let out = select(backend, &["--padding", "1000"]);
         let err = expect_failure(&out, &["padding 1000", "smaller than the dilated kernel"]);
         assert!(!err.contains("u32"), "{backend}: {err}");
     }
     let mut outputs = Vec::new();
     for backend in ["cpu", "gpu"] {
-        let out = subprune_on(
-            backend,
-            &[
-                "select",
-                "--inputs",
-                &x,
-                "--weight",
-                &w,
-                "--padding",
-                "2",
-                "--json",
-            ],
-        );
+        let out = select(backend, &["--padding", "2", "--json"]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         outputs.push(v["kept"].clone());

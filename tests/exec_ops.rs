@@ -130,12 +130,12 @@ fn pools_activations_and_elementwise_on_the_gpu() {
 
 #[test]
 fn shape_ops_and_matrix_products_on_the_cpu() {
-    cpu_matches_tract(&ops::shape_ops_and_matrix_products());
+    cpu_matches_tract(&ops::shape_ops_and_matrix_products(false));
 }
 
 #[test]
 fn shape_ops_and_matrix_products_on_the_gpu() {
-    gpu_matches_cpu(&ops::shape_ops_and_matrix_products());
+    gpu_matches_cpu(&ops::shape_ops_and_matrix_products(true));
 }
 
 #[test]

@@ -379,51 +379,54 @@ fn linear_consumer_with_asymmetric_target_matches_oracle() {
     assert!(inst.oracle.error(&(0..12).collect::<Vec<_>>()) > 1e-3);
 }
 
+/// A conv consumer instance (see [`conv_instance`]) with `(stride, padding, dilation)`,
+/// checked against the oracle.
+fn check_conv(
+    what: &'static str,
+    seed: u64,
+    input: [usize; 4],
+    m: usize,
+    kernel: [usize; 2],
+    geometry: [[usize; 2]; 3],
+    noise: Option<f64>,
+) {
+    let [stride, padding, dilation] = geometry;
+    let conv = conv_options(stride, padding, dilation);
+    check_against_oracle(&conv_instance(what, seed, input, m, kernel, conv, noise));
+}
+
 #[test]
 fn conv_consumer_with_stride_matches_oracle() {
-    let conv = conv_options([2, 2], [0, 0], [1, 1]);
-    let inst = conv_instance("conv stride 2", 3, [20, 5, 9, 7], 4, [3, 2], conv, None);
-    check_against_oracle(&inst);
+    let geometry = [[2, 2], [0, 0], [1, 1]];
+    check_conv("conv stride 2", 3, [20, 5, 9, 7], 4, [3, 2], geometry, None);
 }
 
 #[test]
 fn conv_consumer_with_padding_matches_oracle() {
-    let conv = conv_options([1, 1], [1, 1], [1, 1]);
-    let inst = conv_instance("conv padding 1", 4, [6, 5, 9, 7], 4, [3, 2], conv, None);
-    check_against_oracle(&inst);
+    let geometry = [[1, 1], [1, 1], [1, 1]];
+    check_conv("conv padding 1", 4, [6, 5, 9, 7], 4, [3, 2], geometry, None);
 }
 
 #[test]
 fn conv_consumer_with_dilation_matches_oracle() {
-    let conv = conv_options([1, 1], [0, 0], [2, 2]);
-    let inst = conv_instance("conv dilation 2", 5, [12, 5, 9, 7], 4, [3, 2], conv, None);
-    check_against_oracle(&inst);
+    let geometry = [[1, 1], [0, 0], [2, 2]];
+    check_conv("conv dilation 2", 5, [12, 5, 9, 7], 4, [3, 2], geometry, None);
 }
 
 #[test]
 fn conv_consumer_with_stride_padding_dilation_matches_oracle() {
-    let conv = conv_options([2, 2], [1, 1], [2, 2]);
-    let inst = conv_instance("conv s2 p1 d2", 6, [20, 5, 9, 7], 4, [3, 2], conv, None);
-    check_against_oracle(&inst);
+    let geometry = [[2, 2], [1, 1], [2, 2]];
+    check_conv("conv s2 p1 d2", 6, [20, 5, 9, 7], 4, [3, 2], geometry, None);
     // Per-axis geometry: every parameter differs between height and width.
-    let conv = conv_options([2, 1], [1, 2], [1, 2]);
-    let inst = conv_instance("conv per-axis", 7, [8, 5, 8, 6], 3, [2, 3], conv, None);
-    check_against_oracle(&inst);
+    let geometry = [[2, 1], [1, 2], [1, 2]];
+    check_conv("conv per-axis", 7, [8, 5, 8, 6], 3, [2, 3], geometry, None);
 }
 
 #[test]
 fn conv_consumer_with_asymmetric_target_matches_oracle() {
-    let conv = conv_options([2, 2], [1, 1], [2, 2]);
-    let inst = conv_instance(
-        "conv asymmetric",
-        8,
-        [20, 5, 9, 7],
-        4,
-        [3, 2],
-        conv,
-        Some(0.3),
-    );
-    check_against_oracle(&inst);
+    let geometry = [[2, 2], [1, 1], [2, 2]];
+    let what = "conv asymmetric";
+    check_conv(what, 8, [20, 5, 9, 7], 4, [3, 2], geometry, Some(0.3));
 }
 
 #[test]

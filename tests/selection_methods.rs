@@ -1,55 +1,16 @@
-//! Selection methods, budgets and the comparison (issue 8) on the MNIST fixture with small
-//! calibration subsets, checked against direct computations: weight norms from the ONNX weight,
-//! activation norms and sensitivities from the activations themselves, the cost model against
-//! the parameter count of the pruned graph, the uniform budget against its one-channel bound,
-//! the error allocation against the uniform one on the same curves.
+//! The selection methods (`subprune::prune::select`) on the MNIST fixture with small calibration
+//! subsets, checked against direct computations: weight norms from the ONNX weight, activation
+//! norms from the activations themselves, the greedy tail against its definition, the layerwise
+//! greedy against the pipeline's layer variant.
 
 mod common;
 
-use std::sync::OnceLock;
-
-use subprune::analysis::channels::analyze;
-use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
-use subprune::prune::budget::{self, Allocation, CostModel, Target};
-use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
 use subprune::prune::select::{greedy::Greedy, Method};
-use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
+use subprune::prune::{prune, PruneOptions, Variant};
 use subprune::stats::{ChannelLayout, LayerStats};
 use subprune::CpuBackend;
 
-use common::{fixture, mnist_calib, mnist_test_images};
-
-fn model() -> subprune::onnx::OnnxModel {
-    subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap()
-}
-
-/// Layer-wise statistics of the MNIST CNN on 64 calibration images (computed once).
-fn stats() -> &'static (subprune::onnx::OnnxModel, LayerwiseStats) {
-    static S: OnceLock<(subprune::onnx::OnnxModel, LayerwiseStats)> = OnceLock::new();
-    S.get_or_init(|| {
-        let m = model();
-        let (backend, factory) = cpu_engines();
-        let ls = layerwise_stats(
-            &m.graph,
-            &mnist_calib(64),
-            &PruneOptions::default(),
-            &backend,
-            &factory,
-            &mut |_, _| {},
-        )
-        .unwrap();
-        (m, ls)
-    })
-}
-
-fn greedy_curves() -> &'static Vec<Vec<f64>> {
-    static C: OnceLock<Vec<Vec<f64>>> = OnceLock::new();
-    C.get_or_init(|| {
-        let (_, ls) = stats();
-        ls.greedy_curves(&CpuBackend::new(), 1e-7, &Greedy::default())
-            .unwrap()
-    })
-}
+use common::{mnist_calib, mnist_layerwise};
 
 #[test]
 fn greedy_tail_completes_the_informative_prefix_by_activation_hand_checked() {
@@ -89,7 +50,7 @@ fn greedy_tail_keeps_the_greedy_prefix_and_its_calibration_error_on_mnist() {
     use subprune::prune::select::consumer_rows;
     use subprune::prune::select::greedy_tail::{informative_steps, GreedyTail};
     use subprune::prune::select::{act_norm, Selector};
-    let (_, ls) = stats();
+    let (_, ls) = mnist_layerwise();
     let backend = CpuBackend::new();
     let greedy = Greedy::default();
     let tail = GreedyTail { greedy: &greedy };
@@ -146,7 +107,7 @@ fn greedy_tail_keeps_the_greedy_prefix_and_its_calibration_error_on_mnist() {
 
 #[test]
 fn every_selector_returns_a_valid_keep_set_of_the_requested_size() {
-    let (_, ls) = stats();
+    let (_, ls) = mnist_layerwise();
     let backend = CpuBackend::new();
     for method in Method::ALL {
         let selector = method.selector(7);
@@ -175,7 +136,7 @@ fn every_selector_returns_a_valid_keep_set_of_the_requested_size() {
 
 #[test]
 fn random_methods_are_seeded_deterministic() {
-    let (_, ls) = stats();
+    let (_, ls) = mnist_layerwise();
     let backend = CpuBackend::new();
     let ctx = ls.context(1, &backend, 1e-7); // conv2: 64 channels
     for method in [Method::Random, Method::LayerSampling] {
@@ -231,7 +192,7 @@ fn direct_weight_norms(graph: &subprune::ir::Graph, consumer: usize, channels: u
 
 #[test]
 fn weight_norm_equals_a_direct_computation_on_the_onnx_weight() {
-    let (m, ls) = stats();
+    let (m, ls) = mnist_layerwise();
     let backend = CpuBackend::new();
     for (i, l) in ls.layers.iter().enumerate() {
         assert_eq!(l.layer.consumers.len(), 1);
@@ -359,7 +320,7 @@ fn act_norm_and_layer_sampling_on_a_hand_checked_layer() {
 
 #[test]
 fn layerwise_greedy_equals_the_layer_variant_pipeline() {
-    let (m, ls) = stats();
+    let (m, ls) = mnist_layerwise();
     let backend = CpuBackend::new();
     let options = PruneOptions {
         variant: Variant::Layer,
@@ -384,453 +345,10 @@ fn layerwise_greedy_equals_the_layer_variant_pipeline() {
 }
 
 #[test]
-fn cost_model_equals_the_pruned_graph_and_uniform_budget_is_within_one_channel_per_layer() {
-    let (m, ls) = stats();
-    let backend = CpuBackend::new();
-    let analysis = analyze(&m.graph);
-    let layers = budget::pruned_layers(&analysis, &[]);
-    let params = CostModel::parameters(&m.graph, &layers);
-    let flops = CostModel::flops(&m.graph, &layers);
-    assert_eq!(params.full as usize, m.graph.parameter_count());
-    for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
-        let a =
-            budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None).unwrap();
-        let target = m.graph.parameter_count() as f64 / r;
-        assert!(a.cost <= target, "{r}: {} > {target}", a.cost);
-        let plus_one: Vec<usize> = a
-            .keeps
-            .iter()
-            .zip(&params.channels)
-            .map(|(&k, &d)| (k + 1).min(d))
-            .collect();
-        assert!(
-            params.cost(&plus_one) > target,
-            "{r}: one more channel per layer still fits"
-        );
-        // The pruned graph has exactly the predicted parameters and FLOPs.
-        let (g, _) = ls
-            .prune(
-                &m.graph,
-                &*Method::WeightNorm.selector(0),
-                &a.keeps,
-                &PruneOptions::default(),
-                &backend,
-            )
-            .unwrap();
-        assert_eq!(g.parameter_count() as f64, a.cost, "{r}");
-        let g_flops: u64 = g.nodes.iter().map(|n| 2 * g.macs_per_image(n)).sum();
-        assert_eq!(g_flops as f64, flops.cost(&a.keeps), "{r}");
-    }
-    // FLOPs target.
-    let f = flops.full / 5.0;
-    let a = budget::allocate(&flops, Target::Flops(f), Allocation::Uniform, None).unwrap();
-    assert!(a.cost <= f);
-}
-
-#[test]
-fn error_allocation_meets_the_budget_and_beats_uniform_on_the_same_curves() {
-    let (m, _) = stats();
-    let analysis = analyze(&m.graph);
-    let layers = budget::pruned_layers(&analysis, &[]);
-    let params = CostModel::parameters(&m.graph, &layers);
-    let curves = greedy_curves();
-    // The greedy curves, and synthetic non-increasing curves of other shapes.
-    let mut rng = subprune::rng::Rng::new(5);
-    let mut all = vec![curves.clone()];
-    for _ in 0..4 {
-        all.push(
-            params
-                .channels
-                .iter()
-                .map(|&d| {
-                    let mut e = 1.0;
-                    (0..d)
-                        .map(|_| {
-                            e *= 1.0 - 0.2 * rng.uniform();
-                            e
-                        })
-                        .collect()
-                })
-                .collect(),
-        );
-    }
-    for c in &all {
-        for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
-            let budget_cost = params.full / r;
-            let e = budget::allocate(&params, Target::Compression(r), Allocation::Error, Some(c))
-                .unwrap();
-            let u = budget::allocate(
-                &params,
-                Target::Compression(r),
-                Allocation::Uniform,
-                Some(c),
-            )
-            .unwrap();
-            assert!(e.cost <= budget_cost, "{r}: {} > {budget_cost}", e.cost);
-            assert!(
-                e.summed_error.unwrap() <= u.summed_error.unwrap() + 1e-12,
-                "{r}: error {} > uniform {}",
-                e.summed_error.unwrap(),
-                u.summed_error.unwrap()
-            );
-        }
-    }
-}
-
-#[test]
 fn bad_input_is_a_clear_error() {
     let err = "magic".parse::<Method>().unwrap_err().to_string();
     assert!(
         err.contains("magic") && err.contains("weight-norm"),
         "{err}"
-    );
-    assert_eq!(
-        "accuracy".parse::<Allocation>().unwrap(),
-        Allocation::Accuracy
-    );
-    let err = "nope".parse::<Allocation>().unwrap_err().to_string();
-    assert!(err.contains("nope") && err.contains("accuracy"), "{err}");
-    let (m, _) = stats();
-    let analysis = analyze(&m.graph);
-    let layers = budget::pruned_layers(&analysis, &[]);
-    let params = CostModel::parameters(&m.graph, &layers);
-    for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
-        let err = budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("compression"), "{err}");
-    }
-    // fc2 (the classifier) is not prunable: 10000× cannot be reached.
-    let err = budget::allocate(
-        &params,
-        Target::Compression(10000.0),
-        Allocation::Uniform,
-        None,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("unreachable"), "{err}");
-    let err = budget::allocate(&params, Target::Compression(4.0), Allocation::Error, None)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("error curves"), "{err}");
-}
-
-#[test]
-fn compare_writes_a_parseable_csv_and_an_svg() {
-    let m = model();
-    let (test, labels) = mnist_test_images(200, false);
-    let (backend, factory) = cpu_engines();
-    let options = CompareOptions {
-        methods: vec![Method::WeightNorm, Method::Random],
-        asym: false,
-        compressions: vec![2.0, 8.0],
-        seeds: 2,
-        ..Default::default()
-    };
-    let result = compare(
-        &m,
-        &mnist_calib(32),
-        &test,
-        &labels,
-        None,
-        &options,
-        &backend,
-        &factory,
-        &mut |_| {},
-    )
-    .unwrap();
-    // (weight-norm + 2 random seeds) × 2 compressions × 2 reweightings.
-    assert_eq!(result.rows.len(), 12);
-    assert_eq!(options.row_count(), 12);
-    let csv = to_csv(&result.rows);
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header.len(), 11);
-    let budget_col = header.iter().position(|h| *h == "budget").unwrap();
-    let top1 = header.iter().position(|h| *h == "top1").unwrap();
-    let comp = header.iter().position(|h| *h == "compression").unwrap();
-    let mut n = 0;
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), header.len(), "{line}");
-        let t: f64 = f[top1].parse().unwrap();
-        assert!((0.0..=1.0).contains(&t));
-        let c: f64 = f[comp].parse().unwrap();
-        assert!(c >= 1.9, "{line}");
-        assert_eq!(f[budget_col], "uniform", "{line}");
-        n += 1;
-    }
-    assert_eq!(n, 12);
-    // Reproducible: the unpruned accuracy is what evaluate gives on the same 200 images.
-    assert!(result.baseline_top1 > 0.95);
-    let svg = to_svg(&result, "mnist <test>");
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert!(svg.contains("mnist &lt;test&gt;"));
-    // One line per method × reweighting.
-    assert_eq!(svg.matches("<polyline").count(), 4);
-    assert_eq!(svg.matches('<').count(), svg.matches('>').count());
-    // Bad options are refused before any work.
-    for bad in [
-        CompareOptions {
-            compressions: vec![1.0],
-            ..options.clone()
-        },
-        CompareOptions {
-            seeds: 0,
-            ..options.clone()
-        },
-        CompareOptions {
-            methods: vec![],
-            asym: false,
-            ..options.clone()
-        },
-        CompareOptions {
-            allocations: vec![],
-            ..options.clone()
-        },
-        CompareOptions {
-            allocations: vec![Allocation::Error, Allocation::Uniform, Allocation::Error],
-            ..options.clone()
-        },
-        CompareOptions {
-            allocations: vec![Allocation::Accuracy],
-            ..options.clone()
-        },
-    ] {
-        assert!(compare(
-            &m,
-            &mnist_calib(8),
-            &test,
-            &labels,
-            None,
-            &bad,
-            &backend,
-            &factory,
-            &mut |_| {}
-        )
-        .is_err());
-    }
-}
-
-#[test]
-fn cli_rejects_unknown_method_and_bad_compression() {
-    let dir = common::temp_dir("select-cli");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_subprune"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).to_string()
-    };
-    let m = fixture("mnist_cnn.onnx");
-    let c = fixture("mnist_calib_512.npy");
-    let o = dir.join("o.onnx");
-    let (m, c, o) = (
-        m.to_str().unwrap(),
-        c.to_str().unwrap(),
-        o.to_str().unwrap(),
-    );
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--method", "magic"]);
-    assert!(err.contains("method 'magic'"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--compression", "1"]);
-    assert!(err.contains("--compression 1"), "{err}");
-    let err = run(&[
-        "prune",
-        m,
-        "--calib",
-        c,
-        "--out",
-        o,
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-    ]);
-    assert!(err.contains("--val"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
-    assert!(err.contains("--budget splits"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
-    assert!(err.contains("--target-flops"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--calib-images", "0"]);
-    assert!(err.contains("--calib-images must be ≥ 1"), "{err}");
-    let err = run(&[
-        "prune",
-        m,
-        "--calib",
-        c,
-        "--out",
-        o,
-        "--calib-images",
-        "513",
-    ]);
-    assert!(
-        err.contains("mnist_calib_512.npy holds only 512 images"),
-        "{err}"
-    );
-    // A valid limit: the report counts exactly those images.
-    let report = dir.join("r.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_subprune"))
-        .args(["--backend", "cpu", "prune", m, "--calib", c, "--out", o])
-        .args(["--calib-images", "24", "--report"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(r["images"], 24, "{r}");
-    std::fs::remove_file(dir.join("o.onnx")).unwrap();
-    let t = fixture("mnist_test_u8.npy");
-    let l = fixture("mnist_test_labels.npy");
-    let (t, l) = (t.to_str().unwrap(), l.to_str().unwrap());
-    let prefix = dir.join("cmp");
-    let p = prefix.to_str().unwrap();
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--compressions",
-        "2,0.5",
-    ]);
-    assert!(err.contains("0.5"), "{err}");
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--methods",
-        "greedy,bogus",
-    ]);
-    assert!(err.contains("bogus"), "{err}");
-    let err = run(&[
-        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--budget", "accuracy",
-    ]);
-    assert!(err.contains("--val"), "{err}");
-    let err = run(&[
-        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--limit", "0",
-    ]);
-    assert!(err.contains("--limit must be ≥ 1"), "{err}");
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--val",
-        t,
-        "--val-labels",
-        l,
-    ]);
-    assert!(err.contains("only used by --budget accuracy"), "{err}");
-    assert!(!dir.join("o.onnx").exists() && !dir.join("cmp.csv").exists());
-}
-
-#[test]
-fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
-    let m = model();
-    let (test, labels) = mnist_test_images(100, false);
-    let (val, val_labels) = mnist_test_images(60, false);
-    let (backend, factory) = cpu_engines();
-    let options = CompareOptions {
-        methods: vec![Method::WeightNorm],
-        asym: false,
-        compressions: vec![4.0],
-        allocations: vec![Allocation::Uniform, Allocation::Error, Allocation::Accuracy],
-        ..Default::default()
-    };
-    let cal = mnist_calib(64);
-    let result = compare(
-        &m,
-        &cal,
-        &test,
-        &labels,
-        Some(subprune::prune::sensitivity::Validation {
-            images: &val,
-            labels: &val_labels,
-        }),
-        &options,
-        &backend,
-        &factory,
-        &mut |_| {},
-    )
-    .unwrap();
-    // 3 allocations × 1 compression × 2 reweightings.
-    assert_eq!(result.rows.len(), 6);
-    assert_eq!(options.row_count(), 6);
-    let budgets: Vec<Allocation> = result.allocations.iter().map(|a| a.0).collect();
-    assert_eq!(budgets, options.allocations);
-    // The sizes are what each rule gives on its own inputs, computed here independently of
-    // compare: uniform from the cost model, error from the greedy curves of the same 64 images,
-    // accuracy from curves measured again on the same validation images.
-    let (_, ls) = stats();
-    let layers: Vec<_> = ls.layers.iter().map(|l| &l.layer).collect();
-    let params = CostModel::parameters(&m.graph, &layers);
-    let uniform =
-        budget::allocate(&params, Target::Compression(4.0), Allocation::Uniform, None).unwrap();
-    let error = budget::allocate(
-        &params,
-        Target::Compression(4.0),
-        Allocation::Error,
-        Some(greedy_curves()),
-    )
-    .unwrap();
-    let s = subprune::prune::sensitivity::measure(
-        &m.graph,
-        ls,
-        &Greedy::default(),
-        subprune::prune::sensitivity::Validation {
-            images: &val,
-            labels: &val_labels,
-        },
-        &PruneOptions::default(),
-        &backend,
-        &factory,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let accuracy = budget::allocate_accuracy(&params, Target::Compression(4.0), &s, None).unwrap();
-    for ((a, _, sizes), expect) in
-        result
-            .allocations
-            .iter()
-            .zip([&uniform.keeps, &error.keeps, &accuracy.keeps])
-    {
-        let got: Vec<usize> = sizes.iter().map(|s| s.2).collect();
-        assert_eq!(&got, expect, "{a}");
-    }
-    let csv = to_csv(&result.rows);
-    for a in ["uniform", "error", "accuracy"] {
-        assert_eq!(csv.matches(&format!(",{a},")).count(), 2, "{csv}");
-    }
-    let svg = to_svg(&result, "budgets");
-    assert_eq!(svg.matches("<polyline").count(), 6);
-    assert!(svg.contains("weight-norm + LS (accuracy)"));
-    assert_eq!(
-        result.sensitivity.as_ref().unwrap().evaluations,
-        s.evaluations
     );
 }

@@ -3,8 +3,15 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use std::sync::OnceLock;
+
 use subprune::exec::run::{F32Images, U8Images};
 use subprune::npy;
+use subprune::onnx::OnnxModel;
+use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
+use subprune::prune::select::greedy::Greedy;
+use subprune::prune::{cpu_engines, PruneOptions};
+use subprune::CpuBackend;
 
 use super::{first_images, fixture};
 
@@ -80,4 +87,39 @@ pub fn npy_by_hand(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
 pub fn i64_npy(values: &[i64]) -> Vec<u8> {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     npy_bytes("<i8", &[values.len()], &bytes)
+}
+
+/// The MNIST CNN fixture.
+pub fn mnist_model() -> OnnxModel {
+    subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap()
+}
+
+/// Layer-wise statistics of the MNIST CNN on 64 calibration images (computed once per test
+/// binary).
+pub fn mnist_layerwise() -> &'static (OnnxModel, LayerwiseStats) {
+    static S: OnceLock<(OnnxModel, LayerwiseStats)> = OnceLock::new();
+    S.get_or_init(|| {
+        let m = mnist_model();
+        let (backend, factory) = cpu_engines();
+        let ls = layerwise_stats(
+            &m.graph,
+            &mnist_calib(64),
+            &PruneOptions::default(),
+            &backend,
+            &factory,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        (m, ls)
+    })
+}
+
+/// The greedy error curves of [`mnist_layerwise`]'s layers (computed once per test binary).
+pub fn mnist_greedy_curves() -> &'static Vec<Vec<f64>> {
+    static C: OnceLock<Vec<Vec<f64>>> = OnceLock::new();
+    C.get_or_init(|| {
+        let (_, ls) = mnist_layerwise();
+        ls.greedy_curves(&CpuBackend::new(), 1e-7, &Greedy::default())
+            .unwrap()
+    })
 }
