@@ -13,9 +13,9 @@ use subprune::exec::run::{F32Images, ImageSource};
 use subprune::exec::CpuExecutor;
 use subprune::npy;
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
-use subprune::prune::select::Method;
 use subprune::prune::layerwise::layerwise_stats;
 use subprune::prune::select::greedy::Greedy;
+use subprune::prune::select::Method;
 use subprune::prune::sensitivity::{self, Validation};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
 use subprune::tensor::Tensor;
@@ -143,29 +143,31 @@ fn accuracy_allocation_meets_the_budget_within_one_channel_per_layer_on_random_c
 fn accuracy_allocation_refuses_bad_curves() {
     let model = two_layers();
     let ok = vec![vec![0.5; 10], vec![0.5; 10]];
-    let err = budget::accuracy_allocation(&model, 100.0, &ok[..1], 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 100.0, &ok[..1], 0.5));
     assert!(err.contains("one accuracy curve"), "{err}");
     let mut decreasing = ok.clone();
     decreasing[1][3] = 0.9;
-    let err = budget::accuracy_allocation(&model, 100.0, &decreasing, 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 100.0, &decreasing, 0.5));
     assert!(err.contains("layer 1 decreases"), "{err}");
     let mut nan = ok.clone();
     nan[0][0] = f64::NAN;
     assert!(budget::accuracy_allocation(&model, 100.0, &nan, 0.5).is_err());
-    let err = budget::accuracy_allocation(&model, 1.0, &ok, 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 1.0, &ok, 0.5));
     assert!(err.contains("unreachable"), "{err}");
-    let err = budget::allocate(&model, Target::Compression(2.0), Allocation::Accuracy, None)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::allocate(
+        &model,
+        Target::Compression(2.0),
+        Allocation::Accuracy,
+        None,
+    ));
     assert!(err.contains("validation"), "{err}");
     assert!(CostModel::new(vec![3, 0], vec![]).is_err());
     assert!(CostModel::new(vec![3], vec![(1.0, vec![1])]).is_err());
+}
+
+/// The message of an error the call must return.
+fn message<T: std::fmt::Debug>(r: subprune::Result<T>) -> String {
+    r.unwrap_err().to_string()
 }
 
 fn top1(graph: &subprune::ir::Graph, images: &dyn ImageSource, labels: &[i64]) -> f64 {
@@ -544,23 +546,27 @@ fn bad_allocations_are_clear_errors() {
     let layers = budget::pruned_layers(&analysis, &[]);
     let params = CostModel::parameters(&m.graph, &layers);
     for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
-        let err = budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None)
-            .unwrap_err()
-            .to_string();
+        let err = message(budget::allocate(
+            &params,
+            Target::Compression(r),
+            Allocation::Uniform,
+            None,
+        ));
         assert!(err.contains("compression"), "{err}");
     }
     // fc2 (the classifier) is not prunable: 10000× cannot be reached.
-    let err = budget::allocate(
+    let err = message(budget::allocate(
         &params,
         Target::Compression(10000.0),
         Allocation::Uniform,
         None,
-    )
-    .unwrap_err()
-    .to_string();
+    ));
     assert!(err.contains("unreachable"), "{err}");
-    let err = budget::allocate(&params, Target::Compression(4.0), Allocation::Error, None)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::allocate(
+        &params,
+        Target::Compression(4.0),
+        Allocation::Error,
+        None,
+    ));
     assert!(err.contains("error curves"), "{err}");
 }

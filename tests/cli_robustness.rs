@@ -22,6 +22,22 @@ fn expect_failure(out: &Output, needles: &[&str]) -> String {
     assert_failure(out, Some(1), "the run", needles)
 }
 
+/// Inputs of shape `x` and a weight of shape `w` (normal values from `rng`) written to `dir` as
+/// `x.npy` and `w.npy`; returns their paths.
+fn layer_files(dir: &Path, rng: &mut Rng, x: &[usize], w: &[usize]) -> (String, String) {
+    (
+        write_npy(dir, "x.npy", &random(rng, x, 1.0)),
+        write_npy(dir, "w.npy", &random(rng, w, 1.0)),
+    )
+}
+
+/// `subprune --backend BACKEND select --inputs X --weight W`, then `extra`.
+fn select_on(backend: &str, x: &str, w: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["select", "--inputs", x, "--weight", w];
+    args.extend_from_slice(extra);
+    subprune_on(backend, &args)
+}
+
 /// The run stopped before any work: no backend was opened, no plan printed.
 fn assert_no_work(err: &str) {
     assert!(
@@ -167,19 +183,9 @@ fn non_finite_statistics_from_any_backend_are_refused() {
 fn size_overflow_is_an_error_not_a_wrap() {
     let mut rng = Rng::new(11);
     let dir = temp_dir("size-overflow");
-    let x = write_npy(&dir, "x.npy", &random(&mut rng, &[2, 3, 5, 5], 1.0));
-    let w = write_npy(&dir, "w.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
+    let (x, w) = layer_files(&dir, &mut rng, &[2, 3, 5, 5], &[2, 3, 3, 3]);
     for padding in ["536870910,268435454", "4611686018427387903"] {
-        let out = subprune(&[
-            "select",
-            "--inputs",
-            &x,
-            "--weight",
-            &w,
-            "--padding",
-            padding,
-            "--json",
-        ]);
+        let out = select_on("cpu", &x, &w, &["--padding", padding, "--json"]);
         expect_failure(&out, &["padding", "too large"]);
     }
     // Rows = N × positions overflows for a shape no file could hold, but a caller can pass.
@@ -196,18 +202,9 @@ fn size_overflow_is_an_error_not_a_wrap() {
 fn huge_padding_is_refused_and_progress_shows_without_a_terminal() {
     let mut rng = Rng::new(12);
     let dir = temp_dir("padding");
-    let x = write_npy(&dir, "x.npy", &random(&mut rng, &[4, 3, 6, 6], 1.0));
-    let w = write_npy(&dir, "w.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
+    let (x, w) = layer_files(&dir, &mut rng, &[4, 3, 6, 6], &[2, 3, 3, 3]);
     let start = std::time::Instant::now();
-    let out = subprune(&[
-        "select",
-        "--inputs",
-        &x,
-        "--weight",
-        &w,
-        "--padding",
-        "100000",
-    ]);
+    let out = select_on("cpu", &x, &w, &["--padding", "100000"]);
     expect_failure(
         &out,
         &["padding 100000", "smaller than the dilated kernel (3)"],
@@ -246,20 +243,13 @@ fn few_rows_run_the_data_form_in_n_by_d_memory() {
     // would need 24·D² ≈ 56 MiB; the data form's n·D state fits in 4 MiB.
     let mut rng = Rng::new(15);
     let dir = temp_dir("data-form");
-    let x = write_npy(&dir, "x.npy", &random(&mut rng, &[8, 32, 7, 7], 1.0));
-    let w = write_npy(&dir, "w.npy", &random(&mut rng, &[10, 32 * 49], 1.0));
-    let out = subprune(&[
-        "select",
-        "--inputs",
+    let (x, w) = layer_files(&dir, &mut rng, &[8, 32, 7, 7], &[10, 32 * 49]);
+    let out = select_on(
+        "cpu",
         &x,
-        "--weight",
         &w,
-        "--memory-limit",
-        "4M",
-        "--json",
-        "--keep",
-        "4",
-    ]);
+        &["--memory-limit", "4M", "--json", "--keep", "4"],
+    );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("greedy in data form"), "{err}");
@@ -288,7 +278,8 @@ fn bad_arguments_are_refused_before_any_work() {
         let err = expect_failure(&out, &needles);
         assert_no_work(&err);
     }
-    let empty = write_npy(&layer.dir,
+    let empty = write_npy(
+        &layer.dir,
         "empty.npy",
         &Tensor::new(vec![0, 9], vec![]).unwrap(),
     );
@@ -404,7 +395,8 @@ fn no_adapter_message_is_two_short_lines() {
 fn all_zero_inputs_give_a_warning() {
     let dir = temp_dir("zeros");
     let mut rng = Rng::new(14);
-    let x = write_npy(&dir,
+    let x = write_npy(
+        &dir,
         "x.npy",
         &Tensor::new(vec![20, 4], vec![0.0; 80]).unwrap(),
     );
@@ -487,13 +479,8 @@ fn gpu_accepts_and_refuses_the_same_geometry_as_the_cpu() {
     // backends, and the GPU sizes its chunks from the batch.
     let mut rng = Rng::new(19);
     let dir = temp_dir("gpu-geometry");
-    let x = write_npy(&dir, "x.npy", &random(&mut rng, &[3, 2, 5, 5], 1.0));
-    let w = write_npy(&dir, "w.npy", &random(&mut rng, &[2, 2, 3, 3], 1.0));
-    let select = |backend: &str, extra: &[&str]| {
-        let mut args = vec!["select", "--inputs", &x, "--weight", &w];
-        args.extend_from_slice(extra);
-        subprune_on(backend, &args)
-    };
+    let (x, w) = layer_files(&dir, &mut rng, &[3, 2, 5, 5], &[2, 2, 3, 3]);
+    let select = |backend: &str, extra: &[&str]| select_on(backend, &x, &w, extra);
     for backend in ["cpu", "gpu"] {
         let out = select(backend, &["--padding", "1000"]);
         let err = expect_failure(&out, &["padding 1000", "smaller than the dilated kernel"]);

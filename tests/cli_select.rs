@@ -65,7 +65,12 @@ fn run_json_on(backend: &str, args: &[&str]) -> Report {
 
 /// A failing run: non-zero exit, no panic, and stderr containing every one of `needles`.
 fn expect_failure(args: &[&str], needles: &[&str]) -> String {
-    assert_failure(&subprune(args), None, &format!("subprune {args:?}"), needles)
+    assert_failure(
+        &subprune(args),
+        None,
+        &format!("subprune {args:?}"),
+        needles,
+    )
 }
 
 /// The invariants every successful report must satisfy for `c` channels and budget `k`.
@@ -154,7 +159,8 @@ fn conv_layer(tag: &str, with_target: bool) -> Layer {
             .zip(&noise.data)
             .map(|(a, b)| a + 0.3 * b)
             .collect();
-        write_npy(&dir,
+        write_npy(
+            &dir,
             "a.npy",
             &Tensor::new(inputs.shape.clone(), data).unwrap(),
         )

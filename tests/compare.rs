@@ -121,6 +121,15 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         assert!(!out.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
+    // Every refused command line: `base` then `extra`, and what its message must say.
+    let refused = |base: &[&str], cases: &[(&[&str], &str)]| {
+        for (extra, needle) in cases {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            let err = run(&args);
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+    };
     let m = fixture("mnist_cnn.onnx");
     let c = fixture("mnist_calib_512.npy");
     let o = dir.join("o.onnx");
@@ -129,42 +138,20 @@ fn cli_rejects_unknown_method_and_bad_compression() {
         c.to_str().unwrap(),
         o.to_str().unwrap(),
     );
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--method", "magic"]);
-    assert!(err.contains("method 'magic'"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--compression", "1"]);
-    assert!(err.contains("--compression 1"), "{err}");
-    let err = run(&[
-        "prune",
-        m,
-        "--calib",
-        c,
-        "--out",
-        o,
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-    ]);
-    assert!(err.contains("--val"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--budget", "error"]);
-    assert!(err.contains("--budget splits"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--target-flops=-5"]);
-    assert!(err.contains("--target-flops"), "{err}");
-    let err = run(&["prune", m, "--calib", c, "--out", o, "--calib-images", "0"]);
-    assert!(err.contains("--calib-images must be ≥ 1"), "{err}");
-    let err = run(&[
-        "prune",
-        m,
-        "--calib",
-        c,
-        "--out",
-        o,
-        "--calib-images",
-        "513",
-    ]);
-    assert!(
-        err.contains("mnist_calib_512.npy holds only 512 images"),
-        "{err}"
+    refused(
+        &["prune", m, "--calib", c, "--out", o],
+        &[
+            (&["--method", "magic"], "method 'magic'"),
+            (&["--compression", "1"], "--compression 1"),
+            (&["--compression", "4", "--budget", "accuracy"], "--val"),
+            (&["--budget", "error"], "--budget splits"),
+            (&["--target-flops=-5"], "--target-flops"),
+            (&["--calib-images", "0"], "--calib-images must be ≥ 1"),
+            (
+                &["--calib-images", "513"],
+                "mnist_calib_512.npy holds only 512 images",
+            ),
+        ],
     );
     // A valid limit: the report counts exactly those images.
     let report = dir.join("r.json");
@@ -188,61 +175,22 @@ fn cli_rejects_unknown_method_and_bad_compression() {
     let (t, l) = (t.to_str().unwrap(), l.to_str().unwrap());
     let prefix = dir.join("cmp");
     let p = prefix.to_str().unwrap();
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--compressions",
-        "2,0.5",
-    ]);
-    assert!(err.contains("0.5"), "{err}");
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--methods",
-        "greedy,bogus",
-    ]);
-    assert!(err.contains("bogus"), "{err}");
-    let err = run(&[
-        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--budget", "accuracy",
-    ]);
-    assert!(err.contains("--val"), "{err}");
-    let err = run(&[
-        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p, "--limit", "0",
-    ]);
-    assert!(err.contains("--limit must be ≥ 1"), "{err}");
-    let err = run(&[
-        "compare",
-        m,
-        "--calib",
-        c,
-        "--data",
-        t,
-        "--labels",
-        l,
-        "--out",
-        p,
-        "--val",
-        t,
-        "--val-labels",
-        l,
-    ]);
-    assert!(err.contains("only used by --budget accuracy"), "{err}");
+    let base = [
+        "compare", m, "--calib", c, "--data", t, "--labels", l, "--out", p,
+    ];
+    refused(
+        &base,
+        &[
+            (&["--compressions", "2,0.5"], "0.5"),
+            (&["--methods", "greedy,bogus"], "bogus"),
+            (&["--budget", "accuracy"], "--val"),
+            (&["--limit", "0"], "--limit must be ≥ 1"),
+            (
+                &["--val", t, "--val-labels", l],
+                "only used by --budget accuracy",
+            ),
+        ],
+    );
     assert!(!dir.join("o.onnx").exists() && !dir.join("cmp.csv").exists());
 }
 

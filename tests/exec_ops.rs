@@ -112,7 +112,10 @@ fn conv_batchnorm_activation_chains_on_the_gpu() {
         let id = graph.value_id(name).unwrap();
         exec.run_batch(images.view(), &[id], &mut |_, _| Ok(()))
     };
-    assert!(tap(&chains.conv1).unwrap_err().to_string().contains("folded"));
+    assert!(tap(&chains.conv1)
+        .unwrap_err()
+        .to_string()
+        .contains("folded"));
     assert!(tap(&chains.bn1).is_err());
     tap(&chains.conv2).unwrap();
     tap(&chains.relu).unwrap();

@@ -200,10 +200,26 @@ fn layers() -> Layers {
 /// Every layer of [`layers`] on `backend`, against f64.
 fn check_layers(tag: &str, backend: &dyn Backend, l: &Layers) {
     let conv = Some(l.conv);
-    check(&format!("conv {tag}"), backend, &l.x, None, &l.w, conv, false);
+    check(
+        &format!("conv {tag}"),
+        backend,
+        &l.x,
+        None,
+        &l.w,
+        conv,
+        false,
+    );
     let what = format!("conv+target {tag}");
     check(&what, backend, &l.x, Some(&l.t), &l.w, conv, false);
-    check(&format!("dense {tag}"), backend, &l.xd, None, &l.wd, None, false);
+    check(
+        &format!("dense {tag}"),
+        backend,
+        &l.xd,
+        None,
+        &l.wd,
+        None,
+        false,
+    );
     let what = format!("dense+target {tag}");
     check(&what, backend, &l.xd, Some(&l.td), &l.wd, None, false);
 }
@@ -417,7 +433,10 @@ fn phases_are_reported_with_their_clock() {
 fn gram_params_match_the_shader_struct() {
     // The host struct and the WGSL struct are kept equal by this test, not by comments.
     let (members, size) = shader_struct(subprune::backend::gpu::shaders::GRAM, "GramParams");
-    assert_eq!(size, std::mem::size_of::<subprune::backend::gpu::GramParams>());
+    assert_eq!(
+        size,
+        std::mem::size_of::<subprune::backend::gpu::GramParams>()
+    );
     let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
     let expected = [
         "rows",

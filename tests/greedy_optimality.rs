@@ -223,15 +223,33 @@ fn check_modular(small: &Small) {
     assert!(singles.windows(2).all(|p| p[0] >= p[1] * (1.0 - 1e-6)));
 }
 
+/// Linear layers of `n` rows, `c` channels and `m` outputs from the seeds `seeds`: inputs drawn
+/// by `columns`, a normal weight; each checked by `check`.
+fn linear_layers(
+    what: &str,
+    seeds: std::ops::Range<u64>,
+    (n, c, m): (usize, usize, usize),
+    columns: impl Fn(&mut Rng, usize, usize) -> Mat,
+    check: impl Fn(&Small),
+) {
+    for (i, seed) in seeds.enumerate() {
+        let mut rng = Rng::new(seed);
+        let b = columns(&mut rng, n, c);
+        let weight = Tensor::new(vec![m, c], normals(&mut rng, m * c, 1.0)).unwrap();
+        check(&Small::linear(format!("{what} {i}"), &b, weight));
+    }
+}
+
 #[test]
 fn greedy_is_optimal_on_modular_linear_layer() {
-    for seed in 0..3 {
-        let mut rng = Rng::new(100 + seed);
-        let (n, c, m) = (40, 8, 3);
-        let b = orthogonal_groups(&mut rng, n, c, 1);
-        let weight = Tensor::new(vec![m, c], normals(&mut rng, m * c, 1.0)).unwrap();
-        check_modular(&Small::linear(format!("modular linear {seed}"), &b, weight));
-    }
+    let columns = |rng: &mut Rng, n, c| orthogonal_groups(rng, n, c, 1);
+    linear_layers(
+        "modular linear",
+        100..103,
+        (40, 8, 3),
+        columns,
+        check_modular,
+    );
 }
 
 #[test]
@@ -319,13 +337,10 @@ fn correlated_columns(rng: &mut Rng, n: usize, c: usize, rho: f64) -> Mat {
 
 #[test]
 fn greedy_meets_weak_submodularity_bound_on_random_linear_layers() {
-    for seed in 0..4 {
-        let mut rng = Rng::new(300 + seed);
-        let (n, c, m) = (48, 8, 3);
-        let b = correlated_columns(&mut rng, n, c, 0.5);
-        let weight = Tensor::new(vec![m, c], normals(&mut rng, m * c, 1.0)).unwrap();
-        check_weak_submodularity(&Small::linear(format!("random linear {seed}"), &b, weight));
-    }
+    let columns = |rng: &mut Rng, n, c| correlated_columns(rng, n, c, 0.5);
+    linear_layers("random linear", 300..304, (48, 8, 3), columns, |small| {
+        check_weak_submodularity(small);
+    });
 }
 
 #[test]

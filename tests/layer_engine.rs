@@ -268,13 +268,7 @@ fn check_on(backend: &dyn Backend, tol: &Tolerances, inst: &Instance) -> Discrep
         oracle.total
     );
 
-    let run = run_greedy(
-        backend,
-        &stats,
-        DEFAULT_DEPENDENCE_TOL,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let run = run_greedy(backend, &stats, DEFAULT_DEPENDENCE_TOL, &mut |_, _, _| {}).unwrap();
     let reference = oracle.greedy();
     assert!(
         reference.min_gap > MIN_ORACLE_GAP,
@@ -451,7 +445,15 @@ fn conv_consumer_with_padding_matches_oracle() {
 #[test]
 fn conv_consumer_with_dilation_matches_oracle() {
     let geometry = [[1, 1], [0, 0], [2, 2]];
-    check_conv("conv dilation 2", 5, [12, 5, 9, 7], 4, [3, 2], geometry, None);
+    check_conv(
+        "conv dilation 2",
+        5,
+        [12, 5, 9, 7],
+        4,
+        [3, 2],
+        geometry,
+        None,
+    );
 }
 
 #[test]
@@ -489,7 +491,15 @@ fn gpu_backend_matches_oracle() {
         linear_instance(1, 240, 12, 5, None),
         linear_instance(2, 240, 12, 5, Some(0.3)),
         conv_instance("conv s2 p1 d2", 6, [20, 5, 9, 7], 4, [3, 2], geometry, None),
-        conv_instance("conv asymmetric", 8, [20, 5, 9, 7], 4, [3, 2], geometry, Some(0.3)),
+        conv_instance(
+            "conv asymmetric",
+            8,
+            [20, 5, 9, 7],
+            4,
+            [3, 2],
+            geometry,
+            Some(0.3),
+        ),
         flatten_instance(9, [150, 6, 3, 2], 4, None),
     ];
     for inst in &instances {

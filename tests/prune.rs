@@ -10,12 +10,12 @@ mod tract;
 use std::path::Path;
 
 use common::{fixture, images, relative_gap, temp_dir};
-use tract::tract_logits;
 use subprune::exec::run::F32Images;
 use subprune::exec::{CpuExecutor, Executor};
 use subprune::prune::{prune, PruneOptions, Pruned, Variant};
 use subprune::tensor::{Tensor, TensorView};
 use subprune::{npy, select, Budget, CpuBackend, SelectOptions};
+use tract::tract_logits;
 use tract_onnx::prelude::Framework;
 
 /// Float parameters of an ONNX file as tract's protobuf reader sees them: float initializers and
@@ -160,14 +160,21 @@ fn every_variant(
 
 #[test]
 fn mnist_every_variant_with_and_without_reweighting() {
-    every_variant("mnist_cnn.onnx", "mnist_calib_512.npy", 128, &[], "mnist", |pruned| {
-        let r = &pruned.report;
-        let kept: Vec<usize> = r.layers.iter().map(|l| l.channels_after).collect();
-        assert_eq!(kept, [16, 32, 64]);
-        // conv2 → fc1: 128 images against 64 × 49 columns.
-        assert!(r.layers[1].rank_deficient);
-        assert!(!r.layers[0].rank_deficient);
-    });
+    every_variant(
+        "mnist_cnn.onnx",
+        "mnist_calib_512.npy",
+        128,
+        &[],
+        "mnist",
+        |pruned| {
+            let r = &pruned.report;
+            let kept: Vec<usize> = r.layers.iter().map(|l| l.channels_after).collect();
+            assert_eq!(kept, [16, 32, 64]);
+            // conv2 → fc1: 128 images against 64 × 49 columns.
+            assert!(r.layers[1].rank_deficient);
+            assert!(!r.layers[0].rank_deficient);
+        },
+    );
 }
 
 #[test]
@@ -559,8 +566,7 @@ fn gpu_executor_and_backend_prune_like_the_cpu() {
         Ok(Box::new(subprune::exec::GpuExecutor::new(g, gpu)?))
     };
     let on_gpu =
-        subprune::prune::prune_with(&model, &source, &options, gpu, &factory, &mut |_| {})
-            .unwrap();
+        subprune::prune::prune_with(&model, &source, &options, gpu, &factory, &mut |_| {}).unwrap();
     let on_cpu = prune(&model, &source, &options, &mut |_| {}).unwrap();
     // The statistics inputs came from the executor's activations on the device; only the
     // asymmetric targets (activations of the unpruned network, host outputs) were uploaded, and

@@ -6,11 +6,12 @@
 #
 # Each command runs twice, once per binary, in a fresh folder of its own (same relative paths, so
 # that messages naming an output file agree), on the CPU backend. Compared:
-#   - written .onnx and .csv/.svg files, byte for byte;
-#   - JSON (stdout of --json, --report files) with timing and throughput fields removed;
+#   - written files (.onnx, .npy, .svg), byte for byte;
+#   - JSON (stdout of --json, --report files) with timing and throughput fields removed, and CSV
+#     without its timing columns;
 #   - stdout and stderr with durations and rates masked (a number followed by s, ms, µs, img/s,
 #     …/s), and the binary's own path replaced.
-# Prints one line per check and `N passed, M failed`; exits 1 on any difference. About 5 minutes
+# Prints one line per check and `N passed, M failed`; exits 1 on any difference. About 2 minutes
 # with release binaries on two cores.
 set -uo pipefail
 
@@ -37,18 +38,35 @@ FASHION=(--mean 0.2860 --std 0.3530)
 normalise_json() {
   python3 - "$1" <<'EOF'
 import json, re, sys
-TIMING = re.compile(r"(time|seconds|secs|elapsed|duration|throughput|per_s|_ms|_us|_s)$|^(phases|timings?)$")
-def clean(v):
+TIMING = re.compile(r"(time|times|seconds?|secs|elapsed|duration|throughput|per_s|_ms|_us|_s)$")
+def clean(v, parent=""):
+    # Inside `phases` every float is a duration (byte and split counts are integers).
     if isinstance(v, dict):
-        return {k: clean(x) for k, x in v.items() if not TIMING.search(k)}
+        return {
+            k: clean(x, k)
+            for k, x in v.items()
+            if not TIMING.search(k) and not (parent == "phases" and isinstance(x, float))
+        }
     if isinstance(v, list):
-        return [clean(x) for x in v]
+        return [clean(x, parent) for x in v]
     return v
 text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
 try:
     print(json.dumps(clean(json.loads(text)), sort_keys=True, indent=1))
 except ValueError:
     print(text, end="")
+EOF
+}
+
+# CSV without timing columns.
+normalise_csv() {
+  python3 - "$1" <<'EOF'
+import csv, re, sys
+TIMING = re.compile(r"(time|times|seconds?|secs|elapsed|duration|throughput|per_s|_ms|_us|_s)$")
+rows = list(csv.reader(open(sys.argv[1], newline="")))
+keep = [i for i, h in enumerate(rows[0] if rows else []) if not TIMING.search(h)]
+for r in rows:
+    print(",".join(r[i] for i in keep if i < len(r)))
 EOF
 }
 
@@ -70,6 +88,7 @@ check() { # check NAME FILE_OLD FILE_NEW KIND
     case $kind in
       bytes) cmp -s "$a" "$b" && same=yes || same=no ;;
       json) diff -q <(normalise_json "$a") <(normalise_json "$b") >/dev/null && same=yes || same=no ;;
+      csv) diff -q <(normalise_csv "$a") <(normalise_csv "$b") >/dev/null && same=yes || same=no ;;
       text) diff -q <(normalise_text "$a") <(normalise_text "$b") >/dev/null && same=yes || same=no ;;
     esac
   fi
@@ -80,8 +99,8 @@ check() { # check NAME FILE_OLD FILE_NEW KIND
     FAIL=$((FAIL + 1))
     echo "DIFF  $name"
     if [ -e "$a" ] && [ -e "$b" ] && [ "$kind" != bytes ]; then
-      if [ "$kind" = json ]; then
-        diff <(normalise_json "$a") <(normalise_json "$b") | head -8 | sed 's/^/      /'
+      if [ "$kind" = json ] || [ "$kind" = csv ]; then
+        diff <(normalise_$kind "$a") <(normalise_$kind "$b") | head -8 | sed 's/^/      /'
       else
         diff <(normalise_text "$a") <(normalise_text "$b") | head -8 | sed 's/^/      /'
       fi
@@ -113,6 +132,7 @@ run() {
     case $base in
       stdout | stderr | status) ;;
       *.json) check "$name: $base" "$f" "$b/$base" json ;;
+      *.csv) check "$name: $base" "$f" "$b/$base" csv ;;
       *) check "$name: $base" "$f" "$b/$base" bytes ;;
     esac
   done

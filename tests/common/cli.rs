@@ -44,10 +44,7 @@ pub fn stderr(out: &Output) -> String {
 pub fn assert_failure(out: &Output, code: Option<i32>, what: &str, needles: &[&str]) -> String {
     let err = stderr(out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !out.status.success(),
-        "{what} should fail; stdout {stdout}"
-    );
+    assert!(!out.status.success(), "{what} should fail; stdout {stdout}");
     if let Some(code) = code {
         assert_eq!(
             out.status.code(),

@@ -85,7 +85,14 @@ pub fn convolutions() -> Vec<OpCase> {
             ],
         );
         // 3 images: a batch that is not a multiple of anything.
-        out.push(OpCase::new(&format!("conv{i}"), b, &[1, c, hw[0], hw[1]], &y, 13, 3));
+        out.push(OpCase::new(
+            &format!("conv{i}"),
+            b,
+            &[1, c, hw[0], hw[1]],
+            &y,
+            13,
+            3,
+        ));
     }
     // SAME_UPPER padding, and many images in one GEMM (columns across images; small late
     // feature maps).
@@ -311,10 +318,6 @@ pub fn opset_11_softmax_and_constant_clip_bounds() -> Vec<OpCase> {
 pub fn clip_bounds_as_attributes() -> OpCase {
     let shape = [1, 2, 3, 4];
     let mut b = Builder::new(4);
-    let v = b.node(
-        "Clip",
-        &["x"],
-        vec![float("min", -0.5), float("max", 0.25)],
-    );
+    let v = b.node("Clip", &["x"], vec![float("min", -0.5), float("max", 0.25)]);
     OpCase::new("clip", b, &shape, &v, 13, 2)
 }

@@ -423,8 +423,6 @@ pub fn members(mask: usize, c: usize) -> Vec<usize> {
     (0..c).filter(|&i| mask >> i & 1 == 1).collect()
 }
 
-
-
 /// The greedy on the raw data, incrementally: modified Gram–Schmidt in f64. After each pick the
 /// picked channel's columns, orthonormalized, are projected out of every remaining column and out
 /// of the target `AW`; a candidate's gain is then the squared norm of the residual target on the
