@@ -435,6 +435,17 @@ fn check_gains(what: &str, backend: &GpuBackend, stats: &LayerStats, picks: &[us
     assert!(gpu.select(picks[0]).is_err(), "re-selecting must fail");
 }
 
+/// A conv consumer with a 3 × 3 kernel and padding 1: D = 13 · 9 = 117, m = 21.
+fn conv_3x3_stats(rng: &mut Rng) -> LayerStats {
+    let inputs = activations(rng, &[40, 13, 6, 7]);
+    let weight = random(rng, &[21, 13, 3, 3]);
+    let pad = ConvOptions {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    problem_stats(&inputs, &weight, Some(pad))
+}
+
 #[test]
 fn gains_and_downdates_match_cpu() {
     let mut rng = Rng::new(20);
@@ -445,14 +456,7 @@ fn gains_and_downdates_match_cpu() {
     check_gains("linear", gpu(), &stats, &[5, 0, 69, 33, 12, 40]);
 
     // Conv consumer, ks = 9: D = 13 · 9 = 117, m = 21.
-    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
-    let weight = random(&mut rng, &[21, 13, 3, 3]);
-    let pad = ConvOptions {
-        padding: [1, 1],
-        ..Default::default()
-    };
-    let stats = problem_stats(&inputs, &weight, Some(pad));
-    check_gains("conv 3x3", gpu(), &stats, &[3, 12, 0, 7]);
+    check_gains("conv 3x3", gpu(), &conv_3x3_stats(&mut rng), &[3, 12, 0, 7]);
 
     // Flatten → Linear with ks = 8 · 8 = 64 > 56: the factor lives in device memory.
     let inputs = activations(&mut rng, &[500, 4, 8, 8]);
@@ -472,14 +476,7 @@ fn row_blocks_match_cpu() {
     // 8 KiB bindings: the conv state (D = 117, 9 rows of 468 bytes per channel) is cut into row
     // blocks of one channel, so every downdate runs across block pairs.
     let small = gpu().clone().with_max_block_bytes(8192);
-    let mut rng = Rng::new(21);
-    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
-    let weight = random(&mut rng, &[21, 13, 3, 3]);
-    let pad = ConvOptions {
-        padding: [1, 1],
-        ..Default::default()
-    };
-    let stats = problem_stats(&inputs, &weight, Some(pad));
+    let stats = conv_3x3_stats(&mut Rng::new(21));
     check_gains("row blocks", &small, &stats, &[3, 12, 0, 7, 1]);
     let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _, _| {}).unwrap();
     let gpu_run = run_greedy(&small, &stats, 1e-6, &mut |_, _, _| {}).unwrap();

@@ -165,6 +165,15 @@ fn accuracy_allocation_refuses_bad_curves() {
     assert!(CostModel::new(vec![3], vec![(1.0, vec![1])]).is_err());
 }
 
+/// One more channel in every layer (where the layer has one more).
+fn one_more_each(keeps: &[usize], channels: &[usize]) -> Vec<usize> {
+    keeps
+        .iter()
+        .zip(channels)
+        .map(|(&k, &d)| (k + 1).min(d))
+        .collect()
+}
+
 /// The message of an error the call must return.
 fn message<T: std::fmt::Debug>(r: subprune::Result<T>) -> String {
     r.unwrap_err().to_string()
@@ -262,12 +271,7 @@ fn mnist_accuracy_curves_match_the_pipeline_and_the_allocation_meets_the_ratio()
         let a = budget::allocate_accuracy(&params, Target::Compression(r), &s, None).unwrap();
         let target = params.full / r;
         assert!(a.cost <= target, "{r}×: {} > {target}", a.cost);
-        let plus_one: Vec<usize> = a
-            .keeps
-            .iter()
-            .zip(&params.channels)
-            .map(|(&k, &d)| (k + 1).min(d))
-            .collect();
+        let plus_one: Vec<usize> = one_more_each(&a.keeps, &params.channels);
         assert!(params.cost(&plus_one) > target, "{r}×: +1 fits");
         let drop = a.accuracy_drop.unwrap();
         assert!((0.0..=1.0).contains(&drop), "{drop}");
@@ -375,40 +379,20 @@ fn cli_prune_with_the_accuracy_budget() {
         !ok && err.contains("only used by --budget accuracy"),
         "{err}"
     );
-    let (ok, _, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-        "--val-labels",
-        &s(&bad_labels),
-    ]);
+    // `--compression 4 --budget accuracy --val V`, then `extra`.
+    let (val, val_labels, bad_labels, report) = (s(&v), s(&vl), s(&bad_labels), s(&r));
+    let accuracy = |extra: &[&str]| {
+        let mut args = vec!["--compression", "4", "--budget", "accuracy", "--val", &val];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, _, err) = accuracy(&["--val-labels", &bad_labels]);
     assert!(!ok && err.contains("7 labels for 60 images"), "{err}");
-    let (ok, _, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-    ]);
+    let (ok, _, err) = accuracy(&[]);
     assert!(!ok && err.contains("--val-labels"), "{err}");
     assert!(!o.exists());
     // A run: the sizes of the report meet 4× and are those the printed summary shows.
-    let (ok, stdout, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-        "--val-labels",
-        &s(&vl),
-        "--report",
-        &s(&r),
-    ]);
+    let (ok, stdout, err) = accuracy(&["--val-labels", &val_labels, "--report", &report]);
     assert!(ok, "{err}");
     assert!(
         stdout.contains("accuracy budget: each layer alone loses at most"),
@@ -453,12 +437,7 @@ fn cost_model_equals_the_pruned_graph_and_uniform_budget_is_within_one_channel_p
             budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None).unwrap();
         let target = m.graph.parameter_count() as f64 / r;
         assert!(a.cost <= target, "{r}: {} > {target}", a.cost);
-        let plus_one: Vec<usize> = a
-            .keeps
-            .iter()
-            .zip(&params.channels)
-            .map(|(&k, &d)| (k + 1).min(d))
-            .collect();
+        let plus_one: Vec<usize> = one_more_each(&a.keeps, &params.channels);
         assert!(
             params.cost(&plus_one) > target,
             "{r}: one more channel per layer still fits"
@@ -545,28 +524,14 @@ fn bad_allocations_are_clear_errors() {
     let analysis = analyze(&m.graph);
     let layers = budget::pruned_layers(&analysis, &[]);
     let params = CostModel::parameters(&m.graph, &layers);
+    let refused = |target, allocation| message(budget::allocate(&params, target, allocation, None));
     for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
-        let err = message(budget::allocate(
-            &params,
-            Target::Compression(r),
-            Allocation::Uniform,
-            None,
-        ));
+        let err = refused(Target::Compression(r), Allocation::Uniform);
         assert!(err.contains("compression"), "{err}");
     }
     // fc2 (the classifier) is not prunable: 10000× cannot be reached.
-    let err = message(budget::allocate(
-        &params,
-        Target::Compression(10000.0),
-        Allocation::Uniform,
-        None,
-    ));
+    let err = refused(Target::Compression(10000.0), Allocation::Uniform);
     assert!(err.contains("unreachable"), "{err}");
-    let err = message(budget::allocate(
-        &params,
-        Target::Compression(4.0),
-        Allocation::Error,
-        None,
-    ));
+    let err = refused(Target::Compression(4.0), Allocation::Error);
     assert!(err.contains("error curves"), "{err}");
 }

@@ -408,6 +408,12 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     call(&good(&["--keep", "2", "--stride", "x"]), &["--stride"]);
 
     // Non-finite values.
+    let bad_inputs = |inputs: &str, extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["select", "--inputs", inputs, "--weight", &layer.weight];
+        args.extend(["--keep", "2"]);
+        args.extend_from_slice(extra);
+        expect_failure(&args, needles);
+    };
     for (value, name) in [
         (f32::NAN, "nan"),
         (f32::INFINITY, "inf"),
@@ -416,37 +422,18 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         let mut x = npy::read_f32(&layer.inputs).unwrap();
         x.data[13] = value;
         let bad = write_npy(dir, &format!("x_{name}.npy"), &x);
-        expect_failure(
-            &[
-                "select",
-                "--inputs",
-                &bad,
-                "--weight",
-                &layer.weight,
-                "--keep",
-                "2",
-            ],
-            &["inputs", "non-finite", "index 13"],
-        );
+        bad_inputs(&bad, &[], &["inputs", "non-finite", "index 13"]);
     }
     // The index is the flat index in the whole file, also when the value sits in a later batch.
     let mut x = npy::read_f32(&layer.inputs).unwrap();
     let late = 50 * c + 3;
     x.data[late] = f32::NAN;
     let bad = write_npy(dir, "x_late_nan.npy", &x);
-    expect_failure(
-        &[
-            "select",
-            "--inputs",
-            &bad,
-            "--weight",
-            &layer.weight,
-            "--keep",
-            "2",
-            "--batch-images",
-            "4",
-        ],
-        &["inputs", "non-finite", &format!("index {late}")],
+    let index = format!("index {late}");
+    bad_inputs(
+        &bad,
+        &["--batch-images", "4"],
+        &["inputs", "non-finite", &index],
     );
     let mut w = npy::read_f32(&layer.weight).unwrap();
     w.data[5] = f32::NAN;

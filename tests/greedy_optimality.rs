@@ -38,8 +38,14 @@ impl Small {
         )
         .unwrap();
         // The oracle sees exactly the f32 data the engine gets.
+        Self::dense(name, inputs, weight, 1)
+    }
+
+    /// A consumer without kernel geometry (Linear, or Conv → Flatten → Linear with
+    /// `columns_per_channel` = h·w) whose oracle sees the f32 inputs flattened per image.
+    fn dense(name: String, inputs: Tensor, weight: Tensor, columns_per_channel: usize) -> Self {
         let b = flatten_rows(&inputs);
-        let oracle = Oracle::new(b.clone(), &b, weight_matrix(&weight), 1);
+        let oracle = Oracle::new(b.clone(), &b, weight_matrix(&weight), columns_per_channel);
         Self {
             name,
             inputs,
@@ -56,15 +62,7 @@ impl Small {
             b.data.iter().map(|&v| v as f32).collect(),
         )
         .unwrap();
-        let b = flatten_rows(&inputs);
-        let oracle = Oracle::new(b.clone(), &b, weight_matrix(&weight), hw[0] * hw[1]);
-        Self {
-            name,
-            inputs,
-            weight,
-            conv: None,
-            oracle,
-        }
+        Self::dense(name, inputs, weight, hw[0] * hw[1])
     }
 
     fn conv(name: String, inputs: Tensor, weight: Tensor, conv: ConvOptions) -> Self {

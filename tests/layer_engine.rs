@@ -18,7 +18,7 @@ use common::{
 use subprune::rng::Rng;
 use subprune::{
     layer_stats, run_greedy, select, select_from_run, Backend, Budget, ConvOptions, CpuBackend,
-    LayerProblem, LayerStats, SelectOptions, Tensor, DEFAULT_DEPENDENCE_TOL,
+    GreedyRun, LayerProblem, LayerStats, SelectOptions, Selection, Tensor, DEFAULT_DEPENDENCE_TOL,
 };
 
 /// Relative tolerance on normalized errors (error curve, reweighted and non-reweighted error).
@@ -217,6 +217,33 @@ fn stats_on(
     (problem, stats)
 }
 
+/// `select()` of `backend` on the instance's inputs and target.
+fn select_instance(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inst: &Instance,
+    options: &SelectOptions,
+) -> Selection {
+    let target = inst.target.as_ref().map(|t| t.view());
+    select(
+        backend,
+        problem,
+        inst.inputs.view(),
+        target,
+        options,
+        &mut |_, _, _| {},
+    )
+    .unwrap()
+}
+
+/// Statistics (batches of 128 images) and the greedy of `inputs` on the CPU backend.
+fn cpu_greedy(problem: &LayerProblem, inputs: &Tensor) -> (LayerStats, GreedyRun) {
+    let backend = CpuBackend::new();
+    let stats = layer_stats(&backend, problem, inputs.view(), None, 128).unwrap();
+    let run = run_greedy(&backend, &stats, DEFAULT_DEPENDENCE_TOL, &mut |_, _, _| {}).unwrap();
+    (stats, run)
+}
+
 /// How close a backend's engine must come to the oracle.
 struct Tolerances {
     /// Relative tolerance on normalized errors (see [`rel`]).
@@ -372,15 +399,7 @@ fn check_on(backend: &dyn Backend, tol: &Tolerances, inst: &Instance) -> Discrep
         budget: Budget::Keep(k),
         ..Default::default()
     };
-    let sel = select(
-        backend,
-        &problem,
-        inst.inputs.view(),
-        inst.target.as_ref().map(|t| t.view()),
-        &options,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let sel = select_instance(backend, &problem, inst, &options);
     assert_eq!(sel.run.order, reference.order, "{name}: select() order");
     let (z, residual) = oracle.least_squares(&sel.kept);
     assert!(rel(sel.relative_error, residual / oracle.total) <= tol.err);
@@ -622,15 +641,7 @@ fn batch_size_does_not_change_results() {
                 batch_images,
                 ..Default::default()
             };
-            let sel = select(
-                &CpuBackend::new(),
-                &problem,
-                inst.inputs.view(),
-                inst.target.as_ref().map(|t| t.view()),
-                &options,
-                &mut |_, _, _| {},
-            )
-            .unwrap();
+            let sel = select_instance(&CpuBackend::new(), &problem, inst, &options);
             assert_eq!(sel.run.order, reference.order, "{}", inst.name);
             for (x, y) in sel.run.error_curve.iter().zip(&reference.error_curve) {
                 assert!(
@@ -830,14 +841,7 @@ fn dead_and_duplicate_channels_have_zero_gain_and_come_last() {
             inputs.data[at(copy)..at(copy) + plane].copy_from_slice(&src);
         }
         let problem = LayerProblem::new(&inputs.shape, base.weight.view(), base.conv).unwrap();
-        let stats = layer_stats(&CpuBackend::new(), &problem, inputs.view(), None, 128).unwrap();
-        let run = run_greedy(
-            &CpuBackend::new(),
-            &stats,
-            DEFAULT_DEPENDENCE_TOL,
-            &mut |_, _, _| {},
-        )
-        .unwrap();
+        let (stats, run) = cpu_greedy(&problem, &inputs);
         let useful = c - dead.len() - 1;
         let tail = &run.order[useful..];
         let mut tail_sorted = tail.to_vec();
@@ -899,15 +903,7 @@ fn numerically_dependent_channel_is_picked_last_with_zero_gain() {
                 }
             }
             let problem = LayerProblem::new(&inputs.shape, base.weight.view(), base.conv).unwrap();
-            let stats =
-                layer_stats(&CpuBackend::new(), &problem, inputs.view(), None, 128).unwrap();
-            let run = run_greedy(
-                &CpuBackend::new(),
-                &stats,
-                DEFAULT_DEPENDENCE_TOL,
-                &mut |_, _, _| {},
-            )
-            .unwrap();
+            let (_, run) = cpu_greedy(&problem, &inputs);
             let name = base.name;
             assert!(
                 run.gains[..c - 1].iter().all(|&g| g > 1e-4 * run.total),
