@@ -76,6 +76,7 @@ normalise_text() {
     -e "s#$OLD|$NEW#SUBPRUNE#g" \
     -e 's/[0-9][0-9.,]*(e[-+]?[0-9]+)? ?(s|ms|µs|us|ns|img\/s|images\/s|[kMG]?B\/s|[kMG]?FLOP\/s)\b/<T>/g' \
     -e 's/[0-9]+m[0-9]+(\.[0-9]+)?s\b/<T>/g' \
+    -e 's/\[ *<T>\]/[<T>]/g' -e 's/ +<T>/ <T>/g' \
     "$1"
 }
 
