@@ -64,44 +64,41 @@ pub fn resnet50(seed: u64, size: usize, classes: usize) -> Result<OnnxModel> {
     crate::onnx::load_bytes(Path::new("synthetic-resnet50.onnx"), &bytes)
 }
 
+/// An attribute `name` of type `kind`, its value set by `set`.
+fn attribute(
+    name: &str,
+    kind: AttributeType,
+    set: impl FnOnce(&mut AttributeProto),
+) -> AttributeProto {
+    let mut a = AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(kind as i32),
+        ..Default::default()
+    };
+    set(&mut a);
+    a
+}
+
 /// An `int` attribute.
 pub fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Int, |a| a.i = Some(v))
 }
 
 /// An `ints` attribute.
 pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Ints, |a| a.ints = v.to_vec())
 }
 
 /// A `float` attribute.
 pub fn float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Float as i32),
-        f: Some(v),
-        ..Default::default()
-    }
+    attribute(name, AttributeType::Float, |a| a.f = Some(v))
 }
 
 /// A `string` attribute.
 pub fn string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
+    attribute(name, AttributeType::String, |a| {
+        a.s = Some(v.as_bytes().to_vec())
+    })
 }
 
 /// Builds an ONNX model node by node, with seeded random weights: the synthetic networks here,

@@ -200,28 +200,14 @@ fn layers() -> Layers {
 /// Every layer of [`layers`] on `backend`, against f64.
 fn check_layers(tag: &str, backend: &dyn Backend, l: &Layers) {
     let conv = Some(l.conv);
-    check(
-        &format!("conv {tag}"),
-        backend,
-        &l.x,
-        None,
-        &l.w,
-        conv,
-        false,
-    );
-    let what = format!("conv+target {tag}");
-    check(&what, backend, &l.x, Some(&l.t), &l.w, conv, false);
-    check(
-        &format!("dense {tag}"),
-        backend,
-        &l.xd,
-        None,
-        &l.wd,
-        None,
-        false,
-    );
-    let what = format!("dense+target {tag}");
-    check(&what, backend, &l.xd, Some(&l.td), &l.wd, None, false);
+    for (what, x, target, w, conv) in [
+        ("conv", &l.x, None, &l.w, conv),
+        ("conv+target", &l.x, Some(&l.t), &l.w, conv),
+        ("dense", &l.xd, None, &l.wd, None),
+        ("dense+target", &l.xd, Some(&l.td), &l.wd, None),
+    ] {
+        check(&format!("{what} {tag}"), backend, x, target, w, conv, false);
+    }
 }
 
 #[test]
