@@ -26,7 +26,6 @@
 pub mod analysis;
 pub mod backend;
 pub mod bench;
-pub mod compare;
 pub mod dataform;
 pub mod demo;
 pub mod error;

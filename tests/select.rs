@@ -9,8 +9,8 @@ mod common;
 use std::sync::OnceLock;
 
 use subprune::analysis::channels::analyze;
-use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
+use subprune::prune::compare::{compare, to_csv, to_svg, CompareOptions};
 use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
 use subprune::prune::select::{greedy::Greedy, Method};
 use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
