@@ -522,26 +522,8 @@ pub fn plan(
     executor: super::ExecutorFactory<'_>,
 ) -> Result<BudgetPlan> {
     let analysis = crate::analysis::channels::analyze(graph);
-    let inputs = PlanInputs {
-        graph,
-        analysis: &analysis,
-        calib,
-        options,
-        backend,
-        executor,
-    };
+    let inputs = super::feed::PassInputs::new(graph, &analysis, calib, options, backend, executor);
     Ok(plan_on(&inputs, validation, target, allocation)?.0)
-}
-
-/// What planning a budget reads: the model, its channel analysis, the calibration images, the
-/// options and the engines.
-pub(crate) struct PlanInputs<'a> {
-    pub graph: &'a Graph,
-    pub analysis: &'a crate::analysis::channels::ChannelAnalysis,
-    pub calib: &'a dyn crate::exec::run::ImageSource,
-    pub options: &'a super::PruneOptions,
-    pub backend: &'a dyn crate::Backend,
-    pub executor: super::ExecutorFactory<'a>,
 }
 
 /// The statistics and greedy runs a budget took on the original network (the `error` and
@@ -555,20 +537,18 @@ pub(crate) struct Measured {
 
 /// [`plan`], also returning the statistics and greedy runs it took, if any.
 pub(crate) fn plan_on(
-    inputs: &PlanInputs<'_>,
+    inputs: &super::feed::PassInputs<'_>,
     validation: Option<super::sensitivity::Validation<'_>>,
     target: Target,
     allocation: Allocation,
 ) -> Result<(BudgetPlan, Option<Measured>)> {
-    let PlanInputs {
-        graph,
-        analysis,
-        calib,
-        options,
-        backend,
-        executor,
-    } = *inputs;
-    let layers = pruned_layers(analysis, &options.skip);
+    let (graph, options, backend, executor) = (
+        inputs.graph,
+        inputs.options,
+        inputs.backend,
+        inputs.executor,
+    );
+    let layers = pruned_layers(inputs.analysis, &options.skip);
     if layers.is_empty() {
         return Err(Error::InvalidArgument(
             "no layer to prune: the model has no prunable layer, or all are skipped".into(),
@@ -591,15 +571,7 @@ pub(crate) fn plan_on(
     let (allocated, sensitivity, measured) = match allocation {
         Allocation::Uniform => (allocate(&model, target, allocation, None)?, None, None),
         Allocation::Error | Allocation::Accuracy => {
-            let ls = super::layerwise::layerwise_stats_of(
-                graph,
-                analysis,
-                calib,
-                options,
-                backend,
-                executor,
-                &mut |_, _| {},
-            )?;
+            let ls = super::layerwise::layerwise_stats_of(inputs, &mut |_, _| {})?;
             let greedy = super::select::greedy::Greedy::default();
             let curves = ls.greedy_curves(backend, options.dependence_tol, &greedy)?;
             let (allocated, sensitivity) = match validation {

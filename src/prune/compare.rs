@@ -44,7 +44,8 @@ pub struct CompareOptions {
     pub seeds: u64,
     /// How each compression is split over layers: every method runs with each (distinct).
     pub allocations: Vec<Allocation>,
-    /// Ridge, tolerance, batch size, skipped layers (variant, method, keep are ignored).
+    /// Ridge, tolerance, batch size, skipped layers (variant, method, keep and budget are
+    /// ignored).
     pub prune: PruneOptions,
     /// Test images per evaluation batch.
     pub eval_batch: usize,
@@ -296,11 +297,34 @@ pub fn compare(
     }
     let parameters = graph.parameter_count();
     let mut rows = Vec::new();
-    let mut record = |row: CompareRow, rows: &mut Vec<CompareRow>| {
-        progress(CompareEvent::Row(row.clone()));
-        rows.push(row);
-    };
     for (allocation, r, keeps, sizes) in &allocations {
+        // Evaluates one pruned graph and reports its row.
+        let mut record = |method: &str,
+                          reweight: bool,
+                          seed: Option<u64>,
+                          g: &Graph,
+                          prune_seconds: f64|
+         -> Result<()> {
+            let t = Instant::now();
+            let top1 = accuracy(g)?;
+            let p = g.parameter_count();
+            let row = CompareRow {
+                method: method.into(),
+                reweight,
+                seed,
+                budget: *allocation,
+                target: *r,
+                parameters: p,
+                compression: parameters as f64 / p.max(1) as f64,
+                flops: flops.cost(keeps),
+                top1,
+                prune_seconds,
+                eval_seconds: t.elapsed().as_secs_f64(),
+            };
+            progress(CompareEvent::Row(row.clone()));
+            rows.push(row);
+            Ok(())
+        };
         for &method in &options.methods {
             for seed in options.seeds_of(method) {
                 let fresh;
@@ -324,25 +348,7 @@ pub fn compare(
                     };
                     let (g, _) = ls.prune(graph, selector, keeps, &opts, backend)?;
                     let prune_seconds = t.elapsed().as_secs_f64();
-                    let t = Instant::now();
-                    let top1 = accuracy(&g)?;
-                    let p = g.parameter_count();
-                    record(
-                        CompareRow {
-                            method: method.name().into(),
-                            reweight,
-                            seed,
-                            budget: *allocation,
-                            target: *r,
-                            parameters: p,
-                            compression: parameters as f64 / p.max(1) as f64,
-                            flops: flops.cost(keeps),
-                            top1,
-                            prune_seconds,
-                            eval_seconds: t.elapsed().as_secs_f64(),
-                        },
-                        &mut rows,
-                    );
+                    record(method.name(), reweight, seed, &g, prune_seconds)?;
                 }
             }
         }
@@ -354,29 +360,18 @@ pub fn compare(
                     method: Method::Greedy,
                     reweight,
                     keep: sizes.iter().map(|(n, _, k)| (n.clone(), *k)).collect(),
+                    budget: None,
                     ..options.prune.clone()
                 };
                 let pruned = prune_with(model, calib, &opts, backend, executor, &mut |_| {})?;
                 let prune_seconds = t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let top1 = accuracy(&pruned.model.graph)?;
-                let p = pruned.report.parameters_after;
                 record(
-                    CompareRow {
-                        method: "greedy-asym".into(),
-                        reweight,
-                        seed: None,
-                        budget: *allocation,
-                        target: *r,
-                        parameters: p,
-                        compression: parameters as f64 / p.max(1) as f64,
-                        flops: flops.cost(keeps),
-                        top1,
-                        prune_seconds,
-                        eval_seconds: t.elapsed().as_secs_f64(),
-                    },
-                    &mut rows,
-                );
+                    "greedy-asym",
+                    reweight,
+                    None,
+                    &pruned.model.graph,
+                    prune_seconds,
+                )?;
             }
         }
     }

@@ -4,7 +4,7 @@
 //! built, fed batch by batch, finished into [`LayerStats`]), and one pass over the original
 //! network that feeds several layers at once ([`original_pass`]).
 
-use crate::analysis::channels::PrunableLayer;
+use crate::analysis::channels::{ChannelAnalysis, PrunableLayer};
 use crate::backend::{Backend, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
@@ -14,6 +14,40 @@ use crate::stats::{LayerProblem, LayerStats};
 use crate::tensor::{Tensor, TensorView};
 
 use super::rewrite::{consumer_problem, WeightForm};
+use super::{ExecutorFactory, PruneOptions};
+
+/// The original network and what a pass over it reads: its graph and channel analysis, the
+/// calibration images, the options and the engines.
+#[derive(Clone, Copy)]
+pub(crate) struct PassInputs<'a> {
+    pub graph: &'a Graph,
+    pub analysis: &'a ChannelAnalysis,
+    pub calib: &'a dyn ImageSource,
+    pub options: &'a PruneOptions,
+    pub backend: &'a dyn Backend,
+    pub executor: ExecutorFactory<'a>,
+}
+
+impl<'a> PassInputs<'a> {
+    /// The inputs of a pass over `graph`, whose channel analysis is `analysis`.
+    pub fn new(
+        graph: &'a Graph,
+        analysis: &'a ChannelAnalysis,
+        calib: &'a dyn ImageSource,
+        options: &'a PruneOptions,
+        backend: &'a dyn Backend,
+        executor: ExecutorFactory<'a>,
+    ) -> Self {
+        Self {
+            graph,
+            analysis,
+            calib,
+            options,
+            backend,
+            executor,
+        }
+    }
+}
 
 /// Checks the calibration images against the model input before any work.
 pub(crate) fn check_images(exec: &dyn Executor, calib: &dyn ImageSource) -> Result<()> {

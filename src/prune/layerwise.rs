@@ -7,12 +7,12 @@
 
 use std::time::Instant;
 
-use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf};
+use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
 use super::options::check_batch;
 use super::rewrite::{set_consumer_weight, slice_producer, WeightForm};
 use super::select::{consumer_rows, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
-use crate::analysis::channels::{analyze, ChannelAnalysis, PrunableLayer};
+use crate::analysis::channels::{analyze, PrunableLayer};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
@@ -51,32 +51,27 @@ pub fn layerwise_stats(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LayerwiseStats> {
     let analysis = analyze(graph);
-    layerwise_stats_of(
-        graph, &analysis, calib, options, backend, executor, progress,
-    )
+    let inputs = PassInputs::new(graph, &analysis, calib, options, backend, executor);
+    layerwise_stats_of(&inputs, progress)
 }
 
-/// [`layerwise_stats`] with the channel analysis of `graph` already made.
+/// [`layerwise_stats`] with the channel analysis of the graph already made.
 pub(crate) fn layerwise_stats_of(
-    graph: &Graph,
-    analysis: &ChannelAnalysis,
-    calib: &dyn ImageSource,
-    options: &PruneOptions,
-    backend: &dyn Backend,
-    executor: ExecutorFactory<'_>,
+    inputs: &PassInputs<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LayerwiseStats> {
     let start = Instant::now();
+    let (graph, calib, options) = (inputs.graph, inputs.calib, inputs.options);
     check_batch(options.batch_images)?;
-    let exec = executor(graph)?;
+    let exec = (inputs.executor)(graph)?;
     check_images(exec.as_ref(), calib)?;
     let mut layers = Vec::new();
     let mut feeds = Vec::new();
-    for layer in &analysis.prunable {
+    for layer in &inputs.analysis.prunable {
         if options.skip.contains(&layer.name) {
             continue;
         }
-        feeds.push(LayerFeed::new(graph, layer, backend, false, false)?);
+        feeds.push(LayerFeed::new(graph, layer, inputs.backend, false, false)?);
         layers.push(layer.clone());
     }
     if layers.is_empty() {

@@ -134,14 +134,8 @@ pub fn prune_with(
     let analysis = analyze(&model.graph);
     let (budget, measured) = match &options.budget {
         Some(b) => {
-            let inputs = budget::PlanInputs {
-                graph: &model.graph,
-                analysis: &analysis,
-                calib,
-                options,
-                backend,
-                executor,
-            };
+            let inputs =
+                feed::PassInputs::new(&model.graph, &analysis, calib, options, backend, executor);
             let validation = b.validation.as_ref().map(ValidationSet::as_validation);
             let (plan, measured) = budget::plan_on(&inputs, validation, b.target, b.allocation)?;
             (Some(plan), measured)
