@@ -2,7 +2,7 @@
 //! forward pass, kept so that any number of selections, sizes and reweighting choices can be
 //! applied without another pass: what [`super::compare`], the `error` and `accuracy` budgets
 //! ([`super::budget`]) and then the layer variant of the same prune reuse. The forward pass and
-//! the accumulators are the pipeline's ([`super::feed`]). [`LayerwiseStats::prune`] with the
+//! the accumulators are the pipeline's (`feed.rs`). [`LayerwiseStats::prune`] with the
 //! greedy gives the same model as [`super::prune_with`] with [`super::Variant::Layer`].
 
 use std::time::Instant;

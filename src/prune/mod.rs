@@ -15,10 +15,10 @@
 //! [`prune_with`] plans first ([`budget`]); with the `error` and `accuracy` allocations and
 //! [`Variant::Layer`], the budget's statistics and greedy runs are the pipeline's too.
 //!
-//! Stages, one file each: [`options`] (what is asked, checked), [`jobs`] (names → layers, once),
+//! Stages, one file each: [`options`] (what is asked, checked), `jobs` (names → layers, once),
 //! [`budget`] (sizes for a whole-model target), `pipeline` (the variants), [`rewrite`] (keep
 //! sets → IR edits), [`report`] (what was done). [`layerwise`] and [`compare`] reuse the
-//! pipeline's feed ([`feed`]) for statistics of every layer at once.
+//! pipeline's feed (`feed`) for statistics of every layer at once.
 //!
 //! ```no_run
 //! use subprune::exec::run::F32Images;

@@ -1,7 +1,7 @@
 //! What a prune is asked to do: the variant, the selection method, the sizes (a keep fraction,
 //! per-layer counts, or a whole-model [`ModelBudget`]), the reweighting and the resources. The
 //! checks that need no model live here ([`PruneOptions::check`], [`Target::check`]); the ones
-//! against the model in [`super::jobs`].
+//! against the model in `jobs.rs`.
 
 use std::sync::Arc;
 
