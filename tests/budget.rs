@@ -17,7 +17,7 @@ use subprune::prune::layerwise::layerwise_stats;
 use subprune::prune::select::greedy::Greedy;
 use subprune::prune::select::Method;
 use subprune::prune::sensitivity::{self, Validation};
-use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
+use subprune::prune::{cpu_engines, prune, ModelBudget, PruneOptions, Variant};
 use subprune::tensor::Tensor;
 use subprune::CpuBackend;
 
@@ -534,4 +534,119 @@ fn bad_allocations_are_clear_errors() {
     assert!(err.contains("unreachable"), "{err}");
     let err = refused(Target::Compression(4.0), Allocation::Error);
     assert!(err.contains("error curves"), "{err}");
+}
+
+#[test]
+fn a_budget_in_the_options_is_planned_by_prune_and_reuses_its_statistics() {
+    let m = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let (backend, factory) = cpu_engines();
+    let calib = mnist_calib(64);
+    let budget = ModelBudget {
+        target: Target::Compression(4.0),
+        allocation: Allocation::Error,
+        validation: None,
+    };
+    let options = PruneOptions {
+        variant: Variant::Layer,
+        budget: Some(budget.clone()),
+        ..Default::default()
+    };
+    let pruned = prune(&m, &calib, &options, &mut |_| {}).unwrap();
+    // The same sizes as planning alone, in the result.
+    let plan = budget::plan(
+        &m.graph,
+        &calib,
+        None,
+        &options,
+        budget.target,
+        budget.allocation,
+        &backend,
+        &factory,
+    )
+    .unwrap();
+    let planned = pruned.budget.as_ref().expect("the plan comes back");
+    assert_eq!(planned.keep(), plan.keep());
+    let kept: Vec<(String, usize)> = pruned
+        .report
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.channels_after))
+        .collect();
+    assert_eq!(kept, plan.keep());
+    // Recording a layer needs its inputs, so that run takes the statistics in its own forward
+    // pass; the reused statistics and greedy runs give the same numbers.
+    let recorded = PruneOptions {
+        record: Some(pruned.report.layers[0].name.clone()),
+        ..options.clone()
+    };
+    let again = prune(&m, &calib, &recorded, &mut |_| {}).unwrap();
+    assert!(again.recorded.is_some());
+    for (a, b) in pruned.report.layers.iter().zip(&again.report.layers) {
+        assert_eq!(a.kept, b.kept, "{}", a.name);
+        assert_eq!(a.order, b.order, "{}", a.name);
+        assert_eq!(a.error_curve, b.error_curve, "{}", a.name);
+        assert_eq!(
+            a.relative_error.to_bits(),
+            b.relative_error.to_bits(),
+            "{}",
+            a.name
+        );
+    }
+    assert_eq!(
+        pruned.report.phases.statistics_uploaded_bytes,
+        again.report.phases.statistics_uploaded_bytes
+    );
+    assert_eq!(
+        pruned.report.parameters_after,
+        again.report.parameters_after
+    );
+    // The same keep counts given by hand prune to the same model.
+    let by_hand = PruneOptions {
+        budget: None,
+        keep: plan.keep(),
+        ..options.clone()
+    };
+    let manual = prune(&m, &calib, &by_hand, &mut |_| {}).unwrap();
+    assert!(manual.budget.is_none());
+    let dir = common::temp_dir("budget-in-options");
+    let written = |model: &subprune::onnx::OnnxModel, name: &str| {
+        let path = dir.join(name);
+        subprune::onnx::save(model, &path, &Default::default()).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(
+        written(&manual.model, "manual.onnx"),
+        written(&pruned.model, "budget.onnx")
+    );
+}
+
+#[test]
+fn targets_are_checked_on_the_target_type() {
+    assert!(Target::Compression(2.0).check().is_ok());
+    assert!(Target::Flops(1e6).check().is_ok());
+    for bad in [1.0, 0.5, f64::NAN, f64::INFINITY] {
+        let err = Target::Compression(bad).check().unwrap_err().to_string();
+        assert!(
+            err.contains("--compression") && err.contains("> 1"),
+            "{err}"
+        );
+    }
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = Target::Flops(bad).check().unwrap_err().to_string();
+        assert!(err.contains("--target-flops"), "{err}");
+    }
+    // prune refuses a bad target before any work.
+    let m = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let options = PruneOptions {
+        budget: Some(ModelBudget {
+            target: Target::Compression(1.0),
+            allocation: Allocation::Uniform,
+            validation: None,
+        }),
+        ..Default::default()
+    };
+    let err = prune(&m, &mnist_calib(4), &options, &mut |_| panic!("no work"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--compression 1"), "{err}");
 }

@@ -1,11 +1,11 @@
-//! The comparison (`subprune::compare`, `subprune compare`) on the MNIST fixture with small
+//! The comparison (`subprune::prune::compare`, `subprune compare`) on the MNIST fixture with small
 //! calibration subsets: its CSV and SVG, every allocation with the sizes each rule gives on its
 //! own (computed here independently), and the CLI's refusals of bad methods and compressions.
 
 mod common;
 
-use subprune::compare::{compare, to_csv, to_svg, CompareOptions};
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
+use subprune::prune::compare::{compare, to_csv, to_svg, CompareOptions};
 use subprune::prune::select::{greedy::Greedy, Method};
 use subprune::prune::{cpu_engines, PruneOptions};
 
