@@ -35,12 +35,13 @@ fn kind_of(meta: &Metadata) -> &'static str {
     }
 }
 
+/// `role` is "input" or the option of an output (`--out`).
 fn not_regular(path: &Path, meta: &Metadata, role: &str) -> Error {
     Error::InvalidArgument(format!(
         "{role} {} is {}, not a regular file; subprune {} regular files only",
         path.display(),
         kind_of(meta),
-        if role == "output" { "writes" } else { "reads" }
+        if role == "input" { "reads" } else { "writes" }
     ))
 }
 
@@ -181,7 +182,7 @@ fn check_one_output(name: &str, out: &Path) -> Result<()> {
     }
     if let Ok(meta) = std::fs::metadata(out) {
         if !meta.is_file() {
-            return Err(not_regular(out, &meta, "output"));
+            return Err(not_regular(out, &meta, name));
         }
         if meta.permissions().readonly() {
             return Err(Error::InvalidArgument(format!(

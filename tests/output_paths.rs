@@ -1,0 +1,183 @@
+//! Every output path of every command that writes is checked, before any work, against every
+//! input (the model, its external data files, every `.npy`) and against the other outputs, by
+//! file identity: a clash is refused naming both, and nothing is written or replaced.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use subprune::onnx::{ExternalData, SaveOptions};
+use support::{copy_fixture, refused, scratch, subprune};
+
+/// The bytes of every file in `dir`, to show that a refused run changed none.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// mnist_cnn written with its weights in an external data file `ext.onnx.data`, beside the
+/// calibration and test files, all in `dir`.
+fn inputs_in(dir: &Path) -> PathBuf {
+    for f in [
+        "mnist_cnn.onnx",
+        "mnist_calib_512.npy",
+        "mnist_test_u8.npy",
+        "mnist_test_labels.npy",
+    ] {
+        copy_fixture(f, dir);
+    }
+    let model = subprune::onnx::load(dir.join("mnist_cnn.onnx")).unwrap();
+    let options = SaveOptions {
+        external_data: ExternalData::File {
+            location: "ext.onnx.data".into(),
+            threshold: 1024,
+        },
+    };
+    subprune::onnx::save(&model, dir.join("ext.onnx"), &options).unwrap();
+    dir.join("ext.onnx")
+}
+
+#[test]
+fn prune_outputs_that_are_inputs_or_each_other_are_refused_before_any_work() {
+    let dir = scratch("prune-clash");
+    inputs_in(&dir);
+    std::fs::hard_link(dir.join("mnist_calib_512.npy"), dir.join("calib-link.npy")).unwrap();
+    // (arguments after the model, the names the message must hold)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "mnist_cnn.onnx",
+            &["--out", "mnist_calib_512.npy"],
+            &["--out", "--calib"],
+        ),
+        (
+            "mnist_cnn.onnx",
+            &[
+                "--out",
+                "mnist_test_u8.npy",
+                "--data",
+                "mnist_test_u8.npy",
+                "--labels",
+                "mnist_test_labels.npy",
+            ],
+            &["--out", "--data"],
+        ),
+        (
+            "mnist_cnn.onnx",
+            &[
+                "--out",
+                "o.onnx",
+                "--data",
+                "mnist_test_u8.npy",
+                "--labels",
+                "mnist_test_labels.npy",
+                "--report",
+                "mnist_test_labels.npy",
+            ],
+            &["--report", "--labels"],
+        ),
+        (
+            "mnist_cnn.onnx",
+            &["--out", "o.onnx", "--report", "mnist_cnn.onnx"],
+            &["--report", "model"],
+        ),
+        (
+            "mnist_cnn.onnx",
+            &["--out", "o.onnx", "--report", "calib-link.npy"],
+            &["--report", "--calib"],
+        ),
+        // Two spellings of one new file.
+        (
+            "mnist_cnn.onnx",
+            &["--out", "o.onnx", "--report", "./o.onnx"],
+            &["--report", "--out"],
+        ),
+        // The input model's external data file.
+        (
+            "ext.onnx",
+            &["--out", "o.onnx", "--report", "ext.onnx.data"],
+            &["--report", "external data"],
+        ),
+    ];
+    for (model, args, names) in cases {
+        let before = snapshot(&dir);
+        let out = subprune()
+            .current_dir(&dir)
+            .args([
+                "prune",
+                model,
+                "--calib",
+                "mnist_calib_512.npy",
+                "--calib-images",
+                "64",
+            ])
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = refused(&out, names);
+        assert!(err.contains("same file"), "{args:?}: {err}");
+        assert_eq!(snapshot(&dir), before, "{args:?} changed a file");
+    }
+}
+
+#[test]
+fn the_data_file_written_beside_the_output_is_checked_against_the_inputs() {
+    let dir = scratch("prune-data-file");
+    inputs_in(&dir);
+    // The pruned model of ext.onnx goes to o.onnx with its weights in o.onnx.data: here the
+    // calibration file.
+    std::fs::rename(dir.join("mnist_calib_512.npy"), dir.join("o.onnx.data")).unwrap();
+    let before = snapshot(&dir);
+    let out = subprune()
+        .current_dir(&dir)
+        .args([
+            "prune",
+            "ext.onnx",
+            "--calib",
+            "o.onnx.data",
+            "--calib-images",
+            "64",
+            "--out",
+            "o.onnx",
+        ])
+        .output()
+        .unwrap();
+    refused(&out, &["o.onnx.data", "--calib", "same file"]);
+    assert_eq!(snapshot(&dir), before);
+}
+
+#[test]
+fn compare_outputs_that_are_inputs_are_refused() {
+    let dir = scratch("compare-clash");
+    inputs_in(&dir);
+    // --out c writes c.csv and c.svg; c.csv is the calibration file.
+    std::fs::rename(dir.join("mnist_calib_512.npy"), dir.join("c.csv")).unwrap();
+    let before = snapshot(&dir);
+    let out = subprune()
+        .current_dir(&dir)
+        .args([
+            "compare",
+            "mnist_cnn.onnx",
+            "--calib",
+            "c.csv",
+            "--data",
+            "mnist_test_u8.npy",
+        ])
+        .args([
+            "--labels",
+            "mnist_test_labels.npy",
+            "--compressions",
+            "2",
+            "--out",
+            "c",
+        ])
+        .output()
+        .unwrap();
+    refused(&out, &["c.csv", "--calib", "same file"]);
+    assert_eq!(snapshot(&dir), before);
+}
