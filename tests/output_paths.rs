@@ -155,8 +155,8 @@ fn the_data_file_written_beside_the_output_is_checked_against_the_inputs() {
 fn compare_outputs_that_are_inputs_are_refused() {
     let dir = scratch("compare-clash");
     inputs_in(&dir);
-    // --out c writes c.csv and c.svg; c.csv is the calibration file.
-    std::fs::rename(dir.join("mnist_calib_512.npy"), dir.join("c.csv")).unwrap();
+    // --out c writes c.csv and c.svg; c.csv is the validation images.
+    std::fs::copy(dir.join("mnist_test_u8.npy"), dir.join("c.csv")).unwrap();
     let before = snapshot(&dir);
     let out = subprune()
         .current_dir(&dir)
@@ -164,20 +164,36 @@ fn compare_outputs_that_are_inputs_are_refused() {
             "compare",
             "mnist_cnn.onnx",
             "--calib",
-            "c.csv",
-            "--data",
-            "mnist_test_u8.npy",
+            "mnist_calib_512.npy",
+            "--calib-images",
+            "64",
         ])
         .args([
+            "--data",
+            "mnist_test_u8.npy",
             "--labels",
             "mnist_test_labels.npy",
+        ])
+        .args([
+            "--budget",
+            "accuracy",
+            "--val",
+            "c.csv",
+            "--val-labels",
+            "mnist_test_labels.npy",
+        ])
+        .args([
+            "--methods",
+            "greedy",
+            "--no-asym",
             "--compressions",
             "2",
-            "--out",
-            "c",
+            "--seeds",
+            "1",
         ])
+        .args(["--out", "c"])
         .output()
         .unwrap();
-    refused(&out, &["c.csv", "--calib", "same file"]);
+    refused(&out, &["c.csv", "--val", "same file"]);
     assert_eq!(snapshot(&dir), before);
 }
