@@ -128,13 +128,8 @@ fn external_data_through_a_symbolic_link_is_refused() {
         },
     };
     subprune::onnx::save(&model, nested.join("m.onnx"), &options).unwrap();
-    let err = subprune::onnx::load(nested.join("m.onnx"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("symbolic link") && err.contains("sub"),
-        "{err}"
-    );
+    let err = subprune::onnx::load(nested.join("m.onnx")).unwrap_err();
+    assert!(err.to_string().contains("symbolic link") && err.to_string().contains("sub/"));
 }
 
 /// The data file is read by each tensor's offset and length: a data file far larger than its
