@@ -51,7 +51,7 @@ fn run_on(
     let csv = args.out.with_extension("csv");
     let svg = args.out.with_extension("svg");
     let inputs = [
-        ("model", Some(args.model.as_path())),
+        ("input model", Some(args.model.as_path())),
         ("--calib", Some(args.calib.as_path())),
         ("--data", Some(args.data.as_path())),
         ("--labels", Some(args.labels.as_path())),

@@ -146,7 +146,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         ("--report", args.report.as_deref()),
     ];
     let inputs = [
-        ("model", Some(model_path.as_path())),
+        ("input model", Some(model_path.as_path())),
         ("--calib", Some(calib_path.as_path())),
         ("--data", data.as_deref()),
         ("--labels", labels.as_deref()),
