@@ -26,8 +26,7 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Tensor> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
+    let (mut file, file_len) = crate::validate::open_input(path)?;
     // The fixed part (magic, version, header length), then the header, whose claimed length is
     // checked against the file's before anything that size is allocated.
     let mut head = Vec::with_capacity(12);
@@ -226,12 +225,9 @@ fn int_dtype(descr: &str) -> Option<(bool, usize)> {
     (ok_order && matches!(size, 1 | 2 | 4 | 8)).then_some((signed, size))
 }
 
-/// The whole file, an I/O error naming it.
+/// The whole file (a regular file only), an I/O error naming it.
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::validate::read_input(path)
 }
 
 /// A parsed header and the payload it describes.
@@ -438,41 +434,153 @@ pub fn write_f32(path: impl AsRef<Path>, tensor: &Tensor) -> Result<()> {
 /// Writes `bytes` to `path` through a temporary sibling file and a rename, so that a reader never
 /// sees a half-written file and a failure leaves any previous file intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    write_all_atomic(&[(path, bytes)])
+}
+
+/// Temporary files being written now, removed by [`remove_temporaries`] (a signal handler's job).
+static LIVE_TEMPORARIES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live_temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE_TEMPORARIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes the temporary files [`write_all_atomic`] is writing now, and keeps any from being
+/// created or renamed afterwards: meant to be called once, just before the process exits on a
+/// signal (SIGINT, SIGTERM), so that an interrupted write leaves neither a temporary nor a
+/// half-replaced set of outputs.
+pub fn remove_temporaries() {
+    let live = live_temporaries();
+    for tmp in live.iter() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    // Held until the process exits: a writer blocks before its next temporary or rename.
+    std::mem::forget(live);
+}
+
+/// The temporary sibling of `path` this process writes: `.NAME.tmpPID`.
+fn temporary_for(path: &Path) -> Result<PathBuf> {
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    // An existing file keeps its permissions; a read-only one is not replaced (the rename
-    // would succeed, since it needs only the folder to be writable).
-    let existing = std::fs::metadata(path).ok();
-    if let Some(meta) = &existing {
-        if meta.permissions().readonly() {
-            return Err(Error::InvalidArgument(format!(
-                "{} exists and is read-only; not replacing it",
-                path.display()
-            )));
+    Ok(path.with_file_name(tmp_name))
+}
+
+/// Whether process `pid` is running (Linux: `/proc/PID`); `true` where that cannot be told.
+fn process_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes temporaries of `path` (`.NAME.tmpPID`) left by runs of subprune that were killed
+/// (their process is gone); another run's live temporary is left alone.
+fn sweep_stale_temporaries(path: &Path) {
+    let (Some(name), folder) = (path.file_name(), path.parent()) else {
+        return;
+    };
+    let folder = match folder {
+        Some(f) if !f.as_os_str().is_empty() => f,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{}.tmp", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(pid) = entry_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if regular && pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+}
+
+/// Set (to a FIFO's path) only by the tests of interrupted writes: after the temporaries are
+/// written and before they are renamed, the write opens the FIFO and reads it to its end, so a
+/// test can signal the process at exactly that point.
+const HOLD_ENV: &str = "SUBPRUNE_TEST_HOLD_BEFORE_RENAME";
+
+/// Writes several files as one: every target is checked (a regular file or absent, not
+/// read-only), then every temporary sibling (`.NAME.tmpPID`) is written and synced, then all are
+/// renamed over their targets. A failure before the renames leaves every previous file intact and
+/// no temporary behind. Stale temporaries of the same names left by killed runs are removed
+/// first. Renames within one folder do not fail short of the folder vanishing.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut plan = Vec::with_capacity(files.len());
+    for &(path, bytes) in files {
+        let tmp = temporary_for(path)?;
+        // An existing file keeps its permissions; a read-only one is not replaced (the rename
+        // would succeed, since it needs only the folder to be writable), nor a device or FIFO.
+        let existing = std::fs::metadata(path).ok();
         if let Some(meta) = &existing {
-            f.set_permissions(meta.permissions())?;
+            if !meta.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} exists and is not a regular file (a device, FIFO or socket); not replacing it",
+                    path.display()
+                )));
+            }
+            if meta.permissions().readonly() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} exists and is read-only; not replacing it",
+                    path.display()
+                )));
+            }
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        plan.push((path, bytes, tmp, existing));
+    }
+    for (path, ..) in &plan {
+        sweep_stale_temporaries(path);
+    }
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        for (path, bytes, tmp, existing) in &plan {
+            live_temporaries().push(tmp.clone());
+            written.push(tmp.clone());
+            let io = |source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let mut f = std::fs::File::create(tmp).map_err(io)?;
+            f.write_all(bytes).map_err(io)?;
+            if let Some(meta) = existing {
+                f.set_permissions(meta.permissions()).map_err(io)?;
+            }
+            f.sync_all().map_err(io)?;
+        }
+        if let Some(fifo) = std::env::var_os(HOLD_ENV) {
+            let _ = std::fs::read(fifo);
+        }
+        let live = live_temporaries();
+        for (path, _, tmp, _) in &plan {
+            std::fs::rename(tmp, path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        drop(live);
+        Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        for tmp in &written {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
-    result.map_err(io)
+    live_temporaries().retain(|t| !written.contains(t));
+    result
 }
 
 #[cfg(test)]

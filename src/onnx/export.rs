@@ -12,7 +12,7 @@ use super::proto::{self, attribute_proto::AttributeType, tensor_proto::DataLocat
 use super::{decode_tensor, encode_tensor, OnnxModel};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Graph, Node, Op, Padding, PoolKind, Shape, Unary, Window};
-use crate::npy::write_atomic;
+use crate::npy::write_all_atomic;
 
 /// Where tensor data goes on [`save`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,10 +80,14 @@ pub fn save(model: &OnnxModel, path: impl AsRef<Path>, options: &SaveOptions) ->
             ),
         });
     }
+    // Every file checked, then all written, then all renamed: a refused or failed write leaves
+    // the previous model and data file together, never a new data file beside an old model.
+    let encoded = out.encode_to_vec();
+    let mut files: Vec<(&Path, &[u8])> = vec![(path, &encoded)];
     if let Some((file, bytes)) = &data_file {
-        write_atomic(file, bytes)?;
+        files.push((file, bytes));
     }
-    write_atomic(path, &out.encode_to_vec())
+    write_all_atomic(&files)
 }
 
 /// Whether two paths name the same file (by canonical path; a missing file is compared by its
@@ -219,17 +223,21 @@ pub fn to_proto(model: &OnnxModel) -> Result<proto::ModelProto> {
         .collect();
     let mut new_inputs: Vec<proto::ValueInfoProto> =
         g.inputs.iter().map(|&i| info(i, &inputs)).collect();
-    // Initializers that the original also listed as inputs (IR < 4) stay listed.
+    // Initializers that the original also listed as inputs (IR < 4, older PyTorch exports) stay
+    // listed, their declared shapes updated to the initializers' (pruning resizes them).
+    let names = g.names();
     new_inputs.extend(
         original
             .input
             .iter()
             .filter(|vi| initializer_names.contains(vi.name.as_deref().unwrap_or("")))
-            .cloned(),
+            .map(|vi| {
+                let id = names[vi.name.as_deref().unwrap_or("")];
+                with_dims(vi, &g.values[id].shape)
+            }),
     );
     graph.input = new_inputs;
     graph.output = g.outputs.iter().map(|&i| info(i, &outputs)).collect();
-    let names = g.names();
     graph.value_info = original
         .value_info
         .iter()
@@ -261,6 +269,24 @@ fn consistent(vi: &proto::ValueInfoProto, shape: &Shape) -> bool {
                 (Some(D::DimValue(_)), Dim::Batch) => false,
                 _ => true,
             })
+}
+
+/// `vi` with its declared dims replaced by `shape`'s when they disagree (element type, names and
+/// documentation kept).
+fn with_dims(vi: &proto::ValueInfoProto, shape: &Shape) -> proto::ValueInfoProto {
+    use proto::type_proto::Value as T;
+    if consistent(vi, shape) {
+        return vi.clone();
+    }
+    let mut out = vi.clone();
+    let fresh = value_info("", shape);
+    if let (Some(T::TensorType(t)), Some(T::TensorType(f))) = (
+        out.r#type.as_mut().and_then(|t| t.value.as_mut()),
+        fresh.r#type.and_then(|t| t.value),
+    ) {
+        t.shape = f.shape;
+    }
+    out
 }
 
 fn value_info(name: &str, shape: &Shape) -> proto::ValueInfoProto {

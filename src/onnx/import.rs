@@ -19,10 +19,7 @@ use crate::ir::{
 /// Reads an ONNX model (and its external data files, resolved against the model's folder).
 pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::validate::read_input(path)?;
     let mut model = load_bytes(path, &bytes)?;
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     model.sources.insert(0, canonical);

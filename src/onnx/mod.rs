@@ -200,13 +200,40 @@ fn checked_location(model: &Path, location: &str) -> Result<PathBuf> {
     Ok(model.parent().unwrap_or(Path::new(".")).join(rel))
 }
 
+/// Opens an external data file: neither it nor any folder between the model's folder and it may
+/// be a symbolic link (onnx's own loader refuses links too: one could lead outside the model's
+/// folder), and it must be a regular file ([`crate::validate::open_input`]).
+fn open_external(model_path: &Path, location: &str, file: &Path) -> Result<(std::fs::File, u64)> {
+    let base = model_path.parent().unwrap_or(Path::new("."));
+    let mut walked = base.to_path_buf();
+    for part in Path::new(location).components() {
+        walked.push(part);
+        if std::fs::symlink_metadata(&walked).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Onnx {
+                path: model_path.to_path_buf(),
+                reason: format!(
+                    "external data location '{location}': {} is a symbolic link; external data \
+                     is read only from regular files inside the model's folder, not through links",
+                    walked.display()
+                ),
+            });
+        }
+    }
+    crate::validate::open_input(file).map_err(|e| Error::Onnx {
+        path: model_path.to_path_buf(),
+        reason: format!("cannot read external data file {}: {e}", file.display()),
+    })
+}
+
 /// Reads every external tensor's bytes into its `raw_data` (clearing the external reference) and
-/// returns the data files read.
+/// returns the data files read. Each tensor's bytes are read at its offset and length only, after
+/// checking them against the file's size: nothing beyond what the file holds is allocated.
 pub(crate) fn load_external(
     model_path: &Path,
     tensors: &mut [&mut proto::TensorProto],
 ) -> Result<Vec<PathBuf>> {
-    let mut files: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut files: HashMap<PathBuf, (std::fs::File, u64)> = HashMap::new();
     for t in tensors.iter_mut() {
         if t.data_location != Some(DataLocation::External as i32) {
             continue;
@@ -217,10 +244,10 @@ pub(crate) fn load_external(
             reason: format!("tensor '{name}' is external but has no 'location'"),
         })?;
         let file = checked_location(model_path, location)?;
-        let parse = |key: &str| -> Result<Option<usize>> {
+        let parse = |key: &str| -> Result<Option<u64>> {
             external_entry(t, key)
                 .map(|v| {
-                    v.parse::<usize>().map_err(|_| Error::Onnx {
+                    v.parse::<u64>().map_err(|_| Error::Onnx {
                         path: model_path.to_path_buf(),
                         reason: format!(
                             "tensor '{name}': external data {key} '{v}' is not a number"
@@ -232,31 +259,33 @@ pub(crate) fn load_external(
         let offset = parse("offset")?.unwrap_or(0);
         let length = parse("length")?;
         if !files.contains_key(&file) {
-            let bytes = std::fs::read(&file).map_err(|e| Error::Onnx {
-                path: model_path.to_path_buf(),
-                reason: format!(
-                    "tensor '{name}': cannot read its external data file {}: {e}",
-                    file.display()
-                ),
-            })?;
-            files.insert(file.clone(), bytes);
+            let opened = open_external(model_path, location, &file)?;
+            files.insert(file.clone(), opened);
         }
-        let bytes = &files[&file];
+        let (handle, size) = files.get_mut(&file).expect("inserted above");
+        let size = *size;
         let end = match length {
             Some(l) => offset.checked_add(l),
-            None => Some(bytes.len()),
+            None => Some(size),
         };
-        let slice = end
-            .filter(|&e| e <= bytes.len() && offset <= e)
-            .map(|e| &bytes[offset..e])
+        let len = end
+            .filter(|&e| e <= size && offset <= e)
+            .and_then(|e| usize::try_from(e - offset).ok())
             .ok_or_else(|| Error::Onnx {
                 path: file.clone(),
                 reason: format!(
-                    "tensor '{name}': external data at offset {offset}, length {length:?} lies past the end of the file ({} bytes)",
-                    bytes.len()
+                    "tensor '{name}': external data at offset {offset}, length {length:?} lies past the end of the file ({size} bytes)"
                 ),
             })?;
-        t.raw_data = Some(slice.to_vec());
+        let mut bytes = vec![0u8; len];
+        handle
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| handle.read_exact(&mut bytes))
+            .map_err(|e| Error::Onnx {
+                path: file.clone(),
+                reason: format!("tensor '{name}': reading its external data: {e}"),
+            })?;
+        t.raw_data = Some(bytes);
         t.data_location = None;
         t.external_data.clear();
     }

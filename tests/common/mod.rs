@@ -10,6 +10,7 @@
 
 mod cli;
 mod data;
+pub mod files;
 pub mod ops;
 mod oracle;
 

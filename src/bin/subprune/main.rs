@@ -1,8 +1,6 @@
 //! The `subprune` command line, a thin binary over the library: [`args`] parses, one module of
 //! [`commands`] per subcommand calls the library and prints, [`progress`] shows how far it got.
 
-use std::path::PathBuf;
-
 use clap::Parser;
 
 use args::{Cli, Command};
@@ -21,15 +19,17 @@ macro_rules! outln {
 }
 
 mod args;
+mod cleanup;
 mod commands;
+mod outputs;
 mod progress;
 
 fn main() {
-    let runtime_dir = private_runtime_dir();
+    // Both before any thread starts: the environment is set, and the signal thread started.
+    cleanup::prepare_runtime_dir();
+    cleanup::on_signals();
     let result = run();
-    if let Some(dir) = runtime_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    cleanup::remove_runtime_dir();
     if let Err(e) = result {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);
@@ -51,26 +51,6 @@ fn message(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
-}
-
-/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" whenever a device is
-/// opened without one (containers, CI, cron jobs). When it is unset or not a folder, point it at
-/// a private folder (mode 0700, removed at exit), created before any thread starts.
-fn private_runtime_dir() -> Option<PathBuf> {
-    let current = std::env::var_os("XDG_RUNTIME_DIR");
-    if current
-        .as_ref()
-        .is_some_and(|d| std::path::Path::new(d).is_dir())
-    {
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("subprune-runtime-{}", std::process::id()));
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(&dir).ok()?;
-    std::env::set_var("XDG_RUNTIME_DIR", &dir);
-    Some(dir)
 }
 
 fn run() -> anyhow::Result<()> {

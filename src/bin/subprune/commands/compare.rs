@@ -50,18 +50,16 @@ fn run_on(
     }
     let csv = args.out.with_extension("csv");
     let svg = args.out.with_extension("svg");
-    for p in [&csv, &svg] {
-        subprune::validate::check_output_path(
-            p,
-            &[
-                ("model", &args.model),
-                ("--calib", &args.calib),
-                ("--data", &args.data),
-                ("--labels", &args.labels),
-            ],
-        )
-        .with_context(|| format!("output {}", p.display()))?;
-    }
+    let inputs = [
+        ("input model", Some(args.model.as_path())),
+        ("--calib", Some(args.calib.as_path())),
+        ("--data", Some(args.data.as_path())),
+        ("--labels", Some(args.labels.as_path())),
+        ("--val", args.validation.val.as_deref()),
+        ("--val-labels", args.validation.val_labels.as_deref()),
+    ];
+    let outputs = [("CSV", Some(csv.as_path())), ("SVG", Some(svg.as_path()))];
+    crate::outputs::check(&outputs, &inputs, None)?;
     let allocations = args
         .budget
         .split(',')
@@ -95,6 +93,7 @@ fn run_on(
     };
     let (mean, std) = args.normalization.parse()?;
     let model = subprune::onnx::load(&args.model)?;
+    crate::outputs::check(&outputs, &inputs, Some((&model, None)))?;
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
     let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;

@@ -20,6 +20,9 @@ pub mod select;
 impl Cli {
     /// The backend --backend names; says on stderr which one is used.
     fn open(&self) -> anyhow::Result<Box<dyn Backend>> {
+        if self.backend != BackendChoice::Cpu {
+            crate::cleanup::ensure_runtime_dir();
+        }
         let opened = open_backend_with(self.backend, &self.gpu_setup())?;
         eprintln!("{}", opened.note);
         if self.f16_inputs && opened.backend.name().starts_with("cpu") {
@@ -48,6 +51,7 @@ impl Cli {
 
     /// The GPU backend on --adapter, with --f16-inputs.
     fn gpu(&self) -> subprune::Result<GpuBackend> {
+        crate::cleanup::ensure_runtime_dir();
         let (gpu, report) = self.gpu_setup().open()?;
         if let Some(r) = report {
             eprintln!("{r}");

@@ -46,50 +46,6 @@ fn parse_keep(entries: &[String]) -> anyhow::Result<Vec<(String, usize)>> {
         .collect()
 }
 
-/// Fails unless `path` can be created: its folder exists and accepts a file, and it is not
-/// `input`. Nothing is left behind.
-fn check_writable(path: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
-    let canon = |p: &Path| {
-        std::fs::canonicalize(p).ok().or_else(|| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
-        })
-    };
-    if canon(path).is_some() && canon(path) == canon(input) {
-        bail!(
-            "{what} {} is the input model; choose another output path",
-            path.display()
-        );
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{what} {}: the folder {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    let probe = dir.join(format!(".subprune-probe-{}", std::process::id()));
-    std::fs::File::create(&probe).with_context(|| {
-        format!(
-            "{what} {}: cannot write in {}",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    if path.is_dir() {
-        bail!("{what} {} is a folder", path.display());
-    }
-    Ok(())
-}
-
 fn default_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -177,14 +133,21 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             .map_err(subprune::Error::InvalidArgument)?,
         ..Default::default()
     };
-    check_writable(&out, &model_path, "--out")?;
-    if let Some(r) = &args.report {
-        check_writable(r, &model_path, "--report")?;
-        if r == &out {
-            bail!("--report and --out are the same file");
-        }
-    }
+    let outputs = [
+        ("--out", Some(out.as_path())),
+        ("--report", args.report.as_deref()),
+    ];
+    let inputs = [
+        ("input model", Some(model_path.as_path())),
+        ("--calib", Some(calib_path.as_path())),
+        ("--data", data.as_deref()),
+        ("--labels", labels.as_deref()),
+        ("--val", args.validation.val.as_deref()),
+        ("--val-labels", args.validation.val_labels.as_deref()),
+    ];
+    crate::outputs::check(&outputs, &inputs, None)?;
     let model = subprune::onnx::load(&model_path)?;
+    crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
     // use the same normalisation).
     let calib_all = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;

@@ -35,16 +35,15 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         .map(|t| subprune::units::parse_bytes(t).map_err(subprune::Error::InvalidArgument))
         .transpose()
         .context("--memory-limit")?;
-    if let Some(out) = &args.out_weight {
-        let mut inputs = vec![
-            ("inputs", args.inputs.as_path()),
-            ("weight", args.weight.as_path()),
-        ];
-        if let Some(t) = &args.target {
-            inputs.push(("target", t.as_path()));
-        }
-        subprune::validate::check_output_path(out, &inputs).context("--out-weight")?;
-    }
+    crate::outputs::check(
+        &[("--out-weight", args.out_weight.as_deref())],
+        &[
+            ("inputs", Some(args.inputs.as_path())),
+            ("weight", Some(args.weight.as_path())),
+            ("target", args.target.as_deref()),
+        ],
+        None,
+    )?;
     let inputs = npy::read_f32(&args.inputs)?;
     let weight = npy::read_f32(&args.weight)?;
     let target = args.target.as_ref().map(npy::read_f32).transpose()?;
