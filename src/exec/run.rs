@@ -150,11 +150,7 @@ pub fn forward_batches(
     on_outputs: &mut dyn FnMut(usize, &[Tensor]) -> Result<()>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    if batch == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be ≥ 1 image".into(),
-        ));
-    }
+    crate::layer::select::check_batch_images(batch)?;
     let plan = exec.plan();
     let model_image = plan.input_shape().0[1..]
         .iter()

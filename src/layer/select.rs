@@ -59,11 +59,7 @@ pub fn layer_stats_with_progress(
             )));
         }
     }
-    if batch_images == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be ≥ 1 image".into(),
-        ));
-    }
+    check_batch_images(batch_images)?;
     // Finiteness is checked once, per batch, by the backend's `add_batch` (the boundary every
     // statistics batch crosses); its flat index is shifted below to the caller's tensor.
     let mut acc = backend.stats_accumulator(
@@ -139,6 +135,16 @@ impl Budget {
     }
 }
 
+/// Refuses an empty batch of images (statistics or forward passes).
+pub fn check_batch_images(batch_images: usize) -> Result<()> {
+    if batch_images == 0 {
+        return Err(Error::InvalidArgument(
+            "batch size must be ≥ 1 image".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Options of [`select`].
 #[derive(Clone, Copy, Debug)]
 pub struct SelectOptions {
@@ -162,11 +168,7 @@ impl SelectOptions {
     pub fn check(&self, channels: usize) -> Result<usize> {
         check_dependence_tol(self.dependence_tol)?;
         check_ridge(self.ridge)?;
-        if self.batch_images == 0 {
-            return Err(Error::InvalidArgument(
-                "batch size must be ≥ 1 image".into(),
-            ));
-        }
+        check_batch_images(self.batch_images)?;
         self.budget.resolve(channels)
     }
 }

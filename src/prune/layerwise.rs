@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
-use super::options::check_batch;
 use super::rewrite::{set_consumer_weight, slice_producer, WeightForm};
 use super::select::{consumer_rows, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
@@ -17,6 +16,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
 use crate::ir::Graph;
+use crate::layer::select::check_batch_images;
 use crate::layer::{LayerProblem, LayerStats};
 
 /// One prunable layer and its consumers' statistics.
@@ -62,7 +62,7 @@ pub(crate) fn layerwise_stats_of(
 ) -> Result<LayerwiseStats> {
     let start = Instant::now();
     let (graph, calib, options) = (inputs.graph, inputs.calib, inputs.options);
-    check_batch(options.batch_images)?;
+    check_batch_images(options.batch_images)?;
     let exec = (inputs.executor)(graph)?;
     check_images(exec.as_ref(), calib)?;
     let mut layers = Vec::new();

@@ -10,6 +10,10 @@ use super::select;
 use super::sensitivity::Validation;
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
+use crate::layer::greedy::check_dependence_tol;
+use crate::layer::reweight::check_ridge;
+use crate::layer::select::check_batch_images;
+use crate::layer::Budget;
 
 /// Default relative ridge `λ / mean diag G[S,S]` of the reweighting (chosen by measurement on the
 /// fixtures; see `EVALUATION.md`).
@@ -158,34 +162,9 @@ impl PruneOptions {
     /// Checks the numeric options (keep fraction, ridge, dependence tolerance, batch size)
     /// before any work.
     pub fn check(&self) -> Result<()> {
-        if !(self.keep_fraction > 0.0 && self.keep_fraction <= 1.0) {
-            return Err(Error::InvalidArgument(format!(
-                "keep fraction {}: must be in (0, 1]",
-                self.keep_fraction
-            )));
-        }
-        if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "ridge {} must be finite and ≥ 0",
-                self.ridge
-            )));
-        }
-        if !(0.0..1.0).contains(&self.dependence_tol) {
-            return Err(Error::InvalidArgument(format!(
-                "dependence tolerance {} must be in [0, 1)",
-                self.dependence_tol
-            )));
-        }
-        check_batch(self.batch_images)
+        Budget::KeepFraction(self.keep_fraction).resolve(1)?;
+        check_ridge(self.ridge)?;
+        check_dependence_tol(self.dependence_tol)?;
+        check_batch_images(self.batch_images)
     }
-}
-
-/// Refuses an empty forward batch.
-pub(crate) fn check_batch(batch_images: usize) -> Result<()> {
-    if batch_images == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be ≥ 1 image".into(),
-        ));
-    }
-    Ok(())
 }

@@ -202,7 +202,7 @@ pub fn measure(
 ) -> Result<Sensitivity> {
     let start = Instant::now();
     check_validation(graph, &validation)?;
-    super::options::check_batch(options.batch_images)?;
+    crate::layer::select::check_batch_images(options.batch_images)?;
     let n = validation.images.len();
     let top1 = |exec: &dyn crate::exec::Executor, images: &dyn ImageSource| -> Result<f64> {
         let r = evaluate(
