@@ -27,7 +27,6 @@
 pub mod analysis;
 pub mod backend;
 pub mod bench;
-pub mod compare;
 pub mod demo;
 pub mod error;
 pub mod exec;

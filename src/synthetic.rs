@@ -16,7 +16,8 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::onnx::proto::{
-    self, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto,
 };
 use crate::onnx::OnnxModel;
 use crate::rng::Rng;
@@ -59,37 +60,59 @@ pub fn resnet50(seed: u64, size: usize, classes: usize) -> Result<OnnxModel> {
     let w = b.weight(&[classes, channels], (1.0 / channels as f64).sqrt());
     let bias = b.floats(&[classes], &vec![0.0; classes]);
     let logits = b.node("Gemm", &[&flat, &w, &bias], vec![int("transB", 1)]);
-    let bytes = b.model(&[3, size, size], &logits);
+    let bytes = b.model("resnet50", &[3, size, size], &logits, 17);
     crate::onnx::load_bytes(Path::new("synthetic-resnet50.onnx"), &bytes)
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
+/// An attribute `name` of type `kind`, its value set by `set`.
+fn attribute(
+    name: &str,
+    kind: AttributeType,
+    set: impl FnOnce(&mut AttributeProto),
+) -> AttributeProto {
+    let mut a = AttributeProto {
         name: Some(name.into()),
-        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(v),
+        r#type: Some(kind as i32),
         ..Default::default()
-    }
+    };
+    set(&mut a);
+    a
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
+/// An `int` attribute.
+pub fn int(name: &str, v: i64) -> AttributeProto {
+    attribute(name, AttributeType::Int, |a| a.i = Some(v))
 }
 
-/// Builds an ONNX graph node by node.
-struct Builder {
+/// An `ints` attribute.
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    attribute(name, AttributeType::Ints, |a| a.ints = v.to_vec())
+}
+
+/// A `float` attribute.
+pub fn float(name: &str, v: f32) -> AttributeProto {
+    attribute(name, AttributeType::Float, |a| a.f = Some(v))
+}
+
+/// A `string` attribute.
+pub fn string(name: &str, v: &str) -> AttributeProto {
+    attribute(name, AttributeType::String, |a| {
+        a.s = Some(v.as_bytes().to_vec())
+    })
+}
+
+/// Builds an ONNX model node by node, with seeded random weights: the synthetic networks here,
+/// and the small models of every op the tests run. The graph input is `"x"` (float32, symbolic
+/// batch dimension); each node's one output is named after the node.
+pub struct Builder {
     nodes: Vec<proto::NodeProto>,
     initializers: Vec<proto::TensorProto>,
     rng: Rng,
 }
 
 impl Builder {
-    fn new(seed: u64) -> Self {
+    /// An empty graph whose weights will be drawn from `seed`.
+    pub fn new(seed: u64) -> Self {
         Self {
             nodes: Vec::new(),
             initializers: Vec::new(),
@@ -97,7 +120,8 @@ impl Builder {
         }
     }
 
-    fn floats(&mut self, dims: &[usize], data: &[f32]) -> String {
+    /// A float32 initializer of shape `dims` holding `data` (stored as raw bytes); returns its name.
+    pub fn floats(&mut self, dims: &[usize], data: &[f32]) -> String {
         let name = format!("w{}", self.initializers.len());
         self.initializers.push(proto::TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -109,13 +133,46 @@ impl Builder {
         name
     }
 
-    fn weight(&mut self, dims: &[usize], std: f64) -> String {
+    /// A 1-D int64 initializer (shapes, pads, slice bounds); returns its name.
+    pub fn ints(&mut self, data: &[i64]) -> String {
+        let name = format!("w{}", self.initializers.len());
+        self.initializers.push(proto::TensorProto {
+            dims: vec![data.len() as i64],
+            data_type: Some(DataType::Int64 as i32),
+            name: Some(name.clone()),
+            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A float32 initializer of shape `dims`, normal with standard deviation `std`.
+    pub fn weight(&mut self, dims: &[usize], std: f64) -> String {
         let n: usize = dims.iter().product();
         let data: Vec<f32> = (0..n).map(|_| (self.rng.normal() * std) as f32).collect();
         self.floats(dims, &data)
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+    /// A `Constant` node whose value is the float32 scalar `v`, written in the tensor's
+    /// `float_data` field (as older exporters do); returns its output's name.
+    pub fn constant(&mut self, v: f32) -> String {
+        let tensor = proto::TensorProto {
+            data_type: Some(DataType::Float as i32),
+            float_data: vec![v],
+            ..Default::default()
+        };
+        let value = AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(tensor),
+            ..Default::default()
+        };
+        self.node("Constant", &[], vec![value])
+    }
+
+    /// Appends a node of type `op` reading `inputs` (an empty name: an absent optional input);
+    /// returns its output's name.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
         let name = format!("{op}_{}", self.nodes.len());
         let out = format!("{name}_out");
         self.nodes.push(proto::NodeProto {
@@ -170,7 +227,9 @@ impl Builder {
         }
     }
 
-    fn model(self, input: &[usize], output: &str) -> Vec<u8> {
+    /// The encoded model: graph `name`, input `"x"` of shape `(N, input…)`, output `output`,
+    /// default-domain opset `opset`.
+    pub fn model(self, name: &str, input: &[usize], output: &str, opset: i64) -> Vec<u8> {
         use prost::Message;
         let value_info = |name: &str, dims: Option<&[usize]>| proto::ValueInfoProto {
             name: Some(name.into()),
@@ -201,11 +260,11 @@ impl Builder {
             producer_name: Some("subprune synthetic".into()),
             opset_import: vec![proto::OperatorSetIdProto {
                 domain: Some(String::new()),
-                version: Some(17),
+                version: Some(opset),
             }],
             graph: Some(proto::GraphProto {
                 node: self.nodes,
-                name: Some("resnet50".into()),
+                name: Some(name.into()),
                 initializer: self.initializers,
                 input: vec![value_info("x", Some(input))],
                 output: vec![value_info(output, None)],

@@ -15,11 +15,16 @@ use subprune::npy;
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
 use subprune::prune::layerwise::layerwise_stats;
 use subprune::prune::select::greedy::Greedy;
+use subprune::prune::select::Method;
 use subprune::prune::sensitivity::{self, Validation};
-use subprune::prune::{cpu_engines, prune, PruneOptions, Variant};
+use subprune::prune::{cpu_engines, prune, ModelBudget, PruneOptions, Variant};
 use subprune::tensor::Tensor;
+use subprune::CpuBackend;
 
-use common::{fixture, i64_npy, mnist_calib, mnist_test_images};
+use common::{
+    fixture, i64_npy, mnist_calib, mnist_greedy_curves, mnist_layerwise, mnist_model,
+    mnist_test_images,
+};
 
 /// Two layers of 10 channels, each 100 parameters whole, nothing shared.
 fn two_layers() -> CostModel {
@@ -138,29 +143,40 @@ fn accuracy_allocation_meets_the_budget_within_one_channel_per_layer_on_random_c
 fn accuracy_allocation_refuses_bad_curves() {
     let model = two_layers();
     let ok = vec![vec![0.5; 10], vec![0.5; 10]];
-    let err = budget::accuracy_allocation(&model, 100.0, &ok[..1], 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 100.0, &ok[..1], 0.5));
     assert!(err.contains("one accuracy curve"), "{err}");
     let mut decreasing = ok.clone();
     decreasing[1][3] = 0.9;
-    let err = budget::accuracy_allocation(&model, 100.0, &decreasing, 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 100.0, &decreasing, 0.5));
     assert!(err.contains("layer 1 decreases"), "{err}");
     let mut nan = ok.clone();
     nan[0][0] = f64::NAN;
     assert!(budget::accuracy_allocation(&model, 100.0, &nan, 0.5).is_err());
-    let err = budget::accuracy_allocation(&model, 1.0, &ok, 0.5)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::accuracy_allocation(&model, 1.0, &ok, 0.5));
     assert!(err.contains("unreachable"), "{err}");
-    let err = budget::allocate(&model, Target::Compression(2.0), Allocation::Accuracy, None)
-        .unwrap_err()
-        .to_string();
+    let err = message(budget::allocate(
+        &model,
+        Target::Compression(2.0),
+        Allocation::Accuracy,
+        None,
+    ));
     assert!(err.contains("validation"), "{err}");
     assert!(CostModel::new(vec![3, 0], vec![]).is_err());
     assert!(CostModel::new(vec![3], vec![(1.0, vec![1])]).is_err());
+}
+
+/// One more channel in every layer (where the layer has one more).
+fn one_more_each(keeps: &[usize], channels: &[usize]) -> Vec<usize> {
+    keeps
+        .iter()
+        .zip(channels)
+        .map(|(&k, &d)| (k + 1).min(d))
+        .collect()
+}
+
+/// The message of an error the call must return.
+fn message<T: std::fmt::Debug>(r: subprune::Result<T>) -> String {
+    r.unwrap_err().to_string()
 }
 
 fn top1(graph: &subprune::ir::Graph, images: &dyn ImageSource, labels: &[i64]) -> f64 {
@@ -255,12 +271,7 @@ fn mnist_accuracy_curves_match_the_pipeline_and_the_allocation_meets_the_ratio()
         let a = budget::allocate_accuracy(&params, Target::Compression(r), &s, None).unwrap();
         let target = params.full / r;
         assert!(a.cost <= target, "{r}×: {} > {target}", a.cost);
-        let plus_one: Vec<usize> = a
-            .keeps
-            .iter()
-            .zip(&params.channels)
-            .map(|(&k, &d)| (k + 1).min(d))
-            .collect();
+        let plus_one: Vec<usize> = one_more_each(&a.keeps, &params.channels);
         assert!(params.cost(&plus_one) > target, "{r}×: +1 fits");
         let drop = a.accuracy_drop.unwrap();
         assert!((0.0..=1.0).contains(&drop), "{drop}");
@@ -368,40 +379,20 @@ fn cli_prune_with_the_accuracy_budget() {
         !ok && err.contains("only used by --budget accuracy"),
         "{err}"
     );
-    let (ok, _, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-        "--val-labels",
-        &s(&bad_labels),
-    ]);
+    // `--compression 4 --budget accuracy --val V`, then `extra`.
+    let (val, val_labels, bad_labels, report) = (s(&v), s(&vl), s(&bad_labels), s(&r));
+    let accuracy = |extra: &[&str]| {
+        let mut args = vec!["--compression", "4", "--budget", "accuracy", "--val", &val];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, _, err) = accuracy(&["--val-labels", &bad_labels]);
     assert!(!ok && err.contains("7 labels for 60 images"), "{err}");
-    let (ok, _, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-    ]);
+    let (ok, _, err) = accuracy(&[]);
     assert!(!ok && err.contains("--val-labels"), "{err}");
     assert!(!o.exists());
     // A run: the sizes of the report meet 4× and are those the printed summary shows.
-    let (ok, stdout, err) = run(&[
-        "--compression",
-        "4",
-        "--budget",
-        "accuracy",
-        "--val",
-        &s(&v),
-        "--val-labels",
-        &s(&vl),
-        "--report",
-        &s(&r),
-    ]);
+    let (ok, stdout, err) = accuracy(&["--val-labels", &val_labels, "--report", &report]);
     assert!(ok, "{err}");
     assert!(
         stdout.contains("accuracy budget: each layer alone loses at most"),
@@ -430,4 +421,232 @@ fn cli_prune_with_the_accuracy_budget() {
         .map(|l| l[2].as_u64().unwrap())
         .collect();
     assert_eq!(kept, planned);
+}
+
+#[test]
+fn cost_model_equals_the_pruned_graph_and_uniform_budget_is_within_one_channel_per_layer() {
+    let (m, ls) = mnist_layerwise();
+    let backend = CpuBackend::new();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let flops = CostModel::flops(&m.graph, &layers);
+    assert_eq!(params.full as usize, m.graph.parameter_count());
+    for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+        let a =
+            budget::allocate(&params, Target::Compression(r), Allocation::Uniform, None).unwrap();
+        let target = m.graph.parameter_count() as f64 / r;
+        assert!(a.cost <= target, "{r}: {} > {target}", a.cost);
+        let plus_one: Vec<usize> = one_more_each(&a.keeps, &params.channels);
+        assert!(
+            params.cost(&plus_one) > target,
+            "{r}: one more channel per layer still fits"
+        );
+        // The pruned graph has exactly the predicted parameters and FLOPs.
+        let (g, _) = ls
+            .prune(
+                &m.graph,
+                &*Method::WeightNorm.selector(0),
+                &a.keeps,
+                &PruneOptions::default(),
+                &backend,
+            )
+            .unwrap();
+        assert_eq!(g.parameter_count() as f64, a.cost, "{r}");
+        let g_flops: u64 = g.nodes.iter().map(|n| 2 * g.macs_per_image(n)).sum();
+        assert_eq!(g_flops as f64, flops.cost(&a.keeps), "{r}");
+    }
+    // FLOPs target.
+    let f = flops.full / 5.0;
+    let a = budget::allocate(&flops, Target::Flops(f), Allocation::Uniform, None).unwrap();
+    assert!(a.cost <= f);
+}
+
+#[test]
+fn error_allocation_meets_the_budget_and_beats_uniform_on_the_same_curves() {
+    let (m, _) = mnist_layerwise();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let curves = mnist_greedy_curves();
+    // The greedy curves, and synthetic non-increasing curves of other shapes.
+    let mut rng = subprune::rng::Rng::new(5);
+    let mut all = vec![curves.clone()];
+    for _ in 0..4 {
+        all.push(
+            params
+                .channels
+                .iter()
+                .map(|&d| {
+                    let mut e = 1.0;
+                    (0..d)
+                        .map(|_| {
+                            e *= 1.0 - 0.2 * rng.uniform();
+                            e
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    for c in &all {
+        for r in [2.0, 4.0, 8.0, 16.0, 32.0] {
+            let budget_cost = params.full / r;
+            let e = budget::allocate(&params, Target::Compression(r), Allocation::Error, Some(c))
+                .unwrap();
+            let u = budget::allocate(
+                &params,
+                Target::Compression(r),
+                Allocation::Uniform,
+                Some(c),
+            )
+            .unwrap();
+            assert!(e.cost <= budget_cost, "{r}: {} > {budget_cost}", e.cost);
+            assert!(
+                e.summed_error.unwrap() <= u.summed_error.unwrap() + 1e-12,
+                "{r}: error {} > uniform {}",
+                e.summed_error.unwrap(),
+                u.summed_error.unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_allocations_are_clear_errors() {
+    assert_eq!(
+        "accuracy".parse::<Allocation>().unwrap(),
+        Allocation::Accuracy
+    );
+    let err = "nope".parse::<Allocation>().unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("accuracy"), "{err}");
+    let m = mnist_model();
+    let analysis = analyze(&m.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&m.graph, &layers);
+    let refused = |target, allocation| message(budget::allocate(&params, target, allocation, None));
+    for r in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
+        let err = refused(Target::Compression(r), Allocation::Uniform);
+        assert!(err.contains("compression"), "{err}");
+    }
+    // fc2 (the classifier) is not prunable: 10000× cannot be reached.
+    let err = refused(Target::Compression(10000.0), Allocation::Uniform);
+    assert!(err.contains("unreachable"), "{err}");
+    let err = refused(Target::Compression(4.0), Allocation::Error);
+    assert!(err.contains("error curves"), "{err}");
+}
+
+#[test]
+fn a_budget_in_the_options_is_planned_by_prune_and_reuses_its_statistics() {
+    let m = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let (backend, factory) = cpu_engines();
+    let calib = mnist_calib(64);
+    let budget = ModelBudget {
+        target: Target::Compression(4.0),
+        allocation: Allocation::Error,
+        validation: None,
+    };
+    let options = PruneOptions {
+        variant: Variant::Layer,
+        budget: Some(budget.clone()),
+        ..Default::default()
+    };
+    let pruned = prune(&m, &calib, &options, &mut |_| {}).unwrap();
+    // The same sizes as planning alone, in the result.
+    let plan = budget::plan(
+        &m.graph,
+        &calib,
+        None,
+        &options,
+        budget.target,
+        budget.allocation,
+        &backend,
+        &factory,
+    )
+    .unwrap();
+    let planned = pruned.budget.as_ref().expect("the plan comes back");
+    assert_eq!(planned.keep(), plan.keep());
+    let kept: Vec<(String, usize)> = pruned
+        .report
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.channels_after))
+        .collect();
+    assert_eq!(kept, plan.keep());
+    // Recording a layer needs its inputs, so that run takes the statistics in its own forward
+    // pass; the reused statistics and greedy runs give the same numbers.
+    let recorded = PruneOptions {
+        record: Some(pruned.report.layers[0].name.clone()),
+        ..options.clone()
+    };
+    let again = prune(&m, &calib, &recorded, &mut |_| {}).unwrap();
+    assert!(again.recorded.is_some());
+    for (a, b) in pruned.report.layers.iter().zip(&again.report.layers) {
+        assert_eq!(a.kept, b.kept, "{}", a.name);
+        assert_eq!(a.order, b.order, "{}", a.name);
+        assert_eq!(a.error_curve, b.error_curve, "{}", a.name);
+        assert_eq!(
+            a.relative_error.to_bits(),
+            b.relative_error.to_bits(),
+            "{}",
+            a.name
+        );
+    }
+    assert_eq!(
+        pruned.report.phases.statistics_uploaded_bytes,
+        again.report.phases.statistics_uploaded_bytes
+    );
+    assert_eq!(
+        pruned.report.parameters_after,
+        again.report.parameters_after
+    );
+    // The same keep counts given by hand prune to the same model.
+    let by_hand = PruneOptions {
+        budget: None,
+        keep: plan.keep(),
+        ..options.clone()
+    };
+    let manual = prune(&m, &calib, &by_hand, &mut |_| {}).unwrap();
+    assert!(manual.budget.is_none());
+    let dir = common::temp_dir("budget-in-options");
+    let written = |model: &subprune::onnx::OnnxModel, name: &str| {
+        let path = dir.join(name);
+        subprune::onnx::save(model, &path, &Default::default()).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(
+        written(&manual.model, "manual.onnx"),
+        written(&pruned.model, "budget.onnx")
+    );
+}
+
+#[test]
+fn targets_are_checked_on_the_target_type() {
+    assert!(Target::Compression(2.0).check().is_ok());
+    assert!(Target::Flops(1e6).check().is_ok());
+    for bad in [1.0, 0.5, f64::NAN, f64::INFINITY] {
+        let err = Target::Compression(bad).check().unwrap_err().to_string();
+        assert!(
+            err.contains("--compression") && err.contains("> 1"),
+            "{err}"
+        );
+    }
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = Target::Flops(bad).check().unwrap_err().to_string();
+        assert!(err.contains("--target-flops"), "{err}");
+    }
+    // prune refuses a bad target before any work.
+    let m = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let options = PruneOptions {
+        budget: Some(ModelBudget {
+            target: Target::Compression(1.0),
+            allocation: Allocation::Uniform,
+            validation: None,
+        }),
+        ..Default::default()
+    };
+    let err = prune(&m, &mnist_calib(4), &options, &mut |_| panic!("no work"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--compression 1"), "{err}");
 }

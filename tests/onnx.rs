@@ -1,33 +1,22 @@
 //! The forward pass against tract-onnx (an independent ONNX runtime) on the four fixture
 //! networks, and read → write round trips. Fixtures are read from `tests/fixtures/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use subprune::exec::{CpuExecutor, Executor};
 use subprune::npy;
 use subprune::onnx::{self, ExternalData, SaveOptions};
-use subprune::tensor::{Tensor, TensorView};
+use subprune::tensor::Tensor;
 
-#[path = "common/onnx.rs"]
-mod onnx_common;
+mod common;
+#[path = "common/tract.rs"]
+mod tract;
 
-use onnx_common::{first_images, fixture, relative_gap, tract_logits, MODELS};
+use common::{first_images, fixture, relative_gap, run_in_batches, temp_dir, MODELS};
+use tract::tract_logits;
 
 fn our_logits(model: &onnx::OnnxModel, images: &Tensor, batch: usize) -> Vec<f32> {
-    let exec = CpuExecutor::new(&model.graph).unwrap();
-    let per: usize = images.shape[1..].iter().product();
-    let mut logits = Vec::new();
-    for chunk in images.data.chunks(batch * per) {
-        let mut shape = images.shape.clone();
-        shape[0] = chunk.len() / per;
-        let out = exec
-            .run_batch(TensorView::new(&shape, chunk).unwrap(), &[], &mut |_, _| {
-                Ok(())
-            })
-            .unwrap();
-        logits.extend_from_slice(&out[0].data);
-    }
-    logits
+    run_in_batches(&CpuExecutor::new(&model.graph).unwrap(), images, batch)
 }
 
 #[test]
@@ -53,7 +42,7 @@ fn logits_match_tract_on_all_fixtures() {
 
 #[test]
 fn round_trip_keeps_ir_initializers_and_logits() {
-    let dir = tempdir("round_trip");
+    let dir = temp_dir("round_trip");
     for (model_file, data) in MODELS {
         let path = fixture(model_file);
         let model = onnx::load(&path).unwrap();
@@ -83,7 +72,7 @@ fn round_trip_keeps_ir_initializers_and_logits() {
 
 #[test]
 fn external_data_is_written_and_read_back() {
-    let dir = tempdir("external");
+    let dir = temp_dir("external");
     let path = fixture("resnet56_cifar10.onnx");
     let model = onnx::load(&path).unwrap();
     let out = dir.join("resnet56.onnx");
@@ -140,7 +129,7 @@ fn external_data_is_written_and_read_back() {
 
 #[test]
 fn an_edited_initializer_is_written_and_read() {
-    let dir = tempdir("edit");
+    let dir = temp_dir("edit");
     let path = fixture("mnist_cnn.onnx");
     let mut model = onnx::load(&path).unwrap();
     let id = model.graph.value_id("fc2.bias").unwrap();
@@ -162,12 +151,6 @@ fn an_edited_initializer_is_written_and_read() {
         let want = if i % 10 == 3 { 10.0 } else { 0.0 };
         assert!((d - want).abs() < 1e-3, "logit {i}: moved by {d}");
     }
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("subprune-onnx-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The first test images of VGG-11 and MobileNetV2 (raw u8, normalised as the fixture README
@@ -271,7 +254,7 @@ fn taps_deliver_a_node_input_batch_by_batch() {
 #[test]
 fn changed_nodes_are_encoded_from_the_ir() {
     use subprune::ir::{ConstData, Op, Unary};
-    let dir = tempdir("changed");
+    let dir = temp_dir("changed");
     let path = fixture("resnet56_cifar10.onnx");
     let mut model = onnx::load(&path).unwrap();
     let g = &mut model.graph;

@@ -4,34 +4,19 @@
 //! one layer used, fed to `subprune::select`, give the same keep set; bad input is refused.
 
 mod common;
-#[path = "common/onnx.rs"]
-mod onnx_common;
+#[path = "common/tract.rs"]
+mod tract;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::temp_dir;
-use onnx_common::tract_logits;
+use common::{fixture, images, relative_gap, temp_dir};
 use subprune::exec::run::F32Images;
 use subprune::exec::{CpuExecutor, Executor};
 use subprune::prune::{prune, PruneOptions, Pruned, Variant};
 use subprune::tensor::{Tensor, TensorView};
 use subprune::{npy, select, Budget, CpuBackend, SelectOptions};
+use tract::tract_logits;
 use tract_onnx::prelude::Framework;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Images `first..first + n` of a calibration file.
-fn images(file: &str, first: usize, n: usize) -> Tensor {
-    let t = npy::read_f32(fixture(file)).unwrap();
-    let per: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = n;
-    Tensor::new(shape, t.data[first * per..(first + n) * per].to_vec()).unwrap()
-}
 
 /// Float parameters of an ONNX file as tract's protobuf reader sees them: float initializers and
 /// float `Constant` node values.
@@ -64,16 +49,6 @@ fn our_logits(graph: &subprune::ir::Graph, images: &Tensor) -> Vec<f32> {
         .run_batch(images.view(), &[], &mut |_, _| Ok(()))
         .unwrap();
     out[0].data.clone()
-}
-
-fn relative_gap(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
-    let gap = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64));
-    gap / scale.max(1e-30)
 }
 
 fn run(model_file: &str, calib: &str, images_n: usize, options: &PruneOptions) -> Pruned {
@@ -155,93 +130,70 @@ fn unchanged_elsewhere(pruned: &Pruned, model_file: &str, out: &Path, tag: &str)
     }
 }
 
-#[test]
-fn mnist_every_variant_with_and_without_reweighting() {
+/// Prunes `model_file` (`images_n` calibration images) with every variant, with and without
+/// reweighting, half the channels of every layer but those of `skip`; checks each pruned model
+/// with `check`, then writes it and checks it against tract.
+fn every_variant(
+    model_file: &str,
+    calib: &str,
+    images_n: usize,
+    skip: &[&str],
+    tag: &str,
+    check: impl Fn(&Pruned),
+) {
     for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
         for reweight in [true, false] {
             let options = PruneOptions {
                 variant,
                 reweight,
                 keep_fraction: 0.5,
+                skip: skip.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             };
-            let pruned = run("mnist_cnn.onnx", "mnist_calib_512.npy", 128, &options);
+            let pruned = run(model_file, calib, images_n, &options);
+            check(&pruned);
+            let tag = format!("{tag}-{variant:?}-{reweight}");
+            check_written(&pruned, model_file, calib, &tag);
+        }
+    }
+}
+
+#[test]
+fn mnist_every_variant_with_and_without_reweighting() {
+    every_variant(
+        "mnist_cnn.onnx",
+        "mnist_calib_512.npy",
+        128,
+        &[],
+        "mnist",
+        |pruned| {
             let r = &pruned.report;
             let kept: Vec<usize> = r.layers.iter().map(|l| l.channels_after).collect();
             assert_eq!(kept, [16, 32, 64]);
             // conv2 → fc1: 128 images against 64 × 49 columns.
             assert!(r.layers[1].rank_deficient);
             assert!(!r.layers[0].rank_deficient);
-            check_written(
-                &pruned,
-                "mnist_cnn.onnx",
-                "mnist_calib_512.npy",
-                &format!("mnist-{variant:?}-{reweight}"),
-            );
-        }
-    }
+        },
+    );
 }
 
 #[test]
 fn resnet56_variants_load_in_tract_and_match() {
-    for (variant, reweight) in [
-        (Variant::Asym, true),
-        (Variant::Asym, false),
-        (Variant::Seq, true),
-        (Variant::Seq, false),
-        (Variant::Layer, true),
-        (Variant::Layer, false),
-    ] {
-        let options = PruneOptions {
-            variant,
-            reweight,
-            keep_fraction: 0.5,
-            ..Default::default()
-        };
-        let pruned = run(
-            "resnet56_cifar10.onnx",
-            "cifar10_calib_512.npy",
-            32,
-            &options,
-        );
+    let (model, calib) = ("resnet56_cifar10.onnx", "cifar10_calib_512.npy");
+    every_variant(model, calib, 32, &[], "resnet", |pruned| {
         assert_eq!(pruned.report.layers.len(), 27);
-        check_written(
-            &pruned,
-            "resnet56_cifar10.onnx",
-            "cifar10_calib_512.npy",
-            &format!("resnet-{variant:?}-{reweight}"),
-        );
-    }
+    });
 }
 
 #[test]
 fn mobilenet_multi_consumer_layer_every_variant() {
-    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
-        for reweight in [true, false] {
-            let options = PruneOptions {
-                variant,
-                reweight,
-                keep_fraction: 0.5,
-                ..Default::default()
-            };
-            let pruned = run(
-                "mobilenetv2_fashion.onnx",
-                "fashion_calib_512.npy",
-                16,
-                &options,
-            );
-            let stem = &pruned.report.layers[0];
-            assert_eq!(stem.name, "/conv1/Conv");
-            assert_eq!(stem.consumers.len(), 2);
-            assert_eq!(stem.channels_after, 16);
-            check_written(
-                &pruned,
-                "mobilenetv2_fashion.onnx",
-                "fashion_calib_512.npy",
-                &format!("mobilenet-{variant:?}-{reweight}"),
-            );
-        }
-    }
+    let (model, calib) = ("mobilenetv2_fashion.onnx", "fashion_calib_512.npy");
+    every_variant(model, calib, 16, &[], "mobilenet", |pruned| {
+        let stem = &pruned.report.layers[0];
+        assert_eq!(stem.name, "/conv1/Conv");
+        assert_eq!(stem.consumers.len(), 2);
+        assert_eq!(stem.channels_after, 16);
+    });
 }
 
 /// VGG-11 (9.3 M parameters, three 4608-column layers): too slow for the default test run on two
@@ -249,30 +201,11 @@ fn mobilenet_multi_consumer_layer_every_variant() {
 #[test]
 #[ignore]
 fn vgg11_every_variant_loads_in_tract_and_matches() {
-    for variant in [Variant::Layer, Variant::Seq, Variant::Asym] {
-        for reweight in [true, false] {
-            let options = PruneOptions {
-                variant,
-                reweight,
-                keep_fraction: 0.5,
-                skip: vec!["/features/features.25/Conv".into()],
-                ..Default::default()
-            };
-            let pruned = run(
-                "vgg11_bn_fashion.onnx",
-                "fashion_calib_512.npy",
-                16,
-                &options,
-            );
-            assert_eq!(pruned.report.layers.len(), 9);
-            check_written(
-                &pruned,
-                "vgg11_bn_fashion.onnx",
-                "fashion_calib_512.npy",
-                &format!("vgg-{variant:?}-{reweight}"),
-            );
-        }
-    }
+    let (model, calib) = ("vgg11_bn_fashion.onnx", "fashion_calib_512.npy");
+    let skip = ["/features/features.25/Conv"];
+    every_variant(model, calib, 16, &skip, "vgg", |pruned| {
+        assert_eq!(pruned.report.layers.len(), 9);
+    });
 }
 
 /// Caching activations at cut points must not change anything: the same run with no memory for
@@ -628,13 +561,12 @@ fn gpu_executor_and_backend_prune_like_the_cpu() {
         keep_fraction: 0.5,
         ..Default::default()
     };
-    let gpu = subprune::GpuBackend::new(None).expect("a GPU adapter (lavapipe in CI)");
+    let gpu = common::gpu();
     let factory = |g: &subprune::ir::Graph| -> subprune::Result<Box<dyn subprune::exec::Executor>> {
-        Ok(Box::new(subprune::exec::GpuExecutor::new(g, &gpu)?))
+        Ok(Box::new(subprune::exec::GpuExecutor::new(g, gpu)?))
     };
     let on_gpu =
-        subprune::prune::prune_with(&model, &source, &options, &gpu, &factory, &mut |_| {})
-            .unwrap();
+        subprune::prune::prune_with(&model, &source, &options, gpu, &factory, &mut |_| {}).unwrap();
     let on_cpu = prune(&model, &source, &options, &mut |_| {}).unwrap();
     // The statistics inputs came from the executor's activations on the device; only the
     // asymmetric targets (activations of the unpruned network, host outputs) were uploaded, and

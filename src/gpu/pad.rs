@@ -10,7 +10,7 @@ use super::pipelines::{bind_group_layout, module_pipelines, shader_module, Slot}
 /// Threads per workgroup of the pad pass (`THREADS` in pad.wgsl).
 pub(crate) const PAD_THREADS: u32 = 256;
 
-/// `PadParams` of pad.wgsl (field for field; `tests/onnx_gpu.rs` checks the layout with naga).
+/// `PadParams` of pad.wgsl (field for field; `tests/exec_gpu.rs` checks the layout with naga).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PadParams {

@@ -226,18 +226,14 @@ pub struct Allocated {
     pub accuracy_drop: Option<f64>,
 }
 
-/// The cost allowed by `target` under `model` (`full / R` or the FLOPs given), checked.
+/// The cost allowed by `target` under `model` (`full / R` or the FLOPs given), checked
+/// ([`Target::check`]).
 pub fn budget_of(target: Target, model: &CostModel) -> Result<f64> {
-    match target {
-        Target::Compression(r) if r > 1.0 && r.is_finite() => Ok(model.full / r),
-        Target::Compression(r) => Err(Error::InvalidArgument(format!(
-            "compression {r}: must be a finite ratio > 1"
-        ))),
-        Target::Flops(f) if f > 0.0 && f.is_finite() => Ok(f),
-        Target::Flops(f) => Err(Error::InvalidArgument(format!(
-            "target FLOPs {f}: must be a positive number"
-        ))),
-    }
+    target.check()?;
+    Ok(match target {
+        Target::Compression(r) => model.full / r,
+        Target::Flops(f) => f,
+    })
 }
 
 fn fraction_keeps(channels: &[usize], f: f64) -> Vec<usize> {
@@ -526,7 +522,33 @@ pub fn plan(
     executor: super::ExecutorFactory<'_>,
 ) -> Result<BudgetPlan> {
     let analysis = crate::analysis::channels::analyze(graph);
-    let layers = pruned_layers(&analysis, &options.skip);
+    let inputs = super::feed::PassInputs::new(graph, &analysis, calib, options, backend, executor);
+    Ok(plan_on(&inputs, validation, target, allocation)?.0)
+}
+
+/// The statistics and greedy runs a budget took on the original network (the `error` and
+/// `accuracy` allocations), for the layer variant to reuse.
+pub(crate) struct Measured {
+    /// Every pruned layer's statistics.
+    pub layerwise: super::layerwise::LayerwiseStats,
+    /// The greedy, holding its run of every layer.
+    pub greedy: super::select::greedy::Greedy,
+}
+
+/// [`plan`], also returning the statistics and greedy runs it took, if any.
+pub(crate) fn plan_on(
+    inputs: &super::feed::PassInputs<'_>,
+    validation: Option<super::sensitivity::Validation<'_>>,
+    target: Target,
+    allocation: Allocation,
+) -> Result<(BudgetPlan, Option<Measured>)> {
+    let (graph, options, backend, executor) = (
+        inputs.graph,
+        inputs.options,
+        inputs.backend,
+        inputs.executor,
+    );
+    let layers = pruned_layers(inputs.analysis, &options.skip);
     if layers.is_empty() {
         return Err(Error::InvalidArgument(
             "no layer to prune: the model has no prunable layer, or all are skipped".into(),
@@ -546,20 +568,13 @@ pub fn plan(
         Target::Flops(_) => CostModel::flops(graph, &layers),
     };
     budget_of(target, &model)?;
-    let (allocated, sensitivity) = match allocation {
-        Allocation::Uniform => (allocate(&model, target, allocation, None)?, None),
+    let (allocated, sensitivity, measured) = match allocation {
+        Allocation::Uniform => (allocate(&model, target, allocation, None)?, None, None),
         Allocation::Error | Allocation::Accuracy => {
-            let ls = super::layerwise::layerwise_stats(
-                graph,
-                calib,
-                options,
-                backend,
-                executor,
-                &mut |_, _| {},
-            )?;
+            let ls = super::layerwise::layerwise_stats_of(inputs, &mut |_, _| {})?;
             let greedy = super::select::greedy::Greedy::default();
             let curves = ls.greedy_curves(backend, options.dependence_tol, &greedy)?;
-            match validation {
+            let (allocated, sensitivity) = match validation {
                 Some(val) if allocation == Allocation::Accuracy => {
                     let sensitivity = super::sensitivity::measure(
                         graph,
@@ -577,10 +592,15 @@ pub fn plan(
                     )
                 }
                 _ => (allocate(&model, target, allocation, Some(&curves))?, None),
-            }
+            };
+            let measured = Measured {
+                layerwise: ls,
+                greedy,
+            };
+            (allocated, sensitivity, Some(measured))
         }
     };
-    Ok(BudgetPlan {
+    let plan = BudgetPlan {
         target,
         allocation,
         layers: layers
@@ -590,5 +610,6 @@ pub fn plan(
             .collect(),
         allocated,
         sensitivity,
-    })
+    };
+    Ok((plan, measured))
 }

@@ -1,22 +1,23 @@
 //! The statistics of every prunable layer on the *original* network (LayerInChange), from one
 //! forward pass, kept so that any number of selections, sizes and reweighting choices can be
-//! applied without another pass: what [`crate::compare`] and the `error` budget
-//! ([`super::budget`]) reuse. [`LayerwiseStats::prune`] with the greedy gives the same model as
-//! [`super::prune_with`] with [`super::Variant::Layer`].
+//! applied without another pass: what [`super::compare`], the `error` and `accuracy` budgets
+//! ([`super::budget`]) and then the layer variant of the same prune reuse. The forward pass and
+//! the accumulators are the pipeline's (`feed.rs`). [`LayerwiseStats::prune`] with the
+//! greedy gives the same model as [`super::prune_with`] with [`super::Variant::Layer`].
 
 use std::time::Instant;
 
-use super::rewrite::{consumer_problem, set_consumer_weight, slice_producer, WeightForm};
+use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
+use super::options::check_batch;
+use super::rewrite::{set_consumer_weight, slice_producer, WeightForm};
 use super::select::{consumer_rows, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
 use crate::analysis::channels::{analyze, PrunableLayer};
-use crate::backend::{Backend, StatsSpec};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
-use crate::exec::Activation;
-use crate::ir::{Graph, ValueId};
+use crate::ir::Graph;
 use crate::layer::{LayerProblem, LayerStats};
-use crate::tensor::{Tensor, TensorView};
 
 /// One prunable layer and its consumers' statistics.
 pub struct LayerwiseLayer {
@@ -25,6 +26,8 @@ pub struct LayerwiseLayer {
     /// The statistics of each consumer.
     pub stats: Vec<LayerStats>,
     problems: Vec<(LayerProblem, WeightForm)>,
+    /// Bytes the backend received from the host, and copied on the device, for these statistics.
+    moved_bytes: (u64, u64),
 }
 
 /// The statistics of every pruned layer, on the original network's activations.
@@ -37,16 +40,6 @@ pub struct LayerwiseStats {
     pub seconds: f64,
 }
 
-/// The per-image shape the accumulator of `problem` takes.
-fn unfolding_shape(problem: &LayerProblem, n: usize) -> Vec<usize> {
-    let u = problem.unfolding;
-    if matches!(u.consumer, crate::Consumer::Linear) {
-        vec![n, u.channels]
-    } else {
-        vec![n, u.channels, u.height, u.width]
-    }
-}
-
 /// Accumulates the statistics of every prunable layer of `graph` not in `options.skip`, in one
 /// forward pass over `calib` (`progress(images done, total)`).
 pub fn layerwise_stats(
@@ -57,94 +50,56 @@ pub fn layerwise_stats(
     executor: ExecutorFactory<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LayerwiseStats> {
-    let start = Instant::now();
-    if options.batch_images == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be ≥ 1 image".into(),
-        ));
-    }
     let analysis = analyze(graph);
-    let exec = executor(graph)?;
-    super::pipeline::check_images(exec.as_ref(), calib)?;
+    let inputs = PassInputs::new(graph, &analysis, calib, options, backend, executor);
+    layerwise_stats_of(&inputs, progress)
+}
+
+/// [`layerwise_stats`] with the channel analysis of the graph already made.
+pub(crate) fn layerwise_stats_of(
+    inputs: &PassInputs<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LayerwiseStats> {
+    let start = Instant::now();
+    let (graph, calib, options) = (inputs.graph, inputs.calib, inputs.options);
+    check_batch(options.batch_images)?;
+    let exec = (inputs.executor)(graph)?;
+    check_images(exec.as_ref(), calib)?;
     let mut layers = Vec::new();
-    let mut accs = Vec::new();
-    for layer in &analysis.prunable {
+    let mut feeds = Vec::new();
+    for layer in &inputs.analysis.prunable {
         if options.skip.contains(&layer.name) {
             continue;
         }
-        let mut problems = Vec::new();
-        let mut layer_accs = Vec::new();
-        for c in &layer.consumers {
-            let (problem, form) = consumer_problem(graph, c)?;
-            layer_accs.push((
-                c.input,
-                backend.stats_accumulator(StatsSpec::new(problem.unfolding, false))?,
-            ));
-            problems.push((problem, form));
-        }
-        accs.push(layer_accs);
-        layers.push((layer.clone(), problems));
+        feeds.push(LayerFeed::new(graph, layer, inputs.backend, false, false)?);
+        layers.push(layer.clone());
     }
     if layers.is_empty() {
         return Err(Error::InvalidArgument(
             "no layer to prune: the model has no prunable layer, or all are skipped".into(),
         ));
     }
-    let mut taps: Vec<ValueId> = accs.iter().flatten().map(|(v, _)| *v).collect();
-    taps.sort_unstable();
-    taps.dedup();
-    let total = calib.len();
-    let image_len: usize = calib.image_shape().iter().product();
-    let mut first = 0;
-    while first < total {
-        let count = options.batch_images.min(total - first);
-        let mut data = vec![0.0; count * image_len];
-        calib.fill(first, &mut data)?;
-        let mut shape = vec![count];
-        shape.extend_from_slice(calib.image_shape());
-        let input = Tensor::new(shape, data)?;
-        exec.run_batch(input.view(), &taps, &mut |v, act| {
-            for ((_, problems), layer_accs) in layers.iter().zip(accs.iter_mut()) {
-                for ((tap, acc), (problem, _)) in layer_accs.iter_mut().zip(problems) {
-                    if *tap == v {
-                        let shape = unfolding_shape(problem, count);
-                        // A GPU executor's activation goes into a GPU accumulator on the
-                        // device (the default reads it back for any other backend).
-                        match act {
-                            Activation::Host(b) => {
-                                acc.add_batch(TensorView::new(&shape, b.data)?, None)?
-                            }
-                            Activation::Device(d) => {
-                                acc.add_device_batch(d.reshaped(&shape)?, None)?
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        first += count;
-        progress(first, total);
-    }
+    original_pass(
+        exec.as_ref(),
+        calib,
+        options.batch_images,
+        &mut feeds,
+        progress,
+    )?;
     let mut out = Vec::new();
-    for ((layer, problems), layer_accs) in layers.into_iter().zip(accs) {
-        let mut stats = Vec::new();
-        for ((_, acc), (problem, _)) in layer_accs.into_iter().zip(&problems) {
-            let raw = acc.finish_with_weight(&problem.weight, problem.outputs)?;
-            let mut st = LayerStats::from_raw(problem, raw)?;
-            // Held for every layer at once: on the host, not in the GPU's memory.
-            st.gram.release_device()?;
-            stats.push(st);
-        }
+    for (layer, feed) in layers.into_iter().zip(feeds) {
+        // Held for every layer at once: on the host, not in the GPU's memory.
+        let finished = feed.finish(true)?;
         out.push(LayerwiseLayer {
             layer,
-            stats,
-            problems,
+            stats: finished.stats,
+            problems: finished.problems,
+            moved_bytes: (finished.uploaded_bytes, finished.device_bytes),
         });
     }
     Ok(LayerwiseStats {
         layers: out,
-        images: total,
+        images: calib.len(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -182,6 +137,17 @@ impl LayerwiseStats {
                     .error_curve)
             })
             .collect()
+    }
+
+    /// Each layer's statistics as the pipeline finishes a layer from them, in order.
+    pub(crate) fn into_finished(self) -> impl Iterator<Item = LayerStatsOf> {
+        self.layers.into_iter().map(|l| LayerStatsOf {
+            problems: l.problems,
+            stats: l.stats,
+            record: None,
+            uploaded_bytes: l.moved_bytes.0,
+            device_bytes: l.moved_bytes.1,
+        })
     }
 
     /// Channels of each layer, in order.

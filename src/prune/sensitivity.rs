@@ -24,8 +24,8 @@
 
 use std::time::Instant;
 
+use super::cut::{single_live, subgraph};
 use super::layerwise::LayerwiseStats;
-use super::pipeline::{single_live, subgraph};
 use super::select::Selector;
 use super::{ExecutorFactory, PruneOptions};
 use crate::backend::Backend;
@@ -202,11 +202,7 @@ pub fn measure(
 ) -> Result<Sensitivity> {
     let start = Instant::now();
     check_validation(graph, &validation)?;
-    if options.batch_images == 0 {
-        return Err(Error::InvalidArgument(
-            "batch size must be ≥ 1 image".into(),
-        ));
-    }
+    super::options::check_batch(options.batch_images)?;
     let n = validation.images.len();
     let top1 = |exec: &dyn crate::exec::Executor, images: &dyn ImageSource| -> Result<f64> {
         let r = evaluate(

@@ -25,7 +25,7 @@ impl Greedy {
         if let Some(r) = self.runs.lock().expect("greedy cache").get(layer.name) {
             return Ok(r.clone());
         }
-        let run = crate::prune::shared_greedy(
+        let run = crate::layer::greedy::run_greedy_shared(
             layer.backend,
             layer.stats,
             layer.dependence_tol,

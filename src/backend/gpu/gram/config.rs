@@ -102,7 +102,7 @@ impl std::fmt::Display for TileConfig {
     }
 }
 
-/// `GramParams` of gram.wgsl (field for field; `tests/gpu_core.rs` checks the layout with naga).
+/// `GramParams` of gram.wgsl (field for field; `tests/gram_statistics.rs` checks the layout with naga).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct GramParams {

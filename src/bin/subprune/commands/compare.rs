@@ -1,4 +1,4 @@
-//! `subprune compare`: parses the options, runs [`subprune::compare::compare`], writes the CSV
+//! `subprune compare`: parses the options, runs [`subprune::prune::compare::compare`], writes the CSV
 //! and the SVG plot atomically and prints the table (top-1, mean over seeds, per method and
 //! compression).
 
@@ -8,8 +8,8 @@ use subprune::exec::run::ImageSource as _;
 
 use anyhow::{bail, Context};
 use subprune::backend::gpu::GpuBackend;
-use subprune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
 use subprune::prune::budget::Allocation;
+use subprune::prune::compare::{compare, series, to_csv, to_svg, CompareEvent, CompareOptions};
 use subprune::prune::select::Method;
 use subprune::prune::PruneOptions;
 use subprune::Backend;

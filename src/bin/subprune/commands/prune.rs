@@ -1,6 +1,6 @@
-//! `subprune prune`: parses the options, checks the paths before any work, runs
-//! [`subprune::prune::prune_with`], writes the model (and the report) atomically, prints the
-//! summary table.
+//! `subprune prune`: parses the options (a whole-model target and its budget rule included),
+//! checks the paths before any work, runs [`subprune::prune::prune_with`] (which plans the
+//! budget), writes the model (and the report) atomically, prints the summary table.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use subprune::backend::gpu::GpuBackend;
 use subprune::exec::eval::{evaluate, EvalReport};
 use subprune::exec::run::ImageSource;
 use subprune::exec::Executor;
-use subprune::prune::{prune_with, Event, PruneOptions, Variant};
+use subprune::prune::{prune_with, Event, ModelBudget, PruneOptions, ValidationSet, Variant};
 use subprune::Backend;
 
 use crate::args::{Cli, PruneArgs};
@@ -27,7 +27,7 @@ struct Report<'a> {
     accuracy_before: Option<EvalReport>,
     accuracy_after: Option<EvalReport>,
     eval_seconds: f64,
-    budget: Option<subprune::prune::budget::BudgetPlan>,
+    budget: Option<&'a subprune::prune::budget::BudgetPlan>,
 }
 
 fn parse_keep(entries: &[String]) -> anyhow::Result<Vec<(String, usize)>> {
@@ -161,15 +161,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     }
     if let Some(t) = target {
         // Checked before any work (the cost model is only built after loading).
-        match t {
-            subprune::prune::budget::Target::Compression(r) if !(r > 1.0 && r.is_finite()) => {
-                bail!("--compression {r}: must be a ratio > 1")
-            }
-            subprune::prune::budget::Target::Flops(f) if !(f > 0.0 && f.is_finite()) => {
-                bail!("--target-flops {f}: must be a positive number")
-            }
-            _ => {}
-        }
+        t.check()?;
     }
     let mut options = PruneOptions {
         variant,
@@ -204,40 +196,22 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         )),
         _ => None,
     };
-    let val = match (&args.validation.val, &args.validation.val_labels) {
-        (Some(d), Some(l)) => Some((
-            super::load_images(d, mean.clone(), std.clone(), false)?,
-            subprune::npy::read_labels(l)?,
-        )),
+    let validation = match (&args.validation.val, &args.validation.val_labels) {
+        (Some(d), Some(l)) => Some(ValidationSet {
+            images: super::load_images(d, mean.clone(), std.clone(), false)?.into(),
+            labels: subprune::npy::read_labels(l)?.into(),
+        }),
         _ => None,
     };
+    options.budget = target.map(|target| ModelBudget {
+        target,
+        allocation,
+        validation,
+    });
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are copied into the accumulators on the device), else on the CPU executor.
     let factory: &dyn Fn(&subprune::ir::Graph) -> subprune::Result<Box<dyn Executor>> =
         &|g| super::executor_on(gpu, g);
-    let budget_plan = match target {
-        Some(t) => {
-            let plan = subprune::prune::budget::plan(
-                &model.graph,
-                &calib,
-                val.as_ref().map(
-                    |(images, labels)| subprune::prune::sensitivity::Validation {
-                        images: images.as_ref(),
-                        labels,
-                    },
-                ),
-                &options,
-                t,
-                allocation,
-                backend,
-                factory,
-            )
-            .context("resolving the budget")?;
-            options.keep = plan.keep();
-            Some(plan)
-        }
-        None => None,
-    };
     let shown = Progress::stderr();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
@@ -286,6 +260,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     };
     let pruned = prune_with(&model, &calib, &options, backend, factory, &mut progress)
         .with_context(|| format!("pruning {}", model_path.display()))?;
+    let budget_plan = &pruned.budget;
     step_bar.clear();
     layers_bar.clear();
     // A model read with external data is written with external data (one file beside it).
@@ -316,7 +291,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         accuracy_before: before.clone(),
         accuracy_after: after.clone(),
         eval_seconds,
-        budget: budget_plan.clone(),
+        budget: budget_plan.as_ref(),
     };
     if let Some(path) = &args.report {
         subprune::npy::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -334,7 +309,7 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         r.backend,
         r.executor
     )];
-    if let Some(p) = &budget_plan {
+    if let Some(p) = budget_plan {
         lines.push(format!(
             "budget {:?}, allocation {:?}: cost {:.0} of {:.0} allowed ({:.0} whole){}",
             p.target,

@@ -1,57 +1,27 @@
-//! The GPU executor: the four fixture networks against tract-onnx, every op against the CPU
-//! executor on awkward shapes (odd channel counts, sizes that are not multiples of the GEMM
-//! tiles, strides, dilations, asymmetric pads, groups, broadcasting), device taps, and
-//! `subprune eval --backend gpu` against `--backend cpu`.
+//! The GPU executor: the four fixture networks against tract-onnx, device taps, and
+//! `subprune eval --backend gpu` against `--backend cpu` (every op against the CPU executor is
+//! in `exec_ops.rs`).
 //!
 //! These need a wgpu adapter; without a GPU they run on lavapipe (Mesa's software Vulkan), so
 //! batches are small.
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use subprune::backend::gpu::GpuBackend;
 use subprune::exec::{Activation, CpuExecutor, Executor, GpuExecutor};
-use subprune::ir::Graph;
-use subprune::rng::Rng;
 use subprune::tensor::{Tensor, TensorView};
 
 mod common;
-#[path = "common/onnx.rs"]
-mod onnx_common;
+#[path = "common/tract.rs"]
+mod tract;
+#[path = "common/wgsl.rs"]
+mod wgsl;
 
-use common::{eval_args, npy_bytes};
-use onnx_common::{first_images, fixture, relative_gap, tract_logits, Builder, A, MODELS};
-
-/// One backend for the whole file (pipelines are compiled once per executor).
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!(
-                "no wgpu adapter for the GPU tests: {e}\n\
-                 (without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers)"
-            )
-        })
-    })
-}
-
-/// The first output of `exec` on `images`, `batch` images at a time.
-fn run_in_batches(exec: &dyn Executor, images: &Tensor, batch: usize) -> Vec<f32> {
-    let per: usize = images.shape[1..].iter().product();
-    let mut out = Vec::new();
-    for chunk in images.data.chunks(batch * per) {
-        let mut shape = images.shape.clone();
-        shape[0] = chunk.len() / per;
-        let o = exec
-            .run_batch(TensorView::new(&shape, chunk).unwrap(), &[], &mut |_, _| {
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{}: {e}", exec.name()));
-        out.extend_from_slice(&o[0].data);
-    }
-    out
-}
+use common::{
+    eval_args, first_images, fixture, gpu, npy_bytes, relative_gap, run_in_batches, MODELS,
+};
+use tract::tract_logits;
+use wgsl::shader_struct;
 
 #[test]
 fn fixture_logits_match_tract() {
@@ -73,293 +43,6 @@ fn fixture_logits_match_tract() {
             "{model_file}: degenerate logits"
         );
     }
-}
-
-/// Random images of `shape[1..]`.
-fn random_images(shape: &[usize], n: usize, seed: u64) -> Tensor {
-    let mut dims = shape.to_vec();
-    dims[0] = n;
-    let count: usize = dims.iter().product();
-    let mut rng = Rng::new(seed);
-    Tensor::new(dims, (0..count).map(|_| rng.normal() as f32).collect()).unwrap()
-}
-
-/// Loads the model `bytes` and compares the GPU executor's first output with the CPU
-/// executor's on `n` random images: within 1e-5 of the largest |value| (plus 1e-6).
-fn check(label: &str, bytes: &[u8], shape: &[usize], n: usize) -> Graph {
-    let model = subprune::onnx::load_bytes(Path::new(&format!("{label}.onnx")), bytes)
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
-    let images = random_images(shape, n, 7);
-    let cpu = CpuExecutor::new(&model.graph).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let want = run_in_batches(&cpu, &images, n);
-    let exec = GpuExecutor::new(&model.graph, gpu()).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let got = run_in_batches(&exec, &images, n);
-    assert_eq!(got.len(), want.len(), "{label}: output size");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * scale + 1e-6,
-            "{label}: element {i}: GPU {a}, CPU {b} (scale {scale})"
-        );
-    }
-    model.graph
-}
-
-/// (channels in, out, kernel, strides, dilations, pads, group, input h×w)
-type ConvCase = (
-    usize,
-    usize,
-    [usize; 2],
-    [i64; 2],
-    [i64; 2],
-    [i64; 4],
-    usize,
-    [usize; 2],
-);
-
-#[test]
-fn convolutions_of_every_kind() {
-    let cases: [ConvCase; 13] = [
-        (3, 5, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [7, 9]),
-        (4, 6, [3, 2], [2, 3], [1, 1], [0, 1, 2, 0], 1, [11, 10]), // asymmetric pads, stride
-        (4, 4, [3, 3], [2, 2], [2, 1], [2, 1, 1, 2], 2, [9, 8]),   // groups 2, dilation 2
-        (6, 6, [3, 3], [1, 2], [1, 1], [1, 1, 1, 1], 6, [7, 7]),   // depthwise
-        (5, 5, [3, 3], [2, 2], [2, 2], [0, 2, 1, 0], 5, [9, 11]),  // depthwise, dilated, odd
-        (3, 6, [3, 3], [1, 1], [1, 1], [1, 0, 0, 1], 3, [5, 6]),   // depth multiplier 2
-        (8, 7, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1, [5, 5]),   // pointwise
-        // More output channels than one 128-row tile, K not a multiple of 16.
-        (7, 133, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [6, 5]),
-        // 65 channels (a 128 tile with one row used in the second 64), stride 2, 2 groups.
-        (6, 130, [1, 3], [2, 1], [1, 2], [0, 2, 0, 1], 2, [13, 12]),
-        // More GEMM columns than one tile per image.
-        (2, 3, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], 1, [17, 19]),
-        // The 64-channel tile, and the 64-column tile (3 images × 3×3 positions).
-        (9, 37, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 1, [5, 5]),
-        // The 32-channel tile with two input columns staged per thread, 3 groups.
-        (9, 96, [3, 1], [1, 1], [1, 1], [1, 0, 1, 0], 3, [12, 13]),
-        // A long K (576) on few tiles: split-K with a reduction.
-        (64, 40, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, [4, 5]),
-    ];
-    for (i, (c, m, k, s, d, p, g, hw)) in cases.into_iter().enumerate() {
-        let mut b = Builder::new(i as u64);
-        let w = b.weight(&[m, c / g, k[0], k[1]]);
-        let bias = b.weight(&[m]);
-        let inputs: Vec<&str> = if i % 2 == 0 {
-            vec!["x", &w, &bias]
-        } else {
-            vec!["x", &w]
-        };
-        let y = b.node(
-            "Conv",
-            &inputs,
-            vec![
-                ("kernel_shape", A::Is(vec![k[0] as i64, k[1] as i64])),
-                ("strides", A::Is(s.to_vec())),
-                ("dilations", A::Is(d.to_vec())),
-                ("pads", A::Is(p.to_vec())),
-                ("group", A::I(g as i64)),
-            ],
-        );
-        let shape = [1, c, hw[0], hw[1]];
-        check(&format!("conv{i}"), &b.model(&shape, &y, 13), &shape, 3);
-    }
-    // SAME_UPPER padding, and many images in one GEMM (columns across images).
-    let mut b = Builder::new(50);
-    let w = b.weight(&[5, 4, 3, 3]);
-    let y = b.node(
-        "Conv",
-        &["x", &w],
-        vec![
-            ("auto_pad", A::S("SAME_UPPER")),
-            ("strides", A::Is(vec![2, 2])),
-        ],
-    );
-    check(
-        "conv_same",
-        &b.model(&[1, 4, 5, 4], &y, 13),
-        &[1, 4, 5, 4],
-        37,
-    );
-}
-
-#[test]
-fn conv_batchnorm_activation_chains() {
-    // Conv → BN → Relu folds into the GEMM epilogue; Conv → BN → Clip too; a conv read twice
-    // (by the BN and by the Add) must not be folded.
-    let shape = [1, 3, 9, 7];
-    let mut b = Builder::new(11);
-    let w = b.weight(&[10, 3, 3, 3]);
-    let c1 = b.node(
-        "Conv",
-        &["x", &w],
-        vec![
-            ("kernel_shape", A::Is(vec![3, 3])),
-            ("pads", A::Is(vec![1, 1, 1, 1])),
-        ],
-    );
-    let (sc, bi, me) = (b.weight(&[10]), b.weight(&[10]), b.weight(&[10]));
-    let var: Vec<f32> = (0..10).map(|i| 0.3 + 0.1 * i as f32).collect();
-    let var = b.floats(&[10], &var);
-    let bn = b.node(
-        "BatchNormalization",
-        &[&c1, &sc, &bi, &me, &var],
-        vec![("epsilon", A::F(1e-5))],
-    );
-    let r = b.node("Relu", &[&bn], vec![]);
-    let w2 = b.weight(&[10, 10, 1, 1]);
-    let bias2 = b.weight(&[10]);
-    let c2 = b.node(
-        "Conv",
-        &[&r, &w2, &bias2],
-        vec![("kernel_shape", A::Is(vec![1, 1]))],
-    );
-    let bn2 = b.node(
-        "BatchNormalization",
-        &[&c2, &sc, &bi, &me, &var],
-        vec![("epsilon", A::F(1e-3))],
-    );
-    let lo = b.floats(&[], &[0.0]);
-    let hi = b.floats(&[], &[0.5]);
-    let clip = b.node("Clip", &[&bn2, &lo, &hi], vec![]);
-    let sum = b.node("Add", &[&clip, &c2], vec![]);
-    let hs = b.node("HardSwish", &[&sum], vec![]);
-    let graph = check("chains", &b.model(&shape, &hs, 13), &shape, 4);
-    // The first conv's raw output was folded away (a tap on it is refused); the second conv's,
-    // read twice, was not.
-    let exec = GpuExecutor::new(&graph, gpu()).unwrap();
-    let images = random_images(&shape, 2, 3);
-    let tap = |name: &str| {
-        let id = graph.value_id(name).unwrap();
-        exec.run_batch(images.view(), &[id], &mut |_, _| Ok(()))
-    };
-    assert!(tap(&c1).unwrap_err().to_string().contains("folded"));
-    assert!(tap(&bn).is_err());
-    tap(&c2).unwrap();
-    tap(&r).unwrap();
-}
-
-#[test]
-fn pools_activations_and_elementwise() {
-    let shape = [1, 5, 9, 11];
-    let mut b = Builder::new(1);
-    let scale = b.weight(&[5]);
-    let bias = b.weight(&[5]);
-    let mean = b.weight(&[5]);
-    let var: Vec<f32> = vec![0.5, 1.0, 2.0, 0.1, 0.7];
-    let var = b.floats(&[5], &var);
-    let v = b.node(
-        "BatchNormalization",
-        &["x", &scale, &bias, &mean, &var],
-        vec![("epsilon", A::F(1e-3))],
-    );
-    let v = b.node("LeakyRelu", &[&v], vec![("alpha", A::F(0.1))]);
-    let per_channel = b.weight(&[5, 1, 1]);
-    let v = b.node("Mul", &[&v, &per_channel], vec![]);
-    let scalar = b.floats(&[], &[0.25]);
-    let v = b.node("Sub", &[&v, &scalar], vec![]);
-    let row = b.weight(&[11]);
-    let v = b.node("Add", &[&row, &v], vec![]);
-    let v2 = b.node("Sigmoid", &[&v], vec![]);
-    let v3 = b.node(
-        "HardSigmoid",
-        &[&v],
-        vec![("alpha", A::F(0.3)), ("beta", A::F(0.4))],
-    );
-    let v = b.node("Div", &[&v2, &v3], vec![]);
-    let v = b.node("HardSwish", &[&v], vec![]);
-    let lo = b.floats(&[], &[-0.5]);
-    let hi = b.floats(&[], &[1.5]);
-    let v = b.node("Clip", &[&v, &lo, &hi], vec![]);
-    let window = |ceil: i64| {
-        vec![
-            ("kernel_shape", A::Is(vec![3, 2])),
-            ("strides", A::Is(vec![2, 2])),
-            ("pads", A::Is(vec![1, 0, 1, 0])),
-            ("ceil_mode", A::I(ceil)),
-        ]
-    };
-    let a = b.node("MaxPool", &[&v], window(1));
-    let c = b.node("AveragePool", &[&v], window(1));
-    let mut attrs = window(0);
-    attrs.push(("count_include_pad", A::I(1)));
-    let d = b.node("AveragePool", &[&v], attrs);
-    let pads = b.ints(&[0, 0, 0, 0, 0, 0, 0, 1]);
-    let d = b.node("Pad", &[&d, &pads], vec![]);
-    let dil = b.node(
-        "MaxPool",
-        &[&v],
-        vec![
-            ("kernel_shape", A::Is(vec![2, 2])),
-            ("dilations", A::Is(vec![2, 2])),
-            ("strides", A::Is(vec![2, 2])),
-            ("pads", A::Is(vec![0, 1, 1, 0])),
-            ("ceil_mode", A::I(1)),
-        ],
-    );
-    let v = b.node("Concat", &[&a, &c, &d, &dil], vec![("axis", A::I(1))]);
-    let g = b.node("GlobalAveragePool", &[&v], vec![]);
-    // Both operands activations, one broadcast over the plane.
-    let v = b.node("Mul", &[&v, &g], vec![]);
-    let f = b.node("Flatten", &[&v], vec![("axis", A::I(1))]);
-    let sm = b.node("Softmax", &[&f], vec![("axis", A::I(-1))]);
-    check("elementwise", &b.model(&shape, &sm, 13), &shape, 3);
-}
-
-#[test]
-fn shape_ops_and_matrix_products() {
-    let shape = [1, 3, 6, 5];
-    let mut b = Builder::new(2);
-    let starts = b.ints(&[1, -1, 0]);
-    let ends = b.ints(&[i64::MAX, i64::MIN, 5]);
-    let axes = b.ints(&[1, 2, 3]);
-    let steps = b.ints(&[1, -2, 2]);
-    let v = b.node("Slice", &["x", &starts, &ends, &axes, &steps], vec![]);
-    // v: [N, 2, 3, 3]
-    let pads = b.ints(&[0, 1, 2, 0, 0, 0, 1, 2]);
-    let r = b.node("Pad", &[&v, &pads], vec![("mode", A::S("reflect"))]);
-    let e = b.node("Pad", &[&v, &pads], vec![("mode", A::S("edge"))]);
-    let crop = b.ints(&[0, 0, -1, 0, 0, 0, 1, 1]);
-    let k = b.floats(&[], &[0.5]);
-    let c = b.node("Pad", &[&r, &crop, &k], vec![]);
-    let (s0, s1, s2) = (b.ints(&[0]), b.ints(&[5]), b.ints(&[3]));
-    let c = b.node("Slice", &[&c, &s0, &s1, &s2], vec![]);
-    let v = b.node("Concat", &[&r, &e, &c], vec![("axis", A::I(-3))]);
-    // [N, 9, 6, 5]
-    let target = b.ints(&[0, -1, 5]);
-    let v = b.node("Reshape", &[&v, &target], vec![]);
-    let w = b.weight(&[5, 70]);
-    let v = b.node("MatMul", &[&v, &w], vec![]);
-    // [N, 54, 70]: 54·N rows, 70 columns (neither a multiple of a tile).
-    let flat = b.node("Flatten", &[&v], vec![]);
-    let gw = b.weight(&[9, 3780]);
-    let gb = b.weight(&[9]);
-    let v = b.node(
-        "Gemm",
-        &[&flat, &gw, &gb],
-        vec![
-            ("transB", A::I(1)),
-            ("alpha", A::F(0.5)),
-            ("beta", A::F(2.0)),
-        ],
-    );
-    let v = b.node("Dropout", &[&v], vec![]);
-    let v = b.node("Identity", &[&v], vec![]);
-    let gw2 = b.weight(&[9, 131]);
-    let scalar_c = b.floats(&[1], &[0.3]);
-    let v = b.node("Gemm", &[&v, &gw2, &scalar_c], vec![]);
-    let v = b.node("Relu", &[&v], vec![]);
-    let sm = b.node("Softmax", &[&v], vec![("axis", A::I(1))]);
-    check("shapes", &b.model(&shape, &sm, 13), &shape, 5);
-}
-
-#[test]
-fn opset_11_softmax_and_constant_clip_bounds() {
-    let shape = [1, 2, 3, 4];
-    let mut b = Builder::new(3);
-    let lo = b.floats(&[], &[-0.3]);
-    let v = b.node("Clip", &["x", &lo, ""], vec![]);
-    let v = b.node("Softmax", &[&v], vec![("axis", A::I(1))]);
-    check("opset11", &b.model(&shape, &v, 11), &shape, 2);
 }
 
 #[test]
@@ -730,26 +413,6 @@ fn compare_on_the_gpu_runs_statistics_and_forward_passes_there_and_scores_like_t
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// Members (name, byte offset) and size of the WGSL struct `name` in `source`.
-fn shader_struct(source: &str, name: &str) -> (Vec<(String, usize)>, usize) {
-    let module = naga::front::wgsl::parse_str(source).unwrap();
-    let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).unwrap();
-    let (handle, ty) = module
-        .types
-        .iter()
-        .find(|(_, t)| t.name.as_deref() == Some(name))
-        .unwrap_or_else(|| panic!("{name} not in the shader"));
-    let naga::TypeInner::Struct { members, .. } = &ty.inner else {
-        panic!("{name} is not a struct");
-    };
-    let members = members
-        .iter()
-        .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
-        .collect();
-    (members, layouter[handle].size as usize)
 }
 
 #[test]

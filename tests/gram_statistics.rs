@@ -1,6 +1,6 @@
-//! The tiled matmul core of the GPU statistics, every variant against an f64 reference computed
-//! here from the raw data (explicit im2col, f64 sums), on sizes that are not multiples of any
-//! tile: each tile configuration the device allows, one row split and many, symmetric (`BᵀB`)
+//! Layer statistics against an f64 reference computed here from the raw data (explicit im2col,
+//! f64 sums), on sizes that are not multiples of any tile, on the CPU backend (the reference
+//! backend) and on the GPU backend's tiled matmul core, every variant: each tile configuration the device allows, one row split and many, symmetric (`BᵀB`)
 //! and cross (`AᵀB`, with a target) sums, conv (implicit im2col) and dense operands, f16 inputs;
 //! through the whole statistics path, so `C0 = X·W` and `‖AW‖²` computed on the device are
 //! checked too. Runs on lavapipe where there is no GPU (and fails, never skips, without an
@@ -10,25 +10,20 @@
 //! folded into compensated pairs; the CPU backend's own f32 sums meet 2e-6), `C0` relative to
 //! its largest entry (4e-6), `‖AW‖²` relative (1e-5).
 
-use std::sync::OnceLock;
+mod common;
+#[path = "common/wgsl.rs"]
+mod wgsl;
 
+use common::{flatten_rows, gpu, im2col, Geometry};
 use subprune::backend::gpu::TileConfig;
 use subprune::backend::KernelClock;
 use subprune::rng::Rng;
-use subprune::{layer_stats, ConvOptions, GpuBackend, LayerProblem, LayerStats, Tensor};
+use subprune::{layer_stats, Backend, ConvOptions, CpuBackend, LayerProblem, LayerStats, Tensor};
+use wgsl::shader_struct;
 
 const STATS_TOL: f64 = 4e-6;
 const C0_TOL: f64 = 4e-6;
 const TOTAL_TOL: f64 = 1e-5;
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!("no wgpu adapter for the GPU tests: {e} (install mesa-vulkan-drivers)")
-        })
-    })
-}
 
 fn activations(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -40,48 +35,21 @@ fn activations(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
     Tensor::new(shape.to_vec(), data).unwrap()
 }
 
-/// f64 reference: unfolded rows of one input (row-major, `rows × D`).
+/// f64 reference: unfolded rows of one input (row-major, `rows × D`), by the oracle's im2col.
 fn unfold(x: &Tensor, kernel: [usize; 2], conv: Option<ConvOptions>) -> (Vec<f64>, usize) {
-    let n = x.shape[0];
-    match conv {
-        None => {
-            let d: usize = x.shape[1..].iter().product();
-            (x.data.iter().map(|&v| v as f64).collect(), d)
-        }
-        Some(o) => {
-            let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
-            let oh = (h + 2 * o.padding[0] - o.dilation[0] * (kernel[0] - 1) - 1) / o.stride[0] + 1;
-            let ow = (w + 2 * o.padding[1] - o.dilation[1] * (kernel[1] - 1) - 1) / o.stride[1] + 1;
-            let d = c * kernel[0] * kernel[1];
-            let mut out = Vec::with_capacity(n * oh * ow * d);
-            for img in 0..n {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ch in 0..c {
-                            for i in 0..kernel[0] {
-                                for j in 0..kernel[1] {
-                                    let y = (oy * o.stride[0] + i * o.dilation[0]) as isize
-                                        - o.padding[0] as isize;
-                                    let xx = (ox * o.stride[1] + j * o.dilation[1]) as isize
-                                        - o.padding[1] as isize;
-                                    let v =
-                                        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
-                                            0.0
-                                        } else {
-                                            x.data[((img * c + ch) * h + y as usize) * w
-                                                + xx as usize]
-                                                as f64
-                                        };
-                                    out.push(v);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            (out, d)
-        }
-    }
+    let rows = match conv {
+        None => flatten_rows(x),
+        Some(o) => im2col(
+            x,
+            &Geometry {
+                kernel,
+                stride: o.stride,
+                padding: o.padding,
+                dilation: o.dilation,
+            },
+        ),
+    };
+    (rows.data, rows.cols)
 }
 
 /// `LᵀR` in f64 (`D × D`).
@@ -120,10 +88,10 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     );
 }
 
-/// Checks the GPU statistics of one layer (with or without target) against f64.
+/// Checks the statistics of one layer (with or without target) on `backend` against f64.
 fn check(
     what: &str,
-    backend: &GpuBackend,
+    backend: &dyn Backend,
     x: &Tensor,
     target: Option<&Tensor>,
     w: &Tensor,
@@ -197,22 +165,59 @@ fn check(
     assert!(stats.phases.total() > 0.0, "{what}: phases not timed");
 }
 
-#[test]
-fn every_tile_config_and_split_count_matches_f64() {
+/// The layers every backend's statistics are checked on: a conv and a dense consumer, each
+/// with and without a target.
+struct Layers {
+    conv: ConvOptions,
+    x: Tensor,
+    t: Tensor,
+    w: Tensor,
+    xd: Tensor,
+    td: Tensor,
+    wd: Tensor,
+}
+
+fn layers() -> Layers {
     let mut rng = Rng::new(41);
     let conv = ConvOptions {
         stride: [2, 1],
         padding: [1, 2],
         dilation: [1, 2],
     };
-    // Conv: 13 channels of 9×11, 3×3 kernel: D = 117, rows 5·5·11 per image.
-    let x = activations(&mut rng, &[17, 13, 9, 11], 1.0);
-    let t = activations(&mut rng, &[17, 13, 9, 11], 1.0);
-    let w = Tensor::new(vec![5, 13, 3, 3], rng.normal_vec(5 * 13 * 9)).unwrap();
-    // Dense: D = 131 (not a multiple of 8, 64 or 128).
-    let xd = activations(&mut rng, &[61, 131], 1.0);
-    let td = activations(&mut rng, &[61, 131], 1.0);
-    let wd = Tensor::new(vec![3, 131], rng.normal_vec(3 * 131)).unwrap();
+    Layers {
+        conv,
+        // Conv: 13 channels of 9×11, 3×3 kernel: D = 117, rows 5·5·11 per image.
+        x: activations(&mut rng, &[17, 13, 9, 11], 1.0),
+        t: activations(&mut rng, &[17, 13, 9, 11], 1.0),
+        w: Tensor::new(vec![5, 13, 3, 3], rng.normal_vec(5 * 13 * 9)).unwrap(),
+        // Dense: D = 131 (not a multiple of 8, 64 or 128).
+        xd: activations(&mut rng, &[61, 131], 1.0),
+        td: activations(&mut rng, &[61, 131], 1.0),
+        wd: Tensor::new(vec![3, 131], rng.normal_vec(3 * 131)).unwrap(),
+    }
+}
+
+/// Every layer of [`layers`] on `backend`, against f64.
+fn check_layers(tag: &str, backend: &dyn Backend, l: &Layers) {
+    let conv = Some(l.conv);
+    for (what, x, target, w, conv) in [
+        ("conv", &l.x, None, &l.w, conv),
+        ("conv+target", &l.x, Some(&l.t), &l.w, conv),
+        ("dense", &l.xd, None, &l.wd, None),
+        ("dense+target", &l.xd, Some(&l.td), &l.wd, None),
+    ] {
+        check(&format!("{what} {tag}"), backend, x, target, w, conv, false);
+    }
+}
+
+#[test]
+fn cpu_statistics_match_f64() {
+    check_layers("cpu", &CpuBackend::new(), &layers());
+}
+
+#[test]
+fn every_tile_config_and_split_count_matches_f64() {
+    let l = layers();
     let configs = gpu().supported_tile_configs();
     assert!(!configs.is_empty());
     for config in configs {
@@ -222,27 +227,7 @@ fn every_tile_config_and_split_count_matches_f64() {
                 .with_tile_config(config)
                 .unwrap()
                 .with_row_splits(Some(splits));
-            let tag = format!("{config}, {splits} splits");
-            check(&format!("conv {tag}"), &b, &x, None, &w, Some(conv), false);
-            check(
-                &format!("conv+target {tag}"),
-                &b,
-                &x,
-                Some(&t),
-                &w,
-                Some(conv),
-                false,
-            );
-            check(&format!("dense {tag}"), &b, &xd, None, &wd, None, false);
-            check(
-                &format!("dense+target {tag}"),
-                &b,
-                &xd,
-                Some(&td),
-                &wd,
-                None,
-                false,
-            );
+            check_layers(&format!("{config}, {splits} splits"), &b, &l);
         }
     }
 }
@@ -252,7 +237,7 @@ fn every_tile_config_and_split_count_matches_f64() {
 /// dirtied first, so that a slice left uncleared (or folded unwritten) shows in the sums.
 #[test]
 fn split_slices_are_cleared_as_chunks_first_use_them() {
-    use subprune::backend::{Backend, StatsSpec};
+    use subprune::backend::StatsSpec;
     let mut rng = Rng::new(46);
     let d = 67;
     let w = Tensor::new(vec![3, d], rng.normal_vec(3 * d)).unwrap();
@@ -358,14 +343,29 @@ fn gathered_batches_match_f64_with_odd_f16_images() {
     }
 }
 
-#[test]
-fn error_stays_within_tolerance_over_many_batches() {
-    // A large-magnitude input (mean 1e3, so the sums reach ~1e9) in up to 2400 batches: the
-    // error stays within the statistics tolerance.
+/// The GPU without gathering: every batch is its own dispatch, folded into the compensated
+/// pairs.
+fn ungathered_gpu() -> subprune::GpuBackend {
+    gpu().clone().with_gather_bytes(0)
+}
+
+/// A large-magnitude input (mean 1e3, so the sums reach ~1e9) in up to 2400 batches: the error
+/// stays within the statistics tolerance.
+fn error_stays_within_tolerance_over_many_batches(backend: &dyn Backend) {
     for batch in [2400, 100, 8, 1] {
-        let err = large_input_error(batch);
+        let err = large_input_error(backend, batch);
         assert!(err <= STATS_TOL, "batch {batch}: relative error {err:e}");
     }
+}
+
+#[test]
+fn error_stays_within_tolerance_over_many_batches_on_the_cpu() {
+    error_stays_within_tolerance_over_many_batches(&CpuBackend::new());
+}
+
+#[test]
+fn error_stays_within_tolerance_over_many_batches_on_the_gpu() {
+    error_stays_within_tolerance_over_many_batches(&ungathered_gpu());
 }
 
 /// The stronger contract: 2400 single-image batches no worse than one batch of 2400. Each batch
@@ -374,7 +374,11 @@ fn error_stays_within_tolerance_over_many_batches() {
 /// intermediates opaque: 2.3e-6 against 3.2e-7 then).
 #[test]
 fn compensation_survives_the_driver() {
-    let (one, many) = (large_input_error(2400), large_input_error(1));
+    let backend = ungathered_gpu();
+    let (one, many) = (
+        large_input_error(&backend, 2400),
+        large_input_error(&backend, 1),
+    );
     assert!(
         many <= 2.0 * one.max(1e-7),
         "one batch {one:e}, 2400 batches {many:e}"
@@ -414,24 +418,12 @@ fn phases_are_reported_with_their_clock() {
 #[test]
 fn gram_params_match_the_shader_struct() {
     // The host struct and the WGSL struct are kept equal by this test, not by comments.
-    let source = subprune::backend::gpu::shaders::GRAM;
-    let module = naga::front::wgsl::parse_str(source).unwrap();
-    let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).unwrap();
-    let (handle, ty) = module
-        .types
-        .iter()
-        .find(|(_, t)| t.name.as_deref() == Some("GramParams"))
-        .expect("GramParams in gram.wgsl");
-    let naga::TypeInner::Struct { members, span } = &ty.inner else {
-        panic!("GramParams is not a struct");
-    };
+    let (members, size) = shader_struct(subprune::backend::gpu::shaders::GRAM, "GramParams");
     assert_eq!(
-        *span as usize,
+        size,
         std::mem::size_of::<subprune::backend::gpu::GramParams>()
     );
-    assert_eq!(layouter[handle].size as usize, *span as usize);
-    let names: Vec<&str> = members.iter().filter_map(|m| m.name.as_deref()).collect();
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
     let expected = [
         "rows",
         "out_rows",
@@ -450,13 +442,13 @@ fn gram_params_match_the_shader_struct() {
     ];
     assert_eq!(names, expected);
     for (i, m) in members.iter().enumerate() {
-        assert_eq!(m.offset as usize, 4 * i, "{:?}", m.name);
+        assert_eq!(m.1, 4 * i, "{:?}", m.0);
     }
 }
 
-/// Relative max-entry error of the GPU's `BᵀB` against f64 for 2400 rows of a large-magnitude
+/// Relative max-entry error of `backend`'s `BᵀB` against f64 for 2400 rows of a large-magnitude
 /// input (mean 1e3, so the sums reach ~1e9), accumulated `batch` images at a time.
-fn large_input_error(batch: usize) -> f64 {
+fn large_input_error(backend: &dyn Backend, batch: usize) -> f64 {
     let mut rng = Rng::new(43);
     let (n, d) = (2400, 24);
     let data: Vec<f32> = rng
@@ -470,9 +462,7 @@ fn large_input_error(batch: usize) -> f64 {
     let (b, _) = unfold(&x, [1, 1], None);
     let exact = gram(&b, &b, d);
     let scale = max_abs(&exact);
-    // Gathering off: every batch is its own dispatch, folded into the compensated pairs.
-    let backend = gpu().clone().with_gather_bytes(0);
-    let stats = layer_stats(&backend, &problem, x.view(), None, batch).unwrap();
+    let stats = layer_stats(backend, &problem, x.view(), None, batch).unwrap();
     stats
         .gram
         .values()

@@ -5,7 +5,7 @@
 //! may exceed what the input's size justifies.
 //!
 //! CI runs `SUBPRUNE_FUZZ_CASES` inputs (default 10 000, a second or two); the long run:
-//! `SUBPRUNE_FUZZ_CASES=1000000 SUBPRUNE_FUZZ_SEED=1 cargo test --release --test fuzz_npy -- --nocapture`.
+//! `SUBPRUNE_FUZZ_CASES=1000000 SUBPRUNE_FUZZ_SEED=1 cargo test --release --test npy_fuzz -- --nocapture`.
 //! Figures are in docs/FUZZING.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};

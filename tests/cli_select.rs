@@ -6,36 +6,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use common::{normals, npy_by_hand, temp_dir, TempDir};
+use common::{
+    assert_failure, normals, npy_by_hand, subprune, subprune_on, temp_dir, write_npy, TempDir,
+};
 use serde_json::Value;
 use subprune::rng::Rng;
 use subprune::{npy, Tensor};
-
-/// Runs the binary on the CPU backend: these tests compare with the CPU library and rely on its
-/// exact zero gains; `--backend auto` would pick a hardware GPU where there is one (the GPU
-/// backend has its own tests).
-fn subprune(args: &[&str]) -> Output {
-    subprune_on("cpu", args)
-}
-
-/// Runs the binary on the named backend.
-fn subprune_on(backend: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_subprune"))
-        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
-        .args(["--backend", backend])
-        .args(args)
-        .output()
-        .expect("the subprune binary runs")
-}
-
-fn write(dir: &Path, name: &str, t: &Tensor) -> String {
-    let path = dir.join(name);
-    npy::write_f32(&path, t).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
     Tensor::new(shape.to_vec(), normals(rng, shape.iter().product(), 1.0)).unwrap()
@@ -89,21 +65,12 @@ fn run_json_on(backend: &str, args: &[&str]) -> Report {
 
 /// A failing run: non-zero exit, no panic, and stderr containing every one of `needles`.
 fn expect_failure(args: &[&str], needles: &[&str]) -> String {
-    let out = subprune(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "subprune {args:?} should fail; stdout {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "panic on {args:?}: {stderr}");
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "stderr for {args:?} does not mention {needle:?}: {stderr}"
-        );
-    }
-    stderr
+    assert_failure(
+        &subprune(args),
+        None,
+        &format!("subprune {args:?}"),
+        needles,
+    )
 }
 
 /// The invariants every successful report must satisfy for `c` channels and budget `k`.
@@ -168,8 +135,8 @@ fn linear_layer(tag: &str) -> Layer {
     let dir = temp_dir(tag);
     let (n, c, m) = (90, 9, 4);
     Layer {
-        inputs: write(&dir, "b.npy", &random(&mut rng, &[n, c])),
-        weight: write(&dir, "w.npy", &random(&mut rng, &[m, c])),
+        inputs: write_npy(&dir, "b.npy", &random(&mut rng, &[n, c])),
+        weight: write_npy(&dir, "w.npy", &random(&mut rng, &[m, c])),
         target: None,
         geometry: vec![],
         channels: c,
@@ -192,15 +159,15 @@ fn conv_layer(tag: &str, with_target: bool) -> Layer {
             .zip(&noise.data)
             .map(|(a, b)| a + 0.3 * b)
             .collect();
-        write(
+        write_npy(
             &dir,
             "a.npy",
             &Tensor::new(inputs.shape.clone(), data).unwrap(),
         )
     });
     Layer {
-        inputs: write(&dir, "b.npy", &inputs),
-        weight: write(&dir, "w.npy", &random(&mut rng, &[m, c, 3, 2])),
+        inputs: write_npy(&dir, "b.npy", &inputs),
+        weight: write_npy(&dir, "w.npy", &random(&mut rng, &[m, c, 3, 2])),
         target,
         geometry: vec!["--stride", "2", "--padding", "1,1", "--dilation", "2,1"],
         channels: c,
@@ -215,8 +182,8 @@ fn flatten_layer(tag: &str) -> Layer {
     let dir = temp_dir(tag);
     let (n, c, h, w, m) = (80, 5, 2, 3, 3);
     Layer {
-        inputs: write(&dir, "b.npy", &random(&mut rng, &[n, c, h, w])),
-        weight: write(&dir, "w.npy", &random(&mut rng, &[m, c * h * w])),
+        inputs: write_npy(&dir, "b.npy", &random(&mut rng, &[n, c, h, w])),
+        weight: write_npy(&dir, "w.npy", &random(&mut rng, &[m, c * h * w])),
         target: None,
         geometry: vec![],
         channels: c,
@@ -402,7 +369,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     };
 
     // Weight with C − 1 input channels.
-    let w_short = write(dir, "w_short.npy", &random(&mut rng, &[4, c - 1]));
+    let w_short = write_npy(dir, "w_short.npy", &random(&mut rng, &[4, c - 1]));
     expect_failure(
         &[
             "select",
@@ -416,14 +383,14 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["shape", "weight", &format!("[4, {}]", c - 1)],
     );
     // Conv weight whose input channels do not match.
-    let x4 = write(dir, "x4.npy", &random(&mut rng, &[3, 4, 5, 5]));
-    let w4 = write(dir, "w4.npy", &random(&mut rng, &[2, 3, 3, 3]));
+    let x4 = write_npy(dir, "x4.npy", &random(&mut rng, &[3, 4, 5, 5]));
+    let w4 = write_npy(dir, "w4.npy", &random(&mut rng, &[2, 3, 3, 3]));
     expect_failure(
         &["select", "--inputs", &x4, "--weight", &w4, "--keep", "2"],
         &["shape", "[2, 3, 3, 3]"],
     );
     // Target of another shape.
-    let t_bad = write(dir, "t_bad.npy", &random(&mut rng, &[7, c]));
+    let t_bad = write_npy(dir, "t_bad.npy", &random(&mut rng, &[7, c]));
     call(
         &good(&["--target", &t_bad, "--keep", "2"]),
         &["target", "shape"],
@@ -441,6 +408,12 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     call(&good(&["--keep", "2", "--stride", "x"]), &["--stride"]);
 
     // Non-finite values.
+    let bad_inputs = |inputs: &str, extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["select", "--inputs", inputs, "--weight", &layer.weight];
+        args.extend(["--keep", "2"]);
+        args.extend_from_slice(extra);
+        expect_failure(&args, needles);
+    };
     for (value, name) in [
         (f32::NAN, "nan"),
         (f32::INFINITY, "inf"),
@@ -448,42 +421,23 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     ] {
         let mut x = npy::read_f32(&layer.inputs).unwrap();
         x.data[13] = value;
-        let bad = write(dir, &format!("x_{name}.npy"), &x);
-        expect_failure(
-            &[
-                "select",
-                "--inputs",
-                &bad,
-                "--weight",
-                &layer.weight,
-                "--keep",
-                "2",
-            ],
-            &["inputs", "non-finite", "index 13"],
-        );
+        let bad = write_npy(dir, &format!("x_{name}.npy"), &x);
+        bad_inputs(&bad, &[], &["inputs", "non-finite", "index 13"]);
     }
     // The index is the flat index in the whole file, also when the value sits in a later batch.
     let mut x = npy::read_f32(&layer.inputs).unwrap();
     let late = 50 * c + 3;
     x.data[late] = f32::NAN;
-    let bad = write(dir, "x_late_nan.npy", &x);
-    expect_failure(
-        &[
-            "select",
-            "--inputs",
-            &bad,
-            "--weight",
-            &layer.weight,
-            "--keep",
-            "2",
-            "--batch-images",
-            "4",
-        ],
-        &["inputs", "non-finite", &format!("index {late}")],
+    let bad = write_npy(dir, "x_late_nan.npy", &x);
+    let index = format!("index {late}");
+    bad_inputs(
+        &bad,
+        &["--batch-images", "4"],
+        &["inputs", "non-finite", &index],
     );
     let mut w = npy::read_f32(&layer.weight).unwrap();
     w.data[5] = f32::NAN;
-    let w_nan = write(dir, "w_nan.npy", &w);
+    let w_nan = write_npy(dir, "w_nan.npy", &w);
     expect_failure(
         &[
             "select",
@@ -498,7 +452,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     );
     let mut t = npy::read_f32(&layer.inputs).unwrap();
     t.data[7] = f32::NAN;
-    let t_nan = write(dir, "t_nan.npy", &t);
+    let t_nan = write_npy(dir, "t_nan.npy", &t);
     call(
         &good(&["--target", &t_nan, "--keep", "2"]),
         &["target", "non-finite"],
@@ -578,8 +532,8 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         &["huge.npy", "too large"],
     );
     // Conv geometry that overflows, or is out of range.
-    let conv_x = write(dir, "conv_x.npy", &random(&mut rng, &[2, 3, 5, 5]));
-    let conv_w = write(dir, "conv_w.npy", &random(&mut rng, &[2, 3, 3, 3]));
+    let conv_x = write_npy(dir, "conv_x.npy", &random(&mut rng, &[2, 3, 5, 5]));
+    let conv_w = write_npy(dir, "conv_w.npy", &random(&mut rng, &[2, 3, 3, 3]));
     for (flag, value, needle) in [
         ("--padding", "18446744073709551615", "too large"),
         ("--dilation", "18446744073709551615", "too large"),
@@ -640,8 +594,8 @@ fn dead_and_duplicate_channels_come_last() {
             let src = x.data[at(6)..at(6) + plane].to_vec();
             x.data[at(2)..at(2) + plane].copy_from_slice(&src);
         }
-        let inputs = write(&dir, &format!("{kind}_x.npy"), &x);
-        let weight = write(&dir, &format!("{kind}_w.npy"), &random(&mut rng, &wshape));
+        let inputs = write_npy(&dir, &format!("{kind}_x.npy"), &x);
+        let weight = write_npy(&dir, &format!("{kind}_w.npy"), &random(&mut rng, &wshape));
         let mut args = vec!["select", "--inputs", &inputs, "--weight", &weight];
         args.extend(geometry);
         args.extend(["--keep", "5", "--json"]);
@@ -711,8 +665,8 @@ fn gpu_backend_gives_the_same_json_as_cpu() {
 fn too_few_rows_gives_a_warning() {
     let mut rng = Rng::new(9);
     let dir = temp_dir("few-rows");
-    let inputs = write(&dir, "b.npy", &random(&mut rng, &[5, 8]));
-    let weight = write(&dir, "w.npy", &random(&mut rng, &[3, 8]));
+    let inputs = write_npy(&dir, "b.npy", &random(&mut rng, &[5, 8]));
+    let weight = write_npy(&dir, "w.npy", &random(&mut rng, &[3, 8]));
     let out = subprune(&[
         "select", "--inputs", &inputs, "--weight", &weight, "--keep", "2",
     ]);
@@ -722,100 +676,11 @@ fn too_few_rows_gives_a_warning() {
         stderr.contains("warning: 5 unfolded rows for 8 columns"),
         "{stderr}"
     );
-    let enough = write(&dir, "b2.npy", &random(&mut rng, &[50, 8]));
+    let enough = write_npy(&dir, "b2.npy", &random(&mut rng, &[50, 8]));
     let out = subprune(&[
         "select", "--inputs", &enough, "--weight", &weight, "--keep", "2",
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
-}
-
-/// `bench` on a small custom layer, CPU and GPU (lavapipe in CI) side by side: a row per backend
-/// with its phases and the part of its time that does not grow with the images, and the GPU's
-/// statistics of device-resident inputs; `--no-greedy` leaves the greedy cells as `–`, not NaN.
-#[test]
-fn bench_prints_both_backends_with_phases_and_fixed_cost() {
-    let out = subprune_on(
-        "gpu",
-        &["bench", "--case", "8,6,24,4", "--reps", "1", "--no-greedy"],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("custom "))
-        .collect();
-    assert_eq!(
-        rows.len(),
-        3,
-        "two backend rows and the sgemm reference:\n{stdout}"
-    );
-    assert!(rows[0].contains("cpu ("), "{stdout}");
-    assert!(
-        !rows[1].contains("cpu ("),
-        "the second row is the GPU's: {stdout}"
-    );
-    for row in &rows[..2] {
-        assert!(row.contains(" – "), "greedy cell of {row:?}");
-    }
-    assert!(!stdout.contains("NaN"), "{stdout}");
-    assert_eq!(stdout.matches("phases (").count(), 3, "{stdout}");
-    assert_eq!(stdout.matches("fixed cost ").count(), 3, "{stdout}");
-    assert_eq!(
-        stdout.matches("inputs already on the device").count(),
-        1,
-        "{stdout}"
-    );
-    assert!(stdout.contains("t(12 images)"), "{stdout}");
-}
-
-/// `bench --splits`: the GPU statistics timed once per requested row-split count, each line
-/// saying how many splits the kernels really dispatched (2304 unfolded rows: at most 3); a
-/// split count of 0 is refused by name.
-#[test]
-fn bench_times_each_requested_row_split_count() {
-    let args = [
-        "bench",
-        "--case",
-        "8,6,64,4",
-        "--reps",
-        "1",
-        "--no-greedy",
-        "--splits",
-        "1,3",
-    ];
-    let out = subprune_on("gpu", &args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("row splits 1 (dispatched 1): stats "),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("row splits 3 (dispatched 3): stats "),
-        "{stdout}"
-    );
-    let gpu_phases = stdout
-        .lines()
-        .filter(|l| l.contains("phases (") && l.contains(", row splits "))
-        .count();
-    assert_eq!(
-        gpu_phases, 2,
-        "the GPU rows' phases name their splits:\n{stdout}"
-    );
-    let mut bad = args.to_vec();
-    *bad.last_mut().unwrap() = "0";
-    let out = subprune_on("gpu", &bad);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--splits"), "{stderr}");
 }
 
 /// A command's `--help` lists its own flags first and the backend flags every command takes

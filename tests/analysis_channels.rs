@@ -2,15 +2,10 @@
 //! producers are prunable, through what, and which are coupled and why. The expectations come
 //! from the architectures described in `tests/fixtures/README.md`, not from the code's output.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::fixture;
 use subprune::analysis::{analyze, ConsumerKind};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 #[test]
 fn mnist_conv1_conv2_fc1_prunable_fc2_coupled_to_the_output() {

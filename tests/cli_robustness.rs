@@ -1,65 +1,41 @@
-//! Issue 7 ("Hardening"): one test per defect, each run through the binary the way a user would
-//! meet it. Every test here failed on the code before its fix.
+//! The CLI's guards, each run through the binary the way a user would meet it: outputs that
+//! would overwrite an input or cannot be written, statistics that overflow or are not finite,
+//! sizes and memory beyond what the machine has, bad arguments refused before any work, closed
+//! output streams, short messages, GPU geometry refused like the CPU's. One test per defect of
+//! issue 7 ("Hardening"); every one failed on the code before its fix.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{normals, temp_dir};
+use common::{assert_failure, bin, normals, stderr, subprune, subprune_on, temp_dir, write_npy};
 use subprune::rng::Rng;
 use subprune::{npy, Tensor};
-
-/// The binary under test; `SUBPRUNE_TEST_BIN` points these tests at another build (used to
-/// check that each test fails on the code before its fix).
-fn bin() -> String {
-    std::env::var("SUBPRUNE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_subprune").into())
-}
-
-fn subprune_on(backend: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .env("SUBPRUNE_CACHE_DIR", env!("CARGO_TARGET_TMPDIR"))
-        .args(["--backend", backend])
-        .args(args)
-        .output()
-        .expect("the subprune binary runs")
-}
-
-fn subprune(args: &[&str]) -> Output {
-    subprune_on("cpu", args)
-}
-
-fn write(dir: &Path, name: &str, t: &Tensor) -> String {
-    let path = dir.join(name);
-    npy::write_f32(&path, t).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 fn random(rng: &mut Rng, shape: &[usize], scale: f64) -> Tensor {
     Tensor::new(shape.to_vec(), normals(rng, shape.iter().product(), scale)).unwrap()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
 /// A failed run (exit 1, no panic) whose stderr holds every needle; returns stderr.
 fn expect_failure(out: &Output, needles: &[&str]) -> String {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1; stdout {} stderr {err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for needle in needles {
-        assert!(
-            err.contains(needle),
-            "stderr does not mention {needle:?}: {err}"
-        );
-    }
-    err
+    assert_failure(out, Some(1), "the run", needles)
+}
+
+/// Inputs of shape `x` and a weight of shape `w` (normal values from `rng`) written to `dir` as
+/// `x.npy` and `w.npy`; returns their paths.
+fn layer_files(dir: &Path, rng: &mut Rng, x: &[usize], w: &[usize]) -> (String, String) {
+    (
+        write_npy(dir, "x.npy", &random(rng, x, 1.0)),
+        write_npy(dir, "w.npy", &random(rng, w, 1.0)),
+    )
+}
+
+/// `subprune --backend BACKEND select --inputs X --weight W`, then `extra`.
+fn select_on(backend: &str, x: &str, w: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["select", "--inputs", x, "--weight", w];
+    args.extend_from_slice(extra);
+    subprune_on(backend, &args)
 }
 
 /// The run stopped before any work: no backend was opened, no plan printed.
@@ -81,8 +57,8 @@ fn linear_layer(tag: &str) -> Layer {
     let mut rng = Rng::new(7);
     let dir = temp_dir(tag);
     Layer {
-        inputs: write(&dir, "b.npy", &random(&mut rng, &[90, 9], 1.0)),
-        weight: write(&dir, "w.npy", &random(&mut rng, &[4, 9], 1.0)),
+        inputs: write_npy(&dir, "b.npy", &random(&mut rng, &[90, 9], 1.0)),
+        weight: write_npy(&dir, "w.npy", &random(&mut rng, &[4, 9], 1.0)),
         dir,
     }
 }
@@ -100,7 +76,7 @@ impl Layer {
 fn output_over_an_input_is_refused_before_any_work() {
     let layer = linear_layer("out-is-input");
     let mut rng = Rng::new(8);
-    let target = write(&layer.dir, "a.npy", &random(&mut rng, &[90, 9], 1.0));
+    let target = write_npy(&layer.dir, "a.npy", &random(&mut rng, &[90, 9], 1.0));
     let link = layer.dir.join("link.npy");
     std::os::unix::fs::symlink(&layer.inputs, &link).unwrap();
     let hard = layer.dir.join("hard.npy");
@@ -156,8 +132,8 @@ fn read_only_output_is_refused_and_a_writable_one_keeps_its_mode() {
 fn overflowing_statistics_are_an_error_on_both_backends() {
     let mut rng = Rng::new(9);
     let dir = temp_dir("overflow");
-    let inputs = write(&dir, "b.npy", &random(&mut rng, &[90, 9], 1e19));
-    let weight = write(&dir, "w.npy", &random(&mut rng, &[4, 9], 1.0));
+    let inputs = write_npy(&dir, "b.npy", &random(&mut rng, &[90, 9], 1e19));
+    let weight = write_npy(&dir, "w.npy", &random(&mut rng, &[4, 9], 1.0));
     for backend in ["cpu", "gpu"] {
         let out = subprune_on(
             backend,
@@ -172,7 +148,7 @@ fn overflowing_statistics_are_an_error_on_both_backends() {
     // The same data scaled down runs, and gives the selection of the unscaled problem.
     let mut scaled = npy::read_f32(&inputs).unwrap();
     scaled.data.iter_mut().for_each(|v| *v *= 1e-19);
-    let scaled = write(&dir, "b_scaled.npy", &scaled);
+    let scaled = write_npy(&dir, "b_scaled.npy", &scaled);
     let out = subprune(&["select", "--inputs", &scaled, "--weight", &weight]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -207,19 +183,9 @@ fn non_finite_statistics_from_any_backend_are_refused() {
 fn size_overflow_is_an_error_not_a_wrap() {
     let mut rng = Rng::new(11);
     let dir = temp_dir("size-overflow");
-    let x = write(&dir, "x.npy", &random(&mut rng, &[2, 3, 5, 5], 1.0));
-    let w = write(&dir, "w.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
+    let (x, w) = layer_files(&dir, &mut rng, &[2, 3, 5, 5], &[2, 3, 3, 3]);
     for padding in ["536870910,268435454", "4611686018427387903"] {
-        let out = subprune(&[
-            "select",
-            "--inputs",
-            &x,
-            "--weight",
-            &w,
-            "--padding",
-            padding,
-            "--json",
-        ]);
+        let out = select_on("cpu", &x, &w, &["--padding", padding, "--json"]);
         expect_failure(&out, &["padding", "too large"]);
     }
     // Rows = N × positions overflows for a shape no file could hold, but a caller can pass.
@@ -236,18 +202,9 @@ fn size_overflow_is_an_error_not_a_wrap() {
 fn huge_padding_is_refused_and_progress_shows_without_a_terminal() {
     let mut rng = Rng::new(12);
     let dir = temp_dir("padding");
-    let x = write(&dir, "x.npy", &random(&mut rng, &[4, 3, 6, 6], 1.0));
-    let w = write(&dir, "w.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
+    let (x, w) = layer_files(&dir, &mut rng, &[4, 3, 6, 6], &[2, 3, 3, 3]);
     let start = std::time::Instant::now();
-    let out = subprune(&[
-        "select",
-        "--inputs",
-        &x,
-        "--weight",
-        &w,
-        "--padding",
-        "100000",
-    ]);
+    let out = select_on("cpu", &x, &w, &["--padding", "100000"]);
     expect_failure(
         &out,
         &["padding 100000", "smaller than the dilated kernel (3)"],
@@ -286,20 +243,13 @@ fn few_rows_run_the_data_form_in_n_by_d_memory() {
     // would need 24·D² ≈ 56 MiB; the data form's n·D state fits in 4 MiB.
     let mut rng = Rng::new(15);
     let dir = temp_dir("data-form");
-    let x = write(&dir, "x.npy", &random(&mut rng, &[8, 32, 7, 7], 1.0));
-    let w = write(&dir, "w.npy", &random(&mut rng, &[10, 32 * 49], 1.0));
-    let out = subprune(&[
-        "select",
-        "--inputs",
+    let (x, w) = layer_files(&dir, &mut rng, &[8, 32, 7, 7], &[10, 32 * 49]);
+    let out = select_on(
+        "cpu",
         &x,
-        "--weight",
         &w,
-        "--memory-limit",
-        "4M",
-        "--json",
-        "--keep",
-        "4",
-    ]);
+        &["--memory-limit", "4M", "--json", "--keep", "4"],
+    );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("greedy in data form"), "{err}");
@@ -328,7 +278,7 @@ fn bad_arguments_are_refused_before_any_work() {
         let err = expect_failure(&out, &needles);
         assert_no_work(&err);
     }
-    let empty = write(
+    let empty = write_npy(
         &layer.dir,
         "empty.npy",
         &Tensor::new(vec![0, 9], vec![]).unwrap(),
@@ -406,8 +356,8 @@ fn messages_are_short_and_say_what_to_do() {
     assert!(!err.contains("Not a directory"), "{err}");
     // Stride 0: the rule, not a debug dump.
     let mut rng = Rng::new(13);
-    let x = write(&layer.dir, "x4.npy", &random(&mut rng, &[2, 3, 5, 5], 1.0));
-    let w = write(&layer.dir, "w4.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
+    let x = write_npy(&layer.dir, "x4.npy", &random(&mut rng, &[2, 3, 5, 5], 1.0));
+    let w = write_npy(&layer.dir, "w4.npy", &random(&mut rng, &[2, 3, 3, 3], 1.0));
     let out = subprune(&["select", "--inputs", &x, "--weight", &w, "--stride", "0"]);
     let err = expect_failure(&out, &["stride must be ≥ 1"]);
     assert!(!err.contains("ConvGeometry"), "{err}");
@@ -445,12 +395,12 @@ fn no_adapter_message_is_two_short_lines() {
 fn all_zero_inputs_give_a_warning() {
     let dir = temp_dir("zeros");
     let mut rng = Rng::new(14);
-    let x = write(
+    let x = write_npy(
         &dir,
         "x.npy",
         &Tensor::new(vec![20, 4], vec![0.0; 80]).unwrap(),
     );
-    let w = write(&dir, "w.npy", &random(&mut rng, &[3, 4], 1.0));
+    let w = write_npy(&dir, "w.npy", &random(&mut rng, &[3, 4], 1.0));
     let out = subprune(&["select", "--inputs", &x, "--weight", &w]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -458,7 +408,7 @@ fn all_zero_inputs_give_a_warning() {
         "{}",
         stderr(&out)
     );
-    let good = write(&dir, "g.npy", &random(&mut rng, &[20, 4], 1.0));
+    let good = write_npy(&dir, "g.npy", &random(&mut rng, &[20, 4], 1.0));
     let out = subprune(&["select", "--inputs", &good, "--weight", &w]);
     assert!(
         !stderr(&out).contains("nothing reaches"),
@@ -529,39 +479,16 @@ fn gpu_accepts_and_refuses_the_same_geometry_as_the_cpu() {
     // backends, and the GPU sizes its chunks from the batch.
     let mut rng = Rng::new(19);
     let dir = temp_dir("gpu-geometry");
-    let x = write(&dir, "x.npy", &random(&mut rng, &[3, 2, 5, 5], 1.0));
-    let w = write(&dir, "w.npy", &random(&mut rng, &[2, 2, 3, 3], 1.0));
+    let (x, w) = layer_files(&dir, &mut rng, &[3, 2, 5, 5], &[2, 2, 3, 3]);
+    let select = |backend: &str, extra: &[&str]| select_on(backend, &x, &w, extra);
     for backend in ["cpu", "gpu"] {
-        let out = subprune_on(
-            backend,
-            &[
-                "select",
-                "--inputs",
-                &x,
-                "--weight",
-                &w,
-                "--padding",
-                "1000",
-            ],
-        );
+        let out = select(backend, &["--padding", "1000"]);
         let err = expect_failure(&out, &["padding 1000", "smaller than the dilated kernel"]);
         assert!(!err.contains("u32"), "{backend}: {err}");
     }
     let mut outputs = Vec::new();
     for backend in ["cpu", "gpu"] {
-        let out = subprune_on(
-            backend,
-            &[
-                "select",
-                "--inputs",
-                &x,
-                "--weight",
-                &w,
-                "--padding",
-                "2",
-                "--json",
-            ],
-        );
+        let out = select(backend, &["--padding", "2", "--json"]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         outputs.push(v["kept"].clone());

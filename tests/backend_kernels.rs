@@ -9,8 +9,9 @@
 //! against the CPU's f64, so gains are compared relative to the largest gain (`GAIN_TOL`), error
 //! curves absolutely (`CURVE_TOL`, they are normalized to [0, 1]).
 
-use std::sync::OnceLock;
+mod common;
 
+use common::gpu;
 use subprune::backend::{GreedySpec, StatsSpec};
 use subprune::layer::{ConvGeometry, RawGrams, Unfolding};
 use subprune::rng::Rng;
@@ -29,19 +30,6 @@ const HALF_TOL: f64 = 2e-3;
 const GAIN_TOL: f64 = 1e-5;
 /// Error curves, absolute.
 const CURVE_TOL: f64 = 1e-4;
-
-/// One backend for the whole file (pipelines are compiled once).
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!(
-                "no wgpu adapter for the GPU tests: {e}\n\
-                 (without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers)"
-            )
-        })
-    })
-}
 
 fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
@@ -226,86 +214,63 @@ fn lists_adapters() {
     );
 }
 
+/// (what, consumer, input shape, with a target, images per batch, seed)
+type StatsCase = (&'static str, Consumer, &'static [usize], bool, usize, u64);
+
+/// [`check_stats`] on the GPU for every case.
+fn check_all(cases: &[StatsCase]) {
+    for &(what, consumer, shape, with_target, batch, seed) in cases {
+        check_stats(what, gpu(), consumer, shape, with_target, batch, seed);
+    }
+}
+
 #[test]
 fn dense_linear_gram_matches_cpu() {
     // D = 37 and D = 133 (one tile, and a partial second tile); 301 images in batches of 64.
-    check_stats(
-        "linear 37",
-        gpu(),
-        Consumer::Linear,
-        &[301, 37],
-        false,
-        64,
-        1,
-    );
-    check_stats(
-        "linear 133",
-        gpu(),
-        Consumer::Linear,
-        &[150, 133],
-        false,
-        41,
-        2,
-    );
+    check_all(&[
+        ("linear 37", Consumer::Linear, &[301, 37], false, 64, 1),
+        ("linear 133", Consumer::Linear, &[150, 133], false, 41, 2),
+    ]);
 }
 
 #[test]
 fn conv_gram_matches_cpu() {
     // Stride 2, padding 1, dilation 2, a 3 × 2 kernel: D = 5 · 6 = 30.
     let odd = conv([3, 2], [2, 2], [1, 1], [2, 2]);
-    check_stats("conv 3x2 s2 p1 d2", gpu(), odd, &[7, 5, 11, 9], false, 3, 3);
     // Mixed strides and paddings per axis, 1 × 3 kernel, D = 19 · 3 = 57.
     let mixed = conv([1, 3], [1, 2], [0, 2], [1, 1]);
-    check_stats("conv 1x3", gpu(), mixed, &[5, 19, 6, 7], false, 2, 4);
     // 3 × 3, padding 1: D = 17 · 9 = 153 (two tiles).
     let square = conv([3, 3], [1, 1], [1, 1], [1, 1]);
-    check_stats("conv 3x3 D=153", gpu(), square, &[6, 17, 5, 6], false, 4, 5);
     // No padding on either axis: the uploaded batch is read as it is (no `pad_inputs` pass),
     // with and without a target; stride 2 and a 2 × 3 kernel on 7 × 9 maps.
     let unpadded = conv([2, 3], [2, 1], [0, 0], [1, 1]);
-    check_stats("conv 2x3 p0", gpu(), unpadded, &[5, 9, 7, 9], false, 2, 10);
-    check_stats(
-        "conv 2x3 p0 target",
-        gpu(),
-        unpadded,
-        &[5, 9, 7, 9],
-        true,
-        3,
-        11,
-    );
     // A 1 × 1 conv (D = C, one row per pixel).
     let pointwise = conv([1, 1], [1, 1], [0, 0], [1, 1]);
-    check_stats("conv 1x1", gpu(), pointwise, &[4, 37, 5, 3], false, 3, 12);
+    check_all(&[
+        ("conv 3x2 s2 p1 d2", odd, &[7, 5, 11, 9], false, 3, 3),
+        ("conv 1x3", mixed, &[5, 19, 6, 7], false, 2, 4),
+        ("conv 3x3 D=153", square, &[6, 17, 5, 6], false, 4, 5),
+        ("conv 2x3 p0", unpadded, &[5, 9, 7, 9], false, 2, 10),
+        ("conv 2x3 p0 target", unpadded, &[5, 9, 7, 9], true, 3, 11),
+        ("conv 1x1", pointwise, &[4, 37, 5, 3], false, 3, 12),
+    ]);
 }
 
 #[test]
 fn flatten_linear_gram_matches_cpu() {
     // Conv → Flatten → Linear: dense rows of C·H·W = 6 · 5 · 7 = 210 columns.
-    check_stats(
-        "flatten",
-        gpu(),
-        Consumer::FlattenLinear,
-        &[90, 6, 5, 7],
-        false,
-        32,
-        6,
-    );
+    let flatten = Consumer::FlattenLinear;
+    check_all(&[("flatten", flatten, &[90, 6, 5, 7], false, 32, 6)]);
 }
 
 #[test]
 fn cross_gram_matches_cpu() {
     // Asymmetric target: BᵀB, BᵀA and AᵀA, conv and dense.
     let odd = conv([3, 2], [2, 1], [1, 0], [1, 2]);
-    check_stats("cross conv", gpu(), odd, &[6, 7, 9, 8], true, 4, 7);
-    check_stats(
-        "cross linear",
-        gpu(),
-        Consumer::Linear,
-        &[200, 45],
-        true,
-        70,
-        8,
-    );
+    check_all(&[
+        ("cross conv", odd, &[6, 7, 9, 8], true, 4, 7),
+        ("cross linear", Consumer::Linear, &[200, 45], true, 70, 8),
+    ]);
 }
 
 #[test]
@@ -470,6 +435,17 @@ fn check_gains(what: &str, backend: &GpuBackend, stats: &LayerStats, picks: &[us
     assert!(gpu.select(picks[0]).is_err(), "re-selecting must fail");
 }
 
+/// A conv consumer with a 3 × 3 kernel and padding 1: D = 13 · 9 = 117, m = 21.
+fn conv_3x3_stats(rng: &mut Rng) -> LayerStats {
+    let inputs = activations(rng, &[40, 13, 6, 7]);
+    let weight = random(rng, &[21, 13, 3, 3]);
+    let pad = ConvOptions {
+        padding: [1, 1],
+        ..Default::default()
+    };
+    problem_stats(&inputs, &weight, Some(pad))
+}
+
 #[test]
 fn gains_and_downdates_match_cpu() {
     let mut rng = Rng::new(20);
@@ -480,14 +456,7 @@ fn gains_and_downdates_match_cpu() {
     check_gains("linear", gpu(), &stats, &[5, 0, 69, 33, 12, 40]);
 
     // Conv consumer, ks = 9: D = 13 · 9 = 117, m = 21.
-    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
-    let weight = random(&mut rng, &[21, 13, 3, 3]);
-    let pad = ConvOptions {
-        padding: [1, 1],
-        ..Default::default()
-    };
-    let stats = problem_stats(&inputs, &weight, Some(pad));
-    check_gains("conv 3x3", gpu(), &stats, &[3, 12, 0, 7]);
+    check_gains("conv 3x3", gpu(), &conv_3x3_stats(&mut rng), &[3, 12, 0, 7]);
 
     // Flatten → Linear with ks = 8 · 8 = 64 > 56: the factor lives in device memory.
     let inputs = activations(&mut rng, &[500, 4, 8, 8]);
@@ -507,14 +476,7 @@ fn row_blocks_match_cpu() {
     // 8 KiB bindings: the conv state (D = 117, 9 rows of 468 bytes per channel) is cut into row
     // blocks of one channel, so every downdate runs across block pairs.
     let small = gpu().clone().with_max_block_bytes(8192);
-    let mut rng = Rng::new(21);
-    let inputs = activations(&mut rng, &[40, 13, 6, 7]);
-    let weight = random(&mut rng, &[21, 13, 3, 3]);
-    let pad = ConvOptions {
-        padding: [1, 1],
-        ..Default::default()
-    };
-    let stats = problem_stats(&inputs, &weight, Some(pad));
+    let stats = conv_3x3_stats(&mut Rng::new(21));
     check_gains("row blocks", &small, &stats, &[3, 12, 0, 7, 1]);
     let cpu = run_greedy(&CpuBackend::new(), &stats, 1e-6, &mut |_, _, _| {}).unwrap();
     let gpu_run = run_greedy(&small, &stats, 1e-6, &mut |_, _, _| {}).unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use prost::Message;
@@ -15,19 +15,7 @@ use subprune::npy::{self, NpyArray};
 use subprune::onnx::{self, proto, ExternalData, SaveOptions};
 use subprune::tensor::Tensor;
 
-use common::{eval_args, i64_npy, npy_bytes};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("subprune-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{eval_args, fixture, i64_npy, npy_bytes, temp_dir};
 
 fn subprune<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_subprune"))
@@ -162,7 +150,7 @@ fn labels_of_any_integer_dtype_are_read() {
 /// `eval` scores int32 and uint8 labels as it scores the int64 fixture.
 #[test]
 fn eval_reads_int32_and_uint8_labels() {
-    let dir = tempdir("labels");
+    let dir = temp_dir("labels");
     let n = 64;
     let labels = npy::read_labels(fixture("mnist_test_labels.npy")).unwrap();
     let mut top1 = Vec::new();
@@ -412,7 +400,7 @@ fn labels_of_another_length_and_nan_data_are_refused() {
         "{err}"
     );
     // Through the CLI, with files.
-    let dir = tempdir("nan");
+    let dir = temp_dir("nan");
     let data_path = dir.join("nan.npy");
     let mut t = npy::read_f32(fixture("mnist_calib_512.npy")).unwrap();
     t.data[100] = f32::NAN;
@@ -441,7 +429,7 @@ fn labels_of_another_length_and_nan_data_are_refused() {
 
 #[test]
 fn missing_external_data_is_named() {
-    let dir = tempdir("missing-ext");
+    let dir = temp_dir("missing-ext");
     let model = onnx::load(fixture("mnist_cnn.onnx")).unwrap();
     let out = dir.join("m.onnx");
     let options = SaveOptions {
@@ -474,7 +462,7 @@ fn missing_external_data_is_named() {
 
 #[test]
 fn output_equal_to_the_input_is_refused_and_nothing_is_written() {
-    let dir = tempdir("same");
+    let dir = temp_dir("same");
     let copy = dir.join("m.onnx");
     std::fs::copy(fixture("mnist_cnn.onnx"), &copy).unwrap();
     let before = std::fs::read(&copy).unwrap();

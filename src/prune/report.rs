@@ -1,0 +1,134 @@
+//! What a prune did: per layer ([`LayerReport`]), per phase ([`Phases`]), for the whole run
+//! ([`PruneReport`]), and the result ([`Pruned`]: the model, the report, the budget's sizes and
+//! the recorded inputs of one layer).
+
+use super::budget::BudgetPlan;
+use super::options::Variant;
+use super::select;
+use crate::ir::Graph;
+use crate::layer::LayerProblem;
+use crate::onnx::OnnxModel;
+use crate::tensor::Tensor;
+
+/// One pruned layer in the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerReport {
+    /// The producer's name.
+    pub name: String,
+    /// Its op kind.
+    pub op: String,
+    /// The consumers whose weights were replaced.
+    pub consumers: Vec<String>,
+    /// Output channels before.
+    pub channels_before: usize,
+    /// Output channels after.
+    pub channels_after: usize,
+    /// `Σ‖A_jW_j − B_j,S W~_j‖² / Σ‖A_jW_j‖²` over the consumers, with the weights written.
+    pub relative_error: f64,
+    /// The greedy error curve (`err(S_k)` for `k = 1..channels`, with the optimal weights); empty
+    /// when the method is not the greedy.
+    pub error_curve: Vec<f64>,
+    /// The greedy order (other methods: the kept channels).
+    pub order: Vec<usize>,
+    /// The kept channels, sorted.
+    pub kept: Vec<usize>,
+    /// Unfolded rows of the (first) consumer's statistics.
+    pub rows: usize,
+    /// Columns `D` of the (first) consumer's unfolded input.
+    pub columns: usize,
+    /// Fewer unfolded rows than columns in some consumer.
+    pub rank_deficient: bool,
+    /// The greedy step from which every gain is 0 (the rest of the order is a tie), if any.
+    pub zero_gain_from: Option<usize>,
+    /// Seconds spent on this layer (forward passes, statistics, greedy, reweighting).
+    pub seconds: f64,
+}
+
+/// Seconds by phase, and the statistics' data movement.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Phases {
+    /// Forward passes with the statistics accumulated from their taps.
+    pub forward_and_statistics: f64,
+    /// Greedy runs.
+    pub greedy: f64,
+    /// Reweighting solves and IR edits.
+    pub reweight: f64,
+    /// Bytes of statistics inputs and targets the backend received from the host (0 on the CPU
+    /// backend, which reads them in place).
+    pub statistics_uploaded_bytes: u64,
+    /// Bytes of statistics inputs the backend copied on the device from the GPU executor's
+    /// activations (no host round trip).
+    pub statistics_device_bytes: u64,
+}
+
+/// The report of one pruning run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PruneReport {
+    /// Variant.
+    pub variant: Variant,
+    /// Selection method.
+    pub method: select::Method,
+    /// Whether consumers were reweighted.
+    pub reweight: bool,
+    /// Relative ridge.
+    pub ridge: f64,
+    /// Calibration images.
+    pub images: usize,
+    /// The statistics backend.
+    pub backend: String,
+    /// The forward executor.
+    pub executor: String,
+    /// Pruned layers, in order.
+    pub layers: Vec<LayerReport>,
+    /// Producers left whole: `(name, reason)` (coupled, or skipped).
+    pub left_whole: Vec<(String, String)>,
+    /// Parameters before.
+    pub parameters_before: usize,
+    /// Parameters after.
+    pub parameters_after: usize,
+    /// FLOPs per image before.
+    pub flops_before: u64,
+    /// FLOPs per image after.
+    pub flops_after: u64,
+    /// Time by phase.
+    pub phases: Phases,
+    /// Total seconds.
+    pub seconds: f64,
+}
+
+/// The inputs one layer's statistics used (see [`super::PruneOptions::record`]).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The producer's name.
+    pub layer: String,
+    /// The first consumer's problem, with the weight it had when the layer was processed.
+    pub problem: LayerProblem,
+    /// Its input `B`, all calibration images, in the consumer's unfolding shape.
+    pub inputs: Tensor,
+    /// Its target `A` (asymmetric variant only).
+    pub target: Option<Tensor>,
+    /// The channels kept.
+    pub kept: Vec<usize>,
+}
+
+/// A pruned model and what was done.
+#[derive(Clone, Debug)]
+pub struct Pruned {
+    /// The model with its IR edited; write it with [`crate::onnx::save`].
+    pub model: OnnxModel,
+    /// What was done.
+    pub report: PruneReport,
+    /// See [`super::PruneOptions::record`].
+    pub recorded: Option<Recorded>,
+    /// The whole-model budget's plan, when [`super::PruneOptions::budget`] was given.
+    pub budget: Option<BudgetPlan>,
+}
+
+/// FLOPs per image: 2 × the multiply-accumulates of every node.
+pub(crate) fn flops(graph: &Graph) -> u64 {
+    graph
+        .nodes
+        .iter()
+        .map(|n| 2 * graph.macs_per_image(n))
+        .sum()
+}
