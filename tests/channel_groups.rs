@@ -168,3 +168,37 @@ fn a_depthwise_conv_with_a_depth_multiplier_stays_coupled() {
     // a grouped conv's output channels are tied to its input channels.
     assert!(a.coupled("Conv_1").is_some());
 }
+
+#[test]
+fn consumers_of_one_layer_count_alike_whatever_their_scale() {
+    use subprune::{layer::run_greedy_shared, layer_stats, CpuBackend, LayerProblem};
+    // Two orthogonal unit channels read by two Linear consumers. Consumer 1 (weights 10, 9) has
+    // gains 100 and 81 (‖A₁W₁‖² = 181); consumer 2 (weights 0.1, 1) has 0.01 and 1 (1.01). A raw
+    // sum picks channel 0 (100.01 > 82); the normalised sum picks channel 1 (0.552 + 0.0099 <
+    // 0.448 + 0.990).
+    let inputs = Tensor::new(vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+    let backend = CpuBackend::new();
+    let stats: Vec<_> = [[10.0f32, 9.0], [0.1, 1.0]]
+        .iter()
+        .map(|w| {
+            let weight = Tensor::new(vec![1, 2], w.to_vec()).unwrap();
+            let problem = LayerProblem::new(&inputs.shape, weight.view(), None).unwrap();
+            layer_stats(&backend, &problem, inputs.view(), None, 8).unwrap()
+        })
+        .collect();
+    let run = run_greedy_shared(&backend, &stats, 1e-9, &mut |_, _| {}).unwrap();
+    assert_eq!(run.order, [1, 0]);
+    assert_eq!(run.total, 2.0);
+    // After channel 1: consumer 1 keeps 81/181 of its objective, consumer 2 keeps 1/1.01.
+    let want = ((1.0 - 81.0 / 181.0) + (1.0 - 1.0 / 1.01)) / 2.0;
+    assert!(
+        (run.error_curve[0] - want).abs() < 1e-6,
+        "{:?}",
+        run.error_curve
+    );
+    assert!(run.error_curve[1].abs() < 1e-9);
+    // One consumer alone: its own order and ‖AW‖² units.
+    let alone = run_greedy_shared(&backend, &stats[..1], 1e-9, &mut |_, _| {}).unwrap();
+    assert_eq!(alone.order, [0, 1]);
+    assert!((alone.total - 181.0).abs() < 1e-3);
+}

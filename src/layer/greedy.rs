@@ -149,7 +149,14 @@ pub(crate) fn drive(
     };
     let mut selected = vec![false; channels];
     let mut sum = vec![0.0; channels];
-    let mut gains = vec![0.0; if states.len() > 1 || weights.is_some() { channels } else { 0 }];
+    let mut gains = vec![
+        0.0;
+        if states.len() > 1 || weights.is_some() {
+            channels
+        } else {
+            0
+        }
+    ];
     let mut explained = 0.0;
     for step in 0..channels {
         for (i, state) in states.iter_mut().enumerate() {
