@@ -99,26 +99,38 @@ fn vgg11_seven_convs_and_two_hidden_gemms() {
 }
 
 #[test]
-fn mobilenetv2_depthwise_and_residuals_coupled_multi_consumer_stem() {
+fn mobilenetv2_expand_depthwise_project_prunable_residuals_coupled_multi_consumer_stem() {
     let model = subprune::onnx::load(fixture("mobilenetv2_fashion.onnx")).unwrap();
     let a = analyze(&model.graph);
     let graph = &model.graph;
+    let producers = graph.producers();
     let mut depthwise = 0;
-    for n in &graph.nodes {
+    for (i, n) in graph.nodes.iter().enumerate() {
         if let subprune::ir::Op::Conv(c) = &n.op {
             if c.group > 1 {
                 depthwise += 1;
-                // A depthwise conv and the expand conv that feeds it are both coupled.
-                let dw = a.coupled(&n.name).expect("depthwise conv coupled");
-                assert!(dw.reason.contains("depthwise"), "{}", dw.reason);
-                let feeder = graph.producers()[n.inputs[0].unwrap()];
-                // through Clip (ReLU6)
-                let clip = &graph.nodes[feeder.unwrap()];
-                let expand = graph.producers()[clip.inputs[0].unwrap()].unwrap();
-                let e = a
-                    .coupled(&graph.nodes[expand].name)
-                    .expect("expand coupled");
-                assert!(e.reason.contains("depthwise"), "{}", e.reason);
+                // The expand conv that feeds the depthwise conv (through Clip, ReLU6) is prunable,
+                // with the depthwise conv as a pass-through and the project conv as its consumer.
+                let clip = &graph.nodes[producers[n.inputs[0].unwrap()].unwrap()];
+                let expand = &graph.nodes[producers[clip.inputs[0].unwrap()].unwrap()];
+                let e = a.prunable(&expand.name).expect("expand prunable");
+                assert_eq!(e.depthwise, [i], "{}", expand.name);
+                assert_eq!(e.consumers.len(), 1, "{}", expand.name);
+                assert!(
+                    e.consumers[0].name.ends_with("conv3/Conv"),
+                    "{:?}",
+                    e.consumers
+                );
+                assert_eq!(e.consumers[0].columns_per_channel, 1);
+                // The depthwise weight rows and bias are sliced with the channels.
+                assert!(e.params.len() >= 4, "{:?}", e.params);
+                // The depthwise conv itself is no producer of its own: it goes with the expand.
+                let dw = a.coupled(&n.name).expect("depthwise conv listed");
+                assert!(
+                    dw.reason.contains("depthwise") && dw.reason.contains(&expand.name),
+                    "{}",
+                    dw.reason
+                );
             }
         }
     }
@@ -135,6 +147,8 @@ fn mobilenetv2_depthwise_and_residuals_coupled_multi_consumer_stem() {
     let stem = a.prunable("/conv1/Conv").unwrap();
     assert_eq!(stem.consumers.len(), 2);
     assert!(stem.consumers.iter().all(|c| c.kind == ConsumerKind::Conv));
+    assert!(stem.depthwise.is_empty());
     assert!(a.prunable("/conv2/Conv").is_some());
-    assert_eq!(a.prunable.len(), 2);
+    // The stem, the 17 expand convs and the last 1×1 conv.
+    assert_eq!(a.prunable.len(), 19);
 }

@@ -3,12 +3,13 @@
 //!
 //! A producer's output channels are followed forward through ops that keep channel `c` in place
 //! (BatchNormalization, activations, pooling, Identity/Dropout, element-wise ops with a scalar or
-//! per-channel constant, Flatten/Reshape to `(N, -1)`) to the ops that read them with a weight:
+//! per-channel constant, depthwise convs without a depth multiplier, Flatten/Reshape to `(N, -1)`) to the ops that read them with a weight:
 //! Conv (its input channels, `kh·kw` columns each), Gemm/MatMul (one column each, or `H·W`
 //! columns each through a Flatten). The producer is **prunable** when every path ends in such a
 //! consumer; with several consumers their statistics are combined and the selection is shared
 //! (`docs/ALGORITHM.md` §4). Otherwise it is **coupled**, with the reason: a residual Add, a
-//! Concat, a grouped or depthwise conv, a Slice or Pad, a graph output, a shared parameter.
+//! Concat, a grouped conv (or a depthwise one with a depth multiplier), a Slice or Pad, a graph
+//! output, a shared parameter.
 
 use std::collections::HashSet;
 
@@ -71,6 +72,10 @@ pub struct PrunableLayer {
     pub params: Vec<ChannelParam>,
     /// Names of the ops in between, in visiting order.
     pub via: Vec<String>,
+    /// Depthwise convs in between (indices in [`Graph::nodes`]): each keeps channel `c` in place
+    /// (its weight rows and bias are in [`PrunableLayer::params`]), and its `group` attribute
+    /// follows the channel count.
+    pub depthwise: Vec<usize>,
 }
 
 /// A producer whose channels are tied to other channels; left whole.
@@ -213,6 +218,20 @@ fn per_channel_axis(dims: &[usize], rank: usize, channels: usize) -> Result<Opti
     }
 }
 
+/// A depthwise conv without a depth multiplier on an input of per-image shape `dims`: `group`
+/// equal to the input channels, a constant weight `(C, 1, kh, kw)`, so that output channel `c`
+/// reads input channel `c` alone.
+fn is_depthwise(graph: &Graph, node: &Node, conv: &crate::ir::Conv, dims: &[usize]) -> bool {
+    let Some(&channels) = dims.first() else {
+        return false;
+    };
+    conv.group == channels
+        && channels > 1
+        && const_input(graph, node, 1, Some(4))
+            .and_then(|w| graph.constant(w))
+            .is_some_and(|w| w.dims[0] == channels && w.dims[1] == 1)
+}
+
 /// Analyses every Conv/Gemm/MatMul with a constant weight.
 pub fn analyze(graph: &Graph) -> ChannelAnalysis {
     let consumers = graph.consumers();
@@ -235,7 +254,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
             }
         };
         match follow(graph, &consumers, producer, channels, &mut params) {
-            Ok((found, via)) => {
+            Ok((found, via, depthwise)) => {
                 // Every sliced constant must belong to this layer alone.
                 let shared = params.iter().find(|cp| consumers[cp.value].len() > 1);
                 if let Some(cp) = shared {
@@ -257,6 +276,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
                         consumers: found,
                         params,
                         via,
+                        depthwise,
                     });
                 }
             }
@@ -266,6 +286,19 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
                 channels,
                 reason,
             }),
+        }
+    }
+    // A depthwise conv in a prunable layer's path loses channels with that layer.
+    for c in analysis.coupled.iter_mut() {
+        if let Some(owner) = analysis
+            .prunable
+            .iter()
+            .find(|l| l.depthwise.contains(&c.producer))
+        {
+            c.reason = format!(
+                "depthwise: its channels are pruned with those of '{}'",
+                owner.name
+            );
         }
     }
     analysis
@@ -278,9 +311,10 @@ fn follow(
     producer: &Node,
     channels: usize,
     params: &mut Vec<ChannelParam>,
-) -> Result<(Vec<ChannelConsumer>, Vec<String>), String> {
+) -> Result<(Vec<ChannelConsumer>, Vec<String>, Vec<usize>), String> {
     let mut found: Vec<ChannelConsumer> = Vec::new();
     let mut via = Vec::new();
+    let mut depthwise = Vec::new();
     let mut seen = HashSet::new();
     // (value, per-image shape before a Flatten when one was passed)
     let mut stack: Vec<(ValueId, Option<Vec<usize>>)> = vec![(producer.outputs[0], None)];
@@ -317,6 +351,17 @@ fn follow(
                 ));
             }
             match &node.op {
+                Op::Conv(conv) if flat.is_none() && is_depthwise(graph, node, conv, &dims) => {
+                    // Channel c in, channel c out: a pass-through with per-channel parameters.
+                    for i in 1..node.inputs.len().min(3) {
+                        let p = const_input(graph, node, i, None)
+                            .ok_or_else(|| named("a non-constant parameter in"))?;
+                        params.push(ChannelParam { value: p, axis: 0 });
+                    }
+                    depthwise.push(c);
+                    via.push(node.name.clone());
+                    stack.push((node.outputs[0], None));
+                }
                 Op::Conv(conv) => {
                     if flat.is_some() || dims.len() != 3 {
                         return Err(named("a conv reads a flattened input:"));
@@ -469,5 +514,5 @@ fn follow(
     // One entry per consumer node (reached once each, but be safe).
     found.sort_by_key(|c| c.node);
     found.dedup_by_key(|c| c.node);
-    Ok((found, via))
+    Ok((found, via, depthwise))
 }

@@ -153,6 +153,7 @@ pub(crate) fn run_greedy_data_checked(
     });
     drive(
         std::slice::from_mut(&mut state),
+        None,
         channels,
         total,
         "data",

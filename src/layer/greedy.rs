@@ -70,8 +70,14 @@ pub fn run_greedy(
 }
 
 /// One greedy run over several consumers of the same channels (a producer read by several
-/// layers): each channel's gain is the sum of its gains in every consumer, the selection is
-/// shared, and the error is relative to the summed `‖A_cW_c‖²`. `progress(done, channels)`.
+/// layers), with one objective: the sum over the consumers of each one's normalised objective,
+/// `F(S) = Σ_c F_c(S) / ‖A_cW_c‖²` (a consumer whose `‖A_cW_c‖²` is 0 counts with weight 1: its
+/// gains are all 0). A channel's gain is the weighted sum of its gains in every consumer and the
+/// selection is shared. A sum of γ-weakly submodular functions is weakly submodular with the
+/// smallest of their ratios, so the greedy keeps its guarantee (`docs/ALGORITHM.md`). With one
+/// consumer this is [`run_greedy`] in the units of `‖AW‖²`; with several, [`GreedyRun::gains`]
+/// and [`GreedyRun::total`] are in normalised units (`total` = the number of consumers) and the
+/// error curve is the mean of the consumers' normalised errors. `progress(done, channels)`.
 pub fn run_greedy_shared(
     backend: &dyn Backend,
     stats: &[LayerStats],
@@ -103,15 +109,33 @@ pub fn run_greedy_shared(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let total = stats.iter().map(|s| s.total).sum();
-    drive(&mut states, channels, total, "statistics", progress)
+    let (weights, total) = if stats.len() == 1 {
+        (None, stats[0].total)
+    } else {
+        let w: Vec<f64> = stats
+            .iter()
+            .map(|s| if s.total > 0.0 { 1.0 / s.total } else { 1.0 })
+            .collect();
+        (Some(w), stats.len() as f64)
+    };
+    drive(
+        &mut states,
+        weights.as_deref(),
+        channels,
+        total,
+        "statistics",
+        progress,
+    )
 }
 
 /// The greedy loop shared by every form: per step, every state scores all channels, the gains
-/// are summed over the states, the [pick rule](pick_channel) chooses, and every state takes the
-/// pick. `total` is `Σ‖AW‖²` over the states; `source` names what the gains come from in errors.
+/// are summed over the states (each times its weight, when `weights` are given), the
+/// [pick rule](pick_channel) chooses, and every state takes the pick. `total` is the objective's
+/// value with every channel kept, in the gains' units; `source` names what the gains come from in
+/// errors.
 pub(crate) fn drive(
     states: &mut [Box<dyn GreedyState + '_>],
+    weights: Option<&[f64]>,
     channels: usize,
     total: f64,
     source: &str,
@@ -125,15 +149,30 @@ pub(crate) fn drive(
     };
     let mut selected = vec![false; channels];
     let mut sum = vec![0.0; channels];
-    let mut gains = vec![0.0; if states.len() > 1 { channels } else { 0 }];
+    let mut gains = vec![
+        0.0;
+        if states.len() > 1 || weights.is_some() {
+            channels
+        } else {
+            0
+        }
+    ];
     let mut explained = 0.0;
     for step in 0..channels {
         for (i, state) in states.iter_mut().enumerate() {
-            if i == 0 {
-                state.score(&mut sum)?;
-            } else {
-                state.score(&mut gains)?;
-                sum.iter_mut().zip(&gains).for_each(|(s, g)| *s += g);
+            match weights {
+                None if i == 0 => state.score(&mut sum)?,
+                None => {
+                    state.score(&mut gains)?;
+                    sum.iter_mut().zip(&gains).for_each(|(s, g)| *s += g);
+                }
+                Some(w) => {
+                    state.score(&mut gains)?;
+                    if i == 0 {
+                        sum.fill(0.0);
+                    }
+                    sum.iter_mut().zip(&gains).for_each(|(s, g)| *s += w[i] * g);
+                }
             }
         }
         let (pick, best_gain) = pick_channel(&sum, &selected, step, source)?;

@@ -173,6 +173,12 @@ pub(crate) fn slice_producer(
     for p in &layer.params {
         slice_axis(graph, p.value, p.axis, kept)?;
     }
+    for &d in &layer.depthwise {
+        match &mut graph.nodes[d].op {
+            Op::Conv(conv) => conv.group = kept.len(),
+            _ => return Err(graph.nodes[d].error("expected the depthwise conv it was analysed as")),
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,204 @@
+//! Channels pruned jointly through ops that keep channel `c` in place with parameters of their own
+//! (issue 22's channel rules), checked by brute force on small graphs: the pruned graph's output
+//! equals the original graph's output with the removed channels zeroed in every member (before
+//! reweighting), and the written model runs in tract (an independent runtime) with the same output.
+
+mod common;
+#[path = "common/tract.rs"]
+mod tract;
+
+use subprune::analysis::analyze;
+use subprune::exec::run::F32Images;
+use subprune::exec::CpuExecutor;
+use subprune::ir::{ConstData, Graph, Op};
+use subprune::prune::{prune, PruneOptions};
+use subprune::rng::Rng;
+use subprune::synthetic::{ints, Builder};
+use subprune::tensor::Tensor;
+
+use common::{relative_gap, run_in_batches, temp_dir};
+
+fn random_images(seed: u64, shape: &[usize]) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let n: usize = shape.iter().product();
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| rng.normal() as f32).collect(),
+    )
+    .unwrap()
+}
+
+/// expand 1×1 (3 → 8, bias) → Clip(0, 6) → depthwise 3×3 (group 8, bias) → Relu → project 1×1
+/// (8 → 4, bias): MobileNet's inverted residual without the shortcut.
+fn inverted_residual() -> subprune::onnx::OnnxModel {
+    let mut b = Builder::new(7);
+    let w = b.weight(&[8, 3, 1, 1], 0.8);
+    let bias = b.weight(&[8], 0.3);
+    let x = b.node(
+        "Conv",
+        &["x", &w, &bias],
+        vec![ints("kernel_shape", &[1, 1])],
+    );
+    let (lo, hi) = (b.constant(0.0), b.constant(6.0));
+    let x = b.node("Clip", &[&x, &lo, &hi], vec![]);
+    let w = b.weight(&[8, 1, 3, 3], 0.5);
+    let bias = b.weight(&[8], 0.3);
+    let x = b.node(
+        "Conv",
+        &[&x, &w, &bias],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            subprune::synthetic::int("group", 8),
+        ],
+    );
+    let x = b.node("Relu", &[&x], vec![]);
+    let w = b.weight(&[4, 8, 1, 1], 0.5);
+    let bias = b.weight(&[4], 0.1);
+    let y = b.node(
+        "Conv",
+        &[&x, &w, &bias],
+        vec![ints("kernel_shape", &[1, 1])],
+    );
+    let bytes = b.model("inverted_residual", &[3, 6, 6], &y, 13);
+    subprune::onnx::load_bytes(std::path::Path::new("inverted_residual.onnx"), &bytes).unwrap()
+}
+
+/// Zeroes entries `removed` along `axis` of constant `v`.
+fn zero_along(graph: &mut Graph, v: usize, axis: usize, removed: &[usize]) {
+    let c = graph.values[v].constant.as_mut().unwrap();
+    let dims = c.dims.clone();
+    let ConstData::F32(data) = &mut c.data else {
+        panic!("float constant")
+    };
+    let inner: usize = dims[axis + 1..].iter().product();
+    let n = dims[axis];
+    for (i, x) in data.iter_mut().enumerate() {
+        if removed.contains(&((i / inner) % n)) {
+            *x = 0.0;
+        }
+    }
+}
+
+#[test]
+fn depthwise_pass_through_prunes_like_zeroing_the_removed_channels() {
+    let model = inverted_residual();
+    let analysis = analyze(&model.graph);
+    let layer = analysis
+        .prunable("Conv_0")
+        .expect("the expand conv is prunable");
+    let dw = model
+        .graph
+        .nodes
+        .iter()
+        .position(|n| n.name == "Conv_4")
+        .unwrap();
+    assert_eq!(layer.depthwise, [dw]);
+    assert_eq!(layer.consumers.len(), 1);
+    assert_eq!(layer.consumers[0].name, "Conv_6");
+    // expand weight and bias, depthwise weight and bias.
+    assert_eq!(layer.params.len(), 4);
+
+    let calib = F32Images::new("calib", random_images(1, &[16, 3, 6, 6])).unwrap();
+    let options = PruneOptions {
+        keep: vec![("Conv_0".into(), 5)],
+        reweight: false,
+        ..Default::default()
+    };
+    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
+    let kept = &pruned.report.layers[0].kept;
+    assert_eq!(kept.len(), 5);
+    let removed: Vec<usize> = (0..8).filter(|c| !kept.contains(c)).collect();
+    match &pruned.model.graph.nodes[dw].op {
+        Op::Conv(c) => assert_eq!(c.group, 5),
+        op => panic!("{op:?}"),
+    }
+
+    // The brute-force reference: the original graph with the removed channels zeroed in every
+    // member (expand rows and bias, depthwise rows and bias).
+    let mut zeroed = model.graph.clone();
+    for p in &layer.params {
+        zero_along(&mut zeroed, p.value, p.axis, &removed);
+    }
+    let test = random_images(2, &[10, 3, 6, 6]);
+    let want = run_in_batches(&CpuExecutor::new(&zeroed).unwrap(), &test, 4);
+    let got = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 4);
+    let gap = relative_gap(&got, &want);
+    assert!(gap < 1e-5, "pruned vs zeroed: {gap}");
+    // Zeroing changes the output: the check can fail.
+    let whole = run_in_batches(&CpuExecutor::new(&model.graph).unwrap(), &test, 4);
+    assert!(relative_gap(&whole, &want) > 1e-3);
+
+    // The written model (group attribute, sliced tensors) runs in tract with the same output.
+    let dir = temp_dir("channel-groups");
+    let path = dir.join("pruned.onnx");
+    subprune::onnx::save(&pruned.model, &path, &Default::default()).unwrap();
+    let (shape, theirs) = tract::tract_output(&path, &test);
+    assert_eq!(shape, [10, 4, 6, 6]);
+    let gap = relative_gap(&theirs, &got);
+    assert!(gap < 1e-5, "tract vs subprune: {gap}");
+}
+
+#[test]
+fn a_depthwise_conv_with_a_depth_multiplier_stays_coupled() {
+    // 8 channels → depthwise with multiplier 2 (group 8, 16 outputs): output channels 2c and
+    // 2c + 1 both read input channel c, so the expand conv is not pruned through it.
+    let mut b = Builder::new(3);
+    let w = b.weight(&[8, 3, 1, 1], 0.8);
+    let x = b.node("Conv", &["x", &w], vec![ints("kernel_shape", &[1, 1])]);
+    let w = b.weight(&[16, 1, 3, 3], 0.5);
+    let x = b.node(
+        "Conv",
+        &[&x, &w],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            subprune::synthetic::int("group", 8),
+        ],
+    );
+    let w = b.weight(&[4, 16, 1, 1], 0.5);
+    let y = b.node("Conv", &[&x, &w], vec![ints("kernel_shape", &[1, 1])]);
+    let bytes = b.model("multiplier", &[3, 6, 6], &y, 13);
+    let model =
+        subprune::onnx::load_bytes(std::path::Path::new("multiplier.onnx"), &bytes).unwrap();
+    let a = analyze(&model.graph);
+    let expand = a.coupled("Conv_0").expect("coupled");
+    assert!(expand.reason.contains("group 8"), "{}", expand.reason);
+    // The depthwise conv's own outputs feed a plain conv: it is a prunable producer itself? No:
+    // a grouped conv's output channels are tied to its input channels.
+    assert!(a.coupled("Conv_1").is_some());
+}
+
+#[test]
+fn consumers_of_one_layer_count_alike_whatever_their_scale() {
+    use subprune::{layer::run_greedy_shared, layer_stats, CpuBackend, LayerProblem};
+    // Two orthogonal unit channels read by two Linear consumers. Consumer 1 (weights 10, 9) has
+    // gains 100 and 81 (‖A₁W₁‖² = 181); consumer 2 (weights 0.1, 1) has 0.01 and 1 (1.01). A raw
+    // sum picks channel 0 (100.01 > 82); the normalised sum picks channel 1 (0.552 + 0.0099 <
+    // 0.448 + 0.990).
+    let inputs = Tensor::new(vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+    let backend = CpuBackend::new();
+    let stats: Vec<_> = [[10.0f32, 9.0], [0.1, 1.0]]
+        .iter()
+        .map(|w| {
+            let weight = Tensor::new(vec![1, 2], w.to_vec()).unwrap();
+            let problem = LayerProblem::new(&inputs.shape, weight.view(), None).unwrap();
+            layer_stats(&backend, &problem, inputs.view(), None, 8).unwrap()
+        })
+        .collect();
+    let run = run_greedy_shared(&backend, &stats, 1e-9, &mut |_, _| {}).unwrap();
+    assert_eq!(run.order, [1, 0]);
+    assert_eq!(run.total, 2.0);
+    // After channel 1: consumer 1 keeps 81/181 of its objective, consumer 2 keeps 1/1.01.
+    let want = ((1.0 - 81.0 / 181.0) + (1.0 - 1.0 / 1.01)) / 2.0;
+    assert!(
+        (run.error_curve[0] - want).abs() < 1e-6,
+        "{:?}",
+        run.error_curve
+    );
+    assert!(run.error_curve[1].abs() < 1e-9);
+    // One consumer alone: its own order and ‖AW‖² units.
+    let alone = run_greedy_shared(&backend, &stats[..1], 1e-9, &mut |_, _| {}).unwrap();
+    assert_eq!(alone.order, [0, 1]);
+    assert!((alone.total - 181.0).abs() < 1e-3);
+}
