@@ -300,35 +300,20 @@ fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
             produced_by.insert(o.as_str(), i);
         }
     }
-    let mut done = vec![false; g.node.len()];
-    let mut order = Vec::with_capacity(g.node.len());
-    loop {
-        let before = order.len();
-        for (i, n) in g.node.iter().enumerate() {
-            let ready = n.input.iter().all(|s| {
-                s.is_empty()
-                    || match produced_by.get(s.as_str()) {
-                        Some(&p) => done[p],
-                        None => true, // graph input, initializer, or undefined (named later)
-                    }
-            });
-            if !done[i] && ready {
-                done[i] = true;
-                order.push(i);
-            }
-        }
-        if order.len() == g.node.len() {
-            return Ok(order);
-        }
-        if order.len() == before {
-            let i = done.iter().position(|d| !d).expect("a node left");
-            return Err(Error::Node {
-                node: names[i].clone(),
-                op: g.node[i].op_type.clone().unwrap_or_default(),
-                reason: "its inputs depend on its own output (a cycle in the graph)".into(),
-            });
-        }
-    }
+    // Inputs nobody produces are graph inputs, initializers, or undefined (named later).
+    crate::ir::topological_order(g.node.len(), |i| {
+        g.node[i]
+            .input
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| produced_by.get(s.as_str()).copied())
+            .collect()
+    })
+    .map_err(|i| Error::Node {
+        node: names[i].clone(),
+        op: g.node[i].op_type.clone().unwrap_or_default(),
+        reason: "its inputs depend on its own output (a cycle in the graph)".into(),
+    })
 }
 
 struct Ctx<'a> {
