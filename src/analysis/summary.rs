@@ -69,11 +69,10 @@ pub fn summarize(graph: &Graph) -> Summary {
     for n in &graph.nodes {
         *op_counts.entry(n.op.kind().to_string()).or_insert(0) += 1;
     }
-    let flops_per_image = graph
-        .nodes
-        .iter()
-        .map(|n| 2 * graph.macs_per_image(n))
-        .sum();
+    // Saturating: a loaded graph's count fits (checked at load by `Graph::flops_per_image`).
+    let flops_per_image = graph.nodes.iter().fold(0u64, |t, n| {
+        t.saturating_add(graph.macs_per_image(n).saturating_mul(2))
+    });
     Summary {
         inputs: graph.inputs.iter().map(port).collect(),
         outputs: graph.outputs.iter().map(port).collect(),

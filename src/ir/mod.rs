@@ -248,30 +248,61 @@ impl Graph {
     }
 
     /// Multiply-accumulates per image of each node (conv, gemm, matmul); other ops count 0.
+    /// Saturates rather than wraps; a loaded graph's counts fit ([`Graph::flops_per_image`]).
     pub fn macs_per_image(&self, node: &Node) -> u64 {
+        self.checked_macs_per_image(node).unwrap_or(u64::MAX)
+    }
+
+    /// [`Graph::macs_per_image`], or an error naming the node when the count overflows `u64`.
+    pub fn checked_macs_per_image(&self, node: &Node) -> Result<u64> {
         let out = &self.values[node.outputs[0]].shape;
-        match &node.op {
-            Op::Conv(_) => {
-                let w = node.inputs[1].map(|w| &self.values[w].shape);
-                let per_output: u64 = w
-                    .map(|w| w.0[1..].iter().map(|d| d.at(1) as u64).product())
-                    .unwrap_or(0);
-                out.per_batch_item() as u64 * per_output
-            }
-            Op::Gemm(g) => {
-                let a = node.inputs[0].map(|a| &self.values[a].shape);
-                let k = a
-                    .map(|a| a.0[if g.trans_a { 0 } else { 1 }].at(1) as u64)
-                    .unwrap_or(0);
-                out.per_batch_item() as u64 * k
-            }
-            Op::MatMul => {
-                let a = node.inputs[0].map(|a| &self.values[a].shape);
-                let k = a.map(|a| a.0[a.rank() - 1].at(1) as u64).unwrap_or(0);
-                out.per_batch_item() as u64 * k
-            }
-            _ => 0,
+        let shape = |i: usize| {
+            node.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|v| &self.values[v].shape)
+        };
+        let per_output: u64 = match &node.op {
+            Op::Conv(_) => shape(1)
+                .map(|w| {
+                    w.0.iter()
+                        .skip(1)
+                        .try_fold(1u64, |a, d| a.checked_mul(d.at(1) as u64))
+                })
+                .unwrap_or(Some(0))
+                .ok_or_else(|| node.error("the weight's size overflows"))?,
+            Op::Gemm(g) => shape(0)
+                .and_then(|a| a.0.get(if g.trans_a { 0 } else { 1 }))
+                .map_or(0, |d| d.at(1) as u64),
+            Op::MatMul => shape(0)
+                .and_then(|a| a.0.last())
+                .map_or(0, |d| d.at(1) as u64),
+            _ => return Ok(0),
+        };
+        (out.per_batch_item() as u64)
+            .checked_mul(per_output)
+            .ok_or_else(|| {
+                node.error(format!(
+                    "its multiply-accumulates per image overflow: output {out} × {per_output} per value"
+                ))
+            })
+    }
+
+    /// FLOPs per image (2 × the multiply-accumulates of every node), or an error naming the node
+    /// where the count overflows `u64`: checked once at load, so that every count after fits.
+    pub fn flops_per_image(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for node in &self.nodes {
+            total = self
+                .checked_macs_per_image(node)?
+                .checked_mul(2)
+                .and_then(|f| total.checked_add(f))
+                .ok_or_else(|| {
+                    node.error("the model's FLOPs per image overflow a 64-bit count here")
+                })?;
         }
+        Ok(total)
     }
 
     /// A map from value name to id.

@@ -251,6 +251,7 @@ fn build_graph(g: &proto::GraphProto, opset: i64) -> Result<Origins> {
         graph.outputs.push(id);
     }
     graph.check_single_outputs()?;
+    graph.flops_per_image()?;
     Ok((graph, node_origin, initializer_origin))
 }
 
@@ -290,7 +291,11 @@ fn input_shape(vi: &proto::ValueInfoProto) -> Result<Shape> {
             }
         });
     }
-    Ok(Shape(out))
+    let shape = Shape(out);
+    shape
+        .checked_per_batch_item()
+        .map_err(|e| Error::Shape(format!("graph input '{name}': {e}")))?;
+    Ok(shape)
 }
 
 fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
