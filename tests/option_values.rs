@@ -1,7 +1,7 @@
 //! Option values and header fields that used to get confusing answers (issue 24, item 10):
 //! negative numbers reach the range checks instead of clap's "unexpected argument '-0'",
-//! `select --keep 0` names no absurd channel count, and a `.npy` header that repeats a key is
-//! refused.
+//! `select --keep 0` names no absurd channel count, a `.npy` header that repeats a key is
+//! refused, and a deeply nested graph attribute gets a short error line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,4 +92,39 @@ fn a_header_that_repeats_a_key_is_refused() {
         let e = subprune::npy::parse_f32(Path::new("dup.npy"), &npy(dict)).unwrap_err();
         assert!(e.to_string().contains("times"), "{dict}: {e}");
     }
+}
+
+#[test]
+fn a_deeply_nested_graph_attribute_gets_a_short_error() {
+    use prost::Message;
+    use subprune::onnx::proto::{self, attribute_proto::AttributeType};
+    let mut nested: Option<proto::GraphProto> = None;
+    for _ in 0..150 {
+        nested = Some(proto::GraphProto {
+            node: vec![proto::NodeProto {
+                op_type: Some("Loop".into()),
+                attribute: vec![proto::AttributeProto {
+                    name: Some("body".into()),
+                    r#type: Some(AttributeType::Graph as i32),
+                    g: nested.take(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    let model = proto::ModelProto {
+        ir_version: Some(8),
+        graph: nested,
+        ..Default::default()
+    };
+    let e = subprune::onnx::load_bytes(Path::new("deep.onnx"), &model.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 400, "{} bytes: {e}", e.len());
+    assert!(
+        e.contains("deep.onnx") && e.contains("recursion limit"),
+        "{e}"
+    );
 }

@@ -37,7 +37,8 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxModel> {
     };
     let mut proto = proto::ModelProto::decode(bytes).map_err(|e| {
         bad(format!(
-            "not an ONNX model, or a truncated or corrupt one (protobuf: {e})"
+            "not an ONNX model, or a truncated or corrupt one (protobuf: {})",
+            short_decode_error(&e)
         ))
     })?;
     if proto.ir_version.unwrap_or(0) <= 0 || proto.graph.is_none() {
@@ -82,6 +83,23 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxModel> {
         initializer_origin,
         opset,
     })
+}
+
+/// prost's message, with the field path cut to its first and last steps when it is long: past
+/// the recursion limit of a deeply nested graph attribute, the full path is kilobytes long.
+fn short_decode_error(e: &prost::DecodeError) -> String {
+    let full = e.to_string();
+    let parts: Vec<&str> = full.split(": ").collect();
+    if full.len() <= 200 || parts.len() <= 5 {
+        return full;
+    }
+    let (head, tail) = (&parts[..2], &parts[parts.len() - 2..]);
+    format!(
+        "{}: … ({} nested fields) …: {}",
+        head.join(": "),
+        parts.len() - 4,
+        tail.join(": ")
+    )
 }
 
 type Origins = (Graph, HashMap<String, NodeOrigin>, HashMap<String, usize>);
