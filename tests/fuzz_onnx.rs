@@ -208,11 +208,11 @@ fn set_external(rng: &mut Rng, t: &mut proto::TensorProto) {
     };
     let location = pick(rng, LOCATIONS).to_string();
     t.external_data = vec![entry("location", &location)];
-    if rng.next_u64() % 3 != 0 {
+    if !rng.next_u64().is_multiple_of(3) {
         let offset = pick(rng, NUMBERS).to_string();
         t.external_data.push(entry("offset", &offset));
     }
-    if rng.next_u64() % 3 != 0 {
+    if !rng.next_u64().is_multiple_of(3) {
         let length = pick(rng, NUMBERS).to_string();
         t.external_data.push(entry("length", &length));
     }
@@ -273,7 +273,7 @@ fn mutate_structure(rng: &mut Rng, model: &mut proto::ModelProto) {
                 2 => own,
                 _ => pick(rng, &names).clone(),
             };
-            if node.input.is_empty() || rng.next_u64() % 4 == 0 {
+            if node.input.is_empty() || rng.next_u64().is_multiple_of(4) {
                 node.input.push(replacement);
             } else {
                 let i = below(rng, node.input.len());
@@ -311,7 +311,7 @@ fn mutate_structure(rng: &mut Rng, model: &mut proto::ModelProto) {
         8 => {
             // Remove or duplicate a node.
             let i = below(rng, nodes);
-            if rng.next_u64() % 2 == 0 && nodes > 1 {
+            if rng.next_u64().is_multiple_of(2) && nodes > 1 {
                 graph.node.remove(i);
             } else {
                 let copy = graph.node[i].clone();
@@ -380,7 +380,7 @@ fn onnx_reader_survives_mutated_models() {
             mutate_structure(&mut rng, &mut model);
         }
         let mut bytes = model.encode_to_vec();
-        if rng.next_u64() % 4 == 0 {
+        if rng.next_u64().is_multiple_of(4) {
             mutate_bytes(&mut rng, &mut bytes);
         }
         LARGEST.store(0, Ordering::Relaxed);

@@ -69,7 +69,7 @@ fn select_keep_zero_names_no_absurd_channel_count() {
 /// A version-1.0 file of two float32 values whose header is `dict`.
 fn npy(dict: &str) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

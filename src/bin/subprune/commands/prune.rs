@@ -424,16 +424,14 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             a.images
         ));
     }
-    let evaluated = before.is_some() || after.is_some();
+    let evaluation = if before.is_some() || after.is_some() {
+        format!("; evaluation {eval_seconds:.2}s")
+    } else {
+        String::new()
+    };
     lines.push(format!(
         "time {:.2}s: forward + statistics {:.2}s, greedy {:.2}s, reweight {:.2}s{}",
-        r.seconds,
-        r.phases.forward_and_statistics,
-        r.phases.greedy,
-        r.phases.reweight,
-        evaluated
-            .then(|| format!("; evaluation {eval_seconds:.2}s"))
-            .unwrap_or_default()
+        r.seconds, r.phases.forward_and_statistics, r.phases.greedy, r.phases.reweight, evaluation
     ));
     for l in lines {
         writeln!(o, "{l}").context("writing to standard output")?;
