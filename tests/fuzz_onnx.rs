@@ -9,8 +9,7 @@
 //! `SUBPRUNE_FUZZ_CASES=1000000 SUBPRUNE_FUZZ_SEED=1 cargo test --release --test fuzz_onnx -- --nocapture`.
 //! Figures are in docs/FUZZING.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use prost::Message;
 use subprune::onnx::proto::{
@@ -19,28 +18,9 @@ use subprune::onnx::proto::{
 };
 use subprune::rng::Rng;
 
+mod fuzz_support;
 mod graph_builder;
-
-struct Largest;
-
-static TRACK: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only records the largest request while tracking.
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACK.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Largest = Largest;
+use fuzz_support::{env_or, LARGEST, TRACK};
 
 const EXTREMES: &[i64] = &[
     0,
@@ -176,23 +156,7 @@ fn random_attribute(rng: &mut Rng) -> AttributeProto {
             // the error must still be one short line.
             a.r#type = Some(AttributeType::Graph as i32);
             let levels = *pick(rng, &[1usize, 3, 60, 130]);
-            let mut inner: Option<proto::GraphProto> = None;
-            for _ in 0..levels {
-                inner = Some(proto::GraphProto {
-                    node: vec![proto::NodeProto {
-                        op_type: Some("Relu".into()),
-                        attribute: vec![AttributeProto {
-                            name: Some("body".into()),
-                            r#type: Some(AttributeType::Graph as i32),
-                            g: inner.take(),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
-            }
-            a.g = inner;
+            a.g = graph_builder::nested_graph(levels);
         }
     }
     a
@@ -344,13 +308,6 @@ fn mutate_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
             bytes.splice(at..at, extra);
         }
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

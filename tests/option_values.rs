@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod graph_builder;
+
 fn fixture(name: &str) -> String {
     let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -66,17 +68,16 @@ fn select_keep_zero_names_no_absurd_channel_count() {
     assert!(!stderr.contains(&usize::MAX.to_string()), "{stderr}");
 }
 
-/// A version-1.0 file of two float32 values whose header is `dict`.
+/// The library's file of two float32 values with its header dict replaced by `dict` (written
+/// over the padding, so the header keeps its length).
 fn npy(dict: &str) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&[0u8; 8]);
+    let tensor = subprune::Tensor::new(vec![2], vec![0.0; 2]).unwrap();
+    let mut bytes = subprune::npy::to_bytes(&tensor);
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = &mut bytes[10..10 + header_len - 1];
+    assert!(dict.len() <= header.len(), "{dict} does not fit the header");
+    header.fill(b' ');
+    header[..dict.len()].copy_from_slice(dict.as_bytes());
     bytes
 }
 
@@ -97,26 +98,9 @@ fn a_header_that_repeats_a_key_is_refused() {
 #[test]
 fn a_deeply_nested_graph_attribute_gets_a_short_error() {
     use prost::Message;
-    use subprune::onnx::proto::{self, attribute_proto::AttributeType};
-    let mut nested: Option<proto::GraphProto> = None;
-    for _ in 0..150 {
-        nested = Some(proto::GraphProto {
-            node: vec![proto::NodeProto {
-                op_type: Some("Loop".into()),
-                attribute: vec![proto::AttributeProto {
-                    name: Some("body".into()),
-                    r#type: Some(AttributeType::Graph as i32),
-                    g: nested.take(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-    }
-    let model = proto::ModelProto {
+    let model = subprune::onnx::proto::ModelProto {
         ir_version: Some(8),
-        graph: nested,
+        graph: graph_builder::nested_graph(150),
         ..Default::default()
     };
     let e = subprune::onnx::load_bytes(Path::new("deep.onnx"), &model.encode_to_vec())

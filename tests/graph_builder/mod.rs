@@ -39,30 +39,53 @@ fn int_attr(name: &str, value: i64) -> AttributeProto {
 }
 
 fn value_info(name: &str, dims: Option<&[i64]>) -> proto::ValueInfoProto {
+    use tensor_shape_proto::dimension::Value as D;
+    // The first dimension is the symbolic batch.
+    let dim = |(i, &v): (usize, &i64)| tensor_shape_proto::Dimension {
+        value: Some(if i == 0 {
+            D::DimParam("N".into())
+        } else {
+            D::DimValue(v)
+        }),
+        ..Default::default()
+    };
+    let shape = dims.map(|d| proto::TensorShapeProto {
+        dim: d.iter().enumerate().map(dim).collect(),
+    });
+    let tensor = type_proto::Tensor {
+        elem_type: Some(DataType::Float as i32),
+        shape,
+    };
     proto::ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(proto::TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: dims.map(|d| proto::TensorShapeProto {
-                    dim: d
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| tensor_shape_proto::Dimension {
-                            value: Some(if i == 0 {
-                                tensor_shape_proto::dimension::Value::DimParam("N".into())
-                            } else {
-                                tensor_shape_proto::dimension::Value::DimValue(v)
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
+            value: Some(type_proto::Value::TensorType(tensor)),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// A graph whose one node holds a graph attribute, `levels` deep (past prost's recursion limit
+/// of 100 the model cannot be decoded).
+pub fn nested_graph(levels: usize) -> Option<proto::GraphProto> {
+    let mut nested: Option<proto::GraphProto> = None;
+    for _ in 0..levels {
+        nested = Some(proto::GraphProto {
+            node: vec![proto::NodeProto {
+                op_type: Some("Loop".into()),
+                attribute: vec![AttributeProto {
+                    name: Some("body".into()),
+                    r#type: Some(proto::attribute_proto::AttributeType::Graph as i32),
+                    g: nested.take(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    nested
 }
 
 /// `x [N,3,4,4] → Conv(3→4, 1×1) → n × (Relu | Add c | Mul c) → GlobalAveragePool → Flatten →
