@@ -66,5 +66,23 @@ fn chain_of_100k_nodes_loads_in_seconds() {
             t.as_secs_f64()
         );
         assert!(t < Duration::from_secs(5), "{t:?}");
+        // The same through the CLI: `subprune info` on the file.
+        let file = std::env::temp_dir().join(format!("subprune-chain-{}.onnx", std::process::id()));
+        std::fs::write(&file, &bytes).unwrap();
+        let start = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_subprune"))
+            .arg("info")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let t = start.elapsed();
+        std::fs::remove_file(&file).ok();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("subprune info on it: {:.2} s", t.as_secs_f64());
+        assert!(t < Duration::from_secs(5), "{t:?}");
     }
 }
