@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::backend::gpu::DeviceTensor;
 use crate::backend::{Backend, StatsSpec};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layer::{ConvOptions, LayerProblem, LayerStats};
 use crate::linalg::gemm::{gemm, MatMut, MatRef, Par};
 use crate::rng::Rng;
@@ -94,8 +94,75 @@ impl LayerCase {
         2.0 * self.rows() as f64 * (self.columns() as f64).powi(2)
     }
 
+    /// Bytes a run of this case holds at its peak, planned before any allocation with checked
+    /// arithmetic: the inputs and weight (f32), the sgemm reference's `B` and `BᵀB` (f32), and the
+    /// statistics and greedy state. An error names the size that overflows.
+    pub fn memory_bytes(&self) -> Result<u64> {
+        let too_large = |what: &str| {
+            Error::InvalidArgument(format!(
+                "bench case {} ({} channels of {}×{}, {} images, {} outputs): {what} overflows",
+                self.name, self.channels, self.spatial, self.spatial, self.images, self.outputs
+            ))
+        };
+        let product = |dims: &[usize], what: &str| -> Result<u64> {
+            dims.iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                .filter(|&n| n <= crate::ir::shape::MAX_ELEMENTS as u64)
+                .ok_or_else(|| too_large(what))
+        };
+        let s = self.spatial;
+        let inputs = product(&[self.images, self.channels, s, s], "the input tensor")?;
+        let weight = product(&[self.outputs, self.channels, 9], "the weight")?;
+        let rows = product(&[self.images, s, s], "the unfolded rows")?;
+        let columns = product(&[self.channels, 9], "the unfolded columns")?;
+        let sgemm = product(&[rows as usize, columns as usize], "the sgemm reference")?
+            .checked_add(product(
+                &[columns as usize, columns as usize],
+                "the sgemm output",
+            )?)
+            .ok_or_else(|| too_large("the sgemm reference"))?;
+        // The Gram statistics and the greedy's Schur complements: 24 bytes per D² entry at the
+        // peak (as `CostPlan` counts the Gram form), plus O(D·m) vectors.
+        let greedy = columns
+            .checked_mul(columns)
+            .and_then(|dd| dd.checked_mul(24))
+            .and_then(|g| g.checked_add(columns.checked_mul(self.outputs as u64)?.checked_mul(32)?))
+            .ok_or_else(|| too_large("the greedy state"))?;
+        (inputs + weight)
+            .checked_add(sgemm)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(greedy))
+            .ok_or_else(|| too_large("the memory"))
+    }
+
+    /// Fails with [`Error::Memory`] when [`LayerCase::memory_bytes`] exceeds `limit`, or without
+    /// one the memory available to this process; returns the planned bytes.
+    pub fn check_memory(&self, limit: Option<u64>) -> Result<u64> {
+        let needed = self.memory_bytes()?;
+        let (available, note) = match limit {
+            Some(l) => (l, " (the memory limit given)"),
+            None => match crate::units::available_memory() {
+                Some(a) => (a, " (free memory of this machine or process)"),
+                None => return Ok(needed),
+            },
+        };
+        if needed > available {
+            return Err(Error::Memory {
+                what: format!(
+                    "bench case {} ({} channels of {}×{}, {} images, {} outputs)",
+                    self.name, self.channels, self.spatial, self.spatial, self.images, self.outputs
+                ),
+                needed,
+                available,
+                source_note: format!("{note}; a smaller case"),
+            });
+        }
+        Ok(needed)
+    }
+
     /// Random (rectified Gaussian) consumer inputs and weights, and the layer problem.
     pub fn instance(&self, seed: u64) -> Result<(LayerProblem, Tensor)> {
+        self.memory_bytes()?;
         let mut rng = Rng::new(seed);
         let s = self.spatial;
         let inputs = Tensor::new(
@@ -281,11 +348,29 @@ pub fn random_images(
     images: usize,
     shape: &[usize],
 ) -> Result<crate::exec::run::F32Images> {
-    let per: usize = shape.iter().product();
-    let mut rng = Rng::new(seed);
     let mut dims = vec![images];
     dims.extend_from_slice(shape);
-    let tensor = Tensor::new(dims, rng.normal_vec(images * per))?;
+    // Planned before the allocation: an impossible or too large count is an error, not an abort.
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= crate::ir::shape::MAX_ELEMENTS)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{images} random images of shape {shape:?}: the value count overflows"
+            ))
+        })?;
+    let needed = count as u64 * 4;
+    if let Some(available) = crate::units::available_memory().filter(|&a| needed > a) {
+        return Err(Error::Memory {
+            what: format!("{images} random images of shape {shape:?}"),
+            needed,
+            available,
+            source_note: " (free memory of this machine or process); fewer --images".into(),
+        });
+    }
+    let mut rng = Rng::new(seed);
+    let tensor = Tensor::new(dims, rng.normal_vec(count))?;
     crate::exec::run::F32Images::new("random images", tensor)
 }
 

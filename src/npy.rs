@@ -303,6 +303,17 @@ struct Header {
 /// Parses the header text (a Python dict literal): dtype, order (C order only) and shape.
 fn parse_header(path: &Path, header: &[u8]) -> Result<Header> {
     let header = std::str::from_utf8(header).map_err(|_| npy_err(path, "header is not text"))?;
+    // A repeated key is ambiguous (Python's dict keeps the last, a reader may take the first).
+    for key in ["descr", "fortran_order", "shape"] {
+        let times = header.matches(&format!("'{key}'")).count()
+            + header.matches(&format!("\"{key}\"")).count();
+        if times > 1 {
+            return Err(npy_err(
+                path,
+                format!("header gives the key '{key}' {times} times; each key must appear once"),
+            ));
+        }
+    }
     let descr =
         dict_value(header, "descr").ok_or_else(|| npy_err(path, "header has no 'descr'"))?;
     let descr = descr

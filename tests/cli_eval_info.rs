@@ -59,8 +59,8 @@ fn eval_reproduces_mnist_and_resnet56_accuracy() {
         assert!(!stderr.contains("no --mean/--std"), "{stderr}");
         let v = json(&stdout);
         assert_eq!(v["images"], images, "{model}");
-        assert_eq!(v["top1"], top1, "{model}: {stdout}");
-        assert!(v["top5"].as_u64().unwrap() >= top1 as u64);
+        assert_eq!(v["correct_top1"], top1, "{model}: {stdout}");
+        assert!(v["correct_top5"].as_u64().unwrap() >= top1 as u64);
         assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
         assert!(v["backend"].as_str().unwrap().starts_with("cpu"));
     }
@@ -170,7 +170,7 @@ fn eval_reads_int32_and_uint8_labels() {
             ],
         ));
         assert!(ok, "{descr}: {stderr}");
-        top1.push(json(&stdout)["top1"].as_u64().unwrap());
+        top1.push(json(&stdout)["correct_top1"].as_u64().unwrap());
     }
     assert!(top1[0] >= 60, "{top1:?}");
     assert!(top1.iter().all(|&t| t == top1[0]), "{top1:?}");

@@ -8,32 +8,14 @@
 //! `SUBPRUNE_FUZZ_CASES=1000000 SUBPRUNE_FUZZ_SEED=1 cargo test --release --test npy_fuzz -- --nocapture`.
 //! Figures are in docs/FUZZING.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use subprune::rng::Rng;
 
-struct Largest;
-
-static TRACK: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only records the largest request while tracking.
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACK.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Largest = Largest;
+#[path = "common/fuzz_alloc.rs"]
+mod fuzz_support;
+use fuzz_support::{env_or, LARGEST, TRACK};
 
 const TOKENS: &[&str] = &[
     "'descr'",
@@ -146,13 +128,6 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
             }
         }
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

@@ -69,11 +69,10 @@ pub fn summarize(graph: &Graph) -> Summary {
     for n in &graph.nodes {
         *op_counts.entry(n.op.kind().to_string()).or_insert(0) += 1;
     }
-    let flops_per_image = graph
-        .nodes
-        .iter()
-        .map(|n| 2 * graph.macs_per_image(n))
-        .sum();
+    // Saturating: a loaded graph's count fits (checked at load by `Graph::flops_per_image`).
+    let flops_per_image = graph.nodes.iter().fold(0u64, |t, n| {
+        t.saturating_add(graph.macs_per_image(n).saturating_mul(2))
+    });
     Summary {
         inputs: graph.inputs.iter().map(port).collect(),
         outputs: graph.outputs.iter().map(port).collect(),
@@ -96,8 +95,11 @@ pub fn channel_pairs(graph: &Graph) -> Vec<ChannelPair> {
             Some(d) => d.at(1),
             None => continue,
         };
-        // (value, ops so far, flattened spatial size, coupled)
-        let mut stack = vec![(out, Vec::<String>::new(), None::<usize>, false)];
+        // The ops passed so far, as links to their predecessor in `trail` (a path shares its
+        // prefix with its siblings: copying it at every step would be quadratic in its length).
+        let mut trail: Vec<(&'static str, Option<usize>)> = Vec::new();
+        // (value, last op passed, flattened spatial size, coupled)
+        let mut stack = vec![(out, None::<usize>, None::<usize>, false)];
         while let Some((value, via, flat, coupled)) = stack.pop() {
             for &c in consumers[value].iter().rev() {
                 let node = &graph.nodes[c];
@@ -116,26 +118,28 @@ pub fn channel_pairs(graph: &Graph) -> Vec<ChannelPair> {
                         consumer: node.name.clone(),
                         channels,
                         columns_per_channel: columns,
-                        via: via.clone(),
+                        via: path(&trail, via),
                         coupled,
                     });
                     continue;
                 }
-                let mut next_via = via.clone();
-                next_via.push(node.op.kind().to_string());
                 let next = node.outputs[0];
+                let mut step = || {
+                    trail.push((node.op.kind(), via));
+                    Some(trail.len() - 1)
+                };
                 match &node.op {
                     Op::BatchNorm { .. }
                     | Op::Unary(_)
                     | Op::Pool { .. }
                     | Op::GlobalAveragePool
-                    | Op::Identity => stack.push((next, next_via, flat, coupled)),
+                    | Op::Identity => stack.push((next, step(), flat, coupled)),
                     Op::Flatten { axis: 1 } => {
                         let spatial = graph.values[value].shape.0[2..]
                             .iter()
                             .map(|d| d.at(1))
                             .product();
-                        stack.push((next, next_via, Some(spatial), coupled));
+                        stack.push((next, step(), Some(spatial), coupled));
                     }
                     Op::Binary(_) => {
                         let other_is_activation = node
@@ -145,7 +149,7 @@ pub fn channel_pairs(graph: &Graph) -> Vec<ChannelPair> {
                             .any(|&v| v != value && graph.values[v].constant.is_none());
                         let same_shape = graph.values[next].shape == graph.values[value].shape;
                         if same_shape {
-                            stack.push((next, next_via, flat, coupled || other_is_activation));
+                            stack.push((next, step(), flat, coupled || other_is_activation));
                         }
                     }
                     _ => {} // channels change meaning (Concat, Slice, Pad, Reshape, …): stop.
@@ -154,4 +158,15 @@ pub fn channel_pairs(graph: &Graph) -> Vec<ChannelPair> {
         }
     }
     pairs
+}
+
+/// The op kinds on the path that ends at `last` in `trail`, first to last.
+fn path(trail: &[(&'static str, Option<usize>)], mut last: Option<usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(i) = last {
+        out.push(trail[i].0.to_string());
+        last = trail[i].1;
+    }
+    out.reverse();
+    out
 }

@@ -6,19 +6,60 @@ use super::run::{forward_batches, ImageSource};
 use super::Executor;
 use crate::error::{Error, Result};
 
-/// The result of [`evaluate`].
+/// The result of [`evaluate`]. In JSON (`eval --json`, the prune report) `top1` and `top5` are
+/// the accuracies (fractions of the images) and the counts are `correct_top1`, `correct_top5`:
+/// users read `top1` as an accuracy.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(into = "EvalJson")]
 pub struct EvalReport {
     /// Images scored.
     pub images: usize,
-    /// Images whose label has the largest logit (ties to the lowest class index).
+    /// The number of images whose label has the largest logit (ties to the lowest class index).
     pub top1: usize,
-    /// Images whose label is among the five largest logits.
+    /// The number of images whose label is among the five largest logits.
     pub top5: usize,
     /// Images per second of the whole run (data preparation included).
     pub images_per_second: f64,
     /// The executor that ran it.
     pub backend: String,
+}
+
+impl EvalReport {
+    /// Top-1 accuracy: the fraction of the images whose label has the largest logit.
+    pub fn top1_accuracy(&self) -> f64 {
+        self.top1 as f64 / self.images.max(1) as f64
+    }
+
+    /// Top-5 accuracy: the fraction of the images whose label is among the five largest logits.
+    pub fn top5_accuracy(&self) -> f64 {
+        self.top5 as f64 / self.images.max(1) as f64
+    }
+}
+
+/// The JSON form of an [`EvalReport`].
+#[derive(serde::Serialize)]
+struct EvalJson {
+    images: usize,
+    top1: f64,
+    top5: f64,
+    correct_top1: usize,
+    correct_top5: usize,
+    images_per_second: f64,
+    backend: String,
+}
+
+impl From<EvalReport> for EvalJson {
+    fn from(r: EvalReport) -> Self {
+        Self {
+            images: r.images,
+            top1: r.top1_accuracy(),
+            top5: r.top5_accuracy(),
+            correct_top1: r.top1,
+            correct_top5: r.top5,
+            images_per_second: r.images_per_second,
+            backend: r.backend,
+        }
+    }
 }
 
 /// The rank of `label` among `logits` (0 = the largest; ties broken towards lower indices, as
@@ -68,11 +109,13 @@ pub fn evaluate(
             let logits = outputs
                 .first()
                 .ok_or_else(|| Error::InvalidArgument("the model has no output".into()))?;
+            // (N, classes), or (N, classes, 1, …, 1) as a conv head leaves it: squeezed.
             let classes = match logits.shape.as_slice() {
-                [_, c] => *c,
+                [_, c, rest @ ..] if rest.iter().all(|&d| d == 1) => *c,
                 other => {
                     return Err(Error::Shape(format!(
-                        "the model's output is {other:?}; (N, classes) logits are expected"
+                        "the model's output is {other:?}; (N, classes) logits are expected \
+                         (or (N, classes, 1, 1))"
                     )))
                 }
             };

@@ -176,32 +176,19 @@ impl Graph {
     /// or names a node that takes part in a cycle or reads a value nobody produces.
     pub fn sort_topologically(&mut self) -> Result<()> {
         let producers = self.producers();
-        let mut available: Vec<bool> = (0..self.values.len())
-            .map(|v| producers[v].is_none())
-            .collect();
-        let mut placed = vec![false; self.nodes.len()];
-        let mut order = Vec::with_capacity(self.nodes.len());
-        loop {
-            let before = order.len();
-            for (i, node) in self.nodes.iter().enumerate() {
-                if !placed[i] && node.inputs.iter().flatten().all(|&v| available[v]) {
-                    placed[i] = true;
-                    order.push(i);
-                    for &o in &node.outputs {
-                        available[o] = true;
-                    }
-                }
-            }
-            if order.len() == self.nodes.len() {
-                break;
-            }
-            if order.len() == before {
-                let stuck = placed.iter().position(|p| !p).expect("an unplaced node");
-                return Err(self.nodes[stuck].error(
-                    "its inputs are never computed (a cycle in the graph, or an undefined input)",
-                ));
-            }
-        }
+        let order = topological_order(self.nodes.len(), |i| {
+            self.nodes[i]
+                .inputs
+                .iter()
+                .flatten()
+                .map(|&v| producers[v])
+                .collect()
+        })
+        .map_err(|stuck| {
+            self.nodes[stuck].error(
+                "its inputs are never computed (a cycle in the graph, or an undefined input)",
+            )
+        })?;
         let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
             .into_iter()
             .map(Some)
@@ -261,30 +248,61 @@ impl Graph {
     }
 
     /// Multiply-accumulates per image of each node (conv, gemm, matmul); other ops count 0.
+    /// Saturates rather than wraps; a loaded graph's counts fit ([`Graph::flops_per_image`]).
     pub fn macs_per_image(&self, node: &Node) -> u64 {
+        self.checked_macs_per_image(node).unwrap_or(u64::MAX)
+    }
+
+    /// [`Graph::macs_per_image`], or an error naming the node when the count overflows `u64`.
+    pub fn checked_macs_per_image(&self, node: &Node) -> Result<u64> {
         let out = &self.values[node.outputs[0]].shape;
-        match &node.op {
-            Op::Conv(_) => {
-                let w = node.inputs[1].map(|w| &self.values[w].shape);
-                let per_output: u64 = w
-                    .map(|w| w.0[1..].iter().map(|d| d.at(1) as u64).product())
-                    .unwrap_or(0);
-                out.per_batch_item() as u64 * per_output
-            }
-            Op::Gemm(g) => {
-                let a = node.inputs[0].map(|a| &self.values[a].shape);
-                let k = a
-                    .map(|a| a.0[if g.trans_a { 0 } else { 1 }].at(1) as u64)
-                    .unwrap_or(0);
-                out.per_batch_item() as u64 * k
-            }
-            Op::MatMul => {
-                let a = node.inputs[0].map(|a| &self.values[a].shape);
-                let k = a.map(|a| a.0[a.rank() - 1].at(1) as u64).unwrap_or(0);
-                out.per_batch_item() as u64 * k
-            }
-            _ => 0,
+        let shape = |i: usize| {
+            node.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|v| &self.values[v].shape)
+        };
+        let per_output: u64 = match &node.op {
+            Op::Conv(_) => shape(1)
+                .map(|w| {
+                    w.0.iter()
+                        .skip(1)
+                        .try_fold(1u64, |a, d| a.checked_mul(d.at(1) as u64))
+                })
+                .unwrap_or(Some(0))
+                .ok_or_else(|| node.error("the weight's size overflows"))?,
+            Op::Gemm(g) => shape(0)
+                .and_then(|a| a.0.get(if g.trans_a { 0 } else { 1 }))
+                .map_or(0, |d| d.at(1) as u64),
+            Op::MatMul => shape(0)
+                .and_then(|a| a.0.last())
+                .map_or(0, |d| d.at(1) as u64),
+            _ => return Ok(0),
+        };
+        (out.per_batch_item() as u64)
+            .checked_mul(per_output)
+            .ok_or_else(|| {
+                node.error(format!(
+                    "its multiply-accumulates per image overflow: output {out} × {per_output} per value"
+                ))
+            })
+    }
+
+    /// FLOPs per image (2 × the multiply-accumulates of every node), or an error naming the node
+    /// where the count overflows `u64`: checked once at load, so that every count after fits.
+    pub fn flops_per_image(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for node in &self.nodes {
+            total = self
+                .checked_macs_per_image(node)?
+                .checked_mul(2)
+                .and_then(|f| total.checked_add(f))
+                .ok_or_else(|| {
+                    node.error("the model's FLOPs per image overflow a 64-bit count here")
+                })?;
         }
+        Ok(total)
     }
 
     /// A map from value name to id.
@@ -297,9 +315,69 @@ impl Graph {
     }
 }
 
+/// A topological order of `count` nodes, where `producers(i)` lists, per input of node `i`, the
+/// node that produces it (`None` for a graph input or constant). Stable: the smallest ready index
+/// goes first, so an order that is already valid is kept. Time `O(E log n)` for `E` inputs (Kahn's
+/// algorithm with a min-heap), so graphs of 100k nodes sort in milliseconds whatever the file's
+/// order. `Err(i)`: node `i` (the first in the given order) can never run, because it depends on
+/// its own output through a cycle.
+pub fn topological_order(
+    count: usize,
+    producers: impl Fn(usize) -> Vec<Option<usize>>,
+) -> std::result::Result<Vec<usize>, usize> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut waiting = vec![0usize; count];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (i, wait) in waiting.iter_mut().enumerate() {
+        for p in producers(i).into_iter().flatten() {
+            *wait += 1;
+            readers[p].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..count)
+        .filter(|&i| waiting[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(count);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &r in &readers[i] {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(Reverse(r));
+            }
+        }
+    }
+    if order.len() < count {
+        return Err(waiting
+            .iter()
+            .position(|&w| w > 0)
+            .expect("an unplaced node"));
+    }
+    Ok(order)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topological_order_is_stable_and_finds_cycles() {
+        // 0 ← 2, 1 ← 0: the valid order 2, 0, 1; a sorted input keeps its order.
+        let deps = [vec![Some(2)], vec![Some(0), None], vec![]];
+        assert_eq!(topological_order(3, |i| deps[i].clone()), Ok(vec![2, 0, 1]));
+        let sorted = [vec![], vec![Some(0)], vec![Some(0), Some(1)]];
+        assert_eq!(
+            topological_order(3, |i| sorted[i].clone()),
+            Ok(vec![0, 1, 2])
+        );
+        // 1 and 2 wait on each other; 3 waits on them; 0 is free.
+        let cycle = [vec![], vec![Some(2)], vec![Some(1)], vec![Some(2)]];
+        assert_eq!(topological_order(4, |i| cycle[i].clone()), Err(1));
+        // A node reading its own output.
+        assert_eq!(topological_order(1, |_| vec![Some(0)]), Err(0));
+    }
 
     #[test]
     fn node_context_names_the_node_once() {

@@ -43,7 +43,16 @@ impl Window {
                     self.kernel, self.strides, self.dilations
                 ));
             }
-            let span = d * (k - 1) + 1;
+            let too_big = |what: &str| {
+                format!(
+                    "{what} overflows (kernel {:?}, strides {:?}, dilations {:?}, padding {:?}, input {h}×{w})",
+                    self.kernel, self.strides, self.dilations, self.padding
+                )
+            };
+            let span = d
+                .checked_mul(k - 1)
+                .and_then(|x| x.checked_add(1))
+                .ok_or_else(|| too_big("the dilated window"))?;
             match self.padding {
                 Padding::Explicit(p) => {
                     pads[a] = p[a];
@@ -51,7 +60,12 @@ impl Window {
                 }
                 Padding::SameUpper | Padding::SameLower => {
                     let o = input[a].div_ceil(s);
-                    let total = ((o - 1) * s + span).saturating_sub(input[a]);
+                    let total = o
+                        .saturating_sub(1)
+                        .checked_mul(s)
+                        .and_then(|x| x.checked_add(span))
+                        .ok_or_else(|| too_big("the automatic padding"))?
+                        .saturating_sub(input[a]);
                     let (small, big) = (total / 2, total - total / 2);
                     if self.padding == Padding::SameUpper {
                         pads[a] = small;
@@ -62,7 +76,11 @@ impl Window {
                     }
                 }
             }
-            let padded = input[a] + pads[a] + pads[a + 2];
+            let padded = input[a]
+                .checked_add(pads[a])
+                .and_then(|x| x.checked_add(pads[a + 2]))
+                .filter(|&x| x <= super::shape::MAX_ELEMENTS)
+                .ok_or_else(|| too_big("the padded input"))?;
             if padded < span {
                 return Err(format!(
                     "window of {span} does not fit the padded input of {padded} (input {h}×{w})"
@@ -71,6 +89,7 @@ impl Window {
             out[a] = if self.ceil_mode {
                 let o = (padded - span).div_ceil(s) + 1;
                 // ONNX/PyTorch: the last window must start inside the input or the begin pad.
+                // (o − 1)·s ≤ padded − span + s − 1 fits: padded ≤ MAX_ELEMENTS.
                 if (o - 1) * s >= input[a] + pads[a] {
                     o - 1
                 } else {

@@ -62,16 +62,42 @@ impl Shape {
             .collect()
     }
 
-    /// Values per image: the product of the fixed dimensions (the batch counts once).
+    /// Values per image: the product of the fixed dimensions (the batch counts once). Saturates
+    /// rather than wraps; shapes of a loaded graph are within [`MAX_ELEMENTS`]
+    /// ([`Shape::checked_per_batch_item`]).
     pub fn per_batch_item(&self) -> usize {
-        self.0
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(v) => *v,
-                Dim::Batch => 1,
-            })
-            .product()
+        self.fixed_dims().fold(1usize, |a, d| a.saturating_mul(d))
     }
+
+    /// Values per image, or a message naming the shape when their f32 bytes would not fit in
+    /// memory's address range (more than [`MAX_ELEMENTS`]).
+    pub fn checked_per_batch_item(&self) -> Result<usize, String> {
+        self.fixed_dims()
+            .try_fold(1usize, |a, d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| {
+                format!(
+                    "shape {self} holds more than {MAX_ELEMENTS} values per image (its float32 bytes exceed the address space)"
+                )
+            })
+    }
+
+    fn fixed_dims(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().map(|d| match d {
+            Dim::Fixed(v) => *v,
+            Dim::Batch => 1,
+        })
+    }
+}
+
+/// The most values a tensor may hold: its float32 bytes must fit in `isize` (the most any
+/// allocation may take).
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / 4;
+
+/// `a + b` or a message naming both.
+fn add(a: usize, b: usize, what: &str) -> Result<usize, String> {
+    a.checked_add(b)
+        .ok_or_else(|| format!("{what}: {a} + {b} overflows"))
 }
 
 impl std::fmt::Display for Shape {
@@ -119,13 +145,7 @@ fn fixed_dim(shape: &Shape, axis: usize, what: &str) -> Result<usize, String> {
 /// and the others multiply to 1; anything else (e.g. `2N`) is not representable.
 fn product(dims: &[Dim]) -> Result<Dim, String> {
     let batch = dims.iter().filter(|d| **d == Dim::Batch).count();
-    let fixed: usize = dims
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(v) => *v,
-            Dim::Batch => 1,
-        })
-        .product();
+    let fixed = Shape(dims.to_vec()).checked_per_batch_item()?;
     match (batch, fixed) {
         (0, f) => Ok(Dim::Fixed(f)),
         (1, 1) => Ok(Dim::Batch),
@@ -140,6 +160,13 @@ fn product(dims: &[Dim]) -> Result<Dim, String> {
 /// `params` are the shapes of the parameter inputs as given (weights); errors are messages that
 /// the caller wraps with the node's name.
 pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
+    let out = infer_unchecked(op, inputs)?;
+    out.checked_per_batch_item()
+        .map_err(|e| format!("the output {e}"))?;
+    Ok(out)
+}
+
+fn infer_unchecked(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
     let input = |i: usize| -> Result<&Shape, String> {
         inputs
             .get(i)
@@ -160,10 +187,9 @@ pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
             let cg = fixed_dim(w, 1, "weight input channels")?;
             let (kh, kw) = (fixed_dim(w, 2, "kernel")?, fixed_dim(w, 3, "kernel")?);
             let g = conv.group;
-            if g == 0 || c % g != 0 || m % g != 0 || cg * g != c {
+            if g == 0 || c % g != 0 || m % g != 0 || cg.checked_mul(g) != Some(c) {
                 return Err(format!(
-                    "input has {c} channels, weight {w} with group {g} expects {} (input and output channels must divide by group)",
-                    cg * g
+                    "input has {c} channels, weight {w} with group {g} expects {cg} × {g} (input and output channels must divide by group)"
                 ));
             }
             if [kh, kw] != conv.window.kernel {
@@ -303,7 +329,7 @@ pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
                         "input {i} is {s}, input 0 is {x}: they must agree off axis {axis}"
                     ));
                 }
-                total += fixed_dim(s, *axis, "concat axis")?;
+                total = add(total, fixed_dim(s, *axis, "concat axis")?, "concat axis")?;
             }
             out.0[*axis] = Dim::Fixed(total);
             Ok(out)
@@ -339,12 +365,18 @@ pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
                 if b == 0 && e == 0 {
                     continue;
                 }
-                let d = fixed_dim(x, a, "padded axis")? as i64;
-                let n = d + b + e;
+                let d = fixed_dim(x, a, "padded axis")? as i128;
+                let n = d + b as i128 + e as i128;
                 if n < 0 {
                     return Err(format!("pads {pads:?} crop axis {a} of {x} below zero"));
                 }
-                out.0[a] = Dim::Fixed(n as usize);
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= MAX_ELEMENTS)
+                    .ok_or_else(|| {
+                        format!("pads {pads:?} make axis {a} of {x} {n} long: too large")
+                    })?;
+                out.0[a] = Dim::Fixed(n);
             }
             Ok(out)
         }
@@ -366,17 +398,19 @@ pub fn slice_range(d: usize, start: i64, end: i64, step: i64) -> (i64, usize) {
     if step > 0 {
         let s = s.clamp(0, d);
         let e = e.clamp(0, d);
-        let count = if e > s { (e - s + step - 1) / step } else { 0 };
+        // (e − s − 1) / step + 1 rather than (e − s + step − 1) / step: no overflow for huge steps.
+        let count = if e > s { (e - s - 1) / step + 1 } else { 0 };
         (s, count as usize)
     } else {
         let s = s.clamp(-1, d - 1);
         let e = e.clamp(-1, d - 1);
+        // unsigned_abs: −i64::MIN overflows.
         let count = if s > e {
-            (s - e + (-step) - 1) / (-step)
+            ((s - e - 1) as u64 / step.unsigned_abs() + 1) as usize
         } else {
             0
         };
-        (s, count as usize)
+        (s, count)
     }
 }
 
@@ -402,14 +436,10 @@ fn reshape(x: &Shape, target: &[i64], allow_zero: bool) -> Result<Shape, String>
     let input_batch = x.0.contains(&Dim::Batch);
     let known: Vec<Dim> = out.iter().flatten().copied().collect();
     let known_batch = known.contains(&Dim::Batch);
-    let in_fixed = x.per_batch_item();
-    let known_fixed: usize = known
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(v) => *v,
-            Dim::Batch => 1,
-        })
-        .product();
+    let in_fixed = x.checked_per_batch_item()?;
+    let known_fixed = Shape(known.clone())
+        .checked_per_batch_item()
+        .map_err(|e| format!("target {target:?}: {e}"))?;
     match infer_at {
         Some(i) => {
             if known_fixed == 0 || !in_fixed.is_multiple_of(known_fixed) {
@@ -471,6 +501,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn huge_sizes_are_errors_not_wrapped_products() {
+        use crate::ir::op::PadMode;
+        let x = Shape(vec![Dim::Batch, Dim::Fixed(3), Dim::Fixed(8)]);
+        let pad = |pads: Vec<i64>| Op::Pad {
+            mode: PadMode::Constant,
+            pads,
+            value: 0.0,
+        };
+        for pads in [
+            vec![0, 0, i64::MAX, 0, 0, i64::MAX],
+            vec![0, 0, 1 << 62, 0, 0, 0],
+        ] {
+            let e = infer(&pad(pads.clone()), &[Some(x.clone())]).unwrap_err();
+            assert!(
+                e.contains("too large") || e.contains("more than"),
+                "{pads:?}: {e}"
+            );
+        }
+        // Concat of two halves of the address range.
+        let half = Shape(vec![Dim::Batch, Dim::Fixed(usize::MAX / 2 + 1)]);
+        let e = infer(&Op::Concat { axis: 1 }, &[Some(half.clone()), Some(half)]).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+        // Flatten and Reshape of an image that is too large.
+        let big = Shape(vec![Dim::Batch, Dim::Fixed(1 << 40), Dim::Fixed(1 << 40)]);
+        assert!(infer(&Op::Flatten { axis: 1 }, &[Some(big.clone())]).is_err());
+        let to = Op::Reshape {
+            shape: vec![0, -1],
+            allow_zero: false,
+        };
+        assert!(infer(&to, &[Some(big)]).is_err());
+        let to = Op::Reshape {
+            shape: vec![1 << 40, 1 << 40, -1],
+            allow_zero: false,
+        };
+        assert!(infer(&to, &[Some(x)]).unwrap_err().contains("more than"));
+        // Slices with the most extreme steps count without overflowing.
+        assert_eq!(slice_range(7, 0, 7, i64::MAX), (0, 1));
+        assert_eq!(slice_range(7, 6, i64::MIN, i64::MIN), (6, 1));
+        assert_eq!(slice_range(7, -1, -8, -1), (6, 7));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxModel> {
     };
     let mut proto = proto::ModelProto::decode(bytes).map_err(|e| {
         bad(format!(
-            "not an ONNX model, or a truncated or corrupt one (protobuf: {e})"
+            "not an ONNX model, or a truncated or corrupt one (protobuf: {})",
+            short_decode_error(&e)
         ))
     })?;
     if proto.ir_version.unwrap_or(0) <= 0 || proto.graph.is_none() {
@@ -79,6 +80,23 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxModel> {
         initializer_origin,
         opset,
     })
+}
+
+/// prost's message, with the field path cut to its first and last steps when it is long: past
+/// the recursion limit of a deeply nested graph attribute, the full path is kilobytes long.
+fn short_decode_error(e: &prost::DecodeError) -> String {
+    let full = e.to_string();
+    let parts: Vec<&str> = full.split(": ").collect();
+    if full.len() <= 200 || parts.len() <= 5 {
+        return full;
+    }
+    let (head, tail) = (&parts[..2], &parts[parts.len() - 2..]);
+    format!(
+        "{}: … ({} nested fields) …: {}",
+        head.join(": "),
+        parts.len() - 4,
+        tail.join(": ")
+    )
 }
 
 type Origins = (Graph, HashMap<String, NodeOrigin>, HashMap<String, usize>);
@@ -248,6 +266,7 @@ fn build_graph(g: &proto::GraphProto, opset: i64) -> Result<Origins> {
         graph.outputs.push(id);
     }
     graph.check_single_outputs()?;
+    graph.flops_per_image()?;
     Ok((graph, node_origin, initializer_origin))
 }
 
@@ -287,7 +306,11 @@ fn input_shape(vi: &proto::ValueInfoProto) -> Result<Shape> {
             }
         });
     }
-    Ok(Shape(out))
+    let shape = Shape(out);
+    shape
+        .checked_per_batch_item()
+        .map_err(|e| Error::Shape(format!("graph input '{name}': {e}")))?;
+    Ok(shape)
 }
 
 fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
@@ -297,35 +320,20 @@ fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
             produced_by.insert(o.as_str(), i);
         }
     }
-    let mut done = vec![false; g.node.len()];
-    let mut order = Vec::with_capacity(g.node.len());
-    loop {
-        let before = order.len();
-        for (i, n) in g.node.iter().enumerate() {
-            let ready = n.input.iter().all(|s| {
-                s.is_empty()
-                    || match produced_by.get(s.as_str()) {
-                        Some(&p) => done[p],
-                        None => true, // graph input, initializer, or undefined (named later)
-                    }
-            });
-            if !done[i] && ready {
-                done[i] = true;
-                order.push(i);
-            }
-        }
-        if order.len() == g.node.len() {
-            return Ok(order);
-        }
-        if order.len() == before {
-            let i = done.iter().position(|d| !d).expect("a node left");
-            return Err(Error::Node {
-                node: names[i].clone(),
-                op: g.node[i].op_type.clone().unwrap_or_default(),
-                reason: "its inputs depend on its own output (a cycle in the graph)".into(),
-            });
-        }
-    }
+    // Inputs nobody produces are graph inputs, initializers, or undefined (named later).
+    crate::ir::topological_order(g.node.len(), |i| {
+        g.node[i]
+            .input
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| produced_by.get(s.as_str()).copied())
+            .collect()
+    })
+    .map_err(|i| Error::Node {
+        node: names[i].clone(),
+        op: g.node[i].op_type.clone().unwrap_or_default(),
+        reason: "its inputs depend on its own output (a cycle in the graph)".into(),
+    })
 }
 
 struct Ctx<'a> {

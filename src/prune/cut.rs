@@ -31,13 +31,18 @@ pub(crate) fn single_live(graph: &Graph) -> Vec<Option<ValueId>> {
         };
         spans.push((v, birth, last));
     }
+    // One sweep over the positions (not spans × positions: quadratic on long chains): the
+    // count of live spans and the sum of their ids, which is the id when the count is 1.
+    let (mut count, mut ids) = (vec![0i64; n + 2], vec![0i128; n + 2]);
+    for &(v, b, l) in spans.iter().filter(|&&(_, b, l)| b <= l) {
+        (count[b], count[l + 1]) = (count[b] + 1, count[l + 1] - 1);
+        (ids[b], ids[l + 1]) = (ids[b] + v as i128, ids[l + 1] - v as i128);
+    }
+    let (mut live, mut sum) = (0i64, 0i128);
     (0..=n)
         .map(|p| {
-            let mut alive = spans.iter().filter(|&&(_, b, l)| b <= p && p <= l);
-            match (alive.next(), alive.next()) {
-                (Some(&(v, _, _)), None) => Some(v),
-                _ => None,
-            }
+            (live, sum) = (live + count[p], sum + ids[p]);
+            (live == 1).then_some(sum as ValueId)
         })
         .collect()
 }

@@ -150,13 +150,13 @@ pub struct SelectArgs {
     #[arg(long, conflicts_with = "keep_fraction")]
     pub keep: Option<usize>,
     /// Fraction of channels to keep, in (0, 1] (default 0.5).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub keep_fraction: Option<f64>,
     /// Keep the consumer's original weights for the kept channels instead of the least-squares ones.
     #[arg(long)]
     pub no_reweight: bool,
     /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S] (0: plain least squares).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub ridge: f64,
     /// Write the new consumer weight (kept input channels only, same layout) to this .npy file.
     #[arg(long)]
@@ -168,7 +168,7 @@ pub struct SelectArgs {
     #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
     pub batch_images: usize,
     /// Relative pivot tolerance under which a channel counts as dependent on the selection.
-    #[arg(long, default_value_t = subprune::DEFAULT_DEPENDENCE_TOL)]
+    #[arg(long, default_value_t = subprune::DEFAULT_DEPENDENCE_TOL, allow_negative_numbers = true)]
     pub dependence_tol: f64,
     /// Refuse to start when the statistics and greedy state need more memory than this (e.g. 8G);
     /// default: the memory available to the process.
@@ -179,7 +179,7 @@ pub struct SelectArgs {
 #[derive(Args)]
 pub struct DemoArgs {
     /// Fraction of channels to keep.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
     pub keep_fraction: f64,
 }
 
@@ -212,10 +212,10 @@ pub struct PruneArgs {
     pub seed: u64,
     /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
     /// --keep-fraction; sizes from --budget).
-    #[arg(long, conflicts_with_all = ["keep", "target_flops"])]
+    #[arg(long, conflicts_with_all = ["keep", "target_flops"], allow_negative_numbers = true)]
     pub compression: Option<f64>,
     /// Whole-model target: FLOPs per image at most this many (e.g. 2e6).
-    #[arg(long, conflicts_with = "keep")]
+    #[arg(long, conflicts_with = "keep", allow_negative_numbers = true)]
     pub target_flops: Option<f64>,
     /// How a --compression/--target-flops target is split over layers: uniform (one fraction),
     /// error (least summed normalised greedy error; one extra forward pass and greedy run) or
@@ -226,7 +226,7 @@ pub struct PruneArgs {
     #[command(flatten)]
     pub validation: ValidationArgs,
     /// Fraction of channels kept in every prunable layer, in (0, 1].
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub keep_fraction: f64,
     /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
     #[arg(long)]
@@ -238,7 +238,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub no_reweight: bool,
     /// Relative ridge of the reweighting: λ = ridge · mean diag G[S,S].
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE, allow_negative_numbers = true)]
     pub ridge: f64,
     /// Memory for cached activations of the seq/asym variants (e.g. 2G).
     #[arg(long, default_value = "2G")]
@@ -301,7 +301,7 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub validation: ValidationArgs,
     /// Relative ridge of the reweighting.
-    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE)]
+    #[arg(long, default_value_t = subprune::prune::DEFAULT_RIDGE, allow_negative_numbers = true)]
     pub ridge: f64,
     /// Leave a prunable layer whole in every row (repeatable), as `prune --skip`.
     #[arg(long)]
@@ -318,10 +318,10 @@ pub struct CompareArgs {
 #[derive(Args)]
 pub struct Normalization {
     /// Per-channel mean for uint8 data: one number or "r,g,b" (default 0).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mean: Option<String>,
     /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub std: Option<String>,
 }
 

@@ -32,6 +32,10 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    // Planned before any work: an impossible or too large case is refused up front.
+    for case in &cases {
+        case.check_memory(None)?;
+    }
     // The CPU backend always runs, as the baseline; the GPU one next to it unless --backend cpu.
     let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
     let gpu = match cli.backend {

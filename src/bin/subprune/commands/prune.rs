@@ -274,9 +274,12 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
     )];
     if let Some(p) = budget_plan {
         lines.push(format!(
-            "budget {:?}, allocation {:?}: cost {:.0} of {:.0} allowed ({:.0} whole){}",
-            p.target,
-            p.allocation,
+            "budget {}, allocation {}: cost {:.0} of {:.0} allowed ({:.0} whole){}",
+            match p.target {
+                subprune::prune::budget::Target::Compression(r) => format!("compression {r}×"),
+                subprune::prune::budget::Target::Flops(f) => format!("{f:.0} FLOPs per image"),
+            },
+            p.allocation.name(),
             p.allocated.cost,
             p.allocated.budget,
             p.allocated.full,
@@ -359,13 +362,14 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
             a.images
         ));
     }
+    let evaluation = if before.is_some() || after.is_some() {
+        format!("; evaluation {eval_seconds:.2}s")
+    } else {
+        String::new()
+    };
     lines.push(format!(
-        "time {:.2}s: forward + statistics {:.2}s, greedy {:.2}s, reweight {:.2}s; evaluation {:.2}s",
-        r.seconds,
-        r.phases.forward_and_statistics,
-        r.phases.greedy,
-        r.phases.reweight,
-        eval_seconds
+        "time {:.2}s: forward + statistics {:.2}s, greedy {:.2}s, reweight {:.2}s{}",
+        r.seconds, r.phases.forward_and_statistics, r.phases.greedy, r.phases.reweight, evaluation
     ));
     for l in lines {
         writeln!(o, "{l}").context("writing to standard output")?;

@@ -27,7 +27,11 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         dependence_tol: args.dependence_tol,
         batch_images: args.batch_images,
     };
-    // Any channel count passes a valid keep fraction; --keep is checked against C below.
+    // Any channel count passes a valid keep fraction; --keep is checked against C below, but 0
+    // is wrong whatever C is (and usize::MAX is no channel count to print).
+    if budget == Budget::Keep(0) {
+        anyhow::bail!("--keep 0: at least 1 channel must be kept");
+    }
     options.check(usize::MAX)?;
     let memory_limit = args
         .memory_limit
