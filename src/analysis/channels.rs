@@ -304,6 +304,10 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
     analysis
 }
 
+/// What [`follow`] finds: the weighted consumers, the names of the ops in between, and the
+/// depthwise convs among them.
+type Followed = (Vec<ChannelConsumer>, Vec<String>, Vec<usize>);
+
 /// Follows the producer's output to its weighted consumers, collecting the pass-through params.
 fn follow(
     graph: &Graph,
@@ -311,7 +315,7 @@ fn follow(
     producer: &Node,
     channels: usize,
     params: &mut Vec<ChannelParam>,
-) -> Result<(Vec<ChannelConsumer>, Vec<String>, Vec<usize>), String> {
+) -> Result<Followed, String> {
     let mut found: Vec<ChannelConsumer> = Vec::new();
     let mut via = Vec::new();
     let mut depthwise = Vec::new();
