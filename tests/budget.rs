@@ -650,3 +650,61 @@ fn targets_are_checked_on_the_target_type() {
         .to_string();
     assert!(err.contains("--compression 1"), "{err}");
 }
+
+#[test]
+fn a_flops_target_the_model_already_meets_is_refused_and_nothing_is_written() {
+    let dir = common::temp_dir("flops-met");
+    let out = dir.join("o.onnx");
+    let model = fixture("mnist_cnn.onnx");
+    let calib = fixture("mnist_calib_512.npy");
+    let run = common::subprune(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--calib-images",
+        "8",
+        "--target-flops",
+        "1e12",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = common::assert_failure(&run, Some(1), "prune", &["--target-flops", "target is met"]);
+    assert!(!out.exists(), "{err}");
+}
+
+#[test]
+fn all_zero_calibration_images_get_a_warning() {
+    let dir = common::temp_dir("zero-calib");
+    let zeros = Tensor::new(vec![8, 1, 28, 28], vec![0.0; 8 * 28 * 28]).unwrap();
+    let calib = common::write_npy(&dir, "zeros.npy", &zeros);
+    let out = dir.join("o.onnx");
+    let model = fixture("mnist_cnn.onnx");
+    let run = common::subprune(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--calib",
+        &calib,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = common::stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("warning: every calibration value") && err.contains("is 0"),
+        "{err}"
+    );
+    // Real images get no such warning.
+    let real = fixture("mnist_calib_512.npy");
+    let run = common::subprune(&[
+        "prune",
+        model.to_str().unwrap(),
+        "--calib",
+        real.to_str().unwrap(),
+        "--calib-images",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!common::stderr(&run).contains("every calibration value"));
+}

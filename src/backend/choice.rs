@@ -71,13 +71,18 @@ pub struct GpuSetup {
 impl GpuSetup {
     /// Opens the GPU backend; with [`TileChoice::Autotune`] also the tuning report.
     pub fn open(&self) -> Result<(GpuBackend, Option<TuneReport>)> {
-        let gpu = GpuBackend::new(self.adapter.as_deref())
-            .map_err(shorten)?
-            .with_f16_inputs(self.f16_inputs);
-        self.configure(gpu)
+        self.configure(self.open_device()?)
     }
 
-    fn configure(&self, gpu: GpuBackend) -> Result<(GpuBackend, Option<TuneReport>)> {
+    /// Opens the GPU backend on the adapter asked for, without choosing its tile configuration
+    /// (no autotuning yet): to look at the adapter before spending time on it.
+    pub fn open_device(&self) -> Result<GpuBackend> {
+        GpuBackend::new(self.adapter.as_deref()).map_err(shorten)
+    }
+
+    /// Sets an opened backend up as asked: f16 inputs, and the tile configuration (fixed, the
+    /// default, or autotuned, with the tuning report).
+    pub fn configure(&self, gpu: GpuBackend) -> Result<(GpuBackend, Option<TuneReport>)> {
         let gpu = gpu.with_f16_inputs(self.f16_inputs);
         match &self.tiles {
             TileChoice::Default => Ok((gpu, None)),
@@ -96,16 +101,8 @@ fn gpu_note(gpu: &GpuBackend, report: Option<&TuneReport>, auto: bool) -> String
     if auto {
         note.push_str(" (auto)");
     }
-    match report {
-        Some(r) => {
-            note.push_str(&format!("\n{r}"));
-            if let Some(p) = &r.cache_problem {
-                note.push_str(&format!(
-                    "\nwarning: tile-configuration cache not used: {p}"
-                ));
-            }
-        }
-        None => note.push_str(&format!("\nstatistics kernels: {}", gpu.tile_config())),
+    if let Some(line) = report.and_then(TuneReport::worth_saying) {
+        note.push_str(&format!("\n{line}"));
     }
     note
 }

@@ -232,6 +232,14 @@ pub fn budget_of(target: Target, model: &CostModel) -> Result<f64> {
     target.check()?;
     Ok(match target {
         Target::Compression(r) => model.full / r,
+        // Pruning to a target the model already meets would change weights for nothing.
+        Target::Flops(f) if f >= model.full => {
+            return Err(Error::InvalidArgument(format!(
+                "--target-flops {f}: the model already needs only {} FLOPs per image; the target \
+                 is met, nothing to prune (nothing written)",
+                model.full
+            )))
+        }
         Target::Flops(f) => f,
     })
 }

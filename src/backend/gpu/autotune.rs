@@ -58,6 +58,22 @@ pub struct TuneReport {
     pub cache_problem: Option<String>,
 }
 
+impl TuneReport {
+    /// What a run should print about the tiles: the report when it measured them now, and a
+    /// warning when the cache could not be used; nothing when a cached or the only configuration
+    /// was taken (the same line on every run is noise).
+    pub fn worth_saying(&self) -> Option<String> {
+        let mut lines = Vec::new();
+        if self.source == TuneSource::Measured {
+            lines.push(self.to_string());
+        }
+        if let Some(p) = &self.cache_problem {
+            lines.push(format!("warning: tile-configuration cache not used: {p}"));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+}
+
 impl std::fmt::Display for TuneReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let how = match self.source {

@@ -17,18 +17,9 @@ use subprune::Backend;
 use crate::args::{Cli, CompareArgs};
 use crate::progress::Progress;
 
-/// Opens the engines --backend names (statistics, greedy and forward passes on one GPU, or all
-/// on the CPU), then compares.
+/// Checks the arguments and reads the inputs, then opens the engines --backend names
+/// (statistics, greedy and forward passes on one GPU, or all on the CPU) and compares.
 pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
-    let (backend, gpu) = super::pruning_engines(cli)?;
-    run_on(backend.as_ref(), gpu.as_ref(), args)
-}
-
-fn run_on(
-    backend: &dyn Backend,
-    gpu: Option<&GpuBackend>,
-    args: &CompareArgs,
-) -> anyhow::Result<()> {
     let methods = args
         .methods
         .split(',')
@@ -116,6 +107,8 @@ fn run_on(
         )),
         _ => None,
     };
+    let (backend, gpu) = super::pruning_engines(cli)?;
+    let (backend, gpu): (&dyn Backend, Option<&GpuBackend>) = (backend.as_ref(), gpu.as_ref());
     let factory = |g: &subprune::ir::Graph| super::executor_on(gpu, g);
     let shown = Progress::stderr();
     let stats_bar = shown.bar("statistics", "images");

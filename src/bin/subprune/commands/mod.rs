@@ -49,15 +49,18 @@ impl Cli {
         Ok(result?)
     }
 
-    /// The GPU backend on --adapter, with --f16-inputs.
+    /// The GPU backend on --adapter, with --f16-inputs and its tiles.
     fn gpu(&self) -> subprune::Result<GpuBackend> {
         crate::cleanup::ensure_runtime_dir();
-        let (gpu, report) = self.gpu_setup().open()?;
-        if let Some(r) = report {
-            eprintln!("{r}");
-            if let Some(p) = &r.cache_problem {
-                eprintln!("warning: tile-configuration cache not used: {p}");
-            }
+        self.configure(self.gpu_setup().open_device()?)
+    }
+
+    /// `gpu` set up as the command line asks (f16 inputs, tiles: autotuned only now, for a
+    /// backend that runs), saying so when the tiles were measured now.
+    fn configure(&self, gpu: GpuBackend) -> subprune::Result<GpuBackend> {
+        let (gpu, report) = self.gpu_setup().configure(gpu)?;
+        if let Some(line) = report.as_ref().and_then(|r| r.worth_saying()) {
+            eprintln!("{line}");
         }
         Ok(gpu)
     }
@@ -86,8 +89,10 @@ pub fn forward_gpu(cli: &Cli) -> anyhow::Result<Option<GpuBackend>> {
         BackendChoice::Auto => {
             let named =
                 cli.adapter.is_some() || std::env::var(subprune::backend::gpu::ADAPTER_ENV).is_ok();
-            match cli.gpu() {
-                Ok(gpu) if named || !gpu.is_software() => Some(gpu),
+            crate::cleanup::ensure_runtime_dir();
+            // The adapter first, the tiles (autotuned on a first run) only for a GPU that runs.
+            match cli.gpu_setup().open_device() {
+                Ok(gpu) if named || !gpu.is_software() => Some(cli.configure(gpu)?),
                 Ok(gpu) => {
                     eprintln!(
                         "backend: cpu (auto, no GPU used: only a software adapter ({}))",
@@ -171,7 +176,35 @@ pub fn first_images<'a>(
         Some(n) => n,
         None => all.len(),
     };
-    Ok(subprune::exec::run::FirstImages::new(all, n))
+    let calib = subprune::exec::run::FirstImages::new(all, n);
+    if let Some(v) = constant_value(&calib)? {
+        eprintln!(
+            "warning: every calibration value in {} is {v}: the images carry no information, so \
+             the errors will read 0 and the channels kept are arbitrary",
+            path.display()
+        );
+    }
+    Ok(calib)
+}
+
+/// The one value every image of `source` holds, if they hold only one (all-zero images).
+fn constant_value(source: &dyn subprune::exec::run::ImageSource) -> anyhow::Result<Option<f32>> {
+    let per: usize = source.image_shape().iter().product();
+    let batch = 64.min(source.len().max(1));
+    let mut buf = vec![0.0f32; batch * per];
+    let mut first_value = None;
+    let mut i = 0;
+    while i < source.len() {
+        let count = batch.min(source.len() - i);
+        let chunk = &mut buf[..count * per];
+        source.fill(i, chunk)?;
+        let v0 = *first_value.get_or_insert(chunk.first().copied().unwrap_or(0.0));
+        if chunk.iter().any(|&v| v != v0) {
+            return Ok(None);
+        }
+        i += count;
+    }
+    Ok(first_value)
 }
 
 /// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with

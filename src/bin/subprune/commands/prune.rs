@@ -56,13 +56,9 @@ fn pct(r: &EvalReport) -> f64 {
     100.0 * r.top1 as f64 / r.images as f64
 }
 
-/// Opens the engines --backend names, then prunes.
+/// Checks the arguments and reads the inputs, then opens the engines --backend names (only then:
+/// a first GPU run autotunes its kernels) and prunes.
 pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
-    let (backend, gpu) = super::pruning_engines(cli)?;
-    run_on(backend.as_ref(), gpu.as_ref(), args)
-}
-
-fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> anyhow::Result<()> {
     let demo = args.model.is_none();
     let model_path = args
         .model
@@ -171,6 +167,8 @@ fn run_on(backend: &dyn Backend, gpu: Option<&GpuBackend>, args: &PruneArgs) -> 
         allocation,
         validation,
     });
+    let (backend, gpu) = super::pruning_engines(cli)?;
+    let (backend, gpu): (&dyn Backend, Option<&GpuBackend>) = (backend.as_ref(), gpu.as_ref());
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are copied into the accumulators on the device), else on the CPU executor.
     let factory: &dyn Fn(&subprune::ir::Graph) -> subprune::Result<Box<dyn Executor>> =
