@@ -129,8 +129,8 @@ impl CostPlan {
         }
     }
 
-    /// Peak bytes of a form's working state.
-    fn memory(
+    /// Peak bytes of a form's working state (`None` when the count overflows).
+    pub fn memory(
         form: GreedyForm,
         rows: usize,
         columns: usize,

@@ -41,6 +41,7 @@ mod cut;
 mod feed;
 mod jobs;
 pub mod layerwise;
+pub mod memory;
 pub mod options;
 mod pipeline;
 pub mod report;
@@ -128,6 +129,7 @@ pub fn prune_with(
     let start = Instant::now();
     options.check()?;
     let analysis = analyze(&model.graph);
+    let memory_plan = memory::plan(&model.graph, &analysis, options)?;
     let (budget, measured) = match &options.budget {
         Some(b) => {
             let inputs =
@@ -182,6 +184,7 @@ pub fn prune_with(
         flops_before: report::flops(&model.graph),
         flops_after: report::flops(&graph),
         phases: run.phases,
+        memory_peak_bytes: memory_plan.peak_bytes,
         seconds: start.elapsed().as_secs_f64(),
     };
     let recorded = run.recorded;

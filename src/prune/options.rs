@@ -132,6 +132,9 @@ pub struct PruneOptions {
     pub batch_images: usize,
     /// Bytes of cached activations the sequential variants may hold.
     pub memory_budget: u64,
+    /// Bytes the statistics and greedy state may take at the peak ([`super::memory`]); `None`:
+    /// the memory available to the process.
+    pub memory_limit: Option<u64>,
     /// Keep the consumer inputs (and targets) that one layer's statistics used, by producer name,
     /// in [`super::Pruned::recorded`] (for checks; holds all calibration activations of that
     /// layer).
@@ -153,6 +156,7 @@ impl Default for PruneOptions {
             dependence_tol: crate::DEFAULT_DEPENDENCE_TOL,
             batch_images: crate::DEFAULT_BATCH_IMAGES,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_limit: None,
             record: None,
         }
     }

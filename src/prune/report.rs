@@ -92,6 +92,9 @@ pub struct PruneReport {
     pub flops_after: u64,
     /// Time by phase.
     pub phases: Phases,
+    /// Estimated peak bytes of statistics and greedy state, planned before the run
+    /// ([`super::memory`]).
+    pub memory_peak_bytes: u64,
     /// Total seconds.
     pub seconds: f64,
 }

@@ -243,6 +243,10 @@ pub struct PruneArgs {
     /// Memory for cached activations of the seq/asym variants (e.g. 2G).
     #[arg(long, default_value = "2G")]
     pub memory_budget: String,
+    /// Refuse to start when the statistics and greedy state need more than this at the peak
+    /// (e.g. 8G); default: the memory available to the process.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
     /// Images per forward batch.
     #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
     pub batch: usize,

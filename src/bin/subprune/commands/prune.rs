@@ -127,6 +127,12 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         batch_images: args.batch,
         memory_budget: subprune::units::parse_bytes(&args.memory_budget)
             .map_err(subprune::Error::InvalidArgument)?,
+        memory_limit: args
+            .memory_limit
+            .as_deref()
+            .map(|t| subprune::units::parse_bytes(t).map_err(subprune::Error::InvalidArgument))
+            .transpose()
+            .context("--memory-limit")?,
         ..Default::default()
     };
     let outputs = [
@@ -342,6 +348,10 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     lines.push(format!(
         "left whole: {} producers (coupled or skipped)",
         r.left_whole.len()
+    ));
+    lines.push(format!(
+        "memory: about {} at the peak for statistics and greedy state (planned before the run)",
+        subprune::units::human_bytes(r.memory_peak_bytes)
     ));
     lines.push(format!(
         "parameters {} → {} ({:.1}%), FLOPs per image {} → {} ({:.1}%)",
