@@ -35,6 +35,17 @@ pub enum Variant {
     Asym,
 }
 
+impl std::fmt::Display for Variant {
+    /// The name `--variant` takes: `layer`, `seq` or `asym`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Layer => "layer",
+            Variant::Seq => "seq",
+            Variant::Asym => "asym",
+        })
+    }
+}
+
 impl std::str::FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

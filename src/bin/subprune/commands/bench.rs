@@ -206,7 +206,7 @@ fn network(cli: &Cli, args: &BenchArgs, network: &str) -> anyhow::Result<()> {
     let options = PruneOptions::default();
     outln!(
         "synthetic {network}, {}×{} input, {} parameters; {} random calibration images; \
-         variant {:?}, keep {}, reweight {}",
+         variant {}, keep {}, reweight {}",
         args.size,
         args.size,
         model.graph.parameter_count(),
