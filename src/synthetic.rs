@@ -186,6 +186,12 @@ impl Builder {
         out
     }
 
+    /// Writes the nodes at `range` (in the order they were added) in reverse: a file whose nodes
+    /// are not in topological order, as ONNX allows.
+    pub fn reverse_nodes(&mut self, range: std::ops::Range<usize>) {
+        self.nodes[range].reverse();
+    }
+
     /// Conv (no bias, He-normal) → BatchNormalization (scale `gamma`) → optional Relu.
     #[allow(clippy::too_many_arguments)]
     fn conv_bn(
