@@ -339,6 +339,29 @@ fn unsupported_op_is_named_with_its_node() {
 }
 
 #[test]
+fn every_unsupported_op_is_listed_in_one_message_with_counts() {
+    let mut m = mnist_proto();
+    let g = m.graph.as_mut().unwrap();
+    for n in g.node.iter_mut() {
+        match n.name.as_deref() {
+            Some("relu1") | Some("relu2") => n.op_type = Some("Elu".into()),
+            Some("pool2") => n.op_type = Some("Tanh".into()),
+            _ => {}
+        }
+    }
+    let err = onnx::load_bytes(Path::new("m.onnx"), &m.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 op types not supported")
+            && err.contains("Elu ×2 (first: 'relu1')")
+            && err.contains("Tanh ×1 (first: 'pool2')")
+            && err.contains("supported ops: Conv"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_cycle_and_an_undefined_input_are_named() {
     let mut m = mnist_proto();
     let g = m.graph.as_mut().unwrap();
