@@ -202,3 +202,72 @@ fn consumers_of_one_layer_count_alike_whatever_their_scale() {
     assert_eq!(alone.order, [0, 1]);
     assert!((alone.total - 181.0).abs() < 1e-3);
 }
+
+/// conv (3 → 8, 1×1, bias) → x · sigmoid(x) (SiLU as exporters write it) → conv (8 → 4, 3×3).
+fn silu_model() -> subprune::onnx::OnnxModel {
+    let mut b = Builder::new(9);
+    let w = b.weight(&[8, 3, 1, 1], 0.8);
+    let bias = b.weight(&[8], 0.3);
+    let x = b.node(
+        "Conv",
+        &["x", &w, &bias],
+        vec![ints("kernel_shape", &[1, 1])],
+    );
+    let s = b.node("Sigmoid", &[&x], vec![]);
+    let x = b.node("Mul", &[&x, &s], vec![]);
+    let w = b.weight(&[4, 8, 3, 3], 0.3);
+    let y = b.node(
+        "Conv",
+        &[&x, &w],
+        vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+    );
+    let bytes = b.model("silu", &[3, 6, 6], &y, 13);
+    subprune::onnx::load_bytes(std::path::Path::new("silu.onnx"), &bytes).unwrap()
+}
+
+#[test]
+fn silu_written_as_x_times_sigmoid_x_keeps_channels_apart() {
+    let model = silu_model();
+    let analysis = analyze(&model.graph);
+    let layer = analysis
+        .prunable("Conv_0")
+        .expect("x · sigmoid(x) does not couple the conv's channels");
+    assert_eq!(layer.consumers.len(), 1);
+    assert_eq!(layer.consumers[0].name, "Conv_3");
+    let calib = F32Images::new("calib", random_images(3, &[16, 3, 6, 6])).unwrap();
+    let options = PruneOptions {
+        keep: vec![("Conv_0".into(), 3)],
+        reweight: false,
+        ..Default::default()
+    };
+    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
+    let kept = &pruned.report.layers[0].kept;
+    let removed: Vec<usize> = (0..8).filter(|c| !kept.contains(c)).collect();
+    // Zeroed channels stay zero through x · sigmoid(x): the reference is the original graph with
+    // the conv's removed rows and bias entries zeroed.
+    let mut zeroed = model.graph.clone();
+    for p in &layer.params {
+        zero_along(&mut zeroed, p.value, p.axis, &removed);
+    }
+    let test = random_images(4, &[6, 3, 6, 6]);
+    let want = run_in_batches(&CpuExecutor::new(&zeroed).unwrap(), &test, 3);
+    let got = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 3);
+    let gap = relative_gap(&got, &want);
+    assert!(gap < 1e-5, "pruned vs zeroed: {gap}");
+    // x · y with y not a function of x alone still couples.
+    let mut b = Builder::new(2);
+    let w1 = b.weight(&[8, 3, 1, 1], 0.8);
+    let w2 = b.weight(&[8, 3, 1, 1], 0.8);
+    let x1 = b.node("Conv", &["x", &w1], vec![ints("kernel_shape", &[1, 1])]);
+    let x2 = b.node("Conv", &["x", &w2], vec![ints("kernel_shape", &[1, 1])]);
+    let s = b.node("Sigmoid", &[&x2], vec![]);
+    let x = b.node("Mul", &[&x1, &s], vec![]);
+    let w = b.weight(&[4, 8, 1, 1], 0.3);
+    let y = b.node("Conv", &[&x, &w], vec![ints("kernel_shape", &[1, 1])]);
+    let bytes = b.model("gate", &[3, 6, 6], &y, 13);
+    let gated = subprune::onnx::load_bytes(std::path::Path::new("gate.onnx"), &bytes).unwrap();
+    let a = analyze(&gated.graph);
+    assert!(a
+        .coupled("Conv_0")
+        .is_some_and(|c| c.reason.contains("Mul")));
+}

@@ -218,6 +218,30 @@ fn per_channel_axis(dims: &[usize], rank: usize, channels: usize) -> Result<Opti
     }
 }
 
+/// Whether `value` is `source` passed through element-wise unary ops only (activations,
+/// Identity/Dropout): channel `c` of `value` is a function of channel `c` of `source` alone.
+fn derives_from(
+    graph: &Graph,
+    producers: &[Option<usize>],
+    mut value: ValueId,
+    source: ValueId,
+) -> bool {
+    while value != source {
+        let Some(p) = producers[value] else {
+            return false;
+        };
+        let node = &graph.nodes[p];
+        if !matches!(node.op, Op::Unary(_) | Op::Identity) {
+            return false;
+        }
+        match node.inputs.first().copied().flatten() {
+            Some(input) => value = input,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A depthwise conv without a depth multiplier on an input of per-image shape `dims`: `group`
 /// equal to the input channels, a constant weight `(C, 1, kh, kw)`, so that output channel `c`
 /// reads input channel `c` alone.
@@ -235,6 +259,7 @@ fn is_depthwise(graph: &Graph, node: &Node, conv: &crate::ir::Conv, dims: &[usiz
 /// Analyses every Conv/Gemm/MatMul with a constant weight.
 pub fn analyze(graph: &Graph) -> ChannelAnalysis {
     let consumers = graph.consumers();
+    let producers = graph.producers();
     let mut analysis = ChannelAnalysis::default();
     for (p, producer) in graph.nodes.iter().enumerate() {
         let (channels, mut params) = match producer_params(graph, producer) {
@@ -253,7 +278,14 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
                 continue;
             }
         };
-        match follow(graph, &consumers, producer, channels, &mut params) {
+        match follow(
+            graph,
+            &consumers,
+            &producers,
+            producer,
+            channels,
+            &mut params,
+        ) {
             Ok((found, via, depthwise)) => {
                 // Every sliced constant must belong to this layer alone.
                 let shared = params.iter().find(|cp| consumers[cp.value].len() > 1);
@@ -312,6 +344,7 @@ type Followed = (Vec<ChannelConsumer>, Vec<String>, Vec<usize>);
 fn follow(
     graph: &Graph,
     consumers: &[Vec<usize>],
+    producers: &[Option<usize>],
     producer: &Node,
     channels: usize,
     params: &mut Vec<ChannelParam>,
@@ -478,6 +511,14 @@ fn follow(
                         .collect();
                     let mut per_channel = None;
                     for &o in &others {
+                        // x · sigmoid(x) (SiLU), x · hardsigmoid(x) (hard-swish): the other
+                        // operand is an element-wise function of the same activation, so channel
+                        // c meets only channel c.
+                        if derives_from(graph, producers, o, v)
+                            || derives_from(graph, producers, v, o)
+                        {
+                            continue;
+                        }
                         let Some(c) = graph.constant(o) else {
                             return Err(format!(
                                 "its channels are coupled with another activation by the {:?} '{}'",
