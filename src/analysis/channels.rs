@@ -76,6 +76,9 @@ pub struct PrunableLayer {
     /// (its weight rows and bias are in [`PrunableLayer::params`]), and its `group` attribute
     /// follows the channel count.
     pub depthwise: Vec<usize>,
+    /// Flattens written as `Reshape(x, (-1, K))` in between (indices in [`Graph::nodes`]): `K`,
+    /// the elements of one image, follows the channel count.
+    pub flatten_reshapes: Vec<usize>,
 }
 
 /// A producer whose channels are tied to other channels; left whole.
@@ -286,7 +289,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
             channels,
             &mut params,
         ) {
-            Ok((found, via, depthwise)) => {
+            Ok((found, via, depthwise, flatten_reshapes)) => {
                 // Every sliced constant must belong to this layer alone.
                 let shared = params.iter().find(|cp| consumers[cp.value].len() > 1);
                 if let Some(cp) = shared {
@@ -309,6 +312,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
                         params,
                         via,
                         depthwise,
+                        flatten_reshapes,
                     });
                 }
             }
@@ -338,7 +342,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
 
 /// What [`follow`] finds: the weighted consumers, the names of the ops in between, and the
 /// depthwise convs among them.
-type Followed = (Vec<ChannelConsumer>, Vec<String>, Vec<usize>);
+type Followed = (Vec<ChannelConsumer>, Vec<String>, Vec<usize>, Vec<usize>);
 
 /// Follows the producer's output to its weighted consumers, collecting the pass-through params.
 fn follow(
@@ -352,6 +356,7 @@ fn follow(
     let mut found: Vec<ChannelConsumer> = Vec::new();
     let mut via = Vec::new();
     let mut depthwise = Vec::new();
+    let mut flatten_reshapes = Vec::new();
     let mut seen = HashSet::new();
     // (value, per-image shape before a Flatten when one was passed)
     let mut stack: Vec<(ValueId, Option<Vec<usize>>)> = vec![(producer.outputs[0], None)];
@@ -490,9 +495,25 @@ fn follow(
                     };
                     stack.push((node.outputs[0], next));
                 }
+                // A flatten written as a Reshape: `(0, -1)`, or `(-1, K)` with K the elements of
+                // one image (the batch inferred; K follows the channels when they are pruned, so
+                // its shape constant must be this node's alone).
                 Op::Reshape { shape, .. }
-                    if shape.len() == 2 && shape[1] == -1 && shape[0] >= 0 =>
+                    if shape.len() == 2
+                        && ((shape[1] == -1 && shape[0] >= 0)
+                            || (shape[0] == -1
+                                && usize::try_from(shape[1])
+                                    .is_ok_and(|k| k == dims.iter().product::<usize>())
+                                && node
+                                    .inputs
+                                    .get(1)
+                                    .copied()
+                                    .flatten()
+                                    .is_some_and(|s| consumers[s].len() == 1))) =>
                 {
+                    if shape[0] == -1 {
+                        flatten_reshapes.push(c);
+                    }
                     via.push(node.name.clone());
                     let next = if flat.is_some() || dims.len() == 1 {
                         flat.clone()
@@ -559,5 +580,5 @@ fn follow(
     // One entry per consumer node (reached once each, but be safe).
     found.sort_by_key(|c| c.node);
     found.dedup_by_key(|c| c.node);
-    Ok((found, via, depthwise))
+    Ok((found, via, depthwise, flatten_reshapes))
 }

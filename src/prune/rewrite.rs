@@ -173,6 +173,24 @@ pub(crate) fn slice_producer(
     for p in &layer.params {
         slice_axis(graph, p.value, p.axis, kept)?;
     }
+    for &r in &layer.flatten_reshapes {
+        // Reshape(x, (-1, K)): K = channels · H·W, in the op and in its shape constant.
+        let node = &graph.nodes[r];
+        let (Op::Reshape { shape, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) else {
+            return Err(node.error("expected the flattening Reshape it was analysed as"));
+        };
+        let per_channel = shape[1] / layer.channels as i64;
+        let new_shape = vec![-1, per_channel * kept.len() as i64];
+        let s = *s;
+        graph.values[s].shape = Shape::fixed(&[2]);
+        graph.values[s].constant = Some(Constant {
+            dims: vec![2],
+            data: ConstData::I64(new_shape.clone()),
+        });
+        if let Op::Reshape { shape, .. } = &mut graph.nodes[r].op {
+            *shape = new_shape;
+        }
+    }
     for &d in &layer.depthwise {
         match &mut graph.nodes[d].op {
             Op::Conv(conv) => conv.group = kept.len(),
