@@ -10,6 +10,7 @@ pub mod import;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 pub mod proto;
+pub mod supported;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
