@@ -208,3 +208,21 @@ fn the_checker_sees_grouped_paths_reexports_and_ignores_comments() {
     assert_eq!(map.get("Budget").map(String::as_str), Some("layer"));
     assert_eq!(map.get("Result").map(String::as_str), Some("error"));
 }
+
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches", "examples"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with("src/onnx/proto.rs")) // generated
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > 800).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "one idea per file: {long:?}");
+}
