@@ -80,6 +80,47 @@ fn zero_along(graph: &mut Graph, v: usize, axis: usize, removed: &[usize]) {
     }
 }
 
+/// Prunes `layer` of `model` to `keep` channels without reweighting and checks the pruned graph's
+/// output against the original graph's with the removed channels zeroed in every member (the
+/// layer's sliced parameters), on random images; returns the pruned model.
+fn pruned_equals_zeroed(
+    model: &subprune::onnx::OnnxModel,
+    layer: &str,
+    keep: usize,
+    seed: u64,
+) -> subprune::prune::Pruned {
+    let analysis = analyze(&model.graph);
+    let l = analysis.prunable(layer).expect("prunable");
+    let image: Vec<usize> = model.graph.values[model.graph.inputs[0]].shape.0[1..]
+        .iter()
+        .map(|d| d.at(1))
+        .collect();
+    let shape = |n: usize| [vec![n], image.clone()].concat();
+    let calib = F32Images::new("calib", random_images(seed, &shape(16))).unwrap();
+    let options = PruneOptions {
+        keep: vec![(layer.into(), keep)],
+        reweight: false,
+        ..Default::default()
+    };
+    let pruned = prune(model, &calib, &options, &mut |_| {}).unwrap();
+    let kept = &pruned.report.layers[0].kept;
+    assert_eq!(kept.len(), keep);
+    let removed: Vec<usize> = (0..l.channels).filter(|c| !kept.contains(c)).collect();
+    let mut zeroed = model.graph.clone();
+    for p in &l.params {
+        zero_along(&mut zeroed, p.value, p.axis, &removed);
+    }
+    let test = random_images(seed + 1, &shape(10));
+    let want = run_in_batches(&CpuExecutor::new(&zeroed).unwrap(), &test, 4);
+    let got = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 4);
+    let gap = relative_gap(&got, &want);
+    assert!(gap < 1e-5, "pruned vs zeroed: {gap}");
+    // Zeroing changes the output: the check can fail.
+    let whole = run_in_batches(&CpuExecutor::new(&model.graph).unwrap(), &test, 4);
+    assert!(relative_gap(&whole, &want) > 1e-3);
+    pruned
+}
+
 #[test]
 fn depthwise_pass_through_prunes_like_zeroing_the_removed_channels() {
     let model = inverted_residual();
@@ -99,35 +140,13 @@ fn depthwise_pass_through_prunes_like_zeroing_the_removed_channels() {
     // expand weight and bias, depthwise weight and bias.
     assert_eq!(layer.params.len(), 4);
 
-    let calib = F32Images::new("calib", random_images(1, &[16, 3, 6, 6])).unwrap();
-    let options = PruneOptions {
-        keep: vec![("Conv_0".into(), 5)],
-        reweight: false,
-        ..Default::default()
-    };
-    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
-    let kept = &pruned.report.layers[0].kept;
-    assert_eq!(kept.len(), 5);
-    let removed: Vec<usize> = (0..8).filter(|c| !kept.contains(c)).collect();
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 5, 1);
     match &pruned.model.graph.nodes[dw].op {
         Op::Conv(c) => assert_eq!(c.group, 5),
         op => panic!("{op:?}"),
     }
-
-    // The brute-force reference: the original graph with the removed channels zeroed in every
-    // member (expand rows and bias, depthwise rows and bias).
-    let mut zeroed = model.graph.clone();
-    for p in &layer.params {
-        zero_along(&mut zeroed, p.value, p.axis, &removed);
-    }
     let test = random_images(2, &[10, 3, 6, 6]);
-    let want = run_in_batches(&CpuExecutor::new(&zeroed).unwrap(), &test, 4);
     let got = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 4);
-    let gap = relative_gap(&got, &want);
-    assert!(gap < 1e-5, "pruned vs zeroed: {gap}");
-    // Zeroing changes the output: the check can fail.
-    let whole = run_in_batches(&CpuExecutor::new(&model.graph).unwrap(), &test, 4);
-    assert!(relative_gap(&whole, &want) > 1e-3);
 
     // The written model (group attribute, sliced tensors) runs in tract with the same output.
     let dir = temp_dir("channel-groups");
@@ -234,26 +253,8 @@ fn silu_written_as_x_times_sigmoid_x_keeps_channels_apart() {
         .expect("x · sigmoid(x) does not couple the conv's channels");
     assert_eq!(layer.consumers.len(), 1);
     assert_eq!(layer.consumers[0].name, "Conv_3");
-    let calib = F32Images::new("calib", random_images(3, &[16, 3, 6, 6])).unwrap();
-    let options = PruneOptions {
-        keep: vec![("Conv_0".into(), 3)],
-        reweight: false,
-        ..Default::default()
-    };
-    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
-    let kept = &pruned.report.layers[0].kept;
-    let removed: Vec<usize> = (0..8).filter(|c| !kept.contains(c)).collect();
-    // Zeroed channels stay zero through x · sigmoid(x): the reference is the original graph with
-    // the conv's removed rows and bias entries zeroed.
-    let mut zeroed = model.graph.clone();
-    for p in &layer.params {
-        zero_along(&mut zeroed, p.value, p.axis, &removed);
-    }
-    let test = random_images(4, &[6, 3, 6, 6]);
-    let want = run_in_batches(&CpuExecutor::new(&zeroed).unwrap(), &test, 3);
-    let got = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 3);
-    let gap = relative_gap(&got, &want);
-    assert!(gap < 1e-5, "pruned vs zeroed: {gap}");
+    // Zeroed channels stay zero through x · sigmoid(x).
+    pruned_equals_zeroed(&model, "Conv_0", 3, 3);
     // x · y with y not a function of x alone still couples.
     let mut b = Builder::new(2);
     let w1 = b.weight(&[8, 3, 1, 1], 0.8);

@@ -60,28 +60,12 @@ const ATTRIBUTES: &[&str] = &[
     "count_include_pad",
 ];
 
-const OPS: &[&str] = &[
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "BatchNormalization",
-    "Relu",
-    "Clip",
-    "Add",
-    "Mul",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "Flatten",
-    "Reshape",
-    "Concat",
-    "Slice",
-    "Pad",
-    "Softmax",
-    "Constant",
-    "Identity",
-    "Loop",
-];
+/// Op types a mutation may write: every supported one, and one the importer refuses.
+fn ops() -> Vec<&'static str> {
+    let mut ops = subprune::onnx::supported::SUPPORTED_OPS.to_vec();
+    ops.push("Loop");
+    ops
+}
 
 const LOCATIONS: &[&str] = &[
     "w.bin",
@@ -248,7 +232,7 @@ fn mutate_structure(rng: &mut Rng, model: &mut proto::ModelProto) {
         }
         6 => {
             let node = &mut graph.node[below(rng, nodes)];
-            node.op_type = Some(pick(rng, OPS).to_string());
+            node.op_type = Some(pick(rng, &ops()).to_string());
         }
         7 => {
             let Some(type_proto::Value::TensorType(t)) = graph.input[0]
