@@ -76,8 +76,8 @@ pub fn run_greedy(
 /// selection is shared. A sum of γ-weakly submodular functions is weakly submodular with the
 /// smallest of their ratios, so the greedy keeps its guarantee (`docs/ALGORITHM.md`). With one
 /// consumer this is [`run_greedy`] in the units of `‖AW‖²`; with several, [`GreedyRun::gains`]
-/// and [`GreedyRun::total`] are in normalised units (`total` = the number of consumers) and the
-/// error curve is the mean of the consumers' normalised errors. `progress(done, channels)`.
+/// and [`GreedyRun::total`] are in normalised units (`total` = the number of consumers that
+/// something reaches) and the error curve is the mean of their normalised errors. `progress(done, channels)`.
 pub fn run_greedy_shared(
     backend: &dyn Backend,
     stats: &[LayerStats],
@@ -116,7 +116,9 @@ pub fn run_greedy_shared(
             .iter()
             .map(|s| if s.total > 0.0 { 1.0 / s.total } else { 1.0 })
             .collect();
-        (Some(w), stats.len() as f64)
+        // A consumer that nothing reaches (‖AW‖² = 0) has no gains and no error to count.
+        let reached = stats.iter().filter(|s| s.total > 0.0).count();
+        (Some(w), reached as f64)
     };
     drive(
         &mut states,
