@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let params = CostModel::parameters(&model.graph, &layers);
     let top1 = |g: &subprune::ir::Graph| -> anyhow::Result<f64> {
         let r = evaluate(&CpuExecutor::new(g)?, &test, &labels, 256, &mut |_, _| {})?;
-        Ok(r.top1 as f64 / r.images as f64)
+        Ok(r.correct_top1 as f64 / r.images as f64)
     };
     let tail = GreedyTail { greedy: &greedy };
     for r in [2.0, 4.0, 8.0, 16.0] {

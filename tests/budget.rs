@@ -182,7 +182,7 @@ fn message<T: std::fmt::Debug>(r: subprune::Result<T>) -> String {
 fn top1(graph: &subprune::ir::Graph, images: &dyn ImageSource, labels: &[i64]) -> f64 {
     let exec = CpuExecutor::new(graph).unwrap();
     let r = evaluate(&exec, images, labels, 64, &mut |_, _| {}).unwrap();
-    r.top1 as f64 / r.images as f64
+    r.correct_top1 as f64 / r.images as f64
 }
 
 #[test]

@@ -6,8 +6,9 @@ use super::run::{forward_batches, ImageSource};
 use super::Executor;
 use crate::error::{Error, Result};
 
-/// The result of [`evaluate`]. In JSON (`eval --json`, the prune report) `top1` and `top5` are
-/// the accuracies (fractions of the images) and the counts are `correct_top1`, `correct_top5`:
+/// The result of [`evaluate`]: the counts `correct_top1`, `correct_top5` and the accuracies
+/// ([`EvalReport::top1_accuracy`]). In JSON (`eval --json`, the prune report) `top1` and `top5`
+/// are the accuracies (fractions of the images), with the counts under the same names as here:
 /// users read `top1` as an accuracy.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(into = "EvalJson")]
@@ -15,9 +16,9 @@ pub struct EvalReport {
     /// Images scored.
     pub images: usize,
     /// The number of images whose label has the largest logit (ties to the lowest class index).
-    pub top1: usize,
+    pub correct_top1: usize,
     /// The number of images whose label is among the five largest logits.
-    pub top5: usize,
+    pub correct_top5: usize,
     /// Images per second of the whole run (data preparation included).
     pub images_per_second: f64,
     /// The executor that ran it.
@@ -27,12 +28,12 @@ pub struct EvalReport {
 impl EvalReport {
     /// Top-1 accuracy: the fraction of the images whose label has the largest logit.
     pub fn top1_accuracy(&self) -> f64 {
-        self.top1 as f64 / self.images.max(1) as f64
+        self.correct_top1 as f64 / self.images.max(1) as f64
     }
 
     /// Top-5 accuracy: the fraction of the images whose label is among the five largest logits.
     pub fn top5_accuracy(&self) -> f64 {
-        self.top5 as f64 / self.images.max(1) as f64
+        self.correct_top5 as f64 / self.images.max(1) as f64
     }
 }
 
@@ -54,8 +55,8 @@ impl From<EvalReport> for EvalJson {
             images: r.images,
             top1: r.top1_accuracy(),
             top5: r.top5_accuracy(),
-            correct_top1: r.top1,
-            correct_top5: r.top5,
+            correct_top1: r.correct_top1,
+            correct_top5: r.correct_top5,
             images_per_second: r.images_per_second,
             backend: r.backend,
         }
@@ -142,8 +143,8 @@ pub fn evaluate(
     let seconds = start.elapsed().as_secs_f64();
     Ok(EvalReport {
         images: source.len(),
-        top1,
-        top5,
+        correct_top1: top1,
+        correct_top5: top5,
         images_per_second: source.len() as f64 / seconds.max(1e-9),
         backend: exec.name(),
     })

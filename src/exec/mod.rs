@@ -11,7 +11,7 @@
 //! let images = F32Images::new("calib", subprune::npy::read_f32("calib.npy")?)?;
 //! let labels = vec![0i64; images.len()];
 //! let report = evaluate(&exec, &images, &labels, 64, &mut |_, _| {})?;
-//! println!("top-1 {}/{}", report.top1, report.images);
+//! println!("top-1 {}/{}", report.correct_top1, report.images);
 //! # Ok::<(), subprune::Error>(())
 //! ```
 

@@ -221,7 +221,7 @@ pub fn compare(
             options.eval_batch,
             &mut |_, _| {},
         )?;
-        Ok(r.top1 as f64 / r.images.max(1) as f64)
+        Ok(r.top1_accuracy())
     };
     let baseline_top1 = accuracy(graph)?;
     let ls = layerwise_stats(

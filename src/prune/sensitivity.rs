@@ -212,7 +212,7 @@ pub fn measure(
             options.batch_images,
             &mut |_, _| {},
         )?;
-        Ok(r.top1 as f64 / n as f64)
+        Ok(r.correct_top1 as f64 / n as f64)
     };
     let grids: Vec<Vec<usize>> = stats
         .layers

@@ -51,12 +51,12 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
         let pct = |k: usize| 100.0 * k as f64 / report.images as f64;
         outln!(
             "top-1 {}/{} ({:.2}%), top-5 {}/{} ({:.2}%), {:.1} images/s, backend {}",
-            report.top1,
+            report.correct_top1,
             report.images,
-            pct(report.top1),
-            report.top5,
+            pct(report.correct_top1),
+            report.correct_top5,
             report.images,
-            pct(report.top5),
+            pct(report.correct_top5),
             report.images_per_second,
             report.backend
         );

@@ -53,7 +53,7 @@ fn default_fixture(name: &str) -> PathBuf {
 }
 
 fn pct(r: &EvalReport) -> f64 {
-    100.0 * r.top1 as f64 / r.images as f64
+    100.0 * r.correct_top1 as f64 / r.images as f64
 }
 
 /// Checks the arguments and reads the inputs, then opens the engines --backend names (only then:
