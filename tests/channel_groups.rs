@@ -28,17 +28,27 @@ fn random_images(seed: u64, shape: &[usize]) -> Tensor {
     .unwrap()
 }
 
+/// A 1×1 conv with bias from the input `x` (3 → 8 channels); returns its output.
+fn expand_conv(b: &mut Builder) -> String {
+    let w = b.weight(&[8, 3, 1, 1], 0.8);
+    let bias = b.weight(&[8], 0.3);
+    b.node(
+        "Conv",
+        &["x", &w, &bias],
+        vec![ints("kernel_shape", &[1, 1])],
+    )
+}
+
+/// The model `bytes` as loaded (`name` for messages).
+fn load(name: &str, bytes: &[u8]) -> subprune::onnx::OnnxModel {
+    subprune::onnx::load_bytes(std::path::Path::new(name), bytes).unwrap()
+}
+
 /// expand 1×1 (3 → 8, bias) → Clip(0, 6) → depthwise 3×3 (group 8, bias) → Relu → project 1×1
 /// (8 → 4, bias): MobileNet's inverted residual without the shortcut.
 fn inverted_residual() -> subprune::onnx::OnnxModel {
     let mut b = Builder::new(7);
-    let w = b.weight(&[8, 3, 1, 1], 0.8);
-    let bias = b.weight(&[8], 0.3);
-    let x = b.node(
-        "Conv",
-        &["x", &w, &bias],
-        vec![ints("kernel_shape", &[1, 1])],
-    );
+    let x = expand_conv(&mut b);
     let (lo, hi) = (b.constant(0.0), b.constant(6.0));
     let x = b.node("Clip", &[&x, &lo, &hi], vec![]);
     let w = b.weight(&[8, 1, 3, 3], 0.5);
@@ -61,7 +71,7 @@ fn inverted_residual() -> subprune::onnx::OnnxModel {
         vec![ints("kernel_shape", &[1, 1])],
     );
     let bytes = b.model("inverted_residual", &[3, 6, 6], &y, 13);
-    subprune::onnx::load_bytes(std::path::Path::new("inverted_residual.onnx"), &bytes).unwrap()
+    load("inverted_residual.onnx", &bytes)
 }
 
 /// Zeroes entries `removed` along `axis` of constant `v`.
@@ -178,8 +188,7 @@ fn a_depthwise_conv_with_a_depth_multiplier_stays_coupled() {
     let w = b.weight(&[4, 16, 1, 1], 0.5);
     let y = b.node("Conv", &[&x, &w], vec![ints("kernel_shape", &[1, 1])]);
     let bytes = b.model("multiplier", &[3, 6, 6], &y, 13);
-    let model =
-        subprune::onnx::load_bytes(std::path::Path::new("multiplier.onnx"), &bytes).unwrap();
+    let model = load("multiplier.onnx", &bytes);
     let a = analyze(&model.graph);
     let expand = a.coupled("Conv_0").expect("coupled");
     assert!(expand.reason.contains("group 8"), "{}", expand.reason);
@@ -225,13 +234,7 @@ fn consumers_of_one_layer_count_alike_whatever_their_scale() {
 /// conv (3 → 8, 1×1, bias) → x · sigmoid(x) (SiLU as exporters write it) → conv (8 → 4, 3×3).
 fn silu_model() -> subprune::onnx::OnnxModel {
     let mut b = Builder::new(9);
-    let w = b.weight(&[8, 3, 1, 1], 0.8);
-    let bias = b.weight(&[8], 0.3);
-    let x = b.node(
-        "Conv",
-        &["x", &w, &bias],
-        vec![ints("kernel_shape", &[1, 1])],
-    );
+    let x = expand_conv(&mut b);
     let s = b.node("Sigmoid", &[&x], vec![]);
     let x = b.node("Mul", &[&x, &s], vec![]);
     let w = b.weight(&[4, 8, 3, 3], 0.3);
@@ -241,7 +244,7 @@ fn silu_model() -> subprune::onnx::OnnxModel {
         vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
     );
     let bytes = b.model("silu", &[3, 6, 6], &y, 13);
-    subprune::onnx::load_bytes(std::path::Path::new("silu.onnx"), &bytes).unwrap()
+    load("silu.onnx", &bytes)
 }
 
 #[test]
@@ -266,7 +269,7 @@ fn silu_written_as_x_times_sigmoid_x_keeps_channels_apart() {
     let w = b.weight(&[4, 8, 1, 1], 0.3);
     let y = b.node("Conv", &[&x, &w], vec![ints("kernel_shape", &[1, 1])]);
     let bytes = b.model("gate", &[3, 6, 6], &y, 13);
-    let gated = subprune::onnx::load_bytes(std::path::Path::new("gate.onnx"), &bytes).unwrap();
+    let gated = load("gate.onnx", &bytes);
     let a = analyze(&gated.graph);
     assert!(a
         .coupled("Conv_0")
@@ -332,7 +335,7 @@ fn pruning_through_a_reshape_to_minus_one_and_the_image_size_updates_it() {
         vec![subprune::synthetic::int("transB", 1)],
     );
     let bytes = b.model("reshape", &[1, 5, 5], &y, 13);
-    let model = subprune::onnx::load_bytes(std::path::Path::new("r.onnx"), &bytes).unwrap();
+    let model = load("r.onnx", &bytes);
     let calib = F32Images::new("calib", random_images(5, &[40, 1, 5, 5])).unwrap();
     let options = PruneOptions {
         keep: vec![("Conv_0".into(), 4)],
