@@ -36,17 +36,19 @@ fn mnist_conv1_conv2_fc1_prunable_fc2_coupled_to_the_output() {
 }
 
 #[test]
-fn resnet56_first_block_convs_prunable_block_outputs_coupled() {
+fn resnet56_block_groups_and_one_stream_through_the_option_a_shortcuts() {
     let model = subprune::onnx::load(fixture("resnet56_cifar10.onnx")).unwrap();
-    let a = analyze(&model.graph);
+    let graph = &model.graph;
+    let a = analyze(graph);
     assert_eq!(
         a.prunable.len(),
-        27,
-        "the first conv of each of the 27 blocks"
+        28,
+        "27 block-internal groups and one stream"
     );
     for stage in 1..=3 {
         for block in 0..9 {
             let conv1 = a.prunable(&format!("layer{stage}.{block}.conv1")).unwrap();
+            assert!(!conv1.stream);
             assert_eq!(conv1.channels, 16 << (stage - 1));
             assert_eq!(conv1.consumers.len(), 1);
             assert_eq!(
@@ -55,14 +57,73 @@ fn resnet56_first_block_convs_prunable_block_outputs_coupled() {
             );
             // conv weight + bn scale, shift, mean, var
             assert_eq!(conv1.params.len(), 5);
-            let conv2 = a.coupled(&format!("layer{stage}.{block}.conv2")).unwrap();
-            assert!(conv2.reason.contains("Add"), "{}", conv2.reason);
         }
     }
-    // The stem feeds the first residual Add; the classifier the output.
-    assert!(a.coupled("conv1").unwrap().reason.contains("Add"));
+    // The three stages' streams are one group: the option-A shortcut (a spatial Slice, then a
+    // Pad of 8 and 16 zero channels on each side) puts stage 1's 16 channels in the middle of
+    // stage 2's 32 and those in the middle of stage 3's 64: 16 + 16 + 32 = 64 channels.
+    let stream = a.prunable("conv1").unwrap();
+    assert!(stream.stream);
+    assert_eq!(stream.channels, 64);
+    assert_eq!(
+        stream.producers.len(),
+        28,
+        "the stem and every block's conv2"
+    );
+    assert_eq!(
+        stream.consumers.len(),
+        28,
+        "every block's conv1 and the classifier"
+    );
+    let linear = stream.consumers.last().unwrap();
+    assert_eq!(linear.name, "linear");
+    assert_eq!(linear.kind, ConsumerKind::FlattenLinear);
+    let at = |name: &str| {
+        let v = graph.value_id(name).unwrap();
+        stream.positions(v).unwrap().to_vec()
+    };
+    let s1 = at("layer1.8.relu2.out");
+    let s2 = at("layer2.8.relu2.out");
+    let s3 = at("layer3.8.relu2.out");
+    assert_eq!((s1.len(), s2.len(), s3.len()), (16, 32, 64));
+    assert_eq!(
+        s2[8..24],
+        s1[..],
+        "stage 1 sits at channels 8..24 of stage 2"
+    );
+    assert_eq!(
+        s3[16..48],
+        s2[..],
+        "stage 2 sits at channels 16..48 of stage 3"
+    );
+    let mut all = s3.clone();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..64).collect::<Vec<_>>(),
+        "each channel once in stage 3"
+    );
+    assert_eq!(
+        s1,
+        (0..16).collect::<Vec<_>>(),
+        "numbered from the stem's outputs"
+    );
+    let pads = stream
+        .edits
+        .iter()
+        .filter(|e| matches!(e, subprune::analysis::ChannelEdit::ChannelPad { .. }))
+        .count();
+    assert_eq!(pads, 2);
+    // Restricted to block-internal groups, the stream's producers are left whole.
+    let internal = analyze(graph).restrict(graph, subprune::analysis::GroupScope::Internal);
+    assert_eq!(internal.prunable.len(), 27);
+    assert!(internal
+        .coupled("layer2.3.conv2")
+        .unwrap()
+        .reason
+        .contains("stream"));
     assert!(a.coupled("linear").unwrap().reason.contains("graph output"));
-    assert_eq!(a.coupled.len(), 29);
+    assert_eq!(a.coupled.len(), 1);
 }
 
 #[test]
@@ -99,7 +160,7 @@ fn vgg11_seven_convs_and_two_hidden_gemms() {
 }
 
 #[test]
-fn mobilenetv2_expand_depthwise_project_prunable_residuals_coupled_multi_consumer_stem() {
+fn mobilenetv2_expand_depthwise_project_groups_and_residual_streams() {
     let model = subprune::onnx::load(fixture("mobilenetv2_fashion.onnx")).unwrap();
     let a = analyze(&model.graph);
     let graph = &model.graph;
@@ -114,7 +175,7 @@ fn mobilenetv2_expand_depthwise_project_prunable_residuals_coupled_multi_consume
                 let clip = &graph.nodes[producers[n.inputs[0].unwrap()].unwrap()];
                 let expand = &graph.nodes[producers[clip.inputs[0].unwrap()].unwrap()];
                 let e = a.prunable(&expand.name).expect("expand prunable");
-                assert_eq!(e.depthwise, [i], "{}", expand.name);
+                assert_eq!(e.depthwise(), [i], "{}", expand.name);
                 assert_eq!(e.consumers.len(), 1, "{}", expand.name);
                 assert!(
                     e.consumers[0].name.ends_with("conv3/Conv"),
@@ -135,20 +196,31 @@ fn mobilenetv2_expand_depthwise_project_prunable_residuals_coupled_multi_consume
         }
     }
     assert_eq!(depthwise, 17);
-    // Every project conv that feeds a residual Add is coupled by it.
-    let by_add = a
-        .coupled
-        .iter()
-        .filter(|c| c.reason.contains("Add"))
-        .count();
-    assert!(by_add >= 10, "{by_add}");
+    // The project convs (and 1×1 shortcut convs) that write into one residual stream form one
+    // group with every conv that reads the stream; no producer is left whole but the classifier.
+    let streams: Vec<_> = a.prunable.iter().filter(|g| g.stream).collect();
+    assert_eq!(
+        streams.len(),
+        7,
+        "{:?}",
+        streams.iter().map(|g| &g.name).collect::<Vec<_>>()
+    );
+    let s = a.prunable("/layers/layers.6/conv3/Conv").unwrap();
+    assert_eq!(s.producers.len(), 4);
+    assert_eq!(s.channels, 64);
+    assert_eq!(
+        a.coupled.len(),
+        1 + 17,
+        "the classifier and the 17 depthwise convs"
+    );
     // The stem feeds block 0's expand conv and its 1×1 shortcut conv: one prunable layer with two
     // consumers (statistics summed, selection shared).
     let stem = a.prunable("/conv1/Conv").unwrap();
     assert_eq!(stem.consumers.len(), 2);
     assert!(stem.consumers.iter().all(|c| c.kind == ConsumerKind::Conv));
-    assert!(stem.depthwise.is_empty());
+    assert!(stem.depthwise().is_empty());
     assert!(a.prunable("/conv2/Conv").is_some());
-    // The stem, the 17 expand convs and the last 1×1 conv.
-    assert_eq!(a.prunable.len(), 19);
+    // The stem, the 17 expand convs, the last 1×1 conv and the streams (7 of them: one per
+    // stage of equal width, each of the blocks' project convs).
+    assert_eq!(a.prunable.len(), 19 + 7);
 }

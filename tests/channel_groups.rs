@@ -109,15 +109,26 @@ fn pruned_equals_zeroed(
     let calib = F32Images::new("calib", random_images(seed, &shape(16))).unwrap();
     let options = PruneOptions {
         keep: vec![(layer.into(), keep)],
+        skip: analysis
+            .prunable
+            .iter()
+            .filter(|g| g.name != layer)
+            .map(|g| g.name.clone())
+            .collect(),
         reweight: false,
         ..Default::default()
     };
     let pruned = prune(model, &calib, &options, &mut |_| {}).unwrap();
     let kept = &pruned.report.layers[0].kept;
     assert_eq!(kept.len(), keep);
-    let removed: Vec<usize> = (0..l.channels).filter(|c| !kept.contains(c)).collect();
+    // Each parameter is indexed by the positions of the value it follows: zero those whose
+    // group channel is removed.
     let mut zeroed = model.graph.clone();
     for p in &l.params {
+        let removed: Vec<usize> = (l.positions(p.of).unwrap().iter().enumerate())
+            .filter(|(_, c)| !kept.contains(c))
+            .map(|(pos, _)| pos)
+            .collect();
         zero_along(&mut zeroed, p.value, p.axis, &removed);
     }
     let test = random_images(seed + 1, &shape(10));
@@ -144,7 +155,7 @@ fn depthwise_pass_through_prunes_like_zeroing_the_removed_channels() {
         .iter()
         .position(|n| n.name == "Conv_4")
         .unwrap();
-    assert_eq!(layer.depthwise, [dw]);
+    assert_eq!(layer.depthwise(), [dw]);
     assert_eq!(layer.consumers.len(), 1);
     assert_eq!(layer.consumers[0].name, "Conv_6");
     // expand weight and bias, depthwise weight and bias.
@@ -169,9 +180,10 @@ fn depthwise_pass_through_prunes_like_zeroing_the_removed_channels() {
 }
 
 #[test]
-fn a_depthwise_conv_with_a_depth_multiplier_stays_coupled() {
+fn a_depthwise_conv_with_a_depth_multiplier_prunes_both_copies_of_a_channel() {
     // 8 channels → depthwise with multiplier 2 (group 8, 16 outputs): output channels 2c and
-    // 2c + 1 both read input channel c, so the expand conv is not pruned through it.
+    // 2c + 1 both read input channel c, so removing channel c removes both; the consumer reads
+    // two positions per group channel.
     let mut b = Builder::new(3);
     let w = b.weight(&[8, 3, 1, 1], 0.8);
     let x = b.node("Conv", &["x", &w], vec![ints("kernel_shape", &[1, 1])]);
@@ -190,11 +202,22 @@ fn a_depthwise_conv_with_a_depth_multiplier_stays_coupled() {
     let bytes = b.model("multiplier", &[3, 6, 6], &y, 13);
     let model = load("multiplier.onnx", &bytes);
     let a = analyze(&model.graph);
-    let expand = a.coupled("Conv_0").expect("coupled");
-    assert!(expand.reason.contains("group 8"), "{}", expand.reason);
-    // The depthwise conv's own outputs feed a plain conv: it is a prunable producer itself? No:
-    // a grouped conv's output channels are tied to its input channels.
-    assert!(a.coupled("Conv_1").is_some());
+    let g = a
+        .prunable("Conv_0")
+        .expect("prunable through the multiplier");
+    assert_eq!(g.channels, 8);
+    assert_eq!(g.depthwise(), [1]);
+    let dw_out = model.graph.nodes[1].outputs[0];
+    let positions = g.positions(dw_out).unwrap();
+    assert_eq!(positions, (0..16).map(|p| p / 2).collect::<Vec<_>>());
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 5, 11);
+    let conv = |i: usize| match &pruned.model.graph.nodes[i].op {
+        Op::Conv(c) => c.group,
+        _ => panic!("conv"),
+    };
+    assert_eq!(conv(1), 5, "group follows the kept channels");
+    let dw_w = pruned.model.graph.nodes[1].inputs[1].unwrap();
+    assert_eq!(pruned.model.graph.constant(dw_w).unwrap().dims[0], 10);
 }
 
 #[test]
@@ -258,7 +281,8 @@ fn silu_written_as_x_times_sigmoid_x_keeps_channels_apart() {
     assert_eq!(layer.consumers[0].name, "Conv_3");
     // Zeroed channels stay zero through x · sigmoid(x).
     pruned_equals_zeroed(&model, "Conv_0", 3, 3);
-    // x · y with y not a function of x alone still couples.
+    // x · σ(y) with y from another conv (a gate): channel c of both convs meets only channel
+    // c, so the two convs are one group with two producers.
     let mut b = Builder::new(2);
     let w1 = b.weight(&[8, 3, 1, 1], 0.8);
     let w2 = b.weight(&[8, 3, 1, 1], 0.8);
@@ -271,9 +295,10 @@ fn silu_written_as_x_times_sigmoid_x_keeps_channels_apart() {
     let bytes = b.model("gate", &[3, 6, 6], &y, 13);
     let gated = load("gate.onnx", &bytes);
     let a = analyze(&gated.graph);
-    assert!(a
-        .coupled("Conv_0")
-        .is_some_and(|c| c.reason.contains("Mul")));
+    let g = a.prunable("Conv_0").expect("one group");
+    assert_eq!(g.producers, [0, 1]);
+    assert!(g.stream);
+    pruned_equals_zeroed(&gated, "Conv_0", 5, 4);
 }
 
 #[test]
@@ -351,4 +376,210 @@ fn pruning_through_a_reshape_to_minus_one_and_the_image_size_updates_it() {
     let (shape, theirs) = tract::tract_output(&path, &test);
     assert_eq!(shape, [5, 4]);
     assert!(relative_gap(&theirs, &got) < 1e-5);
+}
+
+// ---- one test per channel rule: the pruned graph equals the zeroed one ----
+
+/// A 1×1 conv `x` → `out` channels (no bias) with the builder's seed.
+fn conv1x1(b: &mut Builder, x: &str, inputs: usize, out: usize) -> String {
+    let w = b.weight(&[out, inputs, 1, 1], 0.7);
+    b.node("Conv", &[x, &w], vec![ints("kernel_shape", &[1, 1])])
+}
+
+/// A 3×3 conv (pad 1) `x` → `out` channels with bias: the consumer the tests read through.
+fn conv3x3(b: &mut Builder, x: &str, inputs: usize, out: usize) -> String {
+    let w = b.weight(&[out, inputs, 3, 3], 0.3);
+    let bias = b.weight(&[out], 0.2);
+    b.node(
+        "Conv",
+        &[x, &w, &bias],
+        vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+    )
+}
+
+/// The written model of `pruned` runs in tract with the output subprune computes.
+fn tract_agrees(pruned: &subprune::prune::Pruned, name: &str) {
+    let dir = temp_dir("channel-rules");
+    let path = dir.join(format!("{name}.onnx"));
+    subprune::onnx::save(&pruned.model, &path, &Default::default()).unwrap();
+    let test = random_images(99, &[5, 3, 6, 6]);
+    let ours = run_in_batches(&CpuExecutor::new(&pruned.model.graph).unwrap(), &test, 5);
+    let (_, theirs) = tract::tract_output(&path, &test);
+    let gap = relative_gap(&theirs, &ours);
+    assert!(gap < 1e-5, "{name}: tract vs subprune: {gap}");
+}
+
+#[test]
+fn concat_puts_each_producer_at_its_offset() {
+    // Two convs (4 and 5 channels) concatenated: one group of 9 channels, two producers.
+    let mut b = Builder::new(21);
+    let a = conv1x1(&mut b, "x", 3, 4);
+    let c = conv1x1(&mut b, "x", 3, 5);
+    let x = b.node(
+        "Concat",
+        &[&a, &c],
+        vec![subprune::synthetic::int("axis", 1)],
+    );
+    let x = b.node("Relu", &[&x], vec![]);
+    let y = conv3x3(&mut b, &x, 9, 3);
+    let model = load("concat.onnx", &b.model("concat", &[3, 6, 6], &y, 13));
+    let g = analyze(&model.graph);
+    let g = g.prunable("Conv_0").expect("prunable through Concat");
+    assert_eq!((g.channels, g.producers.len()), (9, 2));
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 4, 5);
+    tract_agrees(&pruned, "concat");
+}
+
+#[test]
+fn a_channel_slice_reads_a_range_and_follows_the_kept_channels() {
+    // conv (8) → Slice channels 2..7 → conv (5 → 3); the whole 8 also read by a 1×1 conv.
+    let mut b = Builder::new(22);
+    let x = conv1x1(&mut b, "x", 3, 8);
+    let x = b.node("Relu", &[&x], vec![]);
+    let (s, e, axes) = (b.ints(&[2]), b.ints(&[7]), b.ints(&[1]));
+    let part = b.node("Slice", &[&x, &s, &e, &axes], vec![]);
+    let y1 = conv3x3(&mut b, &part, 5, 3);
+    let y2 = conv1x1(&mut b, &x, 8, 3);
+    let y = b.node("Add", &[&y1, &y2], vec![]);
+    let model = load("slice.onnx", &b.model("slice", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let g = a
+        .prunable("Conv_0")
+        .expect("prunable through a channel Slice");
+    assert_eq!(g.consumers.len(), 2);
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 4, 6);
+    tract_agrees(&pruned, "slice");
+}
+
+#[test]
+fn a_channel_pad_shifts_the_channels_and_its_zero_bands_follow_the_kept_ones() {
+    // ResNet's option-A shortcut: conv A (4) padded with 2 zero channels on each side, added to
+    // conv B (8): A's channel c is B's channel 2 + c; B's channels 0, 1, 6, 7 meet zeros.
+    let mut b = Builder::new(23);
+    let a = conv1x1(&mut b, "x", 3, 4);
+    let pads = b.ints(&[0, 2, 0, 0, 0, 2, 0, 0]);
+    let a = b.node("Pad", &[&a, &pads], vec![]);
+    let c = conv1x1(&mut b, "x", 3, 8);
+    let x = b.node("Add", &[&c, &a], vec![]);
+    let x = b.node("Relu", &[&x], vec![]);
+    let y = conv3x3(&mut b, &x, 8, 3);
+    let model = load("pad.onnx", &b.model("pad", &[3, 6, 6], &y, 13));
+    let an = analyze(&model.graph);
+    let g = an
+        .prunable("Conv_0")
+        .expect("prunable through a channel Pad");
+    assert_eq!(g.channels, 8);
+    let pad_out = model.graph.nodes[1].outputs[0];
+    let b_out = model.graph.nodes[2].outputs[0];
+    assert_eq!(g.positions(pad_out), g.positions(b_out), "tied by the Add");
+    assert_eq!(g.positions(pad_out).unwrap()[2..6], [0, 1, 2, 3]);
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 5, 7);
+    let kept = &pruned.report.layers[0].kept;
+    let before = kept.iter().filter(|c| [4, 5].contains(*c)).count();
+    let Op::Pad { pads, .. } = &pruned.model.graph.nodes[1].op else {
+        panic!("pad")
+    };
+    assert_eq!(
+        pads[1] as usize, before,
+        "zero channels kept before A's: {kept:?}"
+    );
+    tract_agrees(&pruned, "pad");
+}
+
+#[test]
+fn squeeze_and_excitation_multiplies_the_channels_by_a_group_member() {
+    // r = Relu(conv0(x)) (8); s = σ(conv2(Relu(conv1(GAP(r))))) (8); y = conv3(r · s).
+    let mut b = Builder::new(24);
+    let r = conv1x1(&mut b, "x", 3, 8);
+    let r = b.node("Relu", &[&r], vec![]);
+    let p = b.node("GlobalAveragePool", &[&r], vec![]);
+    let sq = conv1x1(&mut b, &p, 8, 2);
+    let sq = b.node("Relu", &[&sq], vec![]);
+    let ex = conv1x1(&mut b, &sq, 2, 8);
+    let s = b.node("Sigmoid", &[&ex], vec![]);
+    let x = b.node("Mul", &[&r, &s], vec![]);
+    let y = conv3x3(&mut b, &x, 8, 3);
+    let model = load("se.onnx", &b.model("se", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let g = a
+        .prunable("Conv_0")
+        .expect("prunable through the excitation");
+    let names: Vec<&str> = g
+        .producers
+        .iter()
+        .map(|&p| model.graph.nodes[p].name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["Conv_0", "Conv_5"],
+        "the excitation conv is a producer"
+    );
+    let consumers: Vec<&str> = g.consumers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        consumers,
+        ["Conv_3", "Conv_8"],
+        "the squeeze conv reads the pooled channels"
+    );
+    assert!(
+        a.prunable("Conv_3").is_some(),
+        "the squeeze channels are a group of their own"
+    );
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 5, 8);
+    tract_agrees(&pruned, "se");
+}
+
+#[test]
+fn a_residual_stream_ties_every_block_and_a_conv_can_read_and_write_it() {
+    // s0 = Relu(conv0(x)); s1 = conv1(s0) + s0; s2 = conv2(s1) + s1; y = conv3(s2).
+    let mut b = Builder::new(25);
+    let s0 = conv1x1(&mut b, "x", 3, 6);
+    let s0 = b.node("Relu", &[&s0], vec![]);
+    let c1 = conv1x1(&mut b, &s0, 6, 6);
+    let s1 = b.node("Add", &[&c1, &s0], vec![]);
+    let c2 = conv3x3(&mut b, &s1, 6, 6);
+    let s2 = b.node("Add", &[&c2, &s1], vec![]);
+    let y = conv3x3(&mut b, &s2, 6, 3);
+    let model = load("stream.onnx", &b.model("stream", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let g = a.prunable("Conv_0").expect("a prunable stream");
+    assert_eq!(g.producers.len(), 3);
+    assert_eq!(g.consumers.len(), 3);
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 3, 9);
+    tract_agrees(&pruned, "stream");
+}
+
+#[test]
+fn groups_meeting_an_unknown_use_are_frozen_with_the_reason() {
+    // Softmax over the channels mixes them.
+    let mut b = Builder::new(26);
+    let x = conv1x1(&mut b, "x", 3, 6);
+    let x = b.node("Softmax", &[&x], vec![subprune::synthetic::int("axis", 1)]);
+    let y = conv3x3(&mut b, &x, 6, 3);
+    let model = load("softmax.onnx", &b.model("softmax", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let c = a.coupled("Conv_0").expect("frozen");
+    assert!(
+        c.reason.contains("Softmax") && c.reason.contains("no channel rule"),
+        "{}",
+        c.reason
+    );
+    // A residual Add with the graph input: the input's channels cannot be removed.
+    let mut b = Builder::new(27);
+    let x = conv1x1(&mut b, "x", 3, 3);
+    let x = b.node("Add", &[&x, "x"], vec![]);
+    let y = conv3x3(&mut b, &x, 3, 2);
+    let model = load("input.onnx", &b.model("input", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let c = a.coupled("Conv_0").expect("frozen");
+    assert!(c.reason.contains("graph input"), "{}", c.reason);
+    // Every member of a frozen group is left whole, even one reached before the reason.
+    let mut b = Builder::new(28);
+    let p = conv1x1(&mut b, "x", 3, 4);
+    let q = conv1x1(&mut b, "x", 3, 4);
+    let x = b.node("Add", &[&p, &q], vec![]);
+    let y = b.node("Softmax", &[&x], vec![subprune::synthetic::int("axis", 1)]);
+    let model = load("both.onnx", &b.model("both", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    assert!(a.prunable.is_empty());
+    assert_eq!(a.coupled.len(), 2);
 }

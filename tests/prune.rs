@@ -96,7 +96,7 @@ fn unchanged_elsewhere(pruned: &Pruned, model_file: &str, out: &Path, tag: &str)
         let layer = analysis.prunable(&l.name).unwrap();
         touched_nodes.insert(g.nodes[layer.producer].name.clone());
         // A depthwise conv in between loses the channels too (its group attribute).
-        for &d in &layer.depthwise {
+        for &d in &layer.depthwise() {
             touched_nodes.insert(g.nodes[d].name.clone());
         }
         for p in &layer.params {

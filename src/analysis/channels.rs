@@ -1,21 +1,28 @@
-//! Channel dependencies: which producers (Conv, Gemm, MatMul with a constant weight) can lose
-//! output channels on their own, and which are coupled to other channels and must stay whole.
+//! Channel groups: the sets of channels that are kept or removed together, and everything that
+//! must change with them (`docs/ALGORITHM.md` §6).
 //!
-//! A producer's output channels are followed forward through ops that keep channel `c` in place
-//! (BatchNormalization, activations, pooling, Identity/Dropout, element-wise ops with a scalar or
-//! per-channel constant, depthwise convs without a depth multiplier, Flatten/Reshape to `(N, -1)`) to the ops that read them with a weight:
-//! Conv (its input channels, `kh·kw` columns each), Gemm/MatMul (one column each, or `H·W`
-//! columns each through a Flatten). The producer is **prunable** when every path ends in such a
-//! consumer; with several consumers their statistics are combined and the selection is shared
-//! (`docs/ALGORITHM.md` §4). Otherwise it is **coupled**, with the reason: a residual Add, a
-//! Concat, a grouped conv (or a depthwise one with a depth multiplier), a Slice or Pad, a graph
-//! output, a shared parameter.
+//! Starting from each producer (a Conv, Gemm or MatMul with a constant weight), the channels are
+//! followed forward to the ops that read them with a weight (the **consumers**: Conv input
+//! channels, Gemm/MatMul columns, Flatten → Gemm), and through every op with a channel rule
+//! ([`super::rules`]): pass-throughs keep channel `c` in place (BatchNorm, activations, pooling,
+//! depthwise convs, per-channel constants), merges tie positions of several values (a residual
+//! Add ties every producer writing into the stream and every consumer reading any point of it;
+//! `x·σ(x)`; a squeeze-and-excitation `Mul`), maps move them (Concat offsets, channel Slice
+//! ranges, the channel Pad of a ResNet option-A shortcut). Tied positions form one **channel**
+//! of the group (a union-find over `(value, position)`); the group's channels are numbered from
+//! its first producer's outputs.
+//!
+//! A group is **prunable** when every value it reaches has a known channel use; otherwise it is
+//! frozen (left whole) with the reason: a graph input or output, an op without a rule, a grouped
+//! conv (neither 1 nor depthwise: its per-group channel counts would have to stay equal, which
+//! this version does not do), a parameter shared with another node.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use super::rules::{self, const_input, ChannelView, EditKind, Rule};
 use crate::ir::{Graph, Node, Op, Padding, ValueId};
 
-/// How a consumer reads the producer's channels.
+/// How a consumer reads the group's channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ConsumerKind {
     /// A Conv on `(N, C, H, W)`: channel `c` owns `kh·kw` columns of the unfolded input.
@@ -26,7 +33,7 @@ pub enum ConsumerKind {
     FlattenLinear,
 }
 
-/// A node that reads a producer's channels with a weight.
+/// A node that reads a group's channels with a weight.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ChannelConsumer {
     /// Index in [`Graph::nodes`].
@@ -40,48 +47,218 @@ pub struct ChannelConsumer {
     /// Per-image shape of the consumer's input as its unfolding sees it: `[C]` or `[C, H, W]`
     /// (the shape before the Flatten for [`ConsumerKind::FlattenLinear`]).
     pub image_shape: Vec<usize>,
-    /// Columns of the unfolded input per channel.
+    /// Columns of the unfolded input per input channel position.
     pub columns_per_channel: usize,
 }
 
-/// A constant whose entries along `axis` follow the producer's channels (a weight's rows, a
-/// bias, BatchNorm statistics, a per-channel scale): pruning a channel removes its slice.
+/// A constant whose entries along `axis` follow the channel positions of value `of` (a weight's
+/// rows, a bias, BatchNorm statistics, a per-channel scale): pruning removes their slices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ChannelParam {
     /// The constant value.
     pub value: ValueId,
     /// The axis indexed by channel.
     pub axis: usize,
+    /// The value whose channel positions index it (the output of the op that reads it).
+    pub of: ValueId,
 }
 
-/// A producer whose output channels can be pruned on their own.
+/// An attribute that follows the kept channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ChannelEdit {
+    /// A depthwise conv (node): its `group` is the kept channel count of `input`.
+    Depthwise {
+        /// The conv.
+        node: usize,
+        /// Its input.
+        input: ValueId,
+    },
+    /// `Reshape(x, (-1, K))`: `K` = kept channels of `input` × `per_channel`.
+    FlattenReshape {
+        /// The Reshape.
+        node: usize,
+        /// Its input (before the flatten).
+        input: ValueId,
+        /// Elements per channel.
+        per_channel: usize,
+    },
+    /// A constant-zero Pad of the channel axis: its begin and end channel pads are the kept
+    /// positions of `output` before and after the input's band.
+    ChannelPad {
+        /// The Pad.
+        node: usize,
+        /// Its output.
+        output: ValueId,
+        /// Zero channels before the input's band (before pruning).
+        before: usize,
+        /// The input's channels (before pruning).
+        band: usize,
+    },
+    /// A Slice of the channel axis (step 1): positions `start..start + len` of `input`.
+    ChannelSlice {
+        /// The Slice.
+        node: usize,
+        /// Its input.
+        input: ValueId,
+        /// First position read (before pruning).
+        start: usize,
+        /// Positions read (before pruning).
+        len: usize,
+    },
+}
+
+/// A value that carries a group's channels, with the group channel of each of its positions.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GroupValue {
+    /// The value.
+    pub value: ValueId,
+    /// Group channel of each channel position (for a flattened value: of each pre-flatten
+    /// channel).
+    pub channels: Vec<usize>,
+}
+
+/// Channels that are pruned together: every producer, pass-through and consumer of them.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct PrunableLayer {
-    /// Index of the producer in [`Graph::nodes`].
+pub struct ChannelGroup {
+    /// Index of the first producer in [`Graph::nodes`] (the group is named after it).
     pub producer: usize,
-    /// The producer's name.
+    /// The first producer's name: the group's name.
     pub name: String,
     /// Its op kind.
     pub op: String,
-    /// Output channels.
+    /// Channels of the group (tied positions count once).
     pub channels: usize,
+    /// Every producer (indices in [`Graph::nodes`], node order).
+    pub producers: Vec<usize>,
     /// Every node that reads the channels with a weight (at least one).
     pub consumers: Vec<ChannelConsumer>,
-    /// Constants sliced with the channels: the producer's weight and bias, then those of the ops
-    /// in between (BatchNorm, per-channel element-wise constants).
+    /// Constants sliced with the channels: producers' weights and biases, then those of the ops
+    /// in between (BatchNorm, per-channel element-wise constants, depthwise weights).
     pub params: Vec<ChannelParam>,
     /// Names of the ops in between, in visiting order.
     pub via: Vec<String>,
-    /// Depthwise convs in between (indices in [`Graph::nodes`]): each keeps channel `c` in place
-    /// (its weight rows and bias are in [`PrunableLayer::params`]), and its `group` attribute
-    /// follows the channel count.
-    pub depthwise: Vec<usize>,
-    /// Flattens written as `Reshape(x, (-1, K))` in between (indices in [`Graph::nodes`]): `K`,
-    /// the elements of one image, follows the channel count.
-    pub flatten_reshapes: Vec<usize>,
+    /// Every value that carries the channels.
+    pub values: Vec<GroupValue>,
+    /// Attributes that follow the kept channels.
+    pub edits: Vec<ChannelEdit>,
+    /// More than one producer, or a channel map (Concat, channel Slice or Pad): a residual
+    /// stream or a block joined by Concat/Split, not a block-internal group.
+    pub stream: bool,
 }
 
-/// A producer whose channels are tied to other channels; left whole.
+impl ChannelGroup {
+    /// The group channel of each position of `value`, when the value carries the group.
+    pub fn positions(&self, value: ValueId) -> Option<&[usize]> {
+        self.values
+            .iter()
+            .find(|v| v.value == value)
+            .map(|v| v.channels.as_slice())
+    }
+
+    /// The positions of `value` whose group channel is in `kept` (sorted group channels).
+    pub fn kept_positions(&self, value: ValueId, kept: &[usize]) -> Vec<usize> {
+        self.positions(value)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| kept.binary_search(c).is_ok())
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Depthwise convs among the pass-throughs (indices in [`Graph::nodes`]).
+    pub fn depthwise(&self) -> Vec<usize> {
+        self.edits
+            .iter()
+            .filter_map(|e| match e {
+                ChannelEdit::Depthwise { node, .. } => Some(*node),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How consumer `i` reads the group's channels when that is not one column block per group
+    /// channel in order (`None`: it is, and its statistics are used as they are).
+    pub fn consumer_map(&self, i: usize) -> Option<ConsumerMap> {
+        let c = &self.consumers[i];
+        let positions = self.positions(c.input)?;
+        if positions.len() == self.channels && positions.iter().enumerate().all(|(p, &a)| p == a) {
+            return None;
+        }
+        Some(ConsumerMap::new(
+            positions,
+            self.channels,
+            c.columns_per_channel,
+        ))
+    }
+}
+
+/// A consumer's columns regrouped by group channel: group channel `a` owns the `slots`
+/// positions that map to it (padded with zero columns where it has fewer, or none), each with
+/// its `columns_per_channel` columns. The greedy and the reweighting then see one column block
+/// per group channel, as for a consumer that reads the channels in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerMap {
+    /// Group channel of each input position.
+    pub positions: Vec<usize>,
+    /// Group channels.
+    pub channels: usize,
+    /// Position slots per group channel (the most positions any group channel has here).
+    pub slots: usize,
+    /// Columns per position.
+    pub columns_per_channel: usize,
+    /// For each regrouped column (`channels · slots · columns_per_channel`), the consumer's own
+    /// column, or `None` for a zero column.
+    pub columns: Vec<Option<usize>>,
+}
+
+impl ConsumerMap {
+    fn new(positions: &[usize], channels: usize, ks: usize) -> Self {
+        let mut of: Vec<Vec<usize>> = vec![Vec::new(); channels];
+        for (p, &a) in positions.iter().enumerate() {
+            of[a].push(p);
+        }
+        let slots = of.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut columns = Vec::with_capacity(channels * slots * ks);
+        for ps in &of {
+            for s in 0..slots {
+                for k in 0..ks {
+                    columns.push(ps.get(s).map(|p| p * ks + k));
+                }
+            }
+        }
+        Self {
+            positions: positions.to_vec(),
+            channels,
+            slots,
+            columns_per_channel: ks,
+            columns,
+        }
+    }
+
+    /// Columns per group channel after regrouping.
+    pub fn block(&self) -> usize {
+        self.slots * self.columns_per_channel
+    }
+
+    /// The consumer's kept input positions for the kept group channels `kept` (sorted), and for
+    /// each its row block in the regrouped reweighting's output (blocks of `block()` rows in
+    /// `kept` order, `columns_per_channel` rows per slot).
+    pub fn kept_positions(&self, kept: &[usize]) -> Vec<(usize, usize)> {
+        let mut seen = vec![0usize; self.channels];
+        let mut out = Vec::new();
+        for (p, &a) in self.positions.iter().enumerate() {
+            let slot = seen[a];
+            seen[a] += 1;
+            if let Ok(i) = kept.binary_search(&a) {
+                out.push((p, (i * self.slots + slot) * self.columns_per_channel));
+            }
+        }
+        out
+    }
+}
+
+/// A producer whose channels are left whole.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CoupledLayer {
     /// Index of the producer in [`Graph::nodes`].
@@ -90,28 +267,80 @@ pub struct CoupledLayer {
     pub name: String,
     /// Output channels.
     pub channels: usize,
-    /// Why its channels cannot be pruned alone (the first reason found).
+    /// Why its channels cannot be pruned (the first reason found).
     pub reason: String,
 }
 
-/// The channel dependencies of a graph.
+/// Which groups a run may prune.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupScope {
+    /// Every prunable group: block-internal ones, residual streams, Concat/Split blocks.
+    #[default]
+    All,
+    /// Block-internal groups only (one producer, no channel map): streams are left whole.
+    Internal,
+}
+
+impl std::str::FromStr for GroupScope {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "all" => Ok(GroupScope::All),
+            "internal" => Ok(GroupScope::Internal),
+            _ => Err(crate::error::Error::InvalidArgument(format!(
+                "groups '{s}': expected 'all' or 'internal'"
+            ))),
+        }
+    }
+}
+
+/// The channel groups of a graph.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ChannelAnalysis {
-    /// Producers that can be pruned, in node order.
-    pub prunable: Vec<PrunableLayer>,
+    /// Prunable groups, by first producer in node order.
+    pub prunable: Vec<ChannelGroup>,
     /// Producers left whole, in node order.
     pub coupled: Vec<CoupledLayer>,
 }
 
 impl ChannelAnalysis {
-    /// The prunable layer whose producer is named `name`.
-    pub fn prunable(&self, name: &str) -> Option<&PrunableLayer> {
+    /// The prunable group named `name` (its first producer's name).
+    pub fn prunable(&self, name: &str) -> Option<&ChannelGroup> {
         self.prunable.iter().find(|l| l.name == name)
     }
 
-    /// The coupled layer whose producer is named `name`.
+    /// The producer left whole named `name`.
     pub fn coupled(&self, name: &str) -> Option<&CoupledLayer> {
         self.coupled.iter().find(|l| l.name == name)
+    }
+
+    /// The prunable group that node `name` produces channels of (as any of its producers).
+    pub fn group_of(&self, graph: &Graph, name: &str) -> Option<&ChannelGroup> {
+        self.prunable
+            .iter()
+            .find(|g| g.producers.iter().any(|&p| graph.nodes[p].name == name))
+    }
+
+    /// Keeps the groups `scope` allows; the others' producers are listed as left whole.
+    pub fn restrict(mut self, graph: &Graph, scope: GroupScope) -> Self {
+        if scope == GroupScope::All {
+            return self;
+        }
+        let (keep, streams): (Vec<_>, Vec<_>) = self.prunable.into_iter().partition(|g| !g.stream);
+        self.prunable = keep;
+        for g in streams {
+            for &p in &g.producers {
+                self.coupled.push(CoupledLayer {
+                    producer: p,
+                    name: graph.nodes[p].name.clone(),
+                    channels: g.channels,
+                    reason: format!("in the stream group '{}' (--groups internal)", g.name),
+                });
+            }
+        }
+        self.coupled.sort_by_key(|c| c.producer);
+        self
     }
 }
 
@@ -128,24 +357,18 @@ fn image_dims(graph: &Graph, v: ValueId) -> Option<Vec<usize>> {
     Some(out)
 }
 
-/// A float constant input `i` of `node` of rank `rank` (any rank when `None`).
-fn const_input(graph: &Graph, node: &Node, i: usize, rank: Option<usize>) -> Option<ValueId> {
-    let v = node.inputs.get(i).copied().flatten()?;
-    let c = graph.constant(v)?;
-    c.f32()?;
-    match rank {
-        Some(r) if c.dims.len() != r => None,
-        _ => Some(v),
-    }
-}
-
-/// The producer's own channel params, or why it is not a prunable producer (`Err(None)`: not a
-/// producer at all).
+/// The producer's own channel params (indexed by its output), or why it is not a prunable
+/// producer (`Err(None)`: not a producer at all).
 fn producer_params(
     graph: &Graph,
     node: &Node,
 ) -> Result<(usize, Vec<ChannelParam>), Option<String>> {
     let out = node.outputs[0];
+    let param = |value, axis| ChannelParam {
+        value,
+        axis,
+        of: out,
+    };
     match &node.op {
         Op::Conv(c) => {
             let w = const_input(graph, node, 1, Some(4)).ok_or(None)?;
@@ -156,12 +379,12 @@ fn producer_params(
                     c.group
                 )));
             }
-            let mut params = vec![ChannelParam { value: w, axis: 0 }];
+            let mut params = vec![param(w, 0)];
             if let Some(b) = node.inputs.get(2).copied().flatten() {
                 if graph.constant(b).is_none() {
                     return Err(Some("its bias is not a constant".into()));
                 }
-                params.push(ChannelParam { value: b, axis: 0 });
+                params.push(param(b, 0));
             }
             Ok((channels, params))
         }
@@ -172,16 +395,13 @@ fn producer_params(
             }
             let axis = if g.trans_b { 0 } else { 1 };
             let channels = graph.values[w].shape.0[axis].at(1);
-            let mut params = vec![ChannelParam { value: w, axis }];
+            let mut params = vec![param(w, axis)];
             if let Some(b) = node.inputs.get(2).copied().flatten() {
                 let c = graph
                     .constant(b)
                     .ok_or_else(|| Some("its bias is not a constant".to_string()))?;
                 if c.len() == channels && channels > 1 {
-                    params.push(ChannelParam {
-                        value: b,
-                        axis: c.dims.len().saturating_sub(1),
-                    });
+                    params.push(param(b, c.dims.len().saturating_sub(1)));
                 } else if c.len() != 1 {
                     return Err(Some(format!("bias of shape {:?}", c.dims)));
                 }
@@ -194,79 +414,26 @@ fn producer_params(
                 return Err(Some("MatMul with a batched (rank > 2) output".into()));
             }
             let channels = graph.values[w].shape.0[1].at(1);
-            Ok((channels, vec![ChannelParam { value: w, axis: 1 }]))
+            Ok((channels, vec![param(w, 1)]))
         }
         _ => Err(None),
     }
 }
 
-/// The channel axis of a constant broadcast against an activation of rank `rank` with `channels`
-/// on axis 1: `Ok(None)` for a scalar-like constant, `Ok(Some(axis))` for a per-channel one.
-fn per_channel_axis(dims: &[usize], rank: usize, channels: usize) -> Result<Option<usize>, ()> {
-    if dims.iter().all(|&d| d == 1) {
-        return Ok(None);
-    }
-    if dims.len() > rank || dims.len() + 1 < rank {
-        return Err(());
-    }
-    let axis = dims.len() + 1 - rank;
-    let ok = dims
-        .iter()
-        .enumerate()
-        .all(|(i, &d)| if i == axis { d == channels } else { d == 1 });
-    if ok {
-        Ok(Some(axis))
-    } else {
-        Err(())
-    }
-}
-
-/// Whether `value` is `source` passed through element-wise unary ops only (activations,
-/// Identity/Dropout): channel `c` of `value` is a function of channel `c` of `source` alone.
-fn derives_from(
-    graph: &Graph,
-    producers: &[Option<usize>],
-    mut value: ValueId,
-    source: ValueId,
-) -> bool {
-    while value != source {
-        let Some(p) = producers[value] else {
-            return false;
-        };
-        let node = &graph.nodes[p];
-        if !matches!(node.op, Op::Unary(_) | Op::Identity) {
-            return false;
-        }
-        match node.inputs.first().copied().flatten() {
-            Some(input) => value = input,
-            None => return false,
-        }
-    }
-    true
-}
-
-/// A depthwise conv without a depth multiplier on an input of per-image shape `dims`: `group`
-/// equal to the input channels, a constant weight `(C, 1, kh, kw)`, so that output channel `c`
-/// reads input channel `c` alone.
-fn is_depthwise(graph: &Graph, node: &Node, conv: &crate::ir::Conv, dims: &[usize]) -> bool {
-    let Some(&channels) = dims.first() else {
-        return false;
-    };
-    conv.group == channels
-        && channels > 1
-        && const_input(graph, node, 1, Some(4))
-            .and_then(|w| graph.constant(w))
-            .is_some_and(|w| w.dims[0] == channels && w.dims[1] == 1)
-}
-
-/// Analyses every Conv/Gemm/MatMul with a constant weight.
+/// Analyses every Conv/Gemm/MatMul with a constant weight: the groups their channels form.
 pub fn analyze(graph: &Graph) -> ChannelAnalysis {
-    let consumers = graph.consumers();
-    let producers = graph.producers();
+    let ctx = Ctx {
+        graph,
+        consumers: graph.consumers(),
+        producers: graph.producers(),
+    };
+    let mut grouped: HashSet<usize> = HashSet::new();
     let mut analysis = ChannelAnalysis::default();
     for (p, producer) in graph.nodes.iter().enumerate() {
-        let (channels, mut params) = match producer_params(graph, producer) {
-            Ok(x) => x,
+        if grouped.contains(&p) {
+            continue;
+        }
+        match producer_params(graph, producer) {
             Err(None) => continue,
             Err(Some(reason)) => {
                 let channels = image_dims(graph, producer.outputs[0])
@@ -280,305 +447,518 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
                 });
                 continue;
             }
-        };
-        match follow(
-            graph,
-            &consumers,
-            &producers,
-            producer,
-            channels,
-            &mut params,
-        ) {
-            Ok((found, via, depthwise, flatten_reshapes)) => {
-                // Every sliced constant must belong to this layer alone.
-                let shared = params.iter().find(|cp| consumers[cp.value].len() > 1);
-                if let Some(cp) = shared {
+            Ok(_) => {}
+        }
+        let built = ctx.build(p);
+        grouped.extend(built.producers.iter().copied());
+        match built.finish(graph) {
+            Ok(group) => analysis.prunable.push(group),
+            Err((producers, reason)) => {
+                for q in producers {
+                    let channels = image_dims(graph, graph.nodes[q].outputs[0])
+                        .and_then(|d| d.first().copied())
+                        .unwrap_or(0);
                     analysis.coupled.push(CoupledLayer {
-                        producer: p,
-                        name: producer.name.clone(),
+                        producer: q,
+                        name: graph.nodes[q].name.clone(),
                         channels,
-                        reason: format!(
-                            "parameter '{}' is shared with other nodes",
-                            graph.values[cp.value].name
-                        ),
-                    });
-                } else {
-                    analysis.prunable.push(PrunableLayer {
-                        producer: p,
-                        name: producer.name.clone(),
-                        op: producer.op.kind().to_string(),
-                        channels,
-                        consumers: found,
-                        params,
-                        via,
-                        depthwise,
-                        flatten_reshapes,
+                        reason: reason.clone(),
                     });
                 }
             }
-            Err(reason) => analysis.coupled.push(CoupledLayer {
-                producer: p,
-                name: producer.name.clone(),
-                channels,
-                reason,
-            }),
         }
     }
-    // A depthwise conv in a prunable layer's path loses channels with that layer.
-    for c in analysis.coupled.iter_mut() {
-        if let Some(owner) = analysis
-            .prunable
-            .iter()
-            .find(|l| l.depthwise.contains(&c.producer))
-        {
-            c.reason = format!(
-                "depthwise: its channels are pruned with those of '{}'",
-                owner.name
-            );
+    // A depthwise conv in a prunable group loses channels with it.
+    for g in &analysis.prunable {
+        for d in g.depthwise() {
+            analysis.coupled.retain(|c| c.producer != d);
+            analysis.coupled.push(CoupledLayer {
+                producer: d,
+                name: graph.nodes[d].name.clone(),
+                channels: image_dims(graph, graph.nodes[d].outputs[0])
+                    .and_then(|x| x.first().copied())
+                    .unwrap_or(0),
+                reason: format!(
+                    "depthwise: its channels are pruned with those of '{}'",
+                    g.name
+                ),
+            });
         }
     }
+    analysis.coupled.sort_by_key(|c| c.producer);
     analysis
 }
 
-/// What [`follow`] finds: the weighted consumers, the names of the ops in between, and the
-/// depthwise convs among them.
-type Followed = (Vec<ChannelConsumer>, Vec<String>, Vec<usize>, Vec<usize>);
+struct Ctx<'g> {
+    graph: &'g Graph,
+    consumers: Vec<Vec<usize>>,
+    producers: Vec<Option<usize>>,
+}
 
-/// Follows the producer's output to its weighted consumers, collecting the pass-through params.
-fn follow(
-    graph: &Graph,
-    consumers: &[Vec<usize>],
-    producers: &[Option<usize>],
-    producer: &Node,
-    channels: usize,
-    params: &mut Vec<ChannelParam>,
-) -> Result<Followed, String> {
-    let mut found: Vec<ChannelConsumer> = Vec::new();
-    let mut via = Vec::new();
-    let mut depthwise = Vec::new();
-    let mut flatten_reshapes = Vec::new();
-    let mut seen = HashSet::new();
-    // (value, per-image shape before a Flatten when one was passed)
-    let mut stack: Vec<(ValueId, Option<Vec<usize>>)> = vec![(producer.outputs[0], None)];
-    while let Some((v, flat)) = stack.pop() {
-        if !seen.insert(v) {
-            continue;
+/// A group while it is being followed.
+#[derive(Default)]
+struct Building {
+    /// Values in visiting order, each with its view and its first position's index in `parent`.
+    values: Vec<(ValueId, ChannelView, usize)>,
+    index: HashMap<ValueId, usize>,
+    /// Union-find over every value's positions.
+    parent: Vec<usize>,
+    producers: Vec<usize>,
+    consumers: Vec<ChannelConsumer>,
+    params: Vec<ChannelParam>,
+    via: Vec<String>,
+    edits: Vec<ChannelEdit>,
+    visited: HashSet<(usize, bool)>,
+    queue: Vec<ValueId>,
+    maps: bool,
+    frozen: Option<String>,
+}
+
+impl Building {
+    fn freeze(&mut self, reason: String) {
+        if self.frozen.is_none() {
+            self.frozen = Some(reason);
         }
-        if graph.outputs.contains(&v) {
-            return Err(format!(
-                "its channels reach the graph output '{}'",
-                graph.values[v].name
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // The older root stays: channels are numbered from the first producer.
+            let (lo, hi) = (ra.min(rb), ra.max(rb));
+            self.parent[hi] = lo;
+        }
+    }
+
+    /// Adds `v` with `view`, or checks it against the view it has.
+    fn add(&mut self, graph: &Graph, v: ValueId, view: ChannelView) -> Option<usize> {
+        if let Some(&i) = self.index.get(&v) {
+            if self.values[i].1.channels != view.channels || self.values[i].1.flat != view.flat {
+                self.freeze(format!(
+                    "value '{}' is reached with two channel layouts",
+                    graph.values[v].name
+                ));
+                return None;
+            }
+            return Some(i);
+        }
+        let base = self.parent.len();
+        self.parent.extend(base..base + view.channels);
+        self.index.insert(v, self.values.len());
+        self.values.push((v, view, base));
+        self.queue.push(v);
+        Some(self.values.len() - 1)
+    }
+
+    fn view(&self, v: ValueId) -> Option<&ChannelView> {
+        self.index.get(&v).map(|&i| &self.values[i].1)
+    }
+
+    /// Producers and reason of a frozen group, or the group.
+    fn finish(mut self, graph: &Graph) -> Result<ChannelGroup, (Vec<usize>, String)> {
+        self.producers.sort_unstable();
+        if let Some(reason) = self.frozen.take() {
+            return Err((self.producers, reason));
+        }
+        if self.consumers.is_empty() {
+            return Err((
+                self.producers,
+                "no node reads its channels with a weight".into(),
             ));
         }
-        let dims = image_dims(graph, v).ok_or_else(|| {
-            format!(
-                "value '{}' has a symbolic non-batch dimension",
-                graph.values[v].name
-            )
-        })?;
-        if consumers[v].is_empty() {
-            return Err(format!(
-                "value '{}' is not read by any node",
-                graph.values[v].name
+        // Every sliced constant must belong to its node alone.
+        let consumers = graph.consumers();
+        if let Some(cp) = self.params.iter().find(|cp| consumers[cp.value].len() > 1) {
+            return Err((
+                self.producers,
+                format!(
+                    "parameter '{}' is shared with other nodes",
+                    graph.values[cp.value].name
+                ),
             ));
         }
-        for &c in &consumers[v] {
-            let node = &graph.nodes[c];
-            let data = node.inputs.first().copied().flatten() == Some(v);
-            let named = |what: &str| format!("{what} '{}' ({})", node.name, node.op.kind());
-            let weighted = matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul);
-            if !data && (weighted || !matches!(node.op, Op::Binary(_))) {
-                return Err(named(
-                    "its channels are a parameter (not the data input) of",
+        let mut number: HashMap<usize, usize> = HashMap::new();
+        let mut values = Vec::new();
+        for k in 0..self.values.len() {
+            let (v, ref view, base) = self.values[k];
+            let n = view.channels;
+            let mut channels = Vec::with_capacity(n);
+            for p in 0..n {
+                let root = self.find(base + p);
+                let next = number.len();
+                channels.push(*number.entry(root).or_insert(next));
+            }
+            values.push(GroupValue { value: v, channels });
+        }
+        let first = self.producers[0];
+        self.consumers.sort_by_key(|c| c.node);
+        self.consumers.dedup_by_key(|c| c.node);
+        Ok(ChannelGroup {
+            producer: first,
+            name: graph.nodes[first].name.clone(),
+            op: graph.nodes[first].op.kind().to_string(),
+            channels: number.len(),
+            stream: self.maps || self.producers.len() > 1,
+            producers: self.producers,
+            consumers: self.consumers,
+            params: self.params,
+            via: self.via,
+            values,
+            edits: self.edits,
+        })
+    }
+}
+
+impl Ctx<'_> {
+    /// Follows the channels of producer `p` to every value, producer and consumer they meet.
+    fn build(&self, p: usize) -> Building {
+        let graph = self.graph;
+        let mut b = Building::default();
+        self.visit_producer(&mut b, p);
+        while let Some(v) = b.queue.pop() {
+            if graph.outputs.contains(&v) {
+                b.freeze(format!(
+                    "its channels reach the graph output '{}'",
+                    graph.values[v].name
                 ));
             }
-            match &node.op {
-                Op::Conv(conv) if flat.is_none() && is_depthwise(graph, node, conv, &dims) => {
-                    // Channel c in, channel c out: a pass-through with per-channel parameters.
-                    for i in 1..node.inputs.len().min(3) {
-                        let p = const_input(graph, node, i, None)
-                            .ok_or_else(|| named("a non-constant parameter in"))?;
-                        params.push(ChannelParam { value: p, axis: 0 });
-                    }
-                    depthwise.push(c);
-                    via.push(node.name.clone());
-                    stack.push((node.outputs[0], None));
+            match self.producers[v] {
+                Some(n) => self.visit(&mut b, n, v),
+                None => b.freeze(format!(
+                    "its channels meet the graph input '{}'",
+                    graph.values[v].name
+                )),
+            }
+            if self.consumers[v].is_empty() && !graph.outputs.contains(&v) {
+                b.freeze(format!(
+                    "value '{}' is not read by any node",
+                    graph.values[v].name
+                ));
+            }
+            for &n in &self.consumers[v] {
+                self.visit(&mut b, n, v);
+            }
+        }
+        b
+    }
+
+    fn visit_producer(&self, b: &mut Building, p: usize) {
+        if !b.visited.insert((p, true)) {
+            return;
+        }
+        let node = &self.graph.nodes[p];
+        b.producers.push(p);
+        let out = node.outputs[0];
+        match producer_params(self.graph, node) {
+            Ok((channels, params)) => {
+                b.params.extend(params);
+                let dims = image_dims(self.graph, out).unwrap_or_default();
+                b.add(
+                    self.graph,
+                    out,
+                    ChannelView {
+                        channels,
+                        flat: None,
+                        dims,
+                    },
+                );
+            }
+            Err(reason) => b.freeze(reason.unwrap_or_else(|| {
+                format!(
+                    "its channels meet '{}' ({}), whose weight is not a constant",
+                    node.name,
+                    node.op.kind()
+                )
+            })),
+        }
+    }
+
+    /// Visits node `n`, reached through value `v` (an input or its output).
+    fn visit(&self, b: &mut Building, n: usize, v: ValueId) {
+        let graph = self.graph;
+        let node = &graph.nodes[n];
+        let from_output = node.outputs.contains(&v);
+        let weighted = matches!(node.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul);
+        let in_view = node
+            .inputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|i| b.view(i).cloned());
+        let depthwise = match (&node.op, &in_view) {
+            (Op::Conv(conv), Some(view)) => {
+                rules::depth_multiplier(graph, node, conv, view).is_some()
+            }
+            (Op::Conv(conv), None) if from_output => {
+                let input = node.inputs.first().copied().flatten();
+                let view = input.and_then(|i| {
+                    Some(ChannelView {
+                        channels: image_dims(graph, i)?.first().copied()?,
+                        flat: None,
+                        dims: image_dims(graph, i)?,
+                    })
+                });
+                view.is_some_and(|view| rules::depth_multiplier(graph, node, conv, &view).is_some())
+            }
+            _ => false,
+        };
+        if weighted && !depthwise {
+            if from_output {
+                self.visit_producer(b, n);
+            } else if node.inputs.first().copied().flatten() == Some(v) {
+                if b.visited.insert((n, false)) {
+                    self.consumer(b, n, v);
                 }
-                Op::Conv(conv) => {
-                    if flat.is_some() || dims.len() != 3 {
-                        return Err(named("a conv reads a flattened input:"));
-                    }
-                    if conv.group != 1 {
-                        return Err(format!(
-                            "its channels feed the grouped/depthwise conv '{}' (group {})",
-                            node.name, conv.group
+            } else {
+                b.freeze(format!(
+                    "its channels are a parameter (not the data input) of '{}' ({})",
+                    node.name,
+                    node.op.kind()
+                ));
+            }
+            return;
+        }
+        if !b.visited.insert((n, false)) {
+            return;
+        }
+        // The inputs that carry channels, with their views (a value met for the first time
+        // gets the view its shape gives).
+        let mut views = vec![None; node.inputs.len()];
+        let mut members = Vec::new();
+        for (slot, input) in node.inputs.iter().enumerate() {
+            let Some(id) = *input else { continue };
+            let merges = matches!(node.op, Op::Binary(_) | Op::Concat { .. });
+            let broadcast = graph.values[id].shape.0.get(1).map(|d| d.at(0)) == Some(1)
+                && node
+                    .outputs
+                    .first()
+                    .and_then(|&o| graph.values[o].shape.0.get(1))
+                    .is_some_and(|d| d.at(0) > 1);
+            let carries = b.view(id).is_some()
+                || (graph.constant(id).is_none()
+                    && (slot == 0 || merges)
+                    && !(matches!(node.op, Op::Binary(_)) && broadcast));
+            if !carries {
+                continue;
+            }
+            let view = match b.view(id) {
+                Some(view) => view.clone(),
+                None => match image_dims(graph, id) {
+                    Some(dims) if !dims.is_empty() => ChannelView {
+                        channels: dims[0],
+                        flat: None,
+                        dims,
+                    },
+                    _ => {
+                        b.freeze(format!(
+                            "value '{}' has a symbolic or missing channel dimension",
+                            graph.values[id].name
                         ));
+                        return;
                     }
-                    if const_input(graph, node, 1, Some(4)).is_none() {
-                        return Err(named("the weight is not a constant in"));
-                    }
-                    match conv.window.padding {
-                        Padding::Explicit([t, l, b, r]) if t == b && l == r => {}
-                        _ => {
-                            return Err(named(
-                                "asymmetric or automatic padding is not supported in the consumer",
-                            ))
-                        }
-                    }
-                    found.push(ChannelConsumer {
-                        node: c,
+                },
+            };
+            views[slot] = Some(view);
+            members.push(slot);
+        }
+        let out = node.outputs[0];
+        let Some(out_dims) = image_dims(graph, out) else {
+            b.freeze(format!(
+                "value '{}' has a symbolic non-batch dimension",
+                graph.values[out].name
+            ));
+            return;
+        };
+        let rule = match rules::rule(graph, node, &views, &out_dims) {
+            Ok(r) => r,
+            Err(reason) => {
+                b.freeze(reason);
+                return;
+            }
+        };
+        // A second output (Dropout's mask) is fine while nothing reads it.
+        if node.outputs[1..]
+            .iter()
+            .any(|&o| !self.consumers[o].is_empty() || graph.outputs.contains(&o))
+        {
+            b.freeze(format!(
+                "'{}' ({}) has several outputs in use",
+                node.name,
+                node.op.kind()
+            ));
+            return;
+        }
+        self.apply(b, n, &views, &members, rule, out, out_dims);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        b: &mut Building,
+        n: usize,
+        views: &[Option<ChannelView>],
+        members: &[usize],
+        rule: Rule,
+        out: ValueId,
+        out_dims: Vec<usize>,
+    ) {
+        let graph = self.graph;
+        let node = &graph.nodes[n];
+        let mut bases = HashMap::new();
+        for &slot in members {
+            let id = node.inputs[slot].expect("a member input");
+            let view = views[slot].clone().expect("a member's view");
+            let Some(i) = b.add(graph, id, view) else {
+                return;
+            };
+            bases.insert(slot, b.values[i].2);
+        }
+        let Some(o) = b.add(
+            graph,
+            out,
+            ChannelView {
+                channels: rule.out_channels,
+                flat: rule.flat.clone(),
+                dims: out_dims,
+            },
+        ) else {
+            return;
+        };
+        let out_base = b.values[o].2;
+        for link in &rule.links {
+            let base = bases[&link.input];
+            for i in 0..link.len {
+                b.union(base + link.from + i, out_base + link.to + i * link.stride);
+            }
+        }
+        for &(slot, axis) in &rule.params {
+            let value = node.inputs[slot].expect("a parameter input");
+            b.params.push(ChannelParam {
+                value,
+                axis,
+                of: out,
+            });
+        }
+        let input = node.inputs.first().copied().flatten().unwrap_or(out);
+        match rule.edit {
+            Some(EditKind::Depthwise) => b.edits.push(ChannelEdit::Depthwise { node: n, input }),
+            Some(EditKind::FlattenReshape { per_channel }) => {
+                // Its shape constant follows the channels: it must be this node's alone.
+                let shape = node.inputs.get(1).copied().flatten();
+                if shape.is_some_and(|s| self.consumers[s].len() > 1) {
+                    b.freeze(format!(
+                        "the shape of the Reshape '{}' is shared with other nodes",
+                        node.name
+                    ));
+                }
+                b.edits.push(ChannelEdit::FlattenReshape {
+                    node: n,
+                    input,
+                    per_channel,
+                });
+            }
+            Some(EditKind::ChannelPad { before }) => {
+                b.maps = true;
+                b.edits.push(ChannelEdit::ChannelPad {
+                    node: n,
+                    output: out,
+                    before,
+                    band: views[0].as_ref().map_or(0, |v| v.channels),
+                });
+            }
+            Some(EditKind::ChannelSlice { start }) => {
+                b.maps = true;
+                b.edits.push(ChannelEdit::ChannelSlice {
+                    node: n,
+                    input,
+                    start,
+                    len: rule.out_channels,
+                });
+            }
+            None => {}
+        }
+        if matches!(node.op, Op::Concat { .. }) {
+            b.maps = true;
+        }
+        b.via.push(node.name.clone());
+    }
+
+    /// Records node `n` as a consumer of value `v` (its data input).
+    fn consumer(&self, b: &mut Building, n: usize, v: ValueId) {
+        let graph = self.graph;
+        let node = &graph.nodes[n];
+        let named = |what: &str| format!("{what} '{}' ({})", node.name, node.op.kind());
+        let Some(view) = b.view(v).cloned() else {
+            return;
+        };
+        let reason = match &node.op {
+            Op::Conv(conv) => {
+                if view.flat.is_some() || view.dims.len() != 3 {
+                    Some(named("a conv reads a flattened input:"))
+                } else if conv.group != 1 {
+                    Some(format!(
+                        "its channels feed the grouped conv '{}' (group {})",
+                        node.name, conv.group
+                    ))
+                } else if const_input(graph, node, 1, Some(4)).is_none() {
+                    Some(named("the weight is not a constant in"))
+                } else if !matches!(conv.window.padding,
+                    Padding::Explicit([t, l, bo, r]) if t == bo && l == r)
+                {
+                    Some(named(
+                        "asymmetric or automatic padding is not supported in the consumer",
+                    ))
+                } else {
+                    b.consumers.push(ChannelConsumer {
+                        node: n,
                         name: node.name.clone(),
                         input: v,
                         kind: ConsumerKind::Conv,
-                        image_shape: dims.clone(),
+                        image_shape: view.dims.clone(),
                         columns_per_channel: conv.window.kernel[0] * conv.window.kernel[1],
                     });
+                    None
                 }
-                Op::Gemm(_) | Op::MatMul => {
-                    if let Op::Gemm(g) = &node.op {
-                        if g.trans_a {
-                            return Err(named("transA is not supported in the consumer"));
-                        }
-                    }
-                    if const_input(graph, node, 1, Some(2)).is_none() {
-                        return Err(named("the weight is not a constant in"));
-                    }
-                    if dims.len() != 1 {
-                        return Err(named("a rank-2 input is expected by"));
-                    }
-                    let (kind, image_shape, cols) = match &flat {
+            }
+            _ => {
+                let trans_a = matches!(&node.op, Op::Gemm(g) if g.trans_a);
+                if trans_a {
+                    Some(named("transA is not supported in the consumer"))
+                } else if const_input(graph, node, 1, Some(2)).is_none() {
+                    Some(named("the weight is not a constant in"))
+                } else if view.dims.len() != 1 {
+                    Some(named("a rank-2 input is expected by"))
+                } else {
+                    let (kind, image_shape, cols) = match &view.flat {
                         Some(shape) => (
                             ConsumerKind::FlattenLinear,
                             shape.clone(),
                             shape[1..].iter().product(),
                         ),
-                        None => (ConsumerKind::Linear, dims.clone(), 1),
+                        None => (ConsumerKind::Linear, view.dims.clone(), 1),
                     };
-                    found.push(ChannelConsumer {
-                        node: c,
+                    b.consumers.push(ChannelConsumer {
+                        node: n,
                         name: node.name.clone(),
                         input: v,
                         kind,
                         image_shape,
                         columns_per_channel: cols,
                     });
-                }
-                Op::BatchNorm { .. } => {
-                    if flat
-                        .as_ref()
-                        .is_some_and(|s| s.len() > 1 && s[1..].iter().product::<usize>() > 1)
-                    {
-                        return Err(named("BatchNorm on flattened channels:"));
-                    }
-                    for i in 1..5 {
-                        let p = const_input(graph, node, i, Some(1))
-                            .ok_or_else(|| named("a non-constant parameter in"))?;
-                        params.push(ChannelParam { value: p, axis: 0 });
-                    }
-                    via.push(node.name.clone());
-                    stack.push((node.outputs[0], flat.clone()));
-                }
-                Op::Unary(_) | Op::Identity => {
-                    via.push(node.name.clone());
-                    stack.push((node.outputs[0], flat.clone()));
-                }
-                Op::Pool { .. } | Op::GlobalAveragePool if flat.is_none() => {
-                    via.push(node.name.clone());
-                    stack.push((node.outputs[0], None));
-                }
-                Op::Flatten { axis: 1 } => {
-                    via.push(node.name.clone());
-                    let next = if flat.is_some() || dims.len() == 1 {
-                        flat.clone()
-                    } else {
-                        Some(dims.clone())
-                    };
-                    stack.push((node.outputs[0], next));
-                }
-                // A flatten written as a Reshape: `(0, -1)`, or `(-1, K)` with K the elements of
-                // one image (the batch inferred; K follows the channels when they are pruned, so
-                // its shape constant must be this node's alone).
-                Op::Reshape { shape, .. }
-                    if shape.len() == 2
-                        && ((shape[1] == -1 && shape[0] >= 0)
-                            || (shape[0] == -1
-                                && usize::try_from(shape[1])
-                                    .is_ok_and(|k| k == dims.iter().product::<usize>())
-                                && node
-                                    .inputs
-                                    .get(1)
-                                    .copied()
-                                    .flatten()
-                                    .is_some_and(|s| consumers[s].len() == 1))) =>
-                {
-                    if shape[0] == -1 {
-                        flatten_reshapes.push(c);
-                    }
-                    via.push(node.name.clone());
-                    let next = if flat.is_some() || dims.len() == 1 {
-                        flat.clone()
-                    } else {
-                        Some(dims.clone())
-                    };
-                    stack.push((node.outputs[0], next));
-                }
-                Op::Binary(b) => {
-                    let others: Vec<ValueId> = node
-                        .inputs
-                        .iter()
-                        .flatten()
-                        .copied()
-                        .filter(|&o| o != v)
-                        .collect();
-                    let mut per_channel = None;
-                    for &o in &others {
-                        // x · sigmoid(x) (SiLU), x · hardsigmoid(x) (hard-swish): the other
-                        // operand is an element-wise function of the same activation, so channel
-                        // c meets only channel c.
-                        if derives_from(graph, producers, o, v)
-                            || derives_from(graph, producers, v, o)
-                        {
-                            continue;
-                        }
-                        let Some(c) = graph.constant(o) else {
-                            return Err(format!(
-                                "its channels are coupled with another activation by the {:?} '{}'",
-                                b, node.name
-                            ));
-                        };
-                        let rank = dims.len() + 1;
-                        if flat.is_some() && c.len() != 1 {
-                            return Err(named("a per-element constant after a Flatten in"));
-                        }
-                        match per_channel_axis(&c.dims, rank, channels) {
-                            Ok(Some(axis)) => per_channel = Some(ChannelParam { value: o, axis }),
-                            Ok(None) => {}
-                            Err(()) => {
-                                return Err(named(
-                                    "a constant that is neither scalar nor per-channel in",
-                                ))
-                            }
-                        }
-                    }
-                    if node.inputs.iter().flatten().filter(|&&o| o == v).count() > 1 {
-                        return Err(named("the same activation twice in"));
-                    }
-                    params.extend(per_channel);
-                    via.push(node.name.clone());
-                    stack.push((node.outputs[0], flat.clone()));
-                }
-                _ => {
-                    return Err(format!(
-                        "its channels reach the {} '{}', which does not keep channels apart",
-                        node.op.kind(),
-                        node.name
-                    ))
+                    None
                 }
             }
+        };
+        if let Some(r) = reason {
+            b.freeze(r);
         }
     }
-    // One entry per consumer node (reached once each, but be safe).
-    found.sort_by_key(|c| c.node);
-    found.dedup_by_key(|c| c.node);
-    Ok((found, via, depthwise, flatten_reshapes))
 }

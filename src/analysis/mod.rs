@@ -1,10 +1,12 @@
-//! Reading a model's structure for pruning: which channels flow from which producer to which
-//! consumer ([`channels`]: prunable and coupled producers). [`summary`]: what `subprune info`
-//! prints.
+//! Reading a model's structure for pruning: which channels are kept or removed together
+//! ([`channels`]: channel groups, their producers, pass-throughs and consumers), by one rule per
+//! op ([`rules`]). [`summary`]: what `subprune info` prints.
 
 pub mod channels;
+pub(crate) mod rules;
 pub mod summary;
 
 pub use channels::{
-    analyze, ChannelAnalysis, ChannelConsumer, ConsumerKind, CoupledLayer, PrunableLayer,
+    analyze, ChannelAnalysis, ChannelConsumer, ChannelEdit, ChannelGroup, ConsumerKind,
+    ConsumerMap, CoupledLayer, GroupScope,
 };

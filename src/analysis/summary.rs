@@ -1,5 +1,5 @@
 //! What `subprune info` reports about a model: inputs and outputs, op counts, parameters, FLOPs
-//! per image, and the producer → consumer channel pairs that pruning works on.
+//! per image, and the channel groups that pruning works on (one line each).
 
 use std::collections::BTreeMap;
 
@@ -14,24 +14,23 @@ pub struct Port {
     pub shape: String,
 }
 
-/// A producer (Conv, Gemm, MatMul) whose output channels reach a consumer (Conv, Gemm, MatMul)
-/// through channel-preserving ops.
+/// One channel group, as `info` lists it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct ChannelPair {
-    /// The producing node.
-    pub producer: String,
-    /// The consuming node.
-    pub consumer: String,
-    /// Channels the producer makes (the consumer's input channels).
+pub struct GroupSummary {
+    /// The group's name (its first producer).
+    pub name: String,
+    /// Channels of the group.
     pub channels: usize,
-    /// Columns per channel of the consumer's unfolded input (`kh·kw` for a conv, the flattened
-    /// spatial size for Flatten → Gemm, 1 for a Gemm on channels).
-    pub columns_per_channel: usize,
-    /// Op kinds in between, in order.
-    pub via: Vec<String>,
-    /// The path goes through an element-wise op with another activation (a residual Add): the
-    /// channels are coupled with that branch.
-    pub coupled: bool,
+    /// Producers, in node order.
+    pub producers: Vec<String>,
+    /// Consumers with their columns per channel position, in node order.
+    pub consumers: Vec<(String, usize)>,
+    /// Depthwise convs among the pass-throughs.
+    pub depthwise: usize,
+    /// Channel maps met: Concat, channel Slice, channel Pad (op kinds, with counts).
+    pub maps: BTreeMap<String, usize>,
+    /// A residual stream or Concat/Split block (more than one producer, or a map).
+    pub stream: bool,
 }
 
 /// A model summary.
@@ -49,14 +48,16 @@ pub struct Summary {
     pub parameters: usize,
     /// FLOPs per image: 2 × the multiply-accumulates of Conv, Gemm and MatMul.
     pub flops_per_image: u64,
-    /// Producer → consumer channel pairs.
-    pub pairs: Vec<ChannelPair>,
-    /// Prunable and coupled producers ([`super::channels::analyze`]).
+    /// The prunable groups, one line each.
+    pub groups: Vec<GroupSummary>,
+    /// Share of the Conv/Gemm/MatMul weight parameters whose output channels a prunable group
+    /// can remove (producers and depthwise convs of prunable groups), in [0, 1].
+    pub prunable_weight_share: f64,
+    /// Share of the Conv weight parameters alone, in [0, 1].
+    pub prunable_conv_share: f64,
+    /// The full structure: prunable groups and the producers left whole
+    /// ([`super::channels::analyze`]).
     pub channels: super::channels::ChannelAnalysis,
-}
-
-fn is_linear(op: &Op) -> bool {
-    matches!(op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul)
 }
 
 /// Summarises `graph`.
@@ -73,6 +74,76 @@ pub fn summarize(graph: &Graph) -> Summary {
     let flops_per_image = graph.nodes.iter().fold(0u64, |t, n| {
         t.saturating_add(graph.macs_per_image(n).saturating_mul(2))
     });
+    let channels = super::channels::analyze(graph);
+    let groups = channels
+        .prunable
+        .iter()
+        .map(|g| {
+            let mut maps = BTreeMap::new();
+            for e in &g.edits {
+                let kind = match e {
+                    super::channels::ChannelEdit::ChannelPad { .. } => "Pad",
+                    super::channels::ChannelEdit::ChannelSlice { .. } => "Slice",
+                    _ => continue,
+                };
+                *maps.entry(kind.to_string()).or_insert(0) += 1;
+            }
+            for name in &g.via {
+                if let Some(n) = graph.node(name) {
+                    if matches!(n.op, Op::Concat { .. }) {
+                        *maps.entry("Concat".to_string()).or_insert(0) += 1;
+                    }
+                }
+            }
+            GroupSummary {
+                name: g.name.clone(),
+                channels: g.channels,
+                producers: g
+                    .producers
+                    .iter()
+                    .map(|&p| graph.nodes[p].name.clone())
+                    .collect(),
+                consumers: g
+                    .consumers
+                    .iter()
+                    .map(|c| (c.name.clone(), c.columns_per_channel))
+                    .collect(),
+                depthwise: g.depthwise().len(),
+                maps,
+                stream: g.stream,
+            }
+        })
+        .collect();
+    let shrinking: std::collections::HashSet<usize> = channels
+        .prunable
+        .iter()
+        .flat_map(|g| g.producers.iter().copied().chain(g.depthwise()))
+        .collect();
+    let share = |conv_only: bool| {
+        let (mut all, mut pruned) = (0usize, 0usize);
+        for (n, node) in graph.nodes.iter().enumerate() {
+            let counted = match node.op {
+                Op::Conv(_) => true,
+                Op::Gemm(_) | Op::MatMul => !conv_only,
+                _ => false,
+            };
+            let weight = node.inputs.get(1).copied().flatten();
+            let Some(size) = weight.and_then(|w| graph.constant(w)).map(|c| c.len()) else {
+                continue;
+            };
+            if counted {
+                all += size;
+                if shrinking.contains(&n) {
+                    pruned += size;
+                }
+            }
+        }
+        if all == 0 {
+            0.0
+        } else {
+            pruned as f64 / all as f64
+        }
+    };
     Summary {
         inputs: graph.inputs.iter().map(port).collect(),
         outputs: graph.outputs.iter().map(port).collect(),
@@ -80,93 +151,9 @@ pub fn summarize(graph: &Graph) -> Summary {
         nodes: graph.nodes.len(),
         parameters: graph.parameter_count(),
         flops_per_image,
-        pairs: channel_pairs(graph),
-        channels: super::channels::analyze(graph),
+        groups,
+        prunable_weight_share: share(false),
+        prunable_conv_share: share(true),
+        channels,
     }
-}
-
-/// Follows each producer's output forward through channel-preserving ops to its consumers.
-pub fn channel_pairs(graph: &Graph) -> Vec<ChannelPair> {
-    let consumers = graph.consumers();
-    let mut pairs = Vec::new();
-    for producer in graph.nodes.iter().filter(|n| is_linear(&n.op)) {
-        let out = producer.outputs[0];
-        let channels = match graph.values[out].shape.0.get(1) {
-            Some(d) => d.at(1),
-            None => continue,
-        };
-        // The ops passed so far, as links to their predecessor in `trail` (a path shares its
-        // prefix with its siblings: copying it at every step would be quadratic in its length).
-        let mut trail: Vec<(&'static str, Option<usize>)> = Vec::new();
-        // (value, last op passed, flattened spatial size, coupled)
-        let mut stack = vec![(out, None::<usize>, None::<usize>, false)];
-        while let Some((value, via, flat, coupled)) = stack.pop() {
-            for &c in consumers[value].iter().rev() {
-                let node = &graph.nodes[c];
-                let data_input = node.inputs.first().copied().flatten() == Some(value);
-                if is_linear(&node.op) {
-                    if !data_input {
-                        continue; // the value is this node's weight, not its input
-                    }
-                    let columns = match (&node.op, flat) {
-                        (Op::Conv(conv), _) => conv.window.kernel[0] * conv.window.kernel[1],
-                        (_, Some(spatial)) => spatial,
-                        _ => 1,
-                    };
-                    pairs.push(ChannelPair {
-                        producer: producer.name.clone(),
-                        consumer: node.name.clone(),
-                        channels,
-                        columns_per_channel: columns,
-                        via: path(&trail, via),
-                        coupled,
-                    });
-                    continue;
-                }
-                let next = node.outputs[0];
-                let mut step = || {
-                    trail.push((node.op.kind(), via));
-                    Some(trail.len() - 1)
-                };
-                match &node.op {
-                    Op::BatchNorm { .. }
-                    | Op::Unary(_)
-                    | Op::Pool { .. }
-                    | Op::GlobalAveragePool
-                    | Op::Identity => stack.push((next, step(), flat, coupled)),
-                    Op::Flatten { axis: 1 } => {
-                        let spatial = graph.values[value].shape.0[2..]
-                            .iter()
-                            .map(|d| d.at(1))
-                            .product();
-                        stack.push((next, step(), Some(spatial), coupled));
-                    }
-                    Op::Binary(_) => {
-                        let other_is_activation = node
-                            .inputs
-                            .iter()
-                            .flatten()
-                            .any(|&v| v != value && graph.values[v].constant.is_none());
-                        let same_shape = graph.values[next].shape == graph.values[value].shape;
-                        if same_shape {
-                            stack.push((next, step(), flat, coupled || other_is_activation));
-                        }
-                    }
-                    _ => {} // channels change meaning (Concat, Slice, Pad, Reshape, …): stop.
-                }
-            }
-        }
-    }
-    pairs
-}
-
-/// The op kinds on the path that ends at `last` in `trail`, first to last.
-fn path(trail: &[(&'static str, Option<usize>)], mut last: Option<usize>) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some(i) = last {
-        out.push(trail[i].0.to_string());
-        last = trail[i].1;
-    }
-    out.reverse();
-    out
 }

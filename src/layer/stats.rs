@@ -299,6 +299,51 @@ impl LayerStats {
     }
 }
 
+impl LayerStats {
+    /// The same statistics with the columns rearranged: regrouped column `i` is column
+    /// `columns[i]` of these (`None`: a zero column), in `layout` (whose `columns()` is
+    /// `columns.len()`). A consumer that reads a group's channels out of order, or several
+    /// positions per channel, or only some of them, is seen this way as one column block per
+    /// group channel. `‖AW‖²` is unchanged: every column of the consumer appears once.
+    pub fn regroup(&self, columns: &[Option<usize>], layout: ChannelLayout) -> Result<Self> {
+        let d = self.layout.columns();
+        let m = self.outputs;
+        if layout.columns() != columns.len() || columns.iter().flatten().any(|&c| c >= d) {
+            return Err(Error::Shape(format!(
+                "regrouping {d} columns into {} ({} × {})",
+                columns.len(),
+                layout.channels,
+                layout.columns_per_channel
+            )));
+        }
+        let g = self.gram.values()?;
+        let n = columns.len();
+        let mut gram = vec![0.0; n * n];
+        let mut c0 = vec![0.0; n * m];
+        let mut weight = vec![0.0; n * m];
+        for (i, ci) in columns.iter().enumerate() {
+            let Some(ci) = *ci else { continue };
+            for (j, cj) in columns.iter().enumerate() {
+                if let Some(cj) = *cj {
+                    gram[i * n + j] = g[ci * d + cj];
+                }
+            }
+            c0[i * m..(i + 1) * m].copy_from_slice(&self.c0[ci * m..(ci + 1) * m]);
+            weight[i * m..(i + 1) * m].copy_from_slice(&self.weight[ci * m..(ci + 1) * m]);
+        }
+        Ok(Self {
+            layout,
+            outputs: m,
+            gram: Gram::from_host(gram),
+            c0,
+            total: self.total,
+            weight,
+            rows: self.rows,
+            phases: self.phases,
+        })
+    }
+}
+
 /// What to do when the statistics overflow.
 const SCALE_HINT: &str = "the input values are too large for the f32 sums of their products: \
     scale the inputs (and the target) down by one common factor, e.g. divide them by 1e10; \

@@ -45,7 +45,7 @@
 //!   channel: the sizes found meet the budget, and the next stricter threshold adds one channel
 //!   to some layers and exceeds it (adding one channel to every layer would too).
 
-use crate::analysis::channels::PrunableLayer;
+use crate::analysis::channels::ChannelGroup;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
@@ -148,7 +148,7 @@ impl CostModel {
     }
 
     /// Parameters (f32 constants) of `graph` with `layers` pruned.
-    pub fn parameters(graph: &Graph, layers: &[&PrunableLayer]) -> Self {
+    pub fn parameters(graph: &Graph, layers: &[&ChannelGroup]) -> Self {
         let mut terms = Vec::new();
         for (v, value) in graph.values.iter().enumerate() {
             let Some(size) = value
@@ -177,7 +177,7 @@ impl CostModel {
 
     /// FLOPs per image (2 × multiply-accumulates of Conv, Gemm, MatMul) of `graph` with `layers`
     /// pruned.
-    pub fn flops(graph: &Graph, layers: &[&PrunableLayer]) -> Self {
+    pub fn flops(graph: &Graph, layers: &[&ChannelGroup]) -> Self {
         let mut terms = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate() {
             let macs = graph.macs_per_image(node);
@@ -480,7 +480,7 @@ pub fn allocate_accuracy(
 pub fn pruned_layers<'a>(
     analysis: &'a crate::analysis::channels::ChannelAnalysis,
     skip: &[String],
-) -> Vec<&'a PrunableLayer> {
+) -> Vec<&'a ChannelGroup> {
     analysis
         .prunable
         .iter()
@@ -529,7 +529,7 @@ pub fn plan(
     backend: &dyn crate::Backend,
     executor: super::ExecutorFactory<'_>,
 ) -> Result<BudgetPlan> {
-    let analysis = crate::analysis::channels::analyze(graph);
+    let analysis = super::analysis_for(graph, options);
     let inputs = super::feed::PassInputs::new(graph, &analysis, calib, options, backend, executor);
     Ok(plan_on(&inputs, validation, target, allocation)?.0)
 }

@@ -4,7 +4,7 @@
 //! built, fed batch by batch, finished into [`LayerStats`]), and one pass over the original
 //! network that feeds several layers at once ([`original_pass`]).
 
-use crate::analysis::channels::{ChannelAnalysis, PrunableLayer};
+use crate::analysis::channels::{ChannelAnalysis, ChannelGroup, ConsumerMap};
 use crate::backend::{Backend, StatsAccumulator, StatsSpec};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
@@ -91,6 +91,9 @@ pub(crate) struct LayerFeed<'b> {
     accs: Vec<Box<dyn StatsAccumulator + 'b>>,
     /// Tapped value of each consumer.
     pub taps: Vec<ValueId>,
+    /// How each consumer reads the group's channels, when not in order (its statistics are
+    /// regrouped by [`LayerStats::regroup`]).
+    maps: Vec<Option<ConsumerMap>>,
     record: Option<RecordedInputs>,
 }
 
@@ -98,8 +101,10 @@ pub(crate) struct LayerFeed<'b> {
 pub(crate) struct LayerStatsOf {
     /// Each consumer's problem and weight form.
     pub problems: Vec<(LayerProblem, WeightForm)>,
-    /// Each consumer's statistics.
+    /// Each consumer's statistics, one column block per group channel.
     pub stats: Vec<LayerStats>,
+    /// How each consumer reads the group's channels, when not in order.
+    pub maps: Vec<Option<ConsumerMap>>,
     /// The recorded inputs, when asked for.
     pub record: Option<RecordedInputs>,
     /// Bytes of inputs and targets the backend received from the host.
@@ -123,7 +128,7 @@ impl<'b> LayerFeed<'b> {
     /// separate target `A` when `with_target`; `record`: keep the first consumer's inputs.
     pub fn new(
         graph: &Graph,
-        layer: &PrunableLayer,
+        layer: &ChannelGroup,
         backend: &'b dyn Backend,
         with_target: bool,
         record: bool,
@@ -143,10 +148,14 @@ impl<'b> LayerFeed<'b> {
             taps.push(c.input);
         }
         let record = record.then(|| (Vec::new(), with_target.then(Vec::new)));
+        let maps = (0..layer.consumers.len())
+            .map(|i| layer.consumer_map(i))
+            .collect();
         Ok(Self {
             problems,
             accs,
             taps,
+            maps,
             record,
         })
     }
@@ -196,11 +205,20 @@ impl<'b> LayerFeed<'b> {
     pub fn finish(self, release_device: bool) -> Result<LayerStatsOf> {
         let mut stats = Vec::new();
         let (mut uploaded_bytes, mut device_bytes) = (0, 0);
-        for ((problem, _), acc) in self.problems.iter().zip(self.accs) {
+        for (((problem, _), acc), map) in self.problems.iter().zip(self.accs).zip(&self.maps) {
             let raw = acc.finish_with_weight(&problem.weight, problem.outputs)?;
             uploaded_bytes += raw.phases.uploaded_bytes;
             device_bytes += raw.phases.device_bytes;
             let mut st = LayerStats::from_raw(problem, raw)?;
+            if let Some(map) = map {
+                st = st.regroup(
+                    &map.columns,
+                    crate::layer::ChannelLayout {
+                        channels: map.channels,
+                        columns_per_channel: map.block(),
+                    },
+                )?;
+            }
             if release_device {
                 st.gram.release_device()?;
             }
@@ -209,6 +227,7 @@ impl<'b> LayerFeed<'b> {
         Ok(LayerStatsOf {
             problems: self.problems,
             stats,
+            maps: self.maps,
             record: self.record,
             uploaded_bytes,
             device_bytes,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::options::PruneOptions;
-use crate::analysis::channels::{ChannelAnalysis, PrunableLayer};
+use crate::analysis::channels::{ChannelAnalysis, ChannelGroup};
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
@@ -15,7 +15,7 @@ pub(crate) type LeftWhole = Vec<(String, String)>;
 /// A layer to prune, resolved against the options.
 pub(crate) struct Job<'a> {
     /// The layer.
-    pub layer: &'a PrunableLayer,
+    pub layer: &'a ChannelGroup,
     /// Channels it keeps.
     pub keep: usize,
 }

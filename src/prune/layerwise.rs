@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
-use super::rewrite::{set_consumer_weight, slice_producer, WeightForm};
-use super::select::{consumer_rows, LayerContext, Selection, Selector};
+use super::rewrite::{apply_group, Applied, WeightForm};
+use super::select::{every_consumer_reads, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
-use crate::analysis::channels::{analyze, PrunableLayer};
+use crate::analysis::channels::{ChannelGroup, ConsumerMap};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
@@ -22,10 +22,11 @@ use crate::layer::{LayerProblem, LayerStats};
 /// One prunable layer and its consumers' statistics.
 pub struct LayerwiseLayer {
     /// The layer.
-    pub layer: PrunableLayer,
+    pub layer: ChannelGroup,
     /// The statistics of each consumer.
     pub stats: Vec<LayerStats>,
     problems: Vec<(LayerProblem, WeightForm)>,
+    maps: Vec<Option<ConsumerMap>>,
     /// Bytes the backend received from the host, and copied on the device, for these statistics.
     moved_bytes: (u64, u64),
 }
@@ -50,7 +51,7 @@ pub fn layerwise_stats(
     executor: ExecutorFactory<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LayerwiseStats> {
-    let analysis = analyze(graph);
+    let analysis = super::analysis_for(graph, options);
     let inputs = PassInputs::new(graph, &analysis, calib, options, backend, executor);
     layerwise_stats_of(&inputs, progress)
 }
@@ -94,6 +95,7 @@ pub(crate) fn layerwise_stats_of(
             layer,
             stats: finished.stats,
             problems: finished.problems,
+            maps: finished.maps,
             moved_bytes: (finished.uploaded_bytes, finished.device_bytes),
         });
     }
@@ -144,6 +146,7 @@ impl LayerwiseStats {
         self.layers.into_iter().map(|l| LayerStatsOf {
             problems: l.problems,
             stats: l.stats,
+            maps: l.maps,
             record: None,
             uploaded_bytes: l.moved_bytes.0,
             device_bytes: l.moved_bytes.1,
@@ -176,8 +179,17 @@ impl LayerwiseStats {
         }
         let mut g = graph.clone();
         let mut out = Vec::new();
+        let mut applied = Applied::default();
         for (i, &keep) in keeps.iter().enumerate() {
-            out.push(self.apply_layer(&mut g, i, selector, keep, options, backend)?);
+            out.push(self.apply_layer(
+                &mut g,
+                i,
+                selector,
+                keep,
+                options,
+                backend,
+                &mut applied,
+            )?);
         }
         super::rewrite::reshape(&mut g)?;
         Ok((g, out))
@@ -202,12 +214,21 @@ impl LayerwiseStats {
             )));
         }
         let mut g = graph.clone();
-        let out = self.apply_layer(&mut g, i, selector, keep, options, backend)?;
+        let out = self.apply_layer(
+            &mut g,
+            i,
+            selector,
+            keep,
+            options,
+            backend,
+            &mut Applied::default(),
+        )?;
         super::rewrite::reshape(&mut g)?;
         Ok((g, out))
     }
 
     /// Selects `keep` channels of layer `i` and edits `g` in place (shapes are not re-inferred).
+    #[allow(clippy::too_many_arguments)]
     fn apply_layer(
         &self,
         g: &mut Graph,
@@ -216,29 +237,22 @@ impl LayerwiseStats {
         keep: usize,
         options: &PruneOptions,
         backend: &dyn Backend,
+        applied: &mut Applied,
     ) -> Result<(Selection, f64)> {
         let l = &self.layers[i];
         let ctx = self.context(i, backend, options.dependence_tol);
-        let selection = selector.select(&ctx, keep, &mut |_, _| {})?;
-        let (mut residual, mut total) = (0.0, 0.0);
-        for ((c, (problem, form)), st) in l.layer.consumers.iter().zip(&l.problems).zip(&l.stats) {
-            let r = consumer_rows(
-                st,
-                &selection,
-                options.reweight,
-                options.ridge,
-                options.dependence_tol,
-            )?;
-            residual += r.residual;
-            total += st.total;
-            set_consumer_weight(
-                g,
-                c,
-                *form,
-                problem.weight_tensor(&selection.kept, &r.weight),
-            )?;
-        }
-        slice_producer(g, &l.layer, &selection.kept)?;
+        let selection =
+            every_consumer_reads(&l.layer, selector.select(&ctx, keep, &mut |_, _| {})?);
+        let (residual, total) = apply_group(
+            g,
+            &l.layer,
+            &l.problems,
+            &l.stats,
+            &l.maps,
+            &selection,
+            options,
+            applied,
+        )?;
         let err = if total > 0.0 { residual / total } else { 0.0 };
         Ok((selection, err))
     }

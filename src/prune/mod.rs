@@ -56,7 +56,7 @@ pub use report::{LayerReport, Phases, PruneReport, Pruned, Recorded};
 
 use std::time::Instant;
 
-use crate::analysis::channels::analyze;
+use crate::analysis::channels::{analyze, ChannelAnalysis};
 use crate::backend::Backend;
 use crate::error::{Context, Result};
 use crate::exec::run::ImageSource;
@@ -117,6 +117,11 @@ pub fn cpu_engines() -> (
 }
 
 /// Prunes `model`: statistics on `backend`, forward passes on executors from `executor`. A
+/// The channel groups of `graph` that `options` allow ([`PruneOptions::groups`]).
+pub(crate) fn analysis_for(graph: &Graph, options: &PruneOptions) -> ChannelAnalysis {
+    analyze(graph).restrict(graph, options.groups)
+}
+
 /// [`PruneOptions::budget`] is planned first (its sizes are in [`Pruned::budget`]).
 pub fn prune_with(
     model: &OnnxModel,
@@ -128,7 +133,7 @@ pub fn prune_with(
 ) -> Result<Pruned> {
     let start = Instant::now();
     options.check()?;
-    let analysis = analyze(&model.graph);
+    let analysis = analysis_for(&model.graph, options);
     let memory_plan = memory::plan(&model.graph, &analysis, options)?;
     let (budget, measured) = match &options.budget {
         Some(b) => {
@@ -158,6 +163,7 @@ pub fn prune_with(
         progress,
         phases: Phases::default(),
         recorded: None,
+        applied: Default::default(),
     };
     let layers = match (options.variant, measured) {
         // The budget's statistics are those of this variant; a recorded layer needs its inputs.

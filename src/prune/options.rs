@@ -150,6 +150,9 @@ pub struct PruneOptions {
     /// in [`super::Pruned::recorded`] (for checks; holds all calibration activations of that
     /// layer).
     pub record: Option<String>,
+    /// Which channel groups are pruned: every prunable group (the default), or block-internal
+    /// ones only (residual streams and Concat/Split blocks left whole, as before channel groups).
+    pub groups: crate::analysis::GroupScope,
 }
 
 impl Default for PruneOptions {
@@ -169,6 +172,7 @@ impl Default for PruneOptions {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             memory_limit: None,
             record: None,
+            groups: crate::analysis::GroupScope::All,
         }
     }
 }

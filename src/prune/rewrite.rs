@@ -1,11 +1,17 @@
-//! Keep sets → edits of the IR: the producer's output rows and bias, the per-channel constants in
-//! between (BatchNorm entries, per-channel scales), and the consumers' weights replaced by `W~`.
-//! Everything else is left as it is; shapes are re-inferred afterwards.
+//! Keep sets → edits of the IR: every producer's output rows and bias, the per-channel constants
+//! in between (BatchNorm entries, per-channel scales, depthwise weights), the attributes that
+//! follow the channel count (depthwise `group`, flatten sizes, channel Pad and Slice ranges), and
+//! the consumers' weights replaced by `W~`. Everything else is left as it is; shapes are
+//! re-inferred afterwards.
 
-use crate::analysis::channels::{ChannelConsumer, PrunableLayer};
+use std::collections::HashMap;
+
+use super::options::PruneOptions;
+use super::select::{consumer_rows, Selection};
+use crate::analysis::channels::{ChannelConsumer, ChannelEdit, ChannelGroup, ConsumerMap};
 use crate::error::{Error, Result};
 use crate::ir::{ConstData, Constant, Graph, Op, Shape, ValueId};
-use crate::layer::{ConvOptions, LayerProblem};
+use crate::layer::{ConvOptions, LayerProblem, LayerStats};
 use crate::tensor::Tensor;
 
 /// How a consumer's ONNX weight maps to the `(M, C, …)` layout of a [`LayerProblem`].
@@ -163,38 +169,223 @@ pub(crate) fn set_consumer_weight(
     Ok(())
 }
 
-/// Removes the pruned output channels of `layer` from its producer and the per-channel constants
-/// in between (not the consumers: their weights are set by [`set_consumer_weight`]).
-pub(crate) fn slice_producer(
+/// Slicings already applied to constants by earlier groups, by constant: `(axis, size before,
+/// kept)`. A consumer weight written later from statistics of the unpruned network (the layer
+/// variant) still has its full rows; they are sliced again here so that a weight that is both a
+/// consumer's (columns) and a producer's (rows) ends with both edits.
+#[derive(Default)]
+pub(crate) struct Applied {
+    sliced: HashMap<ValueId, Vec<(usize, usize, Vec<usize>)>>,
+}
+
+/// Reweights every consumer of `group` for `selection` (statistics `stats`, regrouped by
+/// `maps`), writes their new weights, and removes the pruned channels from every member of the
+/// group. Returns `(residual, total)` summed over the consumers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_group(
     graph: &mut Graph,
-    layer: &PrunableLayer,
-    kept: &[usize],
-) -> Result<()> {
-    for p in &layer.params {
-        slice_axis(graph, p.value, p.axis, kept)?;
-    }
-    for &r in &layer.flatten_reshapes {
-        // Reshape(x, (-1, K)): K = channels · H·W, in the op and in its shape constant.
-        let node = &graph.nodes[r];
-        let (Op::Reshape { shape, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) else {
-            return Err(node.error("expected the flattening Reshape it was analysed as"));
+    group: &ChannelGroup,
+    problems: &[(LayerProblem, WeightForm)],
+    stats: &[LayerStats],
+    maps: &[Option<ConsumerMap>],
+    selection: &Selection,
+    options: &PruneOptions,
+    applied: &mut Applied,
+) -> Result<(f64, f64)> {
+    let kept = &selection.kept;
+    let (mut residual, mut total) = (0.0, 0.0);
+    for (i, ((problem, form), st)) in problems.iter().zip(stats).enumerate() {
+        let r = consumer_rows(
+            st,
+            selection,
+            options.reweight,
+            options.ridge,
+            options.dependence_tol,
+        )?;
+        residual += r.residual;
+        total += st.total;
+        let weight = match maps.get(i).and_then(Option::as_ref) {
+            None => problem.weight_tensor(kept, &r.weight),
+            Some(map) => {
+                // Back from one block per group channel to the consumer's own positions.
+                let m = st.outputs;
+                let ks = map.columns_per_channel;
+                let mut positions = Vec::new();
+                let mut rows = Vec::new();
+                for (p, first_row) in map.kept_positions(kept) {
+                    positions.push(p);
+                    rows.extend_from_slice(&r.weight[first_row * m..(first_row + ks) * m]);
+                }
+                problem.weight_tensor(&positions, &rows)
+            }
         };
-        let per_channel = shape[1] / layer.channels as i64;
-        let new_shape = vec![-1, per_channel * kept.len() as i64];
-        let s = *s;
-        graph.values[s].shape = Shape::fixed(&[2]);
-        graph.values[s].constant = Some(Constant {
-            dims: vec![2],
-            data: ConstData::I64(new_shape.clone()),
-        });
-        if let Op::Reshape { shape, .. } = &mut graph.nodes[r].op {
-            *shape = new_shape;
+        let c = &group.consumers[i];
+        set_consumer_weight(graph, c, *form, weight)?;
+        let w = graph.nodes[c.node].input(1)?;
+        if let Some(done) = applied.sliced.get(&w).cloned() {
+            for (axis, before, rows) in done {
+                if graph.values[w].shape.0.get(axis).map(|d| d.at(1)) == Some(before) {
+                    slice_axis(graph, w, axis, &rows)?;
+                }
+            }
         }
     }
-    for &d in &layer.depthwise {
-        match &mut graph.nodes[d].op {
-            Op::Conv(conv) => conv.group = kept.len(),
-            _ => return Err(graph.nodes[d].error("expected the depthwise conv it was analysed as")),
+    slice_group(graph, group, kept, applied)?;
+    Ok((residual, total))
+}
+
+/// A constant input of `node` that only `node` reads (a copy when it is shared), to edit.
+fn own_input(graph: &mut Graph, node: usize, slot: usize) -> Result<Option<ValueId>> {
+    let Some(v) = graph.nodes[node].inputs.get(slot).copied().flatten() else {
+        return Ok(None);
+    };
+    let readers = graph
+        .nodes
+        .iter()
+        .filter(|n| n.inputs.contains(&Some(v)))
+        .count();
+    if readers <= 1 {
+        return Ok(Some(v));
+    }
+    let mut copy = graph.values[v].clone();
+    copy.name = format!("{}.{}", copy.name, graph.nodes[node].name);
+    graph.values.push(copy);
+    let id = graph.values.len() - 1;
+    graph.nodes[node].inputs[slot] = Some(id);
+    Ok(Some(id))
+}
+
+/// Sets entries of the int64 constant `v` (an edited copy of its list).
+fn set_ints(graph: &mut Graph, v: ValueId, edit: &dyn Fn(&mut Vec<i64>)) -> Result<()> {
+    let value = &mut graph.values[v];
+    match value.constant.as_mut().map(|c| &mut c.data) {
+        Some(ConstData::I64(x)) => {
+            edit(x);
+            Ok(())
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "'{}' is not an int64 constant",
+            value.name
+        ))),
+    }
+}
+
+/// Removes the pruned channels (`kept`: the group channels kept, sorted) from every member of
+/// `group`: the producers' rows and biases and the per-channel constants in between (each by
+/// the kept positions of the value it follows), and the attributes that follow the kept count
+/// (depthwise `group`, flatten sizes, channel Pad and Slice ranges). The consumers' weights are
+/// set by [`set_consumer_weight`].
+pub(crate) fn slice_group(
+    graph: &mut Graph,
+    group: &ChannelGroup,
+    kept: &[usize],
+    applied: &mut Applied,
+) -> Result<()> {
+    for p in &group.params {
+        let rows = group.kept_positions(p.of, kept);
+        let before = graph.values[p.value]
+            .shape
+            .0
+            .get(p.axis)
+            .map_or(0, |d| d.at(1));
+        slice_axis(graph, p.value, p.axis, &rows)?;
+        applied
+            .sliced
+            .entry(p.value)
+            .or_default()
+            .push((p.axis, before, rows));
+    }
+    let count = |value: ValueId, range: std::ops::Range<usize>| {
+        group
+            .kept_positions(value, kept)
+            .iter()
+            .filter(|p| range.contains(p))
+            .count()
+    };
+    for edit in &group.edits {
+        match *edit {
+            ChannelEdit::Depthwise { node, input } => {
+                let n = group.kept_positions(input, kept).len();
+                match &mut graph.nodes[node].op {
+                    Op::Conv(conv) => conv.group = n,
+                    _ => return Err(graph.nodes[node].error("expected a depthwise conv")),
+                }
+            }
+            ChannelEdit::FlattenReshape {
+                node,
+                input,
+                per_channel,
+            } => {
+                // Reshape(x, (-1, K)): K = channels · H·W, in the op and in its shape constant.
+                let k = (group.kept_positions(input, kept).len() * per_channel) as i64;
+                let new_shape = vec![-1, k];
+                if let Some(s) = own_input(graph, node, 1)? {
+                    graph.values[s].shape = Shape::fixed(&[2]);
+                    graph.values[s].constant = Some(Constant {
+                        dims: vec![2],
+                        data: ConstData::I64(new_shape.clone()),
+                    });
+                }
+                match &mut graph.nodes[node].op {
+                    Op::Reshape { shape, .. } => *shape = new_shape,
+                    _ => return Err(graph.nodes[node].error("expected a flattening Reshape")),
+                }
+            }
+            ChannelEdit::ChannelPad {
+                node,
+                output,
+                before,
+                band,
+            } => {
+                let total = group.positions(output).map_or(0, <[usize]>::len);
+                let b = count(output, 0..before) as i64;
+                let a = count(output, before + band..total) as i64;
+                let rank = match &mut graph.nodes[node].op {
+                    Op::Pad { pads, .. } => {
+                        let rank = pads.len() / 2;
+                        pads[1] = b;
+                        pads[rank + 1] = a;
+                        rank
+                    }
+                    _ => return Err(graph.nodes[node].error("expected a channel Pad")),
+                };
+                if graph.nodes[node].inputs.get(3).copied().flatten().is_some() {
+                    return Err(graph.nodes[node].error("a channel Pad with an axes input"));
+                }
+                if let Some(s) = own_input(graph, node, 1)? {
+                    set_ints(graph, s, &|x: &mut Vec<i64>| {
+                        x[1] = b;
+                        x[rank + 1] = a;
+                    })?;
+                }
+            }
+            ChannelEdit::ChannelSlice {
+                node,
+                input,
+                start,
+                len,
+            } => {
+                let s = count(input, 0..start) as i64;
+                let e = s + count(input, start..start + len) as i64;
+                let k = match &mut graph.nodes[node].op {
+                    Op::Slice {
+                        starts, ends, axes, ..
+                    } => {
+                        let k = axes.iter().position(|&a| a == 1).ok_or_else(|| {
+                            Error::InvalidArgument("expected a channel Slice".into())
+                        })?;
+                        starts[k] = s;
+                        ends[k] = e;
+                        k
+                    }
+                    _ => return Err(graph.nodes[node].error("expected a channel Slice")),
+                };
+                for (slot, value) in [(1, s), (2, e)] {
+                    if let Some(c) = own_input(graph, node, slot)? {
+                        set_ints(graph, c, &|x: &mut Vec<i64>| x[k] = value)?;
+                    }
+                }
+            }
         }
     }
     Ok(())

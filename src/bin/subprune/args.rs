@@ -228,12 +228,17 @@ pub struct PruneArgs {
     /// Fraction of channels kept in every prunable layer, in (0, 1].
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub keep_fraction: f64,
-    /// Channels kept in one layer: NODE=K (repeatable; overrides --keep-fraction there).
+    /// Channels kept in one group: GROUP=K, the group named by its first producer as `info`
+    /// lists it (repeatable; overrides --keep-fraction there).
     #[arg(long)]
     pub keep: Vec<String>,
-    /// Leave a prunable layer whole (repeatable).
+    /// Leave a group whole, named by its first producer (repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
+    /// Which channel groups to prune: all (block-internal groups, residual streams, Concat/Split
+    /// blocks) or internal (block-internal groups only, streams left whole).
+    #[arg(long, default_value = "all")]
+    pub groups: String,
     /// Keep the consumers' original weights for the kept channels.
     #[arg(long)]
     pub no_reweight: bool,
@@ -310,6 +315,9 @@ pub struct CompareArgs {
     /// Leave a prunable layer whole in every row (repeatable), as `prune --skip`.
     #[arg(long)]
     pub skip: Vec<String>,
+    /// Which channel groups to prune in every row, as `prune --groups`: all or internal.
+    #[arg(long, default_value = "all")]
+    pub groups: String,
     /// Images per forward batch.
     #[arg(long, default_value_t = subprune::DEFAULT_BATCH_IMAGES)]
     pub batch: usize,

@@ -12,7 +12,7 @@ use super::jobs::Job;
 use super::layerwise::LayerwiseStats;
 use super::options::{PruneOptions, Variant};
 use super::report::{LayerReport, Phases, Recorded};
-use super::rewrite::{self, set_consumer_weight, slice_producer};
+use super::rewrite;
 use super::select::{self, Selector};
 use super::{Event, ExecutorFactory};
 use crate::backend::Backend;
@@ -32,6 +32,8 @@ pub(super) struct Run<'a> {
     pub progress: &'a mut dyn FnMut(Event<'_>),
     pub phases: Phases,
     pub recorded: Option<Recorded>,
+    /// Constants sliced so far (see [`rewrite::Applied`]).
+    pub applied: rewrite::Applied,
 }
 
 impl<'a> Run<'a> {
@@ -52,6 +54,7 @@ impl<'a> Run<'a> {
         let LayerStatsOf {
             problems,
             stats,
+            maps,
             record,
             uploaded_bytes,
             device_bytes,
@@ -72,22 +75,8 @@ impl<'a> Run<'a> {
         )?;
         self.phases.greedy += t.elapsed().as_secs_f64();
         let t = Instant::now();
+        let selection = select::every_consumer_reads(job.layer, selection);
         let kept = selection.kept.clone();
-        let mut residual = 0.0;
-        let mut total = 0.0;
-        let mut new_weights = Vec::new();
-        for ((problem, form), st) in problems.iter().zip(&stats) {
-            let r = select::consumer_rows(
-                st,
-                &selection,
-                self.options.reweight,
-                self.options.ridge,
-                self.options.dependence_tol,
-            )?;
-            residual += r.residual;
-            total += st.total;
-            new_weights.push((*form, problem.weight_tensor(&kept, &r.weight)));
-        }
         if let Some((rb, ra)) = record {
             let (problem, _) = &problems[0];
             let u = problem.unfolding;
@@ -105,10 +94,16 @@ impl<'a> Run<'a> {
                 kept: kept.clone(),
             });
         }
-        for (c, (form, w)) in job.layer.consumers.iter().zip(new_weights) {
-            set_consumer_weight(&mut self.graph, c, form, w)?;
-        }
-        slice_producer(&mut self.graph, job.layer, &kept)?;
+        let (residual, total) = rewrite::apply_group(
+            &mut self.graph,
+            job.layer,
+            &problems,
+            &stats,
+            &maps,
+            &selection,
+            self.options,
+            &mut self.applied,
+        )?;
         if self.options.variant != Variant::Layer {
             rewrite::reshape(&mut self.graph)?;
         }

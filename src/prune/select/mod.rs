@@ -264,3 +264,41 @@ pub fn consumer_rows(
         _ => kept_rows(stats, &selection.kept, reweight, ridge, dependence_tol),
     }
 }
+
+/// `selection` with, for each consumer of `group` that would read none of the kept channels
+/// (a consumer of one segment of a stream, or of one Concat/Split branch, whose channels were all
+/// dropped), the one of its channels the greedy picked first (else its lowest), so that no
+/// consumer is left without input. Rare; the kept count then exceeds the budget by as many.
+pub(crate) fn every_consumer_reads(
+    group: &crate::analysis::ChannelGroup,
+    mut selection: Selection,
+) -> Selection {
+    let order = selection.greedy.as_ref().map(|r| r.order.clone());
+    let mut added = false;
+    for c in &group.consumers {
+        let Some(positions) = group.positions(c.input) else {
+            continue;
+        };
+        if positions
+            .iter()
+            .any(|a| selection.kept.binary_search(a).is_ok())
+        {
+            continue;
+        }
+        let pick = order
+            .as_ref()
+            .and_then(|o| o.iter().find(|a| positions.contains(a)).copied())
+            .or_else(|| positions.iter().min().copied());
+        if let Some(a) = pick {
+            if let Err(at) = selection.kept.binary_search(&a) {
+                selection.kept.insert(at, a);
+                added = true;
+            }
+        }
+    }
+    if added {
+        // Importance weights belong to the original keep set.
+        selection.row_scale = None;
+    }
+    selection
+}

@@ -78,6 +78,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
             ridge: args.ridge,
             batch_images: args.batch,
             skip: args.skip.clone(),
+            groups: args.groups.parse()?,
             ..Default::default()
         },
         eval_batch: 256,

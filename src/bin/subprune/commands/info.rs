@@ -34,42 +34,51 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         summary.flops_per_image,
         summary.flops_per_image as f64 / 1e6
     );
-    outln!("channel pairs (producer -> consumer: channels x columns per channel, via):");
-    for p in &summary.pairs {
-        outln!(
-            "  {} -> {}: {} x {}{}{}",
-            p.producer,
-            p.consumer,
-            p.channels,
-            p.columns_per_channel,
-            if p.via.is_empty() {
-                String::new()
-            } else {
-                format!(", via {}", p.via.join(" > "))
-            },
-            if p.coupled {
-                " (coupled by a residual)"
-            } else {
-                ""
-            }
-        );
-    }
     let ch = &summary.channels;
     outln!(
-        "prunable layers ({}): producer: channels -> consumers (columns per channel)",
-        ch.prunable.len()
+        "channel groups ({} prunable; their producers hold {:.1}% of the conv weights, {:.1}% of all weights):",
+        summary.groups.len(),
+        100.0 * summary.prunable_conv_share,
+        100.0 * summary.prunable_weight_share
     );
-    for l in &ch.prunable {
-        let consumers: Vec<String> = l
-            .consumers
-            .iter()
-            .map(|c| format!("{} ({})", c.name, c.columns_per_channel))
-            .collect();
-        outln!("  {}: {} -> {}", l.name, l.channels, consumers.join(", "));
+    for g in &summary.groups {
+        outln!("  {}", group_line(g));
     }
-    outln!("coupled layers, left whole ({}):", ch.coupled.len());
+    outln!("left whole ({} producers):", ch.coupled.len());
     for l in &ch.coupled {
         outln!("  {}: {} channels: {}", l.name, l.channels, l.reason);
     }
     Ok(())
+}
+
+/// `NAME: C channels, producers …, consumers …, depthwise …, maps …` on one line, long lists
+/// cut to their ends.
+fn group_line(g: &subprune::analysis::summary::GroupSummary) -> String {
+    fn list(items: &[String]) -> String {
+        match items.len() {
+            0..=3 => items.join(", "),
+            n => format!("{}, {}, … {} ({n})", items[0], items[1], items[n - 1]),
+        }
+    }
+    let consumers: Vec<String> = g
+        .consumers
+        .iter()
+        .map(|(name, cols)| format!("{name} ({cols})"))
+        .collect();
+    let mut line = format!(
+        "{}: {} channels{}; producers {}; consumers {}",
+        g.name,
+        g.channels,
+        if g.stream { " (stream)" } else { "" },
+        list(&g.producers),
+        list(&consumers)
+    );
+    if g.depthwise > 0 {
+        line.push_str(&format!("; depthwise {}", g.depthwise));
+    }
+    if !g.maps.is_empty() {
+        let maps: Vec<String> = g.maps.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        line.push_str(&format!("; maps {}", maps.join(", ")));
+    }
+    line
 }

@@ -123,6 +123,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         keep_fraction: args.keep_fraction,
         keep: parse_keep(&args.keep)?,
         skip: args.skip.clone(),
+        groups: args.groups.parse()?,
         ridge: args.ridge,
         batch_images: args.batch,
         memory_budget: subprune::units::parse_bytes(&args.memory_budget)
