@@ -229,7 +229,7 @@ fn u8_normalisation_follows_the_fixture_formula() {
 }
 
 #[test]
-fn info_reports_ops_parameters_flops_and_pairs() {
+fn info_reports_ops_parameters_flops_and_groups() {
     let (ok, stdout, stderr) = subprune(&[
         "info",
         fixture("mnist_cnn.onnx").to_str().unwrap(),
@@ -244,21 +244,20 @@ fn info_reports_ops_parameters_flops_and_pairs() {
     // MACs by hand: conv1 32·1·9·28·28, conv2 64·32·9·14·14, fc1 3136·128, fc2 128·10.
     let macs: u64 = 32 * 9 * 28 * 28 + 64 * 32 * 9 * 14 * 14 + 3136 * 128 + 128 * 10;
     assert_eq!(v["flops_per_image"], 2 * macs);
-    let pairs = v["pairs"].as_array().unwrap();
-    let pair = |p: &str| {
-        pairs
+    let groups = v["groups"].as_array().unwrap();
+    let group = |p: &str| {
+        groups
             .iter()
-            .find(|x| x["producer"] == p)
-            .unwrap_or_else(|| panic!("no pair from {p}: {stdout}"))
+            .find(|x| x["name"] == p)
+            .unwrap_or_else(|| panic!("no group {p}: {stdout}"))
     };
-    assert_eq!(pair("conv1")["consumer"], "conv2");
-    assert_eq!(pair("conv1")["columns_per_channel"], 9);
-    assert_eq!(pair("conv2")["consumer"], "fc1");
-    assert_eq!(pair("conv2")["channels"], 64);
-    assert_eq!(pair("conv2")["columns_per_channel"], 49);
-    assert_eq!(pair("fc1")["consumer"], "fc2");
-    assert_eq!(pair("fc1")["columns_per_channel"], 1);
-    // ResNet-56: residual Adds couple channels.
+    assert_eq!(group("conv1")["consumers"][0][0], "conv2");
+    assert_eq!(group("conv1")["consumers"][0][1], 9);
+    assert_eq!(group("conv2")["consumers"][0][0], "fc1");
+    assert_eq!(group("conv2")["channels"], 64);
+    assert_eq!(group("conv2")["consumers"][0][1], 49);
+    assert_eq!(group("fc1")["consumers"][0][1], 1);
+    // ResNet-56: 27 block-internal groups and one stream; the text lists one line per group.
     let (ok, stdout, _) = subprune(&[
         "info",
         fixture("resnet56_cifar10.onnx").to_str().unwrap(),
@@ -266,16 +265,51 @@ fn info_reports_ops_parameters_flops_and_pairs() {
     ]);
     assert!(ok);
     let v = json(&stdout);
-    let pairs = v["pairs"].as_array().unwrap();
-    let inner = pairs
-        .iter()
-        .find(|p| p["producer"] == "layer1.0.conv1")
-        .unwrap();
-    assert_eq!(inner["consumer"], "layer1.0.conv2");
-    assert_eq!(inner["coupled"], false);
-    assert!(pairs
-        .iter()
-        .any(|p| p["producer"] == "layer1.0.conv2" && p["coupled"] == true));
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 28);
+    let stream = groups.iter().find(|g| g["stream"] == true).unwrap();
+    assert_eq!(stream["name"], "conv1");
+    assert_eq!(stream["maps"]["Pad"], 2);
+    assert!(v["prunable_conv_share"].as_f64().unwrap() > 0.9);
+    let (ok, text, _) = subprune(&["info", fixture("resnet56_cifar10.onnx").to_str().unwrap()]);
+    assert!(ok);
+    assert!(text.lines().count() < 50, "{text}");
+    assert!(text.contains("conv1: 64 channels (stream)"), "{text}");
+}
+
+#[test]
+fn groups_are_named_by_their_first_producer_and_the_scope_is_checked() {
+    let model = fixture("resnet56_cifar10.onnx");
+    let calib = fixture("cifar10_calib_512.npy");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            model.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--calib-images",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        subprune(&args)
+    };
+    // A later producer of the stream names the group it is in.
+    let (ok, _, err) = run(&["--keep", "layer2.3.conv2=8"]);
+    assert!(!ok);
+    assert!(
+        err.contains("layer2.3.conv2") && err.contains("group 'conv1'"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["--groups", "some"]);
+    assert!(!ok);
+    assert!(
+        err.contains("groups 'some'") && err.contains("internal"),
+        "{err}"
+    );
+    // With --groups internal the stream is left whole and cannot be kept by name.
+    let (ok, _, err) = run(&["--groups", "internal", "--keep", "conv1=8"]);
+    assert!(!ok);
+    assert!(err.contains("stream") && err.contains("internal"), "{err}");
 }
 
 // ---- bad input ----

@@ -185,7 +185,15 @@ fn mnist_every_variant_with_and_without_reweighting() {
 fn resnet56_variants_load_in_tract_and_match() {
     let (model, calib) = ("resnet56_cifar10.onnx", "cifar10_calib_512.npy");
     every_variant(model, calib, 32, &[], "resnet", |pruned| {
-        assert_eq!(pruned.report.layers.len(), 27);
+        // 27 block-internal groups and the stream through the three stages (first: named
+        // after the stem), which keeps half of its 64 channels.
+        assert_eq!(pruned.report.layers.len(), 28);
+        let stream = &pruned.report.layers[0];
+        assert_eq!(
+            (stream.name.as_str(), stream.channels_before),
+            ("conv1", 64)
+        );
+        assert_eq!(stream.channels_after, 32);
     });
 }
 

@@ -187,7 +187,11 @@ impl CostModel {
             let by: Vec<usize> = layers
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.producer == n || l.consumers.iter().any(|c| c.node == n))
+                .filter(|(_, l)| {
+                    l.producers.contains(&n)
+                        || l.depthwise().contains(&n)
+                        || l.consumers.iter().any(|c| c.node == n)
+                })
                 .map(|(i, _)| i)
                 .collect();
             terms.push((2.0 * macs as f64, by));

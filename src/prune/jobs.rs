@@ -42,20 +42,22 @@ pub(crate) fn resolve_jobs<'a>(
         let layer = match analysis.prunable(name) {
             Some(l) => l,
             None => {
-                let why = analysis
-                    .coupled(name)
-                    .map(|c| format!("its channels are coupled: {}", c.reason))
-                    .unwrap_or_else(|| {
-                        "it is not a Conv, Gemm or MatMul with a constant weight".into()
-                    });
+                let why = match (analysis.group_of(graph, name), analysis.coupled(name)) {
+                    (Some(g), _) => format!(
+                        "it is a producer of the group '{}'; a group is named by its first producer",
+                        g.name
+                    ),
+                    (None, Some(c)) => format!("it is left whole: {}", c.reason),
+                    (None, None) => "it is not a Conv, Gemm or MatMul with a constant weight".into(),
+                };
                 return Err(Error::InvalidArgument(format!(
-                    "--keep '{name}': not a prunable layer ({why})"
+                    "--keep '{name}': not a prunable group ({why})"
                 )));
             }
         };
         if *k == 0 || *k > layer.channels {
             return Err(Error::InvalidArgument(format!(
-                "--keep '{name}={k}': must be between 1 and the layer's {} channels",
+                "--keep '{name}={k}': must be between 1 and the group's {} channels",
                 layer.channels
             )));
         }

@@ -51,7 +51,7 @@ pub fn plan(
         .filter(|l| !options.skip.contains(&l.name))
     {
         let mut bytes = 0u64;
-        for c in &layer.consumers {
+        for (i, c) in layer.consumers.iter().enumerate() {
             let too_large = || {
                 Error::InvalidArgument(format!(
                     "layer '{}': the statistics of its consumer '{}' are too large for this \
@@ -59,10 +59,12 @@ pub fn plan(
                     layer.name, c.name
                 ))
             };
-            let columns = layer
-                .channels
-                .checked_mul(c.columns_per_channel)
-                .ok_or_else(too_large)?;
+            // A consumer that reads the group out of order is regrouped: one block of
+            // `slots · columns_per_channel` columns per group channel.
+            let block = layer
+                .consumer_map(i)
+                .map_or(c.columns_per_channel, |m| m.block());
+            let columns = layer.channels.checked_mul(block).ok_or_else(too_large)?;
             let m = outputs(graph, c).unwrap_or(1);
             let b = CostPlan::memory(GreedyForm::Gram, columns, columns, m, columns, with_target)
                 .ok_or_else(too_large)?;
