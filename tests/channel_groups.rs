@@ -583,3 +583,35 @@ fn groups_meeting_an_unknown_use_are_frozen_with_the_reason() {
     assert!(a.prunable.is_empty());
     assert_eq!(a.coupled.len(), 2);
 }
+
+#[test]
+fn a_keep_fraction_of_a_group_with_unequal_channels_is_a_share_of_its_parameters() {
+    // The channel Pad model: conv A's 4 channels are also conv B's channels 2..6, so they hold
+    // A's rows as well as B's; B's own channels 0, 1, 6, 7 hold B's rows only.
+    let mut b = Builder::new(23);
+    let a = conv1x1(&mut b, "x", 3, 4);
+    let pads = b.ints(&[0, 2, 0, 0, 0, 2, 0, 0]);
+    let a = b.node("Pad", &[&a, &pads], vec![]);
+    let c = conv1x1(&mut b, "x", 3, 8);
+    let x = b.node("Add", &[&c, &a], vec![]);
+    let y = conv3x3(&mut b, &x, 8, 3);
+    let model = load("pad.onnx", &b.model("pad", &[3, 6, 6], &y, 13));
+    let an = analyze(&model.graph);
+    let g = an.prunable("Conv_0").unwrap();
+    assert!(g.unequal_channels());
+    // A: 4×3 rows, B: 8×3 rows, the consumer 3×8×9 columns.
+    let total = g.weight_of(&(0..8).collect::<Vec<_>>());
+    assert_eq!(total, (4 * 3 + 8 * 3 + 3 * 8 * 9) as f64);
+    assert_eq!(g.channel_weights[0], 3.0 + 3.0 + 27.0);
+    let calib = F32Images::new("calib", random_images(3, &[16, 3, 6, 6])).unwrap();
+    let pruned = prune(&model, &calib, &PruneOptions::default(), &mut |_| {}).unwrap();
+    let kept = &pruned.report.layers[0].kept;
+    assert!(g.weight_of(kept) <= total / 2.0, "{kept:?}");
+    // An explicit count is a count.
+    let options = PruneOptions {
+        keep: vec![("Conv_0".into(), 4)],
+        ..Default::default()
+    };
+    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
+    assert_eq!(pruned.report.layers[0].kept.len(), 4);
+}

@@ -144,6 +144,11 @@ pub struct ChannelGroup {
     /// More than one producer, or a channel map (Concat, channel Slice or Pad): a residual
     /// stream or a block joined by Concat/Split, not a block-internal group.
     pub stream: bool,
+    /// Parameters each group channel holds: its entries in every sliced constant and every
+    /// consumer weight. Equal for every channel of a block-internal group; not for a stream
+    /// whose channels live in values of different widths (ResNet-56: stage 1's channels are in
+    /// every stage, stage 3's own only in stage 3).
+    pub channel_weights: Vec<f64>,
 }
 
 impl ChannelGroup {
@@ -164,6 +169,20 @@ impl ChannelGroup {
             .filter(|(_, c)| kept.binary_search(c).is_ok())
             .map(|(p, _)| p)
             .collect()
+    }
+
+    /// Whether the channels hold unequal parameter counts ([`ChannelGroup::channel_weights`]).
+    pub fn unequal_channels(&self) -> bool {
+        let w = &self.channel_weights;
+        let (lo, hi) = w.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+        !w.is_empty() && hi > lo * (1.0 + 1e-9)
+    }
+
+    /// The parameters held by the group channels `kept`.
+    pub fn weight_of(&self, kept: &[usize]) -> f64 {
+        kept.iter().map(|&a| self.channel_weights[a]).sum()
     }
 
     /// Depthwise convs among the pass-throughs (indices in [`Graph::nodes`]).
@@ -601,6 +620,26 @@ impl Building {
         let first = self.producers[0];
         self.consumers.sort_by_key(|c| c.node);
         self.consumers.dedup_by_key(|c| c.node);
+        // Each constant's entries spread evenly over the positions of the value it follows.
+        let mut channel_weights = vec![0.0; number.len()];
+        let mut spread = |value: ValueId, entries: usize| {
+            if let Some(v) = values.iter().find(|v| v.value == value) {
+                let per = entries as f64 / v.channels.len().max(1) as f64;
+                for &a in &v.channels {
+                    channel_weights[a] += per;
+                }
+            }
+        };
+        for p in &self.params {
+            spread(p.of, graph.constant(p.value).map_or(0, |c| c.len()));
+        }
+        for c in &self.consumers {
+            let w = graph.nodes[c.node].inputs.get(1).copied().flatten();
+            spread(
+                c.input,
+                w.and_then(|w| graph.constant(w)).map_or(0, |c| c.len()),
+            );
+        }
         Ok(ChannelGroup {
             producer: first,
             name: graph.nodes[first].name.clone(),
@@ -613,6 +652,7 @@ impl Building {
             via: self.via,
             values,
             edits: self.edits,
+            channel_weights,
         })
     }
 }

@@ -18,15 +18,20 @@ pub(crate) struct Job<'a> {
     pub layer: &'a ChannelGroup,
     /// Channels it keeps.
     pub keep: usize,
+    /// `keep` stands for a share of the group's parameters (a keep fraction or a budget's
+    /// size), not an explicit count ([`super::select::select_sized`]).
+    pub by_weight: bool,
 }
 
 /// The layers to prune in node order, each with its size (`keep` entries by producer name,
-/// else [`PruneOptions::keep_fraction`]), and the producers left whole (coupled or skipped).
+/// else [`PruneOptions::keep_fraction`]; `from_budget`: the entries are a budget's sizes), and
+/// the producers left whole (coupled or skipped).
 pub(crate) fn resolve_jobs<'a>(
     graph: &Graph,
     analysis: &'a ChannelAnalysis,
     options: &PruneOptions,
     keep_entries: &[(String, usize)],
+    from_budget: bool,
 ) -> Result<(Vec<Job<'a>>, LeftWhole)> {
     let check_node = |name: &str, what: &str| -> Result<()> {
         if graph.node(name).is_none() {
@@ -93,11 +98,18 @@ pub(crate) fn resolve_jobs<'a>(
             left_whole.push((layer.name.clone(), "skipped".into()));
             continue;
         }
-        let k = match keep.get(layer.name.as_str()) {
-            Some(&k) => k,
-            None => crate::Budget::KeepFraction(options.keep_fraction).resolve(layer.channels)?,
+        let (k, by_weight) = match keep.get(layer.name.as_str()) {
+            Some(&k) => (k, from_budget),
+            None => (
+                crate::Budget::KeepFraction(options.keep_fraction).resolve(layer.channels)?,
+                true,
+            ),
         };
-        jobs.push(Job { layer, keep: k });
+        jobs.push(Job {
+            layer,
+            keep: k,
+            by_weight,
+        });
     }
     if jobs.is_empty() {
         return Err(Error::InvalidArgument(

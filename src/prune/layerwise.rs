@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
 use super::rewrite::{apply_group, Applied, WeightForm};
-use super::select::{every_consumer_reads, LayerContext, Selection, Selector};
+use super::select::{every_consumer_reads, select_sized, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
 use crate::analysis::channels::{ChannelGroup, ConsumerMap};
 use crate::backend::Backend;
@@ -241,8 +241,11 @@ impl LayerwiseStats {
     ) -> Result<(Selection, f64)> {
         let l = &self.layers[i];
         let ctx = self.context(i, backend, options.dependence_tol);
-        let selection =
-            every_consumer_reads(&l.layer, selector.select(&ctx, keep, &mut |_, _| {})?);
+        // The sizes here are a budget's or a comparison row's: shares of the parameters.
+        let selection = every_consumer_reads(
+            &l.layer,
+            select_sized(selector, &ctx, &l.layer, keep, true, &mut |_, _| {})?,
+        );
         let (residual, total) = apply_group(
             g,
             &l.layer,

@@ -150,7 +150,8 @@ pub fn prune_with(
         Some(plan) => plan.keep(),
         None => options.keep.clone(),
     };
-    let (jobs, left_whole) = jobs::resolve_jobs(&model.graph, &analysis, options, &keep)?;
+    let (jobs, left_whole) =
+        jobs::resolve_jobs(&model.graph, &analysis, options, &keep, budget.is_some())?;
     let original = executor(&model.graph)?;
     feed::check_images(original.as_ref(), calib)?;
     let mut run = pipeline::Run {

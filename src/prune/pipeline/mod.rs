@@ -62,7 +62,8 @@ impl<'a> Run<'a> {
         self.phases.statistics_uploaded_bytes += uploaded_bytes;
         self.phases.statistics_device_bytes += device_bytes;
         let t = Instant::now();
-        let selection = selector.select(
+        let selection = select::select_sized(
+            selector,
             &select::LayerContext {
                 name: &job.layer.name,
                 index: job.layer.producer,
@@ -70,7 +71,9 @@ impl<'a> Run<'a> {
                 backend: self.backend,
                 dependence_tol: self.options.dependence_tol,
             },
+            job.layer,
             job.keep,
+            job.by_weight,
             &mut |d, n| (self.progress)(Event::Greedy { done: d, total: n }),
         )?;
         self.phases.greedy += t.elapsed().as_secs_f64();

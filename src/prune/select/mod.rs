@@ -302,3 +302,46 @@ pub(crate) fn every_consumer_reads(
     }
     selection
 }
+
+/// Selects channels of `group` for a size that stands for a share of its parameters (a keep
+/// fraction or a budget's size, `by_weight`): where the group's channels hold unequal parameter
+/// counts ([`crate::analysis::ChannelGroup::channel_weights`]), the largest selection whose
+/// parameters are at most `keep / channels` of the group's, so that the cost model's prediction
+/// (every constant scaled by the kept fraction) holds; otherwise, or for an explicit count,
+/// `keep` channels.
+pub(crate) fn select_sized(
+    selector: &dyn Selector,
+    ctx: &LayerContext<'_>,
+    group: &crate::analysis::ChannelGroup,
+    keep: usize,
+    by_weight: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Selection> {
+    let first = selector.select(ctx, keep, progress)?;
+    if !by_weight || !group.unequal_channels() {
+        return Ok(first);
+    }
+    let n = group.channels;
+    let allowed = group.weight_of(&(0..n).collect::<Vec<_>>()) * keep as f64 / n as f64;
+    let fits = |s: &Selection| group.weight_of(&s.kept) <= allowed * (1.0 + 1e-9);
+    let mut best = first;
+    let mut k = keep;
+    if fits(&best) {
+        while k < n {
+            let next = selector.select(ctx, k + 1, &mut |_, _| {})?;
+            if !fits(&next) {
+                break;
+            }
+            (best, k) = (next, k + 1);
+        }
+    } else {
+        while k > 1 {
+            k -= 1;
+            best = selector.select(ctx, k, &mut |_, _| {})?;
+            if fits(&best) {
+                break;
+            }
+        }
+    }
+    Ok(best)
+}
