@@ -451,10 +451,9 @@ fn a_channel_slice_reads_a_range_and_follows_the_kept_channels() {
     tract_agrees(&pruned, "slice");
 }
 
-#[test]
-fn a_channel_pad_shifts_the_channels_and_its_zero_bands_follow_the_kept_ones() {
-    // ResNet's option-A shortcut: conv A (4) padded with 2 zero channels on each side, added to
-    // conv B (8): A's channel c is B's channel 2 + c; B's channels 0, 1, 6, 7 meet zeros.
+/// ResNet's option-A shortcut in small: conv A (4) padded with 2 zero channels on each side,
+/// added to conv B (8), Relu, a 3×3 conv (8 → 3).
+fn pad_model() -> subprune::onnx::OnnxModel {
     let mut b = Builder::new(23);
     let a = conv1x1(&mut b, "x", 3, 4);
     let pads = b.ints(&[0, 2, 0, 0, 0, 2, 0, 0]);
@@ -463,7 +462,14 @@ fn a_channel_pad_shifts_the_channels_and_its_zero_bands_follow_the_kept_ones() {
     let x = b.node("Add", &[&c, &a], vec![]);
     let x = b.node("Relu", &[&x], vec![]);
     let y = conv3x3(&mut b, &x, 8, 3);
-    let model = load("pad.onnx", &b.model("pad", &[3, 6, 6], &y, 13));
+    load("pad.onnx", &b.model("pad", &[3, 6, 6], &y, 13))
+}
+
+#[test]
+fn a_channel_pad_shifts_the_channels_and_its_zero_bands_follow_the_kept_ones() {
+    // ResNet's option-A shortcut: conv A (4) padded with 2 zero channels on each side, added to
+    // conv B (8): A's channel c is B's channel 2 + c; B's channels 0, 1, 6, 7 meet zeros.
+    let model = pad_model();
     let an = analyze(&model.graph);
     let g = an
         .prunable("Conv_0")
@@ -588,18 +594,11 @@ fn groups_meeting_an_unknown_use_are_frozen_with_the_reason() {
 fn a_keep_fraction_of_a_group_with_unequal_channels_is_a_share_of_its_parameters() {
     // The channel Pad model: conv A's 4 channels are also conv B's channels 2..6, so they hold
     // A's rows as well as B's; B's own channels 0, 1, 6, 7 hold B's rows only.
-    let mut b = Builder::new(23);
-    let a = conv1x1(&mut b, "x", 3, 4);
-    let pads = b.ints(&[0, 2, 0, 0, 0, 2, 0, 0]);
-    let a = b.node("Pad", &[&a, &pads], vec![]);
-    let c = conv1x1(&mut b, "x", 3, 8);
-    let x = b.node("Add", &[&c, &a], vec![]);
-    let y = conv3x3(&mut b, &x, 8, 3);
-    let model = load("pad.onnx", &b.model("pad", &[3, 6, 6], &y, 13));
+    let model = pad_model();
     let an = analyze(&model.graph);
     let g = an.prunable("Conv_0").unwrap();
     assert!(g.unequal_channels());
-    // A: 4×3 rows, B: 8×3 rows, the consumer 3×8×9 columns.
+    // A: 4×3 rows, B: 8×3 rows, the consumer 3×8×9 columns (and its bias, not sliced).
     let total = g.weight_of(&(0..8).collect::<Vec<_>>());
     assert_eq!(total, (4 * 3 + 8 * 3 + 3 * 8 * 9) as f64);
     assert_eq!(g.channel_weights[0], 3.0 + 3.0 + 27.0);
@@ -614,4 +613,35 @@ fn a_keep_fraction_of_a_group_with_unequal_channels_is_a_share_of_its_parameters
     };
     let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
     assert_eq!(pruned.report.layers[0].kept.len(), 4);
+}
+
+#[test]
+fn a_regrouped_stream_prunes_alike_on_the_gpu_backend_and_executor() {
+    // The Pad stream's consumer reads its group out of order (regrouped statistics): the GPU
+    // executor and backend (lavapipe in CI) keep the same channels as the CPU, with errors close.
+    let model = pad_model();
+    let calib = F32Images::new("calib", random_images(5, &[24, 3, 6, 6])).unwrap();
+    let options = PruneOptions {
+        keep: vec![("Conv_0".into(), 5)],
+        ..Default::default()
+    };
+    let gpu = common::gpu();
+    let factory = |g: &Graph| -> subprune::Result<Box<dyn subprune::exec::Executor>> {
+        Ok(Box::new(subprune::exec::GpuExecutor::new(g, gpu)?))
+    };
+    let on_gpu =
+        subprune::prune::prune_with(&model, &calib, &options, gpu, &factory, &mut |_| {}).unwrap();
+    let on_cpu = prune(&model, &calib, &options, &mut |_| {}).unwrap();
+    let (g, c) = (&on_gpu.report.layers[0], &on_cpu.report.layers[0]);
+    assert_eq!(g.kept, c.kept);
+    assert!(
+        (g.relative_error - c.relative_error).abs() <= 0.05 * c.relative_error + 1e-4,
+        "GPU {} vs CPU {}",
+        g.relative_error,
+        c.relative_error
+    );
+    let test = random_images(6, &[6, 3, 6, 6]);
+    let a = run_in_batches(&CpuExecutor::new(&on_gpu.model.graph).unwrap(), &test, 6);
+    let b = run_in_batches(&CpuExecutor::new(&on_cpu.model.graph).unwrap(), &test, 6);
+    assert!(relative_gap(&a, &b) < 1e-3, "{}", relative_gap(&a, &b));
 }
