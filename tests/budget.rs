@@ -708,3 +708,38 @@ fn all_zero_calibration_images_get_a_warning() {
     ]);
     assert!(!common::stderr(&run).contains("every calibration value"));
 }
+
+#[test]
+fn the_uniform_budget_prunes_a_stream_gentler_and_meets_the_target() {
+    // ResNet-56: 27 block-internal groups and the stream (64 channels). The uniform budget keeps
+    // f of every internal group and about √f of the stream; the pruned model meets the target
+    // (the stream's channels are sized by their share of its parameters).
+    let model = subprune::onnx::load(common::fixture("resnet56_cifar10.onnx")).unwrap();
+    let analysis = analyze(&model.graph);
+    let layers = budget::pruned_layers(&analysis, &[]);
+    let params = CostModel::parameters(&model.graph, &layers);
+    let stream = layers.iter().position(|l| l.stream).unwrap();
+    assert_eq!(params.exponents[stream], budget::STREAM_EXPONENT);
+    let a = budget::allocate(&params, Target::Compression(4.0), Allocation::Uniform, None).unwrap();
+    let f_stream = a.keeps[stream] as f64 / 64.0;
+    let f_block = a.keeps[stream + 27] as f64 / 64.0; // layer3.8.conv1
+    assert!(
+        (f_stream - f_block.sqrt()).abs() < 0.03,
+        "{f_stream} vs √{f_block}"
+    );
+    let calib = F32Images::new("calib", common::first_images("cifar10_calib_512.npy", 8)).unwrap();
+    let options = PruneOptions {
+        variant: Variant::Layer,
+        budget: Some(ModelBudget {
+            target: Target::Compression(4.0),
+            allocation: Allocation::Uniform,
+            validation: None,
+        }),
+        ..Default::default()
+    };
+    let pruned = prune(&model, &calib, &options, &mut |_| {}).unwrap();
+    let whole = model.graph.parameter_count() as f64;
+    let got = pruned.model.graph.parameter_count() as f64;
+    assert!(got <= whole / 4.0, "{got} > {}", whole / 4.0);
+    assert!(got > whole / 4.6, "{got}: far below the target");
+}

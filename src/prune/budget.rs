@@ -11,7 +11,8 @@
 //!
 //! **Allocations.**
 //! * [`Allocation::Uniform`]: one keep fraction `f` for every layer, `k_l = round(f·d_l)` (at
-//!   least 1), the largest `f` whose cost meets the target, found by bisection. Adding one
+//!   least 1; `f^½` for a stream group, [`STREAM_EXPONENT`]), the largest `f` whose cost meets
+//!   the target, found by bisection. Adding one
 //!   channel to every layer would exceed the target.
 //! * [`Allocation::Error`] (label-free): the greedy's normalised error curves `e_l(k)` (one run
 //!   per layer gives every `k`, `docs/ALGORITHM.md` §2) are the price of each size. Minimise
@@ -111,16 +112,35 @@ pub struct CostModel {
     terms: Vec<(f64, Vec<usize>)>,
     /// Cost with every layer whole.
     pub full: f64,
+    /// Per layer, the power of the uniform fraction it keeps ([`uniform`]): 1, or
+    /// [`STREAM_EXPONENT`] for a residual stream or Concat/Split block.
+    pub exponents: Vec<f64>,
 }
+
+/// The uniform allocation keeps `f^STREAM_EXPONENT` of a stream group's channels where it keeps
+/// `f` of a block-internal group's: a stream's channels are read by every block it crosses, so
+/// removing one costs more than removing one of a block's own (EVALUATION.md, "Channel groups":
+/// measured on ResNet-56 against the same fraction everywhere and against streams left whole).
+pub const STREAM_EXPONENT: f64 = 0.5;
 
 impl CostModel {
     fn build(channels: Vec<usize>, terms: Vec<(f64, Vec<usize>)>) -> Self {
         let full = terms.iter().map(|t| t.0).sum();
         Self {
+            exponents: vec![1.0; channels.len()],
             channels,
             terms,
             full,
         }
+    }
+
+    /// The same model with streams' fractions as [`STREAM_EXPONENT`] powers.
+    fn with_streams(mut self, layers: &[&ChannelGroup]) -> Self {
+        self.exponents = layers
+            .iter()
+            .map(|l| if l.stream { STREAM_EXPONENT } else { 1.0 })
+            .collect();
+        self
     }
 
     /// A cost model from explicit terms: `channels[l]` = `d_l`, and `(size, layers that shrink
@@ -172,7 +192,7 @@ impl CostModel {
                 .collect();
             terms.push((size as f64, by));
         }
-        Self::build(layers.iter().map(|l| l.channels).collect(), terms)
+        Self::build(layers.iter().map(|l| l.channels).collect(), terms).with_streams(layers)
     }
 
     /// FLOPs per image (2 × multiply-accumulates of Conv, Gemm, MatMul) of `graph` with `layers`
@@ -196,7 +216,7 @@ impl CostModel {
                 .collect();
             terms.push((2.0 * macs as f64, by));
         }
-        Self::build(layers.iter().map(|l| l.channels).collect(), terms)
+        Self::build(layers.iter().map(|l| l.channels).collect(), terms).with_streams(layers)
     }
 
     /// The cost with `keeps[l]` channels in layer `l`.
@@ -248,10 +268,12 @@ pub fn budget_of(target: Target, model: &CostModel) -> Result<f64> {
     })
 }
 
-fn fraction_keeps(channels: &[usize], f: f64) -> Vec<usize> {
-    channels
+fn fraction_keeps(model: &CostModel, f: f64) -> Vec<usize> {
+    model
+        .channels
         .iter()
-        .map(|&d| ((f * d as f64).round() as usize).clamp(1, d))
+        .zip(&model.exponents)
+        .map(|(&d, &e)| ((f.powf(e) * d as f64).round() as usize).clamp(1, d))
         .collect()
 }
 
@@ -272,23 +294,24 @@ pub fn summed_error(curves: &[Vec<f64>], keeps: &[usize]) -> f64 {
     curves.iter().zip(keeps).map(|(c, &k)| c[k - 1]).sum()
 }
 
-/// One keep fraction for every layer, the largest whose cost is within `budget`.
+/// One keep fraction `f` for every layer (`f^e` for a layer of exponent `e`, see
+/// [`STREAM_EXPONENT`]), the largest whose cost is within `budget`.
 pub fn uniform(model: &CostModel, budget: f64) -> Result<Vec<usize>> {
     check_reachable(model, budget, "uniform budget")?;
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    if model.cost(&fraction_keeps(&model.channels, hi)) <= budget {
+    if model.cost(&fraction_keeps(model, hi)) <= budget {
         return Ok(model.channels.clone());
     }
     // cost(fraction_keeps(f)) is non-decreasing in f; lo always fits, hi never does.
     for _ in 0..64 {
         let mid = 0.5 * (lo + hi);
-        if model.cost(&fraction_keeps(&model.channels, mid)) <= budget {
+        if model.cost(&fraction_keeps(model, mid)) <= budget {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    Ok(fraction_keeps(&model.channels, lo))
+    Ok(fraction_keeps(model, lo))
 }
 
 /// Minimum summed normalised error under `budget` (see the module documentation).
