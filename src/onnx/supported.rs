@@ -3,8 +3,10 @@
 
 use super::proto;
 
-/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them.
-pub const SUPPORTED_OPS: [&str; 26] = [
+/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them,
+/// and those it folds into constants at load where their inputs are known
+/// ([`FOLDED_OPS`]). `Upsample` is read as `Resize`.
+pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Gemm",
     "MatMul",
@@ -31,6 +33,30 @@ pub const SUPPORTED_OPS: [&str; 26] = [
     "Identity",
     "Constant",
     "Softmax",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Upsample",
+];
+
+/// Ops supported only where their inputs are known at load (constants, shapes), folded into
+/// constants by [`super::fold`]; on data they are refused with the node named.
+pub const FOLDED_OPS: &[&str] = &[
+    "Shape",
+    "Gather",
+    "Expand",
+    "Transpose",
+    "ConstantOfShape",
+    "Range",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "Neg",
+    "Sqrt",
 ];
 
 /// Every op of `g` the importer does not convert, in one message: each with its count and first
@@ -41,7 +67,8 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
     for (i, n) in g.node.iter().enumerate() {
         let op = n.op_type.as_deref().unwrap_or("");
         let domain = n.domain.as_deref().unwrap_or("");
-        let known = matches!(domain, "" | "ai.onnx") && SUPPORTED_OPS.contains(&op);
+        let known = matches!(domain, "" | "ai.onnx")
+            && (SUPPORTED_OPS.contains(&op) || FOLDED_OPS.contains(&op));
         if known {
             continue;
         }
@@ -70,4 +97,5 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
         list.join(", "),
         SUPPORTED_OPS.join(", ")
     ))
+    .map(|m| format!("{m}; folded where their inputs are known at load: {}", FOLDED_OPS.join(", ")))
 }
