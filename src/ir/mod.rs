@@ -237,11 +237,16 @@ impl Graph {
         Ok(())
     }
 
-    /// Number of parameters: the elements of all float initializers and float `Constant`s.
+    /// Number of parameters: the elements of the float initializers and float `Constant`s that a
+    /// node reads or the graph outputs (a constant read only by nodes folded at load, such as
+    /// the initializer of a folded `Transpose`, counts once, as the folded value).
     pub fn parameter_count(&self) -> usize {
+        let consumers = self.consumers();
         self.values
             .iter()
-            .filter_map(|v| v.constant.as_ref())
+            .enumerate()
+            .filter(|(id, _)| !consumers[*id].is_empty() || self.outputs.contains(id))
+            .filter_map(|(_, v)| v.constant.as_ref())
             .filter_map(|c| c.f32())
             .map(|d| d.len())
             .sum()

@@ -218,21 +218,30 @@ pub const EVALUATORS: &[(&str, Eval)] = &[
     ("Sqrt", arith::sqrt),
 ];
 
-
 /// The folded value of `site`'s node, or `Ok(None)` when it is not foldable: its op has no
 /// evaluator, an input is not known (`Shape` needs only its input's shape), or it has more than
 /// one output in use.
 pub fn fold(site: &Site<'_>) -> Result<Option<Known>, String> {
     let op = site.node.op_type.as_deref().unwrap_or("");
-    if !matches!(site.node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+    if !matches!(
+        site.node.domain.as_deref(),
+        None | Some("") | Some("ai.onnx")
+    ) {
         return Ok(None);
     }
     let Some((_, eval)) = EVALUATORS.iter().find(|(name, _)| *name == op) else {
         return Ok(None);
     };
     let outputs = site.node.output.iter().filter(|o| !o.is_empty()).count();
-    let present = site.node.input.iter().enumerate().filter(|(_, s)| !s.is_empty());
-    let all_known = present.clone().all(|(i, _)| site.known.get(i).copied().flatten().is_some());
+    let present = site
+        .node
+        .input
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty());
+    let all_known = present
+        .clone()
+        .all(|(i, _)| site.known.get(i).copied().flatten().is_some());
     let shape_known = op == "Shape" && site.shapes.first().copied().flatten().is_some();
     if outputs != 1 || !(all_known || shape_known) {
         return Ok(None);

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::decode_tensor;
 use super::fold::{Data, Int, Known};
 use super::proto::{self, attribute_proto::AttributeType};
-use super::decode_tensor;
 use crate::error::{Error, Result};
 use crate::ir::{
     Binary, ConstData, Constant, Conv, Dim, Gemm, Graph, Op, PadMode, Padding, PoolKind, Shape,
@@ -186,7 +186,11 @@ impl Ctx<'_> {
         };
         let fits = crate::ir::shape::infer(&literal, &[Some(x.clone())]).is_ok();
         let batch = self.exported_batch.map(|b| b as i64);
-        if !fits && !allow_zero && x.0.first() == Some(&Dim::Batch) && target.first() == batch.as_ref() {
+        if !fits
+            && !allow_zero
+            && x.0.first() == Some(&Dim::Batch)
+            && target.first() == batch.as_ref()
+        {
             target[0] = 0;
         }
         Ok(target)
@@ -197,9 +201,16 @@ impl Ctx<'_> {
     fn squeeze_target(&self, unsqueeze: bool) -> Result<Vec<i64>> {
         let x = self.input_shape(0)?;
         let given = self.const_ints(1, "axes")?;
-        let rank = if unsqueeze { x.rank() + given.as_ref().map_or(0, |a| a.len()) } else { x.rank() };
+        let rank = if unsqueeze {
+            x.rank() + given.as_ref().map_or(0, |a| a.len())
+        } else {
+            x.rank()
+        };
         let mut axes = match &given {
-            Some(a) => a.iter().map(|&v| self.axis(v, rank)).collect::<Result<Vec<_>>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&v| self.axis(v, rank))
+                .collect::<Result<Vec<_>>>()?,
             None if unsqueeze => return Err((self.err)("the axes are missing".into())),
             None => (0..rank).filter(|&i| x.0[i] == Dim::Fixed(1)).collect(),
         };
@@ -208,13 +219,22 @@ impl Ctx<'_> {
         let out: Vec<Dim> = if unsqueeze {
             let mut rest = x.0.iter();
             (0..rank)
-                .map(|i| if axes.contains(&i) { Dim::Fixed(1) } else { *rest.next().expect("rank") })
+                .map(|i| {
+                    if axes.contains(&i) {
+                        Dim::Fixed(1)
+                    } else {
+                        *rest.next().expect("rank")
+                    }
+                })
                 .collect()
         } else {
             if let Some(&a) = axes.iter().find(|&&a| x.0[a] != Dim::Fixed(1)) {
                 return Err((self.err)(format!("axis {a} of {x} is not 1")));
             }
-            (0..rank).filter(|i| !axes.contains(i)).map(|i| x.0[i]).collect()
+            (0..rank)
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.0[i])
+                .collect()
         };
         if out.len() == 2 && out[0] == Dim::Batch {
             return Ok(vec![0, -1]);

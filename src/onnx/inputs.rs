@@ -59,7 +59,11 @@ fn file_dims(vi: &proto::ValueInfoProto) -> Result<Vec<(Option<usize>, String)>>
     let name = vi.name.as_deref().unwrap_or("");
     let tensor = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(T::TensorType(t)) => t,
-        _ => return Err(Error::Shape(format!("graph input '{name}' is not a tensor"))),
+        _ => {
+            return Err(Error::Shape(format!(
+                "graph input '{name}' is not a tensor"
+            )))
+        }
     };
     if tensor.elem_type != Some(proto::tensor_proto::DataType::Float as i32) {
         return Err(Error::Shape(format!(
@@ -117,7 +121,11 @@ pub(crate) fn resolve(
                 _ => *slot = Some(v),
             }
         }
-    } else if let Some(data) = options.data_shape.as_ref().filter(|d| only && d.len() == file.len()) {
+    } else if let Some(data) = options
+        .data_shape
+        .as_ref()
+        .filter(|d| only && d.len() == file.len())
+    {
         for (slot, &v) in dims.iter_mut().zip(data) {
             slot.get_or_insert(v);
         }
@@ -140,7 +148,10 @@ pub(crate) fn resolve(
                 .map(|(i, d)| match d {
                     Some(v) => v.to_string(),
                     None if i == 0 => "1".into(),
-                    None => ["H", "W", "D"].get(i.saturating_sub(2)).unwrap_or(&"S").to_string(),
+                    None => ["H", "W", "D"]
+                        .get(i.saturating_sub(2))
+                        .unwrap_or(&"S")
+                        .to_string(),
                 })
                 .collect::<Vec<_>>()
                 .join(",")
@@ -149,7 +160,13 @@ pub(crate) fn resolve(
     let shape = Shape(
         dims.iter()
             .enumerate()
-            .map(|(i, d)| if i == 0 { Dim::Batch } else { Dim::Fixed(d.expect("checked")) })
+            .map(|(i, d)| {
+                if i == 0 {
+                    Dim::Batch
+                } else {
+                    Dim::Fixed(d.expect("checked"))
+                }
+            })
             .collect(),
     );
     shape

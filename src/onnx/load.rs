@@ -89,8 +89,8 @@ pub fn load_bytes_with(path: &Path, bytes: &[u8], options: &LoadOptions) -> Resu
     }
     let external = load_external(path, &mut tensors)?;
     let graph_proto = proto.graph.as_ref().expect("checked above");
-    let (graph, node_origin, initializer_origin) =
-        build_graph(graph_proto, opset, options).map_err(|e| match e {
+    let (graph, node_origin, initializer_origin) = build_graph(graph_proto, opset, options)
+        .map_err(|e| match e {
             Error::Shape(reason) | Error::InvalidArgument(reason) => bad(reason),
             other => other,
         })?;
@@ -155,7 +155,10 @@ fn build_graph(g: &proto::GraphProto, opset: i64, options: &LoadOptions) -> Resu
         .iter()
         .filter(|vi| !initializer_origin.contains_key(vi.name.as_deref().unwrap_or("")))
         .collect();
-    let fed_names: Vec<&str> = fed.iter().map(|vi| vi.name.as_deref().unwrap_or("")).collect();
+    let fed_names: Vec<&str> = fed
+        .iter()
+        .map(|vi| vi.name.as_deref().unwrap_or(""))
+        .collect();
     inputs::check_names(options, &fed_names)?;
     let mut inputs = Vec::new();
     let mut exported_batch = None;
@@ -216,7 +219,10 @@ fn build_graph(g: &proto::GraphProto, opset: i64, options: &LoadOptions) -> Resu
             op: op_type.clone(),
             reason,
         };
-        if !matches!(g.node[i].domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+        if !matches!(
+            g.node[i].domain.as_deref(),
+            None | Some("") | Some("ai.onnx")
+        ) {
             return Err(node_err(format!(
                 "op '{op_type}' of domain '{}' is not supported",
                 g.node[i].domain.as_deref().unwrap_or("")
@@ -411,4 +417,3 @@ fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
         reason: "its inputs depend on its own output (a cycle in the graph)".into(),
     })
 }
-

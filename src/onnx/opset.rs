@@ -121,7 +121,9 @@ pub fn normalise(node: &proto::NodeProto, opset: i64) -> Result<Normalised<'_>, 
             e.ints_to_input("axes", 3);
         }
         "Pad" => {
-            let pads = e.take("pads").ok_or("Pad (opset < 11) needs the attribute pads")?;
+            let pads = e
+                .take("pads")
+                .ok_or("Pad (opset < 11) needs the attribute pads")?;
             let value = e.take("value").and_then(|a| a.f).unwrap_or(0.0);
             e.node.input.truncate(1);
             e.input(1, "pads", Some(ints(&pads.ints)));
@@ -152,7 +154,10 @@ pub fn normalise(node: &proto::NodeProto, opset: i64) -> Result<Normalised<'_>, 
                 None if !given.is_empty() => e.node.input.push(given),
                 None => return Err(format!("{op} has no scales (attribute or input 1)")),
             }
-            let mode = e.take("mode").and_then(|a| a.s).unwrap_or(b"nearest".to_vec());
+            let mode = e
+                .take("mode")
+                .and_then(|a| a.s)
+                .unwrap_or(b"nearest".to_vec());
             let mode = match mode.as_slice() {
                 b"nearest" => "nearest",
                 b"linear" | b"bilinear" => "linear",

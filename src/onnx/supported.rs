@@ -97,5 +97,10 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
         list.join(", "),
         SUPPORTED_OPS.join(", ")
     ))
-    .map(|m| format!("{m}; folded where their inputs are known at load: {}", FOLDED_OPS.join(", ")))
+    .map(|m| {
+        format!(
+            "{m}; folded where their inputs are known at load: {}",
+            FOLDED_OPS.join(", ")
+        )
+    })
 }

@@ -22,7 +22,10 @@ pub(super) fn constant_of_shape(s: &Site<'_>) -> Folded {
         Some(t) => Known::from_constant(&crate::onnx::decode_tensor(t)?),
     };
     if fill.data.len() != 1 {
-        return Err(format!("value must hold one element, holds {}", fill.data.len()));
+        return Err(format!(
+            "value must hold one element, holds {}",
+            fill.data.len()
+        ));
     }
     Known::new(dims, fill.data.pick(std::iter::repeat_n(0, count))).map(Some)
 }
@@ -30,7 +33,9 @@ pub(super) fn constant_of_shape(s: &Site<'_>) -> Folded {
 pub(super) fn range(s: &Site<'_>) -> Folded {
     let (start, limit, delta) = (s.input(0)?, s.input(1)?, s.input(2)?);
     let data = match (&start.data, &limit.data, &delta.data) {
-        (Data::F32(a), Data::F32(b), Data::F32(d)) if a.len() == 1 && b.len() == 1 && d.len() == 1 => {
+        (Data::F32(a), Data::F32(b), Data::F32(d))
+            if a.len() == 1 && b.len() == 1 && d.len() == 1 =>
+        {
             let (a, b, d) = (a[0] as f64, b[0] as f64, d[0] as f64);
             let n = ((b - a) / d).ceil().max(0.0);
             if !n.is_finite() || n as usize > super::MAX_FOLDED {
@@ -45,7 +50,11 @@ pub(super) fn range(s: &Site<'_>) -> Folded {
                     v => Err(format!("{what} must be one value, got {v:?}")),
                 }
             };
-            let (a, b, d) = (one(start, "start")?, one(limit, "limit")?, one(delta, "delta")?);
+            let (a, b, d) = (
+                one(start, "start")?,
+                one(limit, "limit")?,
+                one(delta, "delta")?,
+            );
             if d == 0 {
                 return Err("delta is 0".into());
             }
@@ -62,18 +71,30 @@ pub(super) fn range(s: &Site<'_>) -> Folded {
 pub(super) fn cast(s: &Site<'_>) -> Folded {
     let x = s.input(0)?;
     let to = s.int("to", 0) as i32;
-    let float = [DataType::Float as i32, DataType::Double as i32, DataType::Float16 as i32];
+    let float = [
+        DataType::Float as i32,
+        DataType::Double as i32,
+        DataType::Float16 as i32,
+    ];
     let data = if float.contains(&to) {
         Data::F32(match &x.data {
             Data::F32(v) => v.clone(),
             Data::Bool(v) => v.iter().map(|&b| b as i32 as f32).collect(),
-            Data::Int(_) => x.numbers("a Cast to float")?.iter().map(|&v| v as f32).collect(),
+            Data::Int(_) => x
+                .numbers("a Cast to float")?
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
         })
     } else if to == DataType::Bool as i32 {
         Data::Bool(match &x.data {
             Data::F32(v) => v.iter().map(|&f| f != 0.0).collect(),
             Data::Bool(v) => v.clone(),
-            Data::Int(_) => x.numbers("a Cast to bool")?.iter().map(|&v| v != 0).collect(),
+            Data::Int(_) => x
+                .numbers("a Cast to bool")?
+                .iter()
+                .map(|&v| v != 0)
+                .collect(),
         })
     } else if DataType::try_from(to).is_ok_and(|t| t.as_str_name().contains("INT")) {
         Data::Int(match &x.data {
@@ -90,7 +111,9 @@ pub(super) fn cast(s: &Site<'_>) -> Folded {
 
 /// Inputs broadcast to one shape: the output dims and each input's values at every output index.
 fn aligned(s: &Site<'_>, count: usize) -> Result<(Vec<usize>, Vec<Data>), String> {
-    let inputs = (0..count).map(|i| s.input(i)).collect::<Result<Vec<_>, _>>()?;
+    let inputs = (0..count)
+        .map(|i| s.input(i))
+        .collect::<Result<Vec<_>, _>>()?;
     let all: Vec<&[usize]> = inputs.iter().map(|k| k.dims.as_slice()).collect();
     let dims = broadcast(&all)?;
     Known::count(&dims)?;
@@ -103,7 +126,11 @@ fn aligned(s: &Site<'_>, count: usize) -> Result<(Vec<usize>, Vec<Data>), String
 
 pub(super) fn where_(s: &Site<'_>) -> Folded {
     let (dims, mut d) = aligned(s, 3)?;
-    let (y, x, cond) = (d.pop().expect("3"), d.pop().expect("3"), d.pop().expect("3"));
+    let (y, x, cond) = (
+        d.pop().expect("3"),
+        d.pop().expect("3"),
+        d.pop().expect("3"),
+    );
     let cond: Vec<bool> = match cond {
         Data::Bool(c) => c,
         _ => return Err("the condition must be boolean".into()),
@@ -134,7 +161,13 @@ fn compare(s: &Site<'_>, f: fn(std::cmp::Ordering) -> bool) -> Folded {
             .map(|(x, y)| x.partial_cmp(y).is_some_and(f))
             .collect(),
         (Data::Int(_), Data::Int(_)) => {
-            let num = |k: &Data| Known { dims: vec![], data: k.clone() }.numbers("a compared value");
+            let num = |k: &Data| {
+                Known {
+                    dims: vec![],
+                    data: k.clone(),
+                }
+                .numbers("a compared value")
+            };
             let (a, b) = (num(&d[0])?, num(&d[1])?);
             a.iter().zip(&b).map(|(x, y)| f(x.cmp(y))).collect()
         }
@@ -167,7 +200,9 @@ pub(super) fn greater_or_equal(s: &Site<'_>) -> Folded {
 pub(super) fn not(s: &Site<'_>) -> Folded {
     let x = s.input(0)?;
     match &x.data {
-        Data::Bool(v) => Known::new(x.dims.clone(), Data::Bool(v.iter().map(|b| !b).collect())).map(Some),
+        Data::Bool(v) => {
+            Known::new(x.dims.clone(), Data::Bool(v.iter().map(|b| !b).collect())).map(Some)
+        }
         _ => Err("Not needs a boolean input".into()),
     }
 }
@@ -239,7 +274,12 @@ pub(super) fn neg(s: &Site<'_>) -> Folded {
     let x = s.input(0)?;
     let data = match &x.data {
         Data::F32(v) => Data::F32(v.iter().map(|f| -f).collect()),
-        Data::Int(_) => Data::Int(x.numbers("Neg's input")?.iter().map(|&v| Int::Num(-v)).collect()),
+        Data::Int(_) => Data::Int(
+            x.numbers("Neg's input")?
+                .iter()
+                .map(|&v| Int::Num(-v))
+                .collect(),
+        ),
         Data::Bool(_) => return Err("Neg of booleans".into()),
     };
     Known::new(x.dims.clone(), data).map(Some)
@@ -249,7 +289,11 @@ pub(super) fn sqrt(s: &Site<'_>) -> Folded {
     match &s.input(0)?.data {
         Data::F32(v) => {
             let x = s.input(0)?;
-            Known::new(x.dims.clone(), Data::F32(v.iter().map(|f| f.sqrt()).collect())).map(Some)
+            Known::new(
+                x.dims.clone(),
+                Data::F32(v.iter().map(|f| f.sqrt()).collect()),
+            )
+            .map(Some)
         }
         _ => Err("Sqrt needs float input".into()),
     }

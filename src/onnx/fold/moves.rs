@@ -107,7 +107,13 @@ pub(super) fn unsqueeze(s: &Site<'_>) -> Folded {
     }
     let mut rest = x.dims.iter();
     let dims = (0..rank)
-        .map(|i| if axes.contains(&i) { 1 } else { *rest.next().expect("rank") })
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                *rest.next().expect("rank")
+            }
+        })
         .collect();
     with_dims(x, dims)
 }
@@ -179,7 +185,10 @@ pub(super) fn reshape(s: &Site<'_>) -> Folded {
     for (i, &t) in target.iter().enumerate() {
         dims.push(match t {
             -1 if infer.replace(i).is_none() => 1,
-            0 if !allow_zero => *x.dims.get(i).ok_or(format!("shape {target:?} copies a missing axis"))?,
+            0 if !allow_zero => *x
+                .dims
+                .get(i)
+                .ok_or(format!("shape {target:?} copies a missing axis"))?,
             t if t >= 0 => t as usize,
             _ => return Err(format!("shape {target:?} is not a valid Reshape target")),
         });
@@ -235,7 +244,10 @@ pub(super) fn slice(s: &Site<'_>) -> Folded {
     let starts = s.numbers(1, "starts")?.ok_or("starts is missing")?;
     let ends = s.numbers(2, "ends")?.ok_or("ends is missing")?;
     let axes = match s.numbers(3, "axes")? {
-        Some(a) => a.iter().map(|&v| axis(v, rank)).collect::<Result<Vec<_>, _>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&v| axis(v, rank))
+            .collect::<Result<Vec<_>, _>>()?,
         None => (0..starts.len()).collect(),
     };
     let steps = s.numbers(4, "steps")?.unwrap_or(vec![1; starts.len()]);
