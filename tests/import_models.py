@@ -17,6 +17,8 @@ Models (weights seeded; every .npy float32):
 - opset7.onnx, opset9.onnx, opset13.onnx: one network (Pad, Conv, BatchNormalization, Clip,
   Slice, Dropout, Unsqueeze/Squeeze on data, MaxPool, GAP, Flatten, Gemm) in each opset's forms.
   Input opset_x.npy.
+- data_ops.onnx: Gather with constant indices (a list with a negative index, evenly spaced, one
+  index) and Expand (to a constant shape, and to a shape from Shape) on data. Input data_ops_x.npy.
 Each NAME.onnx has NAME_out*.npy: onnxruntime's output for each input, in the order above.
 """
 
@@ -237,6 +239,43 @@ def opsets(out):
         save(model, out, f"opset{opset}", [xs])
 
 
+def data_ops(out):
+    """Gather (constant indices: a list, evenly spaced, one index), Expand (to a constant shape
+    and to a shape from Shape) on data."""
+    n = helper.make_node
+    i64 = lambda v: np.array(v, dtype=np.int64)
+    nodes = [
+        n("Gather", ["x", "picks"], ["g1"], axis=1),  # [N, 3, 6, 5], indices 2, 0, 3
+        n("Gather", ["g1", "last"], ["g2"], axis=-1),  # [N, 3, 6], one index
+        n("Gather", ["g1", "even"], ["g3"], axis=2),  # [N, 3, 3, 5], indices 0, 2, 4
+        n("Relu", ["g3"], ["g3r"]),
+        n("Gather", ["g3r", "one"], ["g4"], axis=3),  # [N, 3, 3, 1]
+        n("Expand", ["g4", "wide"], ["e1"]),  # [N, 3, 3, 4]
+        n("Shape", ["e1"], ["s"]),
+        n("Expand", ["row", "s"], ["e2"]),  # [1, 1, 1, 4] to [N, 3, 3, 4]
+        n("Add", ["e1", "e2"], ["sum"]),
+        n("Flatten", ["sum"], ["f1"]),
+        n("Flatten", ["g2"], ["f2"]),
+        n("Concat", ["f1", "f2"], ["y"], axis=1),
+    ]
+    inits = [
+        init("picks", i64([2, 0, -1])),
+        init("last", i64(4)),
+        init("even", i64([0, 2, 4])),
+        init("one", i64([1])),
+        init("wide", i64([1, 1, 1, 4])),
+        init("row", weight(1, 1, 1, 4)),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 54])
+    g = helper.make_graph(nodes, "data_ops", [x], [y], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    xs = RNG.standard_normal((3, 4, 6, 5)).astype(np.float32)
+    np.save(os.path.join(out, "data_ops_x.npy"), xs)
+    save(model, out, "data_ops", [xs])
+
+
 def check_dynamic(path):
     model = onnx.load(path)
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -252,6 +291,7 @@ if __name__ == "__main__":
         dynamic(sys.argv[2])
         folding(sys.argv[2])
         opsets(sys.argv[2])
+        data_ops(sys.argv[2])
     elif sys.argv[1] == "dynamic":
         check_dynamic(sys.argv[2])
     else:

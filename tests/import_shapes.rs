@@ -192,3 +192,50 @@ fn pruned_dynamic_model_keeps_its_dynamic_sizes() {
     let after = subprune::onnx::load_with(&out, &shapes("1,3,12,12")).unwrap();
     assert!(after.graph.parameter_count() < before.graph.parameter_count());
 }
+
+#[test]
+fn gather_and_expand_on_data_match_onnxruntime() {
+    let Some(dir) = python::exported_models() else {
+        return;
+    };
+    let m = subprune::onnx::load(dir.join("data_ops.onnx")).unwrap();
+    let kinds: Vec<&str> = m.graph.nodes.iter().map(|n| n.op.kind()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Gather").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Expand").count(),
+        2,
+        "{kinds:?}"
+    );
+    let x = npy::read_f32(dir.join("data_ops_x.npy")).unwrap();
+    assert_matches_onnxruntime(&m.graph, &x, &dir.join("data_ops_out0.npy"));
+}
+
+#[test]
+fn ops_that_only_fold_are_refused_on_data_by_name() {
+    use prost::Message;
+    let Some(dir) = python::exported_models() else {
+        return;
+    };
+    let path = dir.join("data_ops.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut m = subprune::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+    let relu = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type.as_deref() == Some("Relu"));
+    relu.unwrap().op_type = Some("Neg".into());
+    let err = subprune::onnx::load_bytes(&path, &m.encode_to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'Neg' is supported only where its inputs are known at load"),
+        "{err}"
+    );
+}

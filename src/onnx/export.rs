@@ -409,7 +409,9 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
                 attribute.push(attr_int("allowzero", 1));
             }
         }
-        Op::Concat { axis } => attribute.push(attr_int("axis", *axis as i64)),
+        Op::Concat { axis } | Op::Gather { axis, .. } => {
+            attribute.push(attr_int("axis", *axis as i64))
+        }
         Op::Softmax { axis, .. } => attribute.push(attr_int("axis", *axis as i64)),
         Op::Pad { mode, .. } => attribute.push(attr_string(
             "mode",
@@ -438,6 +440,7 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
         | Op::Binary(_)
         | Op::GlobalAveragePool
         | Op::Slice { .. }
+        | Op::Expand { .. }
         | Op::Identity => {}
     }
     Ok(proto::NodeProto {

@@ -414,6 +414,54 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             shape: ctx.squeeze_target(op_type == "Unsqueeze")?,
             allow_zero: false,
         },
+        "Gather" => {
+            let x = ctx.input_shape(0)?;
+            let axis = ctx.axis(ctx.int("axis", 0)?, x.rank())?;
+            let Dim::Fixed(len) = x.0[axis] else {
+                return Err(err("a Gather along the batch axis is not supported".into()));
+            };
+            let c = ctx
+                .const_input(1, "the indices")?
+                .ok_or_else(|| err("the indices are missing".into()))?;
+            let given = c
+                .i64()
+                .ok_or_else(|| err("the indices must be integers".into()))?;
+            let indices = given
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + len as i64 } else { i };
+                    usize::try_from(j).ok().filter(|&j| j < len).ok_or_else(|| {
+                        err(format!("index {i} is out of range for axis {axis} of {x}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Op::Gather {
+                axis,
+                indices,
+                index_dims: c.dims.clone(),
+            }
+        }
+        "Expand" => {
+            let v = ctx.inputs.get(1).copied().flatten();
+            let v = v.ok_or_else(|| err("the shape input is missing".into()))?;
+            let shape = match ctx.known.get(&v).map(|k| &k.data) {
+                Some(Data::Int(items)) => items
+                    .iter()
+                    .map(|d| match d {
+                        Int::Num(n) => usize::try_from(*n).ok().map(Dim::Fixed),
+                        Int::Batch => Some(Dim::Batch),
+                    })
+                    .collect::<Option<Vec<_>>>(),
+                _ => ctx
+                    .const_ints(1, "shape")?
+                    .expect("present")
+                    .iter()
+                    .map(|&n| usize::try_from(n).ok().map(Dim::Fixed))
+                    .collect(),
+            }
+            .ok_or_else(|| err("the target shape has a negative size".into()))?;
+            Op::Expand { shape }
+        }
         "Cast" => match ctx.int("to", 0)? {
             1 => Op::Identity,
             to => {

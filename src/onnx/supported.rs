@@ -36,6 +36,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Unsqueeze",
     "Squeeze",
     "Cast",
+    "Gather",
+    "Expand",
     "Upsample",
 ];
 
@@ -43,8 +45,6 @@ pub const SUPPORTED_OPS: &[&str] = &[
 /// constants by [`super::fold`]; on data they are refused with the node named.
 pub const FOLDED_OPS: &[&str] = &[
     "Shape",
-    "Gather",
-    "Expand",
     "Transpose",
     "ConstantOfShape",
     "Range",
