@@ -300,3 +300,93 @@ fn axis(a: i64, rank: usize) -> Result<usize, String> {
         .filter(|&n| n < rank)
         .ok_or_else(|| format!("axis {a} is out of range for rank {rank}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Dim;
+
+    fn ints(v: &[i64]) -> Known {
+        Known {
+            dims: vec![v.len()],
+            data: Data::Int(v.iter().map(|&x| Int::Num(x)).collect()),
+        }
+    }
+
+    fn node(op: &str, inputs: usize) -> proto::NodeProto {
+        proto::NodeProto {
+            op_type: Some(op.into()),
+            input: (0..inputs).map(|i| format!("i{i}")).collect(),
+            output: vec!["y".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_batch_survives_moves_and_identities_only() {
+        let x = Shape(vec![Dim::Batch, Dim::Fixed(8), Dim::Fixed(4)]);
+        let shape_node = node("Shape", 1);
+        let site = Site {
+            node: &shape_node,
+            known: vec![None],
+            shapes: vec![Some(&x)],
+        };
+        let s = fold(&site).unwrap().unwrap();
+        assert_eq!(
+            s.data,
+            Data::Int(vec![Int::Batch, Int::Num(8), Int::Num(4)])
+        );
+        // Gather [0, 2] keeps the batch; N·1 is N; N·8 is refused with a message.
+        let gather = node("Gather", 2);
+        let idx = ints(&[0, 2]);
+        let g = fold(&Site {
+            node: &gather,
+            known: vec![Some(&s), Some(&idx)],
+            shapes: vec![None, None],
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(g.data, Data::Int(vec![Int::Batch, Int::Num(4)]));
+        let mul = node("Mul", 2);
+        let (one, eight) = (ints(&[1, 1]), ints(&[8, 1]));
+        let times = |k: &Known| {
+            fold(&Site {
+                node: &mul,
+                known: vec![Some(&g), Some(k)],
+                shapes: vec![None, None],
+            })
+        };
+        assert_eq!(times(&one).unwrap().unwrap(), g);
+        assert!(times(&eight).unwrap_err().contains("mixes the batch"));
+        // An IR constant says the batch as 0 (Reshape's copy); as a number it is refused.
+        assert_eq!(g.to_constant().i64(), Some(&[0, 4][..]));
+        assert!(g.numbers("the shape").unwrap_err().contains("batch size"));
+        // Not foldable: an input computed from data (not known), or an op without an evaluator.
+        let add = node("Add", 2);
+        let site = Site {
+            node: &add,
+            known: vec![None, Some(&one)],
+            shapes: vec![None, None],
+        };
+        assert_eq!(fold(&site).unwrap(), None);
+        let conv = node("Conv", 2);
+        let site = Site {
+            node: &conv,
+            known: vec![Some(&one), Some(&one)],
+            shapes: vec![None, None],
+        };
+        assert_eq!(fold(&site).unwrap(), None);
+    }
+
+    #[test]
+    fn huge_folded_tensors_are_refused_before_allocating() {
+        let node = node("ConstantOfShape", 1);
+        let shape = ints(&[1 << 20, 1 << 20]);
+        let site = Site {
+            node: &node,
+            known: vec![Some(&shape)],
+            shapes: vec![None],
+        };
+        assert!(fold(&site).unwrap_err().contains("too large"));
+    }
+}

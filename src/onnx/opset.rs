@@ -13,6 +13,7 @@ use crate::ir::{ConstData, Constant};
 /// other ops changed semantics before 7).
 pub const OLDEST_OPSET: i64 = 7;
 
+#[derive(Debug)]
 /// A node in its newest form, with the constants its moved parameters became (name, value): the
 /// names are `<first output>::<parameter>`.
 pub struct Normalised<'a> {
@@ -191,4 +192,89 @@ pub fn normalise(node: &proto::NodeProto, opset: i64) -> Result<Normalised<'_>, 
         node: Cow::Owned(e.node),
         constants: e.constants,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], attribute: Vec<proto::AttributeProto>) -> proto::NodeProto {
+        proto::NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn attr(n: &proto::NodeProto, name: &str) -> Option<String> {
+        n.attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .map(|a| String::from_utf8_lossy(a.s.as_deref().unwrap_or(&[])).into_owned())
+    }
+
+    #[test]
+    fn upsample_of_opsets_7_and_9_becomes_resize_11() {
+        let scales = proto::AttributeProto {
+            name: Some("scales".into()),
+            r#type: Some(AttributeType::Floats as i32),
+            floats: vec![1.0, 1.0, 2.0, 3.0],
+            ..Default::default()
+        };
+        let v7 = node(
+            "Upsample",
+            &["x"],
+            vec![scales, string_attr("mode", "nearest")],
+        );
+        let n = normalise(&v7, 7).unwrap();
+        assert_eq!(n.node.op_type.as_deref(), Some("Resize"));
+        assert_eq!(n.node.input, ["x", "", "y::scales"]);
+        assert_eq!(n.constants[0].1, floats(vec![4], vec![1.0, 1.0, 2.0, 3.0]));
+        assert_eq!(
+            attr(&n.node, "coordinate_transformation_mode").as_deref(),
+            Some("asymmetric")
+        );
+        assert_eq!(attr(&n.node, "nearest_mode").as_deref(), Some("floor"));
+        // Opset 9: the scales are already an input; "bilinear" is Resize's "linear".
+        let v9 = node(
+            "Upsample",
+            &["x", "s"],
+            vec![string_attr("mode", "bilinear")],
+        );
+        let n = normalise(&v9, 9).unwrap();
+        assert_eq!(n.node.input, ["x", "", "s"]);
+        assert!(n.constants.is_empty());
+        assert_eq!(attr(&n.node, "mode").as_deref(), Some("linear"));
+        let cubic = node("Upsample", &["x", "s"], vec![string_attr("mode", "cubic")]);
+        assert!(normalise(&cubic, 9).unwrap_err().contains("mode 'cubic'"));
+        assert!(normalise(&node("Upsample", &["x"], vec![]), 7)
+            .unwrap_err()
+            .contains("no scales"));
+    }
+
+    #[test]
+    fn attributes_move_to_inputs_only_below_the_opset_that_moved_them() {
+        let axes = proto::AttributeProto {
+            name: Some("axes".into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: vec![0, 2],
+            ..Default::default()
+        };
+        let old = node("Unsqueeze", &["x"], vec![axes]);
+        let n = normalise(&old, 12).unwrap();
+        assert_eq!(n.node.input, ["x", "y::axes"]);
+        assert!(n.node.attribute.is_empty());
+        assert_eq!(n.constants, vec![("y::axes".to_string(), ints(&[0, 2]))]);
+        let new = node("Unsqueeze", &["x", "a"], vec![]);
+        assert!(matches!(
+            normalise(&new, 13).unwrap().node,
+            Cow::Borrowed(_)
+        ));
+        // Clip-6 without bounds: both inputs omitted.
+        let clip = node("Clip", &["x"], vec![]);
+        let n = normalise(&clip, 9).unwrap();
+        assert_eq!(n.node.input, ["x", "", ""]);
+    }
 }
