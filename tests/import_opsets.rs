@@ -7,21 +7,10 @@ mod common;
 #[path = "common/python.rs"]
 mod python;
 
-use std::path::Path;
-
 use common::{gpu, relative_gap, run_in_batches};
-use prost::Message;
+use python::{node_of, refusal};
 use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
 use subprune::npy;
-use subprune::onnx::proto;
-
-fn edited(path: &Path, edit: impl Fn(&mut proto::ModelProto)) -> String {
-    let mut m = proto::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
-    edit(&mut m);
-    subprune::onnx::load_bytes(path, &m.encode_to_vec())
-        .unwrap_err()
-        .to_string()
-}
 
 #[test]
 fn one_network_at_opsets_7_9_13_runs_to_onnxruntimes_outputs() {
@@ -65,21 +54,16 @@ fn opsets_older_than_7_and_unsupported_old_attributes_are_refused_by_name() {
         return;
     };
     let old = dir.join("opset7.onnx");
-    let err = edited(&old, |m| m.opset_import[0].version = Some(6));
+    let err = refusal(&old, |m| m.opset_import[0].version = Some(6));
     assert!(
         err.contains("opset 6 is not supported (opsets 7–21 are)"),
         "{err}"
     );
     assert!(err.contains("version_converter"), "{err}");
     // BatchNormalization with per-position statistics (spatial = 0).
-    let err = edited(&old, |m| {
-        let g = m.graph.as_mut().unwrap();
-        let bn = g
-            .node
-            .iter_mut()
-            .find(|n| n.op_type.as_deref() == Some("BatchNormalization"))
-            .unwrap();
-        bn.attribute
+    let err = refusal(&old, |m| {
+        node_of(m, "BatchNormalization")
+            .attribute
             .iter_mut()
             .find(|a| a.name.as_deref() == Some("spatial"))
             .unwrap()
@@ -90,14 +74,8 @@ fn opsets_older_than_7_and_unsupported_old_attributes_are_refused_by_name() {
         "{err}"
     );
     // A Slice of opset < 10 without its ends.
-    let err = edited(&old, |m| {
-        let g = m.graph.as_mut().unwrap();
-        let slice = g
-            .node
-            .iter_mut()
-            .find(|n| n.op_type.as_deref() == Some("Slice"))
-            .unwrap();
-        slice
+    let err = refusal(&old, |m| {
+        node_of(m, "Slice")
             .attribute
             .retain(|a| a.name.as_deref() != Some("ends"));
     });

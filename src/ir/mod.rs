@@ -208,16 +208,22 @@ impl Graph {
             if node.op == Op::Constant {
                 continue;
             }
-            let shapes: Vec<Option<Shape>> = node
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| self.values[v].shape.clone()))
-                .collect();
-            let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
+            let out = self.output_shape(node)?;
             let first = node.outputs[0];
             self.values[first].shape = out;
         }
         Ok(())
+    }
+
+    /// The shape of `node`'s output, inferred from its inputs' shapes in this graph; errors name
+    /// the node.
+    pub fn output_shape(&self, node: &Node) -> Result<Shape> {
+        let shapes: Vec<Option<Shape>> = node
+            .inputs
+            .iter()
+            .map(|i| i.map(|v| self.values[v].shape.clone()))
+            .collect();
+        shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))
     }
 
     /// Checks that every node's extra outputs (MaxPool indices, Dropout mask, BatchNorm running

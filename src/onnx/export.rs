@@ -352,7 +352,8 @@ fn attr_ints(name: &str, v: &[usize]) -> proto::AttributeProto {
     }
 }
 
-fn attr_string(name: &str, v: &str) -> proto::AttributeProto {
+/// A string attribute.
+pub(super) fn attr_string(name: &str, v: &str) -> proto::AttributeProto {
     proto::AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::String as i32),

@@ -154,10 +154,7 @@ pub struct Site<'a> {
 
 impl Site<'_> {
     fn attr(&self, name: &str) -> Option<&proto::AttributeProto> {
-        self.node
-            .attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name))
+        super::attribute(self.node, name)
     }
 
     /// An integer attribute (or `default`).
@@ -172,6 +169,19 @@ impl Site<'_> {
             .copied()
             .flatten()
             .ok_or_else(|| format!("input {i} is missing"))
+    }
+
+    /// Input `i` as sizes (a shape input): `Ok(None)` where it holds the batch (not foldable).
+    fn sizes(&self, i: usize) -> Result<Option<Vec<usize>>, String> {
+        let k = self.input(i)?;
+        if k.has_batch() {
+            return Ok(None);
+        }
+        k.numbers("the shape")?
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("shape entry {d} is negative")))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// Input `i` as numbers (`None` when omitted).
@@ -270,17 +280,33 @@ fn broadcast(all: &[&[usize]]) -> Result<Vec<usize>, String> {
 /// `out`) it reads.
 fn broadcast_indices(dims: &[usize], out: &[usize]) -> Vec<usize> {
     let lead = out.len() - dims.len();
-    let mut strides = vec![0usize; out.len()];
-    let mut s = 1;
-    for i in (0..dims.len()).rev() {
-        strides[lead + i] = if dims[i] == 1 { 0 } else { s };
-        s *= dims[i];
+    let own = strides(dims);
+    let steps: Vec<i64> = (0..out.len())
+        .map(|a| match a.checked_sub(lead) {
+            Some(i) if dims[i] != 1 => own[i],
+            _ => 0,
+        })
+        .collect();
+    strided(out, &steps, 0)
+}
+
+/// Row-major strides of `dims`.
+fn strides(dims: &[usize]) -> Vec<i64> {
+    let mut out = vec![1i64; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        out[i] = out[i + 1] * dims[i + 1] as i64;
     }
+    out
+}
+
+/// Indices `offset + Σ idx·strides` for every index of `out` dims, row-major.
+fn strided(out: &[usize], strides: &[i64], offset: i64) -> Vec<usize> {
     let total: usize = out.iter().product();
     let mut idx = vec![0usize; out.len()];
     let mut picks = Vec::with_capacity(total);
     for _ in 0..total {
-        picks.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        let at: i64 = idx.iter().zip(strides).map(|(&i, &s)| i as i64 * s).sum();
+        picks.push((offset + at) as usize);
         for a in (0..out.len()).rev() {
             idx[a] += 1;
             if idx[a] < out[a] {

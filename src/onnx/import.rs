@@ -33,10 +33,7 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn attr(&self, name: &str) -> Option<&proto::AttributeProto> {
-        self.node
-            .attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name))
+        super::attribute(self.node, name)
     }
 
     fn attr_type(&self, a: &proto::AttributeProto, want: AttributeType) -> Result<()> {

@@ -14,7 +14,6 @@ use super::inputs::{self, LoadOptions};
 use super::proto;
 use super::{decode_tensor, load_external, NodeOrigin, OnnxModel, SUPPORTED_OPSETS};
 use crate::error::{Error, Result};
-use crate::ir::shape;
 use crate::ir::{Graph, Node, Op, Shape, Value, ValueId};
 
 /// Reads an ONNX model (and its external data files, resolved against the model's folder); its
@@ -314,13 +313,7 @@ fn build_graph(g: &proto::GraphProto, opset: i64, options: &LoadOptions) -> Resu
                 graph.values[out].shape = Shape::fixed(&c.dims);
                 graph.values[out].constant = Some(c);
             } else {
-                let shapes: Vec<Option<Shape>> = node
-                    .inputs
-                    .iter()
-                    .map(|i| i.map(|v| graph.values[v].shape.clone()))
-                    .collect();
-                let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
-                graph.values[node.outputs[0]].shape = out;
+                graph.values[node.outputs[0]].shape = graph.output_shape(&node)?;
             }
             node_origin.insert(
                 name.clone(),

@@ -81,6 +81,16 @@ impl OnnxModel {
 /// Older ones are normalised at import ([`opset`]); the written model keeps the file's opset.
 pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = opset::OLDEST_OPSET..=21;
 
+/// The attribute `name` of `node`, if it has one.
+pub(crate) fn attribute<'a>(
+    node: &'a proto::NodeProto,
+    name: &str,
+) -> Option<&'a proto::AttributeProto> {
+    node.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+}
+
 fn tensor_name(t: &proto::TensorProto) -> &str {
     t.name.as_deref().unwrap_or("<unnamed tensor>")
 }

@@ -6,7 +6,8 @@
 
 use std::borrow::Cow;
 
-use super::proto::{self, attribute_proto::AttributeType};
+use super::export::attr_string;
+use super::proto;
 use crate::ir::{ConstData, Constant};
 
 /// Opsets older than this are refused (Reshape's shape was an attribute before 5, and the
@@ -34,15 +35,6 @@ fn floats(dims: Vec<usize>, v: Vec<f32>) -> Constant {
     Constant {
         dims,
         data: ConstData::F32(v),
-    }
-}
-
-fn string_attr(name: &str, v: &str) -> proto::AttributeProto {
-    proto::AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
     }
 }
 
@@ -170,12 +162,12 @@ pub fn normalise(node: &proto::NodeProto, opset: i64) -> Result<Normalised<'_>, 
                 }
             };
             e.node.op_type = Some("Resize".into());
-            e.node.attribute.push(string_attr("mode", mode));
+            e.node.attribute.push(attr_string("mode", mode));
             // Upsample and Resize-10 map output pixel x to input x / scale, nearest rounding down.
             e.node
                 .attribute
-                .push(string_attr("coordinate_transformation_mode", "asymmetric"));
-            e.node.attribute.push(string_attr("nearest_mode", "floor"));
+                .push(attr_string("coordinate_transformation_mode", "asymmetric"));
+            e.node.attribute.push(attr_string("nearest_mode", "floor"));
         }
         "BatchNormalization" => {
             if e.take("spatial").is_some_and(|a| a.i == Some(0)) {
@@ -197,6 +189,7 @@ pub fn normalise(node: &proto::NodeProto, opset: i64) -> Result<Normalised<'_>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::proto::attribute_proto::AttributeType;
 
     fn node(op: &str, inputs: &[&str], attribute: Vec<proto::AttributeProto>) -> proto::NodeProto {
         proto::NodeProto {
@@ -226,7 +219,7 @@ mod tests {
         let v7 = node(
             "Upsample",
             &["x"],
-            vec![scales, string_attr("mode", "nearest")],
+            vec![scales, attr_string("mode", "nearest")],
         );
         let n = normalise(&v7, 7).unwrap();
         assert_eq!(n.node.op_type.as_deref(), Some("Resize"));
@@ -241,13 +234,13 @@ mod tests {
         let v9 = node(
             "Upsample",
             &["x", "s"],
-            vec![string_attr("mode", "bilinear")],
+            vec![attr_string("mode", "bilinear")],
         );
         let n = normalise(&v9, 9).unwrap();
         assert_eq!(n.node.input, ["x", "", "s"]);
         assert!(n.constants.is_empty());
         assert_eq!(attr(&n.node, "mode").as_deref(), Some("linear"));
-        let cubic = node("Upsample", &["x", "s"], vec![string_attr("mode", "cubic")]);
+        let cubic = node("Upsample", &["x", "s"], vec![attr_string("mode", "cubic")]);
         assert!(normalise(&cubic, 9).unwrap_err().contains("mode 'cubic'"));
         assert!(normalise(&node("Upsample", &["x"], vec![]), 7)
             .unwrap_err()

@@ -2,7 +2,7 @@
 //! The Python with `onnx`, `onnxruntime` and `numpy` that tests use as a reference: found through
 //! `SUBPRUNE_PYTHON` (set by `.ci/run`, which makes a virtual environment), else a `python3` that
 //! imports them; without one the tests that need it say so and pass, except under `CI=true`,
-//! where they fail.
+//! where they fail. Also: the models of `tests/import_models.py`, and edits of them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,4 +67,27 @@ pub fn exported_models() -> Option<&'static Path> {
         Some(dir)
     })
     .as_deref()
+}
+
+/// The first node of op type `op` in `m`.
+pub fn node_of<'a>(
+    m: &'a mut subprune::onnx::proto::ModelProto,
+    op: &str,
+) -> &'a mut subprune::onnx::proto::NodeProto {
+    let g = m.graph.as_mut().expect("a graph");
+    g.node
+        .iter_mut()
+        .find(|n| n.op_type.as_deref() == Some(op))
+        .unwrap_or_else(|| panic!("no {op} node"))
+}
+
+/// The error of loading the model at `path` after `edit`.
+pub fn refusal(path: &Path, edit: impl Fn(&mut subprune::onnx::proto::ModelProto)) -> String {
+    use prost::Message;
+    let bytes = std::fs::read(path).unwrap();
+    let mut m = subprune::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+    edit(&mut m);
+    subprune::onnx::load_bytes(path, &m.encode_to_vec())
+        .unwrap_err()
+        .to_string()
 }

@@ -526,9 +526,6 @@ impl GpuExecutor {
                     let (axis, x) = (*axis, (&x, xs.as_slice()));
                     simple::gather(&k.simple, batch, node, x, axis, indices, &out, out_bytes)?;
                 }
-                (Op::Expand { .. }, _) => {
-                    simple::expand(&k.simple, batch, node, (&x, &xs), &out, &out_shape)?;
-                }
                 _ => {
                     simple::run(&k.simple, batch, node, (&x, &xs), &out, &out_shape)?;
                 }

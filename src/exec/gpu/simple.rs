@@ -332,7 +332,7 @@ pub(super) fn copy_into(
     )
 }
 
-/// The one-input ops: pools, activations, Slice, Pad, Softmax.
+/// The one-input ops: pools, activations, Slice, Expand, Pad, Softmax.
 pub(super) fn run(
     k: &SimpleKernels,
     batch: &mut Batch<'_>,
@@ -407,6 +407,17 @@ pub(super) fn run(
                 sa,
                 offset: i32::try_from(offset)
                     .map_err(|_| node.error("slice offset out of range"))?,
+                ..Default::default()
+            };
+            flat(batch, &k.gather, p, count, a, None, o)
+        }
+        Op::Expand { .. } => {
+            // A strided copy with stride 0 on the broadcast axes.
+            check_rank(node, out_shape)?;
+            let p = FwdParams {
+                rank: out_shape.len() as u32,
+                dims: dims(out_shape),
+                sa: broadcast_strides(xs, out_shape.len()),
                 ..Default::default()
             };
             flat(batch, &k.gather, p, count, a, None, o)
@@ -533,32 +544,4 @@ pub(super) fn gather(
         )?;
     }
     Ok(())
-}
-
-/// Expand: a strided copy with stride 0 on the broadcast axes.
-pub(super) fn expand(
-    k: &SimpleKernels,
-    batch: &mut Batch<'_>,
-    node: &Node,
-    x: (&wgpu::Buffer, &[usize]),
-    out: &Rc<PooledBuffer>,
-    out_shape: &[usize],
-) -> Result<()> {
-    check_rank(node, out_shape)?;
-    let p = FwdParams {
-        rank: out_shape.len() as u32,
-        dims: dims(out_shape),
-        sa: broadcast_strides(x.1, out_shape.len()),
-        ..Default::default()
-    };
-    let count = out_shape.iter().product();
-    flat(
-        batch,
-        &k.gather,
-        p,
-        count,
-        (x.0, bytes(x.1)),
-        None,
-        (out, bytes(out_shape)),
-    )
 }

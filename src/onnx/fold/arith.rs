@@ -7,15 +7,9 @@ use crate::onnx::proto::tensor_proto::DataType;
 type Folded = Result<Option<Known>, String>;
 
 pub(super) fn constant_of_shape(s: &Site<'_>) -> Folded {
-    if s.input(0)?.has_batch() {
+    let Some(dims) = s.sizes(0)? else {
         return Ok(None);
-    }
-    let dims: Vec<usize> = s
-        .numbers(0, "the shape")?
-        .ok_or("the shape is missing")?
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("shape entry {d} is negative")))
-        .collect::<Result<_, _>>()?;
+    };
     let count = Known::count(&dims)?;
     let fill = match s.attr("value").and_then(|a| a.t.as_ref()) {
         None => Known::new(vec![], Data::F32(vec![0.0]))?,

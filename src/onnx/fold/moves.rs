@@ -1,44 +1,11 @@
 //! Evaluators of the ops that move values without computing new ones: Shape, Identity, Gather,
 //! Unsqueeze, Squeeze, Concat, Reshape, Flatten, Transpose, Slice, Expand.
 
-use super::{axis, broadcast, Data, Int, Known, Site};
+use super::{axis, broadcast, strided, strides, Data, Int, Known, Site};
 use crate::ir::shape::slice_range;
 use crate::ir::Dim;
 
 type Folded = Result<Option<Known>, String>;
-
-/// Row-major strides of `dims`.
-fn strides(dims: &[usize]) -> Vec<i64> {
-    let mut out = vec![1i64; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        out[i] = out[i + 1] * dims[i + 1] as i64;
-    }
-    out
-}
-
-/// Indices `offset + Σ idx·strides` for every index of `out` dims, row-major.
-fn strided(out: &[usize], strides: &[i64], offset: i64) -> Vec<usize> {
-    let total: usize = out.iter().product();
-    let mut idx = vec![0usize; out.len()];
-    let mut picks = Vec::with_capacity(total);
-    for _ in 0..total {
-        let at = offset
-            + idx
-                .iter()
-                .zip(strides)
-                .map(|(&i, &s)| i as i64 * s)
-                .sum::<i64>();
-        picks.push(at as usize);
-        for a in (0..out.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < out[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
-    picks
-}
 
 fn with_dims(x: &Known, dims: Vec<usize>) -> Folded {
     Known::new(dims, x.data.clone()).map(Some)
@@ -276,15 +243,9 @@ pub(super) fn slice(s: &Site<'_>) -> Folded {
 
 pub(super) fn expand(s: &Site<'_>) -> Folded {
     let x = s.input(0)?;
-    if s.input(1)?.has_batch() {
+    let Some(target) = s.sizes(1)? else {
         return Ok(None);
-    }
-    let target: Vec<usize> = s
-        .numbers(1, "the shape")?
-        .ok_or("the shape is missing")?
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("shape entry {d} is negative")))
-        .collect::<Result<_, _>>()?;
+    };
     let dims = broadcast(&[&x.dims, &target])?;
     Known::count(&dims)?;
     let picks = super::broadcast_indices(&x.dims, &dims);
