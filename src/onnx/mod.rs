@@ -1,4 +1,4 @@
-//! ONNX files ↔ the IR ([`crate::ir`]): reading ([`load`]: [`inputs`], [`opset`], [`fold`],
+//! ONNX files ↔ the IR ([`crate::ir`]): reading (`load.rs`: [`inputs`], [`opset`], [`fold`],
 //! [`import`]) and writing ([`export`]), nothing else.
 //!
 //! The protobuf types in [`proto`] are generated once from the vendored `proto/onnx-ml.proto`

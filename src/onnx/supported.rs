@@ -89,18 +89,14 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
         .iter()
         .map(|(op, count, first)| format!("{op} ×{count} (first: '{first}')"))
         .collect();
+    // The list of what is supported on a line of its own: the first line stays short.
     Some(format!(
-        "{} op type{} not supported: {}; supported ops: {}. Export the model without them (e.g. \
-         a plain activation for a fused one), or fold its shape computations first (onnxsim)",
+        "{} op type{} not supported: {}. Export the model without them (e.g. a plain activation \
+         for a fused one)\nsupported ops: {}; folded where their inputs are known at load: {}",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
         list.join(", "),
-        SUPPORTED_OPS.join(", ")
+        SUPPORTED_OPS.join(", "),
+        FOLDED_OPS.join(", ")
     ))
-    .map(|m| {
-        format!(
-            "{m}; folded where their inputs are known at load: {}",
-            FOLDED_OPS.join(", ")
-        )
-    })
 }
