@@ -5,8 +5,9 @@
 //! `Transpose` of an initializer reach the executors and the analysis as plain constants.
 //!
 //! Integer tensors may hold the batch size, symbolic ([`Int::Batch`]): `Shape(x)[0]` is the batch
-//! whatever the data. It survives moves (Gather, Slice, Concat, Unsqueeze, …) and the identities
-//! `N·1`, `N/1`, `N±0`; a Reshape target takes it ([`crate::onnx::import`]); any other use is an
+//! whatever the data. It survives moves (Gather, Slice, Concat, Unsqueeze, …), the identities
+//! `N·1`, `N/1`, `N±0` and comparisons that hold for every batch (`N = −1` is false); a Reshape
+//! or Expand target takes it ([`crate::onnx::import`]); any other use is an
 //! error that says so. One evaluator per op, in [`EVALUATORS`] (files `fold/*.rs` by kind).
 
 mod arith;
@@ -384,6 +385,20 @@ mod tests {
         };
         assert_eq!(times(&one).unwrap().unwrap(), g);
         assert!(times(&eight).unwrap_err().contains("mixes the batch"));
+        // PyTorch's `Where(Equal(shape, -1), …)`: the batch is never −1, and equals itself.
+        let equal = node("Equal", 2);
+        let compare = |k: &Known| {
+            let site = Site {
+                node: &equal,
+                known: vec![Some(&g), Some(k)],
+                shapes: vec![None, None],
+            };
+            fold(&site).map(|k| k.unwrap().data)
+        };
+        let minus = ints(&[-1, -1]);
+        assert_eq!(compare(&minus), Ok(Data::Bool(vec![false, false])));
+        assert_eq!(compare(&g), Ok(Data::Bool(vec![true, true])));
+        assert!(compare(&one).unwrap_err().contains("batch size"));
         // An IR constant says the batch as 0 (Reshape's copy); as a number it is refused.
         assert_eq!(g.to_constant().i64(), Some(&[0, 4][..]));
         assert!(g.numbers("the shape").unwrap_err().contains("batch size"));

@@ -145,7 +145,23 @@ pub(super) fn where_(s: &Site<'_>) -> Folded {
     Known::new(dims, data).map(Some)
 }
 
-/// An element-wise comparison of two tensors of one type (the batch refused).
+/// How two integers compare, the batch being at least 1: it equals itself and exceeds any
+/// number below 1 (PyTorch's exports test a shape entry against −1); other comparisons of the
+/// batch are refused.
+fn order(a: Int, b: Int) -> Result<std::cmp::Ordering, String> {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Int::Num(x), Int::Num(y)) => Ok(x.cmp(&y)),
+        (Int::Batch, Int::Batch) => Ok(Ordering::Equal),
+        (Int::Batch, Int::Num(n)) if n < 1 => Ok(Ordering::Greater),
+        (Int::Num(n), Int::Batch) if n < 1 => Ok(Ordering::Less),
+        _ => Err(format!(
+            "comparing the batch size with {a:?} {b:?} depends on the data"
+        )),
+    }
+}
+
+/// An element-wise comparison of two tensors of one type.
 fn compare(s: &Site<'_>, f: fn(std::cmp::Ordering) -> bool) -> Folded {
     let (dims, d) = aligned(s, 2)?;
     let out: Vec<bool> = match (&d[0], &d[1]) {
@@ -154,17 +170,12 @@ fn compare(s: &Site<'_>, f: fn(std::cmp::Ordering) -> bool) -> Folded {
             .zip(b)
             .map(|(x, y)| x.partial_cmp(y).is_some_and(f))
             .collect(),
-        (Data::Int(_), Data::Int(_)) => {
-            let num = |k: &Data| {
-                Known {
-                    dims: vec![],
-                    data: k.clone(),
-                }
-                .numbers("a compared value")
-            };
-            let (a, b) = (num(&d[0])?, num(&d[1])?);
-            a.iter().zip(&b).map(|(x, y)| f(x.cmp(y))).collect()
-        }
+        (Data::Int(a), Data::Int(b)) => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| order(*x, *y).map(f))
+            .collect::<Result<_, _>>()?,
+
         (Data::Bool(a), Data::Bool(b)) => a.iter().zip(b).map(|(x, y)| f(x.cmp(y))).collect(),
         _ => return Err("the operands have different element types".into()),
     };
