@@ -369,6 +369,32 @@ impl CpuExecutor {
                 };
                 kernels::softmax(x.data, outer, len, inner, &mut out);
             }
+            Op::Gather { axis, indices, .. } => {
+                let inner: usize = x.shape[axis + 1..].iter().product();
+                let (len, n) = (x.shape[*axis], indices.len());
+                for (row, o) in out
+                    .chunks_mut(inner.max(1))
+                    .enumerate()
+                    .take(count / inner.max(1))
+                {
+                    let (outer, k) = (row / n, row % n);
+                    let at = (outer * len + indices[k]) * inner;
+                    o.copy_from_slice(&x.data[at..at + inner]);
+                }
+            }
+            Op::Expand { .. } => {
+                let st = kernels::strides(x.shape);
+                let lead = out_shape.len() - x.shape.len();
+                let step: Vec<isize> = (0..out_shape.len())
+                    .map(|a| match a.checked_sub(lead) {
+                        Some(i) if x.shape[i] != 1 => st[i] as isize,
+                        _ => 0,
+                    })
+                    .collect();
+                if count > 0 {
+                    kernels::strided_gather(x.data, 0, &step, &out_shape, &mut out);
+                }
+            }
             Op::Constant => return Err(node.error("a Constant is not run")),
         }
         Tensor::new(out_shape, out)

@@ -208,16 +208,22 @@ impl Graph {
             if node.op == Op::Constant {
                 continue;
             }
-            let shapes: Vec<Option<Shape>> = node
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| self.values[v].shape.clone()))
-                .collect();
-            let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
+            let out = self.output_shape(node)?;
             let first = node.outputs[0];
             self.values[first].shape = out;
         }
         Ok(())
+    }
+
+    /// The shape of `node`'s output, inferred from its inputs' shapes in this graph; errors name
+    /// the node.
+    pub fn output_shape(&self, node: &Node) -> Result<Shape> {
+        let shapes: Vec<Option<Shape>> = node
+            .inputs
+            .iter()
+            .map(|i| i.map(|v| self.values[v].shape.clone()))
+            .collect();
+        shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))
     }
 
     /// Checks that every node's extra outputs (MaxPool indices, Dropout mask, BatchNorm running
@@ -237,11 +243,16 @@ impl Graph {
         Ok(())
     }
 
-    /// Number of parameters: the elements of all float initializers and float `Constant`s.
+    /// Number of parameters: the elements of the float initializers and float `Constant`s that a
+    /// node reads or the graph outputs (a constant read only by nodes folded at load, such as
+    /// the initializer of a folded `Transpose`, counts once, as the folded value).
     pub fn parameter_count(&self) -> usize {
+        let consumers = self.consumers();
         self.values
             .iter()
-            .filter_map(|v| v.constant.as_ref())
+            .enumerate()
+            .filter(|(id, _)| !consumers[*id].is_empty() || self.outputs.contains(id))
+            .filter_map(|(_, v)| v.constant.as_ref())
             .filter_map(|c| c.f32())
             .map(|d| d.len())
             .sum()

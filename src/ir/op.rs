@@ -257,6 +257,21 @@ pub enum Op {
         /// Fill value of [`PadMode::Constant`].
         value: f32,
     },
+    /// The values at constant `indices` along `axis` (ONNX Gather with constant indices, on
+    /// data): the output has `index_dims` in place of the axis.
+    Gather {
+        /// The axis (non-negative, never the batch).
+        axis: usize,
+        /// Indices into the axis (non-negative, in range).
+        indices: Vec<usize>,
+        /// The shape of the indices (empty for one index: the axis is dropped).
+        index_dims: Vec<usize>,
+    },
+    /// Broadcast to `shape` (ONNX Expand, NumPy rules: a 1 keeps the input's size).
+    Expand {
+        /// The target shape; the batch where the file computes it from a shape.
+        shape: Vec<super::shape::Dim>,
+    },
     /// Copy (also Dropout in inference).
     Identity,
     /// A constant (ONNX `Constant`); the value lives on the output [`crate::ir::Value`].
@@ -303,6 +318,8 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
+            Op::Gather { .. } => "Gather",
+            Op::Expand { .. } => "Expand",
             Op::Identity => "Identity",
             Op::Constant => "Constant",
             Op::Softmax { .. } => "Softmax",

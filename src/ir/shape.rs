@@ -380,6 +380,21 @@ fn infer_unchecked(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
             }
             Ok(out)
         }
+        Op::Gather {
+            axis,
+            indices,
+            index_dims,
+        } => {
+            let len = fixed_dim(x, *axis, "gathered axis")?;
+            if let Some(i) = indices.iter().find(|&&i| i >= len) {
+                return Err(format!("index {i} is out of range for axis {axis} of {x}"));
+            }
+            let mut out = x.0[..*axis].to_vec();
+            out.extend(index_dims.iter().map(|&d| Dim::Fixed(d)));
+            out.extend(&x.0[*axis + 1..]);
+            Ok(Shape(out))
+        }
+        Op::Expand { shape } => broadcast(x, &Shape(shape.clone())),
         Op::Constant => Err("a Constant has no input shape to infer from".into()),
         Op::Softmax { axis, .. } => {
             if *axis >= x.rank() {

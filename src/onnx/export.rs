@@ -1,6 +1,8 @@
 //! IR → ONNX: the original model with its graph rebuilt from the IR. Nodes and initializers that
 //! did not change are written back as they were read (attributes, doc strings and metadata
-//! included; initializer bytes identical); changed or new ones are encoded from the IR. Files are
+//! included; initializer bytes identical; old-opset forms and nodes folded at load as in the
+//! file); changed or new ones are encoded from the IR. Graph inputs and outputs keep the file's
+//! declared shapes where they agree with the IR, so dynamic dimensions stay dynamic. Files are
 //! written atomically, never over a file the model was read from.
 
 use std::collections::HashMap;
@@ -162,6 +164,12 @@ pub fn to_proto(model: &OnnxModel) -> Result<proto::ModelProto> {
         .iter()
         .map(|node| {
             let unchanged = model.node_origin.get(&node.name).filter(|o| {
+                if let Some(folded) = &o.folded {
+                    // Folded at load: the file's nodes (a shape computation, a Reshape of a
+                    // constant) are kept while the value is, so a dynamic input stays dynamic.
+                    return node.op == Op::Constant
+                        && g.values[node.outputs[0]].constant.as_ref() == Some(folded);
+                }
                 o.op == node.op
                     && o.inputs == node.inputs.iter().map(|i| i.map(name)).collect::<Vec<_>>()
                     && o.outputs == node.outputs.iter().map(|&i| name(i)).collect::<Vec<_>>()
@@ -344,7 +352,8 @@ fn attr_ints(name: &str, v: &[usize]) -> proto::AttributeProto {
     }
 }
 
-fn attr_string(name: &str, v: &str) -> proto::AttributeProto {
+/// A string attribute.
+pub(super) fn attr_string(name: &str, v: &str) -> proto::AttributeProto {
     proto::AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::String as i32),
@@ -401,7 +410,9 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
                 attribute.push(attr_int("allowzero", 1));
             }
         }
-        Op::Concat { axis } => attribute.push(attr_int("axis", *axis as i64)),
+        Op::Concat { axis } | Op::Gather { axis, .. } => {
+            attribute.push(attr_int("axis", *axis as i64))
+        }
         Op::Softmax { axis, .. } => attribute.push(attr_int("axis", *axis as i64)),
         Op::Pad { mode, .. } => attribute.push(attr_string(
             "mode",
@@ -430,6 +441,7 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
         | Op::Binary(_)
         | Op::GlobalAveragePool
         | Op::Slice { .. }
+        | Op::Expand { .. }
         | Op::Identity => {}
     }
     Ok(proto::NodeProto {

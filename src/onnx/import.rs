@@ -1,360 +1,39 @@
-//! ONNX → IR: decode the protobuf, read external data, type every op (attributes parsed and
-//! defaulted per opset, constant parameter inputs resolved), order the nodes and infer shapes from
-//! the input shape with a symbolic batch.
+//! One ONNX node → one typed IR op: attributes parsed and defaulted per opset, constant parameter
+//! inputs resolved ([`crate::onnx::load`] drives it node by node, after the node's old-opset form
+//! is normalised and where it could not be folded into a constant).
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use prost::Message;
-
+use super::decode_tensor;
+use super::fold::{Data, Int, Known};
 use super::proto::{self, attribute_proto::AttributeType};
-use super::{decode_tensor, load_external, NodeOrigin, OnnxModel, SUPPORTED_OPSETS};
 use crate::error::{Error, Result};
-use crate::ir::shape;
 use crate::ir::{
-    Binary, ConstData, Constant, Conv, Dim, Gemm, Graph, Node, Op, PadMode, Padding, PoolKind,
-    Shape, Unary, Value, ValueId, Window,
+    Binary, ConstData, Constant, Conv, Dim, Gemm, Graph, Op, PadMode, Padding, PoolKind, Shape,
+    Unary, ValueId, Window,
 };
 
-/// Reads an ONNX model (and its external data files, resolved against the model's folder).
-pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
-    let path = path.as_ref();
-    let bytes = crate::validate::read_input(path)?;
-    let mut model = load_bytes(path, &bytes)?;
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    model.sources.insert(0, canonical);
-    Ok(model)
-}
-
-/// Reads an ONNX model from memory; `path` names it in errors and locates external data.
-pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<OnnxModel> {
-    let bad = |reason: String| Error::Onnx {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut proto = proto::ModelProto::decode(bytes).map_err(|e| {
-        bad(format!(
-            "not an ONNX model, or a truncated or corrupt one (protobuf: {})",
-            short_decode_error(&e)
-        ))
-    })?;
-    if proto.ir_version.unwrap_or(0) <= 0 || proto.graph.is_none() {
-        return Err(bad(
-            "not an ONNX model (no IR version or no graph): the file is protobuf-like but holds something else".into(),
-        ));
-    }
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
-        .and_then(|o| o.version)
-        .ok_or_else(|| bad("the model imports no default-domain (ai.onnx) opset".into()))?;
-    if !SUPPORTED_OPSETS.contains(&opset) {
-        return Err(bad(format!(
-            "opset {opset} is not supported (opsets {}–{} are)",
-            SUPPORTED_OPSETS.start(),
-            SUPPORTED_OPSETS.end()
-        )));
-    }
-    if let Some(reason) =
-        super::supported::unsupported_ops(proto.graph.as_ref().expect("checked above"))
-    {
-        return Err(bad(reason));
-    }
-    let graph_proto = proto.graph.as_mut().expect("checked above");
-    let mut tensors: Vec<&mut proto::TensorProto> = graph_proto.initializer.iter_mut().collect();
-    for node in graph_proto.node.iter_mut() {
-        for attr in node.attribute.iter_mut() {
-            if let Some(t) = attr.t.as_mut() {
-                tensors.push(t);
-            }
-        }
-    }
-    let external = load_external(path, &mut tensors)?;
-    let graph_proto = proto.graph.as_ref().expect("checked above");
-    let (graph, node_origin, initializer_origin) =
-        build_graph(graph_proto, opset).map_err(|e| match e {
-            Error::Shape(reason) | Error::InvalidArgument(reason) => bad(reason),
-            other => other,
-        })?;
-    Ok(OnnxModel {
-        graph,
-        proto,
-        sources: external,
-        node_origin,
-        initializer_origin,
-        opset,
-    })
-}
-
-/// prost's message, with the field path cut to its first and last steps when it is long: past
-/// the recursion limit of a deeply nested graph attribute, the full path is kilobytes long.
-fn short_decode_error(e: &prost::DecodeError) -> String {
-    let full = e.to_string();
-    let parts: Vec<&str> = full.split(": ").collect();
-    if full.len() <= 200 || parts.len() <= 5 {
-        return full;
-    }
-    let (head, tail) = (&parts[..2], &parts[parts.len() - 2..]);
-    format!(
-        "{}: … ({} nested fields) …: {}",
-        head.join(": "),
-        parts.len() - 4,
-        tail.join(": ")
-    )
-}
-
-type Origins = (Graph, HashMap<String, NodeOrigin>, HashMap<String, usize>);
-
-fn build_graph(g: &proto::GraphProto, opset: i64) -> Result<Origins> {
-    let mut values: Vec<Value> = Vec::new();
-    let mut ids: HashMap<String, ValueId> = HashMap::new();
-    let mut initializer_origin = HashMap::new();
-    let mut add_value = |values: &mut Vec<Value>, name: &str| -> Result<ValueId> {
-        if ids.contains_key(name) {
-            return Err(Error::Shape(format!("value '{name}' is defined twice")));
-        }
-        values.push(Value {
-            name: name.to_string(),
-            shape: Shape::default(),
-            constant: None,
-            initializer: false,
-        });
-        ids.insert(name.to_string(), values.len() - 1);
-        Ok(values.len() - 1)
-    };
-    for (i, t) in g.initializer.iter().enumerate() {
-        let name = t.name.clone().unwrap_or_default();
-        let c = decode_tensor(t).map_err(Error::Shape)?;
-        let id = add_value(&mut values, &name)?;
-        values[id].shape = Shape::fixed(&c.dims);
-        values[id].constant = Some(c);
-        values[id].initializer = true;
-        initializer_origin.insert(name, i);
-    }
-    let mut inputs = Vec::new();
-    for vi in &g.input {
-        let name = vi.name.clone().unwrap_or_default();
-        if initializer_origin.contains_key(&name) {
-            continue; // IR < 4 style: initializers listed as inputs too.
-        }
-        let shape = input_shape(vi)?;
-        let id = add_value(&mut values, &name)?;
-        values[id].shape = shape;
-        inputs.push(id);
-    }
-    // Names for unnamed nodes, and output values for every node before any input is resolved
-    // (the file need not list nodes in topological order).
-    let mut node_names: Vec<String> = Vec::with_capacity(g.node.len());
-    let mut seen = HashMap::new();
-    for (i, n) in g.node.iter().enumerate() {
-        let mut name = n
-            .name
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(format!("#{i}"));
-        if seen.contains_key(&name) {
-            name = format!("{name}#{i}");
-        }
-        seen.insert(name.clone(), i);
-        for o in &n.output {
-            if o.is_empty() {
-                continue;
-            }
-            add_value(&mut values, o).map_err(|_| Error::Node {
-                node: name.clone(),
-                op: n.op_type.clone().unwrap_or_default(),
-                reason: format!("output '{o}' is already defined elsewhere"),
-            })?;
-        }
-        node_names.push(name);
-    }
-    let mut graph = Graph {
-        values,
-        nodes: Vec::new(),
-        inputs,
-        outputs: Vec::new(),
-    };
-    let ids = graph
-        .names()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect::<HashMap<_, _>>();
-    // Proto nodes in topological order.
-    let order = proto_order(g, &node_names)?;
-    let mut node_origin = HashMap::new();
-    for i in order {
-        let n = &g.node[i];
-        let name = node_names[i].clone();
-        let op_type = n.op_type.clone().unwrap_or_default();
-        let node_err = |reason: String| Error::Node {
-            node: name.clone(),
-            op: op_type.clone(),
-            reason,
-        };
-        if !matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
-            return Err(node_err(format!(
-                "op '{op_type}' of domain '{}' is not supported",
-                n.domain.as_deref().unwrap_or("")
-            )));
-        }
-        let node_inputs: Vec<Option<ValueId>> = n
-            .input
-            .iter()
-            .map(|s| {
-                if s.is_empty() {
-                    Ok(None)
-                } else {
-                    ids.get(s)
-                        .copied()
-                        .map(Some)
-                        .ok_or_else(|| node_err(format!("input '{s}' is not defined")))
-                }
-            })
-            .collect::<Result<_>>()?;
-        let outputs: Vec<ValueId> = n
-            .output
-            .iter()
-            .filter(|o| !o.is_empty())
-            .map(|o| ids[o])
-            .collect();
-        if outputs.is_empty() {
-            return Err(node_err("it has no output".into()));
-        }
-        let ctx = Ctx {
-            node: n,
-            graph: &graph,
-            inputs: &node_inputs,
-            opset,
-            err: &node_err,
-        };
-        let (op, constant) = convert(&ctx)?;
-        let node = Node {
-            name: name.clone(),
-            op,
-            inputs: node_inputs,
-            outputs,
-        };
-        if let Some(c) = constant {
-            let out = node.outputs[0];
-            graph.values[out].shape = Shape::fixed(&c.dims);
-            graph.values[out].constant = Some(c);
-        } else {
-            let shapes: Vec<Option<Shape>> = node
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| graph.values[v].shape.clone()))
-                .collect();
-            let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
-            graph.values[node.outputs[0]].shape = out;
-        }
-        node_origin.insert(
-            name.clone(),
-            NodeOrigin {
-                index: i,
-                op: node.op.clone(),
-                inputs: n
-                    .input
-                    .iter()
-                    .map(|s| (!s.is_empty()).then(|| s.clone()))
-                    .collect(),
-                outputs: n.output.iter().filter(|o| !o.is_empty()).cloned().collect(),
-            },
-        );
-        graph.nodes.push(node);
-    }
-    for vi in &g.output {
-        let name = vi.name.clone().unwrap_or_default();
-        let id = *ids.get(&name).ok_or_else(|| {
-            Error::Shape(format!("graph output '{name}' is not produced by any node"))
-        })?;
-        graph.outputs.push(id);
-    }
-    graph.check_single_outputs()?;
-    graph.flops_per_image()?;
-    Ok((graph, node_origin, initializer_origin))
-}
-
-/// The shape of a graph input: its first dimension is the batch, whatever the file says (the
-/// executor runs batches); the others must be fixed.
-fn input_shape(vi: &proto::ValueInfoProto) -> Result<Shape> {
-    use proto::tensor_shape_proto::dimension::Value as D;
-    use proto::type_proto::Value as T;
-    let name = vi.name.as_deref().unwrap_or("");
-    let tensor = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(T::TensorType(t)) => t,
-        _ => {
-            return Err(Error::Shape(format!(
-                "graph input '{name}' is not a tensor"
-            )))
-        }
-    };
-    if tensor.elem_type != Some(proto::tensor_proto::DataType::Float as i32) {
-        return Err(Error::Shape(format!(
-            "graph input '{name}' has element type {:?}; only FLOAT inputs are supported",
-            tensor.elem_type
-        )));
-    }
-    let dims = tensor
-        .shape
-        .as_ref()
-        .ok_or_else(|| Error::Shape(format!("graph input '{name}' has no shape")))?;
-    let mut out = Vec::new();
-    for (i, d) in dims.dim.iter().enumerate() {
-        out.push(match (&d.value, i) {
-            (_, 0) => Dim::Batch,
-            (Some(D::DimValue(v)), _) if *v > 0 => Dim::Fixed(*v as usize),
-            _ => {
-                return Err(Error::Shape(format!(
-                    "graph input '{name}': dimension {i} must be a fixed size (only the first, the batch, may be symbolic)"
-                )))
-            }
-        });
-    }
-    let shape = Shape(out);
-    shape
-        .checked_per_batch_item()
-        .map_err(|e| Error::Shape(format!("graph input '{name}': {e}")))?;
-    Ok(shape)
-}
-
-fn proto_order(g: &proto::GraphProto, names: &[String]) -> Result<Vec<usize>> {
-    let mut produced_by: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in g.node.iter().enumerate() {
-        for o in &n.output {
-            produced_by.insert(o.as_str(), i);
-        }
-    }
-    // Inputs nobody produces are graph inputs, initializers, or undefined (named later).
-    crate::ir::topological_order(g.node.len(), |i| {
-        g.node[i]
-            .input
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| produced_by.get(s.as_str()).copied())
-            .collect()
-    })
-    .map_err(|i| Error::Node {
-        node: names[i].clone(),
-        op: g.node[i].op_type.clone().unwrap_or_default(),
-        reason: "its inputs depend on its own output (a cycle in the graph)".into(),
-    })
-}
-
-struct Ctx<'a> {
-    node: &'a proto::NodeProto,
-    graph: &'a Graph,
-    inputs: &'a [Option<ValueId>],
-    opset: i64,
-    err: &'a dyn Fn(String) -> Error,
+/// What converting one node sees.
+pub(super) struct Ctx<'a> {
+    /// The node, in its normalised (newest-opset) form.
+    pub node: &'a proto::NodeProto,
+    /// The graph so far (the node's inputs are in it, shaped).
+    pub graph: &'a Graph,
+    /// The node's inputs.
+    pub inputs: &'a [Option<ValueId>],
+    /// The model's default-domain opset.
+    pub opset: i64,
+    /// Values folded at load, exactly (the batch in shape tensors).
+    pub known: &'a HashMap<ValueId, Known>,
+    /// The batch size the file fixes for its input, if it does.
+    pub exported_batch: Option<usize>,
+    /// An error about this node.
+    pub err: &'a dyn Fn(String) -> Error,
 }
 
 impl Ctx<'_> {
     fn attr(&self, name: &str) -> Option<&proto::AttributeProto> {
-        self.node
-            .attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name))
+        super::attribute(self.node, name)
     }
 
     fn attr_type(&self, a: &proto::AttributeProto, want: AttributeType) -> Result<()> {
@@ -426,16 +105,22 @@ impl Ctx<'_> {
         Ok(self.input_shape(0)?.rank())
     }
 
-    /// A constant input (initializer or `Constant` output), or `None` when omitted.
+    /// A constant input (initializer or `Constant` output), or `None` when omitted. A folded
+    /// value that holds the batch is refused ([`Ctx::reshape_target`] reads those).
     fn const_input(&self, i: usize, what: &str) -> Result<Option<&Constant>> {
         match self.inputs.get(i).copied().flatten() {
             None => Ok(None),
-            Some(v) => self.graph.values[v].constant.as_ref().map(Some).ok_or_else(|| {
+            Some(v) => {
+                if let Some(k) = self.known.get(&v) {
+                    k.numbers(what).map_err(self.err)?;
+                }
+                self.graph.values[v].constant.as_ref().map(Some).ok_or_else(|| {
                 (self.err)(format!(
                     "{what} (input {i}, '{}') must be a constant (an initializer or a Constant node)",
                     self.graph.values[v].name
                 ))
-            }),
+            })
+            }
         }
     }
 
@@ -460,6 +145,106 @@ impl Ctx<'_> {
                 ))),
             },
         }
+    }
+
+    /// Reshape's target (input 1). A folded shape's batch becomes 0 ("copy") where the input's
+    /// axis is the batch, else −1 (inferred) when no entry is −1. A leading size equal to the
+    /// batch the file fixes (an export at batch 1: `[1, -1]`) is read as the batch, where the
+    /// target as written would not hold every batch size.
+    fn reshape_target(&self, allow_zero: bool) -> Result<Vec<i64>> {
+        let err = self.err;
+        let v = self.inputs.get(1).copied().flatten();
+        let v = v.ok_or_else(|| err("the shape input is missing".into()))?;
+        let x = self.input_shape(0)?;
+        let mut target = match self.known.get(&v).map(|k| &k.data) {
+            Some(Data::Int(items)) if items.contains(&Int::Batch) => {
+                let inferred = items.contains(&Int::Num(-1));
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(match item {
+                        Int::Num(n) => *n,
+                        Int::Batch if !allow_zero && x.0.get(i) == Some(&Dim::Batch) => 0,
+                        Int::Batch if !inferred => -1,
+                        Int::Batch => {
+                            return Err(err(format!(
+                                "the target shape {items:?} puts the batch at axis {i}, which \
+                                 is not the input's batch axis, beside a −1"
+                            )))
+                        }
+                    });
+                }
+                out
+            }
+            _ => self.const_ints(1, "shape")?.expect("present"),
+        };
+        let literal = Op::Reshape {
+            shape: target.clone(),
+            allow_zero,
+        };
+        let fits = crate::ir::shape::infer(&literal, &[Some(x.clone())]).is_ok();
+        let batch = self.exported_batch.map(|b| b as i64);
+        if !fits
+            && !allow_zero
+            && x.0.first() == Some(&Dim::Batch)
+            && target.first() == batch.as_ref()
+        {
+            target[0] = 0;
+        }
+        Ok(target)
+    }
+
+    /// Unsqueeze or Squeeze of data as a Reshape target: fixed sizes, the batch as 0 where it
+    /// stays at axis 0 (else −1), and `[0, -1]` for a result of two axes (a flatten).
+    fn squeeze_target(&self, unsqueeze: bool) -> Result<Vec<i64>> {
+        let x = self.input_shape(0)?;
+        let given = self.const_ints(1, "axes")?;
+        let rank = if unsqueeze {
+            x.rank() + given.as_ref().map_or(0, |a| a.len())
+        } else {
+            x.rank()
+        };
+        let mut axes = match &given {
+            Some(a) => a
+                .iter()
+                .map(|&v| self.axis(v, rank))
+                .collect::<Result<Vec<_>>>()?,
+            None if unsqueeze => return Err((self.err)("the axes are missing".into())),
+            None => (0..rank).filter(|&i| x.0[i] == Dim::Fixed(1)).collect(),
+        };
+        axes.sort_unstable();
+        axes.dedup();
+        let out: Vec<Dim> = if unsqueeze {
+            let mut rest = x.0.iter();
+            (0..rank)
+                .map(|i| {
+                    if axes.contains(&i) {
+                        Dim::Fixed(1)
+                    } else {
+                        *rest.next().expect("rank")
+                    }
+                })
+                .collect()
+        } else {
+            if let Some(&a) = axes.iter().find(|&&a| x.0[a] != Dim::Fixed(1)) {
+                return Err((self.err)(format!("axis {a} of {x} is not 1")));
+            }
+            (0..rank)
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.0[i])
+                .collect()
+        };
+        if out.len() == 2 && out[0] == Dim::Batch {
+            return Ok(vec![0, -1]);
+        }
+        Ok(out
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Dim::Fixed(v) => *v as i64,
+                Dim::Batch if i == 0 => 0,
+                Dim::Batch => -1,
+            })
+            .collect())
     }
 
     fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
@@ -514,7 +299,7 @@ impl Ctx<'_> {
 }
 
 /// The typed op of a proto node (and, for `Constant`, its value).
-fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
+pub(super) fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
     let op_type = ctx.node.op_type.as_deref().unwrap_or("");
     let err = ctx.err;
     let op = match op_type {
@@ -615,11 +400,73 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             }
             Op::Flatten { axis: a as usize }
         }
-        "Reshape" => Op::Reshape {
-            shape: ctx
-                .const_ints(1, "shape")?
-                .ok_or_else(|| err("the shape input is missing".into()))?,
-            allow_zero: ctx.int("allowzero", 0)? != 0,
+        "Reshape" => {
+            let allow_zero = ctx.int("allowzero", 0)? != 0;
+            Op::Reshape {
+                shape: ctx.reshape_target(allow_zero)?,
+                allow_zero,
+            }
+        }
+        "Unsqueeze" | "Squeeze" => Op::Reshape {
+            shape: ctx.squeeze_target(op_type == "Unsqueeze")?,
+            allow_zero: false,
+        },
+        "Gather" => {
+            let x = ctx.input_shape(0)?;
+            let axis = ctx.axis(ctx.int("axis", 0)?, x.rank())?;
+            let Dim::Fixed(len) = x.0[axis] else {
+                return Err(err("a Gather along the batch axis is not supported".into()));
+            };
+            let c = ctx
+                .const_input(1, "the indices")?
+                .ok_or_else(|| err("the indices are missing".into()))?;
+            let given = c
+                .i64()
+                .ok_or_else(|| err("the indices must be integers".into()))?;
+            let indices = given
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + len as i64 } else { i };
+                    usize::try_from(j).ok().filter(|&j| j < len).ok_or_else(|| {
+                        err(format!("index {i} is out of range for axis {axis} of {x}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Op::Gather {
+                axis,
+                indices,
+                index_dims: c.dims.clone(),
+            }
+        }
+        "Expand" => {
+            let v = ctx.inputs.get(1).copied().flatten();
+            let v = v.ok_or_else(|| err("the shape input is missing".into()))?;
+            let shape = match ctx.known.get(&v).map(|k| &k.data) {
+                Some(Data::Int(items)) => items
+                    .iter()
+                    .map(|d| match d {
+                        Int::Num(n) => usize::try_from(*n).ok().map(Dim::Fixed),
+                        Int::Batch => Some(Dim::Batch),
+                    })
+                    .collect::<Option<Vec<_>>>(),
+                _ => ctx
+                    .const_ints(1, "shape")?
+                    .expect("present")
+                    .iter()
+                    .map(|&n| usize::try_from(n).ok().map(Dim::Fixed))
+                    .collect(),
+            }
+            .ok_or_else(|| err("the target shape has a negative size".into()))?;
+            Op::Expand { shape }
+        }
+        "Cast" => match ctx.int("to", 0)? {
+            1 => Op::Identity,
+            to => {
+                return Err(err(format!(
+                    "a Cast of data to element type {to} is not supported (only to FLOAT; casts \
+                     of values known at load are folded)"
+                )))
+            }
         },
         "Concat" => {
             let axis = ctx.int("axis", i64::MIN)?;
@@ -717,12 +564,16 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             let c = constant_value(ctx)?;
             return Ok((Op::Constant, Some(c)));
         }
+        other if super::fold::EVALUATORS.iter().any(|(op, _)| *op == other) => {
+            return Err(err(format!(
+                "'{other}' is supported only where its inputs are known at load (constants, \
+                 shapes) so that it folds into a constant; here an input is computed from the data"
+            )))
+        }
         other => {
             return Err(err(format!(
-                "op '{other}' is not supported; supported ops: Conv, Gemm, MatMul, \
-                 BatchNormalization, Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Add, \
-                 Sub, Mul, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, \
-                 Concat, Slice, Pad, Dropout, Identity, Constant, Softmax"
+                "op '{other}' is not supported; supported ops: {}",
+                super::supported::SUPPORTED_OPS.join(", ")
             )))
         }
     };

@@ -1,4 +1,5 @@
-//! ONNX files ↔ the IR ([`crate::ir`]): reading ([`import`]) and writing ([`export`]), nothing else.
+//! ONNX files ↔ the IR ([`crate::ir`]): reading (`load.rs`: [`inputs`], [`opset`], [`fold`],
+//! [`import`]) and writing ([`export`]), nothing else.
 //!
 //! The protobuf types in [`proto`] are generated once from the vendored `proto/onnx-ml.proto`
 //! (ONNX 1.19.1, a superset of `onnx.proto`) by `tools/onnx-proto-gen` (protox + prost-build, no
@@ -6,7 +7,11 @@
 //! fields it does not know (from a newer ONNX), so those are not written back.
 
 pub mod export;
+pub mod fold;
 pub mod import;
+pub mod inputs;
+pub mod load;
+pub mod opset;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 pub mod proto;
@@ -16,7 +21,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use export::{save, ExternalData, SaveOptions};
-pub use import::{load, load_bytes};
+pub use inputs::{InputShape, LoadOptions};
+pub use load::{load, load_bytes, load_bytes_with, load_with};
 
 use crate::error::{Error, Result};
 use crate::ir::{ConstData, Constant, Graph, Op};
@@ -48,6 +54,9 @@ pub(crate) struct NodeOrigin {
     pub op: Op,
     pub inputs: Vec<Option<String>>,
     pub outputs: Vec<String>,
+    /// For a node folded into a constant at load: the value it had then (the node is written
+    /// back as it was while the value is unchanged).
+    pub folded: Option<Constant>,
 }
 
 impl OnnxModel {
@@ -69,7 +78,18 @@ impl OnnxModel {
 }
 
 /// The opsets of the default domain this crate reads and writes.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+/// Older ones are normalised at import ([`opset`]); the written model keeps the file's opset.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = opset::OLDEST_OPSET..=21;
+
+/// The attribute `name` of `node`, if it has one.
+pub(crate) fn attribute<'a>(
+    node: &'a proto::NodeProto,
+    name: &str,
+) -> Option<&'a proto::AttributeProto> {
+    node.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+}
 
 fn tensor_name(t: &proto::TensorProto) -> &str {
     t.name.as_deref().unwrap_or("<unnamed tensor>")

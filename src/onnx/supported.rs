@@ -3,8 +3,10 @@
 
 use super::proto;
 
-/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them.
-pub const SUPPORTED_OPS: [&str; 26] = [
+/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them,
+/// and those it folds into constants at load where their inputs are known
+/// ([`FOLDED_OPS`]). `Upsample` is read as `Resize`.
+pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Gemm",
     "MatMul",
@@ -31,6 +33,30 @@ pub const SUPPORTED_OPS: [&str; 26] = [
     "Identity",
     "Constant",
     "Softmax",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Gather",
+    "Expand",
+    "Upsample",
+];
+
+/// Ops supported only where their inputs are known at load (constants, shapes), folded into
+/// constants by [`super::fold`]; on data they are refused with the node named.
+pub const FOLDED_OPS: &[&str] = &[
+    "Shape",
+    "Transpose",
+    "ConstantOfShape",
+    "Range",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "Neg",
+    "Sqrt",
 ];
 
 /// Every op of `g` the importer does not convert, in one message: each with its count and first
@@ -41,7 +67,8 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
     for (i, n) in g.node.iter().enumerate() {
         let op = n.op_type.as_deref().unwrap_or("");
         let domain = n.domain.as_deref().unwrap_or("");
-        let known = matches!(domain, "" | "ai.onnx") && SUPPORTED_OPS.contains(&op);
+        let known = matches!(domain, "" | "ai.onnx")
+            && (SUPPORTED_OPS.contains(&op) || FOLDED_OPS.contains(&op));
         if known {
             continue;
         }
@@ -62,12 +89,14 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
         .iter()
         .map(|(op, count, first)| format!("{op} ×{count} (first: '{first}')"))
         .collect();
+    // The list of what is supported on a line of its own: the first line stays short.
     Some(format!(
-        "{} op type{} not supported: {}; supported ops: {}. Export the model without them (e.g. \
-         a plain activation for a fused one), or fold its shape computations first (onnxsim)",
+        "{} op type{} not supported: {}. Export the model without them (e.g. a plain activation \
+         for a fused one)\nsupported ops: {}; folded where their inputs are known at load: {}",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
         list.join(", "),
-        SUPPORTED_OPS.join(", ")
+        SUPPORTED_OPS.join(", "),
+        FOLDED_OPS.join(", ")
     ))
 }

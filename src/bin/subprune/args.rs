@@ -63,10 +63,21 @@ pub enum Command {
     Compare(CompareArgs),
 }
 
+#[derive(Debug, Args)]
+pub struct InputShapeArgs {
+    /// Shape of a graph input the file leaves dynamic (height, width), batch first:
+    /// 1,3,320,320, or NAME:1,3,320,320 for one of several inputs (repeat the flag). Without it,
+    /// eval, prune and compare take the sizes from the data.
+    #[arg(long = "input-shape", value_name = "[NAME:]DIMS")]
+    pub input_shape: Vec<subprune::onnx::InputShape>,
+}
+
 #[derive(Args)]
 pub struct InfoArgs {
     /// The ONNX model.
     pub model: PathBuf,
+    #[command(flatten)]
+    pub shapes: InputShapeArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +87,8 @@ pub struct InfoArgs {
 pub struct EvalArgs {
     /// The ONNX model.
     pub model: PathBuf,
+    #[command(flatten)]
+    pub shapes: InputShapeArgs,
     /// Images, .npy: float32 preprocessed, or uint8 raw pixels (normalised with --mean/--std).
     #[arg(long)]
     pub data: PathBuf,
@@ -188,6 +201,8 @@ pub struct PruneArgs {
     /// The ONNX model (default: the MNIST CNN embedded in this program's repository,
     /// tests/fixtures/mnist_cnn.onnx, with its 512 calibration images and MNIST's mean/std).
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub shapes: InputShapeArgs,
     /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
     #[arg(long)]
     pub calib: Option<PathBuf>,
@@ -270,6 +285,8 @@ pub struct PruneArgs {
 pub struct CompareArgs {
     /// The ONNX model.
     pub model: PathBuf,
+    #[command(flatten)]
+    pub shapes: InputShapeArgs,
     /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
     #[arg(long)]
     pub calib: PathBuf,

@@ -522,6 +522,10 @@ impl GpuExecutor {
                         offset += row;
                     }
                 }
+                (Op::Gather { axis, indices, .. }, _) => {
+                    let (axis, x) = (*axis, (&x, xs.as_slice()));
+                    simple::gather(&k.simple, batch, node, x, axis, indices, &out, out_bytes)?;
+                }
                 _ => {
                     simple::run(&k.simple, batch, node, (&x, &xs), &out, &out_shape)?;
                 }

@@ -332,7 +332,7 @@ pub(super) fn copy_into(
     )
 }
 
-/// The one-input ops: pools, activations, Slice, Pad, Softmax.
+/// The one-input ops: pools, activations, Slice, Expand, Pad, Softmax.
 pub(super) fn run(
     k: &SimpleKernels,
     batch: &mut Batch<'_>,
@@ -411,6 +411,17 @@ pub(super) fn run(
             };
             flat(batch, &k.gather, p, count, a, None, o)
         }
+        Op::Expand { .. } => {
+            // A strided copy with stride 0 on the broadcast axes.
+            check_rank(node, out_shape)?;
+            let p = FwdParams {
+                rank: out_shape.len() as u32,
+                dims: dims(out_shape),
+                sa: broadcast_strides(xs, out_shape.len()),
+                ..Default::default()
+            };
+            flat(batch, &k.gather, p, count, a, None, o)
+        }
         Op::Pad { mode, pads, value } => {
             check_rank(node, xs)?;
             let mut sa = [0i32; MAX_RANK];
@@ -456,4 +467,81 @@ pub(super) fn run(
             other.kind()
         ))),
     }
+}
+
+/// Gather at constant `indices` along `axis`: one strided copy when the indices are evenly
+/// spaced (one index, `x[:, i]`, `x[..., a:b:s]`), else one strided copy per index into a
+/// scratch buffer and from there into its place.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gather(
+    k: &SimpleKernels,
+    batch: &mut Batch<'_>,
+    node: &Node,
+    x: (&wgpu::Buffer, &[usize]),
+    axis: usize,
+    indices: &[usize],
+    out: &Rc<PooledBuffer>,
+    out_bytes: u64,
+) -> Result<()> {
+    let (xb, xs) = x;
+    check_rank(node, xs)?;
+    let st = super::super::kernels::strides(xs);
+    let to_i32 = |v: i64| i32::try_from(v).map_err(|_| node.error("gather offset out of range"));
+    let strided = |batch: &mut Batch<'_>, first: usize, step: i64, n: usize, target| {
+        let mut shape = xs.to_vec();
+        shape[axis] = n;
+        let mut sa = [0i32; MAX_RANK];
+        for (o, &s) in sa.iter_mut().zip(&st) {
+            *o = to_i32(s as i64)?;
+        }
+        sa[axis] = to_i32(step * st[axis] as i64)?;
+        let p = FwdParams {
+            rank: xs.len() as u32,
+            dims: dims(&shape),
+            sa,
+            offset: to_i32((first * st[axis]) as i64)?,
+            ..Default::default()
+        };
+        flat(
+            batch,
+            &k.gather,
+            p,
+            shape.iter().product(),
+            (xb, bytes(xs)),
+            None,
+            target,
+        )
+    };
+    let step = match indices {
+        [a, b, ..] => *b as i64 - *a as i64,
+        _ => 1,
+    };
+    if indices
+        .windows(2)
+        .all(|w| w[1] as i64 - w[0] as i64 == step)
+    {
+        return strided(batch, indices[0], step, indices.len(), (&***out, out_bytes));
+    }
+    let outer: usize = xs[..axis].iter().product();
+    let inner: usize = xs[axis + 1..].iter().product();
+    let part = batch.alloc(
+        &format!("a gathered part of node '{}'", node.name),
+        outer * inner,
+    )?;
+    for (j, &i) in indices.iter().enumerate() {
+        strided(batch, i, 1, 1, (&**part, 4 * (outer * inner) as u64))?;
+        let n = indices.len();
+        copy_into(
+            k,
+            batch,
+            &part,
+            outer,
+            inner,
+            n * inner,
+            j * inner,
+            out,
+            out_bytes,
+        )?;
+    }
+    Ok(())
 }

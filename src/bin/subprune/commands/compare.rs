@@ -84,9 +84,9 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         eval_batch: 256,
     };
     let (mean, std) = args.normalization.parse()?;
-    let model = subprune::onnx::load(&args.model)?;
-    crate::outputs::check(&outputs, &inputs, Some((&model, None)))?;
     let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
+    let model = super::load_model(&args.model, &args.shapes, Some(calib_all.as_ref()))?;
+    crate::outputs::check(&outputs, &inputs, Some((&model, None)))?;
     let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
     let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
     let mut labels = subprune::npy::read_labels(&args.labels)?;

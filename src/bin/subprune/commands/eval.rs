@@ -10,11 +10,11 @@ use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::ImageSource;
-    let model = subprune::onnx::load(&args.model)?;
-    let exec = forward_executor(cli, &model.graph)?;
-    let mut labels = npy::read_labels(&args.labels)?;
     let (mean, std) = args.normalization.parse()?;
     let source = load_images(&args.data, mean, std, true)?;
+    let model = super::load_model(&args.model, &args.shapes, Some(source.as_ref()))?;
+    let exec = forward_executor(cli, &model.graph)?;
+    let mut labels = npy::read_labels(&args.labels)?;
     let limited;
     let source: &dyn ImageSource = match args.limit {
         Some(n) if n < source.len() => {

@@ -3,7 +3,7 @@
 use crate::args::InfoArgs;
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
-    let model = subprune::onnx::load(&args.model)?;
+    let model = super::load_model(&args.model, &args.shapes, None)?;
     let summary = subprune::analysis::summary::summarize(&model.graph);
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);

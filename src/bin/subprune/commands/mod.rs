@@ -209,6 +209,20 @@ fn constant_value(source: &dyn subprune::exec::run::ImageSource) -> anyhow::Resu
 
 /// Images from a .npy file: float32 as they are (preprocessed), uint8 normalised with
 /// `(x / 255 − mean) / std` per channel.
+/// Loads the model, its dynamic input sizes fixed by `--input-shape` or else by the data's image
+/// shape (`data`).
+pub fn load_model(
+    path: &std::path::Path,
+    shapes: &crate::args::InputShapeArgs,
+    data: Option<&dyn subprune::exec::run::ImageSource>,
+) -> anyhow::Result<subprune::onnx::OnnxModel> {
+    let options = subprune::onnx::LoadOptions {
+        input_shapes: shapes.input_shape.clone(),
+        data_shape: data.map(|d| [&[1][..], d.image_shape()].concat()),
+    };
+    Ok(subprune::onnx::load_with(path, &options)?)
+}
+
 pub fn load_images(
     path: &std::path::Path,
     mean: Option<Vec<f32>>,

@@ -149,11 +149,11 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         ("--val-labels", args.validation.val_labels.as_deref()),
     ];
     crate::outputs::check(&outputs, &inputs, None)?;
-    let model = subprune::onnx::load(&model_path)?;
-    crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
     // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
-    // use the same normalisation).
+    // use the same normalisation). Read first: their shape fixes the model's dynamic input sizes.
     let calib_all = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
+    let model = super::load_model(&model_path, &args.shapes, Some(calib_all.as_ref()))?;
+    crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
     let calib = super::first_images(calib_all.as_ref(), args.calib_images, &calib_path)?;
     let test = match (&data, &labels) {
         (Some(d), Some(l)) => Some((
