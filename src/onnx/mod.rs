@@ -15,7 +15,7 @@ pub mod supported;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use export::{save, ExternalData, SaveOptions};
+pub use export::{save, to_bytes, ExternalData, SaveOptions};
 pub use import::{load, load_bytes};
 
 use crate::error::{Error, Result};
