@@ -187,3 +187,31 @@ def test_a_missing_gpu_adapter_is_a_gpu_error(calib):
     with pytest.raises(subprune.GpuError, match="no-such-adapter"):
         subprune.prune(MODEL, calib[:8], backend="gpu", adapter="no-such-adapter-xyz")
     assert issubclass(subprune.GpuError, RuntimeError)
+
+
+def test_progress_true_drives_tqdm_bars(calib, monkeypatch):
+    """progress=True: tqdm bars (a stand-in tqdm module records what they are told)."""
+    import sys
+    import types
+
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, desc, leave, position):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def refresh(self):
+            assert 0 <= self.n <= self.total
+
+        def close(self):
+            self.closed = True
+
+    fake = types.ModuleType("tqdm.auto")
+    fake.tqdm = FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    subprune.prune(MODEL, calib[:32], backend="cpu", progress=True)
+    assert any(b.desc == "layers" and b.n == b.total == 3 for b in bars)
+    assert any(b.desc.endswith("greedy") for b in bars)
+    assert bars and all(b.closed for b in bars)
