@@ -5,18 +5,19 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use subprune::backend::choice::open_backend_with;
 use subprune::backend::gpu::GpuBackend;
-use subprune::{Budget, ConvOptions, CostPlan, Error, LayerProblem, SelectOptions, Stage, TensorView};
+use subprune::{
+    Budget, ConvOptions, CostPlan, Error, LayerProblem, SelectOptions, Stage, TensorView,
+};
 
 use crate::hooks::Hook;
 use crate::{engines_setup, opt, to_py};
 
 /// A C-contiguous float32 array as a tensor view (the Python package makes it so).
-fn view<'a>(
-    a: &'a PyReadonlyArrayDyn<'_, f32>,
-    what: &str,
-) -> PyResult<(Vec<usize>, &'a [f32])> {
+fn view<'a>(a: &'a PyReadonlyArrayDyn<'_, f32>, what: &str) -> PyResult<(Vec<usize>, &'a [f32])> {
     let data = a.as_slice().map_err(|e| {
-        to_py(Error::InvalidArgument(format!("{what}: {e} (pass a C-contiguous array)")))
+        to_py(Error::InvalidArgument(format!(
+            "{what}: {e} (pass a C-contiguous array)"
+        )))
     })?;
     Ok((a.shape().to_vec(), data))
 }
@@ -62,10 +63,7 @@ pub fn select<'py>(
                 .map_err(|e| to_py(Error::InvalidArgument(format!("memory_limit: {e}"))))
         })
         .transpose()?;
-    let (choice, setup) = engines_setup(
-        &opt::<String>(options, "backend")?.unwrap_or_else(|| "auto".into()),
-        opt(options, "adapter")?,
-    )?;
+    let (choice, setup) = engines_setup(options)?;
     let (input_shape, input_data) = view(&inputs, "inputs")?;
     let (weight_shape, weight_data) = view(&weight, "weight")?;
     let target = target.as_ref().map(|t| view(t, "target")).transpose()?;
@@ -99,18 +97,13 @@ pub fn select<'py>(
         )
     });
     let sel = hook.finish(result)?;
-    let json = serde_json::json!({
-        "order": sel.run.order,
-        "kept": sel.kept,
-        "error_curve": sel.run.error_curve,
-        "relative_error": sel.relative_error,
-        "greedy_form": match sel.form {
-            subprune::GreedyForm::Gram => "gram",
-            subprune::GreedyForm::Data => "data",
-        },
-    });
+    let json = sel.summary_json();
     let shape = sel.weight.shape.clone();
-    Ok((json.to_string(), PyArray1::from_vec(py, sel.weight.data), shape))
+    Ok((
+        json.to_string(),
+        PyArray1::from_vec(py, sel.weight.data),
+        shape,
+    ))
 }
 
 /// `subprune.devices`: the GPU adapters wgpu sees, one line each.

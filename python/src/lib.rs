@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use subprune::backend::choice::{BackendChoice, GpuSetup, TileChoice};
@@ -118,8 +120,13 @@ impl<'py> ImagesArg<'py> {
                     .map_err(to_py)?,
             ),
             ImagesArg::U8(a) => Box::new(
-                U8Images::new(a.shape().to_vec(), a.as_slice().map_err(contiguous)?, mean, std)
-                    .map_err(to_py)?,
+                U8Images::new(
+                    a.shape().to_vec(),
+                    a.as_slice().map_err(contiguous)?,
+                    mean,
+                    std,
+                )
+                .map_err(to_py)?,
             ),
         })
     }
@@ -148,15 +155,17 @@ impl<'py> ImagesArg<'py> {
     }
 }
 
-/// The backend choice and GPU setup of the `backend=` and `adapter=` arguments. The tiles are
+/// The backend choice and GPU setup of the `backend` and `adapter` options. The tiles are
 /// autotuned on a first use of an adapter and cached, as the CLI does.
-pub(crate) fn engines_setup(
-    backend: &str,
-    adapter: Option<String>,
-) -> PyResult<(BackendChoice, GpuSetup)> {
-    let choice: BackendChoice = backend.parse().map_err(to_py)?;
+pub(crate) fn engines_setup(options: &Bound<'_, PyDict>) -> PyResult<(BackendChoice, GpuSetup)> {
+    let backend = opt::<String>(options, "backend")?;
+    let choice: BackendChoice = backend
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(to_py)?;
     let setup = GpuSetup {
-        adapter,
+        adapter: opt(options, "adapter")?,
         f16_inputs: false,
         tiles: TileChoice::Autotune(subprune::backend::gpu::default_cache_path()),
     };

@@ -70,6 +70,13 @@ fn on_engines<T>(
     }
 }
 
+/// The `mean` and `std` options (uint8 images only; none: `x / 255`).
+fn normalisation(options: &Bound<'_, PyDict>) -> PyResult<(Vec<f32>, Vec<f32>)> {
+    let mean: Option<Vec<f32>> = opt(options, "mean")?;
+    let std: Option<Vec<f32>> = opt(options, "std")?;
+    Ok((mean.unwrap_or(vec![0.0]), std.unwrap_or(vec![1.0])))
+}
+
 /// The whole-model target of the options, checked before any work.
 fn model_budget(
     options: &Bound<'_, PyDict>,
@@ -141,9 +148,7 @@ pub fn prune(
     options: &Bound<'_, PyDict>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<PrunedModel> {
-    let mean: Option<Vec<f32>> = opt(options, "mean")?;
-    let std: Option<Vec<f32>> = opt(options, "std")?;
-    let (mean, std) = (mean.unwrap_or(vec![0.0]), std.unwrap_or(vec![1.0]));
+    let (mean, std) = normalisation(options)?;
     let validation = match options.get_item("val_images")? {
         Some(v) if !v.is_none() => {
             let labels: Vec<u8> = opt(options, "val_labels")?.unwrap_or_default();
@@ -155,15 +160,16 @@ pub fn prune(
         _ => None,
     };
     let prune_options = prune_options(options, validation)?;
-    let (choice, setup) = engines_setup(
-        &opt::<String>(options, "backend")?.unwrap_or_else(|| "auto".into()),
-        opt(options, "adapter")?,
-    )?;
+    let (choice, setup) = engines_setup(options)?;
     let calib_images: Option<usize> = opt(options, "calib_images")?;
     let calib = ImagesArg::from_py(calib, "calib")?;
     let source = calib.source("calib", &mean, &std)?;
     let n = match calib_images {
-        Some(0) => return Err(to_py(Error::InvalidArgument("calib_images must be ≥ 1".into()))),
+        Some(0) => {
+            return Err(to_py(Error::InvalidArgument(
+                "calib_images must be ≥ 1".into(),
+            )))
+        }
         Some(n) if n > source.len() => {
             return Err(to_py(Error::InvalidArgument(format!(
                 "calib_images={n}: calib holds only {} images",
@@ -174,33 +180,32 @@ pub fn prune(
         None => source.len(),
     };
     let source = FirstImages::new(source.as_ref(), n);
-    let model = ModelArg::from_py(model)?;
-    let hook = Hook::new(progress);
-    let result = py.detach(|| {
-        let (model, name) = model.load()?;
+    let (pruned, name) = with_model(py, model, progress, |model, name, hook| {
+        // The stage names: `layers`, then `NAME: forward + statistics` and `NAME: greedy`.
         let mut layer = String::new();
-        let mut report = |e: Event<'_>| match e {
-            Event::Layer {
-                index,
-                layers,
-                name,
-            } => {
-                layer = name.to_string();
-                hook.report("layers", index, layers);
-            }
-            Event::Forward { done, total } => {
-                hook.report(&format!("{layer}: forward + statistics"), done, total)
-            }
-            Event::Greedy { done, total } => {
-                hook.report(&format!("{layer}: greedy"), done, total)
-            }
+        let mut report = |e: Event<'_>| {
+            let (stage, done, total) = match e {
+                Event::Layer {
+                    index,
+                    layers,
+                    name,
+                } => {
+                    layer = name.to_string();
+                    ("layers".to_string(), index, layers)
+                }
+                Event::Forward { done, total } => {
+                    (format!("{layer}: forward + statistics"), done, total)
+                }
+                Event::Greedy { done, total } => (format!("{layer}: greedy"), done, total),
+            };
+            hook.report(&stage, done, total)
         };
         let pruned = on_engines(choice, &setup, |gpu| {
             let backend: Box<dyn Backend> = match gpu {
                 Some(g) => Box::new(g.clone()),
                 None => Box::new(CpuBackend::new()),
             };
-            let factory = |g: &subprune::ir::Graph| Checked::on(gpu, g, &hook);
+            let factory = |g: &subprune::ir::Graph| Checked::on(gpu, g, hook);
             prune_with(
                 &model,
                 &source,
@@ -213,8 +218,7 @@ pub fn prune(
         let layers = pruned.report.layers.len();
         hook.report("layers", layers, layers);
         Ok((pruned, name))
-    });
-    let (pruned, name) = hook.finish(result)?;
+    })?;
     let mut report = serde_json::to_value(&pruned.report).map_err(json_error)?;
     report["model"] = name.into();
     report["budget"] = serde_json::to_value(&pruned.budget).map_err(json_error)?;
@@ -222,6 +226,23 @@ pub fn prune(
         model: Arc::new(pruned.model),
         report_json: report.to_string(),
     })
+}
+
+/// Runs `job` with the GIL released on the model `model` names (read there) and its name, with
+/// a hook for `progress`; a Python exception the hook kept wins over the job's result.
+fn with_model<T: Send>(
+    py: Python<'_>,
+    model: &Bound<'_, PyAny>,
+    progress: Option<Py<PyAny>>,
+    job: impl FnOnce(Arc<OnnxModel>, String, &Arc<Hook>) -> subprune::Result<T> + Send,
+) -> PyResult<T> {
+    let model = ModelArg::from_py(model)?;
+    let hook = Hook::new(progress);
+    let result = py.detach(|| {
+        let (model, name) = model.load()?;
+        job(model, name, &hook)
+    });
+    hook.finish(result)
 }
 
 fn json_error(e: serde_json::Error) -> PyErr {
@@ -239,14 +260,9 @@ pub fn evaluate(
     options: &Bound<'_, PyDict>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
-    let mean: Option<Vec<f32>> = opt(options, "mean")?;
-    let std: Option<Vec<f32>> = opt(options, "std")?;
-    let (mean, std) = (mean.unwrap_or(vec![0.0]), std.unwrap_or(vec![1.0]));
+    let (mean, std) = normalisation(options)?;
     let batch: usize = opt(options, "batch")?.unwrap_or(64);
-    let (choice, setup) = engines_setup(
-        &opt::<String>(options, "backend")?.unwrap_or_else(|| "auto".into()),
-        opt(options, "adapter")?,
-    )?;
+    let (choice, setup) = engines_setup(options)?;
     let mut labels = labels_from_npy(labels_npy, "labels")?;
     let images = ImagesArg::from_py(images, "images")?;
     let all = images.source("images", &mean, &std)?;
@@ -258,30 +274,21 @@ pub fn evaluate(
         _ => all.len(),
     };
     let source = FirstImages::new(all.as_ref(), n);
-    let model = ModelArg::from_py(model)?;
-    let hook = Hook::new(progress);
-    let result = py.detach(|| {
-        let (model, _) = model.load()?;
+    let report = with_model(py, model, progress, |model, _, hook| {
         on_engines(choice, &setup, |gpu| {
-            let exec = Checked::on(gpu, &model.graph, &hook)?;
-            subprune::exec::eval::evaluate(exec.as_ref(), &source, &labels, batch, &mut |d, t| {
-                hook.report("eval", d, t)
-            })
+            let exec = Checked::on(gpu, &model.graph, hook)?;
+            let mut progress = |d, t| hook.report("eval", d, t);
+            subprune::exec::eval::evaluate(exec.as_ref(), &source, &labels, batch, &mut progress)
         })
-    });
-    let report = hook.finish(result)?;
+    })?;
     serde_json::to_string(&report).map_err(json_error)
 }
 
 /// `subprune.info`: what `subprune info --json` prints (a JSON string).
 #[pyfunction]
 pub fn info(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<String> {
-    let model = ModelArg::from_py(model)?;
-    let summary = py
-        .detach(|| {
-            let (model, _) = model.load()?;
-            Ok::<_, Error>(subprune::analysis::summary::summarize(&model.graph))
-        })
-        .map_err(to_py)?;
+    let summary = with_model(py, model, None, |model, _, _| {
+        Ok(subprune::analysis::summary::summarize(&model.graph))
+    })?;
     serde_json::to_string(&summary).map_err(json_error)
 }

@@ -195,8 +195,7 @@ pub fn choose_gpu(choice: BackendChoice, setup: &GpuSetup) -> Result<ChosenGpu> 
         BackendChoice::Cpu => None,
         BackendChoice::Gpu => return chosen(setup.open_device()?),
         BackendChoice::Auto => {
-            let named =
-                setup.adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
+            let named = setup.adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
             match setup.open_device() {
                 Ok(gpu) if named || !gpu.is_software() => return chosen(gpu),
                 Ok(gpu) => Some(format!("only a software adapter ({})", gpu.adapter_name())),

@@ -8,7 +8,7 @@ use crate::ir::ValueId;
 use crate::tensor::{Tensor, TensorView};
 
 /// A sequence of images of one shape, read a batch at a time.
-pub trait ImageSource: Sync {
+pub trait ImageSource: Send + Sync {
     /// Number of images.
     fn len(&self) -> usize;
     /// Whether there are none.
@@ -61,7 +61,7 @@ impl<D: AsRef<[f32]>> F32Images<D> {
     }
 }
 
-impl<D: AsRef<[f32]> + Sync> ImageSource for F32Images<D> {
+impl<D: AsRef<[f32]> + Send + Sync> ImageSource for F32Images<D> {
     fn len(&self) -> usize {
         self.shape[0]
     }
@@ -139,7 +139,7 @@ impl<D: AsRef<[u8]>> U8Images<D> {
     }
 }
 
-impl<D: AsRef<[u8]> + Sync> ImageSource for U8Images<D> {
+impl<D: AsRef<[u8]> + Send + Sync> ImageSource for U8Images<D> {
     fn len(&self) -> usize {
         self.shape[0]
     }
