@@ -128,7 +128,6 @@ pub fn open_backend(
 
 /// [`open_backend`] with every GPU setting of `setup` (including autotuning).
 pub fn open_backend_with(choice: BackendChoice, setup: &GpuSetup) -> Result<OpenedBackend> {
-    let adapter = setup.adapter.as_deref();
     match choice {
         BackendChoice::Cpu => {
             let cpu = CpuBackend::new();
@@ -145,30 +144,70 @@ pub fn open_backend_with(choice: BackendChoice, setup: &GpuSetup) -> Result<Open
             })
         }
         BackendChoice::Auto => {
-            let named = adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
-            let why = match GpuBackend::new(adapter) {
-                Ok(gpu) if named || !gpu.is_software() => {
-                    let (gpu, report) = setup.configure(gpu)?;
-                    return Ok(OpenedBackend {
-                        note: gpu_note(&gpu, report.as_ref(), true),
-                        backend: Box::new(gpu),
-                    });
+            let chosen = choose_gpu(choice, setup)?;
+            match (chosen.gpu, chosen.cpu_because) {
+                (Some(gpu), _) => Ok(OpenedBackend {
+                    note: gpu_note(&gpu, chosen.tune.as_ref(), true),
+                    backend: Box::new(gpu),
+                }),
+                (None, why) => {
+                    let cpu = CpuBackend::new();
+                    Ok(OpenedBackend {
+                        note: format!(
+                            "backend: {} (auto, no GPU used: {})",
+                            cpu.name(),
+                            why.unwrap_or_default()
+                        ),
+                        backend: Box::new(cpu),
+                    })
                 }
-                Ok(gpu) => format!("only a software adapter ({})", gpu.adapter_name()),
-                Err(e) => shorten(e)
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            };
-            let cpu = CpuBackend::new();
-            Ok(OpenedBackend {
-                note: format!("backend: {} (auto, no GPU used: {why})", cpu.name()),
-                backend: Box::new(cpu),
-            })
+            }
         }
     }
+}
+
+/// The GPU a job runs on as `choice` says, or none (the CPU), and why.
+pub struct ChosenGpu {
+    /// The GPU backend, set up as asked; `None`: run on the CPU.
+    pub gpu: Option<GpuBackend>,
+    /// The autotuning report, when the tiles were measured now.
+    pub tune: Option<TuneReport>,
+    /// Under `auto` without a GPU: why none was used (one line), e.g. `only a software adapter
+    /// (llvmpipe)`.
+    pub cpu_because: Option<String>,
+}
+
+/// The GPU `choice` names: `cpu` none; `gpu` the adapter of `setup` (an error if it cannot be
+/// opened); `auto` a hardware adapter, or the one named by `setup.adapter` or
+/// `SUBPRUNE_ADAPTER`, else none with the reason. The tiles are set up (autotuned, if asked) only
+/// for a GPU that will run. The whole-network commands run their forward passes and statistics
+/// on it (`exec::executor_on`).
+pub fn choose_gpu(choice: BackendChoice, setup: &GpuSetup) -> Result<ChosenGpu> {
+    let chosen = |gpu: GpuBackend| -> Result<ChosenGpu> {
+        let (gpu, tune) = setup.configure(gpu)?;
+        Ok(ChosenGpu {
+            gpu: Some(gpu),
+            tune,
+            cpu_because: None,
+        })
+    };
+    let why = match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => return chosen(setup.open_device()?),
+        BackendChoice::Auto => {
+            let named = setup.adapter.is_some() || std::env::var(super::gpu::ADAPTER_ENV).is_ok();
+            match setup.open_device() {
+                Ok(gpu) if named || !gpu.is_software() => return chosen(gpu),
+                Ok(gpu) => Some(format!("only a software adapter ({})", gpu.adapter_name())),
+                Err(e) => Some(e.to_string().lines().next().unwrap_or_default().to_string()),
+            }
+        }
+    };
+    Ok(ChosenGpu {
+        gpu: None,
+        tune: None,
+        cpu_because: why,
+    })
 }
 
 /// What to say when wgpu finds no adapter: what happened, then what to do, a short line each.

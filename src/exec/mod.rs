@@ -96,3 +96,15 @@ pub trait Executor: Send + Sync {
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>>;
 }
+
+/// An executor for `graph`: the GPU executor on `gpu` when there is one (a GPU chosen by
+/// [`crate::backend::choice::choose_gpu`]), else the CPU executor.
+pub fn executor_on(
+    gpu: Option<&crate::backend::gpu::GpuBackend>,
+    graph: &crate::ir::Graph,
+) -> Result<Box<dyn Executor>> {
+    Ok(match gpu {
+        Some(gpu) => Box::new(GpuExecutor::new(graph, gpu)?),
+        None => Box::new(CpuExecutor::new(graph)?),
+    })
+}

@@ -8,7 +8,7 @@ use crate::ir::ValueId;
 use crate::tensor::{Tensor, TensorView};
 
 /// A sequence of images of one shape, read a batch at a time.
-pub trait ImageSource: Sync {
+pub trait ImageSource: Send + Sync {
     /// Number of images.
     fn len(&self) -> usize;
     /// Whether there are none.
@@ -22,35 +22,57 @@ pub trait ImageSource: Sync {
     fn fill(&self, first: usize, out: &mut [f32]) -> Result<()>;
 }
 
-/// Preprocessed f32 images held in memory, `(N, …)`.
-pub struct F32Images {
+/// Preprocessed f32 images, `(N, …)`, held in memory: owned (`Vec<f32>`, [`F32Images::new`]) or
+/// borrowed from the caller's buffer without a copy (`&[f32]`, [`F32Images::borrowed`]; the
+/// Python bindings read NumPy arrays so).
+pub struct F32Images<D = Vec<f32>> {
     name: String,
-    tensor: Tensor,
+    shape: Vec<usize>,
+    data: D,
 }
 
 impl F32Images {
     /// Wraps a tensor whose first axis is the image index; `name` names it in errors.
     pub fn new(name: impl Into<String>, tensor: Tensor) -> Result<Self> {
-        let name = name.into();
-        if tensor.shape.is_empty() {
-            return Err(Error::Shape(format!("{name}: a scalar holds no images")));
-        }
-        Ok(Self { name, tensor })
+        Self::checked(name.into(), tensor.shape, tensor.data)
     }
 }
 
-impl ImageSource for F32Images {
+impl<'a> F32Images<&'a [f32]> {
+    /// Images of `shape` (first axis the image index) in `data`, row-major, borrowed.
+    pub fn borrowed(name: impl Into<String>, shape: Vec<usize>, data: &'a [f32]) -> Result<Self> {
+        let name = name.into();
+        if crate::tensor::element_count(&shape)? != data.len() {
+            return Err(Error::Shape(format!(
+                "{name}: shape {shape:?} but {} values given",
+                data.len()
+            )));
+        }
+        Self::checked(name, shape, data)
+    }
+}
+
+impl<D: AsRef<[f32]>> F32Images<D> {
+    fn checked(name: String, shape: Vec<usize>, data: D) -> Result<Self> {
+        if shape.is_empty() {
+            return Err(Error::Shape(format!("{name}: a scalar holds no images")));
+        }
+        Ok(Self { name, shape, data })
+    }
+}
+
+impl<D: AsRef<[f32]> + Send + Sync> ImageSource for F32Images<D> {
     fn len(&self) -> usize {
-        self.tensor.shape[0]
+        self.shape[0]
     }
 
     fn image_shape(&self) -> &[usize] {
-        &self.tensor.shape[1..]
+        &self.shape[1..]
     }
 
     fn fill(&self, first: usize, out: &mut [f32]) -> Result<()> {
         let per: usize = self.image_shape().iter().product();
-        let src = &self.tensor.data[first * per..first * per + out.len()];
+        let src = &self.data.as_ref()[first * per..first * per + out.len()];
         if let Some(i) = src.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 tensor: self.name.clone(),
@@ -64,26 +86,27 @@ impl ImageSource for F32Images {
 }
 
 /// Raw u8 images `(N, C, …)` normalised per channel as `(x / 255 − mean[c]) / std[c]`, in f32 and
-/// in that order (torchvision's `ToTensor` then `Normalize`).
-pub struct U8Images {
+/// in that order (torchvision's `ToTensor` then `Normalize`). The pixels are owned (`Vec<u8>`) or
+/// borrowed from the caller's buffer (`&[u8]`, a NumPy array in the Python bindings).
+pub struct U8Images<D = Vec<u8>> {
     shape: Vec<usize>,
-    data: Vec<u8>,
+    data: D,
     mean: Vec<f32>,
     std: Vec<f32>,
 }
 
-impl U8Images {
+impl<D: AsRef<[u8]>> U8Images<D> {
     /// Wraps raw pixels of shape `(N, C, …)`; `mean` and `std` have one value or `C` values.
-    pub fn new(shape: Vec<usize>, data: Vec<u8>, mean: &[f32], std: &[f32]) -> Result<Self> {
+    pub fn new(shape: Vec<usize>, data: D, mean: &[f32], std: &[f32]) -> Result<Self> {
         if shape.len() < 2 {
             return Err(Error::Shape(format!(
                 "u8 images of shape {shape:?}: expected (N, C, ...)"
             )));
         }
-        if crate::tensor::element_count(&shape)? != data.len() {
+        if crate::tensor::element_count(&shape)? != data.as_ref().len() {
             return Err(Error::Shape(format!(
                 "u8 images of shape {shape:?}: {} pixels given",
-                data.len()
+                data.as_ref().len()
             )));
         }
         let c = shape[1];
@@ -116,7 +139,7 @@ impl U8Images {
     }
 }
 
-impl ImageSource for U8Images {
+impl<D: AsRef<[u8]> + Send + Sync> ImageSource for U8Images<D> {
     fn len(&self) -> usize {
         self.shape[0]
     }
@@ -129,7 +152,7 @@ impl ImageSource for U8Images {
         let c = self.shape[1];
         let plane: usize = self.shape[2..].iter().product();
         let per = c * plane;
-        let src = &self.data[first * per..first * per + out.len()];
+        let src = &self.data.as_ref()[first * per..first * per + out.len()];
         for (i, (o, &p)) in out.iter_mut().zip(src).enumerate() {
             let ch = (i / plane.max(1)) % c;
             *o = (p as f32 / 255.0 - self.mean[ch]) / self.std[ch];

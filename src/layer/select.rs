@@ -200,6 +200,23 @@ pub struct LayerSelection {
     pub form: GreedyForm,
 }
 
+impl LayerSelection {
+    /// What `subprune select --json` prints: `{"order", "kept", "error_curve",
+    /// "relative_error", "greedy_form"}` (the Python `subprune.select` returns the same).
+    pub fn summary_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "order": self.run.order,
+            "kept": self.kept,
+            "error_curve": self.run.error_curve,
+            "relative_error": self.relative_error,
+            "greedy_form": match self.form {
+                GreedyForm::Gram => "gram",
+                GreedyForm::Data => "data",
+            },
+        })
+    }
+}
+
 /// Selects the channels to keep for one layer and computes the new consumer weight: statistics,
 /// one greedy run, then the reweighting solve for the budget. `progress` hears of both stages.
 pub fn select(

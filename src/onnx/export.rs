@@ -73,6 +73,24 @@ pub fn save(model: &OnnxModel, path: impl AsRef<Path>, options: &SaveOptions) ->
             });
         }
     }
+    // Every file checked, then all written, then all renamed: a refused or failed write leaves
+    // the previous model and data file together, never a new data file beside an old model.
+    let encoded = encode(&out, path)?;
+    let mut files: Vec<(&Path, &[u8])> = vec![(path, &encoded)];
+    if let Some((file, bytes)) = &data_file {
+        files.push((file, bytes));
+    }
+    write_all_atomic(&files)
+}
+
+/// The model as ONNX bytes (its IR as edited), every tensor inside: what [`save`] writes with
+/// [`ExternalData::Embedded`], in memory. `name` names the model in errors.
+pub fn to_bytes(model: &OnnxModel, name: &Path) -> Result<Vec<u8>> {
+    encode(&to_proto(model)?, name)
+}
+
+/// Encodes `out`, refusing what protobuf cannot hold (2 GiB).
+fn encode(out: &proto::ModelProto, path: &Path) -> Result<Vec<u8>> {
     let encoded_len = out.encoded_len();
     if encoded_len > i32::MAX as usize {
         return Err(Error::Onnx {
@@ -82,14 +100,28 @@ pub fn save(model: &OnnxModel, path: impl AsRef<Path>, options: &SaveOptions) ->
             ),
         });
     }
-    // Every file checked, then all written, then all renamed: a refused or failed write leaves
-    // the previous model and data file together, never a new data file beside an old model.
-    let encoded = out.encode_to_vec();
-    let mut files: Vec<(&Path, &[u8])> = vec![(path, &encoded)];
-    if let Some((file, bytes)) = &data_file {
-        files.push((file, bytes));
+    Ok(out.encode_to_vec())
+}
+
+impl SaveOptions {
+    /// How a model read from files is written to `out` as it was read: with external data (one
+    /// file `OUT_NAME.data` beside it, tensors of 1 KiB and more) when it was read with external
+    /// data, else everything embedded.
+    pub fn like_input(model: &OnnxModel, out: &Path) -> SaveOptions {
+        if model.sources().len() <= 1 {
+            return SaveOptions::default();
+        }
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model.onnx".into());
+        SaveOptions {
+            external_data: ExternalData::File {
+                location: format!("{name}.data"),
+                threshold: 1024,
+            },
+        }
     }
-    write_all_atomic(&files)
 }
 
 /// Whether two paths name the same file (by canonical path; a missing file is compared by its

@@ -20,7 +20,7 @@ pub mod supported;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use export::{save, ExternalData, SaveOptions};
+pub use export::{save, to_bytes, ExternalData, SaveOptions};
 pub use inputs::{InputShape, LoadOptions};
 pub use load::{load, load_bytes, load_bytes_with, load_with};
 

@@ -110,7 +110,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
     };
     let (backend, gpu) = super::pruning_engines(cli)?;
     let (backend, gpu): (&dyn Backend, Option<&GpuBackend>) = (backend.as_ref(), gpu.as_ref());
-    let factory = |g: &subprune::ir::Graph| super::executor_on(gpu, g);
+    let factory = |g: &subprune::ir::Graph| subprune::exec::executor_on(gpu, g);
     let shown = Progress::stderr();
     let stats_bar = shown.bar("statistics", "images");
     // Only runs with the accuracy budget get this bar.

@@ -2,7 +2,9 @@
 //! forward executor that --backend names, loading images.
 
 use anyhow::bail;
-use subprune::backend::choice::{open_backend_with, BackendChoice, GpuSetup, TileChoice};
+use subprune::backend::choice::{
+    choose_gpu, open_backend_with, BackendChoice, GpuSetup, TileChoice,
+};
 use subprune::backend::gpu::GpuBackend;
 use subprune::{npy, Backend, CpuBackend};
 
@@ -83,34 +85,17 @@ impl Cli {
 /// The GPU backend a forward pass runs on, as --backend says: under `auto`, a hardware adapter
 /// or the one named, else `None` (the CPU), saying why on stderr.
 pub fn forward_gpu(cli: &Cli) -> anyhow::Result<Option<GpuBackend>> {
-    Ok(match cli.backend {
-        BackendChoice::Cpu => None,
-        BackendChoice::Gpu => Some(cli.gpu()?),
-        BackendChoice::Auto => {
-            let named =
-                cli.adapter.is_some() || std::env::var(subprune::backend::gpu::ADAPTER_ENV).is_ok();
-            crate::cleanup::ensure_runtime_dir();
-            // The adapter first, the tiles (autotuned on a first run) only for a GPU that runs.
-            match cli.gpu_setup().open_device() {
-                Ok(gpu) if named || !gpu.is_software() => Some(cli.configure(gpu)?),
-                Ok(gpu) => {
-                    eprintln!(
-                        "backend: cpu (auto, no GPU used: only a software adapter ({}))",
-                        gpu.adapter_name()
-                    );
-                    None
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    eprintln!(
-                        "backend: cpu (auto, no GPU used: {})",
-                        why.lines().next().unwrap_or_default()
-                    );
-                    None
-                }
-            }
-        }
-    })
+    if cli.backend != BackendChoice::Cpu {
+        crate::cleanup::ensure_runtime_dir();
+    }
+    let chosen = choose_gpu(cli.backend, &cli.gpu_setup())?;
+    if let Some(line) = chosen.tune.as_ref().and_then(|r| r.worth_saying()) {
+        eprintln!("{line}");
+    }
+    if let Some(why) = &chosen.cpu_because {
+        eprintln!("backend: cpu (auto, no GPU used: {why})");
+    }
+    Ok(chosen.gpu)
 }
 
 /// The engines of a command that prunes (`prune`, `compare`): the statistics and greedy
@@ -132,18 +117,6 @@ pub fn pruning_engines(cli: &Cli) -> anyhow::Result<(Box<dyn Backend>, Option<Gp
     Ok((backend, gpu))
 }
 
-/// Builds a forward executor for a graph: the GPU executor on `gpu` when there is one, else the
-/// CPU executor.
-pub fn executor_on(
-    gpu: Option<&GpuBackend>,
-    graph: &subprune::ir::Graph,
-) -> subprune::Result<Box<dyn subprune::exec::Executor>> {
-    Ok(match gpu {
-        Some(gpu) => Box::new(subprune::exec::GpuExecutor::new(graph, gpu)?),
-        None => Box::new(subprune::exec::CpuExecutor::new(graph)?),
-    })
-}
-
 /// The forward executor --backend names: the GPU executor on the GPU backend (under `auto`, a
 /// hardware adapter or the one named), else the CPU executor. Says on stderr which one is used.
 pub fn forward_executor(
@@ -151,7 +124,7 @@ pub fn forward_executor(
     graph: &subprune::ir::Graph,
 ) -> anyhow::Result<Box<dyn subprune::exec::Executor>> {
     let gpu = forward_gpu(cli)?;
-    let exec = executor_on(gpu.as_ref(), graph)?;
+    let exec = subprune::exec::executor_on(gpu.as_ref(), graph)?;
     // Under `auto` without a GPU, forward_gpu has already said why the CPU is used.
     if gpu.is_some() || cli.backend == BackendChoice::Cpu {
         eprintln!("backend: {}", exec.name());

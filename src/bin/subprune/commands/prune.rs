@@ -179,7 +179,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     // The forward passes on the GPU executor when the statistics run on the GPU (tapped
     // activations are copied into the accumulators on the device), else on the CPU executor.
     let factory: &dyn Fn(&subprune::ir::Graph) -> subprune::Result<Box<dyn Executor>> =
-        &|g| super::executor_on(gpu, g);
+        &|g| subprune::exec::executor_on(gpu, g);
     let shown = Progress::stderr();
     let mut eval_seconds = 0.0;
     let mut measure = |graph: &subprune::ir::Graph,
@@ -232,20 +232,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     step_bar.clear();
     layers_bar.clear();
     // A model read with external data is written with external data (one file beside it).
-    let save_options = if model.sources().len() > 1 {
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "model.onnx".into());
-        subprune::onnx::SaveOptions {
-            external_data: subprune::onnx::ExternalData::File {
-                location: format!("{name}.data"),
-                threshold: 1024,
-            },
-        }
-    } else {
-        Default::default()
-    };
+    let save_options = subprune::onnx::SaveOptions::like_input(&model, &out);
     subprune::onnx::save(&pruned.model, &out, &save_options)?;
     let after = test
         .as_ref()

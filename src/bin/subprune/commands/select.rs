@@ -94,16 +94,7 @@ pub fn run(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         npy::write_f32(path, &sel.weight)?;
     }
     if args.json {
-        let out = serde_json::json!({
-            "order": sel.run.order,
-            "kept": sel.kept,
-            "error_curve": sel.run.error_curve,
-            "relative_error": sel.relative_error,
-            "greedy_form": match sel.form {
-                subprune::GreedyForm::Gram => "gram",
-                subprune::GreedyForm::Data => "data",
-            },
-        });
+        let out = sel.summary_json();
         outln!("{out}");
     } else {
         outln!(
