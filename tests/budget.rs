@@ -723,10 +723,8 @@ fn the_uniform_budget_prunes_a_stream_gentler_and_meets_the_target() {
     let a = budget::allocate(&params, Target::Compression(4.0), Allocation::Uniform, None).unwrap();
     let f_stream = a.keeps[stream] as f64 / 64.0;
     let f_block = a.keeps[stream + 27] as f64 / 64.0; // layer3.8.conv1
-    assert!(
-        (f_stream - f_block.sqrt()).abs() < 0.03,
-        "{f_stream} vs √{f_block}"
-    );
+    let want = f_block.powf(budget::STREAM_EXPONENT);
+    assert!((f_stream - want).abs() < 0.03, "{f_stream} vs {want}");
     let calib = F32Images::new("calib", common::first_images("cifar10_calib_512.npy", 8)).unwrap();
     let options = PruneOptions {
         variant: Variant::Layer,

@@ -129,6 +129,9 @@ fn prune_options(
         keep_fraction: opt(options, "keep_fraction")?.unwrap_or(defaults.keep_fraction),
         keep: opt(options, "keep")?.unwrap_or_default(),
         skip: opt(options, "skip")?.unwrap_or_default(),
+        groups: opt::<String>(options, "groups")?
+            .map_or(Ok(defaults.groups), |s| s.parse())
+            .map_err(to_py)?,
         ridge: opt(options, "ridge")?.unwrap_or(defaults.ridge),
         batch_images: opt(options, "batch")?.unwrap_or(defaults.batch_images),
         memory_budget: bytes("memory_budget")?.unwrap_or(defaults.memory_budget),

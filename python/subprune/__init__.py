@@ -227,6 +227,7 @@ def prune(
     backend: str = "auto",
     keep: Optional[Mapping[str, int]] = None,
     skip: Sequence[str] = (),
+    groups: str = "all",
     reweight: bool = True,
     ridge: float = 0.01,
     seed: int = 0,
@@ -258,8 +259,11 @@ def prune(
         budget: ``"uniform"`` (default), ``"error"`` or ``"accuracy"`` (needs ``val_images`` and
             ``val_labels``): how ``compression``/``target_flops`` is split over layers.
         backend: ``"auto"`` (a hardware GPU if there is one, else the CPU), ``"cpu"``, ``"gpu"``.
-        keep: channels kept per layer, by producer node name (overrides ``keep_fraction``).
-        skip: producer node names left whole.
+        keep: channels kept per group, by the group's first producer node name, as ``info``
+            lists it (overrides ``keep_fraction``).
+        skip: groups left whole, by first producer name.
+        groups: ``"all"`` (default: block-internal groups, residual streams, Concat/Split
+            blocks) or ``"internal"`` (block-internal groups only).
         reweight: replace the next layers' weights by the least-squares ones (default True).
         ridge: relative ridge of the reweighting.
         seed: seed of the random methods.
@@ -307,6 +311,7 @@ def prune(
         "adapter": adapter,
         "keep": sorted((str(k), int(v)) for k, v in (keep or {}).items()),
         "skip": [str(s) for s in skip],
+        "groups": str(groups),
         "reweight": bool(reweight),
         "ridge": float(ridge),
         "seed": int(seed),

@@ -36,6 +36,7 @@ def prune(
     backend: str = ...,
     keep: Optional[Mapping[str, int]] = ...,
     skip: Sequence[str] = ...,
+    groups: str = ...,
     reweight: bool = ...,
     ridge: float = ...,
     seed: int = ...,

@@ -11,7 +11,7 @@
 //!
 //! **Allocations.**
 //! * [`Allocation::Uniform`]: one keep fraction `f` for every layer, `k_l = round(f·d_l)` (at
-//!   least 1; `f^½` for a stream group, [`STREAM_EXPONENT`]), the largest `f` whose cost meets
+//!   least 1; `f^¼` for a stream group, [`STREAM_EXPONENT`]), the largest `f` whose cost meets
 //!   the target, found by bisection. Adding one
 //!   channel to every layer would exceed the target.
 //! * [`Allocation::Error`] (label-free): the greedy's normalised error curves `e_l(k)` (one run
@@ -121,7 +121,7 @@ pub struct CostModel {
 /// `f` of a block-internal group's: a stream's channels are read by every block it crosses, so
 /// removing one costs more than removing one of a block's own (EVALUATION.md, "Channel groups":
 /// measured on ResNet-56 against the same fraction everywhere and against streams left whole).
-pub const STREAM_EXPONENT: f64 = 0.5;
+pub const STREAM_EXPONENT: f64 = 0.25;
 
 impl CostModel {
     fn build(channels: Vec<usize>, terms: Vec<(f64, Vec<usize>)>) -> Self {
