@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         ("input model", Some(args.model.as_path())),
         ("--calib", Some(args.calib.as_path())),
         ("--data", Some(args.data.as_path())),
-        ("--labels", Some(args.labels.as_path())),
+        ("--labels", args.labels.as_deref()),
         ("--val", args.validation.val.as_deref()),
         ("--val-labels", args.validation.val_labels.as_deref()),
     ];
@@ -85,10 +85,19 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
     let (mean, std) = args.normalization.parse()?;
     let model = subprune::onnx::load(&args.model)?;
     crate::outputs::check(&outputs, &inputs, Some((&model, None)))?;
-    let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
-    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
-    let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
-    let mut labels = subprune::npy::read_labels(&args.labels)?;
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
+    };
+    let from_folder = args.calib.is_dir();
+    let pick = args.calib_images.filter(|_| from_folder).map(|n| (n, 0));
+    let calib_all = crate::data::load(&args.calib, None, &prep, pick, false)?.images;
+    let calib_limit = args.calib_images.filter(|_| !from_folder);
+    let calib = super::first_images(calib_all.as_ref(), calib_limit, &args.calib)?;
+    let (test, mut labels) =
+        crate::data::load_labelled(&args.data, args.labels.as_deref(), &prep, true)?;
     // --limit N: the first N test images and labels (every row is evaluated on the same ones).
     let limited;
     let test: &dyn subprune::exec::run::ImageSource = match args.limit {
@@ -101,10 +110,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         _ => test.as_ref(),
     };
     let val = match (&args.validation.val, &args.validation.val_labels) {
-        (Some(d), Some(l)) => Some((
-            super::load_images(d, mean, std, false)?,
-            subprune::npy::read_labels(l)?,
-        )),
+        (Some(d), Some(l)) => Some(crate::data::load_labelled(d, Some(l), &prep, false)?),
         _ => None,
     };
     let (backend, gpu) = super::pruning_engines(cli)?;

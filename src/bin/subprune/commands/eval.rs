@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use subprune::backend::choice::BackendChoice;
-use subprune::npy;
 
-use super::{forward_executor, load_images};
+use super::forward_executor;
 use crate::args::{Cli, EvalArgs};
 use crate::progress::Progress;
 
@@ -12,9 +11,15 @@ pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::ImageSource;
     let model = subprune::onnx::load(&args.model)?;
     let exec = forward_executor(cli, &model.graph)?;
-    let mut labels = npy::read_labels(&args.labels)?;
     let (mean, std) = args.normalization.parse()?;
-    let source = load_images(&args.data, mean, std, true)?;
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
+    };
+    let (source, mut labels) =
+        crate::data::load_labelled(&args.data, args.labels.as_deref(), &prep, true)?;
     let limited;
     let source: &dyn ImageSource = match args.limit {
         Some(n) if n < source.len() => {

@@ -75,8 +75,8 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         (None, false) => bail!("--out is required (where to write the pruned model)"),
     };
     let (data, labels) = match (&args.data, &args.labels, demo) {
-        (Some(d), Some(l), _) => (Some(d.clone()), Some(l.clone())),
-        (None, None, true) => (
+        (Some(d), l, _) => (Some(d.clone()), l.clone()),
+        (None, _, true) => (
             Some(default_fixture("mnist_test_u8.npy")),
             Some(default_fixture("mnist_test_labels.npy")),
         ),
@@ -138,6 +138,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     let outputs = [
         ("--out", Some(out.as_path())),
         ("--report", args.report.as_deref()),
+        ("--plot", args.plot.as_deref()),
     ];
     let inputs = [
         ("input model", Some(model_path.as_path())),
@@ -150,22 +151,31 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     crate::outputs::check(&outputs, &inputs, None)?;
     let model = subprune::onnx::load(&model_path)?;
     crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
-    // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
-    // use the same normalisation).
-    let calib_all = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
-    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &calib_path)?;
-    let test = match (&data, &labels) {
-        (Some(d), Some(l)) => Some((
-            super::load_images(d, mean.clone(), std.clone(), true)?,
-            subprune::npy::read_labels(l)?,
-        )),
-        _ => None,
+    // Calibration images: float32 as they are, uint8 normalised (--mean/--std; the test images
+    // use the same normalisation), or a folder of images fitted to the model's input.
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
     };
+    let from_folder = calib_path.is_dir();
+    let pick = args.calib_images.filter(|_| from_folder).map(|n| (n, args.seed));
+    let calib_all = crate::data::load(&calib_path, None, &prep, pick, data.is_none())?.images;
+    let calib_limit = args.calib_images.filter(|_| !from_folder);
+    let calib = super::first_images(calib_all.as_ref(), calib_limit, &calib_path)?;
+    let test = data
+        .as_deref()
+        .map(|d| crate::data::load_labelled(d, labels.as_deref(), &prep, true))
+        .transpose()?;
     let validation = match (&args.validation.val, &args.validation.val_labels) {
-        (Some(d), Some(l)) => Some(ValidationSet {
-            images: super::load_images(d, mean.clone(), std.clone(), false)?.into(),
-            labels: subprune::npy::read_labels(l)?.into(),
-        }),
+        (Some(d), Some(l)) => {
+            let (images, labels) = crate::data::load_labelled(d, Some(l), &prep, false)?;
+            Some(ValidationSet {
+                images: images.into(),
+                labels: labels.into(),
+            })
+        }
         _ => None,
     };
     options.budget = target.map(|target| ModelBudget {
