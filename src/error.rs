@@ -31,6 +31,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A plot could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// Shapes that do not fit together, named by tensor.
     #[error("shape mismatch: {0}")]
     Shape(String),

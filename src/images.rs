@@ -279,6 +279,12 @@ impl ImageFolder {
 
     /// Decodes every image (in parallel) into `(N, C, H, W)`.
     pub fn decode(&self, options: &ImageOptions) -> Result<ImageSet> {
+        if !matches!(options.channels, 1 | 3) {
+            return Err(Error::InvalidArgument(format!(
+                "the model takes {} channels; images fill 1 (grey) or 3 (RGB)",
+                options.channels
+            )));
+        }
         let norm = Normalization::new(&options.mean, &options.std, options.channels)?;
         let [h, w] = options.size;
         let per = options.channels * h * w;

@@ -43,6 +43,7 @@ mod jobs;
 pub mod layerwise;
 pub mod memory;
 pub mod options;
+pub mod plot;
 mod pipeline;
 pub mod report;
 pub mod rewrite;
@@ -169,6 +170,13 @@ pub fn prune_with(
     };
     let mut graph = run.graph;
     rewrite::reshape(&mut graph)?;
+    let mut layers = layers;
+    for l in &mut layers {
+        let names: Vec<String> = std::iter::once(&l.name).chain(&l.consumers).cloned().collect();
+        let names = || names.iter().map(String::as_str);
+        l.parameters_before = report::node_parameters(&model.graph, names());
+        l.parameters_after = report::node_parameters(&graph, names());
+    }
     let report = PruneReport {
         variant: options.variant,
         method: options.method,

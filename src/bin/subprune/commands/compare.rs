@@ -182,7 +182,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
             .map_or(String::new(), |n| n.to_string_lossy().to_string()),
         calib.len()
     );
-    subprune::npy::write_atomic(&svg, to_svg(&result, &title).as_bytes())?;
+    subprune::npy::write_atomic(&svg, to_svg(&result, &title)?.as_bytes())?;
     let mut o = std::io::stdout().lock();
     let mut lines = vec![format!(
         "{}: {} parameters, top-1 {:.4} unpruned; {} calibration images; statistics {:.1}s, greedy {:.1}s, total {:.1}s",

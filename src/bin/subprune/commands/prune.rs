@@ -273,6 +273,19 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         subprune::npy::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{}: {} {}, {} calibration images",
+            model_path
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().to_string()),
+            r.variant,
+            r.method,
+            r.images
+        );
+        let plot = subprune::prune::plot::prune_plot(r, &title)?;
+        subprune::npy::write_atomic(path, plot.svg.as_bytes())?;
+    }
     let mut o = std::io::stdout().lock();
     let mut lines = vec![format!(
         "{} → {}: variant {}, method {}, reweight {}, ridge {}, {} calibration images, backend {}, executor {}",
