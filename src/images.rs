@@ -191,7 +191,10 @@ impl ImageFolder {
             .paths
             .iter()
             .map(|p| {
-                let top = p.components().next().map(|c| c.as_os_str().to_string_lossy());
+                let top = p
+                    .components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy());
                 classes
                     .iter()
                     .position(|c| top.as_deref() == Some(c.as_str()))
@@ -374,8 +377,8 @@ fn load(path: &Path, options: &ImageOptions) -> Result<Vec<f32>> {
         .decode()
         .map_err(|e| image_error(path, format!("cannot decode: {e}")))?;
     let (w, h) = (image.width() as usize, image.height() as usize);
-    let mut planes = to_planes(&image, options.channels)
-        .map_err(|reason| image_error(path, reason))?;
+    let mut planes =
+        to_planes(&image, options.channels).map_err(|reason| image_error(path, reason))?;
     let (mut w, mut h) = (w, h);
     if let Some(s) = options.resize {
         let (nw, nh) = resized_size(w, h, s);
@@ -418,7 +421,10 @@ pub fn resized_size(w: usize, h: usize, s: usize) -> (usize, usize) {
 }
 
 /// The image's pixels as `channels` planes of values in [0, 1].
-fn to_planes(image: &image::DynamicImage, channels: usize) -> std::result::Result<Vec<f32>, String> {
+fn to_planes(
+    image: &image::DynamicImage,
+    channels: usize,
+) -> std::result::Result<Vec<f32>, String> {
     use image::DynamicImage as D;
     let eight_bit = matches!(
         image,

@@ -156,7 +156,10 @@ fn resize_then_centre_crop_matches_hand_computed_values() {
     let odd = temp_dir("crop-odd");
     grey_png(&odd.join("b.png"), 5, 5, &(0..25).collect::<Vec<u8>>());
     let set = read_folder(&odd, &grey_options([2, 2], None)).unwrap();
-    assert_eq!(set.images.data, [12.0f32, 13.0, 17.0, 18.0].map(|p| p / 255.0).to_vec());
+    assert_eq!(
+        set.images.data,
+        [12.0f32, 13.0, 17.0, 18.0].map(|p| p / 255.0).to_vec()
+    );
 }
 
 #[test]
@@ -209,7 +212,12 @@ fn mnist_test_folders(dir: &Path, n: usize) -> Vec<i64> {
     for i in 0..n {
         let pixels = &data[i * 784..(i + 1) * 784];
         let name = format!("{i:04}.png");
-        grey_png(&dir.join(format!("classes/{}/{name}", labels[i])), 28, 28, pixels);
+        grey_png(
+            &dir.join(format!("classes/{}/{name}", labels[i])),
+            28,
+            28,
+            pixels,
+        );
         grey_png(&dir.join("flat").join(&name), 28, 28, pixels);
         text.push_str(&format!("{name} {}\n", labels[i]));
     }
@@ -224,7 +232,10 @@ fn eval_on_class_folders_and_labels_files_counts_as_on_the_npy() {
     let labels = mnist_test_folders(&dir, N);
     // Subfolder classes, sorted: "0".."9" is class 0..9 when every digit occurs.
     let folder = ImageFolder::scan(&dir.join("classes"), &Labels::Subfolders).unwrap();
-    assert_eq!(folder.classes, (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        folder.classes,
+        (0..10).map(|d| d.to_string()).collect::<Vec<_>>()
+    );
     let mut by_folder: Vec<i64> = folder.labels.unwrap().iter().map(|&l| l as i64).collect();
     let mut want = labels.clone();
     by_folder.sort_unstable();
@@ -233,13 +244,21 @@ fn eval_on_class_folders_and_labels_files_counts_as_on_the_npy() {
 
     let model = fixture("mnist_cnn.onnx");
     let eval = |data: &Path, extra: &[&str]| {
-        let mut args = vec!["eval", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+        let mut args = vec![
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--mean", "0.1307", "--std", "0.3081", "--json"]);
         let out = subprune(&args);
         assert!(out.status.success(), "eval {data:?}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (v["correct_top1"].as_u64().unwrap(), v["images"].as_u64().unwrap())
+        (
+            v["correct_top1"].as_u64().unwrap(),
+            v["images"].as_u64().unwrap(),
+        )
     };
     let npy = fixture("mnist_test_u8.npy");
     let npy_labels = fixture("mnist_test_labels.npy");
@@ -250,12 +269,18 @@ fn eval_on_class_folders_and_labels_files_counts_as_on_the_npy() {
     assert_eq!(reference.1, N as u64);
     assert_eq!(eval(&dir.join("classes"), &[]), reference);
     let text = dir.join("labels.txt");
-    assert_eq!(eval(&dir.join("flat"), &["--labels", text.to_str().unwrap()]), reference);
+    assert_eq!(
+        eval(&dir.join("flat"), &["--labels", text.to_str().unwrap()]),
+        reference
+    );
     // The same labels as .npy, one per image in the flat folder's sorted order.
     let labels_npy = dir.join("labels.npy");
     std::fs::write(&labels_npy, i64_npy(&labels)).unwrap();
     assert_eq!(
-        eval(&dir.join("flat"), &["--labels", labels_npy.to_str().unwrap()]),
+        eval(
+            &dir.join("flat"),
+            &["--labels", labels_npy.to_str().unwrap()]
+        ),
         reference
     );
 }
@@ -282,18 +307,38 @@ fn bad_folders_and_images_are_refused_naming_the_file() {
     let small = dir.join("small");
     grey_png(&small.join("tiny.png"), 14, 20, &[100; 280]);
     let r = prune(&small, &[]);
-    assert_failure(&r, Some(1), "a small image", &["tiny.png", "14×20", "--resize"]);
+    assert_failure(
+        &r,
+        Some(1),
+        "a small image",
+        &["tiny.png", "14×20", "--resize"],
+    );
     let r = prune(&small, &["--resize", "28", "--keep-fraction", "0.5"]);
     assert!(r.status.success(), "resized to 28×40: {}", stderr(&r));
     // No images; a model whose input size --crop contradicts.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "no images here").unwrap();
-    assert_failure(&prune(&empty, &[]), Some(1), "no images", &["empty", "no images found"]);
+    assert_failure(
+        &prune(&empty, &[]),
+        Some(1),
+        "no images",
+        &["empty", "no images found"],
+    );
     let r = prune(&small, &["--crop", "20,20"]);
-    assert_failure(&r, Some(1), "--crop against 28×28", &["--crop 20,20", "28×28"]);
+    assert_failure(
+        &r,
+        Some(1),
+        "--crop against 28×28",
+        &["--crop 20,20", "28×28"],
+    );
     let r = prune(&small, &["--calib-images", "5"]);
-    assert_failure(&r, Some(1), "too many picked", &["--calib-images 5", "holds only 1"]);
+    assert_failure(
+        &r,
+        Some(1),
+        "too many picked",
+        &["--calib-images 5", "holds only 1"],
+    );
     // Labels: a flat folder has none; a labels file that misses an image.
     let labelled = temp_dir("bad-labels");
     mnist_test_folders(&labelled, 3);
@@ -307,7 +352,12 @@ fn bad_folders_and_images_are_refused_naming_the_file() {
     let partial = labelled.join("partial.txt");
     std::fs::write(&partial, "0000.png 7\n0001.png 2\n").unwrap();
     let r = eval(&["--labels", partial.to_str().unwrap()]);
-    assert_failure(&r, Some(1), "a missing label", &["partial.txt", "no label for 0002.png"]);
+    assert_failure(
+        &r,
+        Some(1),
+        "a missing label",
+        &["partial.txt", "no label for 0002.png"],
+    );
     let err = ImageFolder::scan(&flat, &Labels::File(labelled.join("absent.txt")))
         .unwrap_err()
         .to_string();

@@ -43,8 +43,8 @@ mod jobs;
 pub mod layerwise;
 pub mod memory;
 pub mod options;
-pub mod plot;
 mod pipeline;
+pub mod plot;
 pub mod report;
 pub mod rewrite;
 pub mod select;
@@ -172,7 +172,10 @@ pub fn prune_with(
     rewrite::reshape(&mut graph)?;
     let mut layers = layers;
     for l in &mut layers {
-        let names: Vec<String> = std::iter::once(&l.name).chain(&l.consumers).cloned().collect();
+        let names: Vec<String> = std::iter::once(&l.name)
+            .chain(&l.consumers)
+            .cloned()
+            .collect();
         let names = || names.iter().map(String::as_str);
         l.parameters_before = report::node_parameters(&model.graph, names());
         l.parameters_after = report::node_parameters(&graph, names());

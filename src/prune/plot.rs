@@ -28,6 +28,9 @@ pub const PALETTE: [RGBColor; 10] = [
 /// The grey of reference lines (the unpruned model) and of "before" bars.
 pub const GREY: RGBColor = RGBColor(150, 150, 150);
 
+/// The light grid lines.
+pub const LIGHT: RGBColor = RGBColor(244, 244, 244);
+
 /// Font size of labels and the legend, in plotters' units (the SVG gets `size / 1.24` px).
 pub const FONT: f64 = 16.0;
 
@@ -174,17 +177,19 @@ pub(crate) fn draw_legend(
             )),
         }
         .map_err(drawing)?;
-        let font = ("sans-serif", FONT)
-            .into_font()
-            .color(&BLACK)
-            .pos(plotters::style::text_anchor::Pos::new(
+        let font = ("sans-serif", FONT).into_font().color(&BLACK).pos(
+            plotters::style::text_anchor::Pos::new(
                 plotters::style::text_anchor::HPos::Left,
                 plotters::style::text_anchor::VPos::Center,
-            ));
+            ),
+        );
         area.draw(&Text::new(e.label.clone(), (x + sw + 8, y), font))
             .map_err(drawing)?;
     }
-    let (ax, ay) = (area.get_base_pixel().0 as f64, area.get_base_pixel().1 as f64);
+    let (ax, ay) = (
+        area.get_base_pixel().0 as f64,
+        area.get_base_pixel().1 as f64,
+    );
     Ok(Rect {
         x: ax + x0 as f64,
         y: ay + y0 as f64,
@@ -255,14 +260,16 @@ pub fn prune_plot(report: &PruneReport, title: &str) -> Result<Plot> {
     let width = panels_w + legend_w.ceil() as u32 + 24;
     let height = (TITLE_H + PANEL_H * rows as u32 + BARS_H).max(TITLE_H + legend_h as u32 + 16);
     let (svg, (panels, legend, series)) = render(width, height, |root| {
-        let body = root
-            .titled(title, ("sans-serif", 20.0))
-            .map_err(drawing)?;
+        let body = root.titled(title, ("sans-serif", 20.0)).map_err(drawing)?;
         let (left, right) = body.split_horizontally(panels_w);
         let (curves, bars) = left.split_vertically(PANEL_H * rows as u32);
         let mut panels = Vec::new();
         let mut series = Vec::new();
-        for (i, (l, area)) in layers.iter().zip(curves.split_evenly((rows, cols))).enumerate() {
+        for (i, (l, area)) in layers
+            .iter()
+            .zip(curves.split_evenly((rows, cols)))
+            .enumerate()
+        {
             let (rect, drawn) = error_panel(&area, l, i)?;
             panels.push(rect);
             series.extend(drawn);
@@ -307,8 +314,15 @@ fn error_panel(
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "{} ({} → {})",
-                layer.name, layer.channels_before, layer.channels_after
+                "{} ({} → {}, error {})",
+                layer.name,
+                layer.channels_before,
+                layer.channels_after,
+                if kept_error > 0.0 && kept_error < 1e-3 {
+                    format!("{kept_error:.1e}")
+                } else {
+                    format!("{kept_error:.4}")
+                }
             ),
             ("sans-serif", FONT),
         )
@@ -325,7 +339,7 @@ fn error_panel(
         .y_labels(5)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.2}"))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(LIGHT)
         .label_style(("sans-serif", FONT))
         .draw()
         .map_err(drawing)?;
@@ -373,29 +387,32 @@ fn parameter_bars(
 ) -> Result<(Rect, Vec<Drawn>)> {
     let layers = &report.layers;
     let n = layers.len().max(1) as f64;
-    let top = layers
+    // Log scale: a layer's parameters span orders of magnitude (a first conv against a
+    // classifier's input layer), and a linear axis would hide the small ones.
+    let counts = layers
         .iter()
-        .map(|l| l.parameters_before.max(l.parameters_after))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+        .flat_map(|l| [l.parameters_before, l.parameters_after])
+        .filter(|&c| c > 0);
+    let (lo, hi) = counts.fold((usize::MAX, 1), |(a, b), c| (a.min(c), b.max(c)));
+    let lo = 10f64.powf((lo.min(hi) as f64 / 2.0).max(1.0).log10().floor());
+    let hi = hi as f64 * 4.0;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "parameters per layer (producer and consumers)",
+            "parameters per layer (producer and consumers; log scale)",
             ("sans-serif", FONT),
         )
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(72)
-        .build_cartesian_2d(0.0..n, 0.0..top * 1.12)
+        .build_cartesian_2d(0.0..n, (lo..hi).log_scale())
         .map_err(drawing)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .disable_x_axis()
-        .y_labels(5)
+        .y_labels(6)
         .y_label_formatter(&|y| format!("{y:.0}"))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(LIGHT)
         .label_style(("sans-serif", FONT))
         .draw()
         .map_err(drawing)?;
@@ -408,8 +425,8 @@ fn parameter_bars(
         after.push((x + 0.5, a));
         chart
             .draw_series([
-                Rectangle::new([(x + 0.12, 0.0), (x + 0.5, b)], GREY.filled()),
-                Rectangle::new([(x + 0.5, 0.0), (x + 0.88, a)], PALETTE[0].filled()),
+                Rectangle::new([(x + 0.12, lo), (x + 0.5, b.max(lo))], GREY.filled()),
+                Rectangle::new([(x + 0.5, lo), (x + 0.88, a.max(lo))], PALETTE[0].filled()),
             ])
             .map_err(drawing)?;
         let centred = |size: f64| {
@@ -427,8 +444,8 @@ fn parameter_bars(
         ));
         chart
             .draw_series([
-                Text::new(label, (x + 0.5, b.max(a) + top * 0.02), centred(FONT)),
-                Text::new(l.name.clone(), (x + 0.5, 0.0), name_font),
+                Text::new(label, (x + 0.5, b.max(a) * 1.15), centred(FONT)),
+                Text::new(l.name.clone(), (x + 0.5, lo), name_font),
             ])
             .map_err(drawing)?;
     }

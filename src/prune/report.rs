@@ -133,7 +133,10 @@ pub struct Pruned {
 }
 
 /// The parameters (f32 constants) read by the nodes named `names` in `graph`.
-pub(crate) fn node_parameters<'a>(graph: &Graph, names: impl IntoIterator<Item = &'a str>) -> usize {
+pub(crate) fn node_parameters<'a>(
+    graph: &Graph,
+    names: impl IntoIterator<Item = &'a str>,
+) -> usize {
     names
         .into_iter()
         .filter_map(|name| graph.node(name))

@@ -8,8 +8,8 @@ use super::{CompareRow, Comparison};
 use crate::error::{Error, Result};
 use crate::prune::budget::Allocation;
 use crate::prune::plot::{
-    draw_legend, drawing, hex, legend_size, padded, render, Drawn, Entry, Plot, Rect, Swatch,
-    FONT, GREY, PALETTE,
+    draw_legend, drawing, hex, legend_size, padded, render, Drawn, Entry, Plot, Rect, Swatch, FONT,
+    GREY, LIGHT, PALETTE,
 };
 
 const PANEL_W: u32 = 440;
@@ -146,6 +146,11 @@ pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
         .fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
     let y_range = padded(ylo, yhi, 0.04, 0.005);
     let (x_lo, x_hi) = (xlo / 1.08, xhi * 1.08);
+    // Ticks at the powers of two in range (the compressions people ask for).
+    let ticks: Vec<f64> = (x_lo.log2().ceil() as i32..=x_hi.log2().floor() as i32)
+        .map(|e| 2f64.powi(e))
+        .collect();
+    let x_axis = || LogCoord::from((x_lo..x_hi).log_scale()).with_key_points(ticks.clone());
     let (legend_w, legend_h) = legend_size(&entries);
     let panels_w = PANEL_W * budgets.len().max(1) as u32;
     let width = panels_w + legend_w.ceil() as u32 + 24;
@@ -156,13 +161,16 @@ pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
         let (left, _) = left.split_vertically(PANEL_H);
         let mut panels = Vec::new();
         let mut drawn = Vec::new();
-        for (b, area) in budgets.iter().zip(left.split_evenly((1, budgets.len().max(1)))) {
+        for (b, area) in budgets
+            .iter()
+            .zip(left.split_evenly((1, budgets.len().max(1))))
+        {
             let mut chart = ChartBuilder::on(&area)
                 .caption(format!("budget: {b}"), ("sans-serif", FONT))
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(56)
-                .build_cartesian_2d((x_lo..x_hi).log_scale(), y_range.clone())
+                .build_cartesian_2d(x_axis(), y_range.clone())
                 .map_err(drawing)?;
             chart
                 .configure_mesh()
@@ -172,7 +180,7 @@ pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
                 .y_labels(6)
                 .x_label_formatter(&|x| format!("{x:.0}×"))
                 .y_label_formatter(&|y| format!("{y:.2}"))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(LIGHT)
                 .label_style(("sans-serif", FONT))
                 .draw()
                 .map_err(drawing)?;

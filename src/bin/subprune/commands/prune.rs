@@ -160,7 +160,10 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         graph: &model.graph,
     };
     let from_folder = calib_path.is_dir();
-    let pick = args.calib_images.filter(|_| from_folder).map(|n| (n, args.seed));
+    let pick = args
+        .calib_images
+        .filter(|_| from_folder)
+        .map(|n| (n, args.seed));
     let calib_all = crate::data::load(&calib_path, None, &prep, pick, data.is_none())?.images;
     let calib_limit = args.calib_images.filter(|_| !from_folder);
     let calib = super::first_images(calib_all.as_ref(), calib_limit, &calib_path)?;
