@@ -10,9 +10,9 @@
 //!   index of its top-level subfolder among all of them sorted by name (torchvision's
 //!   `ImageFolder`); or a labels file ([`Labels`]);
 //! * **channels**: a grey image is repeated into R, G, B for a 3-channel model; a colour one is
-//!   turned grey for a 1-channel model with PIL's `L` conversion (`(19595 R + 38470 G + 7471 B
-//!   + 2¹⁵) >> 16` on 8-bit images; `0.299 R + 0.587 G + 0.114 B` on 16-bit ones); alpha is
-//!   dropped;
+//!   turned grey for a 1-channel model with PIL's `L` conversion (on 8-bit images
+//!   `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`, on 16-bit ones `0.299 R + 0.587 G + 0.114 B`);
+//!   alpha is dropped;
 //! * **resize** (only with [`ImageOptions::resize`]): the shorter side to `S`, the longer to
 //!   `⌊S · long / short⌋`, bilinear with antialiasing (a triangle filter widened by the scale
 //!   on downscaling, as PIL's `BILINEAR`), in f32 on values in [0, 1]; an image already of that

@@ -13,20 +13,19 @@ use subprune::images::{read_folder, ImageFolder, ImageOptions, Labels};
 const MNIST_MEAN: f32 = 0.1307;
 const MNIST_STD: f32 = 0.3081;
 
-fn grey_png(path: &Path, w: u32, h: u32, pixels: &[u8]) {
+/// Writes 8-bit pixels (grey, or interleaved RGB with `rgb`) as a PNG, making its folder.
+fn png(path: &Path, w: u32, h: u32, pixels: &[u8], rgb: bool) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::GrayImage::from_raw(w, h, pixels.to_vec())
-        .unwrap()
-        .save(path)
-        .unwrap();
+    let colour = if rgb {
+        image::ExtendedColorType::Rgb8
+    } else {
+        image::ExtendedColorType::L8
+    };
+    image::save_buffer(path, pixels, w, h, colour).unwrap();
 }
 
-fn rgb_png(path: &Path, w: u32, h: u32, pixels: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::RgbImage::from_raw(w, h, pixels.to_vec())
-        .unwrap()
-        .save(path)
-        .unwrap();
+fn grey_png(path: &Path, w: u32, h: u32, pixels: &[u8]) {
+    png(path, w, h, pixels, false)
 }
 
 fn grey_options(size: [usize; 2], resize: Option<usize>) -> ImageOptions {
@@ -45,28 +44,6 @@ fn mnist_pixels(normalised: &[f32]) -> Vec<u8> {
         .iter()
         .map(|&x| ((x as f64 * MNIST_STD as f64 + MNIST_MEAN as f64) * 255.0).round() as u8)
         .collect()
-}
-
-fn report_of(dir: &Path, name: &str, calib: &str, extra: &[&str]) -> serde_json::Value {
-    let model = fixture("mnist_cnn.onnx");
-    let report = dir.join(format!("{name}.json"));
-    let out = dir.join(format!("{name}.onnx"));
-    let mut args = vec![
-        "prune",
-        model.to_str().unwrap(),
-        "--calib",
-        calib,
-        "--keep-fraction",
-        "0.25",
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let run = subprune(&args);
-    assert!(run.status.success(), "prune {name}: {}", stderr(&run));
-    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
 }
 
 #[test]
@@ -98,9 +75,17 @@ fn png_folder_of_the_calibration_set_prunes_as_the_npy() {
     assert!(same, "the PNGs decode to other values than the .npy");
 
     let npy = write_npy(&dir, "calib.npy", &calib);
-    let from_npy = report_of(&dir, "npy", &npy, &[]);
-    let norm = ["--mean", "0.1307", "--std", "0.3081"];
-    let from_pngs = report_of(&dir, "png", folder.to_str().unwrap(), &norm);
+    let quarter = ["--keep-fraction", "0.25"];
+    let from_npy = prune_report(&dir, "npy", &npy, &quarter);
+    let norm = [
+        "--keep-fraction",
+        "0.25",
+        "--mean",
+        "0.1307",
+        "--std",
+        "0.3081",
+    ];
+    let from_pngs = prune_report(&dir, "png", folder.to_str().unwrap(), &norm);
     let layers = |r: &serde_json::Value| r["layers"].as_array().unwrap().clone();
     assert_eq!(layers(&from_npy).len(), 3, "conv1, conv2, fc1");
     for (a, b) in layers(&from_npy).iter().zip(&layers(&from_pngs)) {
@@ -165,7 +150,7 @@ fn resize_then_centre_crop_matches_hand_computed_values() {
 #[test]
 fn grey_and_rgb_images_fill_the_models_channels() {
     let dir = temp_dir("channels");
-    rgb_png(&dir.join("colour.png"), 1, 1, &[200, 100, 50]);
+    png(&dir.join("colour.png"), 1, 1, &[200, 100, 50], true);
     grey_png(&dir.join("grey.png"), 1, 1, &[90]);
     // One channel: PIL's L of (200, 100, 50) = (19595·200 + 38470·100 + 7471·50 + 2¹⁵) >> 16
     // = 8172318 >> 16 = 124 (0.299·200 + 0.587·100 + 0.114·50 = 124.2).

@@ -282,27 +282,12 @@ fn compare_plot_has_a_panel_per_budget_and_a_style_per_series() {
 #[test]
 fn prune_plot_draws_the_reports_error_curves_and_parameters() {
     let dir = temp_dir("prune-plot");
-    let (svg, report) = (dir.join("p.svg"), dir.join("r.json"));
-    let out = dir.join("m.onnx");
-    let run = subprune(&[
-        "prune",
-        fixture("mnist_cnn.onnx").to_str().unwrap(),
-        "--calib",
-        fixture("mnist_calib_512.npy").to_str().unwrap(),
-        "--calib-images",
-        "256",
-        "--keep-fraction",
-        "0.25",
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let svg = dir.join("p.svg");
+    let calib = fixture("mnist_calib_512.npy");
+    let extra = ["--calib-images", "256", "--keep-fraction", "0.25", "--plot"];
+    let mut extra = extra.to_vec();
+    extra.push(svg.to_str().unwrap());
+    let report = prune_report(&dir, "m", calib.to_str().unwrap(), &extra);
     let layers = report["layers"].as_array().unwrap();
     // The parameters of conv1 and its consumer conv2 by hand: 32·1·3·3 + 32 and 64·32·3·3 + 64
     // before; 8·9 + 8 and 16·8·9 + 16 after keeping a quarter of each.

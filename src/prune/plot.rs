@@ -124,6 +124,7 @@ pub(crate) fn drawing<E: std::fmt::Display>(e: E) -> Error {
     Error::Plot(e.to_string())
 }
 
+const TITLE_H: u32 = 40;
 const LEGEND_ROW: f64 = 20.0;
 const LEGEND_PAD: f64 = 10.0;
 const SWATCH: f64 = 28.0;
@@ -135,7 +136,7 @@ pub(crate) fn text_width(text: &str, size: f64) -> f64 {
 }
 
 /// `(width, height)` of a legend of `entries`.
-pub(crate) fn legend_size(entries: &[Entry]) -> (f64, f64) {
+fn legend_size(entries: &[Entry]) -> (f64, f64) {
     let widest = entries
         .iter()
         .map(|e| text_width(&e.label, FONT))
@@ -148,7 +149,7 @@ pub(crate) fn legend_size(entries: &[Entry]) -> (f64, f64) {
 
 /// Draws the legend in `area` (its own column beside the panels), top-left at `(8, top)` of
 /// the area; returns its box in the SVG's pixels.
-pub(crate) fn draw_legend(
+fn draw_legend(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     entries: &[Entry],
     top: i32,
@@ -199,7 +200,7 @@ pub(crate) fn draw_legend(
 }
 
 /// The SVG written into `buffer` by `draw` on a white `width × height` canvas.
-pub(crate) fn render<T>(
+fn render<T>(
     width: u32,
     height: u32,
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<T>,
@@ -215,6 +216,77 @@ pub(crate) fn render<T>(
     Ok((svg, out))
 }
 
+/// A plot titled `title` with a `panels_w × panels_h` area of panels, filled by `draw` (which
+/// returns the panels' plotting areas and the series drawn), and the legend of `entries` in a
+/// column of its own to their right.
+pub(crate) fn framed(
+    title: &str,
+    entries: &[Entry],
+    (panels_w, panels_h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(Vec<Rect>, Vec<Drawn>)>,
+) -> Result<Plot> {
+    let (legend_w, legend_h) = legend_size(entries);
+    let width = panels_w + legend_w.ceil() as u32 + 24;
+    let height = TITLE_H + panels_h.max(legend_h.ceil() as u32 + 16);
+    let (svg, (panels, series, legend)) = render(width, height, |root| {
+        let body = root.titled(title, ("sans-serif", 20.0)).map_err(drawing)?;
+        let (left, right) = body.split_horizontally(panels_w);
+        let (left, _) = left.split_vertically(panels_h);
+        let (panels, series) = draw(&left)?;
+        let legend = draw_legend(&right, entries, 8)?;
+        Ok((panels, series, legend))
+    })?;
+    Ok(Plot {
+        svg,
+        width,
+        height,
+        panels,
+        legend: Some(legend),
+        series,
+    })
+}
+
+/// A panel's chart on `area`: its caption, margins and room for the axis labels.
+pub(crate) fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", FONT))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56);
+    builder
+}
+
+/// Draws the grid, axes and their labels of a panel: `descs` and `counts` (x, y), the tick
+/// labels written by `x_text` and `y_text`.
+pub(crate) fn mesh<X, Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    descs: (&str, &str),
+    counts: (usize, usize),
+    x_text: &dyn Fn(&X::ValueType) -> String,
+    y_text: &dyn Fn(&Y::ValueType) -> String,
+) -> Result<()>
+where
+    X: Ranged + plotters::coord::ranged1d::ValueFormatter<X::ValueType>,
+    Y: Ranged + plotters::coord::ranged1d::ValueFormatter<Y::ValueType>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(descs.0)
+        .y_desc(descs.1)
+        .x_labels(counts.0)
+        .y_labels(counts.1)
+        .x_label_formatter(x_text)
+        .y_label_formatter(y_text)
+        .light_line_style(LIGHT)
+        .label_style(("sans-serif", FONT))
+        .draw()
+        .map_err(drawing)
+}
+
 /// `lo..hi` padded by `share` of its span on each side (a span of 0 padded by `floor`).
 pub(crate) fn padded(lo: f64, hi: f64, share: f64, floor: f64) -> std::ops::Range<f64> {
     let pad = ((hi - lo) * share).max(floor);
@@ -224,7 +296,6 @@ pub(crate) fn padded(lo: f64, hi: f64, share: f64, floor: f64) -> std::ops::Rang
 const PANEL_W: u32 = 380;
 const PANEL_H: u32 = 280;
 const BARS_H: u32 = 320;
-const TITLE_H: u32 = 40;
 
 /// `prune --plot`: one panel per pruned layer with its greedy error curve (relative error
 /// against the channels kept, `error_curve`) and the kept size marked, and below them a bar
@@ -255,21 +326,13 @@ pub fn prune_plot(report: &PruneReport, title: &str) -> Result<Plot> {
             swatch: Swatch::Bar,
         },
     ];
-    let (legend_w, legend_h) = legend_size(&entries);
-    let panels_w = PANEL_W * cols as u32;
-    let width = panels_w + legend_w.ceil() as u32 + 24;
-    let height = (TITLE_H + PANEL_H * rows as u32 + BARS_H).max(TITLE_H + legend_h as u32 + 16);
-    let (svg, (panels, legend, series)) = render(width, height, |root| {
-        let body = root.titled(title, ("sans-serif", 20.0)).map_err(drawing)?;
-        let (left, right) = body.split_horizontally(panels_w);
-        let (curves, bars) = left.split_vertically(PANEL_H * rows as u32);
+    let size = (PANEL_W * cols as u32, PANEL_H * rows as u32 + BARS_H);
+    framed(title, &entries, size, |area| {
+        let (curves, bars) = area.split_vertically(PANEL_H * rows as u32);
         let mut panels = Vec::new();
         let mut series = Vec::new();
-        for (i, (l, area)) in layers
-            .iter()
-            .zip(curves.split_evenly((rows, cols)))
-            .enumerate()
-        {
+        let areas = curves.split_evenly((rows, cols));
+        for (i, (l, area)) in layers.iter().zip(areas).enumerate() {
             let (rect, drawn) = error_panel(&area, l, i)?;
             panels.push(rect);
             series.extend(drawn);
@@ -277,16 +340,7 @@ pub fn prune_plot(report: &PruneReport, title: &str) -> Result<Plot> {
         let (rect, drawn) = parameter_bars(&bars, report, panels.len())?;
         panels.push(rect);
         series.extend(drawn);
-        let legend = draw_legend(&right, &entries, 8)?;
-        Ok((panels, legend, series))
-    })?;
-    Ok(Plot {
-        svg,
-        width,
-        height,
-        panels,
-        legend: Some(legend),
-        series,
+        Ok((panels, series))
     })
 }
 
@@ -311,38 +365,27 @@ fn error_panel(
     let top = curve.iter().map(|p| p.1).fold(kept_error, f64::max);
     let x_range = 0.0..(layer.channels_before.max(1) as f64 + 0.5);
     let y_range = 0.0..(top * 1.05).max(1e-9);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} ({} → {}, error {})",
-                layer.name,
-                layer.channels_before,
-                layer.channels_after,
-                if kept_error > 0.0 && kept_error < 1e-3 {
-                    format!("{kept_error:.1e}")
-                } else {
-                    format!("{kept_error:.4}")
-                }
-            ),
-            ("sans-serif", FONT),
-        )
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
+    let caption = format!(
+        "{} ({} → {}, error {})",
+        layer.name,
+        layer.channels_before,
+        layer.channels_after,
+        if kept_error > 0.0 && kept_error < 1e-3 {
+            format!("{kept_error:.1e}")
+        } else {
+            format!("{kept_error:.4}")
+        }
+    );
+    let mut chart = panel(area, &caption)
         .build_cartesian_2d(x_range, y_range.clone())
         .map_err(drawing)?;
-    chart
-        .configure_mesh()
-        .x_desc("channels kept")
-        .y_desc("relative error")
-        .x_labels(6)
-        .y_labels(5)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .light_line_style(LIGHT)
-        .label_style(("sans-serif", FONT))
-        .draw()
-        .map_err(drawing)?;
+    mesh(
+        &mut chart,
+        ("channels kept", "relative error"),
+        (6, 5),
+        &|x| format!("{x:.0}"),
+        &|y| format!("{y:.2}"),
+    )?;
     let curve_style = ShapeStyle::from(&PALETTE[0]).stroke_width(2);
     chart
         .draw_series(LineSeries::new(curve.clone(), curve_style))

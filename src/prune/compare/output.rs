@@ -8,13 +8,11 @@ use super::{CompareRow, Comparison};
 use crate::error::{Error, Result};
 use crate::prune::budget::Allocation;
 use crate::prune::plot::{
-    draw_legend, drawing, hex, legend_size, padded, render, Drawn, Entry, Plot, Rect, Swatch, FONT,
-    GREY, LIGHT, PALETTE,
+    drawing, framed, hex, mesh, padded, panel, Drawn, Entry, Plot, Rect, Swatch, GREY, PALETTE,
 };
 
 const PANEL_W: u32 = 440;
 const PANEL_H: u32 = 400;
-const TITLE_H: u32 = 40;
 
 /// The rows as CSV (header first).
 pub fn to_csv(rows: &[CompareRow]) -> String {
@@ -151,39 +149,27 @@ pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
         .map(|e| 2f64.powi(e))
         .collect();
     let x_axis = || LogCoord::from((x_lo..x_hi).log_scale()).with_key_points(ticks.clone());
-    let (legend_w, legend_h) = legend_size(&entries);
-    let panels_w = PANEL_W * budgets.len().max(1) as u32;
-    let width = panels_w + legend_w.ceil() as u32 + 24;
-    let height = PANEL_H.max(legend_h.ceil() as u32 + 24) + TITLE_H;
-    let (svg, (panels, legend, drawn)) = render(width, height, |root| {
-        let body = root.titled(title, ("sans-serif", 20.0)).map_err(drawing)?;
-        let (left, right) = body.split_horizontally(panels_w);
-        let (left, _) = left.split_vertically(PANEL_H);
+    let size = (PANEL_W * budgets.len().max(1) as u32, PANEL_H);
+    framed(title, &entries, size, |area| {
         let mut panels = Vec::new();
         let mut drawn = Vec::new();
         for (b, area) in budgets
             .iter()
-            .zip(left.split_evenly((1, budgets.len().max(1))))
+            .zip(area.split_evenly((1, budgets.len().max(1))))
         {
-            let mut chart = ChartBuilder::on(&area)
-                .caption(format!("budget: {b}"), ("sans-serif", FONT))
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(56)
+            let mut chart = panel(&area, &format!("budget: {b}"))
                 .build_cartesian_2d(x_axis(), y_range.clone())
                 .map_err(drawing)?;
-            chart
-                .configure_mesh()
-                .x_desc("compression (parameters before / after)")
-                .y_desc("top-1 (no fine-tuning)")
-                .x_labels(8)
-                .y_labels(6)
-                .x_label_formatter(&|x| format!("{x:.0}×"))
-                .y_label_formatter(&|y| format!("{y:.2}"))
-                .light_line_style(LIGHT)
-                .label_style(("sans-serif", FONT))
-                .draw()
-                .map_err(drawing)?;
+            mesh(
+                &mut chart,
+                (
+                    "compression (parameters before / after)",
+                    "top-1 (no fine-tuning)",
+                ),
+                (8, 6),
+                &|x| format!("{x:.0}×"),
+                &|y| format!("{y:.2}"),
+            )?;
             let base = vec![
                 (x_lo, comparison.baseline_top1),
                 (x_hi, comparison.baseline_top1),
@@ -214,16 +200,7 @@ pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
             }
             panels.push(Rect::of(chart.plotting_area().get_pixel_range()));
         }
-        let legend = draw_legend(&right, &entries, 8)?;
-        Ok((panels, legend, drawn))
-    })?;
-    Ok(Plot {
-        svg,
-        width,
-        height,
-        panels,
-        legend: Some(legend),
-        series: drawn,
+        Ok((panels, drawn))
     })
 }
 
