@@ -22,6 +22,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An image file that cannot be used (undecodable, too small, unlabelled), or a folder of
+    /// images that cannot be read as a data set.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The image, folder or labels file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A plot could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// Shapes that do not fit together, named by tensor.
     #[error("shape mismatch: {0}")]
     Shape(String),

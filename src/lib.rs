@@ -31,6 +31,7 @@ pub mod demo;
 pub mod error;
 pub mod exec;
 pub mod gpu;
+pub mod images;
 pub mod ir;
 pub mod layer;
 pub mod linalg;

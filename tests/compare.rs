@@ -5,7 +5,7 @@
 mod common;
 
 use subprune::prune::budget::{self, Allocation, CostModel, Target};
-use subprune::prune::compare::{compare, to_csv, to_svg, CompareOptions};
+use subprune::prune::compare::{compare, compare_plot, to_csv, CompareOptions};
 use subprune::prune::select::{greedy::Greedy, Method};
 use subprune::prune::{cpu_engines, PruneOptions};
 
@@ -61,11 +61,12 @@ fn compare_writes_a_parseable_csv_and_an_svg() {
     assert_eq!(n, 12);
     // Reproducible: the unpruned accuracy is what evaluate gives on the same 200 images.
     assert!(result.baseline_top1 > 0.95);
-    let svg = to_svg(&result, "mnist <test>");
+    let plot = compare_plot(&result, "mnist <test>").unwrap();
+    let svg = &plot.svg;
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert!(svg.contains("mnist &lt;test&gt;"));
-    // One line per method × reweighting.
-    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert!(svg.contains("mnist &lt;test&gt;"), "{svg}");
+    // One line per method × reweighting (their layout: tests/plots.rs).
+    assert_eq!(plot.series.len(), 4);
     assert_eq!(svg.matches('<').count(), svg.matches('>').count());
     // Bad options are refused before any work.
     for bad in [
@@ -271,9 +272,10 @@ fn compare_runs_every_allocation_with_the_sizes_each_rule_gives() {
     for a in ["uniform", "error", "accuracy"] {
         assert_eq!(csv.matches(&format!(",{a},")).count(), 2, "{csv}");
     }
-    let svg = to_svg(&result, "budgets");
-    assert_eq!(svg.matches("<polyline").count(), 6);
-    assert!(svg.contains("weight-norm + LS (accuracy)"));
+    let plot = compare_plot(&result, "budgets").unwrap();
+    assert_eq!(plot.series.len(), 6);
+    assert_eq!(plot.panels.len(), 3, "a panel per budget");
+    assert!(plot.svg.contains("budget: accuracy") && plot.svg.contains("weight-norm + LS"));
     assert_eq!(
         result.sensitivity.as_ref().unwrap().evaluations,
         s.evaluations

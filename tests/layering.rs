@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["units"],
     &["error"],
-    &["tensor", "rng", "validate", "linalg", "npy"],
+    &["tensor", "rng", "validate", "linalg", "npy", "images"],
     &["ir"],
     &["onnx", "analysis"],
     &["gpu"],

@@ -109,27 +109,8 @@ impl<D: AsRef<[u8]>> U8Images<D> {
                 data.as_ref().len()
             )));
         }
-        let c = shape[1];
-        let expand = |v: &[f32], what: &str| -> Result<Vec<f32>> {
-            match v.len() {
-                1 => Ok(vec![v[0]; c]),
-                l if l == c => Ok(v.to_vec()),
-                l => Err(Error::InvalidArgument(if c == 1 {
-                    format!("--{what} has {l} values; the images have 1 channel (give 1 value)")
-                } else {
-                    format!("--{what} has {l} values; the images have {c} channels (give 1 or {c})")
-                })),
-            }
-        };
-        let (mean, std) = (expand(mean, "mean")?, expand(std, "std")?);
-        if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
-            return Err(Error::InvalidArgument(format!(
-                "std {s} must be finite and non-zero"
-            )));
-        }
-        if mean.iter().any(|m| !m.is_finite()) {
-            return Err(Error::InvalidArgument("mean must be finite".into()));
-        }
+        let crate::images::Normalization { mean, std } =
+            crate::images::Normalization::new(mean, std, shape[1])?;
         Ok(Self {
             shape,
             data,

@@ -13,7 +13,7 @@
 
 pub mod output;
 
-pub use output::{series, to_csv, to_svg, Series};
+pub use output::{compare_plot, series, to_csv, to_svg, Series};
 
 use std::time::Instant;
 

@@ -44,6 +44,7 @@ pub mod layerwise;
 pub mod memory;
 pub mod options;
 mod pipeline;
+pub mod plot;
 pub mod report;
 pub mod rewrite;
 pub mod select;
@@ -176,6 +177,22 @@ pub fn prune_with(
     };
     let mut graph = run.graph;
     rewrite::reshape(&mut graph)?;
+    let mut layers = layers;
+    for (l, job) in layers.iter_mut().zip(&jobs) {
+        // Every node whose weight the group resizes: producers, depthwise convs, consumers.
+        let g = job.layer;
+        let mut nodes: Vec<usize> = g.producers.iter().copied().chain(g.depthwise()).collect();
+        nodes.extend(g.consumers.iter().map(|c| c.node));
+        nodes.sort_unstable();
+        nodes.dedup();
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|&n| model.graph.nodes[n].name.clone())
+            .collect();
+        let names = || names.iter().map(String::as_str);
+        l.parameters_before = report::node_parameters(&model.graph, names());
+        l.parameters_after = report::node_parameters(&graph, names());
+    }
     let report = PruneReport {
         variant: options.variant,
         method: options.method,

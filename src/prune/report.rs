@@ -42,6 +42,11 @@ pub struct LayerReport {
     pub zero_gain_from: Option<usize>,
     /// Seconds spent on this layer (forward passes, statistics, greedy, reweighting).
     pub seconds: f64,
+    /// Parameters (weights and biases) of the producer and its consumers before pruning.
+    pub parameters_before: usize,
+    /// The same after pruning (the whole network's pruning: a consumer that is also a pruned
+    /// producer counts its own cut too).
+    pub parameters_after: usize,
 }
 
 /// Seconds by phase, and the statistics' data movement.
@@ -125,6 +130,19 @@ pub struct Pruned {
     pub recorded: Option<Recorded>,
     /// The whole-model budget's plan, when [`super::PruneOptions::budget`] was given.
     pub budget: Option<BudgetPlan>,
+}
+
+/// The parameters (f32 constants) read by the nodes named `names` in `graph`.
+pub(crate) fn node_parameters<'a>(
+    graph: &Graph,
+    names: impl IntoIterator<Item = &'a str>,
+) -> usize {
+    names
+        .into_iter()
+        .filter_map(|name| graph.node(name))
+        .flat_map(|node| node.inputs.iter().flatten())
+        .filter_map(|&v| graph.values[v].constant.as_ref()?.f32().map(|d| d.len()))
+        .sum()
 }
 
 /// FLOPs per image: 2 × the multiply-accumulates of every node.

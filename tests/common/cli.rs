@@ -61,3 +61,18 @@ pub fn assert_failure(out: &Output, code: Option<i32>, what: &str, needles: &[&s
     }
     err
 }
+
+/// Prunes the MNIST fixture with calibration images `calib` and `extra` arguments (CPU),
+/// writing `dir/NAME.onnx` and `dir/NAME.json`; returns the report.
+pub fn prune_report(dir: &Path, name: &str, calib: &str, extra: &[&str]) -> serde_json::Value {
+    let model = super::fixture("mnist_cnn.onnx");
+    let report = dir.join(format!("{name}.json"));
+    let out = dir.join(format!("{name}.onnx"));
+    let mut args = vec!["prune", model.to_str().unwrap(), "--calib", calib];
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let run = subprune(&args);
+    assert!(run.status.success(), "prune {name}: {}", stderr(&run));
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}

@@ -89,14 +89,18 @@ pub struct EvalArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub shapes: InputShapeArgs,
-    /// Images, .npy: float32 preprocessed, or uint8 raw pixels (normalised with --mean/--std).
+    /// Images: .npy (float32 preprocessed, or uint8 raw pixels normalised with --mean/--std),
+    /// or a folder of JPEG/PNG images (one subfolder per class; see --resize, --crop).
     #[arg(long)]
     pub data: PathBuf,
-    /// Labels, .npy int64, one per image.
+    /// Labels: .npy int64, one per image (in the folder's sorted order for a folder), or for a
+    /// folder a text file of `PATH LABEL` lines; default for a folder: its class subfolders.
     #[arg(long)]
-    pub labels: PathBuf,
+    pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub normalization: Normalization,
+    #[command(flatten)]
+    pub folder: FolderArgs,
     /// Images per forward batch (memory holds one batch of activations).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -203,14 +207,17 @@ pub struct PruneArgs {
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub shapes: InputShapeArgs,
-    /// Calibration images, .npy: float32 preprocessed, or uint8 (normalised with --mean/--std).
+    /// Calibration images: .npy (float32 preprocessed, or uint8 normalised with --mean/--std),
+    /// or a folder of JPEG/PNG images (see --resize, --crop).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// Use only the first N calibration images.
+    /// Use only the first N calibration images (a folder: N drawn with --seed).
     #[arg(long)]
     pub calib_images: Option<usize>,
     #[command(flatten)]
     pub normalization: Normalization,
+    #[command(flatten)]
+    pub folder: FolderArgs,
     /// Where to write the pruned model (never the input).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -222,7 +229,7 @@ pub struct PruneArgs {
     /// whose consumer has more columns than calibration rows).
     #[arg(long, default_value = "greedy")]
     pub method: String,
-    /// Seed of the random methods (random, layer-sampling).
+    /// Seed of the random methods (random, layer-sampling) and of --calib-images from a folder.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Whole-model target: parameters at most (the model's count) / R, R > 1 (instead of
@@ -273,12 +280,17 @@ pub struct PruneArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Test images (.npy) to measure accuracy before and after (with --labels).
-    #[arg(long, requires = "labels")]
+    /// Test images to measure accuracy before and after: .npy (with --labels) or a folder of
+    /// images (labels from class subfolders or --labels).
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Test labels (.npy int64).
+    /// Test labels (.npy int64; for a folder also a text file of `PATH LABEL` lines).
     #[arg(long, requires = "data")]
     pub labels: Option<PathBuf>,
+    /// Draw each layer's greedy error curve (kept size marked) and the parameters per layer
+    /// before and after, as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -287,21 +299,24 @@ pub struct CompareArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub shapes: InputShapeArgs,
-    /// Calibration images, .npy (float32 preprocessed, or uint8 with --mean/--std).
+    /// Calibration images: .npy (float32 preprocessed, or uint8 with --mean/--std), or a folder
+    /// of JPEG/PNG images (see --resize, --crop).
     #[arg(long)]
     pub calib: PathBuf,
-    /// Test images, .npy.
+    /// Test images: .npy, or a folder of images (labels from class subfolders or --labels).
     #[arg(long)]
     pub data: PathBuf,
-    /// Test labels, .npy int64.
+    /// Test labels: .npy int64 (for a folder also a text file of `PATH LABEL` lines).
     #[arg(long)]
-    pub labels: PathBuf,
+    pub labels: Option<PathBuf>,
     /// Evaluate every row on the first N test images (and labels) only.
     #[arg(long)]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub normalization: Normalization,
-    /// Use only the first N calibration images.
+    #[command(flatten)]
+    pub folder: FolderArgs,
+    /// Use only the first N calibration images (a folder: N drawn with seed 0).
     #[arg(long)]
     pub calib_images: Option<usize>,
     /// Layer-wise methods, comma-separated (greedy, random, weight-norm, act-norm, layer-sampling,
@@ -352,6 +367,29 @@ pub struct Normalization {
     /// Per-channel std for uint8 data: one number or "r,g,b" (default 1).
     #[arg(long, allow_negative_numbers = true)]
     pub std: Option<String>,
+}
+
+/// How the images of a folder (`--calib DIR`, `--data DIR`) are fitted to the model's input.
+#[derive(Args)]
+pub struct FolderArgs {
+    /// Image folders: resize each image's shorter side to S (bilinear) before the centre crop;
+    /// default: no resize (images at least the model's input size, centre-cropped to it).
+    #[arg(long, value_name = "S")]
+    pub resize: Option<usize>,
+    /// Image folders: the centre crop H,W (default: the model's input size; needed when the
+    /// model's input size is not fixed).
+    #[arg(long, value_name = "H,W")]
+    pub crop: Option<String>,
+}
+
+impl FolderArgs {
+    /// The parsed `--crop`.
+    pub fn crop(&self) -> anyhow::Result<Option<[usize; 2]>> {
+        if self.resize == Some(0) {
+            bail!("--resize must be ≥ 1");
+        }
+        self.crop.as_deref().map(|c| pair("crop", c)).transpose()
+    }
 }
 
 /// Per-channel values of `--mean` or `--std`; `None` where not given.

@@ -21,6 +21,7 @@ macro_rules! outln {
 mod args;
 mod cleanup;
 mod commands;
+mod data;
 mod outputs;
 mod progress;
 

@@ -1,9 +1,18 @@
 //! The comparison's outputs: the rows as CSV ([`to_csv`]), grouped by method, reweighting and
 //! budget and averaged over seeds ([`series`]), and drawn as an SVG plot of top-1 against the
-//! achieved compression ([`to_svg`]).
+//! achieved compression ([`compare_plot`], with plotters).
+
+use plotters::prelude::*;
 
 use super::{CompareRow, Comparison};
+use crate::error::{Error, Result};
 use crate::prune::budget::Allocation;
+use crate::prune::plot::{
+    drawing, framed, hex, mesh, padded, panel, Drawn, Entry, Plot, Rect, Swatch, GREY, PALETTE,
+};
+
+const PANEL_W: u32 = 440;
+const PANEL_H: u32 = 400;
 
 /// The rows as CSV (header first).
 pub fn to_csv(rows: &[CompareRow]) -> String {
@@ -79,148 +88,123 @@ pub fn series(rows: &[CompareRow]) -> Vec<Series> {
     out
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The comparison's plot: top-1 against the achieved compression (log scale), one panel per
+/// budget allocation, one colour per method, solid with least-squares reweighting and dashed
+/// without, mean over seeds, the unpruned top-1 as a grey dotted line; the legend in its own
+/// column beside the panels; both axes limited to the data.
+pub fn compare_plot(comparison: &Comparison, title: &str) -> Result<Plot> {
+    let series = series(&comparison.rows);
+    let mut budgets: Vec<Allocation> = Vec::new();
+    let mut methods: Vec<&str> = Vec::new();
+    for s in &series {
+        if !budgets.contains(&s.budget) {
+            budgets.push(s.budget);
+        }
+        if !methods.contains(&s.method.as_str()) {
+            methods.push(&s.method);
+        }
+    }
+    if methods.len() > PALETTE.len() {
+        return Err(Error::Plot(format!(
+            "{} methods, more than the {} colours of the palette",
+            methods.len(),
+            PALETTE.len()
+        )));
+    }
+    let colour = |m: &str| PALETTE[methods.iter().position(|x| *x == m).unwrap_or(0)];
+    let label = |s: &Series| format!("{}{}", s.method, if s.reweight { " + LS" } else { "" });
+    // One legend line per method and reweighting, in first-seen order, then the baseline.
+    let mut entries: Vec<Entry> = Vec::new();
+    for s in &series {
+        if !entries.iter().any(|e| e.label == label(s)) {
+            entries.push(Entry {
+                label: label(s),
+                colour: colour(&s.method),
+                swatch: if s.reweight {
+                    Swatch::Line
+                } else {
+                    Swatch::Dashed
+                },
+            });
+        }
+    }
+    entries.push(Entry {
+        label: format!("unpruned ({:.4})", comparison.baseline_top1),
+        colour: GREY,
+        swatch: Swatch::Dashed,
+    });
+    let achieved = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let (xlo, xhi) = achieved
+        .filter(|x| *x > 0.0)
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let (xlo, xhi) = if xlo > xhi { (1.0, 2.0) } else { (xlo, xhi) };
+    let tops = series.iter().flat_map(|s| s.points.iter().map(|p| p.2));
+    let (ylo, yhi) = tops
+        .chain([comparison.baseline_top1])
+        .fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    let y_range = padded(ylo, yhi, 0.04, 0.005);
+    let (x_lo, x_hi) = (xlo / 1.08, xhi * 1.08);
+    // Ticks at the powers of two in range (the compressions people ask for).
+    let ticks: Vec<f64> = (x_lo.log2().ceil() as i32..=x_hi.log2().floor() as i32)
+        .map(|e| 2f64.powi(e))
+        .collect();
+    let x_axis = || LogCoord::from((x_lo..x_hi).log_scale()).with_key_points(ticks.clone());
+    let size = (PANEL_W * budgets.len().max(1) as u32, PANEL_H);
+    framed(title, &entries, size, |area| {
+        let mut panels = Vec::new();
+        let mut drawn = Vec::new();
+        for (b, area) in budgets
+            .iter()
+            .zip(area.split_evenly((1, budgets.len().max(1))))
+        {
+            let mut chart = panel(&area, &format!("budget: {b}"))
+                .build_cartesian_2d(x_axis(), y_range.clone())
+                .map_err(drawing)?;
+            mesh(
+                &mut chart,
+                (
+                    "compression (parameters before / after)",
+                    "top-1 (no fine-tuning)",
+                ),
+                (8, 6),
+                &|x| format!("{x:.0}×"),
+                &|y| format!("{y:.2}"),
+            )?;
+            let base = vec![
+                (x_lo, comparison.baseline_top1),
+                (x_hi, comparison.baseline_top1),
+            ];
+            chart
+                .draw_series(DashedLineSeries::new(base, 2, 4, GREY.stroke_width(1)))
+                .map_err(drawing)?;
+            for s in series.iter().filter(|s| s.budget == *b) {
+                let c = colour(&s.method);
+                let points: Vec<(f64, f64)> = s.points.iter().map(|p| (p.1, p.2)).collect();
+                let style = ShapeStyle::from(&c).stroke_width(2);
+                if s.reweight {
+                    chart.draw_series(LineSeries::new(points.clone(), style))
+                } else {
+                    chart.draw_series(DashedLineSeries::new(points.clone(), 7, 5, style))
+                }
+                .map_err(drawing)?;
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(drawing)?;
+                drawn.push(Drawn {
+                    label: label(s),
+                    colour: hex(&c),
+                    dashed: !s.reweight,
+                    panel: panels.len(),
+                    points,
+                });
+            }
+            panels.push(Rect::of(chart.plotting_area().get_pixel_range()));
+        }
+        Ok((panels, drawn))
+    })
 }
 
-/// An SVG plot of top-1 against achieved compression (log scale), one line per method and
-/// reweighting (solid: reweighted, dashed: not), mean over seeds, with the unpruned top-1 as a
-/// grey line.
-pub fn to_svg(comparison: &Comparison, title: &str) -> String {
-    const W: f64 = 760.0;
-    const H: f64 = 480.0;
-    const LEFT: f64 = 60.0;
-    const RIGHT: f64 = 220.0;
-    const TOP: f64 = 40.0;
-    const BOTTOM: f64 = 50.0;
-    const COLORS: [&str; 8] = [
-        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-    ];
-    let series = series(&comparison.rows);
-    let xs: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .filter(|x| *x > 0.0)
-        .collect();
-    let (xmin, xmax) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| {
-        (a.min(x.log2()), b.max(x.log2()))
-    });
-    let (xmin, xmax) = if xs.is_empty() {
-        (0.0, 1.0)
-    } else if xmax - xmin < 1e-9 {
-        (xmin - 0.5, xmax + 0.5)
-    } else {
-        (xmin.floor(), xmax.ceil())
-    };
-    let ymin = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.2))
-        .fold(comparison.baseline_top1, f64::min);
-    let ymin = (ymin * 10.0).floor() / 10.0;
-    let ymax = 1.0;
-    let px = |x: f64| LEFT + (x.log2() - xmin) / (xmax - xmin) * (W - LEFT - RIGHT);
-    let py = |y: f64| TOP + (ymax - y) / (ymax - ymin).max(1e-9) * (H - TOP - BOTTOM);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
-        (W - RIGHT + LEFT) / 2.0,
-        xml_escape(title)
-    );
-    // Axes, ticks at powers of two and tenths of accuracy.
-    s.push_str(&format!(
-        "<path d=\"M{LEFT} {TOP} V{} H{}\" stroke=\"black\" fill=\"none\"/>\n",
-        H - BOTTOM,
-        W - RIGHT
-    ));
-    let mut e = xmin as i64;
-    while e as f64 <= xmax {
-        let x = px(2f64.powi(e as i32));
-        s.push_str(&format!(
-            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}×</text>\n",
-            TOP,
-            H - BOTTOM,
-            H - BOTTOM + 16.0,
-            2f64.powi(e as i32)
-        ));
-        e += 1;
-    }
-    let mut t = ymin;
-    while t <= ymax + 1e-9 {
-        let y = py(t);
-        s.push_str(&format!(
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{t:.1}</text>\n",
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0
-        ));
-        t += if ymax - ymin > 0.5 { 0.1 } else { 0.05 };
-    }
-    s.push_str(&format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">compression (parameters before / after, log scale)</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">top-1 (no fine-tuning)</text>\n",
-        (W - RIGHT + LEFT) / 2.0,
-        H - 12.0,
-        (H - BOTTOM + TOP) / 2.0,
-        (H - BOTTOM + TOP) / 2.0
-    ));
-    let yb = py(comparison.baseline_top1);
-    s.push_str(&format!(
-        "<line x1=\"{LEFT}\" y1=\"{yb:.1}\" x2=\"{}\" y2=\"{yb:.1}\" stroke=\"#999\" stroke-dasharray=\"2 3\"/>\n",
-        W - RIGHT
-    ));
-    let methods: Vec<(&str, Allocation)> = {
-        let mut m: Vec<(&str, Allocation)> = Vec::new();
-        for se in &series {
-            if !m.contains(&(se.method.as_str(), se.budget)) {
-                m.push((&se.method, se.budget));
-            }
-        }
-        m
-    };
-    let several_budgets = series.iter().any(|se| se.budget != series[0].budget);
-    for (i, se) in series.iter().enumerate() {
-        let c = COLORS[methods
-            .iter()
-            .position(|m| *m == (se.method.as_str(), se.budget))
-            .unwrap_or(0)
-            % COLORS.len()];
-        let dash = if se.reweight {
-            ""
-        } else {
-            " stroke-dasharray=\"6 4\""
-        };
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", px(p.1), py(p.2)))
-            .collect();
-        s.push_str(&format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2\"{dash}/>\n",
-            pts.join(" ")
-        ));
-        for p in &se.points {
-            s.push_str(&format!(
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n",
-                px(p.1),
-                py(p.2)
-            ));
-        }
-        let ly = TOP + 10.0 + 18.0 * i as f64;
-        let lx = W - RIGHT + 15.0;
-        s.push_str(&format!(
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}{}{}</text>\n",
-            lx + 28.0,
-            lx + 34.0,
-            ly + 4.0,
-            xml_escape(&se.method),
-            if se.reweight { " + LS" } else { "" },
-            if several_budgets {
-                format!(" ({})", se.budget)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
+/// The SVG of [`compare_plot`].
+pub fn to_svg(comparison: &Comparison, title: &str) -> Result<String> {
+    Ok(compare_plot(comparison, title)?.svg)
 }

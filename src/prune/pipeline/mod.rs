@@ -140,6 +140,9 @@ impl<'a> Run<'a> {
             rank_deficient,
             zero_gain_from,
             seconds: started.elapsed().as_secs_f64(),
+            // Counted once the whole network is pruned (`prune_with`).
+            parameters_before: 0,
+            parameters_after: 0,
         })
     }
 

@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         ("input model", Some(args.model.as_path())),
         ("--calib", Some(args.calib.as_path())),
         ("--data", Some(args.data.as_path())),
-        ("--labels", Some(args.labels.as_path())),
+        ("--labels", args.labels.as_deref()),
         ("--val", args.validation.val.as_deref()),
         ("--val-labels", args.validation.val_labels.as_deref()),
     ];
@@ -84,12 +84,33 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         eval_batch: 256,
     };
     let (mean, std) = args.normalization.parse()?;
-    let calib_all = super::load_images(&args.calib, mean.clone(), std.clone(), false)?;
-    let model = super::load_model(&args.model, &args.shapes, Some(calib_all.as_ref()))?;
+    let from_folder = args.calib.is_dir();
+    let npy_calib = match from_folder {
+        true => None,
+        false => Some(super::load_images(
+            &args.calib,
+            mean.clone(),
+            std.clone(),
+            false,
+        )?),
+    };
+    let model = super::load_model(&args.model, &args.shapes, npy_calib.as_deref())?;
     crate::outputs::check(&outputs, &inputs, Some((&model, None)))?;
-    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &args.calib)?;
-    let test = super::load_images(&args.data, mean.clone(), std.clone(), true)?;
-    let mut labels = subprune::npy::read_labels(&args.labels)?;
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
+    };
+    let pick = args.calib_images.filter(|_| from_folder).map(|n| (n, 0));
+    let calib_all = match npy_calib {
+        Some(c) => c,
+        None => crate::data::load(&args.calib, None, &prep, pick, false)?.images,
+    };
+    let calib_limit = args.calib_images.filter(|_| !from_folder);
+    let calib = super::first_images(calib_all.as_ref(), calib_limit, &args.calib)?;
+    let (test, mut labels) =
+        crate::data::load_labelled(&args.data, args.labels.as_deref(), &prep, true)?;
     // --limit N: the first N test images and labels (every row is evaluated on the same ones).
     let limited;
     let test: &dyn subprune::exec::run::ImageSource = match args.limit {
@@ -102,10 +123,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
         _ => test.as_ref(),
     };
     let val = match (&args.validation.val, &args.validation.val_labels) {
-        (Some(d), Some(l)) => Some((
-            super::load_images(d, mean, std, false)?,
-            subprune::npy::read_labels(l)?,
-        )),
+        (Some(d), Some(l)) => Some(crate::data::load_labelled(d, Some(l), &prep, false)?),
         _ => None,
     };
     let (backend, gpu) = super::pruning_engines(cli)?;
@@ -177,7 +195,7 @@ pub fn run(cli: &Cli, args: &CompareArgs) -> anyhow::Result<()> {
             .map_or(String::new(), |n| n.to_string_lossy().to_string()),
         calib.len()
     );
-    subprune::npy::write_atomic(&svg, to_svg(&result, &title).as_bytes())?;
+    subprune::npy::write_atomic(&svg, to_svg(&result, &title)?.as_bytes())?;
     let mut o = std::io::stdout().lock();
     let mut lines = vec![format!(
         "{}: {} parameters, top-1 {:.4} unpruned; {} calibration images; statistics {:.1}s, greedy {:.1}s, total {:.1}s",

@@ -2,19 +2,39 @@
 
 use anyhow::Context;
 use subprune::backend::choice::BackendChoice;
-use subprune::npy;
 
-use super::{forward_executor, load_images};
+use super::forward_executor;
 use crate::args::{Cli, EvalArgs};
 use crate::progress::Progress;
 
 pub fn run(cli: &Cli, args: &EvalArgs) -> anyhow::Result<()> {
     use subprune::exec::run::ImageSource;
     let (mean, std) = args.normalization.parse()?;
-    let source = load_images(&args.data, mean, std, true)?;
-    let model = super::load_model(&args.model, &args.shapes, Some(source.as_ref()))?;
+    // A .npy's shape fixes the model's dynamic input sizes; a folder is fitted to the model.
+    let npy = match args.data.is_dir() {
+        true => None,
+        false => Some(super::load_images(
+            &args.data,
+            mean.clone(),
+            std.clone(),
+            true,
+        )?),
+    };
+    let model = super::load_model(&args.model, &args.shapes, npy.as_deref())?;
     let exec = forward_executor(cli, &model.graph)?;
-    let mut labels = npy::read_labels(&args.labels)?;
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
+    };
+    let (source, mut labels) = match npy {
+        Some(images) => match args.labels.as_deref() {
+            Some(l) => (images, subprune::npy::read_labels(l)?),
+            None => anyhow::bail!("{}: give its labels (.npy int64)", args.data.display()),
+        },
+        None => crate::data::load_labelled(&args.data, args.labels.as_deref(), &prep, true)?,
+    };
     let limited;
     let source: &dyn ImageSource = match args.limit {
         Some(n) if n < source.len() => {

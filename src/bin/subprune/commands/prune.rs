@@ -75,8 +75,8 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         (None, false) => bail!("--out is required (where to write the pruned model)"),
     };
     let (data, labels) = match (&args.data, &args.labels, demo) {
-        (Some(d), Some(l), _) => (Some(d.clone()), Some(l.clone())),
-        (None, None, true) => (
+        (Some(d), l, _) => (Some(d.clone()), l.clone()),
+        (None, _, true) => (
             Some(default_fixture("mnist_test_u8.npy")),
             Some(default_fixture("mnist_test_labels.npy")),
         ),
@@ -139,6 +139,7 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     let outputs = [
         ("--out", Some(out.as_path())),
         ("--report", args.report.as_deref()),
+        ("--plot", args.plot.as_deref()),
     ];
     let inputs = [
         ("input model", Some(model_path.as_path())),
@@ -149,24 +150,50 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
         ("--val-labels", args.validation.val_labels.as_deref()),
     ];
     crate::outputs::check(&outputs, &inputs, None)?;
-    // Calibration images: float32 as they are, or uint8 normalised (--mean/--std; the test images
-    // use the same normalisation). Read first: their shape fixes the model's dynamic input sizes.
-    let calib_all = super::load_images(&calib_path, mean.clone(), std.clone(), data.is_none())?;
-    let model = super::load_model(&model_path, &args.shapes, Some(calib_all.as_ref()))?;
-    crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
-    let calib = super::first_images(calib_all.as_ref(), args.calib_images, &calib_path)?;
-    let test = match (&data, &labels) {
-        (Some(d), Some(l)) => Some((
-            super::load_images(d, mean.clone(), std.clone(), true)?,
-            subprune::npy::read_labels(l)?,
-        )),
-        _ => None,
+    // Calibration images: float32 as they are, uint8 normalised (--mean/--std; the test images
+    // use the same normalisation), or a folder of images fitted to the model's input. A .npy is
+    // read first: its shape fixes the model's dynamic input sizes; a folder is fitted to the
+    // model's input, so a dynamic one then needs --input-shape.
+    let from_folder = calib_path.is_dir();
+    let npy_calib = match from_folder {
+        true => None,
+        false => Some(super::load_images(
+            &calib_path,
+            mean.clone(),
+            std.clone(),
+            data.is_none(),
+        )?),
     };
+    let model = super::load_model(&model_path, &args.shapes, npy_calib.as_deref())?;
+    crate::outputs::check(&outputs, &inputs, Some((&model, Some(&out))))?;
+    let prep = crate::data::Preprocess {
+        mean,
+        std,
+        folder: &args.folder,
+        graph: &model.graph,
+    };
+    let pick = args
+        .calib_images
+        .filter(|_| from_folder)
+        .map(|n| (n, args.seed));
+    let calib_all = match npy_calib {
+        Some(c) => c,
+        None => crate::data::load(&calib_path, None, &prep, pick, data.is_none())?.images,
+    };
+    let calib_limit = args.calib_images.filter(|_| !from_folder);
+    let calib = super::first_images(calib_all.as_ref(), calib_limit, &calib_path)?;
+    let test = data
+        .as_deref()
+        .map(|d| crate::data::load_labelled(d, labels.as_deref(), &prep, true))
+        .transpose()?;
     let validation = match (&args.validation.val, &args.validation.val_labels) {
-        (Some(d), Some(l)) => Some(ValidationSet {
-            images: super::load_images(d, mean.clone(), std.clone(), false)?.into(),
-            labels: subprune::npy::read_labels(l)?.into(),
-        }),
+        (Some(d), Some(l)) => {
+            let (images, labels) = crate::data::load_labelled(d, Some(l), &prep, false)?;
+            Some(ValidationSet {
+                images: images.into(),
+                labels: labels.into(),
+            })
+        }
         _ => None,
     };
     options.budget = target.map(|target| ModelBudget {
@@ -250,6 +277,19 @@ pub fn run(cli: &Cli, args: &PruneArgs) -> anyhow::Result<()> {
     };
     if let Some(path) = &args.report {
         subprune::npy::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{}: {} {}, {} calibration images",
+            model_path
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().to_string()),
+            r.variant,
+            r.method,
+            r.images
+        );
+        let plot = subprune::prune::plot::prune_plot(r, &title)?;
+        subprune::npy::write_atomic(path, plot.svg.as_bytes())?;
     }
     let mut o = std::io::stdout().lock();
     let mut lines = vec![format!(
