@@ -100,10 +100,14 @@ pub(crate) fn resolve_jobs<'a>(
         }
         let (k, by_weight) = match keep.get(layer.name.as_str()) {
             Some(&k) => (k, from_budget),
-            None => (
-                crate::Budget::KeepFraction(options.keep_fraction).resolve(layer.channels)?,
-                true,
-            ),
+            // A stream keeps more of its channels than a block (the uniform budget's rule).
+            None => {
+                let f = match layer.stream {
+                    true => options.keep_fraction.powf(super::budget::STREAM_EXPONENT),
+                    false => options.keep_fraction,
+                };
+                (crate::Budget::KeepFraction(f).resolve(layer.channels)?, true)
+            }
         };
         jobs.push(Job {
             layer,

@@ -247,7 +247,8 @@ pub struct PruneArgs {
     pub budget: Option<String>,
     #[command(flatten)]
     pub validation: ValidationArgs,
-    /// Fraction of channels kept in every prunable layer, in (0, 1].
+    /// Fraction of channels kept in every block-internal group, in (0, 1]; a stream group keeps
+    /// F^¼ of its channels (as with the uniform budget).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub keep_fraction: f64,
     /// Channels kept in one group: GROUP=K, the group named by its first producer as `info`
