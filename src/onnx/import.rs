@@ -7,6 +7,8 @@ use std::path::Path;
 
 use prost::Message;
 
+mod compute;
+
 use super::proto::{self, attribute_proto::AttributeType};
 use super::{decode_tensor, load_external, NodeOrigin, OnnxModel, SUPPORTED_OPSETS};
 use crate::error::{Error, Result};
@@ -245,8 +247,8 @@ fn build_graph(g: &proto::GraphProto, opset: i64) -> Result<Origins> {
                 .iter()
                 .map(|i| i.map(|v| graph.values[v].shape.clone()))
                 .collect();
-            let out = shape::infer(&node.op, &shapes).map_err(|reason| node.error(reason))?;
-            graph.values[node.outputs[0]].shape = out;
+            let outs = shape::infer_all(&node.op, &shapes).map_err(|reason| node.error(reason))?;
+            node.set_output_shapes(&mut graph.values, outs)?;
         }
         node_origin.insert(
             name.clone(),
@@ -717,12 +719,14 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             let c = constant_value(ctx)?;
             return Ok((Op::Constant, Some(c)));
         }
+        other if compute::handles(other) => compute::convert(ctx, other)?,
         other => {
             return Err(err(format!(
                 "op '{other}' is not supported; supported ops: Conv, Gemm, MatMul, \
                  BatchNormalization, Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Add, \
                  Sub, Mul, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, \
-                 Concat, Slice, Pad, Dropout, Identity, Constant, Softmax"
+                 Concat, Slice, Pad, Dropout, Identity, Constant, Softmax, {}",
+                compute::OPS.join(", ")
             )))
         }
     };

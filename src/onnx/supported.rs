@@ -4,7 +4,7 @@
 use super::proto;
 
 /// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them.
-pub const SUPPORTED_OPS: [&str; 26] = [
+pub const SUPPORTED_OPS: [&str; 44] = [
     "Conv",
     "Gemm",
     "MatMul",
@@ -31,6 +31,25 @@ pub const SUPPORTED_OPS: [&str; 26] = [
     "Identity",
     "Constant",
     "Softmax",
+    // The compute ops of `import/compute.rs`.
+    "Split",
+    "Transpose",
+    "Resize",
+    "Sum",
+    "Max",
+    "Min",
+    "ConvTranspose",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceSum",
+    "GlobalMaxPool",
+    "LRN",
+    "Tanh",
+    "Exp",
+    "Softplus",
+    "Sqrt",
+    "Erf",
+    "Pow",
 ];
 
 /// Every op of `g` the importer does not convert, in one message: each with its count and first

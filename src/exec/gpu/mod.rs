@@ -16,6 +16,7 @@
 //! not with the number of images.
 
 mod gemm;
+mod nchw;
 mod simple;
 
 pub use crate::backend::gpu::DeviceTensor;
@@ -55,6 +56,12 @@ enum Prepared {
     },
     /// BatchNorm as a per-channel affine: scale then shift.
     Affine(PooledBuffer),
+    /// ConvTranspose: weights then bias; the bytes bound.
+    ConvTranspose {
+        params: PooledBuffer,
+        bytes: u64,
+        bias: bool,
+    },
     /// The node was folded into the epilogue of the GEMM before it.
     Fused,
 }
@@ -177,6 +184,23 @@ impl GpuExecutor {
                         gemm.fuse_following(g, node, &consumers, &mut prepared, &mut hidden);
                         gemm.upload_epilogue(&gpu, &node.name)?;
                         Prepared::Gemm(Box::new(gemm))
+                    }
+                    Op::ConvTranspose(_) => {
+                        let constant = |i: usize| {
+                            node.inputs
+                                .get(i)
+                                .copied()
+                                .flatten()
+                                .and_then(|v| g.constant(v))
+                                .and_then(|c| c.f32())
+                        };
+                        let mut params = constant(1).expect("checked by the CPU executor").to_vec();
+                        let bias = constant(2).map(|b| params.extend_from_slice(b)).is_some();
+                        Prepared::ConvTranspose {
+                            bytes: 4 * params.len() as u64,
+                            params: upload(&gpu, &node.name, &params)?,
+                            bias,
+                        }
                     }
                     Op::BatchNorm { epsilon } => {
                         let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
@@ -489,6 +513,26 @@ impl GpuExecutor {
                 (Op::Conv(conv), Prepared::Depthwise { params, bias }) => {
                     simple::depthwise(
                         &k.simple, batch, node, conv, &x, &xs, params, *bias, &out, &out_shape,
+                    )?;
+                }
+                (
+                    Op::ConvTranspose(ct),
+                    Prepared::ConvTranspose {
+                        params,
+                        bytes,
+                        bias,
+                    },
+                ) => {
+                    nchw::conv_transpose(
+                        &k.simple,
+                        batch,
+                        node,
+                        ct,
+                        (&x, &xs),
+                        (params, *bytes),
+                        *bias,
+                        &out,
+                        &out_shape,
                     )?;
                 }
                 (Op::BatchNorm { .. }, Prepared::Affine(params)) => {
