@@ -14,37 +14,9 @@ use std::process::Command;
 
 use common::files::{command, scratch, succeeded};
 use common::fixture;
+use common::python::python;
 use prost::Message;
 use subprune::onnx::proto;
-
-/// The Python that has onnx and onnxruntime, or `None` (outside CI) when there is none.
-fn python() -> Option<PathBuf> {
-    let imports = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import onnx, onnxruntime, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Some(py) = std::env::var_os("SUBPRUNE_PYTHON") {
-        let py = PathBuf::from(py);
-        assert!(
-            imports(&py),
-            "SUBPRUNE_PYTHON={} lacks onnx/onnxruntime",
-            py.display()
-        );
-        return Some(py);
-    }
-    let py = PathBuf::from("python3");
-    if imports(&py) {
-        return Some(py);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and no Python with onnx and onnxruntime: set SUBPRUNE_PYTHON (.ci/run does)"
-    );
-    eprintln!("no Python with onnx and onnxruntime (set SUBPRUNE_PYTHON): models not checked");
-    None
-}
 
 /// Runs `tests/check_onnx.py` on `model`: the checker's full check, then onnxruntime.
 fn check_with_onnx(py: &Path, model: &Path) {
