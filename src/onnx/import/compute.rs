@@ -120,7 +120,11 @@ fn split(ctx: &Ctx<'_>) -> Result<Op> {
             .map(|&v| usize::try_from(v).map_err(|_| err(format!("split {s:?} is negative"))))
             .collect::<Result<_>>()?,
         None => {
-            let n = ctx.int("num_outputs", outputs as i64)?.max(1) as usize;
+            let n = ctx.int("num_outputs", outputs as i64)?;
+            if n != outputs as i64 {
+                return Err(err(format!("num_outputs {n} for {outputs} outputs")));
+            }
+            let n = outputs;
             let part = len.div_ceil(n);
             if ctx.attr("num_outputs").is_none() && len % n != 0 {
                 return Err(err(format!(
