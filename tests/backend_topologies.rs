@@ -5,7 +5,8 @@
 //! `prune --keep-fraction 0.5` writes a model that the ONNX checker and onnxruntime accept.
 //!
 //! Until the importer reads opsets 7-10 and folds constant subgraphs, the script converts the
-//! opset-9 files to opset 11 and folds their `Unsqueeze`s of constants (see `docs/OPS.md`).
+//! opset-9 files to opset 11 and folds their `Unsqueeze`s and `Reshape`s of constants (see
+//! `docs/OPS.md`).
 //! AlexNet, ZFNet-512 and VGG-19 (0.25-0.6 GB of weights) are `#[ignore]`d: run them with
 //! `cargo test --release --test backend_topologies -- --ignored`.
 

@@ -8,8 +8,8 @@ Usage: backend_topologies.py OUT_DIR [NAME ...] [--opset 11] [--images N] [--cal
 Writes per model NAME.onnx, NAME.in.npy (N images), NAME.out.npy (onnxruntime's output),
 NAME.calib.npy (calibration images for `subprune prune`). Nothing is downloaded: the models come
 with the installed `onnx` package. `--opset 11` converts the opset-9 files with
-onnx.version_converter (needed until the importer reads opsets 7-10); Unsqueeze nodes on
-constants (DenseNet, Inception v2) are folded here (until the importer folds constant
+onnx.version_converter (needed until the importer reads opsets 7-10); Unsqueeze and Reshape nodes
+on constants (DenseNet, Inception v1/v2) are folded here (until the importer folds constant
 subgraphs), and so are the ConstantOfShape weight generators; a Reshape to [1, …] (the exported
 batch) becomes [0, …] so that batches of any size run.
 """
@@ -70,7 +70,7 @@ def prepare(name, out_dir, opset, images, calib, seed):
     for k, v in list(consts.items()):
         if v.dtype == np.float32 and v.ndim > 0:
             consts[k] = random_value(v.shape, uses.get(k, []), rng).astype(np.float32)
-    # Unsqueeze of a constant (opset 9: axes attribute) folded.
+    # Unsqueeze (opset 9: axes attribute) and Reshape of a constant folded.
     nodes = []
     for n in kept:
         if n.op_type == "Unsqueeze" and n.input[0] in consts and len(n.input) == 1:
@@ -79,6 +79,10 @@ def prepare(name, out_dir, opset, images, calib, seed):
             for a in sorted(axes):
                 v = np.expand_dims(v, a)
             consts[n.output[0]] = v
+        elif n.op_type == "Reshape" and all(x in consts for x in n.input):
+            v, shape = consts[n.input[0]], consts[n.input[1]].tolist()
+            shape = [v.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            consts[n.output[0]] = v.reshape(shape)
         else:
             nodes.append(n)
     # A Reshape to [1, …] (the exported batch of 1) keeps the batch instead: [0, …].
