@@ -61,7 +61,12 @@ fn topology(name: &str, expect: Prune) {
     run_script(
         &py,
         "../tools/backend_topologies.py",
-        &[dir.as_os_str(), name.as_ref(), "--opset".as_ref(), "11".as_ref()],
+        &[
+            dir.as_os_str(),
+            name.as_ref(),
+            "--opset".as_ref(),
+            "11".as_ref(),
+        ],
     );
     let path = dir.join(format!("{name}.onnx"));
     let model = subprune::onnx::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));

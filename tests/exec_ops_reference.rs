@@ -37,7 +37,9 @@ fn matches_onnxruntime(exec: &dyn Executor, dir: &Path, name: &str) -> Result<()
             .fold(0.0f32, |m, v| m.max(v.abs()))
             .max(1e-6);
         for (i, (a, b)) in ours.data.iter().zip(&want.data).enumerate() {
-            if !((a - b).abs() <= TOLERANCE * scale) {
+            // Written so that a NaN fails.
+            let close = (a - b).abs() <= TOLERANCE * scale;
+            if !close {
                 return Err(format!(
                     "{name} output {k} on {on}: element {i}: ours {a}, onnxruntime {b} (scale {scale})"
                 ));
