@@ -722,11 +722,8 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
         other if compute::handles(other) => compute::convert(ctx, other)?,
         other => {
             return Err(err(format!(
-                "op '{other}' is not supported; supported ops: Conv, Gemm, MatMul, \
-                 BatchNormalization, Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Add, \
-                 Sub, Mul, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, \
-                 Concat, Slice, Pad, Dropout, Identity, Constant, Softmax, {}",
-                compute::OPS.join(", ")
+                "op '{other}' is not supported\nsupported ops: {} (docs/OPS.md)",
+                super::supported::SUPPORTED_OPS.join(", ")
             )))
         }
     };

@@ -82,8 +82,9 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
         .map(|(op, count, first)| format!("{op} ×{count} (first: '{first}')"))
         .collect();
     Some(format!(
-        "{} op type{} not supported: {}; supported ops: {}. Export the model without them (e.g. \
-         a plain activation for a fused one), or fold its shape computations first (onnxsim)",
+        "{} op type{} not supported: {}. Export the model without them (e.g. a plain activation \
+         for a fused one), or fold its shape computations first (onnxsim)\nsupported ops: {} \
+         (docs/OPS.md)",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
         list.join(", "),
