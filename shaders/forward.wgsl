@@ -68,6 +68,21 @@ fn stride_b(d: u32) -> i32 {
     return p.sb[d / 4u][d % 4u];
 }
 
+// The first value of group i = (o, j) of outer × inner over outer × len × inner: o·len·inner + j
+// (softmax, reduce).
+fn group_base(i: u32) -> u32 {
+    let o = i / p.inner;
+    return o * p.len * p.inner + (i - o * p.inner);
+}
+
+// The output pixel of flat index i over planes of oh × ow (geo_in_out.zw): (plane, row, column).
+fn out_pixel(i: u32) -> vec3<u32> {
+    let ohw = p.geo_in_out.z * p.geo_in_out.w;
+    let plane = i / ohw;
+    let rest = i - plane * ohw;
+    return vec3<u32>(plane, rest / p.geo_in_out.w, rest % p.geo_in_out.w);
+}
+
 // Unary ops: 0 Relu, 1 LeakyRelu(fa), 2 Clip(fa, fb), 3 Sigmoid, 4 HardSigmoid(fa, fb),
 // 5 HardSwish, 6 copy, 7 Tanh, 8 Exp, 9 Softplus, 10 Sqrt, 11 Erf, 12 Pow(fa).
 fn unary_op(op: u32, v: f32) -> f32 {
@@ -361,9 +376,7 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if i >= p.count {
         return;
     }
-    let o = i / p.inner;
-    let j = i - o * p.inner;
-    let base = o * p.len * p.inner + j;
+    let base = group_base(i);
     var m = a[base];
     for (var k = 1u; k < p.len; k++) {
         m = max(m, a[base + k * p.inner]);
@@ -400,9 +413,7 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if i >= p.count {
         return;
     }
-    let o = i / p.inner;
-    let j = i - o * p.inner;
-    let base = o * p.len * p.inner + j;
+    let base = group_base(i);
     var best = -3.4028235e38;
     var sum = 0.0;
     for (var k = 0u; k < p.len; k++) {
@@ -477,15 +488,12 @@ fn resize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if i >= p.count {
         return;
     }
+    let px = out_pixel(i);
     let h = p.geo_in_out.x;
     let w = p.geo_in_out.y;
-    let oh = p.geo_in_out.z;
-    let ow = p.geo_in_out.w;
-    let plane = i / (oh * ow);
-    let rest = i - plane * oh * ow;
-    let sy = source_coordinate(rest / ow, p.fa, h, oh);
-    let sx = source_coordinate(rest % ow, p.fb, w, ow);
-    let base = plane * h * w;
+    let sy = source_coordinate(px.y, p.fa, h, p.geo_in_out.z);
+    let sx = source_coordinate(px.z, p.fb, w, p.geo_in_out.w);
+    let base = px.x * h * w;
     if p.op == 0u {
         out[i] = a[base + nearest(sy, h) * w + nearest(sx, w)];
         return;
@@ -512,20 +520,17 @@ fn conv_transpose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if i >= p.count {
         return;
     }
+    let px = out_pixel(i);
+    let oy = i32(px.y);
+    let ox = i32(px.z);
+    let m = px.x % p.inner;
+    let image = px.x / p.inner;
     let h = i32(p.geo_in_out.x);
     let w = i32(p.geo_in_out.y);
-    let oh = p.geo_in_out.z;
-    let ow = p.geo_in_out.w;
     let kh = i32(p.geo_kernel_stride.x);
     let kw = i32(p.geo_kernel_stride.y);
     let sh = i32(p.geo_kernel_stride.z);
     let sw = i32(p.geo_kernel_stride.w);
-    let plane = i / (oh * ow);
-    let rest = i - plane * oh * ow;
-    let oy = i32(rest / ow);
-    let ox = i32(rest % ow);
-    let m = plane % p.inner;
-    let image = plane / p.inner;
     let mg = p.inner / p.len;
     let cg = p.channels / p.len;
     let g = m / mg;

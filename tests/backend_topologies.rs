@@ -93,50 +93,30 @@ fn topology(name: &str, expect: Prune) {
     run_script(&py, "check_onnx.py", &[pruned.as_os_str()]);
 }
 
-#[test]
-fn squeezenet() {
-    topology("squeezenet", Prune::Writes);
+/// One test per topology: `name: expectation`, `#[ignore]`d where marked.
+macro_rules! topologies {
+    ($($(#[$attr:meta])* $name:ident: $expect:ident,)*) => {
+        $(
+            #[test]
+            $(#[$attr])*
+            fn $name() {
+                topology(stringify!($name), Prune::$expect);
+            }
+        )*
+    };
 }
 
-#[test]
-fn shufflenet() {
-    topology("shufflenet", Prune::NothingPrunable);
-}
-
-#[test]
-fn inception_v1() {
-    topology("inception_v1", Prune::Writes);
-}
-
-#[test]
-fn inception_v2() {
-    topology("inception_v2", Prune::Writes);
-}
-
-#[test]
-fn densenet121() {
-    topology("densenet121", Prune::Writes);
-}
-
-#[test]
-fn resnet50() {
-    topology("resnet50", Prune::Writes);
-}
-
-#[test]
-#[ignore = "0.24 GB of weights: run in release with --ignored"]
-fn bvlc_alexnet() {
-    topology("bvlc_alexnet", Prune::Writes);
-}
-
-#[test]
-#[ignore = "0.35 GB of weights: run in release with --ignored"]
-fn zfnet512() {
-    topology("zfnet512", Prune::Writes);
-}
-
-#[test]
-#[ignore = "0.57 GB of weights: run in release with --ignored"]
-fn vgg19() {
-    topology("vgg19", Prune::Writes);
+topologies! {
+    squeezenet: Writes,
+    shufflenet: NothingPrunable,
+    inception_v1: Writes,
+    inception_v2: Writes,
+    densenet121: Writes,
+    resnet50: Writes,
+    #[ignore = "0.24 GB of weights: run in release with --ignored"]
+    bvlc_alexnet: Writes,
+    #[ignore = "0.35 GB of weights: run in release with --ignored"]
+    zfnet512: Writes,
+    #[ignore = "0.57 GB of weights: run in release with --ignored"]
+    vgg19: Writes,
 }

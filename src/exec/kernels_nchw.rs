@@ -104,14 +104,15 @@ pub fn conv_transpose(
 ) {
     let ([h, w], [oh, ow]) = (input, output);
     let (cg, mg) = (c / ct.group, m / ct.group);
-    let [kh, kw] = ct.kernel;
+    let (win, pads) = (&ct.window, ct.pads());
+    let [kh, kw] = win.kernel;
     if oh * ow == 0 {
         return;
     }
     // One source index per (output, kernel) position along an axis, if the stride reaches it.
     let source = |o: usize, k: usize, a: usize, len: usize| -> Option<usize> {
-        let t = (o + ct.pads[a]).checked_sub(k * ct.dilations[a])?;
-        (t % ct.strides[a] == 0 && t / ct.strides[a] < len).then_some(t / ct.strides[a])
+        let t = (o + pads[a]).checked_sub(k * win.dilations[a])?;
+        (t % win.strides[a] == 0 && t / win.strides[a] < len).then_some(t / win.strides[a])
     };
     out.par_chunks_mut(oh * ow)
         .enumerate()

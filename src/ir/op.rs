@@ -258,14 +258,8 @@ impl Resize {
 /// A transposed convolution over NCHW input with a `(C, M/group, kh, kw)` weight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvTranspose {
-    /// Kernel height and width.
-    pub kernel: [usize; 2],
-    /// Strides (rows, columns).
-    pub strides: [usize; 2],
-    /// Dilations (rows, columns).
-    pub dilations: [usize; 2],
-    /// Pads `[top, left, bottom, right]` cropped from the full output.
-    pub pads: [usize; 4],
+    /// Kernel, strides, dilations and the pads cropped from the full output (always explicit).
+    pub window: Window,
     /// Extra rows and columns added at the end of the output.
     pub output_padding: [usize; 2],
     /// Channel groups.
@@ -273,16 +267,25 @@ pub struct ConvTranspose {
 }
 
 impl ConvTranspose {
+    /// The pads `[top, left, bottom, right]` cropped from the full output.
+    pub fn pads(&self) -> [usize; 4] {
+        match self.window.padding {
+            Padding::Explicit(p) => p,
+            Padding::SameUpper | Padding::SameLower => [0; 4],
+        }
+    }
+
     /// Output (rows, columns) for an `h × w` input:
     /// `stride · (in − 1) + output_padding + dilation · (k − 1) + 1 − pads`.
     pub fn output(&self, h: usize, w: usize) -> Result<[usize; 2], String> {
+        let (win, pads) = (&self.window, self.pads());
         let mut out = [0; 2];
         for (a, &n) in [h, w].iter().enumerate() {
-            let full = (n.max(1) as u128 - 1) * self.strides[a] as u128
+            let full = (n.max(1) as u128 - 1) * win.strides[a] as u128
                 + self.output_padding[a] as u128
-                + self.dilations[a] as u128 * (self.kernel[a].max(1) as u128 - 1)
+                + win.dilations[a] as u128 * (win.kernel[a].max(1) as u128 - 1)
                 + 1;
-            let crop = self.pads[a] as u128 + self.pads[a + 2] as u128;
+            let crop = pads[a] as u128 + pads[a + 2] as u128;
             if n == 0 || full <= crop || full - crop > super::shape::MAX_ELEMENTS as u128 {
                 return Err(format!(
                     "input {h}×{w} with {self:?} gives no valid output size"

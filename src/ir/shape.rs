@@ -187,13 +187,16 @@ pub fn infer_all(op: &Op, inputs: &[Option<Shape>]) -> Result<Vec<Shape>, String
     Ok(outs)
 }
 
+/// The shape of input `i`, or a message when it is absent.
+pub(super) fn input_shape(inputs: &[Option<Shape>], i: usize) -> Result<&Shape, String> {
+    inputs
+        .get(i)
+        .and_then(|s| s.as_ref())
+        .ok_or_else(|| format!("input {i} is missing"))
+}
+
 fn infer_unchecked(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
-    let input = |i: usize| -> Result<&Shape, String> {
-        inputs
-            .get(i)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(|| format!("input {i} is missing"))
-    };
+    let input = |i: usize| input_shape(inputs, i);
     let x = input(0)?;
     match op {
         Op::Conv(conv) => {

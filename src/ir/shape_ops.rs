@@ -3,7 +3,7 @@
 //! hands them here.
 
 use super::op::Op;
-use super::shape::{broadcast, Dim, Shape};
+use super::shape::{broadcast, input_shape, Dim, Shape};
 
 /// A fixed dimension of `shape`, or a message saying which.
 fn fixed(shape: &Shape, axis: usize, what: &str) -> Result<usize, String> {
@@ -27,12 +27,7 @@ fn nchw(x: &Shape, op: &str) -> Result<[usize; 3], String> {
 
 /// The shapes of every output of `op` (one per Split part, else one); `x` is input 0.
 pub(super) fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Vec<Shape>, String> {
-    let input = |i: usize| -> Result<&Shape, String> {
-        inputs
-            .get(i)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(|| format!("input {i} is missing"))
-    };
+    let input = |i: usize| input_shape(inputs, i);
     let x = input(0)?;
     let one = |s: Shape| Ok(vec![s]);
     match op {
@@ -91,10 +86,10 @@ pub(super) fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Vec<Shape>, Str
                 .filter(|d| d.len() == 4)
                 .ok_or_else(|| format!("weight {wt} must be a fixed (C, M/group, kh, kw)"))?;
             let g = ct.group;
-            if dims[0] != c || g == 0 || c % g != 0 || [dims[2], dims[3]] != ct.kernel {
+            if dims[0] != c || g == 0 || c % g != 0 || [dims[2], dims[3]] != ct.window.kernel {
                 return Err(format!(
                     "weight {wt} does not fit input {x} with group {g} and kernel {:?}",
-                    ct.kernel
+                    ct.window.kernel
                 ));
             }
             let m = dims[1] * g;

@@ -719,13 +719,12 @@ fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             let c = constant_value(ctx)?;
             return Ok((Op::Constant, Some(c)));
         }
-        other if compute::handles(other) => compute::convert(ctx, other)?,
-        other => {
-            return Err(err(format!(
+        other => compute::convert(ctx, other)?.ok_or_else(|| {
+            err(format!(
                 "op '{other}' is not supported\nsupported ops: {} (docs/OPS.md)",
                 super::supported::SUPPORTED_OPS.join(", ")
-            )))
-        }
+            ))
+        })?,
     };
     Ok((op, None))
 }

@@ -14,19 +14,17 @@ fn u32_of(node: &Node, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| node.error(format!("size {v} is beyond the GPU kernels' range")))
 }
 
-/// Resize, the reductions, GlobalMaxPool and LRN on input `x`.
+/// Resize, the reductions, GlobalMaxPool and LRN: input `a` of shape `xs`, output `o` of
+/// `count` values and shape `out_shape` (buffers with their bound bytes).
 pub(super) fn run(
     k: &SimpleKernels,
     batch: &mut Batch<'_>,
     node: &Node,
-    x: (&wgpu::Buffer, &[usize]),
-    out: &Rc<PooledBuffer>,
+    (a, xs): ((&wgpu::Buffer, u64), &[usize]),
+    o: (&wgpu::Buffer, u64),
     out_shape: &[usize],
 ) -> Result<()> {
-    let (xb, xs) = x;
     let count: usize = out_shape.iter().product();
-    let a = (xb, bytes(xs));
-    let o = (&***out, bytes(out_shape));
     match &node.op {
         Op::Resize(r) => {
             let (size, scales) = r.resolve([xs[2], xs[3]]).map_err(|e| node.error(e))?;
@@ -124,6 +122,7 @@ pub(super) fn conv_transpose(
     out_shape: &[usize],
 ) -> Result<()> {
     let (xb, xs) = x;
+    let (win, pads) = (&ct.window, ct.pads());
     let p = FwdParams {
         channels: u32_of(node, xs[1])?,
         inner: u32_of(node, out_shape[1])?,
@@ -136,16 +135,16 @@ pub(super) fn conv_transpose(
             u32_of(node, out_shape[3])?,
         ],
         geo_kernel_stride: [
-            u32_of(node, ct.kernel[0])?,
-            u32_of(node, ct.kernel[1])?,
-            u32_of(node, ct.strides[0])?,
-            u32_of(node, ct.strides[1])?,
+            u32_of(node, win.kernel[0])?,
+            u32_of(node, win.kernel[1])?,
+            u32_of(node, win.strides[0])?,
+            u32_of(node, win.strides[1])?,
         ],
         geo_dil_pad: [
-            u32_of(node, ct.dilations[0])?,
-            u32_of(node, ct.dilations[1])?,
-            u32_of(node, ct.pads[0])?,
-            u32_of(node, ct.pads[1])?,
+            u32_of(node, win.dilations[0])?,
+            u32_of(node, win.dilations[1])?,
+            u32_of(node, pads[0])?,
+            u32_of(node, pads[1])?,
         ],
         ..Default::default()
     };

@@ -483,7 +483,7 @@ pub(super) fn run(
             flat(batch, &k.gather, p, count, a, None, o)
         }
         Op::Resize(_) | Op::Reduce { .. } | Op::GlobalMaxPool | Op::Lrn(_) => {
-            super::nchw::run(k, batch, node, x, out, out_shape)
+            super::nchw::run(k, batch, node, (a, xs), o, out_shape)
         }
         other => Err(node.error(format!(
             "{} is not supported by the GPU executor",

@@ -6,40 +6,14 @@
 use super::Ctx;
 use crate::error::Result;
 use crate::ir::{
-    ConvTranspose, CoordMode, Lrn, Nary, NearestRounding, Op, ReduceKind, Resize, ResizeMode, Unary,
+    ConvTranspose, CoordMode, Lrn, Nary, NearestRounding, Op, Padding, ReduceKind, Resize,
+    ResizeMode, Unary, Window,
 };
 
-/// The op types [`convert`] handles.
-pub(super) const OPS: [&str; 18] = [
-    "Split",
-    "Transpose",
-    "Resize",
-    "Sum",
-    "Max",
-    "Min",
-    "ConvTranspose",
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceSum",
-    "GlobalMaxPool",
-    "LRN",
-    "Tanh",
-    "Exp",
-    "Softplus",
-    "Sqrt",
-    "Erf",
-    "Pow",
-];
-
-/// Whether [`convert`] handles `op_type`.
-pub(super) fn handles(op_type: &str) -> bool {
-    OPS.contains(&op_type)
-}
-
-/// The typed op of a proto node whose type [`handles`] accepts.
-pub(super) fn convert(ctx: &Ctx<'_>, op_type: &str) -> Result<Op> {
+/// The typed op of a proto node of one of these types, or `None` for another type.
+pub(super) fn convert(ctx: &Ctx<'_>, op_type: &str) -> Result<Option<Op>> {
     let err = ctx.err;
-    Ok(match op_type {
+    Ok(Some(match op_type {
         "Tanh" => Op::Unary(Unary::Tanh),
         "Exp" => Op::Unary(Unary::Exp),
         "Softplus" => Op::Unary(Unary::Softplus),
@@ -93,8 +67,11 @@ pub(super) fn convert(ctx: &Ctx<'_>, op_type: &str) -> Result<Op> {
         "Split" => split(ctx)?,
         "Resize" => resize(ctx)?,
         "ConvTranspose" => conv_transpose(ctx)?,
-        _ => reduce(ctx, op_type)?,
-    })
+        "ReduceMean" => reduce(ctx, ReduceKind::Mean)?,
+        "ReduceMax" => reduce(ctx, ReduceKind::Max)?,
+        "ReduceSum" => reduce(ctx, ReduceKind::Sum)?,
+        _ => return Ok(None),
+    }))
 }
 
 fn split(ctx: &Ctx<'_>) -> Result<Op> {
@@ -274,31 +251,29 @@ fn conv_transpose(ctx: &Ctx<'_>) -> Result<Op> {
     if group < 1 {
         return Err(err(format!("group {group} must be ≥ 1")));
     }
-    let ct = ConvTranspose {
+    let window = Window {
         kernel,
         strides: ctx.pair("strides", 1)?,
         dilations: ctx.pair("dilations", 1)?,
-        pads,
+        padding: Padding::Explicit(pads),
+        ceil_mode: false,
+    };
+    if window.strides.contains(&0) || window.dilations.contains(&0) {
+        return Err(err(format!(
+            "strides {:?} and dilations {:?} must be ≥ 1",
+            window.strides, window.dilations
+        )));
+    }
+    let ct = ConvTranspose {
+        window,
         output_padding: ctx.pair("output_padding", 0)?,
         group: group as usize,
     };
-    if ct.strides.contains(&0) || ct.dilations.contains(&0) {
-        return Err(err(format!(
-            "strides {:?} and dilations {:?} must be ≥ 1",
-            ct.strides, ct.dilations
-        )));
-    }
     Ok(Op::ConvTranspose(ct))
 }
 
-fn reduce(ctx: &Ctx<'_>, op_type: &str) -> Result<Op> {
+fn reduce(ctx: &Ctx<'_>, kind: ReduceKind) -> Result<Op> {
     let err = ctx.err;
-    let kind = match op_type {
-        "ReduceMean" => ReduceKind::Mean,
-        "ReduceMax" => ReduceKind::Max,
-        "ReduceSum" => ReduceKind::Sum,
-        other => return Err(err(format!("op '{other}' is not supported"))),
-    };
     let rank = ctx.rank()?;
     // Axes: an input from opset 13 (ReduceSum) and 18 (the others), an attribute before.
     let given = match ctx.const_ints(1, "axes")? {
