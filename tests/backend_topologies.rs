@@ -54,6 +54,11 @@ enum Prune {
     NothingPrunable,
 }
 
+/// The topologies with a fully connected weight above 128 MiB.
+fn expect_large_weights(name: &str) -> bool {
+    ["bvlc_alexnet", "zfnet512", "vgg19"].contains(&name)
+}
+
 /// Prepares `name`, runs it on both executors, prunes it and checks the written model.
 fn topology(name: &str, expect: Prune) {
     let Some(py) = python() else { return };
@@ -72,9 +77,17 @@ fn topology(name: &str, expect: Prune) {
     let model = subprune::onnx::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let cpu = CpuExecutor::new(&model.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
     matches_onnxruntime(&cpu, &dir, name);
-    let gpu = GpuExecutor::new(&model.graph, gpu()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    matches_onnxruntime(&gpu, &dir, name);
-    drop((cpu, gpu, model));
+    // AlexNet's, ZFNet's and VGG's first fully connected weights (0.1-0.4 GB) are above the
+    // largest storage binding of many adapters (lavapipe: 128 MiB): refused with a message.
+    match GpuExecutor::new(&model.graph, gpu()) {
+        Ok(gpu) => matches_onnxruntime(&gpu, &dir, name),
+        Err(e) if e.to_string().contains("largest buffer binding") => {
+            assert!(expect_large_weights(name), "{name}: {e}");
+            eprintln!("{name}: not on this GPU: {e}");
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+    drop((cpu, model));
     let pruned = dir.join(format!("{name}.pruned.onnx"));
     let out = command()
         .arg("prune")

@@ -94,9 +94,20 @@ struct Kernels {
     gemm: gemm::GemmKernels,
 }
 
-/// Uploads `data` to a new device buffer.
+/// Uploads `data` to a new device buffer, or says that a kernel could not bind it whole (the
+/// device's largest storage binding; a 9216 × 4096 fully connected weight is above wgpu's
+/// default 128 MiB).
 fn upload(gpu: &Arc<Gpu>, label: &str, data: &[f32]) -> Result<PooledBuffer> {
-    let buffer = gpu.buffer(label, 4 * data.len() as u64, STORAGE)?;
+    let bytes = 4 * data.len() as u64;
+    if bytes > gpu.max_binding() {
+        return Err(Error::Gpu(format!(
+            "'{label}': {bytes} bytes of parameters are more than the device's largest buffer \
+             binding ({} bytes) on {}; run this model on the CPU executor",
+            gpu.max_binding(),
+            gpu.info.name
+        )));
+    }
+    let buffer = gpu.buffer(label, bytes, STORAGE)?;
     if !data.is_empty() {
         gpu.queue
             .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
