@@ -473,8 +473,8 @@ fn parameter_structs_match_the_shaders() {
         ("flag", offset_of!(FwdParams, flag)),
         ("fa", offset_of!(FwdParams, fa)),
         ("fb", offset_of!(FwdParams, fb)),
-        ("_pad0", offset_of!(FwdParams, pad)),
-        ("_pad1", offset_of!(FwdParams, pad) + 4),
+        ("fc", offset_of!(FwdParams, fc)),
+        ("_pad1", offset_of!(FwdParams, pad)),
         ("geo_in_out", offset_of!(FwdParams, geo_in_out)),
         (
             "geo_kernel_stride",

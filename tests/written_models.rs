@@ -8,16 +8,14 @@
 //! one these tests say so and pass, except under `CI=true`, where they fail.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
 use std::path::Path;
 use std::process::Command;
 
 use common::files::{command, scratch, succeeded};
 use common::fixture;
+use common::python::python;
 use prost::Message;
-use python::python;
 use subprune::onnx::proto;
 
 /// Runs `tests/check_onnx.py` on `model`: the checker's full check, then onnxruntime.

@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use super::kernels::{self, Geometry};
+use super::kernels_nchw as nchw;
 use super::{Activation, Executor, Plan, TapSink};
 use crate::error::{Error, Result};
-use crate::ir::{shape, Node, Op, Shape, ValueId};
+use crate::ir::{shape, Node, Op, ReduceKind, Shape, ValueId};
 use crate::tensor::{Tensor, TensorView};
 
 /// What a node needs beyond its op, computed once.
@@ -45,7 +46,7 @@ impl CpuExecutor {
                     .ok_or_else(|| node.error(format!("{what} must be a float constant")))
             };
             match &node.op {
-                Op::Conv(_) => {
+                Op::Conv(_) | Op::ConvTranspose(_) => {
                     float_const(1, "the weight")?;
                     if node.inputs.get(2).copied().flatten().is_some() {
                         float_const(2, "the bias")?;
@@ -85,7 +86,7 @@ impl CpuExecutor {
                         return Err(node.error(format!("B {b} must have a fixed shape")));
                     }
                 }
-                Op::Binary(_) | Op::Concat { .. } => {
+                Op::Binary(_) | Op::Concat { .. } | Op::Nary(_) => {
                     for id in node.inputs.iter().flatten() {
                         if let Some(c) = g.constant(*id) {
                             if c.f32().is_none() {
@@ -394,6 +395,48 @@ impl CpuExecutor {
                 if count > 0 {
                     kernels::strided_gather(x.data, 0, &step, &out_shape, &mut out);
                 }
+            }
+            Op::Transpose { perm } => {
+                let st = kernels::strides(x.shape);
+                let step: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+                if count > 0 {
+                    kernels::strided_gather(x.data, 0, &step, &out_shape, &mut out);
+                }
+            }
+            Op::Resize(r) => {
+                let planes = x.shape[0] * x.shape[1];
+                nchw::resize(x.data, planes, [x.shape[2], x.shape[3]], r, &mut out);
+            }
+            Op::ConvTranspose(ct) => {
+                let (w, bias) = (vals.input(node, 1)?, vals.optional(node, 2)?);
+                nchw::conv_transpose(
+                    x.data,
+                    x.shape[1],
+                    [x.shape[2], x.shape[3]],
+                    w.data,
+                    bias.map(|b| b.data),
+                    out_shape[1],
+                    ct,
+                    [out_shape[2], out_shape[3]],
+                    &mut out,
+                );
+            }
+            Op::Lrn(lrn) => {
+                let inner: usize = x.shape[2..].iter().product();
+                nchw::lrn(x.data, x.shape[1], inner, lrn, &mut out);
+            }
+            Op::Reduce { kind, axes, .. } => {
+                let (first, last) = (axes[0], axes[axes.len() - 1]);
+                let len: usize = x.shape[first..=last].iter().product();
+                let inner: usize = x.shape[last + 1..].iter().product();
+                nchw::reduce(x.data, *kind, len, inner, &mut out);
+            }
+            Op::GlobalMaxPool => {
+                let len: usize = x.shape[2..].iter().product();
+                nchw::reduce(x.data, ReduceKind::Max, len, 1, &mut out);
+            }
+            Op::Split { .. } | Op::Nary(_) => {
+                return Err(node.error("not lowered by the plan (a Split or an n-ary op)"))
             }
             Op::Constant => return Err(node.error("a Constant is not run")),
         }

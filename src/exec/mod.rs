@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod eval;
 pub mod gpu;
 pub mod kernels;
+pub mod kernels_nchw;
 pub mod plan;
 pub mod run;
 

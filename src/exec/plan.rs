@@ -3,7 +3,7 @@
 //! activations of one batch).
 
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Op, Shape, ValueId};
+use crate::ir::{shape, Graph, Node, Op, Shape, Value, ValueId};
 
 /// One node of the plan.
 #[derive(Clone, Debug)]
@@ -26,9 +26,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Plans `graph`: checks that it has one input and is in topological order.
+    /// Plans `graph`: checks that it has one input and is in topological order, and lowers the
+    /// ops the executors run as others ([`lower`]).
     pub fn new(graph: &Graph) -> Result<Self> {
-        let graph = graph.clone();
+        let graph = lower(graph)?;
         let input = match graph.inputs.as_slice() {
             [one] => *one,
             other => {
@@ -129,4 +130,74 @@ impl Plan {
         })?;
         n.input(index)
     }
+}
+
+/// `graph` with the ops that executors run as simpler ones rewritten: a Split becomes one Slice
+/// per part (so that every node computes one output), an n-ary Sum/Max/Min a chain of binary
+/// ops (intermediate values appended after the graph's, so value ids stay valid for taps).
+/// Lowered nodes keep the original node's name, for errors.
+pub fn lower(graph: &Graph) -> Result<Graph> {
+    let mut out = graph.clone();
+    out.nodes = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        match &node.op {
+            Op::Split { axis, sizes } => {
+                let mut start = 0;
+                for (&o, &len) in node.outputs.iter().zip(sizes) {
+                    out.nodes.push(Node {
+                        name: node.name.clone(),
+                        op: Op::Slice {
+                            starts: vec![start as i64],
+                            ends: vec![(start + len) as i64],
+                            axes: vec![*axis],
+                            steps: vec![1],
+                        },
+                        inputs: vec![Some(node.input(0)?)],
+                        outputs: vec![o],
+                    });
+                    start += len;
+                }
+            }
+            Op::Nary(nary) => {
+                let inputs: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
+                let Some((&first, rest)) = inputs.split_first() else {
+                    return Err(node.error("it has no input"));
+                };
+                let mut acc = first;
+                if rest.is_empty() {
+                    out.nodes.push(Node {
+                        name: node.name.clone(),
+                        op: Op::Identity,
+                        inputs: vec![Some(acc)],
+                        outputs: vec![node.outputs[0]],
+                    });
+                }
+                for (k, &next) in rest.iter().enumerate() {
+                    let result = if k + 1 == rest.len() {
+                        node.outputs[0]
+                    } else {
+                        let shape =
+                            shape::broadcast(&out.values[acc].shape, &out.values[next].shape)
+                                .map_err(|r| node.error(r))?;
+                        out.values.push(Value {
+                            name: format!("{}#fold{k}", graph.values[node.outputs[0]].name),
+                            shape,
+                            constant: None,
+                            initializer: false,
+                        });
+                        out.values.len() - 1
+                    };
+                    out.nodes.push(Node {
+                        name: node.name.clone(),
+                        op: Op::Binary(nary.step()),
+                        inputs: vec![Some(acc), Some(next)],
+                        outputs: vec![result],
+                    });
+                    acc = result;
+                }
+            }
+            _ => out.nodes.push(node.clone()),
+        }
+    }
+    Ok(out)
 }

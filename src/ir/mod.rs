@@ -4,10 +4,14 @@
 
 pub mod op;
 pub mod shape;
+mod shape_ops;
 
 use std::collections::HashMap;
 
-pub use op::{Binary, Conv, Gemm, Op, PadMode, Padding, PoolKind, Unary, Window};
+pub use op::{
+    Binary, Conv, ConvTranspose, CoordMode, Gemm, Lrn, Nary, NearestRounding, Op, PadMode, Padding,
+    PoolKind, ReduceKind, Resize, ResizeMode, Unary, Window,
+};
 pub use shape::{Dim, Shape};
 
 use crate::error::{Error, Result};
@@ -86,7 +90,7 @@ pub struct Node {
     pub op: Op,
     /// Input values in order; `None` for an omitted optional input.
     pub inputs: Vec<Option<ValueId>>,
-    /// Output values (only the first is computed by the ops here; others must be unused).
+    /// Output values (one computed per Split part, else only the first; others must be unused).
     pub outputs: Vec<ValueId>,
 }
 
@@ -107,6 +111,31 @@ impl Node {
             Error::Node { node, .. } if *node == self.name => error,
             _ => error.context(format!("node '{}' ({})", self.name, self.op.kind())),
         }
+    }
+
+    /// How many outputs the op computes (several for a Split; the extra outputs of other ops,
+    /// MaxPool indices, Dropout masks, are not computed).
+    pub fn computed_outputs(&self) -> usize {
+        match &self.op {
+            Op::Split { sizes, .. } => sizes.len(),
+            _ => 1,
+        }
+    }
+
+    /// Stores `shapes` (from [`shape::infer_all`]) on this node's outputs, or names a Split
+    /// whose parts do not match its outputs.
+    pub fn set_output_shapes(&self, values: &mut [Value], shapes: Vec<Shape>) -> Result<()> {
+        if shapes.len() != self.computed_outputs() || self.outputs.len() < shapes.len() {
+            return Err(self.error(format!(
+                "it computes {} outputs, the model gives it {}",
+                shapes.len(),
+                self.outputs.len()
+            )));
+        }
+        for (&o, s) in self.outputs.iter().zip(shapes) {
+            values[o].shape = s;
+        }
+        Ok(())
     }
 
     /// The value id of input `i`, or an error naming the node.
@@ -208,9 +237,13 @@ impl Graph {
             if node.op == Op::Constant {
                 continue;
             }
-            let out = self.output_shape(node)?;
-            let first = node.outputs[0];
-            self.values[first].shape = out;
+            let shapes: Vec<Option<Shape>> = node
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| self.values[v].shape.clone()))
+                .collect();
+            let outs = shape::infer_all(&node.op, &shapes).map_err(|reason| node.error(reason))?;
+            node.set_output_shapes(&mut self.values, outs)?;
         }
         Ok(())
     }
@@ -231,7 +264,7 @@ impl Graph {
     pub fn check_single_outputs(&self) -> Result<()> {
         let consumers = self.consumers();
         for node in &self.nodes {
-            for &extra in node.outputs.iter().skip(1) {
+            for &extra in node.outputs.iter().skip(node.computed_outputs()) {
                 if !consumers[extra].is_empty() || self.outputs.contains(&extra) {
                     return Err(node.error(format!(
                         "output '{}' is used, but only the first output of this op is supported",

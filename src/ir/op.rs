@@ -136,6 +136,179 @@ pub enum Binary {
     Mul,
     /// `a / b`
     Div,
+    /// `max(a, b)` (a two-input ONNX `Max`, or one step of an n-ary one).
+    Max,
+    /// `min(a, b)`
+    Min,
+}
+
+/// Element-wise ops over any number of inputs with NumPy broadcasting (ONNX `Sum`, `Max`, `Min`):
+/// a left fold of the matching [`Binary`] op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nary {
+    /// `a + b + …`
+    Sum,
+    /// `max(a, b, …)`
+    Max,
+    /// `min(a, b, …)`
+    Min,
+}
+
+impl Nary {
+    /// The binary op the fold applies.
+    pub fn step(self) -> Binary {
+        match self {
+            Nary::Sum => Binary::Add,
+            Nary::Max => Binary::Max,
+            Nary::Min => Binary::Min,
+        }
+    }
+}
+
+/// Reduction kind of [`Op::Reduce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// Mean of the reduced values.
+    Mean,
+    /// Largest reduced value.
+    Max,
+    /// Sum of the reduced values.
+    Sum,
+}
+
+/// How [`Op::Resize`] picks or mixes input pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// The nearest input pixel, rounded as given.
+    Nearest(NearestRounding),
+    /// Bilinear interpolation (ONNX `linear` on the two spatial axes).
+    Linear,
+}
+
+/// ONNX `nearest_mode`: how a fractional source coordinate becomes an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestRounding {
+    /// Halves go down.
+    RoundPreferFloor,
+    /// Halves go up.
+    RoundPreferCeil,
+    /// Always down.
+    Floor,
+    /// Always up.
+    Ceil,
+}
+
+/// ONNX `coordinate_transformation_mode`: the source coordinate of output pixel `x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordMode {
+    /// `(x + ½) / scale − ½`
+    HalfPixel,
+    /// As `HalfPixel`, but 0 when the output axis has one pixel.
+    PytorchHalfPixel,
+    /// `x · (in − 1) / (out − 1)` (0 for one output pixel).
+    AlignCorners,
+    /// `x / scale`
+    Asymmetric,
+}
+
+/// Resizing of the two spatial axes of an NCHW tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resize {
+    /// Nearest or bilinear.
+    pub mode: ResizeMode,
+    /// Source coordinate of an output pixel.
+    pub coord: CoordMode,
+    /// Scales (rows, columns): output = ⌊input · scale⌋ unless `sizes` is given.
+    pub scales: [f32; 2],
+    /// Output (rows, columns) as given; the scales are then output / input.
+    pub sizes: Option<[usize; 2]>,
+}
+
+impl Resize {
+    /// Output size and the scale the coordinate transform uses, per spatial axis, for an input
+    /// of `input` (rows, columns).
+    pub fn resolve(&self, input: [usize; 2]) -> Result<([usize; 2], [f32; 2]), String> {
+        let mut out = [0; 2];
+        let mut scales = self.scales;
+        for a in 0..2 {
+            out[a] = match self.sizes {
+                Some(s) => {
+                    scales[a] = s[a] as f32 / input[a] as f32;
+                    s[a]
+                }
+                None => {
+                    let o = (input[a] as f64 * self.scales[a] as f64).floor();
+                    if !(o.is_finite() && o >= 0.0 && o <= super::shape::MAX_ELEMENTS as f64) {
+                        return Err(format!(
+                            "scales {:?} give no valid output size for input {input:?}",
+                            self.scales
+                        ));
+                    }
+                    o as usize
+                }
+            };
+            if !(scales[a] > 0.0 && scales[a].is_finite()) {
+                return Err(format!("scale {} must be positive", scales[a]));
+            }
+        }
+        Ok((out, scales))
+    }
+}
+
+/// A transposed convolution over NCHW input with a `(C, M/group, kh, kw)` weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvTranspose {
+    /// Kernel, strides, dilations and the pads cropped from the full output (always explicit).
+    pub window: Window,
+    /// Extra rows and columns added at the end of the output.
+    pub output_padding: [usize; 2],
+    /// Channel groups.
+    pub group: usize,
+}
+
+impl ConvTranspose {
+    /// The pads `[top, left, bottom, right]` cropped from the full output.
+    pub fn pads(&self) -> [usize; 4] {
+        match self.window.padding {
+            Padding::Explicit(p) => p,
+            Padding::SameUpper | Padding::SameLower => [0; 4],
+        }
+    }
+
+    /// Output (rows, columns) for an `h × w` input:
+    /// `stride · (in − 1) + output_padding + dilation · (k − 1) + 1 − pads`.
+    pub fn output(&self, h: usize, w: usize) -> Result<[usize; 2], String> {
+        let (win, pads) = (&self.window, self.pads());
+        let mut out = [0; 2];
+        for (a, &n) in [h, w].iter().enumerate() {
+            let full = (n.max(1) as u128 - 1) * win.strides[a] as u128
+                + self.output_padding[a] as u128
+                + win.dilations[a] as u128 * (win.kernel[a].max(1) as u128 - 1)
+                + 1;
+            let crop = pads[a] as u128 + pads[a + 2] as u128;
+            if n == 0 || full <= crop || full - crop > super::shape::MAX_ELEMENTS as u128 {
+                return Err(format!(
+                    "input {h}×{w} with {self:?} gives no valid output size"
+                ));
+            }
+            out[a] = (full - crop) as usize;
+        }
+        Ok(out)
+    }
+}
+
+/// Local response normalisation across channels (ONNX `LRN`):
+/// `y = x / (bias + alpha / size · Σ x²)^beta`, the sum over `size` neighbouring channels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lrn {
+    /// Channels in the window.
+    pub size: usize,
+    /// Scale of the sum of squares (divided by `size`).
+    pub alpha: f32,
+    /// Exponent.
+    pub beta: f32,
+    /// Offset.
+    pub bias: f32,
 }
 
 /// Element-wise unary ops.
@@ -166,6 +339,21 @@ pub enum Unary {
     },
     /// `x · max(0, min(1, x / 6 + 1/2))`
     HardSwish,
+    /// `tanh(x)`
+    Tanh,
+    /// `e^x`
+    Exp,
+    /// `ln(1 + e^x)`
+    Softplus,
+    /// `√x`
+    Sqrt,
+    /// The error function (GELU's building block).
+    Erf,
+    /// `x^exponent` for a constant exponent (ONNX `Pow` with a one-value constant exponent).
+    Pow {
+        /// The exponent.
+        exponent: f32,
+    },
 }
 
 /// Pooling kind.
@@ -284,6 +472,37 @@ pub enum Op {
         /// Opset < 13 semantics.
         coerce_2d: bool,
     },
+    /// Split along `axis` into consecutive parts of `sizes`, one output per part.
+    Split {
+        /// The axis (non-negative).
+        axis: usize,
+        /// Length of each part along the axis.
+        sizes: Vec<usize>,
+    },
+    /// Axis permutation: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Resizing of the spatial axes (nearest or bilinear).
+    Resize(Resize),
+    /// Element-wise `Sum`, `Max` or `Min` of any number of inputs with broadcasting.
+    Nary(Nary),
+    /// Transposed 2-D convolution; inputs `X, W[, B]`.
+    ConvTranspose(ConvTranspose),
+    /// Mean, max or sum over `axes` (consecutive, never the batch).
+    Reduce {
+        /// Mean, max or sum.
+        kind: ReduceKind,
+        /// The reduced axes, sorted and consecutive.
+        axes: Vec<usize>,
+        /// Keep the reduced axes as size 1.
+        keepdims: bool,
+    },
+    /// Maximum over all spatial positions, keeping them as 1×1.
+    GlobalMaxPool,
+    /// Local response normalisation across channels.
+    Lrn(Lrn),
 }
 
 impl Op {
@@ -300,10 +519,19 @@ impl Op {
             Op::Unary(Unary::Sigmoid) => "Sigmoid",
             Op::Unary(Unary::HardSigmoid { .. }) => "HardSigmoid",
             Op::Unary(Unary::HardSwish) => "HardSwish",
+            Op::Unary(Unary::Tanh) => "Tanh",
+            Op::Unary(Unary::Exp) => "Exp",
+            Op::Unary(Unary::Softplus) => "Softplus",
+            Op::Unary(Unary::Sqrt) => "Sqrt",
+            Op::Unary(Unary::Erf) => "Erf",
+            Op::Unary(Unary::Pow { .. }) => "Pow",
             Op::Binary(Binary::Add) => "Add",
             Op::Binary(Binary::Sub) => "Sub",
             Op::Binary(Binary::Mul) => "Mul",
             Op::Binary(Binary::Div) => "Div",
+            Op::Binary(Binary::Max) | Op::Nary(Nary::Max) => "Max",
+            Op::Binary(Binary::Min) | Op::Nary(Nary::Min) => "Min",
+            Op::Nary(Nary::Sum) => "Sum",
             Op::Pool {
                 kind: PoolKind::Max,
                 ..
@@ -323,13 +551,31 @@ impl Op {
             Op::Identity => "Identity",
             Op::Constant => "Constant",
             Op::Softmax { .. } => "Softmax",
+            Op::Split { .. } => "Split",
+            Op::Transpose { .. } => "Transpose",
+            Op::Resize(_) => "Resize",
+            Op::ConvTranspose(_) => "ConvTranspose",
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                ..
+            } => "ReduceMean",
+            Op::Reduce {
+                kind: ReduceKind::Max,
+                ..
+            } => "ReduceMax",
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                ..
+            } => "ReduceSum",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Lrn(_) => "LRN",
         }
     }
 
     /// Indices of the inputs that carry data (the rest are parameters: weights, bounds, shapes).
     pub fn data_inputs(&self, inputs: usize) -> std::ops::Range<usize> {
         match self {
-            Op::Binary(_) | Op::Concat { .. } => 0..inputs,
+            Op::Binary(_) | Op::Concat { .. } | Op::Nary(_) => 0..inputs,
             Op::Constant => 0..0,
             _ => 0..inputs.min(1),
         }
@@ -353,6 +599,13 @@ impl Unary {
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::Tanh => x.tanh(),
+            Unary::Exp => x.exp(),
+            // ln(1 + eˣ) without overflow: x + ln(1 + e⁻ˣ) for positive x.
+            Unary::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Erf => erf(x),
+            Unary::Pow { exponent } => pow(x, exponent),
         }
     }
 }
@@ -366,6 +619,36 @@ impl Binary {
             Binary::Sub => a - b,
             Binary::Mul => a * b,
             Binary::Div => a / b,
+            Binary::Max => a.max(b),
+            Binary::Min => a.min(b),
         }
+    }
+}
+
+/// The error function: Numerical Recipes' `erfc` Chebyshev fit (relative error below 1.2e-7
+/// everywhere), in f64 rounded once; `shaders/forward.wgsl` evaluates the same formula in f32.
+pub fn erf(x: f32) -> f32 {
+    let z = (x as f64).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.26551223
+        + t * (1.00002368
+            + t * (0.37409196
+                + t * (0.09678418
+                    + t * (-0.18628806
+                        + t * (0.27886807
+                            + t * (-1.13520398
+                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    let erfc = t * poly.exp();
+    (if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }) as f32
+}
+
+/// `x^e` as ONNX computes it: `x · x` for 2 (exact), a square root for ½, `powf` otherwise.
+pub fn pow(x: f32, e: f32) -> f32 {
+    if e == 2.0 {
+        x * x
+    } else if e == 0.5 {
+        x.sqrt()
+    } else {
+        x.powf(e)
     }
 }

@@ -159,20 +159,44 @@ fn product(dims: &[Dim]) -> Result<Dim, String> {
 /// Output shapes of `op` for inputs of shapes `inputs` (`None` for an absent optional input).
 /// `params` are the shapes of the parameter inputs as given (weights); errors are messages that
 /// the caller wraps with the node's name.
+/// For an op with several outputs (Split), the first.
 pub fn infer(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
-    let out = infer_unchecked(op, inputs)?;
-    out.checked_per_batch_item()
-        .map_err(|e| format!("the output {e}"))?;
-    Ok(out)
+    Ok(infer_all(op, inputs)?.swap_remove(0))
+}
+
+/// The shapes of every output of `op` (one per part of a Split, else one).
+pub fn infer_all(op: &Op, inputs: &[Option<Shape>]) -> Result<Vec<Shape>, String> {
+    let outs = match op {
+        Op::Split { .. }
+        | Op::Transpose { .. }
+        | Op::Resize(_)
+        | Op::Nary(_)
+        | Op::ConvTranspose(_)
+        | Op::Reduce { .. }
+        | Op::GlobalMaxPool
+        | Op::Lrn(_) => super::shape_ops::infer(op, inputs)?,
+        _ => vec![infer_unchecked(op, inputs)?],
+    };
+    if outs.is_empty() {
+        return Err("it has no output".into());
+    }
+    for out in &outs {
+        out.checked_per_batch_item()
+            .map_err(|e| format!("the output {e}"))?;
+    }
+    Ok(outs)
+}
+
+/// The shape of input `i`, or a message when it is absent.
+pub(super) fn input_shape(inputs: &[Option<Shape>], i: usize) -> Result<&Shape, String> {
+    inputs
+        .get(i)
+        .and_then(|s| s.as_ref())
+        .ok_or_else(|| format!("input {i} is missing"))
 }
 
 fn infer_unchecked(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
-    let input = |i: usize| -> Result<&Shape, String> {
-        inputs
-            .get(i)
-            .and_then(|s| s.as_ref())
-            .ok_or_else(|| format!("input {i} is missing"))
-    };
+    let input = |i: usize| input_shape(inputs, i);
     let x = input(0)?;
     match op {
         Op::Conv(conv) => {
@@ -402,6 +426,7 @@ fn infer_unchecked(op: &Op, inputs: &[Option<Shape>]) -> Result<Shape, String> {
             }
             Ok(x.clone())
         }
+        other => Err(format!("{} is shaped by shape_ops", other.kind())),
     }
 }
 

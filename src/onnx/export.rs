@@ -467,8 +467,22 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
                 ..Default::default()
             });
         }
+        Op::Transpose { perm } => attribute.push(attr_ints("perm", perm)),
+        Op::Lrn(lrn) => {
+            attribute.push(attr_int("size", lrn.size as i64));
+            attribute.push(attr_float("alpha", lrn.alpha));
+            attribute.push(attr_float("beta", lrn.beta));
+            attribute.push(attr_float("bias", lrn.bias));
+        }
+        // Their parameters live in opset-dependent inputs; pruning never changes them (the
+        // analysis keeps their channels), so only an edit by hand gets here.
+        Op::Split { .. } | Op::Resize(_) | Op::ConvTranspose(_) | Op::Reduce { .. } => {
+            return Err(node.error("a changed node of this op cannot be written back"))
+        }
         // Parameters of these travel as inputs (Clip bounds, Slice ranges) or there are none.
-        Op::MatMul
+        Op::Nary(_)
+        | Op::GlobalMaxPool
+        | Op::MatMul
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::GlobalAveragePool

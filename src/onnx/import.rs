@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+mod compute;
+
 use super::decode_tensor;
 use super::fold::{Data, Int, Known};
 use super::proto::{self, attribute_proto::AttributeType};
@@ -564,18 +566,21 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<(Op, Option<Constant>)> {
             let c = constant_value(ctx)?;
             return Ok((Op::Constant, Some(c)));
         }
-        other if super::fold::EVALUATORS.iter().any(|(op, _)| *op == other) => {
+        other
+            if super::fold::EVALUATORS.iter().any(|(op, _)| *op == other)
+                && !super::supported::SUPPORTED_OPS.contains(&other) =>
+        {
             return Err(err(format!(
                 "'{other}' is supported only where its inputs are known at load (constants, \
                  shapes) so that it folds into a constant; here an input is computed from the data"
             )))
         }
-        other => {
-            return Err(err(format!(
-                "op '{other}' is not supported; supported ops: {}",
+        other => compute::convert(ctx, other)?.ok_or_else(|| {
+            err(format!(
+                "op '{other}' is not supported\nsupported ops: {} (docs/OPS.md)",
                 super::supported::SUPPORTED_OPS.join(", ")
-            )))
-        }
+            ))
+        })?,
     };
     Ok((op, None))
 }

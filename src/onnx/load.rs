@@ -313,7 +313,14 @@ fn build_graph(g: &proto::GraphProto, opset: i64, options: &LoadOptions) -> Resu
                 graph.values[out].shape = Shape::fixed(&c.dims);
                 graph.values[out].constant = Some(c);
             } else {
-                graph.values[node.outputs[0]].shape = graph.output_shape(&node)?;
+                let shapes: Vec<Option<crate::ir::Shape>> = node
+                    .inputs
+                    .iter()
+                    .map(|i| i.map(|v| graph.values[v].shape.clone()))
+                    .collect();
+                let outs = crate::ir::shape::infer_all(&node.op, &shapes)
+                    .map_err(|reason| node.error(reason))?;
+                node.set_output_shapes(&mut graph.values, outs)?;
             }
             node_origin.insert(
                 name.clone(),

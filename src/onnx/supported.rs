@@ -3,9 +3,9 @@
 
 use super::proto;
 
-/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them,
-/// and those it folds into constants at load where their inputs are known
-/// ([`FOLDED_OPS`]). `Upsample` is read as `Resize`.
+/// The ONNX ops (default domain) the importer converts, as `import.rs`'s `convert` matches them
+/// (with `import/compute.rs`), and those it folds into constants at load where their inputs are
+/// known ([`FOLDED_OPS`]). `Upsample` is read as `Resize`.
 pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Gemm",
@@ -39,13 +39,32 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Gather",
     "Expand",
     "Upsample",
+    // The compute ops of `import/compute.rs`.
+    "Split",
+    "Transpose",
+    "Resize",
+    "Sum",
+    "Max",
+    "Min",
+    "ConvTranspose",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceSum",
+    "GlobalMaxPool",
+    "LRN",
+    "Tanh",
+    "Exp",
+    "Softplus",
+    "Sqrt",
+    "Erf",
+    "Pow",
 ];
 
 /// Ops supported only where their inputs are known at load (constants, shapes), folded into
-/// constants by [`super::fold`]; on data they are refused with the node named.
+/// constants by [`super::fold`]; on data they are refused with the node named. (Transpose and
+/// Sqrt are folded too where their inputs are known, and run on data.)
 pub const FOLDED_OPS: &[&str] = &[
     "Shape",
-    "Transpose",
     "ConstantOfShape",
     "Range",
     "Where",
@@ -56,7 +75,6 @@ pub const FOLDED_OPS: &[&str] = &[
     "GreaterOrEqual",
     "Not",
     "Neg",
-    "Sqrt",
 ];
 
 /// Every op of `g` the importer does not convert, in one message: each with its count and first
@@ -92,7 +110,8 @@ pub(crate) fn unsupported_ops(g: &proto::GraphProto) -> Option<String> {
     // The list of what is supported on a line of its own: the first line stays short.
     Some(format!(
         "{} op type{} not supported: {}. Export the model without them (e.g. a plain activation \
-         for a fused one)\nsupported ops: {}; folded where their inputs are known at load: {}",
+         for a fused one)\nsupported ops: {}; folded where their inputs are known at load: {} \
+         (docs/OPS.md)",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
         list.join(", "),

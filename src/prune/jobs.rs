@@ -106,7 +106,10 @@ pub(crate) fn resolve_jobs<'a>(
                     true => options.keep_fraction.powf(super::budget::STREAM_EXPONENT),
                     false => options.keep_fraction,
                 };
-                (crate::Budget::KeepFraction(f).resolve(layer.channels)?, true)
+                (
+                    crate::Budget::KeepFraction(f).resolve(layer.channels)?,
+                    true,
+                )
             }
         };
         jobs.push(Job {

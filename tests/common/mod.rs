@@ -13,6 +13,7 @@ mod data;
 pub mod files;
 pub mod ops;
 mod oracle;
+pub mod python;
 
 #[allow(unused_imports)]
 pub use cli::*;

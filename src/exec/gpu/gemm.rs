@@ -119,7 +119,10 @@ impl GemmKernels {
     }
 }
 
-/// The unary op codes of forward.wgsl (conv.wgsl's epilogue uses code + 1).
+/// The last unary code conv.wgsl's epilogue knows (as code + 1): later activations run apart.
+pub(super) const LAST_FUSED_UNARY: u32 = 5;
+
+/// The unary op codes of forward.wgsl and their two float parameters.
 pub(super) fn unary_code(u: Unary) -> (u32, f32, f32) {
     match u {
         Unary::Relu => (0, 0.0, 0.0),
@@ -128,6 +131,12 @@ pub(super) fn unary_code(u: Unary) -> (u32, f32, f32) {
         Unary::Sigmoid => (3, 0.0, 0.0),
         Unary::HardSigmoid { alpha, beta } => (4, alpha, beta),
         Unary::HardSwish => (5, 0.0, 0.0),
+        Unary::Tanh => (7, 0.0, 0.0),
+        Unary::Exp => (8, 0.0, 0.0),
+        Unary::Softplus => (9, 0.0, 0.0),
+        Unary::Sqrt => (10, 0.0, 0.0),
+        Unary::Erf => (11, 0.0, 0.0),
+        Unary::Pow { exponent } => (12, exponent, 0.0),
     }
 }
 
@@ -378,7 +387,7 @@ impl GemmNode {
                         *sh = *sh * s[j] + t[j];
                     }
                 }
-                Op::Unary(u) if self.act.0 == 0 => {
+                Op::Unary(u) if self.act.0 == 0 && unary_code(*u).0 <= LAST_FUSED_UNARY => {
                     let (code, a, b) = unary_code(*u);
                     self.act = (code + 1, a, b);
                 }

@@ -16,6 +16,7 @@
 //! not with the number of images.
 
 mod gemm;
+mod nchw;
 mod simple;
 
 pub use crate::backend::gpu::DeviceTensor;
@@ -55,6 +56,12 @@ enum Prepared {
     },
     /// BatchNorm as a per-channel affine: scale then shift.
     Affine(PooledBuffer),
+    /// ConvTranspose: weights then bias; the bytes bound.
+    ConvTranspose {
+        params: PooledBuffer,
+        bytes: u64,
+        bias: bool,
+    },
     /// The node was folded into the epilogue of the GEMM before it.
     Fused,
 }
@@ -87,9 +94,20 @@ struct Kernels {
     gemm: gemm::GemmKernels,
 }
 
-/// Uploads `data` to a new device buffer.
+/// Uploads `data` to a new device buffer, or says that a kernel could not bind it whole (the
+/// device's largest storage binding; a 9216 × 4096 fully connected weight is above wgpu's
+/// default 128 MiB).
 fn upload(gpu: &Arc<Gpu>, label: &str, data: &[f32]) -> Result<PooledBuffer> {
-    let buffer = gpu.buffer(label, 4 * data.len() as u64, STORAGE)?;
+    let bytes = 4 * data.len() as u64;
+    if bytes > gpu.max_binding() {
+        return Err(Error::Gpu(format!(
+            "'{label}': {bytes} bytes of parameters are more than the device's largest buffer \
+             binding ({} bytes) on {}; run this model on the CPU executor",
+            gpu.max_binding(),
+            gpu.info.name
+        )));
+    }
+    let buffer = gpu.buffer(label, bytes, STORAGE)?;
     if !data.is_empty() {
         gpu.queue
             .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
@@ -177,6 +195,23 @@ impl GpuExecutor {
                         gemm.fuse_following(g, node, &consumers, &mut prepared, &mut hidden);
                         gemm.upload_epilogue(&gpu, &node.name)?;
                         Prepared::Gemm(Box::new(gemm))
+                    }
+                    Op::ConvTranspose(_) => {
+                        let constant = |i: usize| {
+                            node.inputs
+                                .get(i)
+                                .copied()
+                                .flatten()
+                                .and_then(|v| g.constant(v))
+                                .and_then(|c| c.f32())
+                        };
+                        let mut params = constant(1).expect("checked by the CPU executor").to_vec();
+                        let bias = constant(2).map(|b| params.extend_from_slice(b)).is_some();
+                        Prepared::ConvTranspose {
+                            bytes: 4 * params.len() as u64,
+                            params: upload(&gpu, &node.name, &params)?,
+                            bias,
+                        }
                     }
                     Op::BatchNorm { epsilon } => {
                         let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
@@ -489,6 +524,26 @@ impl GpuExecutor {
                 (Op::Conv(conv), Prepared::Depthwise { params, bias }) => {
                     simple::depthwise(
                         &k.simple, batch, node, conv, &x, &xs, params, *bias, &out, &out_shape,
+                    )?;
+                }
+                (
+                    Op::ConvTranspose(ct),
+                    Prepared::ConvTranspose {
+                        params,
+                        bytes,
+                        bias,
+                    },
+                ) => {
+                    nchw::conv_transpose(
+                        &k.simple,
+                        batch,
+                        node,
+                        ct,
+                        (&x, &xs),
+                        (params, *bytes),
+                        *bias,
+                        &out,
+                        &out_shape,
                     )?;
                 }
                 (Op::BatchNorm { .. }, Prepared::Affine(params)) => {

@@ -44,8 +44,10 @@ pub struct FwdParams {
     pub fa: f32,
     /// Second float parameter.
     pub fb: f32,
+    /// Third float parameter.
+    pub fc: f32,
     /// Padding.
-    pub pad: [u32; 2],
+    pub pad: u32,
     /// Input (h, w), output (h, w).
     pub geo_in_out: [u32; 4],
     /// Kernel (h, w), strides (h, w).
@@ -74,6 +76,10 @@ pub(super) struct SimpleKernels {
     depthwise: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
     copy_into: wgpu::ComputePipeline,
+    pub(super) reduce: wgpu::ComputePipeline,
+    pub(super) lrn: wgpu::ComputePipeline,
+    pub(super) resize: wgpu::ComputePipeline,
+    pub(super) conv_transpose: wgpu::ComputePipeline,
 }
 
 impl SimpleKernels {
@@ -83,7 +89,7 @@ impl SimpleKernels {
             "forward",
             &[Slot::Params, Slot::Read, Slot::Read, Slot::ReadWrite],
         );
-        let [unary, affine, binary, gather, pad, pool, global_average, depthwise, softmax, copy_into] =
+        let [unary, affine, binary, gather, pad, pool, global_average, depthwise, softmax, copy_into, reduce, lrn, resize, conv_transpose] =
             pipelines(
                 device,
                 "forward.wgsl",
@@ -100,6 +106,10 @@ impl SimpleKernels {
                     "depthwise",
                     "softmax",
                     "copy_into",
+                    "reduce",
+                    "lrn",
+                    "resize",
+                    "conv_transpose",
                 ],
             );
         Self {
@@ -113,12 +123,16 @@ impl SimpleKernels {
             depthwise,
             softmax,
             copy_into,
+            reduce,
+            lrn,
+            resize,
+            conv_transpose,
         }
     }
 }
 
 /// Records `pipeline` over `threads` threads reading `a` (and `b`), writing `out`.
-fn flat(
+pub(super) fn flat(
     batch: &mut Batch<'_>,
     pipeline: &wgpu::ComputePipeline,
     mut params: FwdParams,
@@ -141,11 +155,11 @@ fn flat(
     )
 }
 
-fn bytes(shape: &[usize]) -> u64 {
+pub(super) fn bytes(shape: &[usize]) -> u64 {
     4 * shape.iter().product::<usize>() as u64
 }
 
-fn check_rank(node: &Node, shape: &[usize]) -> Result<()> {
+pub(super) fn check_rank(node: &Node, shape: &[usize]) -> Result<()> {
     if shape.len() > MAX_RANK {
         return Err(node.error(format!(
             "rank {} is above the GPU kernels' {MAX_RANK}",
@@ -156,7 +170,7 @@ fn check_rank(node: &Node, shape: &[usize]) -> Result<()> {
 }
 
 /// Window geometry of a pool or depthwise conv on input `xs`.
-fn window_params(
+pub(super) fn window_params(
     node: &Node,
     window: &Window,
     xs: &[usize],
@@ -256,7 +270,7 @@ fn broadcast_strides(shape: &[usize], rank: usize) -> [i32; MAX_RANK] {
     out
 }
 
-fn dims(shape: &[usize]) -> [u32; MAX_RANK] {
+pub(super) fn dims(shape: &[usize]) -> [u32; MAX_RANK] {
     let mut d = [1u32; MAX_RANK];
     for (o, &s) in d.iter_mut().zip(shape) {
         *o = s as u32;
@@ -284,6 +298,8 @@ pub(super) fn binary(
             Binary::Sub => 1,
             Binary::Mul => 2,
             Binary::Div => 3,
+            Binary::Max => 4,
+            Binary::Min => 5,
         },
         rank: rank as u32,
         dims: dims(out_shape),
@@ -461,6 +477,24 @@ pub(super) fn run(
                 ..Default::default()
             };
             flat(batch, &k.softmax, p, outer * inner, a, None, o)
+        }
+        Op::Transpose { perm } => {
+            check_rank(node, xs)?;
+            let st = super::super::kernels::strides(xs);
+            let mut sa = [0i32; MAX_RANK];
+            for (o, &axis) in sa.iter_mut().zip(perm) {
+                *o = i32::try_from(st[axis]).map_err(|_| node.error("stride out of range"))?;
+            }
+            let p = FwdParams {
+                rank: out_shape.len() as u32,
+                dims: dims(out_shape),
+                sa,
+                ..Default::default()
+            };
+            flat(batch, &k.gather, p, count, a, None, o)
+        }
+        Op::Resize(_) | Op::Reduce { .. } | Op::GlobalMaxPool | Op::Lrn(_) => {
+            super::nchw::run(k, batch, node, (a, xs), o, out_shape)
         }
         other => Err(node.error(format!(
             "{} is not supported by the GPU executor",
