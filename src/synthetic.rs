@@ -173,11 +173,25 @@ impl Builder {
     /// Appends a node of type `op` reading `inputs` (an empty name: an absent optional input);
     /// returns its output's name.
     pub fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        self.node_outputs(op, inputs, attribute, 1).remove(0)
+    }
+
+    /// [`Builder::node`] with `outputs` outputs (a Split); returns their names.
+    pub fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attribute: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
         let name = format!("{op}_{}", self.nodes.len());
-        let out = format!("{name}_out");
+        let out: Vec<String> = match outputs {
+            1 => vec![format!("{name}_out")],
+            n => (0..n).map(|k| format!("{name}_out{k}")).collect(),
+        };
         self.nodes.push(proto::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
+            output: out.clone(),
             name: Some(name),
             op_type: Some(op.into()),
             attribute,

@@ -604,8 +604,15 @@ fn a_keep_fraction_of_a_group_with_unequal_channels_is_a_share_of_its_parameters
     assert_eq!(g.channel_weights[0], 3.0 + 3.0 + 27.0);
     let calib = F32Images::new("calib", random_images(3, &[16, 3, 6, 6])).unwrap();
     let pruned = prune(&model, &calib, &PruneOptions::default(), &mut |_| {}).unwrap();
+    // Two producers: a stream, which keeps round(0.5^STREAM_EXPONENT · 8) / 8 of its
+    // parameters.
+    let share = (0.5f64.powf(subprune::prune::budget::STREAM_EXPONENT) * 8.0).round() / 8.0;
     let kept = &pruned.report.layers[0].kept;
-    assert!(g.weight_of(kept) <= total / 2.0, "{kept:?}");
+    assert!(g.weight_of(kept) <= total * share, "{kept:?}");
+    assert!(
+        g.weight_of(kept) > total * share - g.channel_weights[0],
+        "{kept:?}: not the largest"
+    );
     // An explicit count is a count.
     let options = PruneOptions {
         keep: vec![("Conv_0".into(), 4)],
@@ -644,4 +651,43 @@ fn a_regrouped_stream_prunes_alike_on_the_gpu_backend_and_executor() {
     let a = run_in_batches(&CpuExecutor::new(&on_gpu.model.graph).unwrap(), &test, 6);
     let b = run_in_batches(&CpuExecutor::new(&on_cpu.model.graph).unwrap(), &test, 6);
     assert!(relative_gap(&a, &b) < 1e-3, "{}", relative_gap(&a, &b));
+}
+
+#[test]
+fn a_channel_split_gives_each_part_its_range_and_the_sizes_follow() {
+    // conv (8) → Split channels [3, 5] → a 3×3 conv on each part, added (YOLO's C2f shape).
+    let mut b = Builder::new(29);
+    let x = conv1x1(&mut b, "x", 3, 8);
+    let x = b.node("Relu", &[&x], vec![]);
+    let sizes = b.ints(&[3, 5]);
+    let parts = b.node_outputs(
+        "Split",
+        &[&x, &sizes],
+        vec![subprune::synthetic::int("axis", 1)],
+        2,
+    );
+    let y1 = conv3x3(&mut b, &parts[0], 3, 2);
+    let y2 = conv3x3(&mut b, &parts[1], 5, 2);
+    let y = b.node("Add", &[&y1, &y2], vec![]);
+    let model = load("split.onnx", &b.model("split", &[3, 6, 6], &y, 13));
+    let a = analyze(&model.graph);
+    let g = a
+        .prunable("Conv_0")
+        .expect("prunable through a channel Split");
+    assert_eq!((g.channels, g.consumers.len()), (8, 2));
+    let pruned = pruned_equals_zeroed(&model, "Conv_0", 4, 10);
+    let kept = &pruned.report.layers[0].kept;
+    let split = pruned
+        .model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::Split { .. }))
+        .unwrap();
+    let Op::Split { sizes, .. } = &split.op else {
+        unreachable!()
+    };
+    let first = kept.iter().filter(|&&c| c < 3).count();
+    assert_eq!(sizes, &[first, kept.len() - first]);
+    tract_agrees(&pruned, "split");
 }

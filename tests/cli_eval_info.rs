@@ -281,6 +281,7 @@ fn info_reports_ops_parameters_flops_and_groups() {
 fn groups_are_named_by_their_first_producer_and_the_scope_is_checked() {
     let model = fixture("resnet56_cifar10.onnx");
     let calib = fixture("cifar10_calib_512.npy");
+    let out = std::env::temp_dir().join(format!("subprune-groups-{}.onnx", std::process::id()));
     let run = |extra: &[&str]| {
         let mut args = vec![
             "prune",
@@ -289,6 +290,8 @@ fn groups_are_named_by_their_first_producer_and_the_scope_is_checked() {
             calib.to_str().unwrap(),
             "--calib-images",
             "4",
+            "--out",
+            out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         subprune(&args)
@@ -310,6 +313,7 @@ fn groups_are_named_by_their_first_producer_and_the_scope_is_checked() {
     let (ok, _, err) = run(&["--groups", "internal", "--keep", "conv1=8"]);
     assert!(!ok);
     assert!(err.contains("stream") && err.contains("internal"), "{err}");
+    assert!(!out.exists(), "nothing written");
 }
 
 // ---- bad input ----

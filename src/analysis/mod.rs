@@ -3,6 +3,7 @@
 //! op ([`rules`]). [`summary`]: what `subprune info` prints.
 
 pub mod channels;
+mod follow;
 pub(crate) mod rules;
 pub mod summary;
 

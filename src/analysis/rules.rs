@@ -11,6 +11,9 @@
 //! | Conv, depthwise (`group` = channels, weight `(m·C, 1, kh, kw)`) | `c` → `c·m + j` for `j < m`; weight rows and bias follow; `group` = kept count |
 //! | Concat (channel axis) | input `k`'s `c` → `offset_k + c` |
 //! | Slice (channel axis, step 1) | `start + c` → `c`; the range follows the kept positions |
+//! | Split (channel axis) | `offset_k + c` → output `k`'s `c`; the part sizes follow |
+//! | Sum/Max/Min (n-ary) | as Add |
+//! | Resize by scales, GlobalMaxPool, ReduceMean/Max/Sum over spatial axes | `c` → `c` |
 //! | Pad (constant 0 on the channel axis) | `c` → `before + c`; the pads count the kept zero channels |
 //! | Flatten (axis 1), Reshape to `(N, -1)` / `(-1, K)` | `c` → the `H·W` features of `c` (tracked as channel `c`); `K` follows |
 
@@ -23,6 +26,8 @@ use crate::ir::{Graph, Node, Op, PadMode, ValueId};
 pub(crate) struct Link {
     /// The input slot (index in `node.inputs`).
     pub input: usize,
+    /// The output slot (index in `node.outputs`; 0 but for a Split).
+    pub output: usize,
     /// First input position.
     pub from: usize,
     /// First output position.
@@ -53,6 +58,8 @@ pub(crate) enum EditKind {
         /// First input position read.
         start: usize,
     },
+    /// A Split of the channel axis: its part sizes.
+    ChannelSplit,
 }
 
 /// What an op does to channels.
@@ -67,6 +74,8 @@ pub(crate) struct Rule {
     pub flat: Option<Vec<usize>>,
     /// Output channel positions (including new constant-zero ones).
     pub out_channels: usize,
+    /// A Split's other outputs' channel positions (outputs 1, 2, …).
+    pub more_outputs: Vec<usize>,
     /// An attribute that follows the kept count.
     pub edit: Option<EditKind>,
 }
@@ -139,6 +148,7 @@ fn identity(input: usize, view: &ChannelView) -> Rule {
     Rule {
         links: vec![Link {
             input,
+            output: 0,
             from: 0,
             to: 0,
             len: view.channels,
@@ -167,7 +177,7 @@ pub(crate) fn rule(
             .ok_or_else(|| named("its channels are a parameter (not the data input) of"))
     };
     if views.iter().skip(1).any(Option::is_some)
-        && !matches!(node.op, Op::Binary(_) | Op::Concat { .. })
+        && !matches!(node.op, Op::Binary(_) | Op::Nary(_) | Op::Concat { .. })
     {
         return Err(named(
             "its channels are a parameter (not the data input) of",
@@ -180,7 +190,7 @@ pub(crate) fn rule(
     };
     match &node.op {
         Op::Unary(_) | Op::Identity => Ok(identity(0, &first()?)),
-        Op::Pool { .. } | Op::GlobalAveragePool => {
+        Op::Pool { .. } | Op::GlobalAveragePool | Op::GlobalMaxPool => {
             let v = first()?;
             if v.flat.is_some() {
                 return Err(named("pooling of flattened channels in"));
@@ -213,6 +223,7 @@ pub(crate) fn rule(
             for j in 0..m {
                 r.links.push(Link {
                     input: 0,
+                    output: 0,
                     from: 0,
                     to: j,
                     len: v.channels,
@@ -246,7 +257,60 @@ pub(crate) fn rule(
                 Err(named("a Reshape that mixes channels:"))
             }
         }
-        Op::Binary(b) => binary(graph, node, *b, views, out_dims),
+        Op::Binary(b) => binary(graph, node, &format!("{b:?}"), views, out_dims),
+        Op::Nary(k) => binary(graph, node, &format!("{k:?}"), views, out_dims),
+        // Resized by scales: the channels stay. By sizes, the file's sizes name the channel
+        // count too, which would have to follow: left whole.
+        Op::Resize(r) if r.sizes.is_none() => {
+            let v = first()?;
+            if v.flat.is_some() || out_dims.first() != Some(&v.channels) {
+                return Err(named("a Resize that changes the channels:"));
+            }
+            Ok(identity(0, &v))
+        }
+        Op::Reduce { axes, .. } if !axes.contains(&0) && !axes.contains(&1) => {
+            let v = first()?;
+            if v.flat.is_some() {
+                return Err(named("a reduction of flattened channels in"));
+            }
+            Ok(identity(0, &v))
+        }
+        Op::Split { axis, sizes } => {
+            let v = first()?;
+            if v.flat.is_some() {
+                return Err(named("a Split of flattened channels:"));
+            }
+            let mut r = Rule {
+                out_channels: if *axis == 1 { sizes[0] } else { v.channels },
+                ..Rule::default()
+            };
+            let mut offset = 0;
+            for (k, &size) in sizes.iter().enumerate() {
+                let (from, len) = if *axis == 1 {
+                    (offset, size)
+                } else {
+                    (0, v.channels)
+                };
+                r.links.push(Link {
+                    input: 0,
+                    output: k,
+                    from,
+                    to: 0,
+                    len,
+                    stride: 1,
+                });
+                if k > 0 {
+                    r.more_outputs.push(len);
+                }
+                offset += size;
+            }
+            if *axis == 1 {
+                r.edit = Some(EditKind::ChannelSplit);
+            } else if *axis == 0 {
+                return Err(named("a Split of the batch in"));
+            }
+            Ok(r)
+        }
         Op::Concat { axis: 1 } => {
             let mut r = Rule::default();
             let mut offset = 0;
@@ -259,6 +323,7 @@ pub(crate) fn rule(
                     Some(view) => {
                         r.links.push(Link {
                             input: slot,
+                            output: 0,
                             from: 0,
                             to: offset,
                             len: view.channels,
@@ -300,6 +365,7 @@ pub(crate) fn rule(
                     Ok(Rule {
                         links: vec![Link {
                             input: 0,
+                            output: 0,
                             from: start,
                             to: 0,
                             len,
@@ -354,7 +420,7 @@ fn flatten(v: &ChannelView) -> Rule {
 fn binary(
     graph: &Graph,
     node: &Node,
-    b: crate::ir::Binary,
+    b: &str,
     views: &[Option<ChannelView>],
     out_dims: &[usize],
 ) -> Result<Rule, String> {
@@ -368,7 +434,7 @@ fn binary(
     let channels = reference.channels;
     if out_dims.first() != reference.dims.first() && reference.flat.is_none() {
         return Err(format!(
-            "its channels are broadcast against more channels by the {b:?} '{}'",
+            "its channels are broadcast against more channels by the {b} '{}'",
             node.name
         ));
     }
@@ -385,6 +451,7 @@ fn binary(
             }
             r.links.push(Link {
                 input: slot,
+                output: 0,
                 from: 0,
                 to: 0,
                 len: channels,
@@ -409,14 +476,12 @@ fn binary(
             }
             // Another activation broadcast over the channels (one channel, e.g. a spatial
             // mask): channel c of the output still reads channel c alone.
-            None if graph.values[id].shape.0.get(1).map(|d| d.at(0)) == Some(1)
-                && channels > 1 => {}
-            None => {
-                return Err(format!(
-                    "its channels meet an activation whose channels are not followed, in the {b:?} '{}'",
-                    node.name
-                ))
+            None if graph.values[id].shape.0.get(1).map(|d| d.at(0)) == Some(1) && channels > 1 => {
             }
+            None => return Err(format!(
+                "its channels meet an activation whose channels are not followed, in the {b} '{}'",
+                node.name
+            )),
         }
     }
     Ok(r)

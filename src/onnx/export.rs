@@ -216,7 +216,7 @@ pub fn to_proto(model: &OnnxModel) -> Result<proto::ModelProto> {
             });
             match unchanged {
                 Some(o) => Ok(original.node[o.index].clone()),
-                None => new_node(g, node),
+                None => new_node(g, node, model.opset),
             }
         })
         .collect::<Result<_>>()?;
@@ -408,8 +408,9 @@ fn window_attrs(w: &Window, out: &mut Vec<proto::AttributeProto>) {
 }
 
 /// A node encoded from the IR (a node that is new or changed).
-fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
+fn new_node(g: &Graph, node: &Node, opset: i64) -> Result<proto::NodeProto> {
     let mut attribute = Vec::new();
+    let mut inputs = node.inputs.clone();
     match &node.op {
         Op::Conv(c) => {
             window_attrs(&c.window, &mut attribute);
@@ -476,7 +477,16 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
         }
         // Their parameters live in opset-dependent inputs; pruning never changes them (the
         // analysis keeps their channels), so only an edit by hand gets here.
-        Op::Split { .. } | Op::Resize(_) | Op::ConvTranspose(_) | Op::Reduce { .. } => {
+        // A channel Split whose part sizes follow the pruned channels (`analysis::rules`): the
+        // sizes travel as an input from opset 13, as the `split` attribute before.
+        Op::Split { axis, sizes } => {
+            attribute.push(attr_int("axis", *axis as i64));
+            if opset < 13 {
+                attribute.push(attr_ints("split", sizes));
+                inputs.truncate(1);
+            }
+        }
+        Op::Resize(_) | Op::ConvTranspose(_) | Op::Reduce { .. } => {
             return Err(node.error("a changed node of this op cannot be written back"))
         }
         // Parameters of these travel as inputs (Clip bounds, Slice ranges) or there are none.
@@ -491,8 +501,7 @@ fn new_node(g: &Graph, node: &Node) -> Result<proto::NodeProto> {
         | Op::Identity => {}
     }
     Ok(proto::NodeProto {
-        input: node
-            .inputs
+        input: inputs
             .iter()
             .map(|i| i.map(|v| g.values[v].name.clone()).unwrap_or_default())
             .collect(),

@@ -304,6 +304,27 @@ pub(crate) fn slice_group(
     };
     for edit in &group.edits {
         match *edit {
+            ChannelEdit::ChannelSplit {
+                node,
+                input,
+                ref sizes,
+            } => {
+                // Part k keeps the kept positions of its range.
+                let mut start = 0;
+                let mut kept_sizes = Vec::with_capacity(sizes.len());
+                for &size in sizes {
+                    kept_sizes.push(count(input, start..start + size));
+                    start += size;
+                }
+                match &mut graph.nodes[node].op {
+                    Op::Split { sizes, .. } => sizes.clone_from(&kept_sizes),
+                    _ => return Err(graph.nodes[node].error("expected a channel Split")),
+                }
+                if let Some(c) = own_input(graph, node, 1)? {
+                    let ints: Vec<i64> = kept_sizes.iter().map(|&k| k as i64).collect();
+                    set_ints(graph, c, &|x: &mut Vec<i64>| x.clone_from(&ints))?;
+                }
+            }
             ChannelEdit::Depthwise { node, input } => {
                 let n = group.kept_positions(input, kept).len();
                 match &mut graph.nodes[node].op {
