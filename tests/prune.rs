@@ -186,14 +186,19 @@ fn resnet56_variants_load_in_tract_and_match() {
     let (model, calib) = ("resnet56_cifar10.onnx", "cifar10_calib_512.npy");
     every_variant(model, calib, 32, &[], "resnet", |pruned| {
         // 27 block-internal groups and the stream through the three stages (first: named
-        // after the stem), which keeps half of its 64 channels.
+        // after the stem), which keeps a share round(0.5^¼ · 64) / 64 of its parameters (its
+        // channels hold unequal counts, so the count is not that share of 64 exactly).
         assert_eq!(pruned.report.layers.len(), 28);
         let stream = &pruned.report.layers[0];
         assert_eq!(
             (stream.name.as_str(), stream.channels_before),
             ("conv1", 64)
         );
-        assert_eq!(stream.channels_after, 32);
+        assert!(
+            (33..=54).contains(&stream.channels_after),
+            "{}",
+            stream.channels_after
+        );
     });
 }
 

@@ -75,6 +75,12 @@ pub fn summarize(graph: &Graph) -> Summary {
         t.saturating_add(graph.macs_per_image(n).saturating_mul(2))
     });
     let channels = super::channels::analyze(graph);
+    let concat_names: std::collections::HashSet<&str> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Concat { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
     let groups = channels
         .prunable
         .iter()
@@ -88,12 +94,10 @@ pub fn summarize(graph: &Graph) -> Summary {
                 };
                 *maps.entry(kind.to_string()).or_insert(0) += 1;
             }
-            for name in &g.via {
-                if let Some(n) = graph.node(name) {
-                    if matches!(n.op, Op::Concat { .. }) {
-                        *maps.entry("Concat".to_string()).or_insert(0) += 1;
-                    }
-                }
+            let concats = g.via.iter().filter(|n| concat_names.contains(n.as_str()));
+            let concats = concats.count();
+            if concats > 0 {
+                maps.insert("Concat".to_string(), concats);
             }
             GroupSummary {
                 name: g.name.clone(),

@@ -185,13 +185,9 @@ pub fn prune_with(
         nodes.extend(g.consumers.iter().map(|c| c.node));
         nodes.sort_unstable();
         nodes.dedup();
-        let names: Vec<String> = nodes
-            .iter()
-            .map(|&n| model.graph.nodes[n].name.clone())
-            .collect();
-        let names = || names.iter().map(String::as_str);
-        l.parameters_before = report::node_parameters(&model.graph, names());
-        l.parameters_after = report::node_parameters(&graph, names());
+        // The rewrite edits nodes in place: the same indices in both graphs.
+        l.parameters_before = report::node_parameters(&model.graph, &nodes);
+        l.parameters_after = report::node_parameters(&graph, &nodes);
     }
     let report = PruneReport {
         variant: options.variant,

@@ -132,15 +132,11 @@ pub struct Pruned {
     pub budget: Option<BudgetPlan>,
 }
 
-/// The parameters (f32 constants) read by the nodes named `names` in `graph`.
-pub(crate) fn node_parameters<'a>(
-    graph: &Graph,
-    names: impl IntoIterator<Item = &'a str>,
-) -> usize {
-    names
-        .into_iter()
-        .filter_map(|name| graph.node(name))
-        .flat_map(|node| node.inputs.iter().flatten())
+/// The parameters (f32 constants) read by the nodes `nodes` (indices) of `graph`.
+pub(crate) fn node_parameters(graph: &Graph, nodes: &[usize]) -> usize {
+    nodes
+        .iter()
+        .flat_map(|&n| graph.nodes[n].inputs.iter().flatten())
         .filter_map(|&v| graph.values[v].constant.as_ref()?.f32().map(|d| d.len()))
         .sum()
 }
