@@ -4,8 +4,7 @@
 //! cannot be read is refused with the opset or attribute named.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
+use common::python;
 
 use common::{gpu, relative_gap, run_in_batches};
 use python::{node_of, refusal};

@@ -5,8 +5,7 @@
 //! and the onnx checker plus onnxruntime at two sizes on the written model.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
+use common::python;
 
 use std::path::Path;
 

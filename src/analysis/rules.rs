@@ -478,10 +478,12 @@ fn binary(
             // mask): channel c of the output still reads channel c alone.
             None if graph.values[id].shape.0.get(1).map(|d| d.at(0)) == Some(1) && channels > 1 => {
             }
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "its channels meet an activation whose channels are not followed, in the {b} '{}'",
                 node.name
-            )),
+            ))
+            }
         }
     }
     Ok(r)
