@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyFileNotFoundError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
@@ -200,5 +200,38 @@ fn _subprune(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(network::info, m)?)?;
     m.add_function(wrap_pyfunction!(layer::select, m)?)?;
     m.add_function(wrap_pyfunction!(layer::devices, m)?)?;
+    m.add_function(wrap_pyfunction!(read_folder, m)?)?;
     Ok(())
+}
+
+/// `subprune.read_folder`: a folder of JPEG/PNG images as the CLI's `--calib DIR` reads it
+/// (sorted paths, optional resize of the shorter side, centre crop to `height × width`,
+/// `channels` 1 or 3, `(x/255 − mean)/std`), as a float32 `(N, C, H, W)` array and the labels
+/// from class subfolders (or `None`).
+#[pyfunction]
+#[pyo3(signature = (path, channels, height, width, resize=None, mean=None, std=None))]
+#[allow(clippy::too_many_arguments)]
+fn read_folder<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    channels: usize,
+    height: usize,
+    width: usize,
+    resize: Option<usize>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+) -> PyResult<(Bound<'py, numpy::PyArrayDyn<f32>>, Option<Vec<usize>>)> {
+    let options = subprune::images::ImageOptions {
+        channels,
+        size: [height, width],
+        resize,
+        mean: mean.unwrap_or_else(|| vec![0.0]),
+        std: std.unwrap_or_else(|| vec![1.0]),
+    };
+    let set = py
+        .detach(|| subprune::images::read_folder(&path, &options))
+        .map_err(to_py)?;
+    let shape = set.images.shape.clone();
+    let array = numpy::PyArray1::from_vec(py, set.images.data).reshape(shape)?;
+    Ok((array, set.labels))
 }

@@ -38,6 +38,7 @@ __all__ = [
     "evaluate",
     "info",
     "prune",
+    "read_folder",
     "select",
 ]
 
@@ -232,6 +233,7 @@ def prune(
     ridge: float = 0.01,
     seed: int = 0,
     calib_images: Optional[int] = None,
+    resize: Optional[int] = None,
     mean: Union[None, float, Sequence[float]] = None,
     std: Union[None, float, Sequence[float]] = None,
     batch: Optional[int] = None,
@@ -248,7 +250,8 @@ def prune(
         model: a path, ONNX bytes, an ``onnx.ModelProto``, or a :class:`PrunedModel`.
         calib: calibration images ``(N, C, H, W)``: float32 (preprocessed, used as they are) or
             uint8 raw pixels normalised as ``(x / 255 - mean[c]) / std[c]``. A C-contiguous
-            array is read in place (no copy).
+            array is read in place (no copy). Or a folder of JPEG/PNG images (see
+            :func:`read_folder`; ``resize``, ``mean``, ``std`` apply).
         keep_fraction: fraction of channels kept per layer (default 0.5); or
         compression: parameters divided by this ratio (> 1), split over layers by ``budget``; or
         target_flops: FLOPs per image the pruned model may take, split by ``budget``.
@@ -268,6 +271,7 @@ def prune(
         ridge: relative ridge of the reweighting.
         seed: seed of the random methods.
         calib_images: use only the first N calibration images.
+        resize: for a folder: the shorter side of each image, before the centre crop.
         mean, std: per-channel normalisation of uint8 images (one value or one per channel).
         batch: images per forward batch (default 128).
         memory_budget: memory for cached activations of the sequential variants (``"2G"``).
@@ -326,9 +330,45 @@ def prune(
         options["val_images"] = _images(val_images, "val_images", mean, std, False)
         options["val_labels"] = _labels(val_labels)
     m = _model(model)
-    images = _images(calib, "calib", mean, std)
+    if isinstance(calib, (str, os.PathLike)) and os.path.isdir(calib):
+        # A folder of images, read as `subprune prune --calib DIR` reads it (normalised here).
+        images, _ = read_folder(calib, model, resize=resize, mean=mean, std=std)
+        options["mean"], options["std"] = None, None
+    else:
+        images = _images(calib, "calib", mean, std)
     _runtime_dir(backend)
     return _run(lambda cb: PrunedModel(_subprune.prune(m, images, options, cb)), progress)
+
+
+def read_folder(
+    path: Union[str, os.PathLike],
+    model: Any,
+    *,
+    resize: Optional[int] = None,
+    mean: Union[None, float, Sequence[float]] = None,
+    std: Union[None, float, Sequence[float]] = None,
+) -> Tuple[np.ndarray, Optional[list]]:
+    """Reads a folder of JPEG/PNG images as ``--calib DIR``/``--data DIR`` do.
+
+    Every ``.png``/``.jpg``/``.jpeg`` under ``path`` in sorted order, the shorter side resized
+    to ``resize`` (if given), centre-cropped to the model's input size, converted to its channel
+    count, and normalised as ``(x / 255 - mean[c]) / std[c]``.
+
+    Returns:
+        ``(images, labels)``: float32 ``(N, C, H, W)``, and the class index of each image from
+        its top-level subfolder (sorted names), or ``None`` for a flat folder.
+
+    Raises:
+        ValueError: an unreadable image (named), no images, an image smaller than the input.
+    """
+    shape = info(model)["inputs"][0]["shape"].strip("[]").split(",")
+    dims = [int(d) for d in shape[1:]]
+    if len(dims) != 3:
+        raise ValueError(f"read_folder: the model's input is {shape}, not (N, C, H, W)")
+    images, labels = _subprune.read_folder(
+        os.fspath(path), dims[0], dims[1], dims[2], resize, _floats(mean), _floats(std)
+    )
+    return images, (list(labels) if labels is not None else None)
 
 
 def evaluate(

@@ -1,7 +1,7 @@
 """Type stubs of the subprune package (see __init__.py for the documentation)."""
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,7 @@ def prune(
     ridge: float = ...,
     seed: int = ...,
     calib_images: Optional[int] = ...,
+    resize: Optional[int] = ...,
     mean: Floats = ...,
     std: Floats = ...,
     batch: Optional[int] = ...,
@@ -85,3 +86,12 @@ def select(
     progress: Progress = ...,
 ) -> Dict[str, Any]: ...
 def devices() -> List[str]: ...
+
+def read_folder(
+    path: Union[str, os.PathLike],
+    model: ModelLike,
+    *,
+    resize: Optional[int] = ...,
+    mean: Floats = ...,
+    std: Floats = ...,
+) -> Tuple[np.ndarray, Optional[List[int]]]: ...

@@ -242,3 +242,47 @@ def test_the_gil_is_released_while_pruning(calib):
     assert "pruned" in result
     # At least one tick per 20 ms of pruning.
     assert ticks >= elapsed / 0.02, (ticks, elapsed)
+
+
+def write_png(path, pixels):
+    """An 8-bit greyscale PNG of `pixels` (H, W), with the standard library only."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape
+    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(h))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_prune_from_an_image_folder_equals_the_array_and_the_command_line(
+    pruned, calib, tmp_path, test_set
+):
+    # The first calibration images as 8-bit PNGs: (p / 255 - mean) / std gives the .npy's floats
+    # back, so the folder, the array and the CLI on the folder keep the same channels.
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    pixels = np.rint((calib[:CALIB_IMAGES, 0] * STD + MEAN) * 255).astype(np.uint8)
+    for i, p in enumerate(pixels):
+        write_png(folder / f"{i:04d}.png", p)
+    images, labels = subprune.read_folder(folder, MODEL, mean=MEAN, std=STD)
+    assert labels is None and images.shape == (CALIB_IMAGES, 1, 28, 28)
+    assert np.array_equal(images, calib[:CALIB_IMAGES])
+    from_folder = subprune.prune(MODEL, folder, keep_fraction=0.5, mean=MEAN, std=STD,
+                                 backend="cpu")
+    assert kept(from_folder.report) == kept(pruned.report)
+    out, report = tmp_path / "cli.onnx", tmp_path / "report.json"
+    cli("prune", MODEL, "--calib", folder, "--mean", MEAN, "--std", STD, "--keep-fraction",
+        "0.5", "--out", out, "--report", report)
+    assert kept(json.loads(report.read_text())) == kept(from_folder.report)
+    x, y = test_set
+    images = normalise(x)
+    ours = onnxruntime_top1(from_folder.to_bytes(), images, y)
+    assert ours == onnxruntime_top1(out.read_bytes(), images, y)
+    assert ours == onnxruntime_top1(pruned.to_bytes(), images, y)
