@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::feed::{check_images, original_pass, LayerFeed, LayerStatsOf, PassInputs};
 use super::rewrite::{apply_group, Applied, WeightForm};
-use super::select::{every_consumer_reads, select_sized, LayerContext, Selection, Selector};
+use super::select::{every_value_keeps_one, select_sized, LayerContext, Selection, Selector};
 use super::{ExecutorFactory, PruneOptions};
 use crate::analysis::channels::{ChannelGroup, ConsumerMap};
 use crate::backend::Backend;
@@ -242,7 +242,7 @@ impl LayerwiseStats {
         let l = &self.layers[i];
         let ctx = self.context(i, backend, options.dependence_tol);
         // The sizes here are a budget's or a comparison row's: shares of the parameters.
-        let selection = every_consumer_reads(
+        let selection = every_value_keeps_one(
             &l.layer,
             select_sized(selector, &ctx, &l.layer, keep, true, &mut |_, _| {})?,
         );

@@ -78,7 +78,7 @@ impl<'a> Run<'a> {
         )?;
         self.phases.greedy += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let selection = select::every_consumer_reads(job.layer, selection);
+        let selection = select::every_value_keeps_one(job.layer, selection);
         let kept = selection.kept.clone();
         if let Some((rb, ra)) = record {
             let (problem, _) = &problems[0];

@@ -265,23 +265,23 @@ pub fn consumer_rows(
     }
 }
 
-/// `selection` with, for each consumer of `group` that would read none of the kept channels
-/// (a consumer of one segment of a stream, or of one Concat/Split branch, whose channels were all
-/// dropped), the one of its channels the greedy picked first (else its lowest), so that no
-/// consumer is left without input. Rare; the kept count then exceeds the budget by as many.
-pub(crate) fn every_consumer_reads(
+/// `selection` with, for each value of `group` that would keep none of its channels (a
+/// producer of a Concat whose channels were all dropped, one segment of a stream, a consumer of
+/// one Split part), the one of its channels the greedy picked first (else its lowest), so that
+/// no producer, consumer or map is left with zero channels. Rare; the kept count then exceeds
+/// the budget by as many.
+pub(crate) fn every_value_keeps_one(
     group: &crate::analysis::ChannelGroup,
     mut selection: Selection,
 ) -> Selection {
     let order = selection.greedy.as_ref().map(|r| r.order.clone());
     let mut added = false;
-    for c in &group.consumers {
-        let Some(positions) = group.positions(c.input) else {
-            continue;
-        };
-        if positions
-            .iter()
-            .any(|a| selection.kept.binary_search(a).is_ok())
+    for v in &group.values {
+        let positions = &v.channels;
+        if positions.is_empty()
+            || positions
+                .iter()
+                .any(|a| selection.kept.binary_search(a).is_ok())
         {
             continue;
         }
