@@ -358,10 +358,10 @@ pub(crate) fn rule(
                     if steps[k] != 1 {
                         return Err(named("a strided Slice of the channel axis:"));
                     }
-                    let c = v.channels as i64;
-                    let clamp = |x: i64| if x < 0 { (x + c).max(0) } else { x.min(c) };
-                    let (start, end) = (clamp(starts[k]) as usize, clamp(ends[k]) as usize);
-                    let len = end.saturating_sub(start);
+                    // ONNX's clamping, as the shape inference does it.
+                    let (start, len) =
+                        crate::ir::shape::slice_range(v.channels, starts[k], ends[k], 1);
+                    let start = start as usize;
                     Ok(Rule {
                         links: vec![Link {
                             input: 0,
