@@ -404,7 +404,7 @@ pub fn analyze(graph: &Graph) -> ChannelAnalysis {
         }
         let built = ctx.build(p);
         grouped.extend(built.producers.iter().copied());
-        match built.finish(graph) {
+        match built.finish(graph, &ctx.consumers) {
             Ok(group) => analysis.prunable.push(group),
             Err((producers, reason)) => {
                 for q in producers {

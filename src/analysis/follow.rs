@@ -24,6 +24,16 @@ pub(super) fn image_dims(graph: &Graph, v: ValueId) -> Option<Vec<usize>> {
 }
 
 /// The producer's own channel params (indexed by its output), or why it is not a prunable
+/// The view of a value not reached yet, from its shape: channels on axis 1, not flattened.
+fn shape_view(graph: &Graph, v: ValueId) -> Option<ChannelView> {
+    let dims = image_dims(graph, v)?;
+    Some(ChannelView {
+        channels: *dims.first()?,
+        flat: None,
+        dims,
+    })
+}
+
 /// producer (`Err(None)`: not a producer at all).
 pub(super) fn producer_params(
     graph: &Graph,
@@ -160,7 +170,11 @@ impl Building {
     }
 
     /// Producers and reason of a frozen group, or the group.
-    pub fn finish(mut self, graph: &Graph) -> Result<ChannelGroup, (Vec<usize>, String)> {
+    pub fn finish(
+        mut self,
+        graph: &Graph,
+        consumers: &[Vec<usize>],
+    ) -> Result<ChannelGroup, (Vec<usize>, String)> {
         self.producers.sort_unstable();
         if let Some(reason) = self.frozen.take() {
             return Err((self.producers, reason));
@@ -172,7 +186,6 @@ impl Building {
             ));
         }
         // Every sliced constant must belong to its node alone.
-        let consumers = graph.consumers();
         if let Some(cp) = self.params.iter().find(|cp| consumers[cp.value].len() > 1) {
             return Err((
                 self.producers,
@@ -315,17 +328,13 @@ impl Ctx<'_> {
             (Op::Conv(conv), Some(view)) => {
                 rules::depth_multiplier(graph, node, conv, view).is_some()
             }
-            (Op::Conv(conv), None) if from_output => {
-                let input = node.inputs.first().copied().flatten();
-                let view = input.and_then(|i| {
-                    Some(ChannelView {
-                        channels: image_dims(graph, i)?.first().copied()?,
-                        flat: None,
-                        dims: image_dims(graph, i)?,
-                    })
-                });
-                view.is_some_and(|view| rules::depth_multiplier(graph, node, conv, &view).is_some())
-            }
+            (Op::Conv(conv), None) if from_output => node
+                .inputs
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|i| shape_view(graph, i))
+                .is_some_and(|view| rules::depth_multiplier(graph, node, conv, &view).is_some()),
             _ => false,
         };
         if weighted && !depthwise {
@@ -369,13 +378,9 @@ impl Ctx<'_> {
             }
             let view = match b.view(id) {
                 Some(view) => view.clone(),
-                None => match image_dims(graph, id) {
-                    Some(dims) if !dims.is_empty() => ChannelView {
-                        channels: dims[0],
-                        flat: None,
-                        dims,
-                    },
-                    _ => {
+                None => match shape_view(graph, id) {
+                    Some(view) => view,
+                    None => {
                         b.freeze(format!(
                             "value '{}' has a symbolic or missing channel dimension",
                             graph.values[id].name
