@@ -124,6 +124,12 @@ fn resnet56_block_groups_and_one_stream_through_the_option_a_shortcuts() {
         .contains("stream"));
     assert!(a.coupled("linear").unwrap().reason.contains("graph output"));
     assert_eq!(a.coupled.len(), 1);
+    let summary = subprune::analysis::summary::summarize(graph);
+    assert!(
+        summary.prunable_conv_share >= 0.9,
+        "{}",
+        summary.prunable_conv_share
+    );
 }
 
 #[test]
@@ -223,4 +229,11 @@ fn mobilenetv2_expand_depthwise_project_groups_and_residual_streams() {
     // The stem, the 17 expand convs, the last 1×1 conv and the streams (7 of them: one per
     // stage of equal width, each of the blocks' project convs).
     assert_eq!(a.prunable.len(), 19 + 7);
+    // Every conv's output channels can shrink with some group (issue 22: ≥ 90%).
+    let summary = subprune::analysis::summary::summarize(&model.graph);
+    assert!(
+        summary.prunable_conv_share >= 0.9,
+        "{}",
+        summary.prunable_conv_share
+    );
 }
