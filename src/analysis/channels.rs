@@ -13,9 +13,21 @@
 //! its first producer's outputs.
 //!
 //! A group is **prunable** when every value it reaches has a known channel use; otherwise it is
-//! frozen (left whole) with the reason: a graph input or output, an op without a rule, a grouped
-//! conv (neither 1 nor depthwise: its per-group channel counts would have to stay equal, which
-//! this version does not do), a parameter shared with another node.
+//! frozen (left whole) with the reason: a graph input or output, an op without a rule, a
+//! parameter shared with another node.
+//!
+//! A **grouped conv** (`1 < group`, not depthwise) is a producer and a consumer like any other,
+//! but ONNX wants each of its `group` blocks of input (and output) channels to keep equal
+//! counts. That is kept by ties: once every other rule has tied what it ties, the `k`-th
+//! position of each block (block positions ordered by the size of their class in the block,
+//! then by class) is tied across the blocks, so every group channel holds as many positions
+//! of each block. This is stronger than equal counts (a union-find can only tie) but weaker
+//! than tying equal offsets (`b·s + j` across `b`): after a channel shuffle whose block width
+//! is not a multiple of the group count (ShuffleNet's 136 = 4 × 34 channels), equal offsets
+//! would merge every channel into one; the ordering keeps 9 group channels there. A group
+//! channel may then hold several positions of one value; a consumer's statistics are
+//! regrouped per group channel ([`ConsumerMap`]), and a grouped consumer's weight is treated
+//! as a block-diagonal dense weight (`docs/ALGORITHM.md` §6.2).
 
 use std::collections::HashSet;
 
@@ -114,6 +126,21 @@ pub enum ChannelEdit {
         start: usize,
         /// Positions read (before pruning).
         len: usize,
+    },
+    /// A Reshape that splits the channel axis into sub-axes or merges them back (a channel
+    /// shuffle): the shape's channel entries become the kept count along each sub-axis of
+    /// `output`, whose kept positions (and those of `input`) must form a product set.
+    ChannelReshape {
+        /// The Reshape.
+        node: usize,
+        /// Its input.
+        input: ValueId,
+        /// The channel sub-axis sizes of `input` (before pruning; `[C]` for one channel axis).
+        input_axes: Vec<usize>,
+        /// Its output.
+        output: ValueId,
+        /// The channel sub-axis sizes of `output` (before pruning).
+        output_axes: Vec<usize>,
     },
 }
 

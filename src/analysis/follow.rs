@@ -31,6 +31,7 @@ fn shape_view(graph: &Graph, v: ValueId) -> Option<ChannelView> {
         channels: *dims.first()?,
         flat: None,
         dims,
+        sub: None,
     })
 }
 
@@ -48,10 +49,17 @@ pub(super) fn producer_params(
     match &node.op {
         Op::Conv(c) => {
             let w = const_input(graph, node, 1, Some(4)).ok_or(None)?;
-            let channels = graph.values[w].shape.0[0].at(1);
-            if c.group != 1 {
+            let dims = &graph.values[w].shape.0;
+            let channels = dims[0].at(1);
+            if c.group != 1 && dims[1].at(0) == 1 {
                 return Err(Some(format!(
-                    "grouped/depthwise conv (group {}): its output channels are tied to its input channels",
+                    "depthwise conv (group {}): its output channels are tied to its input channels",
+                    c.group
+                )));
+            }
+            if channels % c.group.max(1) != 0 {
+                return Err(Some(format!(
+                    "grouped conv (group {}) with {channels} output channels",
                     c.group
                 )));
             }
@@ -116,6 +124,9 @@ pub(super) struct Building {
     via: Vec<String>,
     edits: Vec<ChannelEdit>,
     visited: HashSet<(usize, bool)>,
+    /// Values whose positions fall in equal blocks that must keep equal counts (a grouped
+    /// conv's input or output, and its group count), balanced once everything else is tied.
+    blocks: Vec<(ValueId, usize)>,
     queue: Vec<ValueId>,
     maps: bool,
     frozen: Option<String>,
@@ -148,7 +159,9 @@ impl Building {
     /// Adds `v` with `view`, or checks it against the view it has.
     fn add(&mut self, graph: &Graph, v: ValueId, view: ChannelView) -> Option<usize> {
         if let Some(&i) = self.index.get(&v) {
-            if self.values[i].1.channels != view.channels || self.values[i].1.flat != view.flat {
+            let known = &self.values[i].1;
+            if known.channels != view.channels || known.flat != view.flat || known.sub != view.sub
+            {
                 self.freeze(format!(
                     "value '{}' is reached with two channel layouts",
                     graph.values[v].name
@@ -163,6 +176,39 @@ impl Building {
         self.values.push((v, view, base));
         self.queue.push(v);
         Some(self.values.len() - 1)
+    }
+
+    /// Ties the positions of `v` (cut into `groups` equal blocks) so that every class holds as
+    /// many positions of each block: the `k`-th position of every block, in the order (class
+    /// count in the block, descending; class; position), is tied across the blocks. Classes are
+    /// then unions of such rows. A later union of two balanced classes stays balanced, so the
+    /// blocks of every value are balanced whatever the order they are done in.
+    fn balance(&mut self, v: ValueId, groups: usize) {
+        let Some(&i) = self.index.get(&v) else {
+            return;
+        };
+        let (base, n) = (self.values[i].2, self.values[i].1.channels);
+        if groups < 2 || n % groups != 0 {
+            return;
+        }
+        let s = n / groups;
+        let roots: Vec<usize> = (0..n).map(|p| self.find(base + p)).collect();
+        let mut count: HashMap<(usize, usize), usize> = HashMap::new();
+        for (p, &r) in roots.iter().enumerate() {
+            *count.entry((p / s, r)).or_default() += 1;
+        }
+        let orders: Vec<Vec<usize>> = (0..groups)
+            .map(|blk| {
+                let mut ps: Vec<usize> = (blk * s..(blk + 1) * s).collect();
+                ps.sort_by_key(|&p| (std::cmp::Reverse(count[&(blk, roots[p])]), roots[p], p));
+                ps
+            })
+            .collect();
+        for k in 0..s {
+            for order in &orders[1..] {
+                self.union(base + orders[0][k], base + order[k]);
+            }
+        }
     }
 
     fn view(&self, v: ValueId) -> Option<&ChannelView> {
@@ -194,6 +240,9 @@ impl Building {
                     graph.values[cp.value].name
                 ),
             ));
+        }
+        for (v, groups) in std::mem::take(&mut self.blocks) {
+            self.balance(v, groups);
         }
         let mut number: HashMap<usize, usize> = HashMap::new();
         let mut values = Vec::new();
@@ -291,6 +340,11 @@ impl Ctx<'_> {
         match producer_params(self.graph, node) {
             Ok((channels, params)) => {
                 b.params.extend(params);
+                if let Op::Conv(c) = &node.op {
+                    if c.group > 1 {
+                        b.blocks.push((out, c.group));
+                    }
+                }
                 let dims = image_dims(self.graph, out).unwrap_or_default();
                 b.add(
                     self.graph,
@@ -299,6 +353,7 @@ impl Ctx<'_> {
                         channels,
                         flat: None,
                         dims,
+                        sub: None,
                     },
                 );
             }
@@ -452,6 +507,7 @@ impl Ctx<'_> {
                 channels: rule.out_channels,
                 flat: rule.flat.clone(),
                 dims: out_dims,
+                sub: rule.sub.clone(),
             },
         ) else {
             return;
@@ -464,6 +520,7 @@ impl Ctx<'_> {
                 channels,
                 flat: None,
                 dims,
+                sub: None,
             };
             let Some(i) = b.add(graph, value, view) else {
                 return;
@@ -523,6 +580,16 @@ impl Ctx<'_> {
                     sizes,
                 });
             }
+            Some(EditKind::ChannelReshape) => {
+                let axes = |v: &ChannelView| v.sub.clone().unwrap_or_else(|| vec![v.channels]);
+                b.edits.push(ChannelEdit::ChannelReshape {
+                    node: n,
+                    input,
+                    input_axes: views[0].as_ref().map(axes).unwrap_or_default(),
+                    output: out,
+                    output_axes: rule.sub.clone().unwrap_or(vec![rule.out_channels]),
+                });
+            }
             Some(EditKind::ChannelSlice { start }) => {
                 b.maps = true;
                 b.edits.push(ChannelEdit::ChannelSlice {
@@ -550,15 +617,18 @@ impl Ctx<'_> {
         };
         let reason = match &node.op {
             Op::Conv(conv) => {
-                if view.flat.is_some() || view.dims.len() != 3 {
+                let w = const_input(graph, node, 1, Some(4)).and_then(|w| graph.constant(w));
+                if view.flat.is_some() || view.sub.is_some() || view.dims.len() != 3 {
                     Some(named("a conv reads a flattened input:"))
-                } else if conv.group != 1 {
-                    Some(format!(
-                        "its channels feed the grouped conv '{}' (group {})",
-                        node.name, conv.group
-                    ))
-                } else if const_input(graph, node, 1, Some(4)).is_none() {
+                } else if w.is_none() {
                     Some(named("the weight is not a constant in"))
+                } else if conv.group != 1
+                    && w.is_some_and(|w| w.dims[1] * conv.group != view.channels)
+                {
+                    Some(format!(
+                        "its {} channels do not match the weight of the grouped conv '{}' (group {})",
+                        view.channels, node.name, conv.group
+                    ))
                 } else if !matches!(conv.window.padding,
                     Padding::Explicit([t, l, bo, r]) if t == bo && l == r)
                 {
@@ -566,6 +636,9 @@ impl Ctx<'_> {
                         "asymmetric or automatic padding is not supported in the consumer",
                     ))
                 } else {
+                    if conv.group > 1 {
+                        b.blocks.push((v, conv.group));
+                    }
                     b.consumers.push(ChannelConsumer {
                         node: n,
                         name: node.name.clone(),

@@ -5,6 +5,7 @@
 pub mod channels;
 mod follow;
 pub(crate) mod rules;
+mod shuffle;
 pub mod summary;
 
 pub use channels::{

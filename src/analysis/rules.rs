@@ -15,7 +15,9 @@
 //! | Sum/Max/Min (n-ary) | as Add |
 //! | Resize by scales, GlobalMaxPool, ReduceMean/Max/Sum over spatial axes | `c` → `c` |
 //! | Pad (constant 0 on the channel axis) | `c` → `before + c`; the pads count the kept zero channels |
-//! | Flatten (axis 1), Reshape to `(N, -1)` / `(-1, K)` | `c` → the `H·W` features of `c` (tracked as channel `c`); `K` follows |
+//! | Flatten (axis 1), Reshape to `(N, -1)` / `(-1, K)` / `(0, K)` | `c` → the `H·W` features of `c` (tracked as channel `c`); `K` follows |
+//! | Reshape splitting the channel axis into sub-axes (or merging them), batch and spatial axes alone | flattened position `c` → `c`; a split output ties equal offsets of the last sub-axis across the leading ones (the kept set stays a product); the shape's channel entries follow |
+//! | Transpose permuting only channel sub-axes (a channel shuffle) | the permutation of flattened positions |
 
 use crate::ir::{Graph, Node, Op, PadMode, ValueId};
 
@@ -60,6 +62,9 @@ pub(crate) enum EditKind {
     },
     /// A Split of the channel axis: its part sizes.
     ChannelSplit,
+    /// A Reshape that splits the channel axis into sub-axes or merges them: the shape's
+    /// channel entries follow the kept positions.
+    ChannelReshape,
 }
 
 /// What an op does to channels.
@@ -78,6 +83,9 @@ pub(crate) struct Rule {
     pub more_outputs: Vec<usize>,
     /// An attribute that follows the kept count.
     pub edit: Option<EditKind>,
+    /// The output's channel sub-axes when the channels span several axes (after a Reshape that
+    /// splits them); `None`: one channel axis.
+    pub sub: Option<Vec<usize>>,
 }
 
 /// What a rule needs to know of a value carrying channels.
@@ -89,6 +97,16 @@ pub(crate) struct ChannelView {
     pub flat: Option<Vec<usize>>,
     /// Per-image dims.
     pub dims: Vec<usize>,
+    /// The channel sub-axes (`dims[..k]`, flattened row-major into the positions) when the
+    /// channels span several axes; `None`: the channels are `dims[0]` alone.
+    pub sub: Option<Vec<usize>>,
+}
+
+impl ChannelView {
+    /// How many leading per-image axes hold the channels.
+    pub fn channel_axes(&self) -> usize {
+        self.sub.as_ref().map_or(1, Vec::len)
+    }
 }
 
 /// A float constant input `i` of `node` of rank `rank` (any rank when `None`).
@@ -156,6 +174,7 @@ fn identity(input: usize, view: &ChannelView) -> Rule {
         }],
         flat: view.flat.clone(),
         out_channels: view.channels,
+        sub: view.sub.clone(),
         ..Rule::default()
     }
 }
@@ -181,6 +200,16 @@ pub(crate) fn rule(
     {
         return Err(named(
             "its channels are a parameter (not the data input) of",
+        ));
+    }
+    if views.iter().flatten().any(|v| v.sub.is_some())
+        && !matches!(
+            node.op,
+            Op::Unary(_) | Op::Identity | Op::Reshape { .. } | Op::Transpose { .. }
+        )
+    {
+        return Err(named(
+            "its channels, split over several axes by a channel shuffle, reach",
         ));
     }
     let flat_spatial = |v: &ChannelView| {
@@ -239,15 +268,18 @@ pub(crate) fn rule(
             Ok(r)
         }
         Op::Flatten { axis: 1 } => Ok(flatten(&first()?)),
-        // A flatten written as a Reshape: `(0, -1)`, or `(-1, K)` with K the elements of one
-        // image (the batch inferred; K follows the channels, so its shape constant must be this
-        // node's alone: checked with the other parameters).
-        Op::Reshape { shape, .. } if shape.len() == 2 => {
+        // A flatten written as a Reshape: `(0, -1)`, or `(-1, K)` / `(0, K)` with K the elements
+        // of one image (the batch inferred or copied; K follows the channels, so its shape
+        // constant must be this node's alone: checked with the other parameters; it is
+        // rewritten as `(-1, K')`).
+        Op::Reshape { shape, .. } if shape.len() == 2 && first()?.sub.is_none() => {
             let v = first()?;
             let elements: usize = v.dims.iter().product();
             if shape[1] == -1 && shape[0] >= 0 {
                 Ok(flatten(&v))
-            } else if shape[0] == -1 && usize::try_from(shape[1]).is_ok_and(|k| k == elements) {
+            } else if (shape[0] == -1 || shape[0] == 0)
+                && usize::try_from(shape[1]).is_ok_and(|k| k == elements)
+            {
                 let mut r = flatten(&v);
                 r.edit = Some(EditKind::FlattenReshape {
                     per_channel: elements / v.channels.max(1),
@@ -257,6 +289,8 @@ pub(crate) fn rule(
                 Err(named("a Reshape that mixes channels:"))
             }
         }
+        Op::Reshape { .. } => super::shuffle::reshape(node, &first()?, out_dims),
+        Op::Transpose { perm } => super::shuffle::transpose(node, &first()?, perm),
         Op::Binary(b) => binary(graph, node, &format!("{b:?}"), views, out_dims),
         Op::Nary(k) => binary(graph, node, &format!("{k:?}"), views, out_dims),
         // Resized by scales: the channels stay. By sizes, the file's sizes name the channel

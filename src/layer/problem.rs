@@ -16,6 +16,11 @@ pub struct LayerProblem {
     pub weight: Vec<f64>,
     /// The weight's original shape, used to write the pruned weight back in the same layout.
     pub weight_shape: Vec<usize>,
+    /// Blocks of a grouped conv read as a dense one: `weight` is block-diagonal (input block
+    /// `b` of `D/groups` columns feeds output block `b` of `m/groups` outputs), and the
+    /// statistics keep only the diagonal blocks ([`super::LayerStats::from_raw`]); 1 for a
+    /// dense consumer.
+    pub groups: usize,
 }
 
 impl LayerProblem {
@@ -99,6 +104,7 @@ impl LayerProblem {
             outputs,
             weight: wmat,
             weight_shape: ws.to_vec(),
+            groups: 1,
         })
     }
 

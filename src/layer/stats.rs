@@ -284,12 +284,17 @@ impl LayerStats {
                 hint: SCALE_HINT.into(),
             });
         }
+        let (gram, c0) = if problem.groups > 1 {
+            block_diagonal(raw.gram.values()?, c0, d, m, problem.groups)?
+        } else {
+            (raw.gram, c0)
+        };
         let mut phases = raw.phases;
         phases.host += start.elapsed().as_secs_f64();
         Ok(Self {
             layout,
             outputs: m,
-            gram: raw.gram,
+            gram,
             c0,
             total,
             weight: w.clone(),
@@ -342,6 +347,40 @@ impl LayerStats {
             phases: self.phases,
         })
     }
+}
+
+/// The statistics of a grouped consumer with a block-diagonal weight `W` (input block `b`,
+/// `D/groups` columns, feeds output block `b`, `m/groups` outputs): the objective
+/// `‖BW − B_S W~‖²` over block-diagonal `W~` splits into one problem per block, which reads
+/// only `G`'s diagonal blocks `B_bᵀB_b` and `C0`'s entries of input block `b` × output block
+/// `b`. With the others zeroed the greedy's gains and the least-squares solve are those of the
+/// blocks, and the solution is block-diagonal. `‖AW‖²` is unchanged (`W`'s columns of block `b`
+/// vanish outside input block `b`); so is the asymmetric form, `C0 = (BᵀA)·W` masked alike.
+fn block_diagonal(
+    gram: &[f64],
+    mut c0: Vec<f64>,
+    d: usize,
+    m: usize,
+    groups: usize,
+) -> Result<(Gram, Vec<f64>)> {
+    if d % groups != 0 || m % groups != 0 {
+        return Err(Error::Shape(format!(
+            "a grouped consumer (group {groups}) with {d} input columns and {m} outputs"
+        )));
+    }
+    let (din, dout) = (d / groups, m / groups);
+    let mut masked = vec![0.0; d * d];
+    for i in 0..d {
+        let b = i / din;
+        masked[i * d + b * din..i * d + (b + 1) * din]
+            .copy_from_slice(&gram[i * d + b * din..i * d + (b + 1) * din]);
+        for (o, x) in c0[i * m..(i + 1) * m].iter_mut().enumerate() {
+            if o / dout != b {
+                *x = 0.0;
+            }
+        }
+    }
+    Ok((Gram::from_host(masked), c0))
 }
 
 /// What to do when the statistics overflow.

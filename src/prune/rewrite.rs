@@ -68,11 +68,13 @@ pub(crate) fn consumer_problem(
                 padding: [pads[0], pads[1]],
                 dilation: c.window.dilations,
             };
-            (
-                Tensor::new(dims.to_vec(), data.to_vec())?,
-                WeightForm::AsIs { scale: 1.0 },
-                Some(opts),
-            )
+            let weight = if c.group > 1 {
+                block_diagonal_weight(dims, data, c.group)
+                    .map_err(|e| node.error(format!("as a grouped consumer: {e}")))?
+            } else {
+                Tensor::new(dims.to_vec(), data.to_vec())?
+            };
+            (weight, WeightForm::AsIs { scale: 1.0 }, Some(opts))
         }
         Op::Gemm(g) => {
             let scaled: Vec<f32> = data.iter().map(|x| x * g.alpha).collect();
@@ -97,9 +99,64 @@ pub(crate) fn consumer_problem(
         ),
         _ => return Err(node.error("not a weighted consumer")),
     };
-    let problem = LayerProblem::new(&input_shape, weight.view(), conv)
+    let mut problem = LayerProblem::new(&input_shape, weight.view(), conv)
         .map_err(|e| node.error(format!("as the consumer of a pruned layer: {e}")))?;
+    if let Op::Conv(c) = &node.op {
+        problem.groups = c.group;
+    }
     Ok((problem, form))
+}
+
+/// A grouped conv's weight `(M, C/g, kh, kw)` as the dense `(M, C, kh, kw)` weight it acts as:
+/// output block `b` (`M/g` outputs) reads input block `b` (`C/g` channels), zeros elsewhere.
+fn block_diagonal_weight(dims: &[usize], data: &[f32], groups: usize) -> Result<Tensor> {
+    let (m, cg, k) = (dims[0], dims[1], dims[2] * dims[3]);
+    if m % groups != 0 {
+        return Err(Error::Shape(format!(
+            "weight {dims:?}: {m} outputs do not split into {groups} groups"
+        )));
+    }
+    let c = cg * groups;
+    let mut dense = vec![0.0f32; m * c * k];
+    for o in 0..m {
+        let b = o / (m / groups);
+        let row = &data[o * cg * k..(o + 1) * cg * k];
+        dense[(o * c + b * cg) * k..(o * c + (b + 1) * cg) * k].copy_from_slice(row);
+    }
+    Tensor::new(vec![m, c, dims[2], dims[3]], dense)
+}
+
+/// The diagonal blocks of a dense reweighted conv weight `(M, C', kh, kw)` as a grouped weight
+/// `(M, C'/g, kh, kw)`: `positions` are the consumer's kept input positions (sorted, of
+/// `channels`), which must keep as many in each of the `groups` blocks.
+fn grouped_weight(
+    dense: Tensor,
+    positions: &[usize],
+    channels: usize,
+    groups: usize,
+) -> std::result::Result<Tensor, String> {
+    let s = channels / groups;
+    let mut counts = vec![0usize; groups];
+    for &p in positions {
+        counts[p / s] += 1;
+    }
+    let per = positions.len() / groups;
+    if counts.iter().any(|&n| n != per) {
+        return Err(format!(
+            "the kept input channels per group are {counts:?}; a grouped conv needs equal counts"
+        ));
+    }
+    let (m, cols, k) = (dense.shape[0], dense.shape[1], dense.shape[2] * dense.shape[3]);
+    let mut data = Vec::with_capacity(m * per * k);
+    for o in 0..m {
+        let b = o / (m / groups);
+        let start = (o * cols + b * per) * k;
+        data.extend_from_slice(&dense.data[start..start + per * k]);
+    }
+    Ok(Tensor {
+        shape: vec![m, per, dense.shape[2], dense.shape[3]],
+        data,
+    })
 }
 
 /// Sets constant `v` to `tensor` (value and shape).
@@ -204,8 +261,8 @@ pub(crate) fn apply_group(
         )?;
         residual += r.residual;
         total += st.total;
-        let weight = match maps.get(i).and_then(Option::as_ref) {
-            None => problem.weight_tensor(kept, &r.weight),
+        let (positions, weight) = match maps.get(i).and_then(Option::as_ref) {
+            None => (kept.clone(), problem.weight_tensor(kept, &r.weight)),
             Some(map) => {
                 // Back from one block per group channel to the consumer's own positions.
                 let m = st.outputs;
@@ -216,10 +273,18 @@ pub(crate) fn apply_group(
                     positions.push(p);
                     rows.extend_from_slice(&r.weight[first_row * m..(first_row + ks) * m]);
                 }
-                problem.weight_tensor(&positions, &rows)
+                let weight = problem.weight_tensor(&positions, &rows);
+                (positions, weight)
             }
         };
         let c = &group.consumers[i];
+        let weight = if problem.groups > 1 {
+            let channels = problem.layout().channels;
+            grouped_weight(weight, &positions, channels, problem.groups)
+                .map_err(|e| graph.nodes[c.node].error(e))?
+        } else {
+            weight
+        };
         set_consumer_weight(graph, c, *form, weight)?;
         let w = graph.nodes[c.node].input(1)?;
         if let Some(done) = applied.sliced.get(&w).cloned() {
@@ -380,6 +445,42 @@ pub(crate) fn slice_group(
                     })?;
                 }
             }
+            ChannelEdit::ChannelReshape {
+                node,
+                input,
+                ref input_axes,
+                output,
+                ref output_axes,
+            } => {
+                let named = |v: ValueId| graph.values[v].name.clone();
+                let reshape = graph.nodes[node].name.clone();
+                product_sizes(
+                    &group.kept_positions(input, kept),
+                    input_axes,
+                    &named(input),
+                    &reshape,
+                )?;
+                let sizes = product_sizes(
+                    &group.kept_positions(output, kept),
+                    output_axes,
+                    &named(output),
+                    &reshape,
+                )?;
+                let set = |shape: &mut Vec<i64>| {
+                    for (i, &n) in sizes.iter().enumerate() {
+                        if let Some(x) = shape.get_mut(1 + i) {
+                            *x = n as i64;
+                        }
+                    }
+                };
+                match &mut graph.nodes[node].op {
+                    Op::Reshape { shape, .. } if shape.len() > sizes.len() => set(shape),
+                    _ => return Err(graph.nodes[node].error("expected a channel Reshape")),
+                }
+                if let Some(c) = own_input(graph, node, 1)? {
+                    set_ints(graph, c, &set)?;
+                }
+            }
             ChannelEdit::ChannelSlice {
                 node,
                 input,
@@ -410,6 +511,31 @@ pub(crate) fn slice_group(
         }
     }
     Ok(())
+}
+
+/// The kept count along each channel sub-axis `axes` of a value whose kept positions (row-major
+/// over `axes`) are `kept`, or an error when they are not a product set (a kept index set per
+/// sub-axis), which the Reshape `node` could not express.
+fn product_sizes(kept: &[usize], axes: &[usize], value: &str, node: &str) -> Result<Vec<usize>> {
+    let mut seen: Vec<Vec<bool>> = axes.iter().map(|&n| vec![false; n]).collect();
+    for &p in kept {
+        let mut rest = p;
+        for (a, &n) in axes.iter().enumerate().rev() {
+            seen[a][rest % n.max(1)] = true;
+            rest /= n.max(1);
+        }
+    }
+    let sizes: Vec<usize> = seen
+        .iter()
+        .map(|s| s.iter().filter(|&&x| x).count())
+        .collect();
+    if sizes.iter().product::<usize>() != kept.len() {
+        return Err(Error::InvalidArgument(format!(
+            "Reshape '{node}': the kept channels of '{value}' are not a product set over its              channel axes {axes:?} (kept along each axis: {sizes:?}, {} kept in all), so the              Reshape's shape cannot name them",
+            kept.len()
+        )));
+    }
+    Ok(sizes)
 }
 
 /// Re-infers shapes after edits, naming the node that no longer fits.
