@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/tract.rs"]
 mod tract;
+#[path = "channel_groups/grouped.rs"]
+mod grouped;
 
 use subprune::analysis::analyze;
 use subprune::exec::run::F32Images;
