@@ -4,10 +4,10 @@
 //! reweighting), and the written model runs in tract (an independent runtime) with the same output.
 
 mod common;
-#[path = "common/tract.rs"]
-mod tract;
 #[path = "channel_groups/grouped.rs"]
 mod grouped;
+#[path = "common/tract.rs"]
+mod tract;
 
 use subprune::analysis::analyze;
 use subprune::exec::run::F32Images;

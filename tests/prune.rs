@@ -117,6 +117,7 @@ fn unchanged_elsewhere(pruned: &Pruned, model_file: &str, out: &Path, tag: &str)
             | ChannelSlice { node, .. }
             | ChannelSplit { node, .. }
             | FlattenReshape { node, .. }
+            | ChannelReshape { node, .. }
             | Depthwise { node, .. }) = e;
             touched_nodes.insert(g.nodes[*node].name.clone());
             for v in g.nodes[*node].inputs.iter().skip(1).flatten() {

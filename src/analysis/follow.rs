@@ -57,7 +57,7 @@ pub(super) fn producer_params(
                     c.group
                 )));
             }
-            if channels % c.group.max(1) != 0 {
+            if !channels.is_multiple_of(c.group.max(1)) {
                 return Err(Some(format!(
                     "grouped conv (group {}) with {channels} output channels",
                     c.group
@@ -160,8 +160,7 @@ impl Building {
     fn add(&mut self, graph: &Graph, v: ValueId, view: ChannelView) -> Option<usize> {
         if let Some(&i) = self.index.get(&v) {
             let known = &self.values[i].1;
-            if known.channels != view.channels || known.flat != view.flat || known.sub != view.sub
-            {
+            if known.channels != view.channels || known.flat != view.flat || known.sub != view.sub {
                 self.freeze(format!(
                     "value '{}' is reached with two channel layouts",
                     graph.values[v].name

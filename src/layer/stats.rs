@@ -363,7 +363,7 @@ fn block_diagonal(
     m: usize,
     groups: usize,
 ) -> Result<(Gram, Vec<f64>)> {
-    if d % groups != 0 || m % groups != 0 {
+    if !d.is_multiple_of(groups) || !m.is_multiple_of(groups) {
         return Err(Error::Shape(format!(
             "a grouped consumer (group {groups}) with {d} input columns and {m} outputs"
         )));

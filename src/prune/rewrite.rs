@@ -146,7 +146,11 @@ fn grouped_weight(
             "the kept input channels per group are {counts:?}; a grouped conv needs equal counts"
         ));
     }
-    let (m, cols, k) = (dense.shape[0], dense.shape[1], dense.shape[2] * dense.shape[3]);
+    let (m, cols, k) = (
+        dense.shape[0],
+        dense.shape[1],
+        dense.shape[2] * dense.shape[3],
+    );
     let mut data = Vec::with_capacity(m * per * k);
     for o in 0..m {
         let b = o / (m / groups);
@@ -541,4 +545,23 @@ fn product_sizes(kept: &[usize], axes: &[usize], value: &str, node: &str) -> Res
 /// Re-infers shapes after edits, naming the node that no longer fits.
 pub(crate) fn reshape(graph: &mut Graph) -> Result<()> {
     graph.infer_shapes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::product_sizes;
+
+    #[test]
+    fn a_kept_product_set_gives_its_sizes_and_another_set_is_refused_by_name() {
+        // (4, 6) sub-axes: all 4 blocks × offsets {1, 4}.
+        let kept: Vec<usize> = (0..4).flat_map(|b| [b * 6 + 1, b * 6 + 4]).collect();
+        assert_eq!(product_sizes(&kept, &[4, 6], "v", "R").unwrap(), [4, 2]);
+        assert_eq!(product_sizes(&kept, &[24], "v", "R").unwrap(), [8]);
+        // Block 0 keeps offset 1, the others offset 4: not a product.
+        let kept = [1, 10, 16, 22];
+        let e = product_sizes(&kept, &[4, 6], "v", "R")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Reshape 'R'") && e.contains("'v'"), "{e}");
+    }
 }

@@ -108,7 +108,9 @@ fn shuffle_model() -> (subprune::onnx::OnnxModel, [String; 3]) {
 fn a_channel_shuffle_between_grouped_convs_prunes_like_zeroing() {
     let (model, [a, g1, g2]) = shuffle_model();
     let analysis = analyze(&model.graph);
-    let l1 = analysis.prunable(&g1).expect("G1 is prunable through the shuffle");
+    let l1 = analysis
+        .prunable(&g1)
+        .expect("G1 is prunable through the shuffle");
     // Shuffled position 4j + b is channel j of block b; G2's blocks of 6 cut the runs of 4:
     // {j = 0, 2, 3, 5} and {1, 4} balance every block (equal offsets would tie all 24).
     assert_eq!(l1.channels, 2);
@@ -132,7 +134,10 @@ fn a_channel_shuffle_between_grouped_convs_prunes_like_zeroing() {
         })
         .collect();
     let g1_out = (model.graph.nodes.iter().find(|n| n.name == g1).unwrap()).outputs[0];
-    let j = l1.kept_positions(g1_out, &pruned.report.layers[0].kept).len() as i64 / 4;
+    let j = l1
+        .kept_positions(g1_out, &pruned.report.layers[0].kept)
+        .len() as i64
+        / 4;
     assert!(j == 4 || j == 2, "{j}");
     assert_eq!(shapes, [vec![0, 4, j, 6, 6], vec![0, 4 * j, 6, 6]]);
 }
@@ -208,7 +213,10 @@ fn a_grouped_consumer_is_reweighted_block_by_block_as_f64_least_squares() {
     let mut b = Builder::new(70);
     let a = conv1x1(&mut b, "x", 4, 8);
     let y = grouped(&mut b, &a, 8, 6, 2, 1);
-    let model = load("grouped-ls.onnx", &b.model("grouped_ls", &[4, 5, 5], &y, 13));
+    let model = load(
+        "grouped-ls.onnx",
+        &b.model("grouped_ls", &[4, 5, 5], &y, 13),
+    );
     let (a, c) = (node_of(&a), node_of(&y));
     let analysis = analyze(&model.graph);
     let group = analysis.prunable(a).unwrap();
@@ -226,7 +234,13 @@ fn a_grouped_consumer_is_reweighted_block_by_block_as_f64_least_squares() {
     let node = |g: &Graph, name: &str| g.nodes.iter().find(|n| n.name == name).unwrap().clone();
     let weight = |g: &Graph, name: &str| {
         let v = node(g, name).inputs[1].unwrap();
-        g.values[v].constant.as_ref().unwrap().f32().unwrap().to_vec()
+        g.values[v]
+            .constant
+            .as_ref()
+            .unwrap()
+            .f32()
+            .unwrap()
+            .to_vec()
     };
     let input = node(&model.graph, c).inputs[0].unwrap();
     let positions: Vec<usize> = group.kept_positions(input, kept);
@@ -280,7 +294,10 @@ fn a_grouped_consumer_is_reweighted_block_by_block_as_f64_least_squares() {
         }
     }
     // The block-diagonal form matters: solving over every kept position gives other weights.
-    assert!(dense_gap > 1e-2, "dense and per-block solutions agree: {dense_gap}");
+    assert!(
+        dense_gap > 1e-2,
+        "dense and per-block solutions agree: {dense_gap}"
+    );
 }
 
 #[test]
