@@ -634,25 +634,38 @@ fn a_regrouped_stream_prunes_alike_on_the_gpu_backend_and_executor() {
         keep: vec![("Conv_0".into(), 5)],
         ..Default::default()
     };
+    gpu_prunes_like_the_cpu(&model, &calib, &options);
+}
+
+/// Prunes `model` on the GPU executor and backend and on the CPU: every layer keeps the same
+/// channels with errors close, and the pruned models agree; returns the CPU's.
+fn gpu_prunes_like_the_cpu(
+    model: &subprune::onnx::OnnxModel,
+    calib: &F32Images,
+    options: &PruneOptions,
+) -> subprune::prune::Pruned {
     let gpu = common::gpu();
     let factory = |g: &Graph| -> subprune::Result<Box<dyn subprune::exec::Executor>> {
         Ok(Box::new(subprune::exec::GpuExecutor::new(g, gpu)?))
     };
     let on_gpu =
-        subprune::prune::prune_with(&model, &calib, &options, gpu, &factory, &mut |_| {}).unwrap();
-    let on_cpu = prune(&model, &calib, &options, &mut |_| {}).unwrap();
-    let (g, c) = (&on_gpu.report.layers[0], &on_cpu.report.layers[0]);
-    assert_eq!(g.kept, c.kept);
-    assert!(
-        (g.relative_error - c.relative_error).abs() <= 0.05 * c.relative_error + 1e-4,
-        "GPU {} vs CPU {}",
-        g.relative_error,
-        c.relative_error
-    );
+        subprune::prune::prune_with(model, calib, options, gpu, &factory, &mut |_| {}).unwrap();
+    let on_cpu = prune(model, calib, options, &mut |_| {}).unwrap();
+    for (g, c) in on_gpu.report.layers.iter().zip(&on_cpu.report.layers) {
+        assert_eq!(g.kept, c.kept, "{}", c.name);
+        assert!(
+            (g.relative_error - c.relative_error).abs() <= 0.05 * c.relative_error + 1e-4,
+            "{}: GPU {} vs CPU {}",
+            c.name,
+            g.relative_error,
+            c.relative_error
+        );
+    }
     let test = random_images(6, &[6, 3, 6, 6]);
     let a = run_in_batches(&CpuExecutor::new(&on_gpu.model.graph).unwrap(), &test, 6);
     let b = run_in_batches(&CpuExecutor::new(&on_cpu.model.graph).unwrap(), &test, 6);
     assert!(relative_gap(&a, &b) < 1e-3, "{}", relative_gap(&a, &b));
+    on_cpu
 }
 
 #[test]
