@@ -18,14 +18,12 @@
 //!
 //! A **grouped conv** (`1 < group`, not depthwise) is a producer and a consumer like any other,
 //! but ONNX wants each of its `group` blocks of input (and output) channels to keep equal
-//! counts. That is kept by ties: once every other rule has tied what it ties, the `k`-th
-//! position of each block (block positions ordered by the size of their class in the block,
-//! then by class) is tied across the blocks, so every group channel holds as many positions
-//! of each block. This is stronger than equal counts (a union-find can only tie) but weaker
-//! than tying equal offsets (`b·s + j` across `b`): after a channel shuffle whose block width
-//! is not a multiple of the group count (ShuffleNet's 136 = 4 × 34 channels), equal offsets
-//! would merge every channel into one; the ordering keeps 9 group channels there. A group
-//! channel may then hold several positions of one value; a consumer's statistics are
+//! counts. Once every other rule has tied what it ties, classes are merged until each holds as
+//! many positions of every block (`follow/balance.rs`): stronger than equal counts (a
+//! union-find can only tie) but much weaker than tying equal offsets (`b·s + j` across `b`),
+//! which after a channel shuffle whose runs straddle the blocks (ShuffleNet's 136 = 4 × 34
+//! channels) would merge every channel into one; ShuffleNet keeps 9 there, 16 in its stream. A
+//! group channel may then hold several positions of one value; a consumer's statistics are
 //! regrouped per group channel ([`ConsumerMap`]), and a grouped consumer's weight is treated
 //! as a block-diagonal dense weight (`docs/ALGORITHM.md` §6.2).
 

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+mod balance;
+
 use super::channels::{
     ChannelConsumer, ChannelEdit, ChannelGroup, ChannelParam, ConsumerKind, GroupValue,
 };
@@ -125,7 +127,8 @@ pub(super) struct Building {
     edits: Vec<ChannelEdit>,
     visited: HashSet<(usize, bool)>,
     /// Values whose positions fall in equal blocks that must keep equal counts (a grouped
-    /// conv's input or output, and its group count), balanced once everything else is tied.
+    /// conv's input or output, and its group count), balanced once everything else is tied
+    /// ([`balance`]).
     blocks: Vec<(ValueId, usize)>,
     queue: Vec<ValueId>,
     maps: bool,
@@ -177,39 +180,6 @@ impl Building {
         Some(self.values.len() - 1)
     }
 
-    /// Ties the positions of `v` (cut into `groups` equal blocks) so that every class holds as
-    /// many positions of each block: the `k`-th position of every block, in the order (class
-    /// count in the block, descending; class; position), is tied across the blocks. Classes are
-    /// then unions of such rows. A later union of two balanced classes stays balanced, so the
-    /// blocks of every value are balanced whatever the order they are done in.
-    fn balance(&mut self, v: ValueId, groups: usize) {
-        let Some(&i) = self.index.get(&v) else {
-            return;
-        };
-        let (base, n) = (self.values[i].2, self.values[i].1.channels);
-        if groups < 2 || n % groups != 0 {
-            return;
-        }
-        let s = n / groups;
-        let roots: Vec<usize> = (0..n).map(|p| self.find(base + p)).collect();
-        let mut count: HashMap<(usize, usize), usize> = HashMap::new();
-        for (p, &r) in roots.iter().enumerate() {
-            *count.entry((p / s, r)).or_default() += 1;
-        }
-        let orders: Vec<Vec<usize>> = (0..groups)
-            .map(|blk| {
-                let mut ps: Vec<usize> = (blk * s..(blk + 1) * s).collect();
-                ps.sort_by_key(|&p| (std::cmp::Reverse(count[&(blk, roots[p])]), roots[p], p));
-                ps
-            })
-            .collect();
-        for k in 0..s {
-            for order in &orders[1..] {
-                self.union(base + orders[0][k], base + order[k]);
-            }
-        }
-    }
-
     fn view(&self, v: ValueId) -> Option<&ChannelView> {
         self.index.get(&v).map(|&i| &self.values[i].1)
     }
@@ -240,9 +210,7 @@ impl Building {
                 ),
             ));
         }
-        for (v, groups) in std::mem::take(&mut self.blocks) {
-            self.balance(v, groups);
-        }
+        self.balance_blocks();
         let mut number: HashMap<usize, usize> = HashMap::new();
         let mut values = Vec::new();
         for k in 0..self.values.len() {
