@@ -32,9 +32,10 @@ pub struct LayerReport {
     pub order: Vec<usize>,
     /// The kept channels, sorted.
     pub kept: Vec<usize>,
-    /// Unfolded rows of the (first) consumer's statistics.
+    /// Unfolded rows of a consumer's statistics: the first rank-deficient consumer's, else the
+    /// first consumer's.
     pub rows: usize,
-    /// Columns `D` of the (first) consumer's unfolded input.
+    /// Columns `D` of the same consumer's unfolded input.
     pub columns: usize,
     /// Fewer unfolded rows than columns in some consumer.
     pub rank_deficient: bool,

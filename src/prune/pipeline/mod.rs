@@ -111,9 +111,12 @@ impl<'a> Run<'a> {
             rewrite::reshape(&mut self.graph)?;
         }
         self.phases.reweight += t.elapsed().as_secs_f64();
-        let rows = stats[0].rows;
-        let columns = stats[0].layout.columns();
-        let rank_deficient = stats.iter().any(|s| s.rows < s.layout.columns());
+        // The rows and columns reported are those of the first rank-deficient consumer, if any
+        // (so that the note names the consumer it is about), else of the first consumer.
+        let deficient = stats.iter().find(|s| s.rows < s.layout.columns());
+        let rank_deficient = deficient.is_some();
+        let shown = deficient.unwrap_or(&stats[0]);
+        let (rows, columns) = (shown.rows, shown.layout.columns());
         let zero_gain_from = selection.greedy.as_ref().and_then(|run| {
             run.gains
                 .iter()
