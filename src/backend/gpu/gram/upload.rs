@@ -84,8 +84,15 @@ impl Operands {
                 (columns, offsets, base, frame)
             }
             Consumer::Linear | Consumer::FlattenLinear => {
-                let columns = gpu.buffer("placeholder", 16, storage)?;
-                let offsets = gpu.buffer("placeholder", 16, storage)?;
+                // Identity tables (one position, column k at k): what the projection of a dense
+                // target reads (`conv = 2` in gram.wgsl); the dense sums read no table.
+                let identity: Vec<u32> = (0..d32).collect();
+                let columns = gpu.buffer("dense column table", d as u64 * 4 + 4, storage)?;
+                gpu.queue
+                    .write_buffer(&columns, 0, bytemuck::cast_slice(&identity));
+                let offsets = gpu.buffer("dense position table", 16, storage)?;
+                gpu.queue
+                    .write_buffer(&offsets, 0, bytemuck::cast_slice(&[0u32; 4]));
                 let base = GramParams {
                     left_stride: d32,
                     right_stride: d32,
@@ -143,24 +150,31 @@ impl GpuStats {
         } else {
             raw_bytes
         };
+        self.reserve_projection(images)?;
         let raw_inputs = self.inputs.as_deref().expect("just allocated");
         let raw_targets = self.targets.as_deref().unwrap_or(raw_inputs);
         let inputs = self.padded_inputs.as_deref().unwrap_or(raw_inputs);
         let targets = self.padded_targets.as_deref().unwrap_or(raw_targets);
+        let projected = self.projected_values();
         let mut groups = Vec::with_capacity(self.acc.len());
-        for (s, sum) in self.sums.iter().enumerate() {
-            let (left, right) = match sum {
-                Sum::Gram => (inputs, inputs),
-                Sum::Cross => (targets, inputs),
-                Sum::TargetGram => (targets, targets),
+        for (slot, acc) in self.slots.iter().zip(&self.acc) {
+            let operand = (inputs, operand_bytes);
+            let target = (targets, operand_bytes);
+            let ((left, left_bytes), (right, right_bytes)) = match slot.sum {
+                Sum::Gram => (operand, operand),
+                Sum::Cross => (target, operand),
+                Sum::TargetGram => (target, target),
+                Sum::Projected => (operand, projected.expect("projected form")),
+                Sum::ProjectedNorm => {
+                    let p = projected.expect("projected form");
+                    (p, p)
+                }
             };
-            for (b, block) in self.blocks.iter().enumerate() {
-                let acc = &self.acc[s * self.blocks.len() + b];
-                let acc_bytes = self.splits as u64 * self.d as u64 * block.cols as u64 * 8;
-                let operands = (operand_bytes, operand_bytes);
-                groups.push(self.bind_group(left, right, operands, acc, acc_bytes, None));
-            }
+            let acc_bytes = self.splits as u64 * slot.rows as u64 * slot.block.cols as u64 * 8;
+            let operands = (left_bytes, right_bytes);
+            groups.push(self.bind_group(left, right, operands, acc, acc_bytes, None));
         }
+        let projection_groups = self.projection_groups(targets, operand_bytes);
         let mut pad_groups = Vec::new();
         if self.padded {
             let mut pairs = vec![(raw_inputs, inputs)];
@@ -182,6 +196,7 @@ impl GpuStats {
         }
         self.bind_groups = groups;
         self.pad_groups = pad_groups;
+        self.set_projection_groups(projection_groups);
         Ok(())
     }
 
