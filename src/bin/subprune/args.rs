@@ -127,6 +127,11 @@ pub struct BenchArgs {
     /// Also time the GPU statistics with every tile configuration the device allows.
     #[arg(long)]
     pub tiles: bool,
+    /// Skip the asymmetric statistics (a target `A` next to the inputs, as `prune --variant
+    /// asym` accumulates them: multiply-adds per backend, and the GPU's projected form against
+    /// its unprojected one).
+    #[arg(long)]
+    pub no_asym: bool,
     /// Also time the GPU statistics (inputs already on the device) with each of these row-split
     /// counts (split-K slices, e.g. `1,8,32,64`) instead of the one chosen from the adapter.
     #[arg(long, value_delimiter = ',')]

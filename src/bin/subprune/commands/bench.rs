@@ -136,6 +136,9 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             );
             print_phases(&case, best, best_half, half_images, &stats.phases)?;
         }
+        if !args.no_asym {
+            asym(args.reps, &problem, &inputs, gpu.as_ref())?;
+        }
         if let Some(gpu) = gpu.as_ref().filter(|_| !args.splits.is_empty()) {
             let resident = bench::ResidentInputs::new(gpu, &inputs)?;
             for &splits in &args.splits {
@@ -185,6 +188,52 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             case.columns(),
             sgemm,
             case.stats_flops() / sgemm / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// The asymmetric statistics of one case (a seeded target next to the inputs): the
+/// multiply-adds and times on the CPU, and on the GPU with the projected form and the
+/// unprojected one side by side (same process, same inputs).
+fn asym(
+    reps: usize,
+    problem: &subprune::LayerProblem,
+    inputs: &subprune::Tensor,
+    gpu: Option<&subprune::GpuBackend>,
+) -> anyhow::Result<()> {
+    use subprune::bench;
+    let target = bench::asym_target(2, inputs)?;
+    let cpu = CpuBackend::new();
+    let mut rows: Vec<(String, &dyn Backend)> = vec![("cpu".into(), &cpu)];
+    let old = gpu.map(|g| g.clone().with_projected_statistics(false));
+    let projected = gpu.map(|g| g.clone().with_projected_statistics(true));
+    if let (Some(p), Some(o)) = (&projected, &old) {
+        rows.push(("gpu, projected A·W".into(), p));
+        rows.push(("gpu, unprojected AᵀA".into(), o));
+    }
+    let mut kernels = Vec::new();
+    for (label, backend) in rows {
+        let (best, stats) = best_of(reps, true, || {
+            bench::time_asym_stats(backend, problem, inputs, &target)
+        })?;
+        let p = stats.phases;
+        outln!(
+            "{:<9} asym {label:<22}: {:.3} G multiply-adds, stats {best:.5} s, kernels {:.5} s, \
+             reduce/C0 {:.5} s ({})",
+            "",
+            p.multiply_adds as f64 / 1e9,
+            p.kernel,
+            p.reduce,
+            p.clock.label(),
+        );
+        kernels.push(p.kernel);
+    }
+    if let [_, projected, old] = kernels[..] {
+        outln!(
+            "{:<9} asym gpu kernels: unprojected / projected = {:.2}x",
+            "",
+            old / projected.max(1e-12)
         );
     }
     Ok(())
