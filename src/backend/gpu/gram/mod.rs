@@ -50,7 +50,7 @@ use half::f16;
 
 use super::Kernels;
 use crate::backend::{
-    check_stats_batch, check_stats_shapes, StatsAccumulator, StatsPhases, StatsSpec,
+    check_stats_batch, check_stats_shapes, StatsAccumulator, StatsPhases, StatsSpec, TargetBatch,
 };
 use crate::error::{Error, Result};
 use crate::gpu::DeviceTensor;
@@ -341,24 +341,64 @@ impl StatsAccumulator for GpuStats {
             &inputs,
             target.as_ref(),
         )?;
+        let target = target.map(|t| Source::Host(t.data));
         self.gather(n, Source::Host(inputs.data), target)
     }
 
     fn add_device_batch(
         &mut self,
         inputs: DeviceTensor<'_>,
-        target: Option<TensorView<'_>>,
+        target: Option<TargetBatch<'_>>,
     ) -> Result<()> {
-        if self.half_inputs || !Arc::ptr_eq(inputs.gpu(), &self.gpu) {
-            let host = inputs.read()?;
+        let here = |t: &DeviceTensor<'_>| !self.half_inputs && Arc::ptr_eq(t.gpu(), &self.gpu);
+        // What is not on this device (or is to be narrowed to f16) goes through the host.
+        let host_inputs = (!here(&inputs)).then(|| inputs.read()).transpose()?;
+        let host_target = match &target {
+            Some(TargetBatch::Device(t)) if !here(t) => Some(t.read()?),
+            _ => None,
+        };
+        let target = match (target, &host_target) {
+            (_, Some(t)) => Some(TargetBatch::Host(t.view())),
+            (t, None) => t,
+        };
+        if let Some(host) = &host_inputs {
+            if let Some(TargetBatch::Device(t)) = target {
+                let t = t.read()?;
+                return self.add_batch(host.view(), Some(t.view()));
+            }
+            let target = target.map(|t| match t {
+                TargetBatch::Host(t) => t,
+                TargetBatch::Device(_) => unreachable!("read back above"),
+            });
             return self.add_batch(host.view(), target);
         }
-        let n = check_stats_shapes(
-            &self.unfolding,
-            self.sums.len() > 1,
-            inputs.shape(),
-            target.as_ref(),
-        )?;
+        let with_target = self.sums.len() > 1;
+        let (n, target) = match target {
+            Some(TargetBatch::Device(t)) => {
+                if t.shape() != inputs.shape() {
+                    return Err(Error::Shape(format!(
+                        "target has shape {:?}, inputs have {:?}; they must match",
+                        t.shape(),
+                        inputs.shape()
+                    )));
+                }
+                if !with_target {
+                    return Err(Error::InvalidArgument(
+                        "a target batch was given to statistics set up without a target".into(),
+                    ));
+                }
+                let n = self.unfolding.check_shape(inputs.shape(), "inputs")?;
+                (n, Some(Source::Device(t.buffer(), t.offset())))
+            }
+            Some(TargetBatch::Host(t)) => {
+                let n = check_stats_shapes(&self.unfolding, with_target, inputs.shape(), Some(&t))?;
+                (n, Some(Source::Host(t.data)))
+            }
+            None => {
+                let n = check_stats_shapes(&self.unfolding, with_target, inputs.shape(), None)?;
+                (n, None)
+            }
+        };
         self.gather(n, Source::Device(inputs.buffer(), inputs.offset()), target)
     }
 
