@@ -193,12 +193,22 @@ pub fn time_stats(
     problem: &LayerProblem,
     inputs: &Tensor,
 ) -> Result<(f64, LayerStats)> {
+    time_layer_stats(backend, problem, inputs, None)
+}
+
+/// Seconds of one call of [`crate::layer_stats`], with or without a target.
+fn time_layer_stats(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: &Tensor,
+    target: Option<&Tensor>,
+) -> Result<(f64, LayerStats)> {
     let start = Instant::now();
     let stats = crate::layer_stats(
         backend,
         problem,
         inputs.view(),
-        None,
+        target.map(|t| t.view()),
         crate::DEFAULT_BATCH_IMAGES,
     )?;
     Ok((start.elapsed().as_secs_f64(), stats))
@@ -229,15 +239,7 @@ pub fn time_asym_stats(
     inputs: &Tensor,
     target: &Tensor,
 ) -> Result<(f64, LayerStats)> {
-    let start = Instant::now();
-    let stats = crate::layer_stats(
-        backend,
-        problem,
-        inputs.view(),
-        Some(target.view()),
-        crate::DEFAULT_BATCH_IMAGES,
-    )?;
-    Ok((start.elapsed().as_secs_f64(), stats))
+    time_layer_stats(backend, problem, inputs, Some(target))
 }
 
 /// Consumer inputs held on a GPU backend's device, as the GPU executor's taps hand activations

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{first_images, fixture, gpu};
+use common::{assert_close_scaled as assert_close, first_images, fixture, gpu};
 use subprune::backend::StatsSpec;
 use subprune::exec::run::{forward_batches, F32Images};
 use subprune::exec::{Activation, CpuExecutor};
@@ -52,25 +52,6 @@ fn raw(
     }
     acc.finish_with_weight(&problem.weight, problem.outputs)
         .unwrap()
-}
-
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// `got` within `tol` of `want`'s largest entry, entry by entry.
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = max_abs(want).max(1e-30);
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max);
-    assert!(
-        worst <= tol * scale,
-        "{what}: worst |gpu − cpu| = {worst:e} > {tol:e} · {scale:e}"
-    );
 }
 
 /// The projected GPU statistics equal the CPU's and the unprojected GPU path's; the projection

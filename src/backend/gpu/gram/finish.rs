@@ -253,17 +253,7 @@ impl GpuStats {
         if timestamps.is_some() {
             self.use_timestamps(&stamps);
         }
-        let diag = tail[..d]
-            .iter()
-            .map(|&w| f32::from_bits(w) as f64)
-            .collect();
-        let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceGram {
-            gpu: Arc::clone(&gpu),
-            buffer: fulls.swap_remove(0),
-            dim: d,
-        };
-        let gram = Gram::on_device(d, diag, Arc::new(matrix), finite);
+        let gram = self.device_gram(fulls.swap_remove(0), &tail);
         self.phases.host += start.elapsed().as_secs_f64();
         Ok(RawGrams {
             gram,
@@ -383,6 +373,23 @@ impl GpuStats {
             total: None,
             phases: self.phases,
         })
+    }
+
+    /// `G` left on the device in `full` (`D × D` f32, then `to_full`'s tail), with its diagonal
+    /// and non-finite flag from the tail read back (`D + 1` words).
+    pub(super) fn device_gram(&self, full: crate::gpu::PooledBuffer, tail: &[u32]) -> Gram {
+        let d = self.d;
+        let diag = tail[..d]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .collect();
+        let finite = f32::from_bits(tail[d]) == 0.0;
+        let matrix = DeviceGram {
+            gpu: Arc::clone(&self.gpu),
+            buffer: full,
+            dim: d,
+        };
+        Gram::on_device(d, diag, Arc::new(matrix), finite)
     }
 
     /// Takes the kernel and reduction times from the resolved pass timestamps (`words`), when

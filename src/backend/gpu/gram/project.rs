@@ -15,11 +15,10 @@ use std::time::Instant;
 
 use super::config::{GramParams, TileConfig, FLAT_THREADS};
 use super::{GpuStats, Sum};
-use crate::backend::gpu::resident::DeviceGram;
 use crate::backend::ConsumerWeight;
 use crate::error::Result;
 use crate::gpu::{Gpu, Phase, PooledBuffer};
-use crate::layer::{Gram, RawGrams, Unfolding};
+use crate::layer::{RawGrams, Unfolding};
 
 /// The projection of one layer's targets: the weight on the device, and the per-chunk buffers
 /// of `P` (allocated with the input buffers).
@@ -326,18 +325,8 @@ impl GpuStats {
         if timestamps.is_some() {
             self.use_timestamps(stamps);
         }
-        let diag = tail[..d]
-            .iter()
-            .map(|&w| f32::from_bits(w) as f64)
-            .collect();
-        let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceGram {
-            gpu: Arc::clone(&gpu),
-            buffer: full,
-            dim: d,
-        };
         Ok(RawGrams {
-            gram: Gram::on_device(d, diag, Arc::new(matrix), finite),
+            gram: self.device_gram(full, tail),
             cross: None,
             target_gram: None,
             rows: self.rows,
