@@ -220,7 +220,8 @@ impl GpuStats {
                 // Each projected accumulator, and one image's projection, fits one binding.
                 let (m, per_image) = (w.outputs as u64, unfolding.rows_per_image() as u64);
                 let widest = splits as u64 * d as u64 * m * 8;
-                m > 0 && widest <= max_block_bytes && per_image * m * 8 <= max_block_bytes
+                let chunk = max_block_bytes.min(MAX_CHUNK_BYTES);
+                m > 0 && widest <= max_block_bytes && per_image * m * 8 <= chunk
             });
         let m = weight.map_or(0, |w| w.outputs);
         if weight.is_some() {
