@@ -16,6 +16,16 @@
 // * dense (`p.conv = 0`): row r of L is `left[r·left_stride ..]`, of R `right[r·right_stride ..]`:
 //   Linear and Conv → Flatten → Linear consumers (one image per row, D values), and the products
 //   `C0 = X·W` (L = AᵀB or BᵀB as a full f32 matrix, R = W) computed where the sums live.
+// * projection (`p.conv = 2`): `P = U(A)·W` for a chunk of the target's unfolded rows, the
+//   consumer's forward without bias: L is U(A)ᵀ (D × rows, "rows" of the kernel are the D unfolded
+//   columns k, the result rows are the unfolded rows r), R is W (D × m, row-major, right_stride
+//   m). Element (k, r) of L is x[img(r)·image_len + offsets[pos(r)] + columns[k]]: a thread
+//   stages the same result rows r at every step, so it divides once, up front. A dense consumer
+//   uses identity tables (positions 1, columns[k] = k). The result, n_rows × m row-major, goes
+//   through `to_full` to the f32 `P` the next two modes read.
+// * projected cross (`p.conv = 3`): `Bᵀ P` (D × m): L the conv input as in mode 1, R = P dense
+//   rows (`right[row·right_stride + col]`, row-ordered like the unfolded rows). `‖P‖²` is the
+//   trace of `Pᵀ P`, a dense symmetric sum (mode 0) over the same rows.
 // Either way the tile kernel reads f32 values: f16 uploads are widened by pad.wgsl first.
 // Columns beyond the result (the last tile's) are read from the last valid column instead: they
 // only feed block entries that are never folded, and every read stays inside the operands.
@@ -57,7 +67,8 @@ struct GramParams {
     rows_per_split: u32,
     // 1: L = R (BᵀB or AᵀA), only the upper triangle is computed.
     symmetric: u32,
-    // 1: conv consumer (implicit im2col through the tables); 0: dense rows.
+    // 1: conv consumer (implicit im2col through the tables); 0: dense rows; 2: projection
+    // `U(A)·W`; 3: conv L with dense-row R (`Bᵀ P`). See the top of the file.
     conv: u32,
     // Dense: values per row of L and of R.
     left_stride: u32,
@@ -139,7 +150,33 @@ fn advance_cursor() {
 // Fetches the stage starting at row `row0` into registers (zeros for rows past the range). The
 // core's `load_stage` hook.
 fn load_stage(row0: u32) {
-    if p.conv != 0u {
+    if p.conv == 2u {
+        // Projection: this thread's row is the unfolded column k, the same table entry for
+        // every staged result row (left_cols), and row k of W.
+        let valid = cur_row < row_end;
+        let k = min(cur_row, row_end - 1u);
+        let col_at = columns[k];
+        let w_at = k * p.right_stride;
+        for (var e = 0u; e < loads(); e++) {
+            let l = bitcast<f32>(left[left_cols[e] + col_at]);
+            let r = bitcast<f32>(right[w_at + right_cols[e]]);
+            left_next[e] = select(0.0, l, valid);
+            right_next[e] = select(0.0, r, valid);
+        }
+        cur_row += BK;
+    } else if p.conv == 3u {
+        // Projected cross: L through the conv cursor, R the same row of the dense P.
+        let valid = cur_row < row_end;
+        let row_at = select(0u, cur_base + offsets[cur_pos], valid);
+        let dense_at = select(0u, cur_row, valid) * p.right_stride;
+        for (var e = 0u; e < loads(); e++) {
+            let l = bitcast<f32>(left[row_at + left_cols[e]]);
+            let r = bitcast<f32>(right[dense_at + right_cols[e]]);
+            left_next[e] = select(0.0, l, valid);
+            right_next[e] = select(0.0, r, valid);
+        }
+        advance_cursor();
+    } else if p.conv != 0u {
         let valid = cur_row < row_end;
         // Past the range the cursor may point beyond the batch: read image 0 instead.
         let row_at = select(0u, cur_base + offsets[cur_pos], valid);
@@ -265,8 +302,20 @@ fn gram_tile(
         col_step = threads / BK;
         for (var e = 0u; e < loads(); e++) {
             let col = col_first + e * col_step;
-            left_cols[e] = columns[min(tile_i0 + col, p.out_rows - 1u)];
-            right_cols[e] = columns[min(tile_j0 + col, tile_col_end - 1u)];
+            let i = min(tile_i0 + col, p.out_rows - 1u);
+            let j = min(tile_j0 + col, tile_col_end - 1u);
+            if p.conv == 2u {
+                // Result row i is the unfolded row: its image and output position.
+                left_cols[e] = (i / p.positions) * p.image_len + offsets[i % p.positions];
+            } else {
+                left_cols[e] = columns[i];
+            }
+            // Modes 2 and 3 read R as dense rows: the column itself.
+            if p.conv >= 2u {
+                right_cols[e] = j;
+            } else {
+                right_cols[e] = columns[j];
+            }
         }
         cur_row = first + k_first;
         let img = cur_row / p.positions;

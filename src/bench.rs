@@ -193,15 +193,53 @@ pub fn time_stats(
     problem: &LayerProblem,
     inputs: &Tensor,
 ) -> Result<(f64, LayerStats)> {
+    time_layer_stats(backend, problem, inputs, None)
+}
+
+/// Seconds of one call of [`crate::layer_stats`], with or without a target.
+fn time_layer_stats(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: &Tensor,
+    target: Option<&Tensor>,
+) -> Result<(f64, LayerStats)> {
     let start = Instant::now();
     let stats = crate::layer_stats(
         backend,
         problem,
         inputs.view(),
-        None,
+        target.map(|t| t.view()),
         crate::DEFAULT_BATCH_IMAGES,
     )?;
     Ok((start.elapsed().as_secs_f64(), stats))
+}
+
+/// A target `A` for the asymmetric statistics of `inputs`: the inputs with seeded Gaussian noise
+/// of a tenth of their spread added (a pruned network's activations differ from the original's
+/// by about that much), rectified like them.
+pub fn asym_target(seed: u64, inputs: &Tensor) -> Result<Tensor> {
+    let mut rng = Rng::new(seed);
+    let noise = rng.normal_vec(inputs.data.len());
+    let data = inputs
+        .data
+        .iter()
+        .zip(noise)
+        .map(|(&x, e)| (x + 0.1 * e).max(0.0))
+        .collect();
+    Tensor::new(inputs.shape.clone(), data)
+}
+
+/// Seconds to compute the asymmetric statistics of `inputs` against `target` (one call of
+/// [`crate::layer_stats`] with the target: `C0 = Bᵀ(A·W)` and `‖AW‖²` next to `BᵀB`). The
+/// phases of the result hold the kernel time and the multiply-adds
+/// ([`crate::layer::StatsPhases::multiply_adds`]).
+pub fn time_asym_stats(
+    backend: &dyn Backend,
+    problem: &LayerProblem,
+    inputs: &Tensor,
+    target: &Tensor,
+) -> Result<(f64, LayerStats)> {
+    time_layer_stats(backend, problem, inputs, Some(target))
 }
 
 /// Consumer inputs held on a GPU backend's device, as the GPU executor's taps hand activations

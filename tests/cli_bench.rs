@@ -93,3 +93,54 @@ fn bench_times_each_requested_row_split_count() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--splits"), "{stderr}");
 }
+
+/// `bench --asym-only`: the asymmetric statistics on the CPU and on the GPU in both forms, same
+/// run: the multiply-adds of the projected form (the CPU's and the GPU's) are those of
+/// `D(D+1)/2 + 2·D·m (+ m(m+1)/2 on the GPU) + …` per row, under a third of the unprojected
+/// form's `D(D+1) + D²` at D = 72, m = 4; the kernel-time ratio is printed.
+#[test]
+fn bench_asym_only_compares_the_projected_and_unprojected_forms() {
+    let out = subprune_on(
+        "gpu",
+        &["bench", "--case", "8,6,24,4", "--reps", "1", "--asym-only"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let macs = |label: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label:?} row:\n{stdout}"));
+        let before = line.split(" multiply-adds").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // 24 images of 6×6 maps: 864 unfolded rows, D = 72, m = 4.
+    let rows = 864.0;
+    let (d, m) = (72.0, 4.0);
+    let cpu = macs("asym cpu");
+    let projected = macs("asym gpu, projected");
+    let unprojected = macs("asym gpu, unprojected");
+    // Printed with 5 significant digits.
+    let close = |got: f64, want: f64| (got - want).abs() <= 1e-4 * want;
+    assert!(
+        close(cpu, rows * (d * (d + 1.0) / 2.0 + 2.0 * d * m + m)),
+        "{stdout}"
+    );
+    let gpu_rows = d * (d + 1.0) / 2.0 + 2.0 * d * m + m * (m + 1.0) / 2.0;
+    assert!(close(projected, rows * gpu_rows), "{stdout}");
+    assert!(
+        close(unprojected, rows * (d * (d + 1.0) + d * d)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("asym gpu kernels: unprojected / projected = "),
+        "{stdout}"
+    );
+    // Nothing else is timed.
+    assert!(!stdout.contains("phases ("), "{stdout}");
+    assert!(!stdout.contains("reference sgemm"), "{stdout}");
+}

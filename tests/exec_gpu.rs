@@ -139,7 +139,7 @@ fn tapped_statistics(
                 .transpose()?;
             let target = target.as_ref().map(|t| t.view());
             if device_path {
-                acc.add_device_batch(d, target)
+                acc.add_device_batch(d, target.map(subprune::backend::TargetBatch::Host))
             } else {
                 acc.add_batch(act.to_host()?.view(), target)
             }

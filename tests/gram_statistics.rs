@@ -74,19 +74,7 @@ fn max_abs(v: &[f64]) -> f64 {
     v.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = max_abs(want).max(1e-30);
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max);
-    assert!(
-        worst <= tol * scale,
-        "{what}: worst |gpu − f64| = {worst:e} > {tol:e} · {scale:e}"
-    );
-}
+use common::assert_close_scaled as assert_close;
 
 /// Checks the statistics of one layer (with or without target) on `backend` against f64.
 fn check(

@@ -615,14 +615,14 @@ fn gpu_executor_and_backend_prune_like_the_cpu() {
     let on_gpu =
         subprune::prune::prune_with(&model, &source, &options, gpu, &factory, &mut |_| {}).unwrap();
     let on_cpu = prune(&model, &source, &options, &mut |_| {}).unwrap();
-    // The statistics inputs came from the executor's activations on the device; only the
-    // asymmetric targets (activations of the unpruned network, host outputs) were uploaded, and
-    // as many bytes of them as of inputs.
+    // The statistics inputs and the asymmetric targets came from the executors' activations on
+    // the device: the host uploaded only the forward passes' inputs (the images, and cached
+    // activations where a pass resumes at a cut; see tests/gpu_prune.rs for the exact count).
     let phases = on_gpu.report.phases;
     assert_eq!(options.variant, subprune::prune::Variant::Asym);
     assert!(phases.statistics_device_bytes > 0, "{phases:?}");
-    assert_eq!(
-        phases.statistics_uploaded_bytes, phases.statistics_device_bytes,
+    assert!(
+        phases.statistics_uploaded_bytes >= 32 * 28 * 28 * 4,
         "{phases:?}"
     );
     assert_eq!(on_cpu.report.phases.statistics_uploaded_bytes, 0);

@@ -37,5 +37,5 @@ pub(crate) use pipelines::{
     bind_group_layout, checked_shaders, pipelines, shader_module, tiled_pipeline, Slot,
 };
 pub(crate) use pool::{bind_group, binding, ParamSlots, PooledBuffer};
-pub use tensor::DeviceTensor;
+pub use tensor::{DeviceTensor, OwnedDeviceTensor};
 pub(crate) use timing::{PassTimer, Phase};

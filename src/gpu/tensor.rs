@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Gpu;
+use super::{Gpu, PooledBuffer};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -114,5 +114,60 @@ impl<'a> DeviceTensor<'a> {
             gpu.submit_and_read(encoder, &staging, bytes, "reading a tapped activation")
         })?;
         Tensor::new(self.shape.to_vec(), bytemuck::cast_vec(data))
+    }
+}
+
+/// A device tensor in a buffer of its own ([`DeviceTensor::copy_on_device`]): kept past the tap
+/// call that handed the original over, e.g. the original network's activations that the asym
+/// pipeline holds as the targets of a batch while the pruned network runs.
+pub struct OwnedDeviceTensor {
+    buffer: PooledBuffer,
+    shape: Vec<usize>,
+    gpu: Arc<Gpu>,
+}
+
+impl std::fmt::Debug for OwnedDeviceTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedDeviceTensor")
+            .field("shape", &self.shape)
+            .field("adapter", &self.gpu.info.name)
+            .finish()
+    }
+}
+
+impl OwnedDeviceTensor {
+    /// The tensor, as tap consumers take it.
+    pub fn view(&self) -> DeviceTensor<'_> {
+        DeviceTensor::on_gpu(&self.buffer, &self.shape, 0, &self.gpu)
+    }
+}
+
+impl DeviceTensor<'_> {
+    /// A copy in a new buffer on the same device (queued on the device's queue: no host round
+    /// trip, and work submitted after it sees the copy).
+    pub fn copy_on_device(&self) -> Result<OwnedDeviceTensor> {
+        let gpu = Arc::clone(self.gpu);
+        let bytes = self.byte_len();
+        let buffer = gpu.buffer(
+            "device tensor copy",
+            bytes.max(4),
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        )?;
+        if bytes > 0 {
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("device tensor copy"),
+                });
+            encoder.copy_buffer_to_buffer(self.buffer, self.offset, &buffer, 0, bytes);
+            gpu.queue.submit([encoder.finish()]);
+        }
+        Ok(OwnedDeviceTensor {
+            buffer,
+            shape: self.shape.to_vec(),
+            gpu,
+        })
     }
 }

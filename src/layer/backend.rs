@@ -60,17 +60,37 @@ pub struct ConsumerWeight<'w> {
     pub outputs: usize,
 }
 
+/// The target `A` of one statistics batch: in host memory, or on a GPU device (a tapped
+/// activation of the GPU executor, as the inputs of [`StatsAccumulator::add_device_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub enum TargetBatch<'t> {
+    /// Row-major values in host memory.
+    Host(TensorView<'t>),
+    /// Row-major f32 values on a GPU device.
+    Device(crate::gpu::DeviceTensor<'t>),
+}
+
+impl TargetBatch<'_> {
+    /// The target's shape, batch first.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            TargetBatch::Host(t) => t.shape,
+            TargetBatch::Device(t) => t.shape(),
+        }
+    }
+}
+
 /// Accumulates Gram sums batch by batch; memory does not grow with the number of images.
 pub trait StatsAccumulator {
     /// Adds one batch of consumer inputs `B`, shape `(n, C)` or `(n, C, H, W)`, and, when the spec
     /// asked for it, the matching targets `A` of the same shape.
     fn add_batch(&mut self, inputs: TensorView<'_>, target: Option<TensorView<'_>>) -> Result<()>;
     /// Adds one batch whose inputs `B` live on a GPU device (a tapped activation of the GPU
-    /// executor, [`crate::exec::Activation::Device`]), with the host targets `A` when the spec asked
-    /// for them. The GPU backend copies `B` into its own buffers on the device when it runs on the
-    /// same device (no host round trip; [`super::stats::StatsPhases::device_bytes`] counts them); the default,
-    /// and the GPU backend on another device or with f16 inputs, reads `B` back and calls
-    /// [`Self::add_batch`].
+    /// executor, [`crate::exec::Activation::Device`]), with the targets `A` when the spec asked
+    /// for them, on the host or on a device. The GPU backend copies what is on its own device
+    /// into its buffers there (no host round trip; [`super::stats::StatsPhases::device_bytes`]
+    /// counts them); the default, and the GPU backend on another device or with f16 inputs,
+    /// reads them back and calls [`Self::add_batch`].
     ///
     /// Values that stay on the device are not checked for NaN or infinity batch by batch; a
     /// non-finite value still surfaces, as [`Error::NonFiniteStatistics`] when the statistics are
@@ -78,10 +98,17 @@ pub trait StatsAccumulator {
     fn add_device_batch(
         &mut self,
         inputs: crate::gpu::DeviceTensor<'_>,
-        target: Option<TensorView<'_>>,
+        target: Option<TargetBatch<'_>>,
     ) -> Result<()> {
         let host = inputs.read()?;
-        self.add_batch(host.view(), target)
+        match target {
+            Some(TargetBatch::Device(t)) => {
+                let target = t.read()?;
+                self.add_batch(host.view(), Some(target.view()))
+            }
+            Some(TargetBatch::Host(t)) => self.add_batch(host.view(), Some(t)),
+            None => self.add_batch(host.view(), None),
+        }
     }
     /// Returns the sums, in f64.
     fn finish(self: Box<Self>) -> Result<RawGrams>;

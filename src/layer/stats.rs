@@ -468,6 +468,9 @@ pub struct StatsPhases {
     /// Row splits (split-K slices) of the largest Gram kernel dispatch; 0 on the CPU, which
     /// does not split.
     pub row_splits: u32,
+    /// Multiply-adds of the sums over the unfolded rows (a symmetric `D × D` sum counts
+    /// `D(D+1)/2` per row; the target's projection `A·W` `D·m`), not the products at the end.
+    pub multiply_adds: u64,
 }
 
 impl StatsPhases {

@@ -5,7 +5,7 @@
 //! network that feeds several layers at once ([`original_pass`]).
 
 use crate::analysis::channels::{ChannelAnalysis, ChannelGroup, ConsumerMap};
-use crate::backend::{Backend, StatsAccumulator, StatsSpec};
+use crate::backend::{Backend, StatsAccumulator, StatsSpec, TargetBatch};
 use crate::error::{Error, Result};
 use crate::exec::run::ImageSource;
 use crate::exec::{Activation, Executor};
@@ -160,30 +160,46 @@ impl<'b> LayerFeed<'b> {
         })
     }
 
-    /// Feeds one tapped batch of `value` to every consumer that reads it. An activation on the
-    /// device goes to the accumulators as it is (a GPU backend on the same device copies it
-    /// there); it is read back only for a recorded layer.
+    /// Feeds one tapped batch of `value` to every consumer that reads it, with its target `a`
+    /// (asym). Activations on the device go to the accumulators as they are (a GPU backend on
+    /// the same device copies them there); they are read back only for a recorded layer, or
+    /// when the inputs are on the host and the target is not.
     pub fn feed(
         &mut self,
         value: ValueId,
         b: Activation<'_>,
-        a: Option<TensorView<'_>>,
+        a: Option<Activation<'_>>,
     ) -> Result<()> {
         let n = b.shape()[0];
+        // A device target next to host inputs comes to the host once, for every consumer.
+        let host_a = match (&b, &a) {
+            (Activation::Host(_), Some(Activation::Device(d))) => Some(d.read()?),
+            _ => None,
+        };
+        let a_host: Option<&[f32]> = match (&a, &host_a) {
+            (_, Some(t)) => Some(&t.data),
+            (Some(Activation::Host(h)), None) => Some(h.data),
+            _ => None,
+        };
         for j in 0..self.taps.len() {
             if self.taps[j] != value {
                 continue;
             }
             let shape = unfolding_shape(&self.problems[j].0, n);
-            let av = match &a {
-                Some(a) => Some(TensorView::new(&shape, a.data)?),
-                None => None,
-            };
+            let av = a_host.map(|d| TensorView::new(&shape, d)).transpose()?;
             match b {
                 Activation::Host(h) => {
                     self.accs[j].add_batch(TensorView::new(&shape, h.data)?, av)?
                 }
-                Activation::Device(d) => self.accs[j].add_device_batch(d.reshaped(&shape)?, av)?,
+                Activation::Device(d) => {
+                    let av = match (&a, av) {
+                        (Some(Activation::Device(t)), _) => {
+                            Some(TargetBatch::Device(t.reshaped(&shape)?))
+                        }
+                        (_, av) => av.map(TargetBatch::Host),
+                    };
+                    self.accs[j].add_device_batch(d.reshaped(&shape)?, av)?
+                }
             }
             if j == 0 {
                 if let Some((rb, ra)) = &mut self.record {
@@ -192,7 +208,10 @@ impl<'b> LayerFeed<'b> {
                         None => rb.extend_from_slice(&b.to_host()?.data),
                     }
                     if let (Some(ra), Some(a)) = (ra, &a) {
-                        ra.extend_from_slice(a.data);
+                        match a.host() {
+                            Some(h) => ra.extend_from_slice(h.data),
+                            None => ra.extend_from_slice(&a.to_host()?.data),
+                        }
                     }
                 }
             }
@@ -237,30 +256,38 @@ impl<'b> LayerFeed<'b> {
 
 /// One forward pass of `exec` (the original network) over `calib` in batches of
 /// `batch_images`, every tapped activation fed to the layers that read it; `progress(images
-/// done, total)` after each batch.
+/// done, total)` after each batch. Returns the bytes of images uploaded to a device (those of
+/// the batches whose taps came from the device; see
+/// [`super::report::Phases::statistics_uploaded_bytes`]).
 pub(crate) fn original_pass(
     exec: &dyn Executor,
     calib: &dyn ImageSource,
     batch_images: usize,
     feeds: &mut [LayerFeed<'_>],
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<()> {
+) -> Result<u64> {
     let mut taps: Vec<ValueId> = feeds.iter().flat_map(|f| f.taps.clone()).collect();
     taps.sort_unstable();
     taps.dedup();
     let total = calib.len();
     let mut first = 0;
+    let mut uploaded = 0;
     while first < total {
         let count = batch_images.min(total - first);
         let input = calib_batch(calib, first, count)?;
+        let mut on_device = false;
         exec.run_batch(input.view(), &taps, &mut |v, act| {
+            on_device |= act.device().is_some();
             for f in feeds.iter_mut() {
                 f.feed(v, act, None)?;
             }
             Ok(())
         })?;
+        if on_device {
+            uploaded += input.data.len() as u64 * 4;
+        }
         first += count;
         progress(first, total);
     }
-    Ok(())
+    Ok(uploaded)
 }

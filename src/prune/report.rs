@@ -59,8 +59,13 @@ pub struct Phases {
     pub greedy: f64,
     /// Reweighting solves and IR edits.
     pub reweight: f64,
-    /// Bytes of statistics inputs and targets the backend received from the host (0 on the CPU
-    /// backend, which reads them in place).
+    /// Bytes the host sent to a device to produce the statistics: the input batches of the
+    /// forward passes whose taps reach the statistics from the device (the GPU executor: the
+    /// calibration images, or the cached activations a pass resumes from at a cut point), plus
+    /// the consumer inputs and targets a GPU backend received from host memory. 0 with the CPU
+    /// backend and executor. With the GPU backend and executor on one device every tap and
+    /// asym target stays there, so a pass that starts from the images counts exactly their bytes
+    /// (each asym layer after the first runs two passes, the pruned and the original network).
     pub statistics_uploaded_bytes: u64,
     /// Bytes of statistics inputs the backend copied on the device from the GPU executor's
     /// activations (no host round trip).

@@ -134,3 +134,19 @@ pub fn temp_dir(tag: &str) -> TempDir {
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)
 }
+
+/// Asserts that `got` is within `tol` of `want`'s largest entry, entry by entry (`what` names
+/// the quantity in the failure).
+pub fn assert_close_scaled(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= tol * scale,
+        "{what}: worst |got − want| = {worst:e} > {tol:e} · {scale:e}"
+    );
+}

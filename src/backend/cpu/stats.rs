@@ -202,6 +202,8 @@ pub(super) struct CpuStats {
     scratch_target: Vec<f32>,
     /// Seconds spent in `add_batch` (unfolding and the SYRK/GEMM kernels).
     kernel_seconds: f64,
+    /// Multiply-adds of the sums so far ([`StatsPhases::multiply_adds`]).
+    multiply_adds: u64,
 }
 
 impl CpuStats {
@@ -253,7 +255,20 @@ impl CpuStats {
             rows_in_partial: 0,
             scratch_inputs: vec![0.0; scratch],
             kernel_seconds: 0.0,
+            multiply_adds: 0,
         })
+    }
+
+    /// Multiply-adds per unfolded row: `BᵀB`'s upper triangle, and `BᵀA` + `AᵀA` or the
+    /// projection `A·W` + `Bᵀ(AW)` + `‖AW‖²`.
+    fn row_work(&self) -> u64 {
+        let d = self.d as u64;
+        d * (d + 1) / 2
+            + match &self.target {
+                TargetSums::None => 0,
+                TargetSums::Gram { .. } => d * d + d * (d + 1) / 2,
+                TargetSums::Projected { outputs, .. } => 2 * d * *outputs as u64 + *outputs as u64,
+            }
     }
 
     fn flush(&mut self) {
@@ -359,6 +374,7 @@ impl StatsAccumulator for CpuStats {
             }
             self.rows_in_partial += rows;
             self.rows += rows;
+            self.multiply_adds += rows as u64 * self.row_work();
             first += rows;
         }
         self.kernel_seconds += start.elapsed().as_secs_f64();
@@ -391,6 +407,7 @@ impl StatsAccumulator for CpuStats {
             total,
             phases: StatsPhases {
                 kernel,
+                multiply_adds: self.multiply_adds,
                 host: start.elapsed().as_secs_f64(),
                 ..StatsPhases::default()
             },

@@ -73,6 +73,7 @@ pub struct GpuBackend {
     tile_config: TileConfig,
     forced_splits: Option<u32>,
     gather_bytes: u64,
+    projected: bool,
 }
 
 /// The statistics and greedy kernels compiled for a backend's device.
@@ -146,6 +147,7 @@ impl GpuBackend {
             tile_config,
             forced_splits: None,
             gather_bytes: gram::GATHER_BYTES,
+            projected: true,
         })
     }
 
@@ -231,6 +233,22 @@ impl GpuBackend {
         self
     }
 
+    /// Whether statistics with a target and a known consumer weight
+    /// ([`StatsSpec::weight`]) use the projected form (the default): each chunk's target is
+    /// projected on the device, `P = A·W`, and the sums are `BᵀB`, `C0 = Bᵀ P` and `Pᵀ P` (about
+    /// `D²/2 + 2·D·m` multiply-adds per unfolded row) instead of `BᵀB`, `AᵀB`, `AᵀA` (`2·D²`).
+    /// As on the CPU, only where that is less work (`4·m < 3·D`) and `BᵀB` is one column block.
+    /// `false` keeps the unprojected form (for comparisons: `subprune bench`).
+    pub fn with_projected_statistics(mut self, on: bool) -> Self {
+        self.projected = on;
+        self
+    }
+
+    /// Whether the projected statistics are on (see [`Self::with_projected_statistics`]).
+    pub fn projected_statistics(&self) -> bool {
+        self.projected
+    }
+
     /// The tile configuration of the statistics kernels.
     pub fn tile_config(&self) -> TileConfig {
         self.tile_config
@@ -275,6 +293,7 @@ impl Backend for GpuBackend {
                 self.tile_config,
                 self.forced_splits,
                 self.gather_bytes,
+                self.projected,
             )
         })?;
         Ok(Box::new(stats))

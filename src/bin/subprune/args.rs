@@ -127,6 +127,14 @@ pub struct BenchArgs {
     /// Also time the GPU statistics with every tile configuration the device allows.
     #[arg(long)]
     pub tiles: bool,
+    /// Skip the asymmetric statistics (a target `A` next to the inputs, as `prune --variant
+    /// asym` accumulates them: multiply-adds per backend, and the GPU's projected form against
+    /// its unprojected one).
+    #[arg(long)]
+    pub no_asym: bool,
+    /// Only the asymmetric statistics (no symmetric rows, no greedy, no sgemm reference).
+    #[arg(long, conflicts_with = "no_asym")]
+    pub asym_only: bool,
     /// Also time the GPU statistics (inputs already on the device) with each of these row-split
     /// counts (split-K slices, e.g. `1,8,32,64`) instead of the one chosen from the adapter.
     #[arg(long, value_delimiter = ',')]
@@ -330,6 +338,9 @@ pub struct CompareArgs {
     /// Leave out the greedy in the asymmetric sequential variant (greedy-asym).
     #[arg(long)]
     pub no_asym: bool,
+    /// Only the asymmetric statistics (no symmetric rows, no greedy, no sgemm reference).
+    #[arg(long, conflicts_with = "no_asym")]
+    pub asym_only: bool,
     /// Compression ratios of the parameter count, comma-separated.
     #[arg(long, default_value = "2,4,8,16,32")]
     pub compressions: String,

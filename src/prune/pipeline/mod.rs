@@ -159,7 +159,7 @@ impl<'a> Run<'a> {
         let exec = (self.executor)(self.original_graph)?;
         let t = Instant::now();
         let progress = &mut *self.progress;
-        original_pass(
+        self.phases.statistics_uploaded_bytes += original_pass(
             exec.as_ref(),
             self.calib,
             self.options.batch_images,

@@ -6,6 +6,8 @@ use std::time::Instant;
 use super::Run;
 use crate::error::{Context, Result};
 use crate::exec::run::ImageSource;
+use crate::exec::Activation;
+use crate::gpu::OwnedDeviceTensor;
 use crate::ir::ValueId;
 use crate::prune::cut::{single_live, subgraph};
 use crate::prune::feed::calib_batch;
@@ -65,6 +67,9 @@ impl Run<'_> {
         let batch = self.options.batch_images;
         let copies = if asym { 2 } else { 1 };
         let mut reports = Vec::new();
+        // Bytes the forward passes of a layer uploaded as their inputs (see
+        // `Phases::statistics_uploaded_bytes`).
+        let mut uploaded = 0u64;
         for (i, job) in jobs.iter().enumerate() {
             (self.progress)(Event::Layer {
                 index: i,
@@ -88,6 +93,9 @@ impl Run<'_> {
                 let held = cur.data.as_ref().map_or(0, |d| d.len() * 4 * copies) as u64;
                 bytes + held <= self.options.memory_budget
             });
+            // Before the first layer is pruned the network is the original: the targets are
+            // the inputs themselves, and no second forward pass is needed.
+            let unpruned = asym && i == 0;
             let mut sj = self.feed_of(job, asym)?;
             let mut taps = sj.taps.clone();
             taps.sort_unstable();
@@ -101,7 +109,7 @@ impl Run<'_> {
                 }
             });
             let exec_cur = (self.executor)(&subgraph(&self.graph, cur.value, &outputs)?)?;
-            let exec_orig = if asym {
+            let exec_orig = if asym && !unpruned {
                 Some((self.executor)(&subgraph(
                     self.original_graph,
                     orig.value,
@@ -121,10 +129,24 @@ impl Run<'_> {
             let mut first = 0;
             while first < total {
                 let count = batch.min(total - first);
+                // The original network's taps of this batch: kept on the device (copied there
+                // from the GPU executor's activations) for the statistics, else from its
+                // outputs on the host.
+                let mut device_targets: Vec<(ValueId, OwnedDeviceTensor)> = Vec::new();
                 let targets: Option<Vec<Tensor>> = match &exec_orig {
                     Some(e) => {
                         let input = orig.batch(self.calib, first, count)?;
-                        let out = e.run_batch(input.view(), &[], &mut |_, _| Ok(()))?;
+                        let mut on_device = false;
+                        let out = e.run_batch(input.view(), &taps, &mut |v, act| {
+                            if let Activation::Device(d) = act {
+                                on_device = true;
+                                device_targets.push((v, d.copy_on_device()?));
+                            }
+                            Ok(())
+                        })?;
+                        if on_device {
+                            uploaded += input.data.len() as u64 * 4;
+                        }
                         if let Some(k) = cut_index {
                             next_orig.extend_from_slice(&out[k].data);
                         }
@@ -133,14 +155,27 @@ impl Run<'_> {
                     None => None,
                 };
                 let input = cur.batch(self.calib, first, count)?;
+                let mut on_device = false;
                 let out = exec_cur
                     .run_batch(input.view(), &taps, &mut |v, act| {
-                        let a = targets
-                            .as_ref()
-                            .map(|t| t[taps.iter().position(|&x| x == v).expect("a tap")].view());
+                        on_device |= act.device().is_some();
+                        let a = if unpruned {
+                            Some(act)
+                        } else {
+                            match device_targets.iter().find(|(t, _)| *t == v) {
+                                Some((_, d)) => Some(Activation::Device(d.view())),
+                                None => targets.as_ref().map(|t| {
+                                    let k = taps.iter().position(|&x| x == v).expect("a tap");
+                                    Activation::Host(t[k].view())
+                                }),
+                            }
+                        };
                         sj.feed(v, act, a)
                     })
                     .context(|| format!("layer '{}'", job.layer.name))?;
+                if on_device {
+                    uploaded += input.data.len() as u64 * 4;
+                }
                 if let Some(k) = cut_index {
                     next_cur.extend_from_slice(&out[k].data);
                 }
@@ -159,12 +194,17 @@ impl Run<'_> {
                     orig = Cache {
                         pos: p,
                         value: v,
-                        data: Some(next_orig),
+                        data: Some(if unpruned {
+                            cur.data.clone().unwrap_or_default()
+                        } else {
+                            next_orig
+                        }),
                         image_dims: self.original_graph.values[v].shape.at(1)[1..].to_vec(),
                     };
                 }
             }
             self.phases.forward_and_statistics += t.elapsed().as_secs_f64();
+            self.phases.statistics_uploaded_bytes += std::mem::take(&mut uploaded);
             let selector = self.options.method.selector(self.options.seed);
             let layer = || format!("layer '{}'", job.layer.name);
             let finished = sj.finish(false).context(layer)?;

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::config::{GramParams, FLAT_THREADS};
 use super::work::to_u32;
-use super::GpuStats;
+use super::{GpuStats, Sum};
 use crate::backend::gpu::resident::DeviceGram;
 use crate::backend::KernelClock;
 use crate::error::Result;
@@ -28,13 +28,10 @@ impl GpuStats {
             timestamp_writes: self.timer.writes(Phase::Reduce),
         });
         pass.set_pipeline(&self.kernels.gram.fold);
-        for s in 0..self.sums.len() {
-            for (b, block) in self.blocks.iter().enumerate() {
-                let slot = s * self.blocks.len() + b;
-                pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
-                let (x, y) = gpu.grid((self.d as u32 * block.cols).div_ceil(FLAT_THREADS));
-                pass.dispatch_workgroups(x, y, 1);
-            }
+        for (i, slot) in self.slots.iter().enumerate() {
+            pass.set_bind_group(0, &self.bind_groups[i], &[self.params.offset(i)]);
+            let (x, y) = gpu.grid((slot.rows * slot.block.cols).div_ceil(FLAT_THREADS));
+            pass.dispatch_workgroups(x, y, 1);
         }
     }
 
@@ -256,17 +253,7 @@ impl GpuStats {
         if timestamps.is_some() {
             self.use_timestamps(&stamps);
         }
-        let diag = tail[..d]
-            .iter()
-            .map(|&w| f32::from_bits(w) as f64)
-            .collect();
-        let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceGram {
-            gpu: Arc::clone(&gpu),
-            buffer: fulls.swap_remove(0),
-            dim: d,
-        };
-        let gram = Gram::on_device(d, diag, Arc::new(matrix), finite);
+        let gram = self.device_gram(fulls.swap_remove(0), &tail);
         self.phases.host += start.elapsed().as_secs_f64();
         Ok(RawGrams {
             gram,
@@ -315,16 +302,23 @@ impl GpuStats {
         if let Some(words) = stamps {
             self.use_timestamps(&words);
         }
-        let mut totals: Vec<Vec<f64>> = self.sums.iter().map(|_| vec![0.0; d * d]).collect();
+        // The `D × D` sums (the projected ones are read by `finish_projected`).
+        let square: Vec<Sum> = self
+            .sums
+            .iter()
+            .copied()
+            .filter(|s| !matches!(s, Sum::Projected | Sum::ProjectedNorm))
+            .collect();
+        let mut totals: Vec<Vec<f64>> = square.iter().map(|_| vec![0.0; d * d]).collect();
         let widest = self.blocks.iter().map(|b| b.cols).max().unwrap_or(1) as u64;
         let staging = gpu.buffer(
             "statistics readback",
             d as u64 * widest * 8,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        for (s, total) in totals.iter_mut().enumerate() {
-            for (b, block) in self.blocks.iter().enumerate() {
-                let slot = s * self.blocks.len() + b;
+        for (sum, total) in square.iter().zip(totals.iter_mut()) {
+            let blocks = self.slots.iter().enumerate().filter(|(_, s)| s.sum == *sum);
+            for (slot, block) in blocks.map(|(i, s)| (i, s.block)) {
                 let cols = block.cols as usize;
                 let bytes = (d * cols * 8) as u64;
                 let start = Instant::now();
@@ -381,9 +375,26 @@ impl GpuStats {
         })
     }
 
+    /// `G` left on the device in `full` (`D × D` f32, then `to_full`'s tail), with its diagonal
+    /// and non-finite flag from the tail read back (`D + 1` words).
+    pub(super) fn device_gram(&self, full: crate::gpu::PooledBuffer, tail: &[u32]) -> Gram {
+        let d = self.d;
+        let diag = tail[..d]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .collect();
+        let finite = f32::from_bits(tail[d]) == 0.0;
+        let matrix = DeviceGram {
+            gpu: Arc::clone(&self.gpu),
+            buffer: full,
+            dim: d,
+        };
+        Gram::on_device(d, diag, Arc::new(matrix), finite)
+    }
+
     /// Takes the kernel and reduction times from the resolved pass timestamps (`words`), when
     /// every pass was timed.
-    fn use_timestamps(&mut self, words: &[u32]) {
+    pub(super) fn use_timestamps(&mut self, words: &[u32]) {
         let (kernel, reduce) = self.timer.seconds(&self.gpu, words);
         if self.timer.complete() {
             self.phases.kernel = kernel;
@@ -396,13 +407,14 @@ impl GpuStats {
         let d = self.d;
         let zeros = || vec![0.0; d * d];
         let with_target = self.sums.len() > 1;
+        let projected = self.projection.is_some();
         RawGrams {
             gram: zeros().into(),
-            cross: with_target.then(zeros),
-            target_gram: with_target.then(zeros),
+            cross: (with_target && !projected).then(zeros),
+            target_gram: (with_target && !projected).then(zeros),
             rows: 0,
-            c0: None,
-            total: None,
+            c0: projected.then(|| vec![0.0; d * self.outputs() as usize]),
+            total: projected.then_some(0.0),
             phases: self.phases,
         }
     }

@@ -140,7 +140,13 @@ impl GpuStats {
             .ok_or_else(|| Error::Gpu("unfolded rows per chunk overflow usize".into()))?;
         let rows32 = to_u32(rows, "unfolded rows per chunk")?;
         let start = Instant::now();
-        let params = self.slot_params(rows32);
+        let mut params = self.slot_params(rows32);
+        let projection_slot = params.len() + 2;
+        if self.projection.is_some() {
+            // After the two slots of `finish`'s products (unused by the projected form).
+            let [project, to_full] = self.projection_params(rows32);
+            params.extend([project, project, project, to_full]);
+        }
         let pad_count = to_u32(images * self.operand_len, "padded values per chunk")?;
         self.params.write(&gpu.queue, &params);
         let pad = PadParams {
@@ -158,18 +164,16 @@ impl GpuStats {
         // than planned neither clears nor folds the others.
         let splits = params[0].rows.div_ceil(params[0].rows_per_split);
         if splits > self.cleared_splits {
-            for (s, _) in self.sums.iter().enumerate() {
-                for (b, block) in self.blocks.iter().enumerate() {
-                    let slice = self.d as u64 * block.cols as u64 * 8;
-                    let first = self.cleared_splits as u64 * slice;
-                    let bytes = (splits - self.cleared_splits) as u64 * slice;
-                    let acc = &self.acc[s * self.blocks.len() + b];
-                    encoder.clear_buffer(acc, first, Some(bytes));
-                }
+            for (slot, acc) in self.slots.iter().zip(&self.acc) {
+                let slice = slot.rows as u64 * slot.block.cols as u64 * 8;
+                let first = self.cleared_splits as u64 * slice;
+                let bytes = (splits - self.cleared_splits) as u64 * slice;
+                encoder.clear_buffer(acc, first, Some(bytes));
             }
             self.cleared_splits = splits;
             self.phases.row_splits = splits;
         }
+        self.clear_projection(&mut encoder, rows);
         {
             // One pass: each dispatch is its own usage scope, so the tile kernels see what
             // the pad pass wrote.
@@ -185,24 +189,19 @@ impl GpuStats {
                     pass.dispatch_workgroups(x, y, 1);
                 }
             }
+            // The projection first: the projected sums read its P.
+            self.encode_projection(&mut pass, rows32, projection_slot);
             pass.set_pipeline(&self.pipeline);
-            let d = self.d as u32;
             let tile = self.config.tile();
-            for (s, sum) in self.sums.iter().enumerate() {
-                for (b, block) in self.blocks.iter().enumerate() {
-                    let slot = s * self.blocks.len() + b;
-                    let row_end = if sum.symmetric() {
-                        d.min(block.col0 + block.cols)
-                    } else {
-                        d
-                    };
-                    pass.set_bind_group(0, &self.bind_groups[slot], &[self.params.offset(slot)]);
-                    pass.dispatch_workgroups(
-                        block.cols.div_ceil(tile),
-                        row_end.div_ceil(tile),
-                        splits,
-                    );
-                }
+            for (i, slot) in self.slots.iter().enumerate() {
+                let block = slot.block;
+                let row_end = if slot.sum.symmetric() {
+                    slot.rows.min(block.col0 + block.cols)
+                } else {
+                    slot.rows
+                };
+                pass.set_bind_group(0, &self.bind_groups[i], &[self.params.offset(i)]);
+                pass.dispatch_workgroups(block.cols.div_ceil(tile), row_end.div_ceil(tile), splits);
             }
         }
         let index = gpu.queue.submit([encoder.finish()]);
@@ -211,6 +210,7 @@ impl GpuStats {
             gpu.wait_for(previous, "accumulating statistics")?;
         }
         self.phases.kernel += start.elapsed().as_secs_f64();
+        self.phases.multiply_adds += rows as u64 * self.row_work();
         self.rows += rows;
         Ok(())
     }

@@ -29,11 +29,13 @@
 //! Files, one idea each: `config.rs` (tile configuration, the parameter block), `work.rs` (row
 //! splits, column blocks, chunk sizes), `kernels.rs` (the compiled kernels and the per-chunk
 //! dispatch), `upload.rs` (operand layout, input buffers, upload and gather of batches),
-//! `finish.rs` (split folds, full matrices, `C0`, readback).
+//! `finish.rs` (split folds, full matrices, `C0`, readback), `project.rs` (the projected form
+//! with a target and a known consumer weight: `P = A·W` per chunk, then `Bᵀ P` and `Pᵀ P`).
 
 mod config;
 mod finish;
 mod kernels;
+mod project;
 mod upload;
 mod work;
 
@@ -48,7 +50,7 @@ use half::f16;
 
 use super::Kernels;
 use crate::backend::{
-    check_stats_batch, check_stats_shapes, StatsAccumulator, StatsPhases, StatsSpec,
+    check_stats_batch, check_stats_shapes, StatsAccumulator, StatsPhases, StatsSpec, TargetBatch,
 };
 use crate::error::{Error, Result};
 use crate::gpu::DeviceTensor;
@@ -70,12 +72,34 @@ enum Sum {
     Cross,
     /// `AᵀA`.
     TargetGram,
+    /// `Bᵀ P` with `P = A·W` the target's projection (`D × m`: `C0` itself).
+    Projected,
+    /// `Pᵀ P` (`m × m`, symmetric): its trace is `‖AW‖²`.
+    ProjectedNorm,
 }
 
 impl Sum {
     fn symmetric(self) -> bool {
-        self != Sum::Cross
+        matches!(self, Sum::Gram | Sum::TargetGram | Sum::ProjectedNorm)
     }
+
+    /// Rows and columns of the result for `d` unfolded columns and `m` consumer outputs.
+    fn dims(self, d: u32, m: u32) -> (u32, u32) {
+        match self {
+            Sum::Gram | Sum::Cross | Sum::TargetGram => (d, d),
+            Sum::Projected => (d, m),
+            Sum::ProjectedNorm => (m, m),
+        }
+    }
+}
+
+/// One accumulator: a sum and one column block of its result.
+#[derive(Clone, Copy, Debug)]
+struct AccSlot {
+    sum: Sum,
+    /// Rows of the sum's result.
+    rows: u32,
+    block: ColumnBlock,
 }
 
 /// Where a batch's input values come from.
@@ -103,9 +127,12 @@ pub(crate) struct GpuStats {
     cleared_splits: u32,
     blocks: Vec<ColumnBlock>,
     sums: Vec<Sum>,
-    /// `acc[s · blocks + b]`: sum `s`, column block `b`: `splits × D × cols` (hi, lo) pairs.
+    /// The accumulators: every column block of each `D × D` sum (`blocks`), one block for each
+    /// projected sum; `acc[i]` holds `slots[i]`: `splits × rows × cols` (hi, lo) pairs.
+    slots: Vec<AccSlot>,
     acc: Vec<PooledBuffer>,
-    /// One parameter slot per (sum, block), same indexing as `acc`, then two for the products.
+    /// One parameter slot per accumulator, same indexing as `acc`, then two for the products
+    /// and two for the projection.
     params: ParamSlots,
     base: GramParams,
     /// The pad pass's parameters (`count` set per chunk) and their slot.
@@ -137,6 +164,9 @@ pub(crate) struct GpuStats {
     /// The pad pass of the inputs, then of the targets (empty unless `padded`).
     pad_groups: Vec<wgpu::BindGroup>,
     rows: usize,
+    /// With a target and the consumer weight: the projection `P = A·W` per chunk, and the sums
+    /// are `BᵀB`, `Bᵀ P`, `Pᵀ P` (see [`project`]).
+    projection: Option<project::Projection>,
     in_flight: Option<wgpu::SubmissionIndex>,
     half_scratch: Vec<f16>,
     timer: PassTimer,
@@ -154,6 +184,7 @@ impl GpuStats {
         config: TileConfig,
         forced_splits: Option<u32>,
         gather_bytes: u64,
+        projected: bool,
     ) -> Result<Self> {
         let setup_start = Instant::now();
         if !config.fits(&gpu.limits) {
@@ -167,7 +198,7 @@ impl GpuStats {
         let unfolding = spec.unfolding;
         let d = unfolding.layout().columns();
         let d32 = to_u32(d, "columns D")?;
-        let sums = if spec.with_target {
+        let mut sums = if spec.with_target {
             vec![Sum::Gram, Sum::Cross, Sum::TargetGram]
         } else {
             vec![Sum::Gram]
@@ -180,16 +211,39 @@ impl GpuStats {
             forced_splits,
             max_block_bytes,
         )?;
+        // The projected form when it is less work (as on the CPU: `2·D·m + m²/2` multiply-adds
+        // per row against `1.5·D²`) and `G` is one block.
+        let weight = spec
+            .weight
+            .filter(|w| spec.with_target && projected && 4 * w.outputs < 3 * d)
+            .filter(|w| {
+                // Each projected accumulator, and one image's projection, fits one binding.
+                let (m, per_image) = (w.outputs as u64, unfolding.rows_per_image() as u64);
+                let widest = splits as u64 * d as u64 * m * 8;
+                let chunk = max_block_bytes.min(MAX_CHUNK_BYTES);
+                m > 0 && widest <= max_block_bytes && per_image * m * 8 <= chunk
+            });
+        let m = weight.map_or(0, |w| w.outputs);
+        if weight.is_some() {
+            sums = vec![Sum::Gram, Sum::Projected, Sum::ProjectedNorm];
+        }
+        let m32 = to_u32(m, "consumer outputs")?;
 
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let placeholder = gpu.buffer("placeholder", 16, storage)?;
         let operands = Operands::new(&gpu, &unfolding, half_inputs)?;
+        let projection = weight
+            .map(|w| project::Projection::new(&gpu, d, w))
+            .transpose()?;
         let operand_len = operands.len;
         let padded = operands.framed || half_inputs;
         // A chunk's uploaded and padded buffers each fit one binding.
         let image_bytes = device_image_bytes(&unfolding, half_inputs, operand_len, padded);
         let chunk_limit = max_block_bytes.min(MAX_CHUNK_BYTES);
-        let chunk_images = (chunk_limit / image_bytes) as usize;
+        let mut chunk_images = (chunk_limit / image_bytes) as usize;
+        if let Some(p) = &projection {
+            chunk_images = chunk_images.min(p.chunk_images(&gpu, &unfolding, chunk_limit, config));
+        }
         if chunk_images == 0 {
             return Err(Error::Gpu(format!(
                 "one input image ({image_bytes} bytes, padded) exceeds the largest buffer \
@@ -204,10 +258,20 @@ impl GpuStats {
         };
 
         // Cleared slice by slice as the kernels first use them (`dispatch_pending`).
-        let mut acc = Vec::with_capacity(sums.len() * blocks.len());
-        for _ in &sums {
-            for block in &blocks {
-                let bytes = splits as u64 * d as u64 * block.cols as u64 * 8;
+        let mut slots = Vec::with_capacity(sums.len() * blocks.len());
+        for &sum in &sums {
+            let (rows, cols) = sum.dims(d32, m32);
+            if rows == d32 && cols == d32 {
+                slots.extend(blocks.iter().map(|&block| AccSlot { sum, rows, block }));
+            } else {
+                let block = ColumnBlock { col0: 0, cols };
+                slots.push(AccSlot { sum, rows, block });
+            }
+        }
+        let mut acc = Vec::with_capacity(slots.len());
+        {
+            for slot in &slots {
+                let bytes = splits as u64 * slot.rows as u64 * slot.block.cols as u64 * 8;
                 let buffer = gpu.buffer(
                     "gram accumulator",
                     bytes,
@@ -218,8 +282,9 @@ impl GpuStats {
                 acc.push(buffer);
             }
         }
-        // Slots: one per (sum, block), then the two products of `finish`.
-        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 2)?;
+        // Slots: one per (sum, block), then the two products of `finish`, then the projection
+        // and its `to_full`.
+        let params = ParamSlots::new::<GramParams>(&gpu, "gram params", acc.len() + 4)?;
         let pad_params = ParamSlots::new::<PadParams>(&gpu, "pad params", 1)?;
         let pipeline = kernels.gram.tile(&gpu.device, config);
         let timer = PassTimer::new(&gpu);
@@ -235,6 +300,7 @@ impl GpuStats {
             cleared_splits: 0,
             blocks,
             sums,
+            slots,
             acc,
             params,
             base,
@@ -256,6 +322,7 @@ impl GpuStats {
             bind_groups: Vec::new(),
             pad_groups: Vec::new(),
             rows: 0,
+            projection,
             in_flight: None,
             half_scratch: Vec::new(),
             timer,
@@ -275,24 +342,64 @@ impl StatsAccumulator for GpuStats {
             &inputs,
             target.as_ref(),
         )?;
+        let target = target.map(|t| Source::Host(t.data));
         self.gather(n, Source::Host(inputs.data), target)
     }
 
     fn add_device_batch(
         &mut self,
         inputs: DeviceTensor<'_>,
-        target: Option<TensorView<'_>>,
+        target: Option<TargetBatch<'_>>,
     ) -> Result<()> {
-        if self.half_inputs || !Arc::ptr_eq(inputs.gpu(), &self.gpu) {
-            let host = inputs.read()?;
+        let here = |t: &DeviceTensor<'_>| !self.half_inputs && Arc::ptr_eq(t.gpu(), &self.gpu);
+        // What is not on this device (or is to be narrowed to f16) goes through the host.
+        let host_inputs = (!here(&inputs)).then(|| inputs.read()).transpose()?;
+        let host_target = match &target {
+            Some(TargetBatch::Device(t)) if !here(t) => Some(t.read()?),
+            _ => None,
+        };
+        let target = match (target, &host_target) {
+            (_, Some(t)) => Some(TargetBatch::Host(t.view())),
+            (t, None) => t,
+        };
+        if let Some(host) = &host_inputs {
+            if let Some(TargetBatch::Device(t)) = target {
+                let t = t.read()?;
+                return self.add_batch(host.view(), Some(t.view()));
+            }
+            let target = target.map(|t| match t {
+                TargetBatch::Host(t) => t,
+                TargetBatch::Device(_) => unreachable!("read back above"),
+            });
             return self.add_batch(host.view(), target);
         }
-        let n = check_stats_shapes(
-            &self.unfolding,
-            self.sums.len() > 1,
-            inputs.shape(),
-            target.as_ref(),
-        )?;
+        let with_target = self.sums.len() > 1;
+        let (n, target) = match target {
+            Some(TargetBatch::Device(t)) => {
+                if t.shape() != inputs.shape() {
+                    return Err(Error::Shape(format!(
+                        "target has shape {:?}, inputs have {:?}; they must match",
+                        t.shape(),
+                        inputs.shape()
+                    )));
+                }
+                if !with_target {
+                    return Err(Error::InvalidArgument(
+                        "a target batch was given to statistics set up without a target".into(),
+                    ));
+                }
+                let n = self.unfolding.check_shape(inputs.shape(), "inputs")?;
+                (n, Some(Source::Device(t.buffer(), t.offset())))
+            }
+            Some(TargetBatch::Host(t)) => {
+                let n = check_stats_shapes(&self.unfolding, with_target, inputs.shape(), Some(&t))?;
+                (n, Some(Source::Host(t.data)))
+            }
+            None => {
+                let n = check_stats_shapes(&self.unfolding, with_target, inputs.shape(), None)?;
+                (n, None)
+            }
+        };
         self.gather(n, Source::Device(inputs.buffer(), inputs.offset()), target)
     }
 
@@ -302,10 +409,25 @@ impl StatsAccumulator for GpuStats {
             return Ok(self.empty());
         }
         let gpu = Arc::clone(&self.gpu);
+        if self.projection.is_some() {
+            return gpu.scoped("finishing the statistics", || self.finish_projected());
+        }
         gpu.scoped("reading back the statistics", || self.finish_blocks())
     }
 
     fn finish_with_weight(mut self: Box<Self>, weight: &[f64], outputs: usize) -> Result<RawGrams> {
+        if let Some(p) = &self.projection {
+            if outputs != p.outputs || weight.len() != self.d * outputs {
+                return Err(Error::InvalidArgument(format!(
+                    "the statistics were projected on a {}×{} consumer weight; \
+                     finish was given {}×{outputs}",
+                    self.d,
+                    p.outputs,
+                    weight.len() / outputs.max(1)
+                )));
+            }
+            return self.finish();
+        }
         self.dispatch_pending()?;
         if self.rows == 0 {
             return Ok(self.empty());

@@ -14,7 +14,6 @@ use super::{GpuStats, Source, Sum};
 use crate::error::{Error, Result};
 use crate::gpu::{bind_group, binding, Gpu, PadFrame, PadParams, PooledBuffer};
 use crate::layer::{Consumer, Unfolding};
-use crate::tensor::TensorView;
 
 /// The operands the tile kernel reads, as the unfolding lays them out: the conv tables (or
 /// 16-byte placeholders for a dense consumer), the parameters they imply, and how the pad pass
@@ -84,8 +83,15 @@ impl Operands {
                 (columns, offsets, base, frame)
             }
             Consumer::Linear | Consumer::FlattenLinear => {
-                let columns = gpu.buffer("placeholder", 16, storage)?;
-                let offsets = gpu.buffer("placeholder", 16, storage)?;
+                // Identity tables (one position, column k at k): what the projection of a dense
+                // target reads (`conv = 2` in gram.wgsl); the dense sums read no table.
+                let identity: Vec<u32> = (0..d32).collect();
+                let columns = gpu.buffer("dense column table", d as u64 * 4 + 4, storage)?;
+                gpu.queue
+                    .write_buffer(&columns, 0, bytemuck::cast_slice(&identity));
+                let offsets = gpu.buffer("dense position table", 16, storage)?;
+                gpu.queue
+                    .write_buffer(&offsets, 0, bytemuck::cast_slice(&[0u32; 4]));
                 let base = GramParams {
                     left_stride: d32,
                     right_stride: d32,
@@ -143,24 +149,31 @@ impl GpuStats {
         } else {
             raw_bytes
         };
+        self.reserve_projection(images)?;
         let raw_inputs = self.inputs.as_deref().expect("just allocated");
         let raw_targets = self.targets.as_deref().unwrap_or(raw_inputs);
         let inputs = self.padded_inputs.as_deref().unwrap_or(raw_inputs);
         let targets = self.padded_targets.as_deref().unwrap_or(raw_targets);
+        let projected = self.projected_values();
         let mut groups = Vec::with_capacity(self.acc.len());
-        for (s, sum) in self.sums.iter().enumerate() {
-            let (left, right) = match sum {
-                Sum::Gram => (inputs, inputs),
-                Sum::Cross => (targets, inputs),
-                Sum::TargetGram => (targets, targets),
+        for (slot, acc) in self.slots.iter().zip(&self.acc) {
+            let operand = (inputs, operand_bytes);
+            let target = (targets, operand_bytes);
+            let ((left, left_bytes), (right, right_bytes)) = match slot.sum {
+                Sum::Gram => (operand, operand),
+                Sum::Cross => (target, operand),
+                Sum::TargetGram => (target, target),
+                Sum::Projected => (operand, projected.expect("projected form")),
+                Sum::ProjectedNorm => {
+                    let p = projected.expect("projected form");
+                    (p, p)
+                }
             };
-            for (b, block) in self.blocks.iter().enumerate() {
-                let acc = &self.acc[s * self.blocks.len() + b];
-                let acc_bytes = self.splits as u64 * self.d as u64 * block.cols as u64 * 8;
-                let operands = (operand_bytes, operand_bytes);
-                groups.push(self.bind_group(left, right, operands, acc, acc_bytes, None));
-            }
+            let acc_bytes = self.splits as u64 * slot.rows as u64 * slot.block.cols as u64 * 8;
+            let operands = (left_bytes, right_bytes);
+            groups.push(self.bind_group(left, right, operands, acc, acc_bytes, None));
         }
+        let projection_groups = self.projection_groups(targets, operand_bytes);
         let mut pad_groups = Vec::new();
         if self.padded {
             let mut pairs = vec![(raw_inputs, inputs)];
@@ -182,6 +195,7 @@ impl GpuStats {
         }
         self.bind_groups = groups;
         self.pad_groups = pad_groups;
+        self.set_projection_groups(projection_groups);
         Ok(())
     }
 
@@ -216,11 +230,11 @@ impl GpuStats {
     }
 
     /// Puts `images` images behind the pending ones (the caller checked that they fit): inputs
-    /// uploaded from the host or copied on the device, targets uploaded.
+    /// and targets uploaded from the host or copied on the device.
     fn upload_pending(
         &mut self,
         inputs: Source<'_>,
-        target: Option<&[f32]>,
+        target: Option<Source<'_>>,
         images: usize,
         first_index: usize,
     ) -> Result<()> {
@@ -233,50 +247,44 @@ impl GpuStats {
         debug_assert!(offset.is_multiple_of(4));
         let inputs_buffer = self.inputs.as_deref().expect("reserved");
         let mut half = self.half_inputs.then_some(&mut self.half_scratch);
+        let mut parts = vec![(inputs, inputs_buffer, "inputs")];
         if let (Some(t), Some(buffer)) = (target, self.targets.as_deref()) {
-            Self::upload(
-                &gpu.queue,
-                buffer,
-                offset,
-                t,
-                half.as_deref_mut(),
-                "target",
-                first_index,
-            )?;
-            self.phases.uploaded_bytes += batch_bytes;
+            parts.push((t, buffer, "target"));
         }
-        match inputs {
-            Source::Host(values) => {
-                Self::upload(
-                    &gpu.queue,
-                    inputs_buffer,
-                    offset,
-                    values,
-                    half,
-                    "inputs",
-                    first_index,
-                )?;
-                self.phases.uploaded_bytes += batch_bytes;
-            }
-            Source::Device(buffer, at) => {
-                // f32 on both sides (the caller falls back to a readback for f16 inputs); the
-                // copy is submitted now, while the executor keeps the source buffer alive.
-                debug_assert!(!self.half_inputs);
-                let bytes = 4 * len as u64;
-                let mut encoder =
-                    gpu.device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("statistics inputs from a device tap"),
-                        });
-                encoder.copy_buffer_to_buffer(
-                    buffer,
-                    at + 4 * first_index as u64,
-                    inputs_buffer,
-                    offset,
-                    bytes,
-                );
-                gpu.queue.submit([encoder.finish()]);
-                self.phases.device_bytes += bytes;
+        for (source, buffer, name) in parts {
+            match source {
+                Source::Host(values) => {
+                    Self::upload(
+                        &gpu.queue,
+                        buffer,
+                        offset,
+                        values,
+                        half.as_deref_mut(),
+                        name,
+                        first_index,
+                    )?;
+                    self.phases.uploaded_bytes += batch_bytes;
+                }
+                Source::Device(from, at) => {
+                    // f32 on both sides (the caller falls back to a readback for f16 inputs);
+                    // the copy is submitted now, while the executor keeps the source alive.
+                    debug_assert!(!self.half_inputs);
+                    let bytes = 4 * len as u64;
+                    let mut encoder =
+                        gpu.device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                label: Some("statistics operands from a device tensor"),
+                            });
+                    encoder.copy_buffer_to_buffer(
+                        from,
+                        at + 4 * first_index as u64,
+                        buffer,
+                        offset,
+                        bytes,
+                    );
+                    gpu.queue.submit([encoder.finish()]);
+                    self.phases.device_bytes += bytes;
+                }
             }
         }
         self.pending_images += images;
@@ -289,7 +297,7 @@ impl GpuStats {
         &mut self,
         n: usize,
         inputs: Source<'_>,
-        target: Option<TensorView<'_>>,
+        target: Option<Source<'_>>,
     ) -> Result<()> {
         if n == 0 {
             return Ok(());
@@ -325,19 +333,20 @@ impl GpuStats {
                 }
                 let count = (self.capacity_images - self.pending_images).min(n - first);
                 let range = first * image_len..(first + count) * image_len;
-                let part = match inputs {
-                    Source::Host(values) => Source::Host(&values[range.clone()]),
-                    Source::Device(buffer, at) => Source::Device(buffer, at),
-                };
-                self.upload_pending(
-                    part,
-                    target.map(|t| &t.data[range.clone()]),
-                    count,
-                    range.start,
-                )?;
+                let target = target.map(|t| part(t, range.clone()));
+                self.upload_pending(part(inputs, range.clone()), target, count, range.start)?;
                 first += count;
             }
             Ok(())
         })
+    }
+}
+
+/// The values `range` (flat indices of the batch) of a source: a host slice is cut, a device
+/// source is addressed by the flat index when copied.
+fn part(source: Source<'_>, range: std::ops::Range<usize>) -> Source<'_> {
+    match source {
+        Source::Host(values) => Source::Host(&values[range]),
+        Source::Device(buffer, at) => Source::Device(buffer, at),
     }
 }

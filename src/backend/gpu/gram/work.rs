@@ -2,7 +2,7 @@
 //! the result, chunk sizes of the uploaded inputs, and the parameters of each dispatch.
 
 use super::config::GramParams;
-use super::GpuStats;
+use super::{GpuStats, Sum};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::layer::Unfolding;
@@ -128,19 +128,39 @@ impl GpuStats {
         let rows_per_split = rows.div_ceil(splits).next_multiple_of(bk).max(bk);
         // What `fold_splits` adds up: the slices the kernels have written so far.
         let folded = self.cleared_splits.max(1);
-        self.sums
-            .iter()
-            .flat_map(|sum| {
-                self.blocks.iter().map(move |block| GramParams {
+        let m = self.outputs();
+        let mut params = Vec::with_capacity(self.acc.len() + 4);
+        for slot in &self.slots {
+            {
+                let shared = GramParams {
                     rows,
                     rows_per_split,
-                    col0: block.col0,
-                    block_cols: block.cols,
-                    symmetric: sum.symmetric() as u32,
+                    out_rows: slot.rows,
+                    col0: slot.block.col0,
+                    block_cols: slot.block.cols,
+                    symmetric: slot.sum.symmetric() as u32,
                     splits: folded,
                     ..self.base
-                })
-            })
-            .collect()
+                };
+                params.push(match slot.sum {
+                    // Conv B against the dense rows of P (mode 3), or dense against dense.
+                    Sum::Projected => GramParams {
+                        out_cols: m,
+                        conv: if self.base.conv != 0 { 3 } else { 0 },
+                        right_stride: m,
+                        ..shared
+                    },
+                    Sum::ProjectedNorm => GramParams {
+                        out_cols: m,
+                        conv: 0,
+                        left_stride: m,
+                        right_stride: m,
+                        ..shared
+                    },
+                    _ => shared,
+                });
+            }
+        }
+        params
     }
 }

@@ -53,27 +53,28 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         outln!("GPU statistics kernels: {}", gpu.tile_config());
         backends.push(Box::new(gpu.clone()));
     }
-    outln!(
-        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9} {:>8} {:>10} | {:>9} {:>11}",
-        "case",
-        "d",
-        "ks",
-        "N·L",
-        "m",
-        "backend",
-        "stats s",
-        "GFLOP/s",
-        "/cpu sgemm",
-        "greedy s",
-        "cpu/this"
-    );
-    outln!(
-        "(GFLOP/s counts 2·N·L·D² as a GEMM of the same shape would; /cpu sgemm = time of a tuned \
-         CPU sgemm BᵀB of that shape / stats time; cpu/this = CPU time / this backend's time, for \
-         stats / greedy)"
-    );
+    if args.asym_only {
+        outln!(
+            "(asym: statistics with a target A, C0 = Bᵀ(A·W) and ‖AW‖²; multiply-adds of the \
+             sums over the unfolded rows; kernels from GPU timestamps where the adapter has them)"
+        );
+    } else {
+        print_header()?;
+    }
     for case in cases {
         let (problem, inputs) = case.instance(1)?;
+        if args.asym_only {
+            outln!(
+                "{:<9} d {}, D {}, N·L {}, m {}",
+                case.name,
+                case.channels,
+                case.columns(),
+                case.rows(),
+                case.outputs
+            );
+            asym(args.reps, &problem, &inputs, gpu.as_ref())?;
+            continue;
+        }
         // The first half of the images, for the part of the time that does not grow with them.
         let half_images = (case.images / 2).max(1);
         let mut half_shape = inputs.shape.clone();
@@ -136,6 +137,9 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             );
             print_phases(&case, best, best_half, half_images, &stats.phases)?;
         }
+        if !args.no_asym {
+            asym(args.reps, &problem, &inputs, gpu.as_ref())?;
+        }
         if let Some(gpu) = gpu.as_ref().filter(|_| !args.splits.is_empty()) {
             let resident = bench::ResidentInputs::new(gpu, &inputs)?;
             for &splits in &args.splits {
@@ -185,6 +189,77 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             case.columns(),
             sgemm,
             case.stats_flops() / sgemm / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// The column heads of the per-backend rows.
+fn print_header() -> anyhow::Result<()> {
+    outln!(
+        "{:<9} {:>5} {:>3} {:>6} {:>4} | {:<40} {:>9} {:>8} {:>10} | {:>9} {:>11}",
+        "case",
+        "d",
+        "ks",
+        "N·L",
+        "m",
+        "backend",
+        "stats s",
+        "GFLOP/s",
+        "/cpu sgemm",
+        "greedy s",
+        "cpu/this"
+    );
+    outln!(
+        "(GFLOP/s counts 2·N·L·D² as a GEMM of the same shape would; /cpu sgemm = time of a tuned \
+         CPU sgemm BᵀB of that shape / stats time; cpu/this = CPU time / this backend's time, for \
+         stats / greedy)"
+    );
+    Ok(())
+}
+
+/// The asymmetric statistics of one case (a seeded target next to the inputs): the
+/// multiply-adds and times on the CPU, and on the GPU with the projected form and the
+/// unprojected one side by side (same process, same inputs).
+fn asym(
+    reps: usize,
+    problem: &subprune::LayerProblem,
+    inputs: &subprune::Tensor,
+    gpu: Option<&subprune::GpuBackend>,
+) -> anyhow::Result<()> {
+    use subprune::bench;
+    let target = bench::asym_target(2, inputs)?;
+    let cpu = CpuBackend::new();
+    let mut rows: Vec<(String, &dyn Backend)> = vec![("cpu".into(), &cpu)];
+    let old = gpu.map(|g| g.clone().with_projected_statistics(false));
+    let projected = gpu.map(|g| g.clone().with_projected_statistics(true));
+    if let (Some(p), Some(o)) = (&projected, &old) {
+        rows.push(("gpu, projected A·W".into(), p));
+        rows.push(("gpu, unprojected AᵀA".into(), o));
+    }
+    let mut kernels = Vec::new();
+    for (label, backend) in rows {
+        // No warm-up run: the kernel times come from the device's own clock where it has one.
+        let (best, stats) = best_of(reps, false, || {
+            bench::time_asym_stats(backend, problem, inputs, &target)
+        })?;
+        let p = stats.phases;
+        outln!(
+            "{:<9} asym {label:<22}: {:.4e} multiply-adds, stats {best:.5} s, kernels {:.5} s, \
+             reduce/C0 {:.5} s ({})",
+            "",
+            p.multiply_adds as f64,
+            p.kernel,
+            p.reduce,
+            p.clock.label(),
+        );
+        kernels.push(p.kernel);
+    }
+    if let [_, projected, old] = kernels[..] {
+        outln!(
+            "{:<9} asym gpu kernels: unprojected / projected = {:.2}x",
+            "",
+            old / projected.max(1e-12)
         );
     }
     Ok(())
