@@ -15,7 +15,8 @@ Models (weights seeded; every .npy float32):
   of an initializer. Inputs dynamic_a.npy (2x3x12x12), dynamic_b.npy (3x3x17x9).
 - folding.onnx: input fixed at batch 1 (1x3x8x8). A paddle2onnx bias Add(conv, Reshape(Constant)),
   a view [N, C, H*W] computed from Shape (Gather, Mul, Concat), a Reshape to [1, -1], a Gemm
-  weight Transpose(initializer) and a bias computed by Range, Cast, Where, Greater, Equal, Not,
+  weight Transpose(initializer) and a bias computed by Range, Cast (integer and boolean to
+  float), Where, Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, Neg, Sub, Div, Sqrt,
   ConstantOfShape, Expand, Slice, Squeeze/Unsqueeze of constants; Unsqueeze, Squeeze and Cast on
   data. Input folding_x.npy (4 images, run one by one by onnxruntime: the file fixes batch 1).
 - opset7.onnx, opset9.onnx, opset10.onnx, opset13.onnx: one network (Pad, Conv,
@@ -142,7 +143,17 @@ def folding(out):
         n("Mul", ["rf", "scale2"], ["ramp"]),
         n("ConstantOfShape", ["ten"], ["quarter"], value=numpy_helper.from_array(np.array([0.25], dtype=np.float32))),
         n("Expand", ["tenth", "ten"], ["tenths"]),
-        n("Add", ["ramp", "quarter"], ["b0"]),
+        n("Neg", ["ramp"], ["nramp"]),
+        n("Less", ["r", "two_i"], ["lt2"]),
+        n("Where", ["lt2", "nramp", "ramp"], ["ramp2"]),
+        n("LessOrEqual", ["r", "seven"], ["le7"]),
+        n("Where", ["le7", "ramp2", "half"], ["ramp3"]),
+        n("GreaterOrEqual", ["r", "five"], ["ge5"]),
+        n("Cast", ["ge5"], ["ge5f"], to=TensorProto.FLOAT),
+        n("Sub", ["ramp3", "ge5f"], ["ramp4"]),
+        n("Sqrt", ["quarter"], ["root"]),
+        n("Div", ["ramp4", "root"], ["ramp5"]),
+        n("Add", ["ramp5", "quarter"], ["b0"]),
         n("Add", ["b0", "tenths"], ["b1"]),
         n("Unsqueeze", ["b1", "i0"], ["b2"]),
         n("Slice", ["b2", "sl_start", "sl_end", "sl_axes"], ["b3"]),
@@ -166,6 +177,9 @@ def folding(out):
         init("r_limit", i64(10)),
         init("r_delta", i64(1)),
         init("four", i64(4)),
+        init("two_i", i64(2)),
+        init("five", i64(5)),
+        init("seven", i64(7)),
         init("three", i64(3)),
         init("half", np.array(0.5, dtype=np.float32)),
         init("one", np.array(1.0, dtype=np.float32)),
