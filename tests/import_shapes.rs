@@ -247,7 +247,12 @@ fn pruned_batch_one_export_stays_batch_one_and_reloads() {
     let shown = python::run_script(
         &py,
         "import_models.py",
-        &["outputs".as_ref(), out.as_os_str(), x.as_os_str(), want.as_os_str()],
+        &[
+            "outputs".as_ref(),
+            out.as_os_str(),
+            x.as_os_str(),
+            want.as_os_str(),
+        ],
     );
     assert_eq!(shown.trim(), "batch 1");
     let m = subprune::onnx::load(&out).unwrap_or_else(|e| panic!("the pruned model: {e}"));

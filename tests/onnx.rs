@@ -298,8 +298,8 @@ fn changed_nodes_are_encoded_from_the_ir() {
 
 #[test]
 fn ops_md_names_every_op_the_importer_accepts() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPS.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPS.md")).unwrap();
     // The ops each table row names in its first cell.
     let listed: Vec<&str> = doc
         .lines()

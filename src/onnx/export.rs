@@ -307,7 +307,11 @@ fn drop_unused(graph: &mut proto::GraphProto) {
     let mut live = vec![true; graph.node.len()];
     // Nodes come in topological order: one pass from the end retires whole dead chains.
     for (i, node) in graph.node.iter().enumerate().rev() {
-        if node.output.iter().all(|o| read.get(o.as_str()).is_none_or(|&n| n == 0)) {
+        if node
+            .output
+            .iter()
+            .all(|o| read.get(o.as_str()).is_none_or(|&n| n == 0))
+        {
             live[i] = false;
             for name in node_reads(node) {
                 if let Some(n) = read.get_mut(name) {
