@@ -55,6 +55,19 @@ def run(path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+def batch_one_graph(out, name, nodes, inits, x_shape, y_shape, opset, ir_version, images):
+    """Writes a model whose file fixes the batch at 1, its `images` random inputs (run one by one
+    by onnxruntime) and the outputs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)
+    g = helper.make_graph(nodes, name, [x], [y], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    xs = RNG.standard_normal([images] + x_shape[1:]).astype(np.float32)
+    np.save(os.path.join(out, f"{name}_x.npy"), xs)
+    save(model, out, name, [xs], one_by_one=True)
+
+
 def save(model, out, name, inputs, one_by_one=False):
     onnx.checker.check_model(model, full_check=True)
     path = os.path.join(out, name + ".onnx")
@@ -191,14 +204,7 @@ def folding(out):
         init("sl_axes", i64([1])),
         init("axes23", i64([2, 3])),
     ]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
-    g = helper.make_graph(nodes, "folding", [x], [y], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    xs = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
-    np.save(os.path.join(out, "folding_x.npy"), xs)
-    save(model, out, "folding", [xs], one_by_one=True)
+    batch_one_graph(out, "folding", nodes, inits, [1, 3, 8, 8], [1, 10], 13, 8, images=4)
 
 
 def opsets(out):
@@ -336,14 +342,7 @@ def batch_one(out):
         init("b2", weight(4)),
         init("view", np.array([1, 4, -1], dtype=np.int64)),
     ]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 64])
-    g = helper.make_graph(nodes, "batch_one", [x], [y], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
-    model.ir_version = 6
-    xs = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
-    np.save(os.path.join(out, "batch_one_x.npy"), xs)
-    save(model, out, "batch_one", [xs], one_by_one=True)
+    batch_one_graph(out, "batch_one", nodes, inits, [1, 3, 8, 8], [1, 4, 64], 11, 6, images=3)
 
 
 def outputs(path, x_path, out_path):

@@ -141,6 +141,30 @@ fn info_takes_input_shape_and_names_what_is_wrong() {
     }
 }
 
+/// `subprune prune --keep-fraction 0.5` of `model` with calibration images of `shape` (a fixed
+/// pattern in [-1, 1)), written to `work/pruned.onnx`.
+fn prune_half(model: &Path, shape: &[usize], work: &Path) -> std::path::PathBuf {
+    let count = shape.iter().product::<usize>();
+    let calib = Tensor::new(
+        shape.to_vec(),
+        (0..count)
+            .map(|i| ((i * 7919) % 113) as f32 / 56.5 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    let calib = common::write_npy(work, "calib.npy", &calib);
+    let out = work.join("pruned.onnx");
+    let run = command()
+        .arg("prune")
+        .arg(model)
+        .args(["--calib", &calib, "--keep-fraction", "0.5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    succeeded(&run);
+    out
+}
+
 #[test]
 fn pruned_dynamic_model_keeps_its_dynamic_sizes() {
     let Some(py) = python::python() else { return };
@@ -149,23 +173,7 @@ fn pruned_dynamic_model_keeps_its_dynamic_sizes() {
     };
     let work = scratch("import-dynamic-prune");
     // Calibration images at 12×12 fix the sizes (no --input-shape).
-    let calib = Tensor::new(
-        vec![24, 3, 12, 12],
-        (0..24 * 3 * 144)
-            .map(|i| ((i * 7919) % 113) as f32 / 56.0 - 1.0)
-            .collect(),
-    )
-    .unwrap();
-    let calib = common::write_npy(&work, "calib.npy", &calib);
-    let out = work.join("pruned.onnx");
-    let run = command()
-        .arg("prune")
-        .arg(dir.join("dynamic.onnx"))
-        .args(["--calib", &calib, "--keep-fraction", "0.5", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    succeeded(&run);
+    let out = prune_half(&dir.join("dynamic.onnx"), &[24, 3, 12, 12], &work);
     let shown = python::run_script(
         &py,
         "import_models.py",
@@ -222,23 +230,7 @@ fn pruned_batch_one_export_stays_batch_one_and_reloads() {
         return;
     };
     let work = scratch("import-batch-one-prune");
-    let calib = Tensor::new(
-        vec![16, 3, 8, 8],
-        (0..16 * 3 * 64)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect(),
-    )
-    .unwrap();
-    let calib = common::write_npy(&work, "calib.npy", &calib);
-    let out = work.join("pruned.onnx");
-    let run = command()
-        .arg("prune")
-        .arg(dir.join("batch_one.onnx"))
-        .args(["--calib", &calib, "--keep-fraction", "0.5", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    succeeded(&run);
+    let out = prune_half(&dir.join("batch_one.onnx"), &[16, 3, 8, 8], &work);
     // The file's batch of 1 is written back as it was (a symbolic batch would declare batches
     // that the head's Reshape [1, 4, -1] cannot hold), so the pruned model reloads with the same
     // reading of that Reshape and runs three images at once as onnxruntime runs them one by one.

@@ -124,6 +124,10 @@ def try_model(path, a, bins, pixels):
         "calib_images": a.calib,
         "held_out_images": a.held_out,
         "relative_change": round(change, 4),
+        **({"relative_change_parts": [
+            round(float(np.linalg.norm(after[:, part] - want[:, part])
+                        / np.linalg.norm(want[:, part])), 4)
+            for part in (slice(0, a.split_at), slice(a.split_at, None))]} if a.split_at else {}),
         "unused_initializers": len(unused_initializers(written)),
     }
     ok = all(g <= TOLERANCE for g in gaps.values()) and not result["unused_initializers"]
@@ -136,6 +140,9 @@ def main():
     ap.add_argument("--raw-pixels", nargs="*", default=[], help="models fed pixels in 0..255")
     ap.add_argument("--mean", type=float, default=0.0, help="subtracted after scaling (Paddle: 0.5)")
     ap.add_argument("--std", type=float, default=1.0, help="then divided by (Paddle: 0.5)")
+    ap.add_argument("--split-at", type=int, default=0, metavar="K",
+                    help="also the change of the output's rows [:K] and [K:] along axis 1 "
+                         "(YOLOv8: 4, boxes in pixels apart from class scores)")
     ap.add_argument("--calib", type=int, default=32)
     ap.add_argument("--held-out", type=int, default=16)
     ap.add_argument("--backend", default="cpu", help="backend of `subprune prune`")
