@@ -4,6 +4,10 @@ with onnxruntime's outputs as the reference.
     python import_models.py write OUTDIR    # the models, their inputs and onnxruntime's outputs
     python import_models.py dynamic MODEL   # MODEL keeps dynamic height/width; onnxruntime runs
                                             # it at two sizes (prints the output shapes)
+    python import_models.py tidy MODEL      # MODEL holds no unused node, initializer or value
+                                            # info, and onnxruntime warns about none
+    python import_models.py outputs MODEL X.npy OUT.npy   # onnxruntime's output (prints the
+                                            # batch the file declares)
 
 Models (weights seeded; every .npy float32):
 - dynamic.onnx: input [batch, 3, height, width] (all symbolic), Conv-Relu-Conv-Relu-GAP, a flatten
@@ -11,14 +15,19 @@ Models (weights seeded; every .npy float32):
   of an initializer. Inputs dynamic_a.npy (2x3x12x12), dynamic_b.npy (3x3x17x9).
 - folding.onnx: input fixed at batch 1 (1x3x8x8). A paddle2onnx bias Add(conv, Reshape(Constant)),
   a view [N, C, H*W] computed from Shape (Gather, Mul, Concat), a Reshape to [1, -1], a Gemm
-  weight Transpose(initializer) and a bias computed by Range, Cast, Where, Greater, Equal, Not,
+  weight Transpose(initializer) and a bias computed by Range, Cast (integer and boolean to
+  float), Where, Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, Neg, Sub, Div, Sqrt,
   ConstantOfShape, Expand, Slice, Squeeze/Unsqueeze of constants; Unsqueeze, Squeeze and Cast on
   data. Input folding_x.npy (4 images, run one by one by onnxruntime: the file fixes batch 1).
-- opset7.onnx, opset9.onnx, opset13.onnx: one network (Pad, Conv, BatchNormalization, Clip,
-  Slice, Dropout, Unsqueeze/Squeeze on data, MaxPool, GAP, Flatten, Gemm) in each opset's forms.
+- opset7.onnx, opset9.onnx, opset10.onnx, opset13.onnx: one network (Pad, Conv,
+  BatchNormalization, Clip, Upsample/Resize, Slice, Split, Concat, Dropout, Unsqueeze/Squeeze on
+  data, MaxPool, GAP, Flatten, Gemm) in each opset's forms.
   Input opset_x.npy.
 - data_ops.onnx: Gather with constant indices (a list with a negative index, evenly spaced, one
   index) and Expand (to a constant shape, and to a shape from Shape) on data. Input data_ops_x.npy.
+- batch_one.onnx: a batch-1 export (1x3x8x8, opset 11) whose head views the last conv as
+  Reshape [1, 4, -1], as YOLOX's exporter writes it; prunable before the head. Input
+  batch_one_x.npy (3 images, run one by one).
 Each NAME.onnx has NAME_out*.npy: onnxruntime's output for each input, in the order above.
 """
 
@@ -44,6 +53,19 @@ def init(name, array):
 def run(path, x):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def batch_one_graph(out, name, nodes, inits, x_shape, y_shape, opset, ir_version, images):
+    """Writes a model whose file fixes the batch at 1, its `images` random inputs (run one by one
+    by onnxruntime) and the outputs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)
+    g = helper.make_graph(nodes, name, [x], [y], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    xs = RNG.standard_normal([images] + x_shape[1:]).astype(np.float32)
+    np.save(os.path.join(out, f"{name}_x.npy"), xs)
+    save(model, out, name, [xs], one_by_one=True)
 
 
 def save(model, out, name, inputs, one_by_one=False):
@@ -134,7 +156,17 @@ def folding(out):
         n("Mul", ["rf", "scale2"], ["ramp"]),
         n("ConstantOfShape", ["ten"], ["quarter"], value=numpy_helper.from_array(np.array([0.25], dtype=np.float32))),
         n("Expand", ["tenth", "ten"], ["tenths"]),
-        n("Add", ["ramp", "quarter"], ["b0"]),
+        n("Neg", ["ramp"], ["nramp"]),
+        n("Less", ["r", "two_i"], ["lt2"]),
+        n("Where", ["lt2", "nramp", "ramp"], ["ramp2"]),
+        n("LessOrEqual", ["r", "seven"], ["le7"]),
+        n("Where", ["le7", "ramp2", "half"], ["ramp3"]),
+        n("GreaterOrEqual", ["r", "five"], ["ge5"]),
+        n("Cast", ["ge5"], ["ge5f"], to=TensorProto.FLOAT),
+        n("Sub", ["ramp3", "ge5f"], ["ramp4"]),
+        n("Sqrt", ["quarter"], ["root"]),
+        n("Div", ["ramp4", "root"], ["ramp5"]),
+        n("Add", ["ramp5", "quarter"], ["b0"]),
         n("Add", ["b0", "tenths"], ["b1"]),
         n("Unsqueeze", ["b1", "i0"], ["b2"]),
         n("Slice", ["b2", "sl_start", "sl_end", "sl_axes"], ["b3"]),
@@ -158,6 +190,9 @@ def folding(out):
         init("r_limit", i64(10)),
         init("r_delta", i64(1)),
         init("four", i64(4)),
+        init("two_i", i64(2)),
+        init("five", i64(5)),
+        init("seven", i64(7)),
         init("three", i64(3)),
         init("half", np.array(0.5, dtype=np.float32)),
         init("one", np.array(1.0, dtype=np.float32)),
@@ -169,14 +204,7 @@ def folding(out):
         init("sl_axes", i64([1])),
         init("axes23", i64([2, 3])),
     ]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
-    g = helper.make_graph(nodes, "folding", [x], [y], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    xs = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
-    np.save(os.path.join(out, "folding_x.npy"), xs)
-    save(model, out, "folding", [xs], one_by_one=True)
+    batch_one_graph(out, "folding", nodes, inits, [1, 3, 8, 8], [1, 10], 13, 8, images=4)
 
 
 def opsets(out):
@@ -194,7 +222,7 @@ def opsets(out):
     }
     xs = RNG.standard_normal((3, 3, 10, 10)).astype(np.float32)
     np.save(os.path.join(out, "opset_x.npy"), xs)
-    for opset in [7, 9, 13]:
+    for opset in [7, 9, 10, 13]:
         n = helper.make_node
         old = opset < 10
         inits = [init(k, v) for k, v in params.items()]
@@ -212,12 +240,33 @@ def opsets(out):
         else:
             inits += [init("lo", f32(0.0)), init("hi", f32(6.0))]
             nodes.append(n("Clip", ["bn", "lo", "hi"], ["clip"]))
-        if old:
-            nodes.append(n("Slice", ["clip"], ["sl"], starts=[1, 1], ends=[9, 9], axes=[2, 3]))
+        # Nearest ×2: Upsample (scales an attribute at 7, an input at 9), Resize-10 (x, scales),
+        # Resize-13 (x, roi, scales) in the coordinates Upsample means.
+        up = [1.0, 1.0, 2.0, 2.0]
+        if opset == 7:
+            nodes.append(n("Upsample", ["clip"], ["up"], scales=up))
         else:
-            inits += [init("st", i64([1, 1])), init("en", i64([9, 9])), init("ax", i64([2, 3]))]
-            nodes.append(n("Slice", ["clip", "st", "en", "ax"], ["sl"]))
-        nodes.append(n("Dropout", ["sl"], ["d"], **({"ratio": 0.3} if opset < 12 else {})))
+            inits.append(init("up_scales", f32(up)))
+        if opset == 9:
+            nodes.append(n("Upsample", ["clip", "up_scales"], ["up"]))
+        elif opset == 10:
+            nodes.append(n("Resize", ["clip", "up_scales"], ["up"]))
+        elif opset == 13:
+            nodes.append(n("Resize", ["clip", "", "up_scales"], ["up"],
+                           coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+        if old:
+            nodes.append(n("Slice", ["up"], ["sl"], starts=[3, 5], ends=[11, 13], axes=[2, 3]))
+        else:
+            inits += [init("st", i64([3, 5])), init("en", i64([11, 13])), init("ax", i64([2, 3]))]
+            nodes.append(n("Slice", ["up", "st", "en", "ax"], ["sl"]))
+        # Channels split [1, 3] (the sizes an attribute before 13) and joined swapped.
+        if opset < 13:
+            nodes.append(n("Split", ["sl"], ["s1", "s3"], axis=1, split=[1, 3]))
+        else:
+            inits.append(init("parts", i64([1, 3])))
+            nodes.append(n("Split", ["sl", "parts"], ["s1", "s3"], axis=1))
+        nodes.append(n("Concat", ["s3", "s1"], ["sw"], axis=1))
+        nodes.append(n("Dropout", ["sw"], ["d"], **({"ratio": 0.3} if opset < 12 else {})))
         if opset < 13:
             nodes.append(n("Unsqueeze", ["d"], ["u"], axes=[4]))
             nodes.append(n("Squeeze", ["u"], ["sq"], axes=[4]))
@@ -276,6 +325,37 @@ def data_ops(out):
     save(model, out, "data_ops", [xs])
 
 
+def batch_one(out):
+    """A YOLOX-style head of a batch-1 export: the last conv's channels viewed as [1, 4, -1]."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        n("Sigmoid", ["c1"], ["s1"]),
+        n("Mul", ["c1", "s1"], ["a1"]),
+        n("Conv", ["a1", "w2", "b2"], ["c2"]),
+        n("Reshape", ["c2", "view"], ["y"]),
+    ]
+    inits = [
+        init("w1", weight(6, 3, 3, 3)),
+        init("b1", weight(6)),
+        init("w2", weight(4, 6, 1, 1)),
+        init("b2", weight(4)),
+        init("view", np.array([1, 4, -1], dtype=np.int64)),
+    ]
+    batch_one_graph(out, "batch_one", nodes, inits, [1, 3, 8, 8], [1, 4, 64], 11, 6, images=3)
+
+
+def outputs(path, x_path, out_path):
+    """onnxruntime's output of the model at `path` on the images of `x_path`, one image at a time
+    where the file fixes the batch."""
+    x = np.load(x_path)
+    dim = onnx.load(path).graph.input[0].type.tensor_type.shape.dim[0]
+    step = 1 if dim.HasField("dim_value") else len(x)
+    y = np.concatenate([run(path, x[i : i + step]) for i in range(0, len(x), step)])
+    np.save(out_path, y.astype(np.float32))
+    print("batch", dim.dim_value if dim.HasField("dim_value") else dim.dim_param)
+
+
 def check_dynamic(path):
     model = onnx.load(path)
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -286,13 +366,48 @@ def check_dynamic(path):
         print(shape, "->", y.shape)
 
 
+def check_tidy(path):
+    """A written model holds nothing unused: every node's output is read by a node or is a graph
+    output, every initializer is read, every value info names a value, and onnxruntime (whose
+    warnings go to the process's stderr, captured here through the file descriptor) prints no
+    "unused initializer" warning."""
+    import tempfile
+
+    g = onnx.load(path).graph
+    read = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    dead = [n.name for n in g.node if not any(o in read for o in n.output)]
+    assert not dead, f"nodes nothing reads: {dead}"
+    unused = [t.name for t in g.initializer if t.name not in read]
+    assert not unused, f"initializers nothing reads: {unused}"
+    known = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
+    stale = [v.name for v in g.value_info if v.name not in known]
+    assert not stale, f"value infos of unknown values: {stale}"
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    assert "not used by any node" not in text, text
+    print("tidy:", len(g.node), "nodes,", len(g.initializer), "initializers")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "write":
         dynamic(sys.argv[2])
         folding(sys.argv[2])
         opsets(sys.argv[2])
         data_ops(sys.argv[2])
+        batch_one(sys.argv[2])
     elif sys.argv[1] == "dynamic":
         check_dynamic(sys.argv[2])
+    elif sys.argv[1] == "tidy":
+        check_tidy(sys.argv[2])
+    elif sys.argv[1] == "outputs":
+        outputs(*sys.argv[2:5])
     else:
         sys.exit(f"unknown mode {sys.argv[1]}")

@@ -1,5 +1,6 @@
-//! Old opsets read into one form: the same network written at opsets 7, 9 and 13 (Pad, Clip,
-//! Slice, Unsqueeze/Squeeze parameters as attributes, then as inputs; BatchNormalization's
+//! Old opsets read into one form: the same network written at opsets 7, 9, 10 and 13 (Pad,
+//! Clip, Slice, Split, Unsqueeze/Squeeze parameters as attributes, then as inputs; Upsample with
+//! scales as an attribute, then an input, Resize-10's two inputs, Resize-13; BatchNormalization's
 //! `spatial`; Dropout's `ratio`) loads into the same IR and runs to onnxruntime's outputs; what
 //! cannot be read is refused with the opset or attribute named.
 
@@ -12,14 +13,14 @@ use subprune::exec::{CpuExecutor, Executor, GpuExecutor};
 use subprune::npy;
 
 #[test]
-fn one_network_at_opsets_7_9_13_runs_to_onnxruntimes_outputs() {
+fn one_network_at_opsets_7_9_10_13_runs_to_onnxruntimes_outputs() {
     let Some(dir) = python::exported_models() else {
         return;
     };
     let x = npy::read_f32(dir.join("opset_x.npy")).unwrap();
     let mut outputs = Vec::new();
     let mut ops = Vec::new();
-    for opset in [7, 9, 13] {
+    for opset in [7, 9, 10, 13] {
         let model = subprune::onnx::load(dir.join(format!("opset{opset}.onnx"))).unwrap();
         assert_eq!(model.opset, opset);
         let want = npy::read_f32(dir.join(format!("opset{opset}_out0.npy"))).unwrap();
@@ -41,10 +42,10 @@ fn one_network_at_opsets_7_9_13_runs_to_onnxruntimes_outputs() {
         );
     }
     // One form: the same typed ops and the same numbers whatever the opset.
-    assert_eq!(ops[0], ops[2]);
-    assert_eq!(ops[1], ops[2]);
-    assert_eq!(outputs[0], outputs[2]);
-    assert_eq!(outputs[1], outputs[2]);
+    for (opset, (o, y)) in [7, 9, 10].iter().zip(ops.iter().zip(&outputs)) {
+        assert_eq!(o, &ops[3], "ops at opset {opset} and 13");
+        assert_eq!(y, &outputs[3], "outputs at opset {opset} and 13");
+    }
 }
 
 #[test]

@@ -141,6 +141,30 @@ fn info_takes_input_shape_and_names_what_is_wrong() {
     }
 }
 
+/// `subprune prune --keep-fraction 0.5` of `model` with calibration images of `shape` (a fixed
+/// pattern in [-1, 1)), written to `work/pruned.onnx`.
+fn prune_half(model: &Path, shape: &[usize], work: &Path) -> std::path::PathBuf {
+    let count = shape.iter().product::<usize>();
+    let calib = Tensor::new(
+        shape.to_vec(),
+        (0..count)
+            .map(|i| ((i * 7919) % 113) as f32 / 56.5 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    let calib = common::write_npy(work, "calib.npy", &calib);
+    let out = work.join("pruned.onnx");
+    let run = command()
+        .arg("prune")
+        .arg(model)
+        .args(["--calib", &calib, "--keep-fraction", "0.5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    succeeded(&run);
+    out
+}
+
 #[test]
 fn pruned_dynamic_model_keeps_its_dynamic_sizes() {
     let Some(py) = python::python() else { return };
@@ -149,29 +173,15 @@ fn pruned_dynamic_model_keeps_its_dynamic_sizes() {
     };
     let work = scratch("import-dynamic-prune");
     // Calibration images at 12×12 fix the sizes (no --input-shape).
-    let calib = Tensor::new(
-        vec![24, 3, 12, 12],
-        (0..24 * 3 * 144)
-            .map(|i| ((i * 7919) % 113) as f32 / 56.0 - 1.0)
-            .collect(),
-    )
-    .unwrap();
-    let calib = common::write_npy(&work, "calib.npy", &calib);
-    let out = work.join("pruned.onnx");
-    let run = command()
-        .arg("prune")
-        .arg(dir.join("dynamic.onnx"))
-        .args(["--calib", &calib, "--keep-fraction", "0.5", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    succeeded(&run);
+    let out = prune_half(&dir.join("dynamic.onnx"), &[24, 3, 12, 12], &work);
     let shown = python::run_script(
         &py,
         "import_models.py",
         &["dynamic".as_ref(), out.as_os_str()],
     );
     assert!(shown.contains("(1, 3, 17, 9) -> (1, 5)"), "{shown}");
+    // Nothing left unused: the Gemm weight's Transpose, now a Constant, and its initializer go.
+    python::run_script(&py, "import_models.py", &["tidy".as_ref(), out.as_os_str()]);
     // And it is smaller: the pruned model reloads with fewer parameters.
     let before = subprune::onnx::load_with(dir.join("dynamic.onnx"), &shapes("1,3,12,12")).unwrap();
     let after = subprune::onnx::load_with(&out, &shapes("1,3,12,12")).unwrap();
@@ -211,4 +221,35 @@ fn ops_that_only_fold_are_refused_on_data_by_name() {
         err.contains("'Neg' is supported only where its inputs are known at load"),
         "{err}"
     );
+}
+
+#[test]
+fn pruned_batch_one_export_stays_batch_one_and_reloads() {
+    let Some(py) = python::python() else { return };
+    let Some(dir) = python::exported_models() else {
+        return;
+    };
+    let work = scratch("import-batch-one-prune");
+    let out = prune_half(&dir.join("batch_one.onnx"), &[16, 3, 8, 8], &work);
+    // The file's batch of 1 is written back as it was (a symbolic batch would declare batches
+    // that the head's Reshape [1, 4, -1] cannot hold), so the pruned model reloads with the same
+    // reading of that Reshape and runs three images at once as onnxruntime runs them one by one.
+    let want = work.join("want.npy");
+    let x = dir.join("batch_one_x.npy");
+    let shown = python::run_script(
+        &py,
+        "import_models.py",
+        &[
+            "outputs".as_ref(),
+            out.as_os_str(),
+            x.as_os_str(),
+            want.as_os_str(),
+        ],
+    );
+    assert_eq!(shown.trim(), "batch 1");
+    let m = subprune::onnx::load(&out).unwrap_or_else(|e| panic!("the pruned model: {e}"));
+    let before = subprune::onnx::load(dir.join("batch_one.onnx")).unwrap();
+    assert!(m.graph.parameter_count() < before.graph.parameter_count());
+    assert_matches_onnxruntime(&m.graph, &npy::read_f32(&x).unwrap(), &want);
+    python::run_script(&py, "import_models.py", &["tidy".as_ref(), out.as_os_str()]);
 }

@@ -295,3 +295,22 @@ fn changed_nodes_are_encoded_from_the_ir() {
         "the edit changed nothing"
     );
 }
+
+#[test]
+fn ops_md_names_every_op_the_importer_accepts() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPS.md")).unwrap();
+    // The ops each table row names in its first cell.
+    let listed: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" |").next())
+        .flat_map(|cell| cell.split(", "))
+        .collect();
+    let missing: Vec<&&str> = onnx::supported::SUPPORTED_OPS
+        .iter()
+        .chain(onnx::supported::FOLDED_OPS)
+        .filter(|op| !listed.contains(op))
+        .collect();
+    assert!(missing.is_empty(), "docs/OPS.md has no row for {missing:?}");
+}

@@ -5,7 +5,7 @@
 //! declared shapes where they agree with the IR, so dynamic dimensions stay dynamic. Files are
 //! written atomically, never over a file the model was read from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -255,7 +255,7 @@ pub fn to_proto(model: &OnnxModel) -> Result<proto::ModelProto> {
             _ => value_info(&v.name, &v.shape),
         }
     };
-    let initializer_names: std::collections::HashSet<&str> = g
+    let initializer_names: HashSet<&str> = g
         .values
         .iter()
         .filter(|v| v.initializer)
@@ -289,10 +289,91 @@ pub fn to_proto(model: &OnnxModel) -> Result<proto::ModelProto> {
         })
         .cloned()
         .collect();
+    drop_unused(graph);
     Ok(out)
 }
 
-/// Whether a value info's declared shape (if any) agrees with the IR's.
+/// Removes what no graph output depends on any more: nodes none of whose outputs is read (their
+/// inputs then counted again, so a dead chain goes whole), initializers no node reads (with their
+/// graph-input listings), and value infos of names nothing produces. Pruning leaves such things
+/// behind (a folded size the IR rewrote as a `Constant`, the shape computation that fed it), and
+/// onnxruntime warns about each unused initializer.
+fn drop_unused(graph: &mut proto::GraphProto) {
+    let mut read: HashMap<&str, usize> = HashMap::new();
+    let outputs = graph.output.iter().filter_map(|o| o.name.as_deref());
+    for name in outputs.chain(graph.node.iter().flat_map(node_reads)) {
+        *read.entry(name).or_default() += 1;
+    }
+    let mut live = vec![true; graph.node.len()];
+    // Nodes come in topological order: one pass from the end retires whole dead chains.
+    for (i, node) in graph.node.iter().enumerate().rev() {
+        if node
+            .output
+            .iter()
+            .all(|o| read.get(o.as_str()).is_none_or(|&n| n == 0))
+        {
+            live[i] = false;
+            for name in node_reads(node) {
+                if let Some(n) = read.get_mut(name) {
+                    *n -= 1;
+                }
+            }
+        }
+    }
+    let read: HashSet<String> = read
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        live[index - 1]
+    });
+    let is_read = |name: &Option<String>| read.contains(name.as_deref().unwrap_or(""));
+    let dropped: HashSet<String> = graph
+        .initializer
+        .iter()
+        .filter(|t| !is_read(&t.name))
+        .filter_map(|t| t.name.clone())
+        .collect();
+    graph.initializer.retain(|t| is_read(&t.name));
+    graph
+        .input
+        .retain(|vi| !dropped.contains(vi.name.as_deref().unwrap_or("")));
+    let produced: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .chain(graph.input.iter().filter_map(|vi| vi.name.as_deref()))
+        .chain(graph.initializer.iter().filter_map(|t| t.name.as_deref()))
+        .collect();
+    graph
+        .value_info
+        .retain(|vi| produced.contains(vi.name.as_deref().unwrap_or("")));
+}
+
+/// The names a node reads: its inputs, and the outer names its subgraphs (If, Loop, Scan) use.
+fn node_reads(node: &proto::NodeProto) -> Vec<&str> {
+    fn graph_reads<'a>(g: &'a proto::GraphProto, out: &mut Vec<&'a str>) {
+        for n in &g.node {
+            out.extend(node_reads(n));
+        }
+        out.extend(g.output.iter().filter_map(|o| o.name.as_deref()));
+    }
+    let mut out: Vec<&str> = node.input.iter().map(String::as_str).collect();
+    for a in &node.attribute {
+        for g in a.g.iter().chain(&a.graphs) {
+            graph_reads(g, &mut out);
+        }
+    }
+    out
+}
+
+/// Whether a value info's declared shape (if any) agrees with the IR's. A fixed size where the IR
+/// has the batch agrees: the loader reads a graph input's first dimension as the batch whatever
+/// the file fixes it to, so a batch-1 export is written back as one (its `Reshape [1, …]` targets
+/// hold only that batch in other runtimes).
 fn consistent(vi: &proto::ValueInfoProto, shape: &Shape) -> bool {
     use proto::tensor_shape_proto::dimension::Value as D;
     use proto::type_proto::Value as T;
@@ -306,7 +387,7 @@ fn consistent(vi: &proto::ValueInfoProto, shape: &Shape) -> bool {
             .zip(&shape.0)
             .all(|(d, ir)| match (&d.value, ir) {
                 (Some(D::DimValue(v)), Dim::Fixed(f)) => *v as usize == *f,
-                (Some(D::DimValue(_)), Dim::Batch) => false,
+                // Symbolic or unset in the file, or a fixed size where the IR has the batch.
                 _ => true,
             })
 }

@@ -137,11 +137,8 @@ fn resize(ctx: &Ctx<'_>) -> Result<Op> {
             match ctx
                 .string("nearest_mode")?
                 .as_deref()
-                .unwrap_or(if ctx.opset < 11 {
-                    "floor"
-                } else {
-                    "round_prefer_floor"
-                }) {
+                .unwrap_or("round_prefer_floor")
+            {
                 "round_prefer_floor" => NearestRounding::RoundPreferFloor,
                 "round_prefer_ceil" => NearestRounding::RoundPreferCeil,
                 "floor" => NearestRounding::Floor,
@@ -156,15 +153,10 @@ fn resize(ctx: &Ctx<'_>) -> Result<Op> {
             )))
         }
     };
-    let default_coord = if ctx.opset < 11 {
-        "asymmetric"
-    } else {
-        "half_pixel"
-    };
     let coord = match ctx
         .string("coordinate_transformation_mode")?
         .as_deref()
-        .unwrap_or(default_coord)
+        .unwrap_or("half_pixel")
     {
         "half_pixel" => CoordMode::HalfPixel,
         "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
@@ -176,13 +168,9 @@ fn resize(ctx: &Ctx<'_>) -> Result<Op> {
             )))
         }
     };
-    // Opset 10: X, scales. Opset ≥ 11: X, roi, scales, sizes (one of the last two).
-    let (scales_at, sizes_at) = if ctx.opset < 11 {
-        (1, None)
-    } else {
-        (2, Some(3))
-    };
-    let scales = match ctx.const_input(scales_at, "scales")? {
+    // X, roi, scales, sizes (one of the last two): Upsample and Resize-10 (X, scales) arrive in
+    // this form too, with their coordinate and rounding modes written out (`super::opset`).
+    let scales = match ctx.const_input(2, "scales")? {
         Some(c) if !c.is_empty() => Some(
             c.f32()
                 .ok_or_else(|| err("scales must be floats".into()))?
@@ -190,10 +178,7 @@ fn resize(ctx: &Ctx<'_>) -> Result<Op> {
         ),
         _ => None,
     };
-    let sizes = match sizes_at {
-        Some(i) => ctx.const_ints(i, "sizes")?.filter(|s| !s.is_empty()),
-        None => None,
-    };
+    let sizes = ctx.const_ints(3, "sizes")?.filter(|s| !s.is_empty());
     let x = ctx.input_shape(0)?;
     let resize = match (scales, sizes) {
         (Some(s), None) if s.len() == 4 && s[0] == 1.0 && s[1] == 1.0 => Resize {
