@@ -5,13 +5,13 @@ executors against onnxruntime on held-out images (largest gap relative to the la
 checker's full check, every initializer used, onnxruntime runs it, and the output's relative
 change ||y_pruned - y|| / ||y|| on the held-out images, with the parameters before and after.
 
-Usage: exported_models.py MODEL.onnx [MODEL.onnx ...] [--raw-pixels MODEL ...] [--mean M --std S]
+Usage: exported_models.py MODEL.onnx [MODEL.onnx ...] [--raw-pixels] [--mean M --std S]
        [--calib N] [--held-out N] [--release] [--out DIR] [--input-shape NAME=1,3,H,W]
 
 Nothing is downloaded: the README says where each model comes from. Images: the CIFAR-10 test
 images of tests/fixtures (cifar10_test_u8.npy), resized bilinearly to the model's input size; the
 first --calib are the calibration images, the next --held-out the held-out ones (disjoint). Pixels
-are scaled to [0, 1] (Ultralytics, YOLOv5/v8) or, for models named with --raw-pixels, kept in
+are scaled to [0, 1] (Ultralytics, YOLOv5/v8) or, with --raw-pixels, kept in
 0..255 (YOLOX as ddddocr feeds it); then (x - mean) / std (Paddle's OCR models: 0.5, 0.5). The images are far from the models' data (documents, text):
 the relative change measures how much pruning moves the outputs, not a detection accuracy.
 
@@ -137,7 +137,7 @@ def try_model(path, a, bins, pixels):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--raw-pixels", nargs="*", default=[], help="models fed pixels in 0..255")
+    ap.add_argument("--raw-pixels", action="store_true", help="the models take pixels in 0..255 (else [0, 1])")
     ap.add_argument("--mean", type=float, default=0.0, help="subtracted after scaling (Paddle: 0.5)")
     ap.add_argument("--std", type=float, default=1.0, help="then divided by (Paddle: 0.5)")
     ap.add_argument("--split-at", type=int, default=0, metavar="K",
@@ -158,10 +158,9 @@ def main():
          "--bin", "subprune", "--example", "run_model"])
     target = os.path.join(ROOT, "target", "release" if a.release else "debug")
     bins = (os.path.join(target, "subprune"), os.path.join(target, "examples", "run_model"))
-    raw = {os.path.abspath(m) for m in a.raw_pixels}
     failed = []
     for path in a.models:
-        result, ok = try_model(path, a, bins, "raw" if os.path.abspath(path) in raw else "01")
+        result, ok = try_model(path, a, bins, "raw" if a.raw_pixels else "01")
         print(json.dumps(result), flush=True)
         if not ok:
             failed.append(path)
