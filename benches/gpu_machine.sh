@@ -20,7 +20,7 @@
 # for stats, [".dev", ".gl"] for forward, so that each call stays under 64 MiB):
 #   bash benches/gpu_machine.sh stats       GPU tests (checked and unchecked shaders), `bench`
 #                                           (phases, fixed cost, device-resident inputs) next to
-#                                           cuBLAS, issue 9's ratios (benches/gpu_summary.py),
+#                                           cuBLAS, the asym statistics (projected vs not), issue 9's ratios (benches/gpu_summary.py),
 #                                           the tile configurations and row-split counts,
 #                                           ResNet-56 pruned on the GPU and the CPU, the
 #                                           synthetic ResNet-50, the
@@ -36,6 +36,9 @@ F=tests/fixtures
 KEEP_STATS="resnet56_cifar10.onnx cifar10_calib_512.npy cifar10_test_u8.npy cifar10_test_labels.npy
   mnist_cnn.onnx mnist_test_u8.npy mnist_test_labels.npy"
 KEEP_FORWARD="vgg11_bn_fashion.onnx mobilenetv2_fashion.onnx fashion_test_labels.npy"
+# The GPU test binaries carried to the machine (tests/NAME.rs): the statistics and greedy kernels
+# against the CPU backend, the backend kernels, and the asym pipeline on the device (MNIST).
+GPU_TESTS="gram_statistics backend_kernels gpu_prune"
 
 # One `run` may take 600 s: each step gets at most its own limit and what is left before
 # DEADLINE seconds (skipped when under 20 s are left), the most wanted steps first.
@@ -72,7 +75,7 @@ prepare)
   mkdir -p .dev
   cp target/release/subprune .dev/subprune
   mkdir -p .dev-tests
-  for t in gpu_core gpu; do
+  for t in $GPU_TESTS; do
     exe=$(cargo test --release --no-run --test "$t" --message-format=json 2>/dev/null |
       python3 -c 'import json, sys
 for line in sys.stdin:
@@ -82,7 +85,7 @@ for line in sys.stdin:
         print(m["executable"])' "$t")
     cp "$exe" ".dev-tests/$t"
   done
-  strip .dev/subprune .dev-tests/gpu_core .dev-tests/gpu
+  strip .dev/subprune; for t in $GPU_TESTS; do strip ".dev-tests/$t"; done
   pwd > .dev/manifest_dir
   cp ../shared/gpu/cublas_ref.py .dev/
   gzip -9 -c $F/fashion_test_u8.npy > .dev/fashion_test_u8.npy.gz
@@ -125,9 +128,11 @@ stats)
   B=.dev/subprune
   R56="$F/resnet56_cifar10.onnx --calib $F/cifar10_calib_512.npy --out /tmp/r56.onnx \
     --report /tmp/r56.json"
-  step gpu_tests_checked 90 env SUBPRUNE_CHECKED_SHADERS=1 .dev-tests/gpu_core
-  step gpu_tests 90 bash -c '.dev-tests/gpu_core && .dev-tests/gpu'
-  step bench 150 $B --backend gpu bench --reps 5
+  step gpu_tests_checked 90 env SUBPRUNE_CHECKED_SHADERS=1 .dev-tests/gram_statistics
+  step gpu_tests 120 bash -c '.dev-tests/gram_statistics && .dev-tests/backend_kernels &&
+    .dev-tests/gpu_prune'
+  step bench 150 $B --backend gpu bench --reps 5 --no-asym
+  step asym 90 $B --backend gpu bench --asym-only --reps 3
   step cublas 90 python3 .dev/cublas_ref.py
   step summary 20 python3 benches/gpu_summary.py "$LOG"
   step prune_r56 90 bash -c "time $B --backend gpu prune $R56; cat /tmp/r56.json; \
