@@ -28,6 +28,7 @@ pub use gpu::{DeviceTensor, GpuExecutor};
 pub use plan::Plan;
 
 use crate::error::Result;
+use crate::gpu::OwnedDeviceTensor;
 use crate::ir::ValueId;
 use crate::tensor::{Tensor, TensorView};
 
@@ -96,6 +97,30 @@ pub trait Executor: Send + Sync {
         taps: &[ValueId],
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>>;
+
+    /// [`Executor::run_batch`] from an input on the host or on a device. The GPU executor reads
+    /// a device input on its own device without a host round trip (the sequential pruning
+    /// variants pass it the calibration images uploaded once, or activations cached on the
+    /// device); the default reads a device input back to the host.
+    fn run_batch_on(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        match input {
+            Activation::Host(v) => self.run_batch(v, taps, on_tap),
+            Activation::Device(d) => self.run_batch(d.read()?.view(), taps, on_tap),
+        }
+    }
+
+    /// A copy of `input` on the executor's device, to be passed to
+    /// [`Executor::run_batch_on`] any number of times without uploading it again; `None` for an
+    /// executor without a device (the CPU one).
+    fn upload(&self, input: TensorView<'_>) -> Result<Option<OwnedDeviceTensor>> {
+        let _ = input;
+        Ok(None)
+    }
 }
 
 /// An executor for `graph`: the GPU executor on `gpu` when there is one (a GPU chosen by

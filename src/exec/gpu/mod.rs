@@ -31,7 +31,7 @@ use super::{Activation, Executor, Plan, TapSink};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::gpu::{bind_group, binding, Gpu, PooledBuffer};
+use crate::gpu::{bind_group, binding, Gpu, OwnedDeviceTensor, PooledBuffer};
 use crate::ir::{shape, Node, Op, Shape, ValueId};
 use crate::tensor::{Tensor, TensorView};
 
@@ -608,8 +608,32 @@ impl Executor for GpuExecutor {
         taps: &[ValueId],
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>> {
-        let g = &self.plan.graph;
+        self.run_batch_on(Activation::Host(input), taps, on_tap)
+    }
+
+    fn upload(&self, input: TensorView<'_>) -> Result<Option<OwnedDeviceTensor>> {
         self.plan.check_batch(&input)?;
+        OwnedDeviceTensor::upload(&self.backend.gpu, input).map(Some)
+    }
+
+    fn run_batch_on(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        let g = &self.plan.graph;
+        let input_shape = input.shape();
+        self.plan.check_batch_shape(input_shape)?;
+        // A device input of another device comes through the host.
+        let read_back = match input {
+            Activation::Device(d) if !Arc::ptr_eq(d.gpu(), &self.backend.gpu) => Some(d.read()?),
+            _ => None,
+        };
+        let input = match &read_back {
+            Some(t) => Activation::Host(t.view()),
+            None => input,
+        };
         // A tap on a value folded into a GEMM epilogue is served by the fused output, which is
         // the same tensor only when nothing was folded after it: refuse the other cases.
         let taps: HashSet<ValueId> = taps.iter().copied().collect();
@@ -624,7 +648,7 @@ impl Executor for GpuExecutor {
         }
         let gpu = &self.backend.gpu;
         let mut shapes: Vec<Option<Vec<usize>>> = vec![None; g.values.len()];
-        shapes[self.plan.input] = Some(input.shape.to_vec());
+        shapes[self.plan.input] = Some(input_shape.to_vec());
         let mut batch = Batch {
             gpu,
             encoder: None,
@@ -633,17 +657,30 @@ impl Executor for GpuExecutor {
             live: vec![None; g.values.len()],
         };
         let result = gpu.scoped("running a batch of the forward pass", || {
-            let x = batch.alloc("the input batch", input.data.len())?;
-            if !input.data.is_empty() {
-                gpu.queue
-                    .write_buffer(&x, 0, bytemuck::cast_slice(input.data));
+            let elements: usize = input_shape.iter().product();
+            let x = batch.alloc("the input batch", elements)?;
+            match input {
+                Activation::Host(h) if !h.data.is_empty() => {
+                    gpu.queue.write_buffer(&x, 0, bytemuck::cast_slice(h.data))
+                }
+                Activation::Device(d) if elements > 0 => {
+                    // On this device (checked above): a copy queued before the first node.
+                    batch.encoder().copy_buffer_to_buffer(
+                        d.buffer(),
+                        d.offset(),
+                        &x,
+                        0,
+                        d.byte_len(),
+                    );
+                }
+                _ => {}
             }
             batch.live[self.plan.input] = Some(DevValue {
                 buffer: x,
-                shape: input.shape.to_vec(),
+                shape: input_shape.to_vec(),
             });
             if taps.contains(&self.plan.input) {
-                on_tap(self.plan.input, Activation::Host(input))?;
+                on_tap(self.plan.input, input)?;
             }
             for step in &self.plan.steps {
                 let node = &g.nodes[step.node];
