@@ -86,19 +86,15 @@ impl Cache {
         }
     }
 
-    /// Batch `index` (images `first..first + count`) as `exec`'s input; `uploaded` grows by the
-    /// bytes uploaded to the device here.
-    #[allow(clippy::too_many_arguments)]
+    /// Batch `at` as `exec`'s input; `uploaded` grows by the bytes uploaded to the device here.
     fn batch<'c>(
         &'c self,
         images: &'c mut DeviceImages,
         exec: &dyn Executor,
-        calib: &dyn ImageSource,
-        index: usize,
-        first: usize,
-        count: usize,
+        at: &BatchPass<'_>,
         uploaded: &mut u64,
     ) -> Result<Input<'c>> {
+        let (index, first, count, calib) = (at.index, at.first, at.count, at.calib);
         let per = self.image_len();
         Ok(match &self.data {
             CacheData::Host(d) => {
@@ -135,38 +131,53 @@ impl Cache {
     }
 }
 
-/// Runs `exec` on `input` with `taps`: the cut value's activations go to `cut` (copied on the
-/// device, or to the host), the others to `on_tap`. `uploaded` grows by the bytes of a host
-/// input whose taps came from a device.
-fn pass(
-    exec: &dyn Executor,
-    input: &Input<'_>,
-    taps: &[ValueId],
+/// One batch of a layer's passes: batch `index`, images `first..first + count` of `calib`, the
+/// values tapped for the statistics and the next cut point (cached).
+struct BatchPass<'a> {
+    calib: &'a dyn ImageSource,
+    index: usize,
+    first: usize,
+    count: usize,
+    taps: &'a [ValueId],
     cut: Option<ValueId>,
-    next: &mut NextCache,
-    uploaded: &mut u64,
-    on_tap: &mut TapSink<'_>,
-) -> Result<Vec<Tensor>> {
-    let mut on_device = false;
-    let mut all = taps.to_vec();
-    all.extend(cut.filter(|c| !taps.contains(c)));
-    let out = exec.run_batch_on(input.activation(), &all, &mut |v, act| {
-        on_device |= act.device().is_some();
-        if Some(v) == cut {
-            match act {
-                Activation::Device(d) => next.device.push(d.copy_on_device()?),
-                _ => next.host.extend_from_slice(&act.to_host()?.data),
+}
+
+impl BatchPass<'_> {
+    /// Runs `exec` on this batch of `cache`: the cut value's activations go to `next` (copied on
+    /// the device, or to the host), the taps to `on_tap`. `uploaded` grows by the bytes the host
+    /// sent the device: images uploaded here, or a host input whose taps came from a device.
+    fn run(
+        &self,
+        exec: &dyn Executor,
+        cache: &Cache,
+        images: &mut DeviceImages,
+        next: &mut NextCache,
+        uploaded: &mut u64,
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        let input = cache.batch(images, exec, self, uploaded)?;
+        let (taps, cut) = (self.taps, self.cut);
+        let mut on_device = false;
+        let mut all = taps.to_vec();
+        all.extend(cut.filter(|c| !taps.contains(c)));
+        let out = exec.run_batch_on(input.activation(), &all, &mut |v, act| {
+            on_device |= act.device().is_some();
+            if Some(v) == cut {
+                match act {
+                    Activation::Device(d) => next.device.push(d.copy_on_device()?),
+                    _ => next.host.extend_from_slice(&act.to_host()?.data),
+                }
             }
+            if taps.contains(&v) {
+                on_tap(v, act)?;
+            }
+            Ok(())
+        })?;
+        if let (Input::Host(t), true) = (&input, on_device) {
+            *uploaded += 4 * t.data.len() as u64;
         }
-        if taps.contains(&v) {
-            on_tap(v, act)?;
-        }
-        Ok(())
-    })?;
-    if let (Input::Host(t), true) = (input, on_device) {
-        *uploaded += 4 * t.data.len() as u64;
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// The activations at the next cut point, batch by batch.
@@ -277,49 +288,34 @@ impl Run<'_> {
                 // from the GPU executor's activations) for the statistics, else from its
                 // outputs on the host.
                 let mut device_targets: Vec<(ValueId, OwnedDeviceTensor)> = Vec::new();
-                let targets: Option<Vec<Tensor>> = match &exec_orig {
-                    Some(e) => {
-                        let input = orig.batch(
-                            &mut images,
-                            e.as_ref(),
-                            self.calib,
-                            index,
-                            first,
-                            count,
-                            &mut uploaded,
-                        )?;
-                        let out = pass(
-                            e.as_ref(),
-                            &input,
-                            &taps,
-                            next_cut,
-                            &mut next_orig,
-                            &mut uploaded,
-                            &mut |v, act| {
-                                if let Activation::Device(d) = act {
-                                    device_targets.push((v, d.copy_on_device()?));
-                                }
-                                Ok(())
-                            },
-                        )?;
-                        Some(out)
-                    }
-                    None => None,
-                };
-                let input = cur.batch(
-                    &mut images,
-                    exec_cur.as_ref(),
-                    self.calib,
+                let at = BatchPass {
+                    calib: self.calib,
                     index,
                     first,
                     count,
-                    &mut uploaded,
-                )?;
-                pass(
+                    taps: &taps,
+                    cut: next_cut,
+                };
+                let targets: Option<Vec<Tensor>> = match &exec_orig {
+                    Some(e) => Some(at.run(
+                        e.as_ref(),
+                        &orig,
+                        &mut images,
+                        &mut next_orig,
+                        &mut uploaded,
+                        &mut |v, act| {
+                            if let Activation::Device(d) = act {
+                                device_targets.push((v, d.copy_on_device()?));
+                            }
+                            Ok(())
+                        },
+                    )?),
+                    None => None,
+                };
+                at.run(
                     exec_cur.as_ref(),
-                    &input,
-                    &taps,
-                    next_cut,
+                    &cur,
+                    &mut images,
                     &mut next_cur,
                     &mut uploaded,
                     &mut |v, act| {
