@@ -114,6 +114,22 @@ fn asym_on_the_gpu_keeps_the_cpus_channels_and_uploads_the_images_once() {
     assert!(phases.statistics_device_bytes > 0);
 }
 
+/// Seq (one pass per layer, on the network pruned so far): the images once as well.
+#[test]
+fn seq_on_the_gpu_uploads_the_images_once() {
+    let seq = PruneOptions {
+        variant: Variant::Seq,
+        ..options(Vec::new())
+    };
+    let cpu = prune(&mnist(), &calib(), &seq, &mut |_| {}).unwrap();
+    let got = on_gpu(&seq);
+    assert_same_channels(&got, &cpu);
+    assert_eq!(
+        got.report.phases.statistics_uploaded_bytes,
+        (IMAGES * 28 * 28 * 4) as u64
+    );
+}
+
 /// A memory budget smaller than the images (and every cut point's activations): no cache, and
 /// every layer's passes start from the images, uploaded once per layer (one upload per batch
 /// serves both asym passes). Same channels.
