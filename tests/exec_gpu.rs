@@ -277,7 +277,7 @@ fn a_value_folded_into_a_kernel_cannot_be_tapped() {
 
 /// A batch uploaded once (`Executor::upload`) and run from the device (`run_batch_on`) gives the
 /// host run's outputs, twice (the upload is reusable); the graph input's tap is that device
-/// tensor. The CPU executor has no device (`upload` is `None`) and reads a device input back:
+/// tensor; `run_batch_taps` taps what `run_batch_on` does. The CPU executor has no device (`upload` is `None`) and reads a device input back:
 /// the same outputs as from the host, within the executors' tolerance.
 #[test]
 fn a_device_input_runs_like_a_host_input() {
@@ -311,6 +311,26 @@ fn a_device_input_runs_like_a_host_input() {
         assert!(on_device);
         assert_eq!(t.data, images.data);
     }
+    // For the taps alone (no readback of the outputs): the same tapped activation (the second
+    // conv's input, computed on the device).
+    let mut convs = model.graph.nodes.iter().filter(|n| n.op.kind() == "Conv");
+    let conv = convs.nth(1).unwrap();
+    let tap = conv.inputs[0].unwrap();
+    let tap_of = |taps_only: bool| {
+        let mut got = None;
+        let mut sink = |_: usize, act: Activation<'_>| {
+            got = Some(act.to_host()?);
+            Ok(())
+        };
+        let input = Activation::Device(uploaded.view());
+        if taps_only {
+            exec.run_batch_taps(input, &[tap], &mut sink).unwrap();
+        } else {
+            exec.run_batch_on(input, &[tap], &mut sink).unwrap();
+        }
+        got.expect("tapped")
+    };
+    assert_eq!(tap_of(true).data, tap_of(false).data);
     let want = cpu
         .run_batch(images.view(), &[], &mut |_, _| Ok(()))
         .unwrap();

@@ -114,6 +114,17 @@ pub trait Executor: Send + Sync {
         }
     }
 
+    /// [`Executor::run_batch_on`] for the taps alone: the graph outputs are not read back (the
+    /// GPU executor leaves them on its device; the default discards them).
+    fn run_batch_taps(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<()> {
+        self.run_batch_on(input, taps, on_tap).map(drop)
+    }
+
     /// A copy of `input` on the executor's device, to be passed to
     /// [`Executor::run_batch_on`] any number of times without uploading it again; `None` for an
     /// executor without a device (the CPU one).

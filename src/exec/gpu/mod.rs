@@ -214,7 +214,7 @@ impl GpuExecutor {
                         }
                     }
                     Op::BatchNorm { epsilon } => {
-                        let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
+                        let (scale, shift) = gemm::batch_norm_affine(g, node, *epsilon)?;
                         let mut params = scale;
                         params.extend(shift);
                         Prepared::Affine(upload(&gpu, &node.name, &params)?)
@@ -237,35 +237,6 @@ impl GpuExecutor {
     pub fn backend(&self) -> &GpuBackend {
         &self.backend
     }
-}
-
-/// BatchNorm as `x · scale + shift` per channel, in f64 rounded once (as the CPU executor).
-pub(super) fn batch_norm_affine(
-    g: &crate::ir::Graph,
-    node: &Node,
-    epsilon: f32,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let float_const = |i: usize, what: &str| -> Result<Vec<f32>> {
-        let id = node.input(i)?;
-        g.constant(id)
-            .and_then(|c| c.f32())
-            .map(|d| d.to_vec())
-            .ok_or_else(|| node.error(format!("{what} must be a float constant")))
-    };
-    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
-    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((&b, &m), &s)| b - m * s)
-        .collect();
-    Ok((scale, shift))
 }
 
 /// The shape of one image of a node's data input (`[1, C, H, W]`), which must be fixed but for
@@ -622,6 +593,29 @@ impl Executor for GpuExecutor {
         taps: &[ValueId],
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>> {
+        self.run(input, taps, on_tap, true)
+    }
+
+    fn run_batch_taps(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<()> {
+        self.run(input, taps, on_tap, false).map(drop)
+    }
+}
+
+impl GpuExecutor {
+    /// One batch from `input`; the graph outputs read back when `read_outputs` (else left on
+    /// the device, and an empty list returned).
+    fn run(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+        read_outputs: bool,
+    ) -> Result<Vec<Tensor>> {
         let g = &self.plan.graph;
         let input_shape = input.shape();
         self.plan.check_batch_shape(input_shape)?;
@@ -732,7 +726,7 @@ impl Executor for GpuExecutor {
                     None => places.push(None),
                 }
             }
-            let words = if total > 0 {
+            let words = if total > 0 && read_outputs {
                 let staging = gpu.buffer(
                     "forward readback",
                     total,
@@ -757,6 +751,9 @@ impl Executor for GpuExecutor {
                 gpu.submit_and_read(encoder, &staging, total, "reading the outputs back")?
             } else {
                 batch.submit();
+                if !read_outputs {
+                    return Ok(Vec::new());
+                }
                 Vec::new()
             };
             let values: &[f32] = bytemuck::cast_slice(&words);

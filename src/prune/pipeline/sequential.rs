@@ -154,13 +154,13 @@ impl BatchPass<'_> {
         next: &mut NextCache,
         uploaded: &mut u64,
         on_tap: &mut TapSink<'_>,
-    ) -> Result<Vec<Tensor>> {
+    ) -> Result<()> {
         let input = cache.batch(images, exec, self, uploaded)?;
         let (taps, cut) = (self.taps, self.cut);
         let mut on_device = false;
         let mut all = taps.to_vec();
         all.extend(cut.filter(|c| !taps.contains(c)));
-        let out = exec.run_batch_on(input.activation(), &all, &mut |v, act| {
+        exec.run_batch_taps(input.activation(), &all, &mut |v, act| {
             on_device |= act.device().is_some();
             if Some(v) == cut {
                 match act {
@@ -176,7 +176,7 @@ impl BatchPass<'_> {
         if let (Input::Host(t), true) = (&input, on_device) {
             *uploaded += 4 * t.data.len() as u64;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -284,10 +284,10 @@ impl Run<'_> {
                     break;
                 }
                 let count = batch.min(total - first);
-                // The original network's taps of this batch: kept on the device (copied there
-                // from the GPU executor's activations) for the statistics, else from its
-                // outputs on the host.
+                // The original network's taps of this batch, the targets: kept on the device
+                // (copied there from the GPU executor's activations), else on the host.
                 let mut device_targets: Vec<(ValueId, OwnedDeviceTensor)> = Vec::new();
+                let mut host_targets: Vec<(ValueId, Tensor)> = Vec::new();
                 let at = BatchPass {
                     calib: self.calib,
                     index,
@@ -296,22 +296,24 @@ impl Run<'_> {
                     taps: &taps,
                     cut: next_cut,
                 };
-                let targets: Option<Vec<Tensor>> = match &exec_orig {
-                    Some(e) => Some(at.run(
+                if let Some(e) = &exec_orig {
+                    at.run(
                         e.as_ref(),
                         &orig,
                         &mut images,
                         &mut next_orig,
                         &mut uploaded,
                         &mut |v, act| {
-                            if let Activation::Device(d) = act {
-                                device_targets.push((v, d.copy_on_device()?));
+                            match act {
+                                Activation::Device(d) => {
+                                    device_targets.push((v, d.copy_on_device()?))
+                                }
+                                _ => host_targets.push((v, act.to_host()?)),
                             }
                             Ok(())
                         },
-                    )?),
-                    None => None,
-                };
+                    )?;
+                }
                 at.run(
                     exec_cur.as_ref(),
                     &cur,
@@ -322,12 +324,12 @@ impl Run<'_> {
                         let a = if unpruned {
                             Some(act)
                         } else {
-                            match device_targets.iter().find(|(t, _)| *t == v) {
-                                Some((_, d)) => Some(Activation::Device(d.view())),
-                                None => targets.as_ref().map(|t| {
-                                    let k = taps.iter().position(|&x| x == v).expect("a tap");
-                                    Activation::Host(t[k].view())
-                                }),
+                            let device = device_targets.iter().find(|(t, _)| *t == v);
+                            let host = host_targets.iter().find(|(t, _)| *t == v);
+                            match (device, host) {
+                                (Some((_, d)), _) => Some(Activation::Device(d.view())),
+                                (None, Some((_, h))) => Some(Activation::Host(h.view())),
+                                (None, None) => None,
                             }
                         };
                         sj.feed(v, act, a)
