@@ -376,7 +376,7 @@ impl GemmNode {
             }
             match &nx.op {
                 Op::BatchNorm { epsilon } if self.act.0 == 0 && !self.dense => {
-                    let Ok((s, t)) = batch_norm_affine(g, nx, *epsilon) else {
+                    let Ok((s, t)) = crate::exec::cpu::batch_norm_affine(g, nx, *epsilon) else {
                         return;
                     };
                     if s.len() != self.scale.len() {
@@ -595,33 +595,4 @@ impl GemmNode {
         }
         Ok(())
     }
-}
-
-/// BatchNorm as `x · scale + shift` per channel, in f64 rounded once (as the CPU executor).
-pub(super) fn batch_norm_affine(
-    g: &crate::ir::Graph,
-    node: &Node,
-    epsilon: f32,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let float_const = |i: usize, what: &str| -> Result<Vec<f32>> {
-        let id = node.input(i)?;
-        g.constant(id)
-            .and_then(|c| c.f32())
-            .map(|d| d.to_vec())
-            .ok_or_else(|| node.error(format!("{what} must be a float constant")))
-    };
-    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
-    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((&b, &m), &s)| b - m * s)
-        .collect();
-    Ok((scale, shift))
 }

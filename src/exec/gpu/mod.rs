@@ -214,7 +214,7 @@ impl GpuExecutor {
                         }
                     }
                     Op::BatchNorm { epsilon } => {
-                        let (scale, shift) = gemm::batch_norm_affine(g, node, *epsilon)?;
+                        let (scale, shift) = super::cpu::batch_norm_affine(g, node, *epsilon)?;
                         let mut params = scale;
                         params.extend(shift);
                         Prepared::Affine(upload(&gpu, &node.name, &params)?)
