@@ -275,6 +275,86 @@ fn a_value_folded_into_a_kernel_cannot_be_tapped() {
     );
 }
 
+/// A batch uploaded once (`Executor::upload`) and run from the device (`run_batch_on`) gives the
+/// host run's outputs, twice (the upload is reusable); the graph input's tap is that device
+/// tensor; `run_batch_taps` taps what `run_batch_on` does. The CPU executor has no device (`upload` is `None`) and reads a device input back:
+/// the same outputs as from the host, within the executors' tolerance.
+#[test]
+fn a_device_input_runs_like_a_host_input() {
+    let model = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();
+    let exec = GpuExecutor::new(&model.graph, gpu()).unwrap();
+    let cpu = CpuExecutor::new(&model.graph).unwrap();
+    let images = first_images("mnist_calib_512.npy", 5);
+    let input = exec.plan().input;
+    let host = exec
+        .run_batch(images.view(), &[], &mut |_, _| Ok(()))
+        .unwrap();
+    let uploaded = exec.upload(images.view()).unwrap().expect("a device");
+    assert_eq!(uploaded.byte_len(), 4 * images.data.len() as u64);
+    assert!(cpu.upload(images.view()).unwrap().is_none());
+    for _ in 0..2 {
+        let mut tapped = None;
+        let got = exec
+            .run_batch_on(
+                Activation::Device(uploaded.view()),
+                &[input],
+                &mut |v, act| {
+                    assert_eq!(v, input);
+                    tapped = Some((act.device().is_some(), act.to_host()?));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(got[0].shape, host[0].shape);
+        assert_eq!(got[0].data, host[0].data);
+        let (on_device, t) = tapped.expect("the input tapped");
+        assert!(on_device);
+        assert_eq!(t.data, images.data);
+    }
+    // For the taps alone (no readback of the outputs): the same tapped activation (the second
+    // conv's input, computed on the device).
+    let mut convs = model.graph.nodes.iter().filter(|n| n.op.kind() == "Conv");
+    let conv = convs.nth(1).unwrap();
+    let tap = conv.inputs[0].unwrap();
+    let tap_of = |taps_only: bool| {
+        let mut got = None;
+        let mut sink = |_: usize, act: Activation<'_>| {
+            got = Some(act.to_host()?);
+            Ok(())
+        };
+        let input = Activation::Device(uploaded.view());
+        if taps_only {
+            exec.run_batch_taps(input, &[tap], &mut sink).unwrap();
+        } else {
+            exec.run_batch_on(input, &[tap], &mut sink).unwrap();
+        }
+        got.expect("tapped")
+    };
+    assert_eq!(tap_of(true).data, tap_of(false).data);
+    let want = cpu
+        .run_batch(images.view(), &[], &mut |_, _| Ok(()))
+        .unwrap();
+    let from_device = cpu
+        .run_batch_on(Activation::Device(uploaded.view()), &[], &mut |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(from_device[0].data, want[0].data);
+    let gap = relative_gap(&host[0].data, &want[0].data);
+    assert!(gap <= 1e-4, "GPU vs CPU gap {gap:e}");
+    // A device batch of the wrong shape is refused, naming the shape.
+    let wrong = GpuExecutor::new(
+        &subprune::onnx::load(fixture("resnet56_cifar10.onnx"))
+            .unwrap()
+            .graph,
+        gpu(),
+    )
+    .unwrap();
+    let err = wrong
+        .run_batch_on(Activation::Device(uploaded.view()), &[], &mut |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[5, 1, 28, 28]"), "{err}");
+}
+
 #[test]
 fn wrong_input_shape_is_an_error() {
     let model = subprune::onnx::load(fixture("mnist_cnn.onnx")).unwrap();

@@ -38,13 +38,7 @@ impl CpuExecutor {
         for step in &plan.steps {
             let node = &g.nodes[step.node];
             // Parameters that must be constants for the kernels here.
-            let float_const = |i: usize, what: &str| -> Result<Vec<f32>> {
-                let id = node.input(i)?;
-                g.constant(id)
-                    .and_then(|c| c.f32())
-                    .map(|d| d.to_vec())
-                    .ok_or_else(|| node.error(format!("{what} must be a float constant")))
-            };
+            let float_const = |i: usize, what: &str| float_param(g, node, i, what);
             match &node.op {
                 Op::Conv(_) | Op::ConvTranspose(_) => {
                     float_const(1, "the weight")?;
@@ -53,20 +47,7 @@ impl CpuExecutor {
                     }
                 }
                 Op::BatchNorm { epsilon } => {
-                    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
-                    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
-                    // In f64, rounded once: the same affine map onnxruntime applies.
-                    let scale: Vec<f32> = gamma
-                        .iter()
-                        .zip(&var)
-                        .map(|(&g, &v)| (g as f64 / (v as f64 + *epsilon as f64).sqrt()) as f32)
-                        .collect();
-                    let shift = beta
-                        .iter()
-                        .zip(&mean)
-                        .zip(&scale)
-                        .map(|((&b, &m), &s)| b - m * s)
-                        .collect();
+                    let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
                     prepared[step.node] = Prepared::Affine { scale, shift };
                 }
                 Op::MatMul => {
@@ -509,4 +490,38 @@ impl Executor for CpuExecutor {
             })
             .collect()
     }
+}
+
+/// BatchNorm as `x · scale + shift` per channel, in f64 rounded once (the affine map onnxruntime
+/// applies; both executors prepare it here).
+pub(super) fn batch_norm_affine(
+    g: &crate::ir::Graph,
+    node: &Node,
+    epsilon: f32,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let float_const = |i: usize, what: &str| float_param(g, node, i, what);
+    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
+    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
+    // In f64, rounded once: the same affine map onnxruntime applies.
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((&b, &m), &s)| b - m * s)
+        .collect();
+    Ok((scale, shift))
+}
+
+/// Input `i` of `node`, a float constant (`what` names it in the error).
+fn float_param(g: &crate::ir::Graph, node: &Node, i: usize, what: &str) -> Result<Vec<f32>> {
+    let id = node.input(i)?;
+    g.constant(id)
+        .and_then(|c| c.f32())
+        .map(|d| d.to_vec())
+        .ok_or_else(|| node.error(format!("{what} must be a float constant")))
 }

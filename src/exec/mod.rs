@@ -28,6 +28,7 @@ pub use gpu::{DeviceTensor, GpuExecutor};
 pub use plan::Plan;
 
 use crate::error::Result;
+use crate::gpu::OwnedDeviceTensor;
 use crate::ir::ValueId;
 use crate::tensor::{Tensor, TensorView};
 
@@ -96,6 +97,41 @@ pub trait Executor: Send + Sync {
         taps: &[ValueId],
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>>;
+
+    /// [`Executor::run_batch`] from an input on the host or on a device. The GPU executor reads
+    /// a device input on its own device without a host round trip (the sequential pruning
+    /// variants pass it the calibration images uploaded once, or activations cached on the
+    /// device); the default reads a device input back to the host.
+    fn run_batch_on(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        match input {
+            Activation::Host(v) => self.run_batch(v, taps, on_tap),
+            Activation::Device(d) => self.run_batch(d.read()?.view(), taps, on_tap),
+        }
+    }
+
+    /// [`Executor::run_batch_on`] for the taps alone: the graph outputs are not read back (the
+    /// GPU executor leaves them on its device; the default discards them).
+    fn run_batch_taps(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<()> {
+        self.run_batch_on(input, taps, on_tap).map(drop)
+    }
+
+    /// A copy of `input` on the executor's device, to be passed to
+    /// [`Executor::run_batch_on`] any number of times without uploading it again; `None` for an
+    /// executor without a device (the CPU one).
+    fn upload(&self, input: TensorView<'_>) -> Result<Option<OwnedDeviceTensor>> {
+        let _ = input;
+        Ok(None)
+    }
 }
 
 /// An executor for `graph`: the GPU executor on `gpu` when there is one (a GPU chosen by

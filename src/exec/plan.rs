@@ -111,12 +111,17 @@ impl Plan {
 
     /// Checks that `input` is a batch of the graph input's shape (any number of images).
     pub fn check_batch(&self, input: &crate::tensor::TensorView<'_>) -> Result<()> {
+        self.check_batch_shape(input.shape)
+    }
+
+    /// Checks the shape of a batch (on the host or a device) against the graph input.
+    pub fn check_batch_shape(&self, shape: &[usize]) -> Result<()> {
         let expected = self.input_shape();
-        let n = input.shape.first().copied().unwrap_or(0);
-        if input.shape != expected.at(n).as_slice() {
+        let n = shape.first().copied().unwrap_or(0);
+        if shape != expected.at(n).as_slice() {
             return Err(crate::error::Error::Shape(format!(
-                "model input '{}' is {expected} (N images), got a batch of shape {:?}",
-                self.graph.values[self.input].name, input.shape
+                "model input '{}' is {expected} (N images), got a batch of shape {shape:?}",
+                self.graph.values[self.input].name
             )));
         }
         Ok(())

@@ -140,7 +140,32 @@ impl OwnedDeviceTensor {
     pub fn view(&self) -> DeviceTensor<'_> {
         DeviceTensor::on_gpu(&self.buffer, &self.shape, 0, &self.gpu)
     }
+
+    /// `tensor` uploaded to a new buffer on `gpu`'s device.
+    pub(crate) fn upload(gpu: &Arc<Gpu>, tensor: crate::tensor::TensorView<'_>) -> Result<Self> {
+        let bytes = 4 * tensor.data.len() as u64;
+        let buffer = gpu.buffer("uploaded device tensor", bytes.max(4), COPYABLE_STORAGE)?;
+        if bytes > 0 {
+            gpu.queue
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(tensor.data));
+        }
+        Ok(Self {
+            buffer,
+            shape: tensor.shape.to_vec(),
+            gpu: Arc::clone(gpu),
+        })
+    }
+
+    /// The tensor's size in bytes.
+    pub fn byte_len(&self) -> u64 {
+        4 * self.shape.iter().product::<usize>() as u64
+    }
 }
+
+/// Usage of device tensors' own buffers: bound as storage, copied from and to.
+const COPYABLE_STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 impl DeviceTensor<'_> {
     /// A copy in a new buffer on the same device (queued on the device's queue: no host round
@@ -148,13 +173,7 @@ impl DeviceTensor<'_> {
     pub fn copy_on_device(&self) -> Result<OwnedDeviceTensor> {
         let gpu = Arc::clone(self.gpu);
         let bytes = self.byte_len();
-        let buffer = gpu.buffer(
-            "device tensor copy",
-            bytes.max(4),
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        )?;
+        let buffer = gpu.buffer("device tensor copy", bytes.max(4), COPYABLE_STORAGE)?;
         if bytes > 0 {
             let mut encoder = gpu
                 .device

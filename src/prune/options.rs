@@ -141,7 +141,9 @@ pub struct PruneOptions {
     pub dependence_tol: f64,
     /// Images per forward batch.
     pub batch_images: usize,
-    /// Bytes of cached activations the sequential variants may hold.
+    /// Bytes of cached activations the sequential variants may hold: on the host, or on the GPU
+    /// executor's device (the cut points' activations, and the calibration images kept there
+    /// across layers).
     pub memory_budget: u64,
     /// Bytes the statistics and greedy state may take at the peak ([`super::memory`]); `None`:
     /// the memory available to the process.

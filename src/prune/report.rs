@@ -64,8 +64,12 @@ pub struct Phases {
     /// calibration images, or the cached activations a pass resumes from at a cut point), plus
     /// the consumer inputs and targets a GPU backend received from host memory. 0 with the CPU
     /// backend and executor. With the GPU backend and executor on one device every tap and
-    /// asym target stays there, so a pass that starts from the images counts exactly their bytes
-    /// (each asym layer after the first runs two passes, the pruned and the original network).
+    /// asym target stays there, and so do the sequential variants' cached activations and the
+    /// calibration images (uploaded once, shared by the pruned and original network's passes):
+    /// the count is exactly the images' bytes when the caches fit
+    /// [`super::PruneOptions::memory_budget`]. When the images do not fit it, every layer whose
+    /// passes start from them uploads them again (the images' bytes times those layers; each
+    /// batch still serves both asym passes). The layer variant's one pass counts the images once.
     pub statistics_uploaded_bytes: u64,
     /// Bytes of statistics inputs the backend copied on the device from the GPU executor's
     /// activations (no host round trip).

@@ -376,7 +376,7 @@ impl GemmNode {
             }
             match &nx.op {
                 Op::BatchNorm { epsilon } if self.act.0 == 0 && !self.dense => {
-                    let Ok((s, t)) = super::batch_norm_affine(g, nx, *epsilon) else {
+                    let Ok((s, t)) = crate::exec::cpu::batch_norm_affine(g, nx, *epsilon) else {
                         return;
                     };
                     if s.len() != self.scale.len() {

@@ -31,7 +31,7 @@ use super::{Activation, Executor, Plan, TapSink};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::gpu::{bind_group, binding, Gpu, PooledBuffer};
+use crate::gpu::{bind_group, binding, Gpu, OwnedDeviceTensor, PooledBuffer};
 use crate::ir::{shape, Node, Op, Shape, ValueId};
 use crate::tensor::{Tensor, TensorView};
 
@@ -214,7 +214,7 @@ impl GpuExecutor {
                         }
                     }
                     Op::BatchNorm { epsilon } => {
-                        let (scale, shift) = batch_norm_affine(g, node, *epsilon)?;
+                        let (scale, shift) = super::cpu::batch_norm_affine(g, node, *epsilon)?;
                         let mut params = scale;
                         params.extend(shift);
                         Prepared::Affine(upload(&gpu, &node.name, &params)?)
@@ -237,35 +237,6 @@ impl GpuExecutor {
     pub fn backend(&self) -> &GpuBackend {
         &self.backend
     }
-}
-
-/// BatchNorm as `x · scale + shift` per channel, in f64 rounded once (as the CPU executor).
-pub(super) fn batch_norm_affine(
-    g: &crate::ir::Graph,
-    node: &Node,
-    epsilon: f32,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let float_const = |i: usize, what: &str| -> Result<Vec<f32>> {
-        let id = node.input(i)?;
-        g.constant(id)
-            .and_then(|c| c.f32())
-            .map(|d| d.to_vec())
-            .ok_or_else(|| node.error(format!("{what} must be a float constant")))
-    };
-    let (gamma, beta) = (float_const(1, "scale")?, float_const(2, "B")?);
-    let (mean, var) = (float_const(3, "mean")?, float_const(4, "var")?);
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((&b, &m), &s)| b - m * s)
-        .collect();
-    Ok((scale, shift))
 }
 
 /// The shape of one image of a node's data input (`[1, C, H, W]`), which must be fixed but for
@@ -608,8 +579,55 @@ impl Executor for GpuExecutor {
         taps: &[ValueId],
         on_tap: &mut TapSink<'_>,
     ) -> Result<Vec<Tensor>> {
-        let g = &self.plan.graph;
+        self.run_batch_on(Activation::Host(input), taps, on_tap)
+    }
+
+    fn upload(&self, input: TensorView<'_>) -> Result<Option<OwnedDeviceTensor>> {
         self.plan.check_batch(&input)?;
+        OwnedDeviceTensor::upload(&self.backend.gpu, input).map(Some)
+    }
+
+    fn run_batch_on(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<Vec<Tensor>> {
+        self.run(input, taps, on_tap, true)
+    }
+
+    fn run_batch_taps(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+    ) -> Result<()> {
+        self.run(input, taps, on_tap, false).map(drop)
+    }
+}
+
+impl GpuExecutor {
+    /// One batch from `input`; the graph outputs read back when `read_outputs` (else left on
+    /// the device, and an empty list returned).
+    fn run(
+        &self,
+        input: Activation<'_>,
+        taps: &[ValueId],
+        on_tap: &mut TapSink<'_>,
+        read_outputs: bool,
+    ) -> Result<Vec<Tensor>> {
+        let g = &self.plan.graph;
+        let input_shape = input.shape();
+        self.plan.check_batch_shape(input_shape)?;
+        // A device input of another device comes through the host.
+        let read_back = match input {
+            Activation::Device(d) if !Arc::ptr_eq(d.gpu(), &self.backend.gpu) => Some(d.read()?),
+            _ => None,
+        };
+        let input = match &read_back {
+            Some(t) => Activation::Host(t.view()),
+            None => input,
+        };
         // A tap on a value folded into a GEMM epilogue is served by the fused output, which is
         // the same tensor only when nothing was folded after it: refuse the other cases.
         let taps: HashSet<ValueId> = taps.iter().copied().collect();
@@ -624,7 +642,7 @@ impl Executor for GpuExecutor {
         }
         let gpu = &self.backend.gpu;
         let mut shapes: Vec<Option<Vec<usize>>> = vec![None; g.values.len()];
-        shapes[self.plan.input] = Some(input.shape.to_vec());
+        shapes[self.plan.input] = Some(input_shape.to_vec());
         let mut batch = Batch {
             gpu,
             encoder: None,
@@ -633,17 +651,30 @@ impl Executor for GpuExecutor {
             live: vec![None; g.values.len()],
         };
         let result = gpu.scoped("running a batch of the forward pass", || {
-            let x = batch.alloc("the input batch", input.data.len())?;
-            if !input.data.is_empty() {
-                gpu.queue
-                    .write_buffer(&x, 0, bytemuck::cast_slice(input.data));
+            let elements: usize = input_shape.iter().product();
+            let x = batch.alloc("the input batch", elements)?;
+            match input {
+                Activation::Host(h) if !h.data.is_empty() => {
+                    gpu.queue.write_buffer(&x, 0, bytemuck::cast_slice(h.data))
+                }
+                Activation::Device(d) if elements > 0 => {
+                    // On this device (checked above): a copy queued before the first node.
+                    batch.encoder().copy_buffer_to_buffer(
+                        d.buffer(),
+                        d.offset(),
+                        &x,
+                        0,
+                        d.byte_len(),
+                    );
+                }
+                _ => {}
             }
             batch.live[self.plan.input] = Some(DevValue {
                 buffer: x,
-                shape: input.shape.to_vec(),
+                shape: input_shape.to_vec(),
             });
             if taps.contains(&self.plan.input) {
-                on_tap(self.plan.input, Activation::Host(input))?;
+                on_tap(self.plan.input, input)?;
             }
             for step in &self.plan.steps {
                 let node = &g.nodes[step.node];
@@ -695,7 +726,7 @@ impl Executor for GpuExecutor {
                     None => places.push(None),
                 }
             }
-            let words = if total > 0 {
+            let words = if total > 0 && read_outputs {
                 let staging = gpu.buffer(
                     "forward readback",
                     total,
@@ -720,6 +751,9 @@ impl Executor for GpuExecutor {
                 gpu.submit_and_read(encoder, &staging, total, "reading the outputs back")?
             } else {
                 batch.submit();
+                if !read_outputs {
+                    return Ok(Vec::new());
+                }
                 Vec::new()
             };
             let values: &[f32] = bytemuck::cast_slice(&words);
