@@ -204,6 +204,9 @@ fn _subprune(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// What `read_folder` returns: the images `(N, C, H, W)` and their labels, if any.
+type FolderImages<'py> = (Bound<'py, numpy::PyArrayDyn<f32>>, Option<Vec<usize>>);
+
 /// `subprune.read_folder`: a folder of JPEG/PNG images as the CLI's `--calib DIR` reads it
 /// (sorted paths, optional resize of the shorter side, centre crop to `height × width`,
 /// `channels` 1 or 3, `(x/255 − mean)/std`), as a float32 `(N, C, H, W)` array and the labels
@@ -220,7 +223,7 @@ fn read_folder<'py>(
     resize: Option<usize>,
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
-) -> PyResult<(Bound<'py, numpy::PyArrayDyn<f32>>, Option<Vec<usize>>)> {
+) -> PyResult<FolderImages<'py>> {
     let options = subprune::images::ImageOptions {
         channels,
         size: [height, width],
