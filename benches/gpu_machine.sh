@@ -37,8 +37,9 @@ KEEP_STATS="resnet56_cifar10.onnx cifar10_calib_512.npy cifar10_test_u8.npy cifa
   mnist_cnn.onnx mnist_test_u8.npy mnist_test_labels.npy"
 KEEP_FORWARD="vgg11_bn_fashion.onnx mobilenetv2_fashion.onnx fashion_test_labels.npy"
 # The GPU test binaries carried to the machine (tests/NAME.rs): the statistics and greedy kernels
-# against the CPU backend, the backend kernels, and the asym pipeline on the device (MNIST).
-GPU_TESTS="gram_statistics backend_kernels gpu_prune"
+# against the CPU backend, and the backend kernels (with gpu_prune too the stats call carried
+# 62 MiB of the 64 allowed: the asym pipeline's uploads show in prune_r56's report instead).
+GPU_TESTS="gram_statistics backend_kernels"
 
 # One `run` may take 600 s: each step gets at most its own limit and what is left before
 # DEADLINE seconds (skipped when under 20 s are left), the most wanted steps first.
@@ -129,8 +130,7 @@ stats)
   R56="$F/resnet56_cifar10.onnx --calib $F/cifar10_calib_512.npy --out /tmp/r56.onnx \
     --report /tmp/r56.json"
   step gpu_tests_checked 90 env SUBPRUNE_CHECKED_SHADERS=1 .dev-tests/gram_statistics
-  step gpu_tests 120 bash -c '.dev-tests/gram_statistics && .dev-tests/backend_kernels &&
-    .dev-tests/gpu_prune'
+  step gpu_tests 120 bash -c '.dev-tests/gram_statistics && .dev-tests/backend_kernels'
   step bench 150 $B --backend gpu bench --reps 5 --no-asym
   step asym 90 $B --backend gpu bench --asym-only --reps 3
   step cublas 90 python3 .dev/cublas_ref.py
