@@ -397,3 +397,28 @@ fn to_full(
         full[tail + p.out_rows] = 1.0;
     }
 }
+
+// The dot product of each row of slice 0 of the accumulator (out_rows × block_cols pairs, one
+// column block covering the whole result) with the same row of `right` (f32, right_stride
+// values per row), as a compensated pair written to `full[2·row]`, `full[2·row + 1]`. With
+// `C0 = G·W` (or `(AᵀA)·W`) and `W`, the host adds the rows up in order to `‖AW‖²`, so that
+// neither product has to be read back.
+@compute @workgroup_size(FLAT_THREADS)
+fn row_dots(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let row = flat_index(gid, groups);
+    if row >= p.out_rows {
+        return;
+    }
+    var s = vec2<f32>(0.0, 0.0);
+    for (var c = 0u; c < p.block_cols; c++) {
+        let v = acc[row * p.block_cols + c];
+        let w = bitcast<f32>(right[row * p.right_stride + c]);
+        s = two_sum_add(s, v.x * w);
+        s = two_sum_add(s, v.y * w);
+    }
+    full[2u * row] = s.x;
+    full[2u * row + 1u] = s.y;
+}

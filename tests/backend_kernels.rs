@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{activations, gpu, random};
 use subprune::backend::{GreedySpec, StatsSpec};
 use subprune::layer::{ConvGeometry, RawGrams, Unfolding};
 use subprune::rng::Rng;
@@ -30,23 +30,6 @@ const HALF_TOL: f64 = 2e-3;
 const GAIN_TOL: f64 = 1e-5;
 /// Error curves, absolute.
 const CURVE_TOL: f64 = 1e-4;
-
-fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), rng.normal_vec(n)).unwrap()
-}
-
-/// Rectified random data with channel-dependent scales, like real activations.
-fn activations(rng: &mut Rng, shape: &[usize]) -> Tensor {
-    let mut t = random(rng, shape);
-    let per_image: usize = shape[1..].iter().product();
-    let plane: usize = shape[2..].iter().product();
-    for (i, v) in t.data.iter_mut().enumerate() {
-        let c = (i % per_image) / plane.max(1);
-        *v = (*v + 0.3).max(0.0) * (1.0 + 0.1 * (c % 7) as f32);
-    }
-    t
-}
 
 fn accumulate(
     backend: &dyn Backend,
@@ -570,7 +553,12 @@ fn whole_layer_selection_on_gpu_statistics() {
         cpu.gram.values().unwrap(),
         STATS_TOL,
     );
-    assert_close("demo c0", &gpu_stats.c0, &cpu.c0, 1e-5);
+    assert_close(
+        "demo c0",
+        gpu_stats.c0.values().unwrap(),
+        cpu.c0.values().unwrap(),
+        1e-5,
+    );
     let cpu_run = run_greedy(&CpuBackend::new(), &cpu, 1e-6, &mut |_, _, _| {}).unwrap();
     let gpu_run = run_greedy(gpu(), &gpu_stats, 1e-6, &mut |_, _, _| {}).unwrap();
     // The demo's channels are correlated (24 latent maps): compare the curve, and the order
@@ -617,79 +605,6 @@ fn destroyed_device_is_a_gpu_error() {
 }
 
 #[test]
-fn the_gram_matrix_stays_on_the_device_and_is_read_back_only_as_used() {
-    // A conv consumer with a target (asymmetric), awkward sizes: D = 13 · 9 = 117.
-    let mut rng = Rng::new(41);
-    let inputs = activations(&mut rng, &[9, 13, 7, 6]);
-    let target = activations(&mut rng, &[9, 13, 7, 6]);
-    let weight = random(&mut rng, &[11, 13, 3, 3]);
-    let conv = ConvOptions {
-        padding: [1, 1],
-        ..ConvOptions::default()
-    };
-    let problem = LayerProblem::new(&inputs.shape, weight.view(), Some(conv)).unwrap();
-    let stats_on = |backend: &dyn Backend| {
-        layer_stats(backend, &problem, inputs.view(), Some(target.view()), 4).unwrap()
-    };
-    let cpu = stats_on(&CpuBackend::new());
-    let dev = stats_on(gpu());
-    assert!(dev.gram.is_on_device() && dev.gram.host_values().is_none());
-    assert_eq!((dev.gram.dim(), dev.gram.len()), (117, 117 * 117));
-    // The diagonal came back with C0, from the same f32 matrix.
-    assert_close("diagonal", &dev.gram.diag(), &cpu.gram.diag(), STATS_TOL);
-    // Rows read back on demand: unsorted, with runs and gaps.
-    let idx = [5, 6, 7, 40, 2, 100, 101, 116, 0];
-    let sub = dev.gram.submatrix(&idx).unwrap();
-    assert_close(
-        "G[idx, idx]",
-        &sub,
-        &cpu.gram.submatrix(&idx).unwrap(),
-        STATS_TOL,
-    );
-    assert!(matches!(
-        dev.gram.submatrix(&[3, 117]),
-        Err(Error::InvalidArgument(_))
-    ));
-    // The greedy copies G on the device and the reweighting reads G[S,S]: still no host copy.
-    let tol = subprune::DEFAULT_DEPENDENCE_TOL;
-    let run = run_greedy(gpu(), &dev, tol, &mut |_, _, _| {}).unwrap();
-    let kept: Vec<usize> = run.order[..5].to_vec();
-    let rw = subprune::reweight(&dev, &kept, 0.0, tol).unwrap();
-    let plain = subprune::layer::reweight::original_rows(&dev, &kept, None)
-        .map(|r| r.relative_error)
-        .unwrap();
-    assert!(dev.gram.host_values().is_none(), "G was read back");
-    // Now read it all back: it matches the CPU, and a host copy of it gives the very same
-    // greedy run, reweighting and submatrix (the device copy is bit for bit the f32 matrix).
-    let all = dev.gram.values().unwrap().to_vec();
-    assert_close("G", &all, cpu.gram.values().unwrap(), STATS_TOL);
-    let mut host = dev.clone();
-    host.gram = subprune::layer::Gram::from_host(all);
-    let host_run = run_greedy(gpu(), &host, tol, &mut |_, _, _| {}).unwrap();
-    assert_eq!(run.order, host_run.order);
-    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&run.gains), bits(&host_run.gains));
-    let host_rw = subprune::reweight(&host, &kept, 0.0, tol).unwrap();
-    assert_eq!(bits(&rw.weight), bits(&host_rw.weight));
-    assert_eq!(
-        plain.to_bits(),
-        subprune::layer::reweight::original_rows(&host, &kept, None)
-            .map(|r| r.relative_error)
-            .unwrap()
-            .to_bits()
-    );
-    assert_eq!(bits(&sub), bits(&host.gram.submatrix(&idx).unwrap()));
-    // Releasing the device copy keeps the values.
-    let mut released = dev.clone();
-    released.gram.release_device().unwrap();
-    assert!(!released.gram.is_on_device());
-    assert_eq!(
-        bits(released.gram.values().unwrap()),
-        bits(host.gram.values().unwrap())
-    );
-}
-
-#[test]
 fn a_gram_matrix_that_overflows_on_the_device_is_refused_with_its_entry() {
     // f32 inputs around 1e20: their products overflow the f32 sums. G stays on the device, so
     // the device's own check must catch it (the host would otherwise see no G at all).
@@ -721,7 +636,7 @@ fn statistics_of_device_resident_inputs_equal_the_uploaded_ones() {
     let resident = ResidentInputs::new(gpu(), &inputs).unwrap();
     let (_, device) = bench::time_stats_resident(gpu(), &problem, &resident).unwrap();
     assert_eq!(device.gram.values().unwrap(), host.gram.values().unwrap());
-    assert_eq!(device.c0, host.c0);
+    assert_eq!(device.c0.values().unwrap(), host.c0.values().unwrap());
     assert_eq!(device.total, host.total);
     let bytes = 4 * inputs.data.len() as u64;
     assert_eq!(host.phases.uploaded_bytes, bytes);

@@ -130,7 +130,12 @@ fn check(
             }
         }
     }
-    assert_close(&format!("{what}: C0"), &stats.c0, &c0, C0_TOL);
+    assert_close(
+        &format!("{what}: C0"),
+        stats.c0.values().unwrap(),
+        &c0,
+        C0_TOL,
+    );
     let h = match &a {
         Some(a) => gram(a, a, d),
         None => g,
@@ -274,7 +279,12 @@ fn split_slices_are_cleared_as_chunks_first_use_them() {
                     .sum()
             })
             .collect();
-        assert_close(&format!("{tag}: C0"), &stats.c0, &c0, C0_TOL);
+        assert_close(
+            &format!("{tag}: C0"),
+            stats.c0.values().unwrap(),
+            &c0,
+            C0_TOL,
+        );
     }
 }
 
@@ -397,7 +407,7 @@ fn phases_are_reported_with_their_clock() {
     // timed the same way.
     let blocked = gpu().clone().with_max_block_bytes(16 * 54 * 8);
     let stats = layer_stats(&blocked, &problem, x.view(), None, 4).unwrap();
-    assert!(stats.c0.iter().any(|&v| v != 0.0));
+    assert!(stats.c0.values().unwrap().iter().any(|&v| v != 0.0));
     let q = stats.phases;
     assert_eq!(q.clock, p.clock, "{q:?}");
     assert!(q.kernel > 0.0 && q.readback > 0.0, "{q:?}");

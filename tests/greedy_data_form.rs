@@ -23,7 +23,7 @@ fn f64_stats(b: &Mat, a: &Mat, w: &Mat, layout: ChannelLayout) -> LayerStats {
         layout,
         outputs: w.cols,
         gram: gram.data.into(),
-        c0: c0.data,
+        c0: subprune::layer::StatsMatrix::from_host(c0.data, w.cols),
         total: aw.frob2(),
         weight: w.data.clone(),
         rows: b.rows,

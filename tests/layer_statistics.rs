@@ -67,6 +67,8 @@ fn gram_statistics_match_oracle_on_awkward_sizes() {
     let c0_scale = c0.data.iter().fold(0.0f64, |a, b| a.max(b.abs()));
     let c0_err = stats
         .c0
+        .values()
+        .unwrap()
         .iter()
         .zip(&c0.data)
         .map(|(x, y)| (x - y).abs())
@@ -107,8 +109,9 @@ fn batch_size_does_not_change_results() {
                     inst.name
                 );
             }
-            let scale = one.c0.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-            for (x, y) in one.c0.iter().zip(&other.c0) {
+            let (one_c0, other_c0) = (one.c0.values().unwrap(), other.c0.values().unwrap());
+            let scale = one_c0.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+            for (x, y) in one_c0.iter().zip(other_c0) {
                 assert!(
                     (x - y).abs() <= STREAM_TOL * scale,
                     "{}: C0 {x} vs {y}",
@@ -259,6 +262,7 @@ fn projected_target_statistics_match_the_oracle() {
         let b = &inst.oracle.b;
         let want_c0 = b.t_matmul(&inst.oracle.target_out);
         let c0 = projected.c0.as_ref().expect("C0 accumulated directly");
+        let c0 = c0.values().unwrap();
         let scale = want_c0.data.iter().fold(0.0f64, |s, v| s.max(v.abs()));
         for (p, q) in c0.iter().zip(&want_c0.data) {
             assert!(

@@ -21,7 +21,9 @@ if ! "$venv/bin/python" -c "import numpy, onnx, onnxruntime, pytest" >/dev/null 
 fi
 export SUBPRUNE_PYTHON="${SUBPRUNE_PYTHON:-$venv/bin/python}"
 
+start=$SECONDS
 cargo test
+echo "cargo test (build and run) took $((SECONDS - start))s"
 
 # The Python package. The wheel goes to a folder of its own, emptied first, so that the one
 # installed is the one just built.

@@ -256,7 +256,7 @@ fn hand_layer() -> LayerStats {
         },
         outputs: 2,
         gram: gram.into(),
-        c0,
+        c0: subprune::layer::StatsMatrix::from_host(c0, 2),
         total,
         weight,
         rows: 4,

@@ -130,7 +130,7 @@ impl CpuGreedy {
             panel_cap,
             panel_len: 0,
             panel_kept: Vec::new(),
-            residual_corr: spec.c0.to_vec(),
+            residual_corr: spec.c0.values()?.to_vec(),
             selected: vec![false; spec.layout.channels],
             v: vec![0.0; d * ks],
             y: vec![0.0; ks * spec.outputs],

@@ -148,7 +148,13 @@ pub(crate) struct Gpu {
     pub(super) health: Arc<Mutex<Health>>,
     /// Buffers returned by finished layers, for reuse.
     pub(super) pool: Mutex<Vec<wgpu::Buffer>>,
+    /// Kernels compiled on this device, one set per type ([`Gpu::kernels`]).
+    pub(super) kernels: Mutex<KernelCache>,
 }
+
+/// Compiled kernel sets by type.
+pub(super) type KernelCache =
+    std::collections::HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>;
 
 impl Gpu {
     /// Creates a device on its own wgpu instance: on the first adapter whose name contains
@@ -228,6 +234,7 @@ impl Gpu {
             limits,
             health,
             pool: Mutex::new(Vec::new()),
+            kernels: Mutex::default(),
         })
     }
 

@@ -1,4 +1,9 @@
-//! Shader modules, bind-group layouts and compute pipelines: compiled once per device user.
+//! Shader modules, bind-group layouts and compute pipelines: compiled once per device user, or
+//! once per device for kernel sets kept in the device's cache ([`Gpu::kernels`]).
+
+use std::sync::Arc;
+
+use super::Gpu;
 
 /// What a bind-group slot holds.
 #[derive(Clone, Copy)]
@@ -38,6 +43,35 @@ pub(crate) fn bind_group_layout(
         label: Some(label),
         entries: &entries,
     })
+}
+
+impl Gpu {
+    /// The kernel set `K` of this device: compiled by `compile` on the first call (inside an
+    /// error scope, so that a compilation failure is an [`crate::Error::Gpu`] naming `what` and
+    /// nothing is kept), shared by every later one. For kernels that every user of the device
+    /// would compile again otherwise (the forward executor's: one executor per pruned layer).
+    pub(crate) fn kernels<K: Send + Sync + 'static>(
+        &self,
+        what: &str,
+        compile: impl FnOnce(&wgpu::Device) -> K,
+    ) -> crate::error::Result<Arc<K>> {
+        let id = std::any::TypeId::of::<K>();
+        let cached = self
+            .kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(k) = cached.and_then(|k| k.downcast::<K>().ok()) {
+            return Ok(k);
+        }
+        let compiled = Arc::new(self.scoped(what, || Ok(compile(&self.device)))?);
+        let mut cache = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(id).or_insert_with(|| compiled);
+        Ok(Arc::clone(entry)
+            .downcast::<K>()
+            .expect("the cache holds K under K's type id"))
+    }
 }
 
 /// Environment variable that keeps wgpu's shader runtime checks on in a release build.
@@ -143,4 +177,27 @@ pub(crate) fn module_pipelines<const N: usize>(
             cache: None,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn a_kernel_set_is_compiled_once_per_device_and_type() {
+        let gpu = Gpu::create(None).expect("a wgpu adapter (lavapipe without a GPU)");
+        let compiled = AtomicUsize::new(0);
+        let compile = |_: &wgpu::Device| compiled.fetch_add(1, Ordering::SeqCst) + 1;
+        let first = gpu.kernels("first", compile).unwrap();
+        let second = gpu.kernels("second", compile).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!((*first, compiled.load(Ordering::SeqCst)), (1, 1));
+        // Another type is another set; another device compiles its own.
+        let other = gpu.kernels("other", |_| "other").unwrap();
+        assert_eq!(*other, "other");
+        let fresh = Gpu::create(None).unwrap();
+        assert_eq!(*fresh.kernels("fresh", compile).unwrap(), 2);
+    }
 }

@@ -2,7 +2,7 @@
 //! it): what a backend is asked to do for one layer (accumulate statistics, keep a greedy state),
 //! and the checks every backend applies to a statistics batch.
 
-use super::stats::{Gram, RawGrams};
+use super::stats::{Gram, RawGrams, StatsMatrix};
 use super::unfolding::{ChannelLayout, Unfolding};
 use crate::error::{Error, Result};
 use crate::tensor::TensorView;
@@ -131,8 +131,9 @@ pub struct GreedySpec<'a> {
     /// `G = BᵀB`, `D × D` row-major (the GPU backend copies one left on its device without a
     /// round trip through the host).
     pub gram: &'a Gram,
-    /// `C0 = XW`, `D × m` row-major.
-    pub c0: &'a [f64],
+    /// `C0 = XW`, `D × m` row-major (the GPU backend copies one left on its device without a
+    /// round trip through the host).
+    pub c0: &'a StatsMatrix,
     /// Relative pivot tolerance for numerical dependence (see [`DEFAULT_DEPENDENCE_TOL`]).
     pub dependence_tol: f64,
 }

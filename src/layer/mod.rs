@@ -33,5 +33,5 @@ pub use select::{
     layer_stats, layer_stats_with_progress, select, select_from_run, Budget, LayerSelection,
     SelectOptions, DEFAULT_BATCH_IMAGES,
 };
-pub use stats::{Gram, KernelClock, LayerStats, RawGrams, StatsPhases};
+pub use stats::{Gram, KernelClock, LayerStats, RawGrams, StatsMatrix, StatsPhases};
 pub use unfolding::{ChannelLayout, Consumer, ConvGeometry, Unfolding};

@@ -48,7 +48,7 @@ pub fn reweight(
     let (m, n) = (stats.outputs, cols.len());
     let gss = stats.gram.submatrix(&cols)?;
     let ws = rows_of(&stats.weight, &cols, m);
-    let c0s = rows_of(&stats.c0, &cols, m);
+    let c0s = stats.c0.rows_of(&cols)?;
     // rhs = C0_S − G_SS W_S
     let gw = matmul_f64(&gss, &ws, n, n, m)?;
     let mut delta: Vec<f64> = c0s.iter().zip(&gw).map(|(c, g)| c - g).collect();
@@ -118,7 +118,7 @@ pub fn original_rows(
         }
     }
     let gss = stats.gram.submatrix(&cols)?;
-    let c0s = rows_of(&stats.c0, &cols, m);
+    let c0s = stats.c0.rows_of(&cols)?;
     finish(stats, kept, &gss, &c0s, weight)
 }
 

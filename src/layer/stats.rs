@@ -9,81 +9,78 @@ use super::problem::LayerProblem;
 use super::unfolding::ChannelLayout;
 use crate::error::{Error, Result};
 
-/// A `D × D` matrix that a backend left on its device (the GPU backend's `G`), read back only
+/// A matrix that a backend left on its device (the GPU backend's `G` and `C0`), read back only
 /// as far as the host needs it.
 pub(crate) trait DeviceMatrix: Send + Sync {
-    /// Rows `rows` (`dim` values each), in the order given, as f64.
+    /// Rows `rows` (all of each row's values), in the order given, as f64.
     fn read_rows(&self, rows: &[usize]) -> Result<Vec<f64>>;
     /// For the backend that made the matrix: recognise its own (e.g. to copy it on the device).
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
-/// The Gram matrix `G = BᵀB` (`D × D`, row-major): in host memory, or left on the GPU that
-/// computed it.
+/// A row-major `rows × cols` f64 matrix of the statistics, in host memory or left on the GPU
+/// that computed it (f32 there): the Gram matrix `G` inside [`Gram`], and `C0 = (BᵀA)·W`
+/// ([`LayerStats::c0`]).
 ///
-/// The GPU backend keeps `G` on the device (`D² · 4` bytes, f32): its greedy copies it there
-/// without a round trip through the host, and the host reads back only what it uses, i.e.
-/// `G[S,S]` for the reweighting ([`Gram::submatrix`]) and the diagonal (returned with the
-/// statistics). [`Gram::values`] reads the whole matrix back on first use and keeps the copy;
-/// [`Gram::release_device`] does that and frees the device memory (for statistics held long,
-/// e.g. one per layer of a network).
+/// The GPU backend keeps both on the device: its greedy copies them there without a round trip
+/// through the host, and the host reads back only the rows it uses ([`StatsMatrix::rows_of`]:
+/// the kept channels' rows for the reweighting). [`StatsMatrix::values`] reads the whole matrix
+/// back on first use and keeps the copy; [`StatsMatrix::release_device`] does that and frees the
+/// device memory (for statistics held long, e.g. one per layer of a network). Clones share the
+/// host copy and the device buffer.
 #[derive(Clone)]
-pub struct Gram {
-    dim: usize,
+pub struct StatsMatrix {
+    rows: usize,
+    cols: usize,
     host: Arc<OnceLock<Vec<f64>>>,
     device: Option<Arc<dyn DeviceMatrix>>,
-    /// The diagonal, when the matrix was made on a device.
-    diag: Vec<f64>,
     /// The device checked every entry finite.
     checked_finite: bool,
 }
 
-impl Gram {
-    /// A matrix in host memory, row-major (`dim` is the square root of the length; a length
-    /// that is not a square is refused where the matrix is used, e.g. by
-    /// [`LayerStats::from_raw`]).
-    pub fn from_host(values: Vec<f64>) -> Self {
-        let dim = values.len().isqrt();
+impl StatsMatrix {
+    /// A matrix in host memory, row-major with `cols` columns (a length that is not a multiple
+    /// of `cols` is refused where the matrix is used, e.g. by [`LayerStats::from_raw`]).
+    pub fn from_host(values: Vec<f64>, cols: usize) -> Self {
         Self {
-            dim,
+            rows: values.len().checked_div(cols).unwrap_or(0),
+            cols,
             host: Arc::new(OnceLock::from(values)),
             device: None,
-            diag: Vec::new(),
             checked_finite: false,
         }
     }
 
-    /// A `dim × dim` matrix on a device, with its diagonal already on the host; `finite`: the
-    /// device found every entry finite.
+    /// A `rows × cols` matrix on a device; `finite`: the device found every entry finite.
     pub(crate) fn on_device(
-        dim: usize,
-        diag: Vec<f64>,
+        rows: usize,
+        cols: usize,
         matrix: Arc<dyn DeviceMatrix>,
         finite: bool,
     ) -> Self {
         Self {
-            dim,
+            rows,
+            cols,
             host: Arc::new(OnceLock::new()),
             device: Some(matrix),
-            diag,
             checked_finite: finite,
         }
     }
 
-    /// `D`.
-    pub fn dim(&self) -> usize {
-        self.dim
+    /// Columns (values per row).
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
-    /// Entries: `D²`, or the length of the host vector it was made from.
+    /// Entries: `rows · cols`, or the length of the host vector it was made from.
     pub fn len(&self) -> usize {
         match self.host.get() {
             Some(v) => v.len(),
-            None => self.dim * self.dim,
+            None => self.rows * self.cols,
         }
     }
 
-    /// Whether the matrix has no entries (`D = 0`).
+    /// Whether the matrix has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -104,51 +101,28 @@ impl Gram {
         if let Some(v) = self.host.get() {
             return Ok(v);
         }
-        let device = self.device.as_ref().ok_or_else(|| {
-            Error::Shape("a Gram matrix with neither a host copy nor a device copy".into())
-        })?;
-        let rows: Vec<usize> = (0..self.dim).collect();
-        let values = device.read_rows(&rows)?;
+        let rows: Vec<usize> = (0..self.rows).collect();
+        let values = self.device()?.read_rows(&rows)?;
         Ok(self.host.get_or_init(|| values))
     }
 
-    /// The diagonal `G[i,i]`.
-    pub fn diag(&self) -> Vec<f64> {
-        match self.host.get() {
-            Some(v) => (0..self.dim).map(|i| v[i * self.dim + i]).collect(),
-            None => self.diag.clone(),
-        }
-    }
-
-    /// `G[idx, idx]`, `idx.len()²` entries row-major. From the host copy when there is one,
-    /// else only the rows `idx` are read back from the device.
-    pub fn submatrix(&self, idx: &[usize]) -> Result<Vec<f64>> {
-        let d = self.dim;
-        if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
+    /// Rows `idx` in the order given (`idx.len() · cols` values): from the host copy when there
+    /// is one, else only those rows are read back from the device.
+    pub fn rows_of(&self, idx: &[usize]) -> Result<Vec<f64>> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.rows) {
             return Err(Error::InvalidArgument(format!(
-                "Gram matrix index {bad} is out of range (D = {d})"
+                "row {bad} of a statistics matrix is out of range ({} rows)",
+                self.rows
             )));
         }
-        let n = idx.len();
-        let mut out = vec![0.0; n * n];
-        let gather = |rows: &[f64], row_of: &dyn Fn(usize) -> usize, out: &mut [f64]| {
-            for (i, dst) in out.chunks_exact_mut(n.max(1)).enumerate() {
-                let row = &rows[row_of(i) * d..(row_of(i) + 1) * d];
-                for (t, &j) in dst.iter_mut().zip(idx) {
-                    *t = row[j];
-                }
-            }
-        };
-        match (self.host.get(), &self.device) {
-            (Some(v), _) => gather(v, &|i| idx[i], &mut out),
-            (None, Some(device)) => gather(&device.read_rows(idx)?, &|i| i, &mut out),
-            (None, None) => {
-                return Err(Error::Shape(
-                    "a Gram matrix with neither a host copy nor a device copy".into(),
-                ))
-            }
+        let c = self.cols;
+        match self.host.get() {
+            Some(v) => Ok(idx
+                .iter()
+                .flat_map(|&i| v[i * c..(i + 1) * c].iter().copied())
+                .collect()),
+            None => self.device()?.read_rows(idx),
         }
-        Ok(out)
     }
 
     /// Reads the matrix back if it is on a device, and frees the device copy.
@@ -167,6 +141,142 @@ impl Gram {
     pub(crate) fn checked_finite(&self) -> bool {
         self.checked_finite
     }
+
+    fn device(&self) -> Result<&dyn DeviceMatrix> {
+        self.device.as_deref().ok_or_else(|| {
+            Error::Shape("a statistics matrix with neither a host copy nor a device copy".into())
+        })
+    }
+}
+
+impl std::fmt::Debug for StatsMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("on_host", &self.host.get().is_some())
+            .field("on_device", &self.device.is_some())
+            .finish()
+    }
+}
+
+/// The Gram matrix `G = BᵀB` (`D × D`, row-major): a square [`StatsMatrix`], in host memory or
+/// left on the GPU that computed it, with its diagonal.
+///
+/// The GPU backend keeps `G` on the device (`D² · 4` bytes, f32): its greedy copies it there
+/// without a round trip through the host, and the host reads back only what it uses, i.e.
+/// `G[S,S]` for the reweighting ([`Gram::submatrix`]) and the diagonal (returned with the
+/// statistics).
+#[derive(Clone)]
+pub struct Gram {
+    matrix: StatsMatrix,
+    /// The diagonal, when the matrix was made on a device.
+    diag: Vec<f64>,
+}
+
+impl Gram {
+    /// A matrix in host memory, row-major (`dim` is the square root of the length; a length
+    /// that is not a square is refused where the matrix is used, e.g. by
+    /// [`LayerStats::from_raw`]).
+    pub fn from_host(values: Vec<f64>) -> Self {
+        let dim = values.len().isqrt();
+        Self {
+            matrix: StatsMatrix::from_host(values, dim),
+            diag: Vec::new(),
+        }
+    }
+
+    /// A `dim × dim` matrix on a device, with its diagonal already on the host; `finite`: the
+    /// device found every entry finite.
+    pub(crate) fn on_device(
+        dim: usize,
+        diag: Vec<f64>,
+        matrix: Arc<dyn DeviceMatrix>,
+        finite: bool,
+    ) -> Self {
+        Self {
+            matrix: StatsMatrix::on_device(dim, dim, matrix, finite),
+            diag,
+        }
+    }
+
+    /// `D`.
+    pub fn dim(&self) -> usize {
+        self.matrix.cols
+    }
+
+    /// Entries: `D²`, or the length of the host vector it was made from.
+    pub fn len(&self) -> usize {
+        self.matrix.len()
+    }
+
+    /// Whether the matrix has no entries (`D = 0`).
+    pub fn is_empty(&self) -> bool {
+        self.matrix.is_empty()
+    }
+
+    /// Whether the matrix (still) lives on a device.
+    pub fn is_on_device(&self) -> bool {
+        self.matrix.is_on_device()
+    }
+
+    /// The host copy, when there is one (no readback).
+    pub fn host_values(&self) -> Option<&[f64]> {
+        self.matrix.host_values()
+    }
+
+    /// All entries, row-major; a matrix on a device is read back on the first call and the copy
+    /// kept.
+    pub fn values(&self) -> Result<&[f64]> {
+        self.matrix.values()
+    }
+
+    /// The diagonal `G[i,i]`.
+    pub fn diag(&self) -> Vec<f64> {
+        let d = self.dim();
+        match self.matrix.host_values() {
+            Some(v) => (0..d).map(|i| v[i * d + i]).collect(),
+            None => self.diag.clone(),
+        }
+    }
+
+    /// `G[idx, idx]`, `idx.len()²` entries row-major. From the host copy when there is one,
+    /// else only the rows `idx` are read back from the device.
+    pub fn submatrix(&self, idx: &[usize]) -> Result<Vec<f64>> {
+        let d = self.dim();
+        if let Some(&bad) = idx.iter().find(|&&i| i >= d) {
+            return Err(Error::InvalidArgument(format!(
+                "Gram matrix index {bad} is out of range (D = {d})"
+            )));
+        }
+        let rows = self.matrix.rows_of(idx)?;
+        let n = idx.len();
+        let mut out = vec![0.0; n * n];
+        for (dst, row) in out
+            .chunks_exact_mut(n.max(1))
+            .zip(rows.chunks_exact(d.max(1)))
+        {
+            for (t, &j) in dst.iter_mut().zip(idx) {
+                *t = row[j];
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the matrix back if it is on a device, and frees the device copy.
+    pub fn release_device(&mut self) -> Result<()> {
+        self.matrix.release_device()
+    }
+
+    /// The device copy, for the backend that made it.
+    pub(crate) fn device_matrix(&self) -> Option<&dyn DeviceMatrix> {
+        self.matrix.device_matrix()
+    }
+
+    /// Whether the device that made the matrix found every entry finite.
+    pub(crate) fn checked_finite(&self) -> bool {
+        self.matrix.checked_finite()
+    }
 }
 
 impl From<Vec<f64>> for Gram {
@@ -178,9 +288,9 @@ impl From<Vec<f64>> for Gram {
 impl std::fmt::Debug for Gram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gram")
-            .field("dim", &self.dim)
-            .field("on_host", &self.host.get().is_some())
-            .field("on_device", &self.device.is_some())
+            .field("dim", &self.dim())
+            .field("on_host", &self.matrix.host_values().is_some())
+            .field("on_device", &self.matrix.is_on_device())
             .finish()
     }
 }
@@ -197,8 +307,9 @@ pub struct RawGrams {
     /// Unfolded rows accumulated (images × output positions).
     pub rows: usize,
     /// `C0 = X·W` (`D × m`, row-major) when the backend computed it next to the sums
-    /// ([`crate::backend::StatsAccumulator::finish_with_weight`]); `None`: the host computes it.
-    pub c0: Option<Vec<f64>>,
+    /// ([`crate::backend::StatsAccumulator::finish_with_weight`]; the GPU backend leaves it on
+    /// its device); `None`: the host computes it.
+    pub c0: Option<StatsMatrix>,
     /// `‖AW‖²` when the backend computed it; `None`: the host computes it.
     pub total: Option<f64>,
     /// Where the time went.
@@ -215,8 +326,9 @@ pub struct LayerStats {
     /// `G = BᵀB`, `D × D` row-major: on the host, or left on the GPU that computed it (see
     /// [`Gram`]).
     pub gram: Gram,
-    /// `C0 = (BᵀA)·W`, `D × m` row-major.
-    pub c0: Vec<f64>,
+    /// `C0 = (BᵀA)·W`, `D × m` row-major: on the host, or left on the GPU that computed it (see
+    /// [`StatsMatrix`]).
+    pub c0: StatsMatrix,
     /// `‖AW‖²_F`.
     pub total: f64,
     /// The consumer weight `W`, `D × m` row-major (for the no-reweighting error).
@@ -256,7 +368,7 @@ impl LayerStats {
         }
         let w = &problem.weight;
         let c0 = match raw.c0 {
-            Some(c0) if c0.len() == d * m => c0,
+            Some(c0) if c0.len() == d * m && c0.cols() == m => c0,
             Some(c0) => {
                 return Err(Error::Shape(format!(
                     "C0 has {} entries, expected {d}×{m}",
@@ -268,15 +380,17 @@ impl LayerStats {
                     Some(x) => x,
                     None => raw.gram.values()?,
                 };
-                matmul_f64(x, w, d, d, m)?
+                StatsMatrix::from_host(matmul_f64(x, w, d, d, m)?, m)
             }
         };
         let total = match (raw.total, &raw.target_gram) {
             (Some(total), _) => total,
-            (None, None) => dot(&c0, w),
+            (None, None) => dot(c0.values()?, w),
             (None, Some(h)) => dot(&matmul_f64(h, w, d, d, m)?, w),
         };
-        check_finite_matrix("C0 = BᵀA·W", &c0, m)?;
+        if !c0.checked_finite() {
+            check_finite_matrix("C0 = BᵀA·W", c0.values()?, m)?;
+        }
         if !total.is_finite() {
             return Err(Error::NonFiniteStatistics {
                 tensor: "‖AW‖²".into(),
@@ -285,7 +399,13 @@ impl LayerStats {
             });
         }
         let (gram, c0) = if problem.groups > 1 {
-            block_diagonal(raw.gram.values()?, c0, d, m, problem.groups)?
+            block_diagonal(
+                raw.gram.values()?,
+                c0.values()?.to_vec(),
+                d,
+                m,
+                problem.groups,
+            )?
         } else {
             (raw.gram, c0)
         };
@@ -305,6 +425,13 @@ impl LayerStats {
 }
 
 impl LayerStats {
+    /// Reads `G` and `C0` back if they are on a device and frees the device copies (for
+    /// statistics held long, e.g. one per layer of a network).
+    pub fn release_device(&mut self) -> Result<()> {
+        self.gram.release_device()?;
+        self.c0.release_device()
+    }
+
     /// The same statistics with the columns rearranged: regrouped column `i` is column
     /// `columns[i]` of these (`None`: a zero column), in `layout` (whose `columns()` is
     /// `columns.len()`). A consumer that reads a group's channels out of order, or several
@@ -322,6 +449,7 @@ impl LayerStats {
             )));
         }
         let g = self.gram.values()?;
+        let c0_all = self.c0.values()?;
         let n = columns.len();
         let mut gram = vec![0.0; n * n];
         let mut c0 = vec![0.0; n * m];
@@ -333,14 +461,14 @@ impl LayerStats {
                     gram[i * n + j] = g[ci * d + cj];
                 }
             }
-            c0[i * m..(i + 1) * m].copy_from_slice(&self.c0[ci * m..(ci + 1) * m]);
+            c0[i * m..(i + 1) * m].copy_from_slice(&c0_all[ci * m..(ci + 1) * m]);
             weight[i * m..(i + 1) * m].copy_from_slice(&self.weight[ci * m..(ci + 1) * m]);
         }
         Ok(Self {
             layout,
             outputs: m,
             gram: Gram::from_host(gram),
-            c0,
+            c0: StatsMatrix::from_host(c0, m),
             total: self.total,
             weight,
             rows: self.rows,
@@ -362,7 +490,7 @@ fn block_diagonal(
     d: usize,
     m: usize,
     groups: usize,
-) -> Result<(Gram, Vec<f64>)> {
+) -> Result<(Gram, StatsMatrix)> {
     if !d.is_multiple_of(groups) || !m.is_multiple_of(groups) {
         return Err(Error::Shape(format!(
             "a grouped consumer (group {groups}) with {d} input columns and {m} outputs"
@@ -380,7 +508,7 @@ fn block_diagonal(
             }
         }
     }
-    Ok((Gram::from_host(masked), c0))
+    Ok((Gram::from_host(masked), StatsMatrix::from_host(c0, m)))
 }
 
 /// What to do when the statistics overflow.

@@ -219,8 +219,8 @@ impl<'b> LayerFeed<'b> {
         Ok(())
     }
 
-    /// The statistics of every consumer; `release_device`: read each Gram matrix back to the
-    /// host and free its device copy (for statistics held long, one per layer of a network).
+    /// The statistics of every consumer; `release_device`: read each `G` and `C0` back to the
+    /// host and free their device copies (for statistics held long, one per layer of a network).
     pub fn finish(self, release_device: bool) -> Result<LayerStatsOf> {
         let mut stats = Vec::new();
         let (mut uploaded_bytes, mut device_bytes) = (0, 0);
@@ -239,7 +239,7 @@ impl<'b> LayerFeed<'b> {
                 )?;
             }
             if release_device {
-                st.gram.release_device()?;
+                st.release_device()?;
             }
             stats.push(st);
         }

@@ -11,7 +11,8 @@ use subprune::onnx::OnnxModel;
 use subprune::prune::layerwise::{layerwise_stats, LayerwiseStats};
 use subprune::prune::select::greedy::Greedy;
 use subprune::prune::{cpu_engines, PruneOptions};
-use subprune::CpuBackend;
+use subprune::rng::Rng;
+use subprune::{CpuBackend, Tensor};
 
 use super::{first_images, fixture};
 
@@ -122,4 +123,23 @@ pub fn mnist_greedy_curves() -> &'static Vec<Vec<f64>> {
         ls.greedy_curves(&CpuBackend::new(), 1e-7, &Greedy::default())
             .unwrap()
     })
+}
+
+/// A tensor of `shape` with standard normal entries from `rng`.
+pub fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(shape.to_vec(), rng.normal_vec(n)).unwrap()
+}
+
+/// Rectified random data with channel-dependent scales, like real activations (`shape` is
+/// `(n, C[, H, W])`).
+pub fn activations(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let mut t = random(rng, shape);
+    let per_image: usize = shape[1..].iter().product();
+    let plane: usize = shape[2..].iter().product();
+    for (i, v) in t.data.iter_mut().enumerate() {
+        let c = (i % per_image) / plane.max(1);
+        *v = (*v + 0.3).max(0.0) * (1.0 + 0.1 * (c % 7) as f32);
+    }
+    t
 }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::backend::{check_stats_batch, StatsAccumulator, StatsPhases, StatsSpec};
 use crate::error::{Error, Result};
-use crate::layer::{RawGrams, Unfolding};
+use crate::layer::{RawGrams, StatsMatrix, Unfolding};
 use crate::linalg::gemm::{gemm, syrk_upper_tiles, MatMut, MatRef, Par, SendPtr};
 use crate::tensor::TensorView;
 
@@ -394,9 +394,14 @@ impl StatsAccumulator for CpuStats {
                 None,
                 None,
             ),
-            TargetSums::Projected { c0, total, .. } => {
-                (None, None, Some(c0.into_total()), Some(total))
-            }
+            TargetSums::Projected {
+                c0, total, outputs, ..
+            } => (
+                None,
+                None,
+                Some(StatsMatrix::from_host(c0.into_total(), outputs)),
+                Some(total),
+            ),
         };
         Ok(RawGrams {
             gram: gram.into(),

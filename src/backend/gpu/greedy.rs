@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::downdate::{UpdateParams, MASK_COLS, MASK_ROWS};
 use super::gains::{GainsParams, KS_SHARED};
-use super::resident::DeviceGram;
+use super::resident::DeviceRows;
 use super::{Kernels, F32_DEPENDENCE_FLOOR};
 use crate::backend::{GreedySpec, GreedyState};
 use crate::error::{Error, Result};
@@ -173,15 +173,17 @@ impl GpuGreedy {
         let selected_buf = gpu.buffer("greedy selection flags", sel_bytes, upload)?;
         queue.write_buffer(&selected_buf, 0, bytemuck::cast_slice(&vec![0u32; d]));
         let gram_diag = spec.gram.diag();
-        // `G` left on this device by the statistics is copied there; any other is uploaded.
-        let resident = spec
-            .gram
-            .device_matrix()
-            .and_then(|g| g.as_any().downcast_ref::<DeviceGram>())
-            .filter(|g| Arc::ptr_eq(&g.gpu, &gpu) && g.dim == cols);
+        // `G` and `C0` left on this device by the statistics are copied there; any other is
+        // uploaded.
+        let resident = DeviceRows::of(spec.gram.device_matrix(), &gpu, cols, cols);
         let host_gram = match resident {
             Some(_) => None,
             None => Some(spec.gram.values()?),
+        };
+        let resident_c0 = DeviceRows::of(spec.c0.device_matrix(), &gpu, cols, m);
+        let host_c0 = match resident_c0 {
+            Some(_) => None,
+            None => Some(spec.c0.values()?),
         };
         let mut copies = gpu
             .device
@@ -231,14 +233,21 @@ impl GpuGreedy {
                 16
             };
             let factor = gpu.buffer("greedy factor scratch", factor_bytes, storage)?;
+            let row_list: Vec<usize> = rows.clone().collect();
             match (resident, host_gram) {
                 (Some(g), _) => {
-                    g.encode_rows(&mut copies, &rows.clone().collect::<Vec<_>>(), &schur, 0);
+                    g.encode_rows(&mut copies, &row_list, &schur, 0);
                 }
                 (None, Some(host)) => upload_rows(queue, &schur, host, rows.clone(), cols),
                 (None, None) => unreachable!("G is read back when it is not on this device"),
             }
-            upload_rows(queue, &resid, spec.c0, rows.clone(), m);
+            match (resident_c0, host_c0) {
+                (Some(c0), _) => {
+                    c0.encode_rows(&mut copies, &row_list, &resid, 0);
+                }
+                (None, Some(host)) => upload_rows(queue, &resid, host, rows.clone(), m),
+                (None, None) => unreachable!("C0 is read back when it is not on this device"),
+            }
             gains_slots.push(GainsParams {
                 chan0: chan0 as u32,
                 channels: channels as u32,

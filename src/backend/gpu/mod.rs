@@ -5,8 +5,9 @@
 //!   reads the consumer input batch directly (implicit im2col for a conv consumer), optionally
 //!   from f16 uploads. Sums stay on the GPU for the whole layer as compensated f32 pairs and are
 //!   read back once, in [`StatsAccumulator::finish`]. When the consumer weight is given
-//!   ([`StatsAccumulator::finish_with_weight`]), `G` stays on the device (`resident.rs`): the
-//!   host gets `C0`, `‖AW‖²` and the diagonal, and reads rows of `G` back only when it uses them.
+//!   ([`StatsAccumulator::finish_with_weight`]), `G` and `C0` stay on the device (`resident.rs`):
+//!   the host gets `‖AW‖²`, `G`'s diagonal and non-finite flags, and reads rows of `G` and `C0`
+//!   back only when it uses them.
 //! * Greedy (`greedy.rs`, `shaders/gains.wgsl`, `shaders/downdate.wgsl`): `E` and `R` live on the
 //!   GPU in f32. Per step, one dispatch scores every channel, a small kernel picks the argmax and
 //!   copies its `ks × ks` diagonal block, and one readback brings gains, pick and block to the

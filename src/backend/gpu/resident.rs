@@ -1,6 +1,7 @@
-//! Statistics left on the device: the Gram matrix `G` (f32, `D × D`, both triangles) that the
-//! statistics finished on the GPU, kept there for the GPU greedy (copied buffer to buffer) and read
-//! back only as far as the host asks ([`crate::layer::Gram`]).
+//! Statistics left on the device: the Gram matrix `G` (f32, `D × D`, both triangles) and
+//! `C0` (f32, `D × m`) that the statistics finished on the GPU, kept there for the GPU greedy
+//! (copied buffer to buffer) and read back only as far as the host asks
+//! ([`crate::layer::StatsMatrix`]).
 
 use std::sync::Arc;
 
@@ -10,14 +11,29 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PooledBuffer};
 use crate::layer::stats::DeviceMatrix;
 
-/// `G` on the device: `dim × dim` f32, row-major, from the start of `buffer`.
-pub(crate) struct DeviceGram {
+/// A statistics matrix on the device: `rows × cols` f32, row-major, from the start of `buffer`.
+pub(crate) struct DeviceRows {
     pub(super) gpu: Arc<Gpu>,
     pub(super) buffer: PooledBuffer,
-    pub(super) dim: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// What the matrix is, for messages (e.g. `the Gram matrix`).
+    pub(super) name: &'static str,
 }
 
-impl DeviceGram {
+impl DeviceRows {
+    /// This matrix, if it is on `gpu` and `rows × cols`.
+    pub(super) fn of<'a>(
+        matrix: Option<&'a dyn DeviceMatrix>,
+        gpu: &Arc<Gpu>,
+        rows: usize,
+        cols: usize,
+    ) -> Option<&'a Self> {
+        matrix
+            .and_then(|m| m.as_any().downcast_ref::<Self>())
+            .filter(|m| Arc::ptr_eq(&m.gpu, gpu) && (m.rows, m.cols) == (rows, cols))
+    }
+
     /// Encodes copies of rows `rows` (in order) into `dst` from byte `at` on, one copy per run of
     /// consecutive rows. Returns the bytes copied.
     pub(super) fn encode_rows(
@@ -27,7 +43,7 @@ impl DeviceGram {
         dst: &wgpu::Buffer,
         at: u64,
     ) -> u64 {
-        let row_bytes = (self.dim * 4) as u64;
+        let row_bytes = (self.cols * 4) as u64;
         let mut written = 0;
         let mut i = 0;
         while i < rows.len() {
@@ -50,12 +66,13 @@ impl DeviceGram {
     }
 }
 
-impl DeviceMatrix for DeviceGram {
+impl DeviceMatrix for DeviceRows {
     fn read_rows(&self, rows: &[usize]) -> Result<Vec<f64>> {
-        let d = self.dim;
-        if let Some(&bad) = rows.iter().find(|&&r| r >= d) {
+        let (n, d) = (self.rows, self.cols);
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
             return Err(Error::InvalidArgument(format!(
-                "Gram matrix row {bad} is out of range (D = {d})"
+                "row {bad} of {} is out of range ({n} rows)",
+                self.name
             )));
         }
         let bytes = (rows.len() * d * 4) as u64;
@@ -63,23 +80,24 @@ impl DeviceMatrix for DeviceGram {
             return Ok(Vec::new());
         }
         let gpu = &self.gpu;
-        gpu.scoped("reading back the Gram matrix", || {
+        let what = format!("reading back {}", self.name);
+        gpu.scoped(&what, || {
             let staging = gpu.buffer(
-                "Gram matrix readback",
+                "statistics readback",
                 bytes,
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             )?;
             let mut encoder = gpu
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("Gram matrix readback"),
+                    label: Some("statistics readback"),
                 });
             self.encode_rows(&mut encoder, rows, &staging, 0);
             gpu.submit_and_map(
                 encoder,
                 &staging,
                 bytes,
-                "reading back the Gram matrix",
+                &what,
                 || vec![0.0f64; rows.len() * d],
                 |view, mut out| {
                     let words: &[f32] = bytemuck::cast_slice(view);

@@ -70,7 +70,7 @@ enum Prepared {
 pub struct GpuExecutor {
     plan: Plan,
     backend: GpuBackend,
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     prepared: Vec<Prepared>,
     /// Float constants read as data (Add's operands, Concat's parts), on the device.
     constants: HashMap<ValueId, PooledBuffer>,
@@ -88,7 +88,9 @@ impl std::fmt::Debug for GpuExecutor {
     }
 }
 
-/// The compiled kernels of the forward pass.
+/// The compiled kernels of the forward pass: compiled by the first executor on a device and
+/// shared by every later one ([`Gpu::kernels`]), since compiling them takes longer than a small
+/// layer's forward pass (the sequential pipeline builds two executors per layer).
 struct Kernels {
     simple: simple::SimpleKernels,
     gemm: gemm::GemmKernels,
@@ -134,11 +136,11 @@ impl GpuExecutor {
         super::CpuExecutor::new(graph)?;
         let plan = Plan::new(graph)?;
         let gpu = Arc::clone(&backend.gpu);
+        let kernels = gpu.kernels("compiling the GPU forward kernels", |device| Kernels {
+            simple: simple::SimpleKernels::new(device),
+            gemm: gemm::GemmKernels::new(device),
+        })?;
         gpu.scoped("preparing the GPU forward pass", || {
-            let kernels = Kernels {
-                simple: simple::SimpleKernels::new(&gpu.device),
-                gemm: gemm::GemmKernels::new(&gpu.device),
-            };
             let g = &plan.graph;
             let mut prepared: Vec<Prepared> = (0..g.nodes.len()).map(|_| Prepared::None).collect();
             let mut constants = HashMap::new();

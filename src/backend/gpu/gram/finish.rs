@@ -10,11 +10,11 @@ use rayon::prelude::*;
 use super::config::{GramParams, FLAT_THREADS};
 use super::work::to_u32;
 use super::{GpuStats, Sum};
-use crate::backend::gpu::resident::DeviceGram;
+use crate::backend::gpu::resident::DeviceRows;
 use crate::backend::KernelClock;
 use crate::error::Result;
-use crate::gpu::Phase;
-use crate::layer::{Gram, RawGrams};
+use crate::gpu::{Gpu, Phase, PooledBuffer};
+use crate::layer::{Gram, RawGrams, StatsMatrix};
 
 impl GpuStats {
     /// after the last chunk's dispatch.
@@ -36,8 +36,8 @@ impl GpuStats {
     }
 
     /// Single-block path: full f32 matrices, `C0` and `(AᵀA)·W` on the device, one readback of
-    /// `C0`, `‖AW‖²`'s product and `G`'s diagonal; `G` itself stays on the device
-    /// ([`DeviceGram`]).
+    /// `G`'s diagonal, the non-finite flags and the rows of `‖AW‖²`; `G` and `C0` themselves stay
+    /// on the device ([`DeviceRows`]).
     pub(super) fn finish_on_device(&mut self, weight: &[f64], outputs: usize) -> Result<RawGrams> {
         let gpu = Arc::clone(&self.gpu);
         let d = self.d;
@@ -133,6 +133,31 @@ impl GpuStats {
                 None,
             ));
         }
+        // C0 as an f32 matrix left on the device (`to_full`: its flag comes back), and the rows
+        // of ‖AW‖² = Σ (C0 or (AᵀA)·W) ∘ W (`row_dots`: D pairs come back).
+        let c0_full = FullMatrix::new(&gpu, d, m)?;
+        let dots_bytes = (d * 8) as u64;
+        let dots = gpu.buffer(
+            "‖AW‖² rows",
+            dots_bytes,
+            storage | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let c0_group = self.bind_group(
+            &self.placeholder,
+            &self.placeholder,
+            (16, 16),
+            &product_acc[0],
+            pair_bytes,
+            Some((&c0_full.buffer, c0_full.bytes())),
+        );
+        let dots_group = self.bind_group(
+            &self.placeholder,
+            &w_buffer,
+            (16, w_bytes),
+            &product_acc[products - 1],
+            pair_bytes,
+            Some((&dots, dots_bytes)),
+        );
 
         let mut encoder = gpu
             .device
@@ -145,6 +170,7 @@ impl GpuStats {
         for full in &fulls {
             encoder.clear_buffer(full, full_bytes, Some(tail_bytes));
         }
+        c0_full.clear_tail(&mut encoder);
         self.encode_fold(&mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -159,6 +185,7 @@ impl GpuStats {
             }
         }
         {
+            // Each dispatch is its own usage scope: `to_full` and `row_dots` see the products.
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("C0 = X·W"),
                 timestamp_writes: self.timer.writes(Phase::Reduce),
@@ -170,90 +197,55 @@ impl GpuStats {
                 pass.set_bind_group(0, group, &[self.params.offset(slot)]);
                 pass.dispatch_workgroups(m32.div_ceil(tile), d32.div_ceil(tile), 1);
             }
+            let offset = [self.params.offset(product_slot)];
+            pass.set_pipeline(&self.kernels.gram.to_full);
+            pass.set_bind_group(0, &c0_group, &offset);
+            let (x, y) = gpu.grid((d32 * m32).div_ceil(FLAT_THREADS));
+            pass.dispatch_workgroups(x, y, 1);
+            pass.set_pipeline(&self.kernels.gram.row_dots);
+            pass.set_bind_group(0, &dots_group, &offset);
+            let (x, y) = gpu.grid(d32.div_ceil(FLAT_THREADS));
+            pass.dispatch_workgroups(x, y, 1);
         }
-        // One readback: G's diagonal and flag, the product pairs, the timestamps.
+        // One readback: G's diagonal and flag, C0's flag, the rows of ‖AW‖², the timestamps.
         let timestamps = self.timer.resolve(&gpu, &mut encoder)?;
         let stamp_bytes = timestamps.as_ref().map_or(0, |_| self.timer.bytes());
-        let total_bytes = tail_bytes + products as u64 * pair_bytes + stamp_bytes;
+        let total_bytes = 2 * tail_bytes + dots_bytes + stamp_bytes;
         let staging = gpu.buffer(
             "statistics readback",
             total_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
         encoder.copy_buffer_to_buffer(&fulls[0], full_bytes, &staging, 0, tail_bytes);
-        for (p, acc) in product_acc.iter().enumerate() {
-            let at = tail_bytes + p as u64 * pair_bytes;
-            encoder.copy_buffer_to_buffer(acc, 0, &staging, at, pair_bytes);
-        }
+        c0_full.copy_tail(&mut encoder, &staging, tail_bytes);
+        encoder.copy_buffer_to_buffer(&dots, 0, &staging, 2 * tail_bytes, dots_bytes);
         if let Some(t) = &timestamps {
-            let at = tail_bytes + products as u64 * pair_bytes;
+            let at = 2 * tail_bytes + dots_bytes;
             encoder.copy_buffer_to_buffer(t, 0, &staging, at, stamp_bytes);
         }
         self.phases.reduce += start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let mut mapped_at = start;
-        // Converted straight from the mapped memory, in parallel: the C0 pairs to f64, the
-        // timestamps to u64 (no intermediate copy of the readback).
-        // The f64 results are allocated and their pages touched while the GPU still works, so
-        // that the conversion after the readback is pure arithmetic (no page faults).
-        let prefault = |len: usize| {
-            let mut v = vec![0.0f64; len];
-            // black_box: the store must not be dropped as a no-op on zeroed memory.
-            v.par_chunks_mut(512)
-                .for_each(|c| c[0] = std::hint::black_box(0.0));
-            v
-        };
-        let (stamps, tail, c0, product1) = gpu.submit_and_map(
+        let words = gpu.submit_and_read(
             encoder,
             &staging,
             total_bytes,
             "reading back the statistics",
-            || {
-                let product1 = if with_target {
-                    prefault(d * m)
-                } else {
-                    Vec::new()
-                };
-                (prefault(d * m), product1)
-            },
-            |view, (mut c0, mut product1)| {
-                mapped_at = Instant::now();
-                let words: &[u32] = bytemuck::cast_slice(view);
-                let (tail, rest) = words.split_at(d + 1);
-                let pairs = |p: usize, out: &mut Vec<f64>| {
-                    out.par_chunks_mut(1 << 12)
-                        .zip(rest[p * 2 * d * m..(p + 1) * 2 * d * m].par_chunks(2 << 12))
-                        .for_each(|(dst, src)| {
-                            for (t, w) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                                *t = f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64;
-                            }
-                        });
-                };
-                pairs(0, &mut c0);
-                if with_target {
-                    pairs(1, &mut product1);
-                }
-                let stamps = rest[products * 2 * d * m..].to_vec();
-                (stamps, tail.to_vec(), c0, product1)
-            },
         )?;
-        let product1 = with_target.then_some(product1);
-        self.phases.readback += (mapped_at - start).as_secs_f64();
-        let start = mapped_at;
-        // Partial sums over fixed chunks, added in order: the same result on every run.
-        let dot = |a: &[f64]| -> f64 {
-            let parts: Vec<f64> = a
-                .par_chunks(1 << 14)
-                .zip(weight.par_chunks(1 << 14))
-                .map(|(x, w)| x.iter().zip(w).map(|(x, y)| x * y).sum::<f64>())
-                .collect();
-            parts.iter().sum()
-        };
-        let total = dot(product1.as_deref().unwrap_or(&c0));
+        self.phases.readback += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let (tail, rest) = words.split_at(d + 1);
+        let (c0_tail, rest) = rest.split_at(d + 1);
+        let (dots, stamps) = rest.split_at(2 * d);
+        // The rows' pairs added in order: the same result on every run.
+        let total = dots
+            .chunks_exact(2)
+            .map(|w| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64)
+            .sum();
         if timestamps.is_some() {
-            self.use_timestamps(&stamps);
+            self.use_timestamps(stamps);
         }
-        let gram = self.device_gram(fulls.swap_remove(0), &tail);
+        let gram = self.device_gram(fulls.swap_remove(0), tail);
+        let c0 = c0_full.into_matrix(&gpu, c0_tail, "C0 = BᵀA·W");
         self.phases.host += start.elapsed().as_secs_f64();
         Ok(RawGrams {
             gram,
@@ -377,17 +369,19 @@ impl GpuStats {
 
     /// `G` left on the device in `full` (`D × D` f32, then `to_full`'s tail), with its diagonal
     /// and non-finite flag from the tail read back (`D + 1` words).
-    pub(super) fn device_gram(&self, full: crate::gpu::PooledBuffer, tail: &[u32]) -> Gram {
+    pub(super) fn device_gram(&self, full: PooledBuffer, tail: &[u32]) -> Gram {
         let d = self.d;
         let diag = tail[..d]
             .iter()
             .map(|&w| f32::from_bits(w) as f64)
             .collect();
         let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceGram {
+        let matrix = DeviceRows {
             gpu: Arc::clone(&self.gpu),
             buffer: full,
-            dim: d,
+            rows: d,
+            cols: d,
+            name: "the Gram matrix",
         };
         Gram::on_device(d, diag, Arc::new(matrix), finite)
     }
@@ -413,9 +407,83 @@ impl GpuStats {
             cross: (with_target && !projected).then(zeros),
             target_gram: (with_target && !projected).then(zeros),
             rows: 0,
-            c0: projected.then(|| vec![0.0; d * self.outputs() as usize]),
+            c0: projected.then(|| {
+                let m = self.outputs() as usize;
+                StatsMatrix::from_host(vec![0.0; d * m], m)
+            }),
             total: projected.then_some(0.0),
             phases: self.phases,
         }
+    }
+}
+
+/// An f32 matrix that `to_full` writes on the device: `rows × cols` row-major, then its tail:
+/// the diagonal (`rows` values) and the non-finite flag.
+pub(super) struct FullMatrix {
+    pub(super) buffer: PooledBuffer,
+    rows: usize,
+    cols: usize,
+}
+
+impl FullMatrix {
+    pub(super) fn new(gpu: &Arc<Gpu>, rows: usize, cols: usize) -> Result<Self> {
+        let bytes = ((rows * cols + rows + 1) * 4) as u64;
+        let buffer = gpu.buffer(
+            "statistics (f32)",
+            bytes,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(Self { buffer, rows, cols })
+    }
+
+    /// Bytes of the matrix and its tail.
+    pub(super) fn bytes(&self) -> u64 {
+        self.matrix_bytes() + self.tail_bytes()
+    }
+
+    fn matrix_bytes(&self) -> u64 {
+        (self.rows * self.cols * 4) as u64
+    }
+
+    pub(super) fn tail_bytes(&self) -> u64 {
+        ((self.rows + 1) * 4) as u64
+    }
+
+    /// Clears the tail (`to_full` only ever sets the flag).
+    pub(super) fn clear_tail(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.clear_buffer(&self.buffer, self.matrix_bytes(), Some(self.tail_bytes()));
+    }
+
+    /// Copies the tail into `staging` at byte `at`.
+    pub(super) fn copy_tail(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        at: u64,
+    ) {
+        let (from, bytes) = (self.matrix_bytes(), self.tail_bytes());
+        encoder.copy_buffer_to_buffer(&self.buffer, from, staging, at, bytes);
+    }
+
+    /// The matrix left on the device, `tail` (its `rows + 1` words, read back) saying whether
+    /// every entry is finite; `name` names it in messages.
+    pub(super) fn into_matrix(
+        self,
+        gpu: &Arc<Gpu>,
+        tail: &[u32],
+        name: &'static str,
+    ) -> StatsMatrix {
+        let finite = f32::from_bits(tail[self.rows]) == 0.0;
+        let (rows, cols) = (self.rows, self.cols);
+        let matrix = DeviceRows {
+            gpu: Arc::clone(gpu),
+            buffer: self.buffer,
+            rows,
+            cols,
+            name,
+        };
+        StatsMatrix::on_device(rows, cols, Arc::new(matrix), finite)
     }
 }

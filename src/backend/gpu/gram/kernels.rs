@@ -16,7 +16,7 @@ use crate::gpu::{
 };
 
 /// The compiled `gram.wgsl` kernels: `gram_tile` per tile configuration (compiled on first use),
-/// `fold_splits` and `to_full`; and the pad pass that writes their operands.
+/// `fold_splits`, `to_full` and `row_dots`; and the pad pass that writes their operands.
 pub(crate) struct GramKernels {
     pub(super) layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
@@ -24,6 +24,7 @@ pub(crate) struct GramKernels {
     tiles: Mutex<HashMap<TileConfig, wgpu::ComputePipeline>>,
     pub(super) fold: wgpu::ComputePipeline,
     pub(super) to_full: wgpu::ComputePipeline,
+    pub(super) row_dots: wgpu::ComputePipeline,
     pub(super) pad: PadKernel,
 }
 
@@ -52,6 +53,7 @@ impl GramKernels {
         let small = TileConfig { wg: 8, bk: 8 };
         let fold = compute_pipeline(device, &pipeline_layout, &module, "fold_splits", small);
         let to_full = compute_pipeline(device, &pipeline_layout, &module, "to_full", small);
+        let row_dots = compute_pipeline(device, &pipeline_layout, &module, "row_dots", small);
         let pad = PadKernel::new(device, checked);
         Self {
             layout,
@@ -60,6 +62,7 @@ impl GramKernels {
             tiles: Mutex::new(HashMap::new()),
             fold,
             to_full,
+            row_dots,
             pad,
         }
     }

@@ -7,18 +7,19 @@
 //! All of it runs in the tile kernel of gram.wgsl (modes 2 and 3 there), in the same compute pass
 //! as the Gram sum: the projection accumulates into (hi, lo) pairs like any sum (`P` is exact to
 //! f32 rounding), `to_full` writes it as f32, then the cross and norm sums read it as dense rows.
-//! At the end `G` stays on the device (as in the unprojected form), and `C0` and `Pᵀ P` are read
-//! back as compensated pairs in one copy.
+//! At the end `G` and `C0` stay on the device as f32 matrices (as in the unprojected form); only
+//! `C0`'s non-finite flag and `Pᵀ P`'s diagonal come back.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::{GramParams, TileConfig, FLAT_THREADS};
+use super::finish::FullMatrix;
 use super::{GpuStats, Sum};
 use crate::backend::ConsumerWeight;
 use crate::error::Result;
 use crate::gpu::{Gpu, Phase, PooledBuffer};
-use crate::layer::{RawGrams, Unfolding};
+use crate::layer::{RawGrams, StatsMatrix, Unfolding};
 
 /// The projection of one layer's targets: the weight on the device, and the per-chunk buffers
 /// of `P` (allocated with the input buffers).
@@ -240,8 +241,8 @@ impl GpuStats {
 
     /// The end of the projected form: the row splits folded; `G` as a full f32 matrix left on
     /// the device when it fits one binding (its diagonal and non-finite flag read back), else
-    /// read back block by block as compensated pairs; `C0` and `Pᵀ P` read back as compensated
-    /// pairs, `‖AW‖²` the trace of `Pᵀ P`.
+    /// read back block by block as compensated pairs; `C0` left on the device as an f32 matrix,
+    /// `‖AW‖²` the trace of `Pᵀ P`.
     pub(super) fn finish_projected(&mut self) -> Result<RawGrams> {
         let d = self.d as u64;
         let fits = d * d * 4 + (d + 1) * 4 <= self.gpu.max_binding();
@@ -250,7 +251,7 @@ impl GpuStats {
         } else {
             self.finish_blocks()?
         };
-        let (c0, total) = self.read_projected()?;
+        let (c0, total) = self.projected_on_device()?;
         raw.c0 = Some(c0);
         raw.total = Some(total);
         raw.phases = self.phases;
@@ -336,39 +337,75 @@ impl GpuStats {
         })
     }
 
-    /// `C0` (`D × m`) and `‖AW‖²` from the folded projected sums, in one readback.
-    fn read_projected(&mut self) -> Result<(Vec<f64>, f64)> {
+    /// `C0` (`D × m`) as an f32 matrix left on the device, from the folded projected sums, and
+    /// `‖AW‖²`, the trace of `Pᵀ P`: `to_full` writes both as f32 matrices; only their tails
+    /// come back (`C0`'s non-finite flag, `Pᵀ P`'s diagonal).
+    fn projected_on_device(&mut self) -> Result<(StatsMatrix, f64)> {
         let gpu = Arc::clone(&self.gpu);
         let (d, m) = (self.d, self.outputs() as usize);
         let start = Instant::now();
-        let c0_bytes = (d * m * 8) as u64;
-        let norm_bytes = (m * m * 8) as u64;
-        let staging = gpu.buffer(
-            "statistics readback",
-            c0_bytes + norm_bytes,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let acc_of = |sum: Sum| {
+        let slots = self.slot_params(0);
+        self.params.write(&gpu.queue, &slots);
+        let c0 = FullMatrix::new(&gpu, d, m)?;
+        let norm = FullMatrix::new(&gpu, m, m)?;
+        let mut groups = Vec::with_capacity(2);
+        for (sum, full) in [(Sum::Projected, &c0), (Sum::ProjectedNorm, &norm)] {
             let i = self.slots.iter().position(|s| s.sum == sum);
-            &self.acc[i.expect("a projected sum")]
-        };
+            let i = i.expect("a projected sum");
+            let slot = &self.slots[i];
+            let acc_bytes = self.splits as u64 * slot.rows as u64 * slot.block.cols as u64 * 8;
+            let group = self.bind_group(
+                &self.placeholder,
+                &self.placeholder,
+                (16, 16),
+                &self.acc[i],
+                acc_bytes,
+                Some((&full.buffer, full.bytes())),
+            );
+            groups.push((i, group, slots[i]));
+        }
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("projected statistics readback"),
+                label: Some("projected statistics"),
             });
-        encoder.copy_buffer_to_buffer(acc_of(Sum::Projected), 0, &staging, 0, c0_bytes);
-        let norm = acc_of(Sum::ProjectedNorm);
-        encoder.copy_buffer_to_buffer(norm, 0, &staging, c0_bytes, norm_bytes);
-        let bytes = c0_bytes + norm_bytes;
+        c0.clear_tail(&mut encoder);
+        norm.clear_tail(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("projected statistics (f32)"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.kernels.gram.to_full);
+            for (i, group, slot) in &groups {
+                pass.set_bind_group(0, group, &[self.params.offset(*i)]);
+                let (x, y) = gpu.grid((slot.out_rows * slot.block_cols).div_ceil(FLAT_THREADS));
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        let bytes = c0.tail_bytes() + norm.tail_bytes();
+        let staging = gpu.buffer(
+            "statistics readback",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        c0.copy_tail(&mut encoder, &staging, 0);
+        norm.copy_tail(&mut encoder, &staging, c0.tail_bytes());
         let words = gpu.submit_and_read(encoder, &staging, bytes, "reading back the statistics")?;
         self.phases.readback += start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let pair = |w: &[u32]| f32::from_bits(w[0]) as f64 + f32::from_bits(w[1]) as f64;
-        let (c0_words, norm) = words.split_at(2 * d * m);
-        let c0 = c0_words.chunks_exact(2).map(pair).collect();
-        // The trace of Pᵀ P, added in a fixed order.
-        let total = (0..m).map(|j| pair(&norm[2 * (j * m + j)..])).sum();
+        let (c0_tail, norm_tail) = words.split_at(d + 1);
+        // The trace of Pᵀ P, added in a fixed order; a non-finite entry of Pᵀ P shows in it.
+        let total = norm_tail[..m]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .sum::<f64>();
+        let total = if f32::from_bits(norm_tail[m]) == 0.0 {
+            total
+        } else {
+            f64::INFINITY
+        };
+        let c0 = c0.into_matrix(&gpu, c0_tail, "C0 = BᵀA·W");
         self.phases.host += start.elapsed().as_secs_f64();
         Ok((c0, total))
     }
