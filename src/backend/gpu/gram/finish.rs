@@ -53,11 +53,7 @@ impl GpuStats {
         // Full f32 matrices of every sum.
         let mut fulls = Vec::with_capacity(self.sums.len());
         for _ in &self.sums {
-            fulls.push(gpu.buffer(
-                "statistics (f32)",
-                full_bytes + tail_bytes,
-                storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            )?);
+            fulls.push(FullMatrix::new(&gpu, d, d)?);
         }
         let w32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
         let w_buffer = gpu.buffer(
@@ -108,12 +104,13 @@ impl GpuStats {
                     (16, 16),
                     &self.acc[s],
                     acc_bytes,
-                    Some((&fulls[s], full_bytes + tail_bytes)),
+                    Some((&fulls[s].buffer, fulls[s].bytes())),
                 )
             })
             .collect();
         // C0 = X·W: the cross sum (AᵀB, read row-major as Xᵀ) or G itself; then (AᵀA)·W.
         let x_full = if with_target { &fulls[1] } else { &fulls[0] };
+        let x_full = &x_full.buffer;
         let w_bytes = (w32.len() * 4) as u64;
         let mut product_groups = vec![self.bind_group(
             x_full,
@@ -125,7 +122,7 @@ impl GpuStats {
         )];
         if with_target {
             product_groups.push(self.bind_group(
-                &fulls[2],
+                &fulls[2].buffer,
                 &w_buffer,
                 (full_bytes, w_bytes),
                 &product_acc[1],
@@ -168,7 +165,7 @@ impl GpuStats {
             encoder.clear_buffer(acc, 0, None);
         }
         for full in &fulls {
-            encoder.clear_buffer(full, full_bytes, Some(tail_bytes));
+            full.clear_tail(&mut encoder);
         }
         c0_full.clear_tail(&mut encoder);
         self.encode_fold(&mut encoder);
@@ -216,7 +213,7 @@ impl GpuStats {
             total_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        encoder.copy_buffer_to_buffer(&fulls[0], full_bytes, &staging, 0, tail_bytes);
+        fulls[0].copy_tail(&mut encoder, &staging, 0);
         c0_full.copy_tail(&mut encoder, &staging, tail_bytes);
         encoder.copy_buffer_to_buffer(&dots, 0, &staging, 2 * tail_bytes, dots_bytes);
         if let Some(t) = &timestamps {
@@ -244,7 +241,7 @@ impl GpuStats {
         if timestamps.is_some() {
             self.use_timestamps(stamps);
         }
-        let gram = self.device_gram(fulls.swap_remove(0), tail);
+        let gram = fulls.swap_remove(0).into_gram(&gpu, tail);
         let c0 = c0_full.into_matrix(&gpu, c0_tail, "C0 = BᵀA·W");
         self.phases.host += start.elapsed().as_secs_f64();
         Ok(RawGrams {
@@ -367,25 +364,6 @@ impl GpuStats {
         })
     }
 
-    /// `G` left on the device in `full` (`D × D` f32, then `to_full`'s tail), with its diagonal
-    /// and non-finite flag from the tail read back (`D + 1` words).
-    pub(super) fn device_gram(&self, full: PooledBuffer, tail: &[u32]) -> Gram {
-        let d = self.d;
-        let diag = tail[..d]
-            .iter()
-            .map(|&w| f32::from_bits(w) as f64)
-            .collect();
-        let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceRows {
-            gpu: Arc::clone(&self.gpu),
-            buffer: full,
-            rows: d,
-            cols: d,
-            name: "the Gram matrix",
-        };
-        Gram::on_device(d, diag, Arc::new(matrix), finite)
-    }
-
     /// Takes the kernel and reduction times from the resolved pass timestamps (`words`), when
     /// every pass was timed.
     pub(super) fn use_timestamps(&mut self, words: &[u32]) {
@@ -485,5 +463,25 @@ impl FullMatrix {
             name,
         };
         StatsMatrix::on_device(rows, cols, Arc::new(matrix), finite)
+    }
+
+    /// A square matrix left on the device as the Gram matrix `G`, with its diagonal and
+    /// non-finite flag from `tail` (its `rows + 1` words, read back).
+    pub(super) fn into_gram(self, gpu: &Arc<Gpu>, tail: &[u32]) -> Gram {
+        let d = self.rows;
+        debug_assert_eq!(d, self.cols, "G is square");
+        let diag = tail[..d]
+            .iter()
+            .map(|&w| f32::from_bits(w) as f64)
+            .collect();
+        let finite = f32::from_bits(tail[d]) == 0.0;
+        let matrix = DeviceRows {
+            gpu: Arc::clone(gpu),
+            buffer: self.buffer,
+            rows: d,
+            cols: d,
+            name: "the Gram matrix",
+        };
+        Gram::on_device(d, diag, Arc::new(matrix), finite)
     }
 }

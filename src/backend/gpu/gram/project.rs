@@ -264,15 +264,8 @@ impl GpuStats {
         let gpu = Arc::clone(&self.gpu);
         let d = self.d;
         let start = Instant::now();
-        let full_bytes = (d * d * 4) as u64;
-        let tail_bytes = ((d + 1) * 4) as u64;
-        let full = gpu.buffer(
-            "statistics (f32)",
-            full_bytes + tail_bytes,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        )?;
+        let full = FullMatrix::new(&gpu, d, d)?;
+        let tail_bytes = full.tail_bytes();
         let slots = self.slot_params(0);
         self.params.write(&gpu.queue, &slots);
         let acc_bytes = self.splits as u64 * (d * d * 8) as u64;
@@ -282,14 +275,14 @@ impl GpuStats {
             (16, 16),
             &self.acc[0],
             acc_bytes,
-            Some((&full, full_bytes + tail_bytes)),
+            Some((&full.buffer, full.bytes())),
         );
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("statistics finish"),
             });
-        encoder.clear_buffer(&full, full_bytes, Some(tail_bytes));
+        full.clear_tail(&mut encoder);
         self.encode_fold(&mut encoder);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -309,7 +302,7 @@ impl GpuStats {
             total_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
-        encoder.copy_buffer_to_buffer(&full, full_bytes, &staging, 0, tail_bytes);
+        full.copy_tail(&mut encoder, &staging, 0);
         if let Some(t) = &timestamps {
             encoder.copy_buffer_to_buffer(t, 0, &staging, tail_bytes, stamp_bytes);
         }
@@ -327,7 +320,7 @@ impl GpuStats {
             self.use_timestamps(stamps);
         }
         Ok(RawGrams {
-            gram: self.device_gram(full, tail),
+            gram: full.into_gram(&gpu, tail),
             cross: None,
             target_gram: None,
             rows: self.rows,
