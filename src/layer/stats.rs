@@ -186,18 +186,10 @@ impl Gram {
         }
     }
 
-    /// A `dim × dim` matrix on a device, with its diagonal already on the host; `finite`: the
-    /// device found every entry finite.
-    pub(crate) fn on_device(
-        dim: usize,
-        diag: Vec<f64>,
-        matrix: Arc<dyn DeviceMatrix>,
-        finite: bool,
-    ) -> Self {
-        Self {
-            matrix: StatsMatrix::on_device(dim, dim, matrix, finite),
-            diag,
-        }
+    /// A square matrix left on a device, with its diagonal already on the host.
+    pub(crate) fn on_device(matrix: StatsMatrix, diag: Vec<f64>) -> Self {
+        debug_assert!(matrix.is_on_device() && matrix.rows == matrix.cols);
+        Self { matrix, diag }
     }
 
     /// `D`.
@@ -249,13 +241,20 @@ impl Gram {
                 "Gram matrix index {bad} is out of range (D = {d})"
             )));
         }
-        let rows = self.matrix.rows_of(idx)?;
         let n = idx.len();
         let mut out = vec![0.0; n * n];
-        for (dst, row) in out
-            .chunks_exact_mut(n.max(1))
-            .zip(rows.chunks_exact(d.max(1)))
-        {
+        // From the host copy in place (no copy of the rows); else only rows `idx` come back.
+        let fetched;
+        let (values, in_place) = match self.matrix.host_values() {
+            Some(v) => (v, true),
+            None => {
+                fetched = self.matrix.rows_of(idx)?;
+                (fetched.as_slice(), false)
+            }
+        };
+        for (i, dst) in out.chunks_exact_mut(n.max(1)).enumerate() {
+            let r = if in_place { idx[i] } else { i };
+            let row = &values[r * d..(r + 1) * d];
             for (t, &j) in dst.iter_mut().zip(idx) {
                 *t = row[j];
             }

@@ -46,9 +46,8 @@ impl GpuStats {
         let d32 = d as u32;
         let start = Instant::now();
         let storage = wgpu::BufferUsages::STORAGE;
+        // The f32 matrix `X` that the products read (its tail after it is not an operand).
         let full_bytes = (d * d * 4) as u64;
-        // After each full matrix: its diagonal and the non-finite flag (`to_full`).
-        let tail_bytes = ((d + 1) * 4) as u64;
         let pair_bytes = (d * m * 8) as u64;
         // Full f32 matrices of every sum.
         let mut fulls = Vec::with_capacity(self.sums.len());
@@ -207,17 +206,18 @@ impl GpuStats {
         // One readback: G's diagonal and flag, C0's flag, the rows of ‖AW‖², the timestamps.
         let timestamps = self.timer.resolve(&gpu, &mut encoder)?;
         let stamp_bytes = timestamps.as_ref().map_or(0, |_| self.timer.bytes());
-        let total_bytes = 2 * tail_bytes + dots_bytes + stamp_bytes;
+        let (g_tail, c0_tail) = (fulls[0].tail_bytes(), c0_full.tail_bytes());
+        let total_bytes = g_tail + c0_tail + dots_bytes + stamp_bytes;
         let staging = gpu.buffer(
             "statistics readback",
             total_bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
         fulls[0].copy_tail(&mut encoder, &staging, 0);
-        c0_full.copy_tail(&mut encoder, &staging, tail_bytes);
-        encoder.copy_buffer_to_buffer(&dots, 0, &staging, 2 * tail_bytes, dots_bytes);
+        c0_full.copy_tail(&mut encoder, &staging, g_tail);
+        encoder.copy_buffer_to_buffer(&dots, 0, &staging, g_tail + c0_tail, dots_bytes);
         if let Some(t) = &timestamps {
-            let at = 2 * tail_bytes + dots_bytes;
+            let at = g_tail + c0_tail + dots_bytes;
             encoder.copy_buffer_to_buffer(t, 0, &staging, at, stamp_bytes);
         }
         self.phases.reduce += start.elapsed().as_secs_f64();
@@ -468,20 +468,10 @@ impl FullMatrix {
     /// A square matrix left on the device as the Gram matrix `G`, with its diagonal and
     /// non-finite flag from `tail` (its `rows + 1` words, read back).
     pub(super) fn into_gram(self, gpu: &Arc<Gpu>, tail: &[u32]) -> Gram {
-        let d = self.rows;
-        debug_assert_eq!(d, self.cols, "G is square");
-        let diag = tail[..d]
+        let diag = tail[..self.rows]
             .iter()
             .map(|&w| f32::from_bits(w) as f64)
             .collect();
-        let finite = f32::from_bits(tail[d]) == 0.0;
-        let matrix = DeviceRows {
-            gpu: Arc::clone(gpu),
-            buffer: self.buffer,
-            rows: d,
-            cols: d,
-            name: "the Gram matrix",
-        };
-        Gram::on_device(d, diag, Arc::new(matrix), finite)
+        Gram::on_device(self.into_matrix(gpu, tail, "the Gram matrix"), diag)
     }
 }
